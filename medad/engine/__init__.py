@@ -1,0 +1,1 @@
+"""Training loop, batched scoring and the on-disk predictions store."""

@@ -1,0 +1,1 @@
+"""medad.export."""

@@ -1,0 +1,1 @@
+"""Small helpers shared by every concern: atomic file writes, hashing, seeding."""

@@ -1,0 +1,20 @@
+"""Test-wide settings: offline hubs, headless plotting, deterministic torch on few threads."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep every medad cache (text embeddings, resized images) out of the user's home."""
+    monkeypatch.setenv("MEDAD_CACHE", str(tmp_path_factory.getbasetemp() / "medad_cache"))
