@@ -49,9 +49,7 @@ class PredictionWriter:
         self.tag = tag
         if meta is not None:
             write_json_atomic(self.folder / "meta.json", meta)
-        existing = [
-            int(m["seq"]) for p in self.chunks.iterdir() if (m := _CHUNK_RE.match(p.name)) and m["tag"] == tag
-        ]
+        existing = [int(m["seq"]) for p in self.chunks.iterdir() if (m := _CHUNK_RE.match(p.name)) and m["tag"] == tag]
         self._seq = max(existing, default=-1) + 1
         self._indices: list[int] = []
         self._scores: list[float] = []
@@ -125,9 +123,7 @@ class PredictionReader:
         if dup.size:
             raise DataError(f"{self.folder}: index {int(dup[0])} was written twice; delete the folder and re-score")
         self.indices: np.ndarray = idx
-        self.image_scores: np.ndarray = (
-            np.concatenate(scores)[order] if scores else np.zeros(0, dtype=np.float32)
-        )
+        self.image_scores: np.ndarray = np.concatenate(scores)[order] if scores else np.zeros(0, dtype=np.float32)
         self._owner = np.concatenate(owner)[order] if owner else np.zeros(0, dtype=np.int64)
 
     @property
