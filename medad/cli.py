@@ -7,6 +7,8 @@ with code 2, never with a traceback.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -27,6 +29,212 @@ def fail(message: str) -> None:
     """Print a one-line user error and exit with code 2."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
+
+
+@datasets_app.command("check")
+def datasets_check_command(
+    root: Annotated[Path, typer.Argument(help="Dataset root (or a CSV / DICOM / NIfTI file).")],
+    kind: Annotated[str, typer.Option("--kind", help="Dataset kind (mvtec, visa, isic, ..., auto detects).")] = "auto",
+    split: Annotated[str, typer.Option("--split", help="Split to check.")] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Count images per class, show the detected layout variant and list every problem with its file."""
+    from medad.data import check_dataset
+    from medad.data.reporting import format_check
+    from medad.utils.io import canonical_json
+
+    report = check_dataset(root, kind, split=split)
+    typer.echo(canonical_json(report).rstrip("\n") if as_json else format_check(report))
+    if report["problems"]:
+        raise typer.Exit(code=2)
+
+
+@datasets_app.command("synth")
+def datasets_synth_command(
+    out: Annotated[Path, typer.Argument(help="Folder to write the synthetic dataset into.")],
+    layout: Annotated[str, typer.Option("--layout", help="Native layout, e.g. mvtec, visa, isic2016, tn3k.")],
+    n_normal: Annotated[int, typer.Option("--n-normal", help="Normal images per class.")] = 2,
+    n_abnormal: Annotated[int, typer.Option("--n-abnormal", help="Abnormal images per class.")] = 3,
+    size: Annotated[int, typer.Option("--size", help="Image side in pixels.")] = 64,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+) -> None:
+    """Write a small synthetic dataset (exact masks) in a native public layout."""
+    from medad.data import write_layout
+
+    root = write_layout(out, layout, n_normal=n_normal, n_abnormal=n_abnormal, size=size, seed=seed)
+    typer.echo(f"wrote synthetic '{layout}' dataset to {root}")
+
+
+@app.command("train")
+def train_command(
+    data: Annotated[list[Path], typer.Option("--data", help="Auxiliary dataset root (repeat for several).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder; checkpoints go to OUT/checkpoints/epoch_NNN.")],
+    kind: Annotated[str, typer.Option("--kind", help="Dataset kind of every --data root (auto detects).")] = "auto",
+    split: Annotated[str, typer.Option("--split", help="Split to train on (ZSAD practice: the test split).")] = "test",
+    model: Annotated[str, typer.Option("--model", help="Registered model name.")] = "ad_dinov3",
+    epochs: Annotated[int, typer.Option("--epochs", help="Fixed epochs; no selection on target data.")] = 100,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW lr; 1e-5 for ViT-L, about 1e-3 for ad_dinov3_tiny.")] = 1e-5,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Effective batch per optimiser step.")] = 64,
+    micro_batch_size: Annotated[int | None, typer.Option("--micro-batch-size", help="Images per forward pass.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: CUDA if any).")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 0,
+    compat: Annotated[str, typer.Option("--compat", help="Class word rule: clean or reference.")] = "clean",
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Cache frozen backbone features on disk.")] = True,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT's last checkpoint.")] = True,
+) -> None:
+    """Train a model's adapters on auxiliary datasets for a fixed number of epochs (resumable)."""
+    from medad.engine.train import train_on_roots
+
+    result = train_on_roots(
+        [str(p) for p in data],
+        out,
+        kind=kind,
+        split=split,
+        model_name=model,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        micro_batch_size=micro_batch_size,
+        seed=seed,
+        device=device,
+        num_workers=workers,
+        compat=compat,
+        cache_features=cache,
+        resume=resume,
+    )
+    typer.echo(f"trained {result.epochs} epochs ({result.steps} steps); checkpoint: {result.checkpoint}")
+
+
+@app.command("score")
+def score_command(
+    paths: Annotated[list[Path], typer.Argument(help="Image files, folders, DICOM or NIfTI files.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (a re-run with the same inputs resumes).")],
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Folder from `medad train`.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Registered model name, e.g. ad_dinov3_tiny.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 8,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: CUDA if any).")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 0,
+    compat: Annotated[str, typer.Option("--compat", help="Class word rule: clean or reference.")] = "clean",
+    heatmaps: Annotated[bool, typer.Option("--heatmaps/--no-heatmaps", help="Heatmap PNGs by case id.")] = True,
+) -> None:
+    """Score images: OUT/scores.csv, OUT/scores.json, OUT/heatmaps/*.png and OUT/predictions/."""
+    from medad.engine.scorer import score_files
+
+    table = score_files(
+        paths,
+        out,
+        checkpoint=checkpoint,
+        model_name=model,
+        batch_size=batch_size,
+        device=device,
+        num_workers=workers,
+        compat=compat,
+        heatmaps=heatmaps,
+    )
+    typer.echo(f"scored {len(table)} images; results in {out}")
+
+
+@app.command("eval")
+def eval_command(
+    predictions: Annotated[list[str], typer.Argument(help="[MODEL=]PREDICTIONS_DIR (repeat to compare models).")],
+    data: Annotated[Path, typer.Option("--data", help="Root of the dataset the predictions were scored on.")],
+    kind: Annotated[str, typer.Option("--kind", help="Dataset kind (mvtec, visa, isic, ..., auto detects).")] = "auto",
+    split: Annotated[str, typer.Option("--split", help="Split that was scored.")] = "test",
+    out: Annotated[Path | None, typer.Option("--out", help="Evaluation folder (default: DIR/../evaluation).")] = None,
+    ci_resamples: Annotated[int, typer.Option("--ci-resamples", help="Bootstrap resamples (0: no CIs).")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    threshold: Annotated[float, typer.Option("--threshold", help="Score threshold of per-image Dice/IoU.")] = 0.5,
+) -> None:
+    """Evaluate predictions: metrics.json (with CIs), per_image.csv, curves.json, comparisons.json."""
+    from medad.data import load_manifest
+    from medad.engine.evaluate import evaluate
+
+    folders: dict[str, Path] = {}
+    for item in predictions:
+        name, _, folder = item.rpartition("=")
+        path = Path(folder)
+        folders[name or path.resolve().parent.name or path.name] = path
+    if len(folders) != len(predictions):
+        fail("two predictions folders got the same model name; name them MODEL=DIR")
+    manifest = load_manifest(data, kind, split=split)
+    target = out or Path(predictions[0].rpartition("=")[2]).resolve().parent / "evaluation"
+    result = evaluate(folders, manifest, target, ci={"n_resamples": ci_resamples, "seed": seed}, threshold=threshold)
+    typer.echo(f"evaluated {len(folders)} model(s) on {len(manifest)} images; results in {result['out_dir']}")
+
+
+@app.command("report")
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="Evaluation folder, or run folder with evaluation/ inside.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Report folder (default: RUN/report).")] = None,
+    predictions: Annotated[list[str] | None, typer.Option("--predictions", help="[MODEL=]DIR, for heatmaps.")] = None,
+    manifest: Annotated[list[str] | None, typer.Option("--manifest", help="[DATASET=]FILE (.csv/.json).")] = None,
+    title: Annotated[str, typer.Option("--title")] = "medad evaluation report",
+    cases: Annotated[int, typer.Option("--cases", help="Images per best/worst group.")] = 4,
+) -> None:
+    """Write report.html, report.md, tables and figures for an evaluation."""
+    from medad.reports import build_report
+    from medad.reports.cases import parse_keyed_paths
+
+    html_path = build_report(
+        run_dir,
+        out,
+        predictions=parse_keyed_paths(predictions or [], "--predictions"),
+        manifest=parse_keyed_paths(manifest or [], "--manifest"),
+        title=title,
+        n_cases=cases,
+    )
+    typer.echo(f"report: {html_path}")
+
+
+@app.command("export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="Predictions folder (or a `medad score` output folder).")],
+    formats: Annotated[str, typer.Option("--format", help="Comma list of png,nifti,dicom-seg,pmap.")] = "png",
+    threshold: Annotated[
+        str, typer.Option("--threshold", help="fixed:0.5 | percentile:99:NORMALS_PRED_DIR | f1[:DIR] | youden[:DIR]")
+    ] = "fixed:0.5",
+    deidentify: Annotated[bool, typer.Option("--deidentify", help="PS3.15 Basic profile on DICOM exports.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Export folder (default RUN_DIR/export).")] = None,
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="Manifest if RUN_DIR holds none.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty export folder.")] = False,
+) -> None:
+    """Export masks, heatmaps, overlays, NIfTI, DICOM SEG / Parametric Map and an offline review gallery."""
+    from medad.export import export_run
+
+    folder = export_run(run_dir, formats=formats, threshold=threshold, deidentify=deidentify, out_dir=out,
+                        manifest_path=manifest, overwrite=overwrite)
+    typer.echo(f"export written to {folder} (RESEARCH USE ONLY)")
+
+
+@app.command("validate")
+def validate_command(
+    protocol: Path = typer.Argument(..., help="Protocol YAML (e.g. protocols/demo.yaml)."),
+    structure_only: bool = typer.Option(
+        False, "--structure-only", help="Check the YAML only, not that data roots and weights exist."
+    ),
+    overrides: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set training.epochs=3."),
+) -> None:
+    """Check a protocol without running it: keys, types, names, leakage guard, data roots and weights."""
+    from medad.protocols import validate_protocol
+
+    lp = validate_protocol(protocol, structure_only=structure_only, overrides=overrides)
+    checked = "structure" if structure_only else "structure, data roots and weights"
+    typer.echo(f"{protocol}: valid ({checked}); protocol {lp.name!r}")
+
+
+@app.command("run")
+def run_command(
+    protocol: Path = typer.Argument(..., help="Protocol YAML (e.g. protocols/demo.yaml)."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default: the protocol's `output:`)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set training.epochs=3."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress display on stderr."),
+) -> None:
+    """Run a protocol (train, score, evaluate, stats, report, export); re-running resumes. Prints the run folder."""
+    from medad.protocols import run_protocol
+
+    run_dir = run_protocol(protocol, out=out, overrides=overrides, progress=progress)
+    typer.echo(str(run_dir))
 
 
 def main() -> None:

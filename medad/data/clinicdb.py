@@ -1,0 +1,54 @@
+"""CVC-ClinicDB: the original TIFF release (``Original/`` + ``Ground Truth/``) and the PNG copy
+(``images/`` + ``masks/``). All 612 frames are polyps (label 1, class ``polyp``); the frame -> sequence map is
+not in the file names, so ``group_id`` defaults to the frame.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from medad.data.manifest import CLASS_WORDS, ManifestBuilder, add_paired_folders, require_dir
+from medad.errors import DataError
+
+_LAYOUTS: tuple[tuple[str, str, str], ...] = (
+    ("original-tiff", "Original", "Ground Truth"),
+    ("png", "images", "masks"),
+)
+
+
+def find_clinicdb(root: Path) -> tuple[str, Path, Path] | None:
+    """(variant, image folder, mask folder) of a CVC-ClinicDB root (or one folder level below), or ``None``."""
+    candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []
+    for base in candidates:
+        for variant, images, masks in _LAYOUTS:
+            if (base / images).is_dir():
+                if variant == "png" and any((base / images).glob("*.tif")):
+                    variant = "tiff"
+                return variant, base / images, base / masks
+    return None
+
+
+def make_clinicdb(root: str | Path, split: str = "test", strict: bool = True) -> pd.DataFrame:
+    """CVC-ClinicDB manifest.
+
+    Args:
+        root: Folder holding ``Original/`` + ``Ground Truth/`` (TIFF) or ``images/`` + ``masks/`` (PNG).
+        split: Split name written in the manifest (the set has no official split).
+        strict: Raise one DataError listing every problem.
+
+    Returns:
+        The manifest (variant ``original-tiff`` or ``png``).
+    """
+    root = require_dir(Path(root).expanduser(), "CVC-ClinicDB root")
+    found = find_clinicdb(root)
+    if found is None:
+        raise DataError(
+            f"CVC-ClinicDB root {root} has neither 'Original/' + 'Ground Truth/' nor 'images/' + 'masks/'; "
+            "point to the folder that holds them"
+        )
+    variant, image_dir, mask_dir = found
+    builder = ManifestBuilder("clinicdb", root, split, variant)
+    add_paired_folders(builder, image_dir, mask_dir, class_name=CLASS_WORDS["clinicdb"])
+    return builder.build(strict)

@@ -1,0 +1,211 @@
+"""DICOM input: one manifest row per frame, and a display-correct pixel pipeline.
+
+Grayscale frames go through stored values -> Modality LUT (rescale) -> VOI LUT or window -> scaling to [0, 1]
+-> MONOCHROME1 inversion (last, as PS3.3 defines it). Colour frames come back as RGB (pydicom converts YBR);
+PALETTE COLOR goes through the palette. Compressed transfer syntaxes decode through the ``dicom`` extra
+(pylibjpeg and its plugins); a missing decoder is a :class:`~medad.errors.DataError` naming what to install.
+Patient identifiers are never read into messages: errors name only the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+
+from medad.data.manifest import ManifestBuilder, is_ignored, require_dir
+from medad.errors import DataError
+from medad.utils.privacy import case_id
+
+DICOM_EXTENSIONS: frozenset[str] = frozenset({".dcm", ".dicom", ".ima"})
+_PLUGIN_HINT: dict[str, str] = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg (JPEG Baseline)",
+    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg (JPEG Extended)",
+    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg (JPEG Lossless)",
+    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg (JPEG Lossless SV1)",
+    "1.2.840.10008.1.2.4.80": "pylibjpeg-libjpeg (JPEG-LS Lossless)",
+    "1.2.840.10008.1.2.4.81": "pylibjpeg-libjpeg (JPEG-LS Near-lossless)",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg (JPEG 2000 Lossless)",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg (JPEG 2000)",
+    "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg (HTJ2K)",
+    "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg (HTJ2K Lossless RPCL)",
+    "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg (HTJ2K)",
+    "1.2.840.10008.1.2.5": "pylibjpeg-rle (RLE Lossless)",
+}
+
+
+def looks_like_dicom(path: Path) -> bool:
+    """Whether ``path`` is a DICOM file: a DICOM extension or the ``DICM`` preamble marker."""
+    if path.suffix.lower() in DICOM_EXTENSIONS:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def read_header(path: Path) -> pydicom.Dataset:
+    """Read a DICOM file's attributes with the pixel data deferred; a broken file is a DataError."""
+    try:
+        return pydicom.dcmread(path, defer_size="1 KB")
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(
+            f"DICOM file {path} cannot be read ({type(exc).__name__}); it is truncated or not DICOM - "
+            "re-export it or remove it"
+        ) from None
+
+
+def number_of_frames(ds: pydicom.Dataset) -> int:
+    """The frame count of an image dataset (1 when NumberOfFrames is absent)."""
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def dicom_files(root: Path) -> list[Path]:
+    """Every DICOM file under ``root`` (a file or a folder, searched recursively), sorted by path."""
+    if root.is_file():
+        return [root]
+    require_dir(root, "DICOM folder")
+    return sorted(p for p in root.rglob("*") if p.is_file() and not is_ignored(p) and looks_like_dicom(p))
+
+
+def make_dicom(root: str | Path, split: str = "test", class_name: str = "object", strict: bool = True) -> pd.DataFrame:
+    """Manifest of DICOM files or folders: one row per frame, labels unknown.
+
+    Args:
+        root: A DICOM file or a folder searched recursively.
+        split: Split name written in the manifest.
+        class_name: Class word for every row.
+        strict: Raise one DataError listing every unreadable file or file without pixel data.
+
+    Returns:
+        The manifest (``source_format="dicom"``, ``frame`` = frame index, ``group_id`` = pseudonymised series).
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"DICOM path {root} does not exist; check the path")
+    builder = ManifestBuilder("dicom", root if root.is_dir() else root.parent, split, "dicom")
+    for path in dicom_files(root):
+        try:
+            ds = read_header(path)
+        except DataError as exc:
+            builder.problem(path, str(exc).replace(f"DICOM file {path} ", ""))
+            continue
+        if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+            builder.problem(path, "is a DICOM file without pixel data (not an image); remove it from the input")
+            continue
+        series = str(ds.get("SeriesInstanceUID", "")) or str(path)
+        for frame in range(number_of_frames(ds)):
+            builder.add(
+                path,
+                class_name=class_name,
+                label=None,
+                group_id=case_id(f"series/{series}"),
+                source_format="dicom",
+                frame=frame,
+            )
+    return builder.build(strict)
+
+
+def _decode_frame(path: Path, index: int) -> tuple[np.ndarray, pydicom.Dataset]:
+    ds = read_header(path)
+    if "PixelData" not in ds:
+        raise DataError(f"DICOM file {path} has no pixel data (not an image); remove it from the input")
+    frames = number_of_frames(ds)
+    if index >= frames:
+        raise DataError(f"DICOM file {path} has {frames} frame(s), frame {index} was asked; rebuild the manifest")
+    try:
+        arr = pixel_array(path, index=index if frames > 1 else None)
+    except (RuntimeError, NotImplementedError, ImportError) as exc:
+        syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", ""))
+        if "raised by all available plugins" in str(exc):
+            raise DataError(
+                f"DICOM file {path} pixel data ({syntax}) could not be decoded by any installed plugin; the "
+                "compressed stream is corrupt or unsupported - re-export it uncompressed"
+            ) from None
+        hint = _PLUGIN_HINT.get(syntax, "a pydicom decoding plugin for this transfer syntax")
+        raise DataError(
+            f"DICOM file {path} uses a compressed transfer syntax ({syntax}) that no installed decoder handles; "
+            f"install {hint} with `pip install 'medad[dicom]'`"
+        ) from None
+    except (ValueError, EOFError, OSError) as exc:
+        raise DataError(
+            f"DICOM file {path} pixel data cannot be decoded ({type(exc).__name__}); the file is truncated or "
+            "corrupt - re-export it"
+        ) from None
+    return arr, ds
+
+
+def _stored_range(ds: pydicom.Dataset) -> np.ndarray:
+    bits = int(ds.get("BitsStored", 8) or 8)
+    if int(ds.get("PixelRepresentation", 0) or 0) == 0:
+        return np.array([0, 2**bits - 1], dtype=np.int64)
+    return np.array([-(2 ** (bits - 1)), 2 ** (bits - 1) - 1], dtype=np.int64)
+
+
+def _scale(values: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    low, high = float(np.min(bounds)), float(np.max(bounds))
+    if high <= low:
+        low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32)
+    return np.clip((values.astype(np.float64) - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def dicom_frame_to_rgb(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
+    """Turn one decoded frame into an (H, W, 3) float32 image in [0, 1] for display.
+
+    Grayscale: modality LUT, then VOI LUT / window (or the frame's min-max when none is given), scaled to
+    [0, 1], then MONOCHROME1 inversion last. RGB (YBR is already converted by pydicom) and PALETTE COLOR are
+    scaled by their bit depth.
+    """
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(arr, ds)
+        bits = 16 if rgb.dtype == np.uint16 else 8
+        return (rgb.astype(np.float32) / (2**bits - 1)).clip(0, 1)
+    if arr.ndim == 3:
+        bits = int(ds.get("BitsStored", 8) or 8)
+        return (arr.astype(np.float32) / (2**bits - 1)).clip(0, 1)
+    values = apply_modality_lut(arr, ds)
+    has_voi = "WindowCenter" in ds or "VOILUTSequence" in ds
+    if has_voi:
+        bounds = apply_voi_lut(apply_modality_lut(_stored_range(ds), ds), ds, index=0)
+        values = apply_voi_lut(values, ds, index=0)
+    else:
+        bounds = np.array([values.min(), values.max()])
+    gray = _scale(np.asarray(values), np.asarray(bounds))
+    if photometric == "MONOCHROME1":
+        gray = 1.0 - gray
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def read_dicom_frame(path: str | Path, frame: int = 0) -> np.ndarray:
+    """Read frame ``frame`` of a DICOM file as an (H, W, 3) float32 image in [0, 1]."""
+    arr, ds = _decode_frame(Path(path), frame)
+    return dicom_frame_to_rgb(arr, ds)
+
+
+def dicom_frame_shape(path: str | Path) -> tuple[int, int]:
+    """(Rows, Columns) of a DICOM image without decoding its pixels."""
+    ds = read_header(Path(path))
+    return int(ds.Rows), int(ds.Columns)
+
+
+def read_dicom_mask(row: Mapping[str, Any]) -> np.ndarray:
+    """Read the mask of a DICOM row from a plain mask image or a DICOM frame (binarised ``>0``)."""
+    mask_path = Path(str(row["mask_path"]))
+    frame = row.get("frame")
+    index = 0 if frame is None or pd.isna(frame) else int(frame)
+    arr, _ = _decode_frame(mask_path, index)
+    return arr.reshape(arr.shape[0], arr.shape[1], -1).max(axis=2) > 0

@@ -1,0 +1,271 @@
+"""Batched scoring: images in, per-image scores and native-resolution anomaly maps out.
+
+:func:`score` runs a model over a manifest with a DataLoader (workers, pinned memory and non-blocking copies
+on CUDA, bf16 autocast on CUDA, fp32 on CPU), upsamples every pixel map back to its image's ORIGINAL size on
+the device, and appends the results to a :class:`~medad.engine.predictions.PredictionWriter` folder. An
+interrupted run resumes: indices already stored are skipped.
+
+:func:`score_files` is what ``medad score`` runs: any mix of image files, folders, DICOM and NIfTI (via
+``medad.data.manifest_from_paths``), then ``scores.csv`` / ``scores.json`` and one heatmap PNG per image,
+named by the pseudonymous ``case_id`` (never by a DICOM/NIfTI source name).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+
+from medad.engine.features import manifest_fingerprint
+from medad.engine.predictions import PredictionReader, PredictionWriter
+from medad.engine.train import autocast, prompt_words, resolve_device
+from medad.errors import ConfigError, DataError, WeightsError
+from medad.utils.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+
+RANDOM_WEIGHTS_WARNING = (
+    "warning: model {name!r} has RANDOM (untrained) weights; its scores are meaningless except for testing the pipeline"
+)
+
+
+def upsample_to(pixel_map: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinearly resize one (S,S) map to ``size`` = (H, W) on its own device, as float32."""
+    height, width = int(size[0]), int(size[1])
+    resized = F.interpolate(pixel_map[None, None].float(), size=(height, width), mode="bilinear", align_corners=False)
+    return resized[0, 0]
+
+
+def predictions_meta(model: Any, manifest: pd.DataFrame, compat: str) -> dict[str, Any]:
+    """The ``meta.json`` of a predictions folder: model card, random-weights flag, data hash, prompt rule."""
+    card = model.card()
+    return {
+        "model": card,
+        "random_weights": bool(card.get("random_weights", False)),
+        "manifest_hash": manifest_fingerprint(manifest),
+        "n_images": len(manifest),
+        "compat": compat,
+    }
+
+
+def score(
+    model: Any,
+    manifest: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    compat: str = "clean",
+    class_words: Mapping[str, str] | None = None,
+    chunk_size: int = 64,
+    tag: str = "p0",
+    progress: bool = True,
+) -> PredictionReader:
+    """Score every row of a manifest into a predictions folder, skipping rows already stored there.
+
+    Args:
+        model: a medad model: ``model(images, class_names)`` returns ``pixel_scores`` (B,S,S) and
+            ``image_scores`` (B,); ``image_size``, ``mean``, ``std`` and ``card()``.
+        manifest: the rows to score (manifest index = row position).
+        out_dir: the predictions folder (``meta.json`` + ``chunks/``).
+        batch_size: images per forward pass.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``None`` (CUDA if available).
+        num_workers: DataLoader workers reading and resizing images.
+        compat: text class word rule (``clean`` or ``reference``, see ``medad.models.prompt_word``).
+        class_words: optional class-name -> word overrides.
+        chunk_size: images per predictions chunk file.
+        tag: writer tag (one per process when sharding).
+        progress: show a tqdm bar.
+
+    Returns:
+        A reader over the finished predictions folder.
+
+    Raises:
+        DataError: ``out_dir`` already holds predictions of other images or another model.
+        ConfigError: bad ``batch_size`` or device.
+    """
+    from tqdm.auto import tqdm
+
+    from medad.data import make_dataset
+
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} must be >= 1")
+    dev = resolve_device(device)
+    out = Path(out_dir)
+    meta = predictions_meta(model, manifest, compat)
+    _check_same_run(out, meta)
+    if meta["random_weights"]:
+        print(RANDOM_WEIGHTS_WARNING.format(name=meta["model"].get("name")), file=sys.stderr)
+    writer = PredictionWriter(out, chunk_size=chunk_size, tag=tag, meta=meta)
+    todo = sorted(set(range(len(manifest))) - writer.done_indices())
+    if todo:
+        words = prompt_words(manifest, compat, class_words)
+        dataset = make_dataset(manifest, model.image_size, model.mean, model.std)
+        loader = DataLoader(
+            Subset(dataset, todo),
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            pin_memory=dev.type == "cuda",
+        )
+        model.to(dev)
+        model.eval()
+        with writer, torch.inference_mode(), autocast(dev):
+            for batch in tqdm(loader, desc="scoring", unit="batch", disable=not progress):
+                indices = batch["index"].tolist()
+                outputs = model(batch["image"].to(dev, non_blocking=True), [words[i] for i in indices])
+                sizes = batch["orig_size"].tolist()
+                pixel_scores = outputs["pixel_scores"]
+                maps = [upsample_to(m, size).cpu().numpy() for m, size in zip(pixel_scores, sizes, strict=True)]
+                writer.add(indices, outputs["image_scores"].float().cpu().tolist(), maps)
+    return PredictionReader(out)
+
+
+def _check_same_run(out: Path, meta: Mapping[str, Any]) -> None:
+    if not (out / "chunks").is_dir():
+        return
+    old = PredictionReader(out).meta
+    if len(PredictionReader(out)) == 0:
+        return
+    same_data = old.get("manifest_hash") == meta["manifest_hash"]
+    same_model = old.get("model") == meta["model"] and old.get("compat") == meta["compat"]
+    if not (same_data and same_model):
+        what = "other images" if not same_data else "another model or prompt rule"
+        raise DataError(
+            f"{out} already holds predictions of {what}; give a new --out folder or delete {out} to re-score"
+        )
+
+
+def load_model(
+    checkpoint: str | Path | None = None, model_name: str | None = None, device: str | torch.device | None = None
+) -> Any:
+    """Load a trained checkpoint folder, or build a registered model by name (exactly one of the two).
+
+    Raises:
+        ConfigError: neither or both given.
+        WeightsError: the checkpoint folder is missing or not a medad checkpoint.
+    """
+    from medad.models import create_model, load_checkpoint
+
+    if (checkpoint is None) == (model_name is None):
+        raise ConfigError("give exactly one of --checkpoint FOLDER (trained adapters) or --model NAME")
+    if model_name is not None:
+        return create_model(model_name)
+    folder = Path(checkpoint)  # type: ignore[arg-type]
+    if not folder.is_dir():
+        raise WeightsError(f"checkpoint folder {folder} does not exist; give a folder written by `medad train`")
+    if not (folder / "card.json").is_file():
+        raise WeightsError(
+            f"{folder} is not a medad checkpoint (no card.json); give a checkpoints/epoch_NNN folder from `medad train`"
+        )
+    return load_checkpoint(folder, device=str(resolve_device(device)))
+
+
+def score_files(
+    paths: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    model_name: str | None = None,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    compat: str = "clean",
+    heatmaps: bool = True,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Score image files, folders, DICOM and NIfTI files; write tables and heatmaps (what ``medad score`` does).
+
+    Writes into ``out_dir``: ``predictions/`` (the predictions store), ``scores.csv`` and ``scores.json``
+    (``case_id``, ``frame``, ``image_score``, ``max_pixel_score``, and ``source`` for plain image files only:
+    DICOM/NIfTI source paths are never written), ``heatmaps/<case_id>[_fNNNN].png`` (8-bit grey, 0-255 for
+    scores 0-1, at the native image size) and ``meta.json``.
+
+    Args:
+        paths: files and folders to score.
+        out_dir: output folder (re-running with the same inputs resumes).
+        checkpoint: a checkpoint folder from ``medad train``.
+        model_name: a registered model name instead (random or pretrained weights per its card).
+        batch_size: images per forward pass.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``None``.
+        num_workers: DataLoader workers.
+        compat: text class word rule.
+        heatmaps: write heatmap PNGs.
+        progress: show a progress bar.
+
+    Returns:
+        The scores table.
+    """
+    from medad.data import manifest_from_paths
+
+    manifest = manifest_from_paths([str(p) for p in paths]).reset_index(drop=True)
+    if len(manifest) == 0:
+        raise DataError(f"no images found in {', '.join(map(str, paths))}; give image, DICOM or NIfTI files or folders")
+    model = load_model(checkpoint, model_name, device)
+    out = Path(out_dir)
+    reader = score(
+        model,
+        manifest,
+        out / "predictions",
+        batch_size=batch_size,
+        device=device,
+        num_workers=num_workers,
+        compat=compat,
+        progress=progress,
+    )
+    names = output_names(manifest)
+    rows = []
+    for index, pixel_map in reader.iter_maps(range(len(manifest))):
+        row = manifest.iloc[index]
+        rows.append(
+            {
+                "index": index,
+                "case_id": str(row["case_id"]),
+                "frame": None if pd.isna(row["frame"]) else int(row["frame"]),
+                "image_score": float(reader.image_scores[index]),
+                "max_pixel_score": float(pixel_map.max()),
+                "source": str(row["image_path"]) if row["source_format"] == "image" else "",
+                "heatmap": f"heatmaps/{names[index]}.png" if heatmaps else "",
+            }
+        )
+        if heatmaps:
+            write_bytes_atomic(out / "heatmaps" / f"{names[index]}.png", heatmap_png(pixel_map))
+    table = pd.DataFrame(rows)
+    buffer = io.StringIO()
+    table.to_csv(buffer, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+    write_text_atomic(out / "scores.csv", buffer.getvalue())
+    write_json_atomic(out / "scores.json", {"images": rows})
+    write_json_atomic(out / "meta.json", reader.meta)
+    return table
+
+
+def output_names(manifest: pd.DataFrame) -> list[str]:
+    """File stems for per-image outputs: the ``case_id``, plus ``_fNNNN`` when one case has several frames/slices."""
+    counts = manifest["case_id"].value_counts()
+    names = []
+    for case, frame in zip(manifest["case_id"], manifest["frame"], strict=True):
+        if counts[case] > 1 and not pd.isna(frame):
+            names.append(f"{case}_f{int(frame):04d}")
+        else:
+            names.append(str(case))
+    if len(set(names)) != len(names):
+        raise DataError("two inputs share a case_id; give each file once")
+    return names
+
+
+def heatmap_png(pixel_map: np.ndarray) -> bytes:
+    """Encode a [0,1] score map as an 8-bit greyscale PNG (values clipped)."""
+    from PIL import Image
+
+    grey = np.round(np.clip(pixel_map, 0.0, 1.0) * 255.0).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,464 @@
+"""The training loop: AD-DINOv3 adapters on auxiliary (industrial) data, resumable and deterministic.
+
+Protocol (``docs/../shared/reference/ad-dinov3-method.md`` §5): AdamW (lr 1e-5, betas (0.9, 0.999), weight
+decay 1e-2) over the trainable adapters only, a ``LambdaLR`` stepped every optimiser step with a linear
+warm-up over the first 3% of steps and a constant rate after it, an effective batch of 64 (gradient
+accumulation when the micro-batch is smaller) and a FIXED number of epochs: no checkpoint is ever chosen on
+target data. Unlike the reference code, everything is seeded: the data order of epoch ``e`` is a permutation
+drawn from a generator seeded with ``(seed, e)``, so a run resumed after epoch ``k`` sees exactly the batches
+an uninterrupted run sees, and on CPU ends with identical adapters.
+
+Each epoch writes ``<out>/checkpoints/epoch_NNN/`` (``adapters.safetensors`` + ``card.json`` from
+:func:`medad.models.save_checkpoint`, plus ``train_state.pt`` holding the optimiser, scheduler and RNG states
+for resuming). Because the backbone is frozen and there is no augmentation, frozen features are computed once
+and cached on disk (:mod:`medad.engine.features`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from medad.engine.features import (
+    CachedFeatureDataset,
+    FeatureCache,
+    default_cache_root,
+    feature_cache_key,
+    manifest_fingerprint,
+)
+from medad.errors import ConfigError, DataError
+from medad.utils.io import hash_config, write_json_atomic
+from medad.utils.seed import seed_everything
+
+REFERENCE_LR = 1e-5
+"""The paper's learning rate (for ViT-L scale models). Tiny demo models need far more, e.g. 1e-3."""
+
+_STATE_FILE = "train_state.pt"
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        checkpoint: the last epoch's checkpoint folder (load it with ``medad.models.load_checkpoint``).
+        epochs: epochs completed in total (including those done before a resume).
+        steps: optimiser steps taken in total.
+        history: one dict per epoch completed in this call: ``epoch``, ``steps``, ``lr`` and the mean of each
+            loss term over the epoch's micro-batches.
+        resumed_from: the epoch the run resumed after (0 for a fresh run).
+    """
+
+    checkpoint: Path
+    epochs: int
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int = 0
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """Return the device to run on: the given one, else CUDA when available, else CPU.
+
+    Raises:
+        ConfigError: a CUDA device was asked for on a machine without one.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"device {device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use --device cpu")
+    return resolved
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 on CUDA; ``None`` (plain fp32) on CPU, where bf16 autocast is several times slower."""
+    return torch.bfloat16 if device.type == "cuda" else None
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """The autocast context for ``device``: bf16 on CUDA, disabled (fp32) on CPU."""
+    dtype = autocast_dtype(device)
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def prompt_words(manifest: pd.DataFrame, compat: str, class_words: Mapping[str, str] | None) -> list[str]:
+    """Return the text class word of every manifest row (``medad.models.prompt_word``)."""
+    from medad.models import prompt_word
+
+    return [prompt_word(row, compat, class_words) for row in manifest.to_dict("records")]
+
+
+def concat_manifests(manifests: pd.DataFrame | Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate manifests (e.g. several auxiliary datasets) into one with a fresh 0..N-1 index."""
+    if isinstance(manifests, pd.DataFrame):
+        return manifests.reset_index(drop=True)
+    if not manifests:
+        raise DataError("no training manifest given; pass at least one auxiliary dataset")
+    return pd.concat(list(manifests), ignore_index=True)
+
+
+def epoch_order(seed: int, epoch: int, n_items: int) -> list[int]:
+    """The data order of one epoch: a permutation drawn from a generator seeded with ``(seed, epoch)``."""
+    generator = torch.Generator().manual_seed(int(hash_config([seed, epoch]), 16) % (2**63))
+    return torch.randperm(n_items, generator=generator).tolist()
+
+
+def warmup_constant(warmup_steps: int) -> Callable[[int], float]:
+    """``LambdaLR`` factor: linear warm-up over ``warmup_steps`` optimiser steps, then 1."""
+
+    def factor(step: int) -> float:
+        return min(1.0, (step + 1) / warmup_steps)
+
+    return factor
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, Mapping):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
+
+
+def _last_checkpoint(folder: Path) -> Path | None:
+    done = [p for p in folder.glob("epoch_*") if p.name[6:].isdigit() and (p / _STATE_FILE).exists()]
+    return max(done, key=lambda p: int(p.name[6:]), default=None)
+
+
+def train(
+    model: Any,
+    manifests: pd.DataFrame | Sequence[pd.DataFrame],
+    out_dir: str | Path,
+    *,
+    epochs: int = 100,
+    lr: float = REFERENCE_LR,
+    weight_decay: float = 1e-2,
+    betas: tuple[float, float] = (0.9, 0.999),
+    warmup_fraction: float = 0.03,
+    batch_size: int = 64,
+    micro_batch_size: int | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    cache_features: bool = True,
+    cache_dir: str | Path | None = None,
+    compat: str = "clean",
+    class_words: Mapping[str, str] | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train a model's adapters for a fixed number of epochs; resume from ``out_dir`` if it holds checkpoints.
+
+    Args:
+        model: a trainable medad model (``extract_features``, ``forward_features``, ``compute_loss``,
+            ``trainable_state_dict``, ...). Its frozen parts must have ``requires_grad=False``.
+        manifests: the auxiliary training data, one manifest or several (concatenated). ZSAD practice, as in
+            the reference code, trains on the auxiliary dataset's TEST split (all classes).
+        out_dir: run folder; checkpoints go to ``<out_dir>/checkpoints/epoch_NNN``.
+        epochs: total epochs (fixed; the reference default is 100).
+        lr: AdamW learning rate. The paper's 1e-5 suits ViT-L; the tiny demo model ``ad_dinov3_tiny`` needs a
+            much larger rate such as 1e-3 to learn in a few hundred steps.
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        warmup_fraction: share of all optimiser steps used for the linear warm-up (then constant).
+        batch_size: effective batch per optimiser step.
+        micro_batch_size: images per forward pass; gradients of ``batch_size / micro_batch_size`` micro-batches
+            are accumulated. ``None`` means equal to ``batch_size``.
+        seed: seeds torch/NumPy/Python and every epoch's data order.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``None`` (CUDA if available). bf16 autocast on CUDA, fp32 on CPU.
+        num_workers: DataLoader workers.
+        cache_features: compute frozen features once and read them from disk in later epochs.
+        cache_dir: cache root (default ``$MEDAD_CACHE`` or ``~/.cache/medad``).
+        compat: text class word rule for ``medad.models.prompt_word`` (``clean`` or ``reference``).
+        class_words: optional class-name -> word overrides for ``prompt_word``.
+        resume: continue from the last complete checkpoint in ``out_dir`` (refused if its settings differ).
+        progress: show tqdm progress bars.
+        on_epoch_end: called as ``on_epoch_end(epoch, stats)`` after each epoch's checkpoint is on disk.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        ConfigError: bad settings, or ``out_dir`` holds a run with other settings.
+        DataError: the manifest is empty or has rows without a 0/1 label.
+    """
+    from tqdm.auto import tqdm
+
+    from medad.data import make_dataset
+    from medad.models import save_checkpoint
+
+    manifest = concat_manifests(manifests)
+    _check_settings(manifest, epochs, lr, batch_size, micro_batch_size, warmup_fraction)
+    micro = micro_batch_size or batch_size
+    dev = resolve_device(device)
+    out = Path(out_dir)
+    ckpt_root = out / "checkpoints"
+
+    seed_everything(seed)
+    model.to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError(f"model {model.card().get('name')!r} has no trainable parameters; nothing to train")
+    words = prompt_words(manifest, compat, class_words)
+    manifest_hash = manifest_fingerprint(manifest)
+    steps_per_epoch = math.ceil(len(manifest) / batch_size)
+    total_steps = epochs * steps_per_epoch
+    warmup_steps = max(1, round(warmup_fraction * total_steps))
+    settings = {
+        "model": model.card().get("name"),
+        "config": model.card().get("config"),
+        "manifest_hash": manifest_hash,
+        "n_images": len(manifest),
+        "epochs": epochs,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "betas": list(betas),
+        "warmup_steps": warmup_steps,
+        "batch_size": batch_size,
+        "seed": seed,
+        "compat": compat,
+        "class_words": dict(class_words or {}),
+    }
+
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(warmup_steps))
+    start_epoch, step = 0, 0
+    last = _last_checkpoint(ckpt_root) if resume else None
+    if last is not None:
+        start_epoch, step = _restore(last, model, optimizer, scheduler, settings, dev)
+    elif ckpt_root.exists() and any(ckpt_root.iterdir()):
+        if resume:
+            raise ConfigError(f"{ckpt_root} holds no complete checkpoint to resume; delete it or use another --out")
+        shutil.rmtree(ckpt_root)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "train_settings.json", settings)
+
+    dataset = make_dataset(manifest, model.image_size, model.mean, model.std)
+    pin = dev.type == "cuda"
+    if cache_features and start_epoch < epochs:
+        root = Path(cache_dir) if cache_dir is not None else default_cache_root()
+        cache = FeatureCache(root / "features" / feature_cache_key(model, manifest, autocast_dtype(dev)), len(manifest))
+        with autocast(dev):
+            cache.build(dataset, model.extract_features, micro, dev, num_workers=num_workers, progress=progress)
+        dataset = CachedFeatureDataset(cache)
+
+    history: list[dict[str, float]] = []
+    checkpoint = last
+    for epoch in range(start_epoch, epochs):
+        model.train()
+        order = epoch_order(seed, epoch, len(manifest))
+        batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+        micro_batches = [b[s : s + micro] for b in batches for s in range(0, len(b), micro)]
+        loader = DataLoader(dataset, batch_sampler=micro_batches, num_workers=num_workers, pin_memory=pin)
+        sums: dict[str, float] = {}
+        bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{epochs}", unit="step", disable=not progress)
+        batch_iter = iter(batches)
+        batch, seen = next(batch_iter), 0
+        optimizer.zero_grad(set_to_none=True)
+        for sample in loader:
+            indices = sample["index"].tolist()
+            labels = sample["label"].to(dev, non_blocking=True)
+            masks = sample["mask"].to(dev, non_blocking=True)
+            with autocast(dev):
+                if "features" in sample:
+                    features = _to_device(sample["features"], dev)
+                else:
+                    features = model.extract_features(sample["image"].to(dev, non_blocking=True))
+                outputs = model.forward_features(features, [words[i] for i in indices])
+                losses = model.compute_loss(outputs, masks, labels)
+            (losses["total"] * (len(indices) / len(batch))).backward()
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach() if isinstance(value, torch.Tensor) else value)
+            seen += len(indices)
+            if seen == len(batch):
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(losses['total'].detach()):.4f}")
+                batch, seen = next(batch_iter, []), 0
+        bar.close()
+        stats = {name: total / len(micro_batches) for name, total in sums.items()}
+        stats.update(epoch=float(epoch + 1), steps=float(step), lr=float(scheduler.get_last_lr()[0]))
+        history.append(stats)
+        checkpoint = _save(ckpt_root, epoch + 1, model, optimizer, scheduler, step, settings, stats, save_checkpoint)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, stats)
+    if checkpoint is None:
+        raise ConfigError(f"{out} holds no checkpoint and epochs={epochs}; ask for at least one epoch")
+    return TrainResult(checkpoint=checkpoint, epochs=epochs, steps=step, history=history, resumed_from=start_epoch)
+
+
+def _check_settings(
+    manifest: pd.DataFrame,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    micro_batch_size: int | None,
+    warmup_fraction: float,
+) -> None:
+    if len(manifest) == 0:
+        raise DataError("the training manifest is empty; check the auxiliary dataset root and split")
+    unlabeled = manifest["label"].isna()
+    if unlabeled.any():
+        bad = manifest.loc[unlabeled, "case_id"].iloc[0] if "case_id" in manifest else "?"
+        raise DataError(
+            f"{int(unlabeled.sum())} training rows have no 0/1 label (first: {bad}); train only on labelled "
+            "auxiliary data (e.g. the test split of MVTec AD or VisA)"
+        )
+    if epochs < 0:
+        raise ConfigError(f"epochs={epochs} must be >= 0")
+    if not lr > 0:
+        raise ConfigError(f"lr={lr} must be > 0")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} must be >= 1")
+    if micro_batch_size is not None and (micro_batch_size < 1 or batch_size % micro_batch_size):
+        raise ConfigError(
+            f"micro_batch_size={micro_batch_size} must be >= 1 and divide batch_size={batch_size}; "
+            "pick a divisor, e.g. 8, 16 or 32 for the default batch of 64"
+        )
+    if not 0 <= warmup_fraction <= 1:
+        raise ConfigError(f"warmup_fraction={warmup_fraction} must be in [0, 1]")
+
+
+def _save(
+    root: Path,
+    epoch: int,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    step: int,
+    settings: Mapping[str, Any],
+    stats: Mapping[str, float],
+    save_checkpoint: Callable[..., Any],
+) -> Path:
+    final = root / f"epoch_{epoch:03d}"
+    tmp = root / f".epoch_{epoch:03d}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    extra = {
+        "training": {
+            "manifest_hash": settings["manifest_hash"],
+            "seed": settings["seed"],
+            "epoch": epoch,
+            "epochs": settings["epochs"],
+            "lr": settings["lr"],
+            "steps": step,
+            "batch_size": settings["batch_size"],
+            "compat": settings["compat"],
+            "loss": stats.get("total"),
+        }
+    }
+    save_checkpoint(model, tmp, extra=extra)
+    torch.save(
+        {
+            "epoch": epoch,
+            "step": step,
+            "settings_hash": hash_config(settings),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": _rng_state(),
+        },
+        tmp / _STATE_FILE,
+    )
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+def _restore(
+    folder: Path,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    settings: Mapping[str, Any],
+    device: torch.device,
+) -> tuple[int, int]:
+    from safetensors.torch import load_file
+
+    state = torch.load(folder / _STATE_FILE, map_location="cpu", weights_only=True)
+    if state["settings_hash"] != hash_config(settings):
+        raise ConfigError(
+            f"{folder.parent} holds a run with other settings (model, data, lr, batch, seed or epochs); "
+            "use another --out, or pass --no-resume to start over"
+        )
+    model.load_trainable_state_dict(load_file(str(folder / "adapters.safetensors"), device=str(device)))
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    return int(state["epoch"]), int(state["step"])
+
+
+def train_on_roots(
+    roots: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    kind: str = "auto",
+    split: str = "test",
+    model_name: str = "ad_dinov3",
+    model_config: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> TrainResult:
+    """Load auxiliary datasets from their public layouts, build a model and :func:`train` it (``medad train``).
+
+    Args:
+        roots: dataset roots (e.g. an MVTec AD and a VisA folder).
+        out_dir: run folder.
+        kind: dataset kind of every root for ``medad.data.load_manifest`` (``auto`` detects).
+        split: the split to train on; ZSAD practice (and the reference code) uses the TEST split.
+        model_name: registered model name.
+        model_config: keyword configuration for ``medad.models.create_model``.
+        **options: passed to :func:`train` (``epochs``, ``lr``, ``batch_size``, ``seed``, ``device``, ...).
+
+    Returns:
+        The :class:`TrainResult`.
+    """
+    from medad.data import load_manifest
+    from medad.models import create_model
+
+    if not roots:
+        raise ConfigError("no auxiliary dataset given; pass --data ROOT (e.g. an MVTec AD or VisA folder)")
+    manifests = [load_manifest(str(root), kind, split=split) for root in roots]
+    model = create_model(model_name, **dict(model_config or {}))
+    return train(model, manifests, out_dir, **options)

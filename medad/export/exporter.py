@@ -1,0 +1,292 @@
+"""Export a predictions folder for clinician review: masks, heatmaps, overlays, NIfTI, DICOM SEG / PMAP.
+
+The whole export is written into a hidden temporary sibling of the output folder and moved into place only
+when every file is written, so a failure never leaves a half-written export behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pydicom
+
+import medad
+from medad.engine.predictions import PredictionReader
+from medad.errors import ExportError
+from medad.export.deid import METHOD, Deidentifier
+from medad.export.dicom import write_dicom_exports
+from medad.export.gallery import write_gallery
+from medad.export.manifest import manifest_for_run, predictions_folder
+from medad.export.nifti import NO_GEOMETRY_AFFINE, dicom_frames_to_volume, write_nifti_pair
+from medad.export.png import write_display_png, write_heatmap_png, write_mask_png, write_overlay_png
+from medad.export.resolve import resolve_threshold
+from medad.export.sources import dicom_geometry, display_image, source_shape
+from medad.export.thresholds import Threshold
+from medad.utils.io import write_json_atomic
+from medad.utils.privacy import case_id as make_case_id
+
+log = logging.getLogger("medad.export")
+
+FORMATS = ("png", "nifti", "dicom-seg", "pmap")
+
+
+def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
+    """Validate export formats given as ``"png,nifti"`` or a sequence.
+
+    Raises:
+        ExportError: for an unknown or empty format list.
+    """
+    items = [f.strip().lower() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
+    unknown = [f for f in items if f not in FORMATS]
+    if unknown or not items:
+        raise ExportError(f"unknown export format(s) {unknown or items}; choose from {','.join(FORMATS)}")
+    return tuple(f for f in FORMATS if f in items)
+
+
+def _value(row: Mapping[str, Any], key: str) -> Any:
+    value = row.get(key)
+    return None if value is None or pd.isna(value) else value
+
+
+def _case(row: Mapping[str, Any], repeated: bool = False) -> str:
+    """The row's file stem: its ``case_id`` (``_fNNNN`` added when several rows share one case id)."""
+    frame = _value(row, "frame")
+    given = _value(row, "case_id")
+    if not given:
+        return make_case_id(f"{row['image_path']}#{'' if frame is None else int(frame)}")
+    return f"{given}_f{int(frame):04d}" if repeated and frame is not None else str(given)
+
+
+def _algorithm_name(meta: Mapping[str, Any]) -> str:
+    model = meta.get("model")
+    name = model.get("name") if isinstance(model, Mapping) else model
+    name = name or meta.get("model_name") or "AD-DINOv3"
+    return f"medad {name}"
+
+
+class _Group:
+    """Rows of one DICOM / NIfTI source file, gathered for volume exports."""
+
+    def __init__(self, case: str, row: Mapping[str, Any]) -> None:
+        self.case = case
+        self.row = row
+        self.frames: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.cases: list[str] = []
+
+
+def _write_volume_group(group: _Group, formats: Sequence[str], tmp: Path, threshold: Threshold,
+                        algorithm: str, deid: Deidentifier | None) -> tuple[dict[str, str], list[str]]:
+    row, case = group.row, group.case
+    path = Path(str(row["image_path"]))
+    files: dict[str, str] = {}
+    notes: list[str] = []
+    if row["source_format"] == "nifti":
+        img = nib.load(path)
+        if len(img.shape) not in (2, 3):
+            raise ExportError(f"the NIfTI source of {case} is {len(img.shape)}-D; medad exports 2-D/3-D images only")
+        axis = int(_value(row, "slice_axis") if _value(row, "slice_axis") is not None else 2)
+        mask, heat = np.zeros(img.shape, np.uint8), np.zeros(img.shape, np.float32)
+        for frame, (m, h) in group.frames.items():
+            index: list[Any] = [slice(None)] * len(img.shape)
+            if len(img.shape) == 3:
+                index[axis] = frame
+            mask[tuple(index)], heat[tuple(index)] = m, h
+        affine, code = img.affine, int(img.header["sform_code"]) or int(img.header["qform_code"]) or 1
+        if "nifti" in formats:
+            write_nifti_pair(mask, heat, affine, code, tmp / f"{case}_mask.nii.gz", tmp / f"{case}_heatmap.nii.gz")
+            files.update(nifti_mask=f"{case}_mask.nii.gz", nifti_heatmap=f"{case}_heatmap.nii.gz")
+        return files, notes
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    masks = np.zeros((n, int(ds.Rows), int(ds.Columns)), bool)
+    heats = np.zeros(masks.shape, np.float32)
+    for frame, (m, h) in group.frames.items():
+        masks[frame], heats[frame] = m, h
+    if len(group.frames) < n:
+        notes.append(f"{n - len(group.frames)} of {n} frames have no prediction and are exported as zeros")
+    if "nifti" in formats:
+        geometry = dicom_geometry(ds)
+        if geometry is None:
+            affine, code = NO_GEOMETRY_AFFINE, 0
+            notes.append("the DICOM source has no patient coordinate system; NIfTI uses 1 mm pixels, diag(-1,-1,1)")
+        else:
+            affine, code = geometry.affine_ras(), 1
+        write_nifti_pair(dicom_frames_to_volume(masks), dicom_frames_to_volume(heats), affine, code,
+                         tmp / f"{case}_mask.nii.gz", tmp / f"{case}_heatmap.nii.gz")
+        files.update(nifti_mask=f"{case}_mask.nii.gz", nifti_heatmap=f"{case}_heatmap.nii.gz")
+    wanted = {f for f in formats if f in ("dicom-seg", "pmap")}
+    if wanted:
+        paths = {"seg": tmp / f"{case}_seg.dcm", "seg_fractional": tmp / f"{case}_seg_fractional.dcm",
+                 "pmap": tmp / f"{case}_pmap.dcm"}
+        written, more = write_dicom_exports(path, masks, heats, wanted, paths, algorithm_name=algorithm,
+                                            class_name=str(_value(row, "class_name") or ""), threshold=threshold,
+                                            case=case, deid=deid)
+        files.update(written)
+        notes.extend(more)
+    return files, notes
+
+
+def _open_temp(out_dir: Path, overwrite: bool) -> Path:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise ExportError(f"output folder {out_dir} already exists and is not empty; choose a new --out or pass "
+                          "--overwrite")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+        probe = tmp / ".probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ExportError(f"cannot write the export folder {out_dir} ({exc.strerror or exc}); choose a writable "
+                          "folder with --out") from None
+    return tmp
+
+
+def export_predictions(predictions_dir: str | Path, manifest: pd.DataFrame, out_dir: str | Path, *,
+                       formats: Sequence[str] = ("png",), threshold: Threshold, deidentify: bool = False,
+                       deid_salt: str | None = None, overwrite: bool = False) -> Path:
+    """Export every predicted image of a predictions folder for review.
+
+    Per image (named by its pseudonymous ``case_id``): ``png`` writes ``_mask.png`` (0/255, original size),
+    ``_heatmap.png`` (16-bit, range recorded), ``_heatmap.npy`` (float32), ``_image.png`` and
+    ``_overlay.png``, plus an offline ``index.html`` gallery. Per DICOM / NIfTI source file: ``nifti`` writes
+    ``_mask.nii.gz`` (uint8) and ``_heatmap.nii.gz`` (float32) in the source geometry; for DICOM sources
+    ``dicom-seg`` writes ``_seg.dcm`` (BINARY) and ``_seg_fractional.dcm``, ``pmap`` writes ``_pmap.dcm``.
+    ``export.json`` records the threshold, formats, medad version and per-case files.
+
+    Args:
+        predictions_dir: a folder written by :class:`medad.engine.predictions.PredictionWriter`.
+        manifest: the manifest the predictions were scored from (row position = manifest index).
+        out_dir: the export folder to create (must not exist, or be empty, unless ``overwrite``).
+        formats: any of ``png``, ``nifti``, ``dicom-seg``, ``pmap``.
+        threshold: the threshold turning maps into masks (``map >= threshold.value``).
+        deidentify: apply the PS3.15 Basic profile to DICOM exports.
+        deid_salt: secret for stable pseudonyms across exports (default: random per export).
+        overwrite: replace an existing non-empty ``out_dir``.
+
+    Returns:
+        The export folder.
+
+    Raises:
+        ExportError: for a bad format, a map whose size differs from its source, a DICOM source lacking
+            what SEG needs, an unwritable folder, or a manifest that does not match the predictions.
+    """
+    formats = parse_formats(formats)
+    out_dir = Path(out_dir)
+    reader = PredictionReader(predictions_dir)
+    if reader.indices.size and int(reader.indices.max()) >= len(manifest):
+        raise ExportError(f"predictions in {predictions_dir} go up to index {int(reader.indices.max())} but the "
+                          f"manifest has {len(manifest)} rows; pass the manifest the predictions were scored from")
+    algorithm = _algorithm_name(reader.meta)
+    deid = Deidentifier(deid_salt) if deidentify else None
+    tmp = _open_temp(out_dir, overwrite)
+    try:
+        cases, skipped, groups = [], [], {}
+        counts = manifest["case_id"].value_counts() if "case_id" in manifest else pd.Series(dtype=int)
+        for index, pixel_map in reader.iter_maps():
+            row = manifest.iloc[index].to_dict()
+            case = _case(row, int(counts.get(row.get("case_id"), 0)) > 1)
+            fmt = str(row["source_format"])
+            shape = source_shape(row, case)
+            if pixel_map.shape != shape:
+                raise ExportError(f"the prediction map of {case} (manifest index {index}) is "
+                                  f"{pixel_map.shape[0]}x{pixel_map.shape[1]} but its source image is "
+                                  f"{shape[0]}x{shape[1]}; re-score with maps at native resolution")
+            pixel_map = pixel_map.astype(np.float32)
+            mask = pixel_map >= threshold.value
+            score = float(reader.image_scores[np.searchsorted(reader.indices, index)])
+            label = _value(row, "label")
+            frame = _value(row, "frame")
+            entry: dict[str, Any] = {
+                "case_id": case, "index": int(index), "class_name": str(_value(row, "class_name") or ""),
+                "split": str(_value(row, "split") or ""), "label": None if label is None else int(label),
+                "source_format": fmt, "frame": None if frame is None else int(frame), "image_score": score,
+                "mask_pixels": int(mask.sum()), "size": list(shape), "files": {}, "notes": []}
+            if "png" in formats:
+                write_mask_png(mask, tmp / f"{case}_mask.png")
+                lo, hi = write_heatmap_png(pixel_map, tmp / f"{case}_heatmap.png")
+                np.save(tmp / f"{case}_heatmap.npy", pixel_map)
+                image = display_image(row)
+                write_display_png(image, tmp / f"{case}_image.png")
+                write_overlay_png(image, pixel_map, mask, threshold, score, case, tmp / f"{case}_overlay.png")
+                entry["heatmap_png_range"] = [lo, hi]
+                entry["files"] = {"mask": f"{case}_mask.png", "heatmap_png": f"{case}_heatmap.png",
+                                  "heatmap_npy": f"{case}_heatmap.npy", "image": f"{case}_image.png",
+                                  "overlay": f"{case}_overlay.png"}
+            if fmt in ("dicom", "nifti") and any(f != "png" for f in formats):
+                key = str(row["image_path"])
+                group = groups.setdefault(key, _Group(case, row))
+                group.frames[0 if frame is None else int(frame)] = (mask, pixel_map)
+                group.cases.append(case)
+            elif fmt == "image" and any(f != "png" for f in formats):
+                entry["notes"].append("nifti/dicom-seg/pmap skipped: plain images carry no physical geometry or "
+                                      "DICOM references (use the PNG exports)")
+            if fmt == "nifti" and {"dicom-seg", "pmap"} & set(formats):
+                entry["notes"].append("dicom-seg/pmap skipped: the source is NIfTI, not DICOM")
+            cases.append(entry)
+        by_case = {c["case_id"]: c for c in cases}
+        for group in groups.values():
+            files, notes = _write_volume_group(group, formats, tmp, threshold, algorithm, deid)
+            for member in group.cases:
+                by_case[member]["volume_files"] = files
+                by_case[member]["volume_case"] = group.case
+                by_case[member]["notes"].extend(notes)
+        predicted = set(reader.indices.tolist())
+        skipped = [_case(manifest.iloc[i].to_dict()) for i in range(len(manifest)) if i not in predicted]
+        if "png" in formats:
+            write_gallery(tmp / "index.html", cases, threshold)
+        write_json_atomic(tmp / "export.json", {
+            "medad_version": medad.__version__, "algorithm": algorithm, "formats": list(formats),
+            "threshold": threshold.to_dict(), "mask_rule": "map >= threshold.value",
+            "research_use_only": True, "deidentified": deidentify,
+            "deidentification_method": METHOD if deidentify else None,
+            "cases": cases, "unscored_cases": skipped})
+        if out_dir.exists():
+            shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
+        os.replace(tmp, out_dir)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ExportError(f"cannot write the export folder {out_dir} ({exc.strerror or type(exc).__name__}); "
+                          "choose a writable folder with --out") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("exported %d cases (%s) to %s with threshold %s", len(cases), ",".join(formats), out_dir,
+             threshold.describe())
+    return out_dir
+
+
+def export_run(run_dir: str | Path, *, formats: str | Sequence[str] = ("png",),
+               threshold: str | Threshold = "fixed:0.5", deidentify: bool = False,
+               out_dir: str | Path | None = None, manifest_path: str | Path | None = None,
+               overwrite: bool = False) -> Path:
+    """Export a predictions folder given plain options (what ``medad export`` and ``medad score --export`` call).
+
+    Args:
+        run_dir: the predictions folder.
+        formats: ``"png,nifti,dicom-seg,pmap"`` or a sequence.
+        threshold: a :class:`Threshold` or a spec (see :func:`medad.export.resolve_threshold`).
+        deidentify: de-identify DICOM exports.
+        out_dir: export folder (default ``RUN_DIR/export``).
+        manifest_path: manifest file when ``run_dir`` holds none.
+        overwrite: replace an existing non-empty export folder.
+
+    Returns:
+        The export folder.
+    """
+    formats = parse_formats(formats)
+    manifest = manifest_for_run(run_dir, manifest_path)
+    if isinstance(threshold, str):
+        threshold = resolve_threshold(threshold, run_dir=run_dir, manifest=manifest)
+    target = Path(out_dir) if out_dir is not None else Path(run_dir) / "export"
+    return export_predictions(predictions_folder(run_dir), manifest, target, formats=formats, threshold=threshold,
+                              deidentify=deidentify, overwrite=overwrite)

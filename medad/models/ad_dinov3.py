@@ -1,0 +1,407 @@
+"""AD-DINOv3: frozen DINOv3 patch/CLS tokens + frozen CLIP text ensemble + trained linear adapters.
+
+See ``docs/models.md`` and ``shared/reference/ad-dinov3-method.md``. Two behaviours (``compat``):
+``reference`` reproduces the released code (interleaving text reshape, GELU text tower, path-derived class
+word, ``fc2`` kept registered); ``clean`` fixes those quirks (stacked text columns, the activation the text
+weights were trained with, real class words).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import open_clip
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medad.errors import ConfigError, WeightsError
+from medad.models import head
+from medad.models.losses import ad_dinov3_loss
+from medad.models.prompts import check_compat
+from medad.models.registry import register_model
+from medad.models.text import TextEncoder
+from medad.models.weights import build_backbone, build_text_tower, is_local_weights, text_model_config
+
+IMAGE_SCORE_POLICIES = ("global", "max", "blend")
+TEXT_ACTIVATIONS = ("auto", "gelu", "quickgelu")
+
+
+@dataclasses.dataclass
+class ADDINOv3Config:
+    """Configuration of an AD-DINOv3 model (every field is recorded in the model card).
+
+    Attributes:
+        backbone: timm DINOv3 ViT name (with or without pretrained tag).
+        backbone_weights: ``None`` for the hub weights of ``backbone`` or a local ``.safetensors/.pth/.bin`` file.
+        backbone_overrides: Extra timm keyword arguments (tiny test models).
+        layers: 1-based indices of the tapped blocks.
+        image_size: Input side in pixels; a multiple of the patch size.
+        text_model: open_clip config name of the text tower.
+        text_weights: open_clip pretrained tag (``openai``), ``hf-hub:<repo>`` or a local file.
+        text_overrides: Merged into open_clip's model config (tiny test models).
+        text_activation: ``auto`` (``reference``: GELU; ``clean``: QuickGELU for OpenAI weights, i.e. the ``openai``
+            tag or a local file, else open_clip's setting), ``gelu`` or ``quickgelu``.
+        compat: ``clean`` or ``reference``.
+        image_score: ``global`` (softmax of the CLS-vs-text logits), ``max`` (of the pixel map) or ``blend`` (their
+            mean; the default).
+        smoothing_sigma: Gaussian sigma (pixels) applied to the pixel map; 0 = off (as released).
+        adapter_dim: Adapter output width.
+        random_init: Seeded random frozen weights (tests, demos); results are labelled as random.
+        init_seed: Seed of the random frozen weights.
+        text_disk_cache: Cache text embeddings under ``$MEDAD_CACHE``.
+    """
+
+    backbone: str = "vit_large_patch16_dinov3.lvd1689m"
+    backbone_weights: str | None = None
+    backbone_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    layers: tuple[int, ...] = (6, 12, 18, 24)
+    image_size: int = 512
+    text_model: str = "ViT-L-14-336"
+    text_weights: str | None = "openai"
+    text_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    text_activation: str = "auto"
+    compat: str = "clean"
+    image_score: str = "blend"
+    smoothing_sigma: float = 0.0
+    adapter_dim: int = 768
+    random_init: bool = False
+    init_seed: int = 0
+    text_disk_cache: bool = True
+
+    @classmethod
+    def from_kwargs(cls, **cfg: Any) -> ADDINOv3Config:
+        """Build a config, turning unknown keys into a :class:`ConfigError` that lists the valid ones."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(cfg) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown AD-DINOv3 option(s) {', '.join(unknown)}; valid options: {', '.join(names)}")
+        if "layers" in cfg:
+            cfg["layers"] = tuple(int(v) for v in cfg["layers"])
+        if cfg.get("backbone_weights") is not None:
+            cfg["backbone_weights"] = str(cfg["backbone_weights"])
+        if cfg.get("text_weights") is not None:
+            cfg["text_weights"] = str(cfg["text_weights"])
+        config = cls(**cfg)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Check the values that need no backbone; raise :class:`ConfigError` naming the key and the fix."""
+        check_compat(self.compat)
+        if self.image_score not in IMAGE_SCORE_POLICIES:
+            raise ConfigError(f"image_score must be one of {', '.join(IMAGE_SCORE_POLICIES)}, got {self.image_score!r}")
+        if self.text_activation not in TEXT_ACTIVATIONS:
+            raise ConfigError(f"text_activation must be one of {', '.join(TEXT_ACTIVATIONS)}")
+        if not self.layers or any(v < 1 for v in self.layers) or len(set(self.layers)) != len(self.layers):
+            raise ConfigError(f"layers must be distinct 1-based block numbers, got {list(self.layers)}")
+        if self.image_size <= 0 or self.adapter_dim <= 0 or self.smoothing_sigma < 0:
+            raise ConfigError("image_size and adapter_dim must be positive and smoothing_sigma >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (``create_model(name, **to_dict())`` rebuilds the model)."""
+        out = dataclasses.asdict(self)
+        out["layers"] = list(self.layers)
+        return out
+
+    def resolved_quick_gelu(self) -> bool:
+        """Whether the text tower uses QuickGELU under this config (see ``text_activation``)."""
+        if self.text_activation != "auto":
+            return self.text_activation == "quickgelu"
+        if self.compat == "reference":
+            return False
+        if self.random_init:
+            return bool(text_model_config(self.text_model, self.text_overrides).get("quick_gelu", False))
+        if self.text_weights == "openai" or is_local_weights(self.text_weights):
+            return True
+        if self.text_weights and not self.text_weights.startswith("hf-hub:"):
+            return bool(open_clip.get_pretrained_cfg(self.text_model, self.text_weights).get("quick_gelu", False))
+        return bool(text_model_config(self.text_model, self.text_overrides).get("quick_gelu", False))
+
+
+def _check_geometry(config: ADDINOv3Config) -> None:
+    """Validate layers and image size against the backbone architecture (built on the meta device)."""
+    arch = config.backbone.split(".")[0]
+    if arch not in timm.list_models():
+        raise ConfigError(f"unknown timm backbone {config.backbone!r}; pick one of timm.list_models('*dinov3*')")
+    with torch.device("meta"):
+        probe = timm.create_model(arch, pretrained=False, num_classes=0, **config.backbone_overrides)
+    patch = probe.patch_embed.patch_size[0]
+    depth = len(probe.blocks)
+    if config.image_size % patch:
+        lower, upper = config.image_size // patch * patch, (config.image_size // patch + 1) * patch
+        raise ConfigError(
+            f"image_size {config.image_size} is not a multiple of the patch size {patch} of {config.backbone!r}; "
+            f"use e.g. {lower or upper} or {upper}"
+        )
+    beyond = [v for v in config.layers if v > depth]
+    if beyond:
+        raise ConfigError(
+            f"layers {beyond} are beyond the depth {depth} of backbone {config.backbone!r}; use 1-based block "
+            f"numbers in 1..{depth}"
+        )
+
+
+class DinoBackbone(nn.Module):
+    """Frozen timm DINOv3 ViT returning standardised patch tokens and CLS tokens of the tapped layers.
+
+    Args:
+        model: The timm model.
+        layers: 1-based block numbers.
+    """
+
+    def __init__(self, model: nn.Module, layers: tuple[int, ...]) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.indices = [v - 1 for v in layers]
+
+    def train(self, mode: bool = True) -> DinoBackbone:
+        """Keep the frozen backbone in eval mode whatever ``mode`` is."""
+        super().train(False)
+        return self
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run all tapped layers in one batched forward.
+
+        Args:
+            images: ``(B, 3, S, S)`` normalised images.
+
+        Returns:
+            ``patch_tokens`` ``(B, L, N, C)``: final-norm patch tokens standardised per image and channel over the
+            N tokens (unbiased std + 1e-6), prefix tokens (CLS + registers) removed; ``cls_tokens`` ``(B, L, C)``:
+            final-norm CLS tokens, not standardised.
+        """
+        outs = self.model.forward_intermediates(
+            images,
+            indices=self.indices,
+            norm=True,
+            return_prefix_tokens=True,
+            intermediates_only=True,
+            output_fmt="NLC",
+        )
+        patch = torch.stack([head.standardise_tokens(p) for p, _ in outs], dim=1)
+        cls = torch.stack([prefix[:, 0] for _, prefix in outs], dim=1)
+        return {"patch_tokens": patch, "cls_tokens": cls}
+
+
+class ADDINOv3(nn.Module):
+    """The AD-DINOv3 model.
+
+    Args:
+        config: The configuration.
+        name: Registry name recorded in the card.
+    """
+
+    def __init__(self, config: ADDINOv3Config, name: str = "ad_dinov3") -> None:
+        super().__init__()
+        _check_geometry(config)
+        self.name = name
+        self.config = config
+        self.compat = config.compat
+        self.layers = tuple(config.layers)
+        self.image_size = config.image_size
+        vit, self.backbone_info = build_backbone(
+            config.backbone,
+            None if config.random_init else config.backbone_weights,
+            random_init=config.random_init,
+            img_size=config.image_size,
+            overrides=config.backbone_overrides,
+            init_seed=config.init_seed,
+        )
+        self.mean = tuple(float(v) for v in vit.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))
+        self.std = tuple(float(v) for v in vit.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))
+        self.backbone = DinoBackbone(vit, self.layers)
+        tower, text_info = build_text_tower(
+            config.text_model,
+            None if config.random_init else config.text_weights,
+            quick_gelu=config.resolved_quick_gelu(),
+            random_init=config.random_init,
+            overrides=config.text_overrides,
+            init_seed=config.init_seed + 1,
+        )
+        text_cfg = text_model_config(config.text_model, config.text_overrides)
+        self.text_encoder = TextEncoder(
+            tower, config.text_model, text_info, text_cfg, disk_cache=config.text_disk_cache
+        )
+        vis_dim, text_dim, dim = vit.embed_dim, int(text_cfg["embed_dim"]), config.adapter_dim
+        keep_fc2 = config.compat == "reference"
+        self.patch_adapters = nn.ModuleList(head.Adapter(vis_dim, dim, keep_fc2) for _ in self.layers)
+        self.cls_adapters = nn.ModuleList(head.Adapter(vis_dim, dim, keep_fc2) for _ in self.layers)
+        self.text_adapters = nn.ModuleList(head.Adapter(text_dim, dim, keep_fc2) for _ in range(2))
+
+    def train(self, mode: bool = True) -> ADDINOv3:
+        """Set the adapters' mode; the frozen backbone and text tower always stay in eval mode."""
+        super().train(mode)
+        self.backbone.train(False)
+        self.text_encoder.train(False)
+        return self
+
+    def extract_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Run the frozen backbone (no grad); the result can be cached and fed to :meth:`forward_features`."""
+        if images.dim() != 4 or images.shape[-2:] != (self.image_size, self.image_size):
+            raise ConfigError(
+                f"images must be (B, 3, {self.image_size}, {self.image_size}) for this model, got "
+                f"{tuple(images.shape)}; resize them with make_dataset(image_size=model.image_size)"
+            )
+        return self.backbone(images)
+
+    def text_features(self, class_names: list[str], device: torch.device) -> torch.Tensor:
+        """Return the frozen ``(B, D_text, 2)`` prompt-ensemble matrices of the class words."""
+        unique = sorted(set(class_names))
+        table = self.text_encoder(unique).to(device)
+        return table[[unique.index(w) for w in class_names]]
+
+    def forward_features(self, features: Mapping[str, torch.Tensor], class_names: list[str]) -> dict[str, torch.Tensor]:
+        """Run the trainable head on backbone features.
+
+        Args:
+            features: Output of :meth:`extract_features`.
+            class_names: One prompt word per image (see :func:`medad.models.prompt_word`).
+
+        Returns:
+            ``pixel_scores`` (B, S, S) in [0, 1] (CMCL anomaly channel, smoothed if configured), ``image_scores`` (B,),
+            ``seg_probs`` (B, 2, S, S) CMCL map M, ``aacm_probs`` (B, 2, S, S) AACM map A, ``global_logits`` (B, 2).
+        """
+        patch_tokens = features["patch_tokens"].float()
+        cls_tokens = features["cls_tokens"].float()
+        batch = patch_tokens.shape[0]
+        if len(class_names) != batch:
+            raise ConfigError(f"got {len(class_names)} class names for {batch} images; pass one word per image")
+        t0 = self.text_features(list(class_names), patch_tokens.device)
+        u_n = self.text_adapters[0](t0[..., 0])
+        u_a = self.text_adapters[1](t0[..., 1])
+        text = head.combine_text(u_n, u_a, self.compat)
+        seg = aacm = logits = None
+        for i in range(len(self.layers)):
+            p = F.normalize(self.patch_adapters[i](patch_tokens[:, i]), dim=-1)
+            c = F.normalize(self.cls_adapters[i](cls_tokens[:, i]), dim=-1)
+            seg_l = head.cmcl_map(p, text, self.image_size)
+            aacm_l = head.aacm_map(p, c, self.image_size)
+            logits_l = head.global_logits(c, text)
+            seg = seg_l if seg is None else seg + seg_l
+            aacm = aacm_l if aacm is None else aacm + aacm_l
+            logits = logits_l if logits is None else logits + logits_l
+        n = len(self.layers)
+        seg, aacm, logits = seg / n, aacm / n, logits / n
+        pixel = head.gaussian_blur(seg[:, 1], self.config.smoothing_sigma).clamp(0.0, 1.0)
+        return {
+            "pixel_scores": pixel,
+            "image_scores": self.image_scores(logits, pixel),
+            "seg_probs": seg,
+            "aacm_probs": aacm,
+            "global_logits": logits,
+        }
+
+    def image_scores(self, logits: torch.Tensor, pixel_scores: torch.Tensor) -> torch.Tensor:
+        """Image score under the configured policy (``global``, ``max`` or ``blend`` = mean of both)."""
+        global_score = torch.softmax(logits, dim=-1)[:, 1]
+        max_score = pixel_scores.flatten(1).amax(dim=1)
+        if self.config.image_score == "global":
+            return global_score
+        if self.config.image_score == "max":
+            return max_score
+        return 0.5 * (global_score + max_score)
+
+    def forward(self, images: torch.Tensor, class_names: list[str]) -> dict[str, torch.Tensor]:
+        """``forward_features(extract_features(images), class_names)``."""
+        return self.forward_features(self.extract_features(images), class_names)
+
+    def compute_loss(
+        self, outputs: Mapping[str, torch.Tensor], masks: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The released loss (see :func:`medad.models.losses.ad_dinov3_loss`).
+
+        Args:
+            outputs: Output of :meth:`forward_features`.
+            masks: ``(B, 1, H, W)`` float masks in {0, 1} (resized to the model size bilinearly, then > 0.5).
+            labels: ``(B,)`` int64 image labels in {0, 1}.
+
+        Returns:
+            ``total`` plus the named terms.
+        """
+        if labels.numel() and (labels.min() < 0 or labels.max() > 1):
+            raise ConfigError("training labels must be 0 (normal) or 1 (abnormal); drop images with unknown labels")
+        return ad_dinov3_loss(
+            outputs["seg_probs"], outputs["aacm_probs"], outputs["global_logits"], masks, labels.to(masks.device)
+        )
+
+    def trainable_modules(self) -> nn.ModuleDict:
+        """The adapters, the only trained parameters."""
+        return nn.ModuleDict(
+            {
+                "patch_adapters": self.patch_adapters,
+                "cls_adapters": self.cls_adapters,
+                "text_adapters": self.text_adapters,
+            }
+        )
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """State dict of the adapters only (``fc2`` included in ``reference`` mode)."""
+        return {k: v.detach().clone() for k, v in self.trainable_modules().state_dict().items()}
+
+    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load adapter weights; a missing/extra key or wrong shape raises :class:`WeightsError`."""
+        expected = self.trainable_modules().state_dict()
+        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or extra:
+            raise WeightsError(
+                f"adapter weights do not fit this {self.name} model (compat {self.compat!r}, layers "
+                f"{list(self.layers)}): missing {missing[:3]}, unexpected {extra[:3]}; load them into a model "
+                "built with the checkpoint's card"
+            )
+        for key, value in expected.items():
+            if tuple(state[key].shape) != tuple(value.shape):
+                raise WeightsError(
+                    f"adapter {key} is {tuple(state[key].shape)} in the checkpoint but {tuple(value.shape)} in this "
+                    f"model (backbone {self.config.backbone!r}, adapter_dim {self.config.adapter_dim}); build the "
+                    "model with the checkpoint's backbone and adapter_dim"
+                )
+        self.trainable_modules().load_state_dict(dict(state))
+
+    def card(self) -> dict[str, Any]:
+        """JSON-serialisable description: name, config, frozen weights (ids, sha256, licences), random flag."""
+        n_trainable = sum(p.numel() for p in self.trainable_modules().parameters())
+        return {
+            "name": self.name,
+            "config": self.config.to_dict(),
+            "compat": self.compat,
+            "layers": list(self.layers),
+            "image_size": self.image_size,
+            "adapter_dim": self.config.adapter_dim,
+            "image_score": self.config.image_score,
+            "backbone": dict(self.backbone_info),
+            "text": dict(self.text_encoder.info),
+            "random_weights": self.backbone_info["source"] == "random" or self.text_encoder.info["source"] == "random",
+            "trainable_parameters": int(n_trainable),
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+@register_model
+def ad_dinov3(**cfg: Any) -> ADDINOv3:
+    """AD-DINOv3 with DINOv3 ViT-L/16 (layers 6/12/18/24, 512 px) and the CLIP ViT-L-14-336 text tower."""
+    return ADDINOv3(ADDINOv3Config.from_kwargs(**cfg), name="ad_dinov3")
+
+
+TINY_DEFAULTS: dict[str, Any] = {
+    "backbone": "vit_small_patch16_dinov3",
+    "backbone_overrides": {"depth": 4, "embed_dim": 64, "num_heads": 2},
+    "layers": (1, 2, 3, 4),
+    "image_size": 112,
+    "text_model": "ViT-B-32",
+    "text_weights": None,
+    "text_overrides": {"embed_dim": 32, "text_cfg": {"width": 32, "heads": 2, "layers": 1}},
+    "adapter_dim": 32,
+    "random_init": True,
+}
+
+
+@register_model
+def ad_dinov3_tiny(**cfg: Any) -> ADDINOv3:
+    """A tiny random-weights AD-DINOv3 (4-block 64-d DINOv3-like ViT, 1-layer 32-d text tower) for tests/demos."""
+    return ADDINOv3(ADDINOv3Config.from_kwargs(**{**TINY_DEFAULTS, **cfg}), name="ad_dinov3_tiny")

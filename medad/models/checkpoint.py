@@ -1,0 +1,127 @@
+"""Adapter-only checkpoints: ``adapters.safetensors`` + ``card.json`` (no pickle)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from medad.errors import WeightsError
+from medad.models.registry import create_model
+from medad.utils.io import sha256_file, write_bytes_atomic, write_json_atomic
+
+ADAPTERS_FILE = "adapters.safetensors"
+CARD_FILE = "card.json"
+CHECKPOINT_FORMAT = "medad-adapters/1"
+_IDENTITY_KEYS = ("compat", "layers", "image_size", "adapter_dim")
+
+
+def save_checkpoint(model: Any, folder: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> Path:
+    """Write the adapters and the model card.
+
+    Args:
+        model: A trainable medad model (``trainable_state_dict`` and ``card``).
+        folder: Output folder (created).
+        extra: JSON-serialisable run facts stored under ``card["extra"]`` (manifest hash, seed, epochs, ...).
+
+    Returns:
+        The folder.
+    """
+    folder = Path(folder)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.trainable_state_dict().items()}
+    write_bytes_atomic(folder / ADAPTERS_FILE, save(state, metadata={"format": CHECKPOINT_FORMAT}))
+    card = {
+        **model.card(),
+        "format": CHECKPOINT_FORMAT,
+        "adapters_sha256": sha256_file(folder / ADAPTERS_FILE),
+        "extra": dict(extra or {}),
+    }
+    write_json_atomic(folder / CARD_FILE, card)
+    return folder
+
+
+def read_card(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a checkpoint's ``card.json``; raise :class:`WeightsError` when it is missing or broken."""
+    path = Path(folder) / CARD_FILE
+    if not path.is_file():
+        raise WeightsError(f"{str(path)!r} does not exist; pass a folder written by medad.models.save_checkpoint")
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{str(path)!r} is not valid JSON ({exc}); re-save the checkpoint") from exc
+    if not isinstance(card, dict) or card.get("format") != CHECKPOINT_FORMAT:
+        raise WeightsError(f"{str(path)!r} is not a {CHECKPOINT_FORMAT} card; re-save the checkpoint")
+    return card
+
+
+def _describe(part: Mapping[str, Any]) -> str:
+    return f"{part.get('id')} (sha256 {str(part.get('sha256'))[:12]})"
+
+
+def _check_compatible(card: Mapping[str, Any], model_card: Mapping[str, Any], folder: Path) -> None:
+    for part in ("backbone", "text"):
+        want, have = card[part], model_card[part]
+        same_id = want.get("id") == have.get("id") or want.get("source") != have.get("source")
+        same_sha = not (want.get("sha256") and have.get("sha256")) or want["sha256"] == have["sha256"]
+        if not (same_id and same_sha):
+            raise WeightsError(
+                f"checkpoint {str(folder)!r} was trained with {part} {_describe(want)} but the model has "
+                f"{_describe(have)}; load it with the same {part} weights"
+            )
+    if card["config"].get("backbone") != model_card["config"].get("backbone"):
+        raise WeightsError(
+            f"checkpoint {str(folder)!r} was trained on backbone {card['config'].get('backbone')!r} but the model "
+            f"uses {model_card['config'].get('backbone')!r}; build the model with the checkpoint's backbone"
+        )
+    for key in _IDENTITY_KEYS:
+        if card.get(key) != model_card.get(key):
+            raise WeightsError(
+                f"checkpoint {str(folder)!r} has {key}={card.get(key)!r} but the model has {model_card.get(key)!r}; "
+                "build the model from the checkpoint's card (load_checkpoint(folder))"
+            )
+
+
+def load_checkpoint(
+    folder: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    model: Any | None = None,
+    **overrides: Any,
+) -> Any:
+    """Rebuild a model from a checkpoint's card, verify its frozen weights and load the adapters.
+
+    Args:
+        folder: A folder written by :func:`save_checkpoint`.
+        device: Where to put the model.
+        model: Load into this already built model instead (its frozen weights, backbone and dims must match).
+        **overrides: Config values replacing the card's, e.g. ``backbone_weights='/local/file.safetensors'``
+            when the weights live elsewhere on this machine; the sha256 must still match the card.
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        WeightsError: Missing/broken files, adapters that fail their sha256, or frozen weights, backbone or
+            dimensions that differ from the card's (the message names both).
+    """
+    folder = Path(folder)
+    card = read_card(folder)
+    adapters = folder / ADAPTERS_FILE
+    if not adapters.is_file():
+        raise WeightsError(f"{str(adapters)!r} does not exist; the checkpoint is incomplete, re-save it")
+    if sha256_file(adapters) != card.get("adapters_sha256"):
+        raise WeightsError(f"{str(adapters)!r} does not match the sha256 in its card; the file is corrupt, re-save it")
+    if model is None:
+        model = create_model(card["name"], **{**card["config"], **overrides})
+    _check_compatible(card, model.card(), folder)
+    try:
+        state = load_file(str(adapters))
+    except SafetensorError as exc:
+        raise WeightsError(f"{str(adapters)!r} is not a readable safetensors file ({exc}); re-save it") from exc
+    model.load_trainable_state_dict(state)
+    return model.to(device).eval()

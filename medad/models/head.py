@@ -1,0 +1,133 @@
+"""Pure-torch pieces of the AD-DINOv3 head: token standardisation, adapters, CMCL / AACM maps, global logits."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LEAKY_SLOPE = 0.01
+CMCL_SCALE = 100.0
+AACM_SCALE = 10.0
+GLOBAL_SCALE = 100.0
+
+
+def standardise_tokens(tokens: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Standardise patch tokens per image and channel over the token axis.
+
+    Args:
+        tokens: ``(B, N, C)`` patch tokens.
+        eps: Added to the (unbiased) standard deviation.
+
+    Returns:
+        ``(tokens - mean_N) / (std_N + eps)`` with torch's default unbiased std.
+    """
+    mean = tokens.mean(dim=1, keepdim=True)
+    std = tokens.std(dim=1, keepdim=True)
+    return (tokens - mean) / (std + eps)
+
+
+class Adapter(nn.Module):
+    """The release's ``ClipAdapter``: bias-free Linear + LeakyReLU(0.01); only ``fc1`` is ever used.
+
+    Args:
+        c_in: Input width.
+        dim: Output (bottleneck) width.
+        keep_fc2: Register the unused ``fc2`` (``dim -> c_in``) so that the state dict has the release's layout
+            and parameter count (``reference`` mode). It never takes part in the forward pass, gets no gradient
+            and so keeps its initial values.
+    """
+
+    def __init__(self, c_in: int, dim: int, keep_fc2: bool = False) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(c_in, dim, bias=False)
+        self.fc2 = nn.Linear(dim, c_in, bias=False) if keep_fc2 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``LeakyReLU(fc1(x))``."""
+        return F.leaky_relu(self.fc1(x), LEAKY_SLOPE)
+
+
+def combine_text(u_normal: torch.Tensor, u_abnormal: torch.Tensor, compat: str) -> torch.Tensor:
+    """Form the ``(B, D, 2)`` text matrix ``T`` from the adapted normal / abnormal embeddings.
+
+    Args:
+        u_normal: ``(B, D)`` adapted normal embedding.
+        u_abnormal: ``(B, D)`` adapted abnormal embedding.
+        compat: ``clean`` stacks them (column 0 = normal, 1 = abnormal). ``reference`` reproduces the release's
+            ``cat([u_n, u_a], 1).view(B, D, 2)``: column 0 holds the even entries of the concatenation and
+            column 1 the odd ones.
+
+    Returns:
+        ``(B, D, 2)``; not L2-normalised (as released).
+    """
+    if compat == "reference":
+        batch, dim = u_normal.shape
+        return torch.cat([u_normal, u_abnormal], dim=1).view(batch, dim, 2)
+    return torch.stack([u_normal, u_abnormal], dim=-1)
+
+
+def _to_grid(scores: torch.Tensor) -> torch.Tensor:
+    """``(B, N, K)`` row-major patch scores -> ``(B, K, S, S)``."""
+    batch, n_tokens, channels = scores.shape
+    side = math.isqrt(n_tokens)
+    if side * side != n_tokens:
+        raise ValueError(f"{n_tokens} patch tokens do not form a square grid")
+    return scores.permute(0, 2, 1).reshape(batch, channels, side, side)
+
+
+def _upsample(grid: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=True)
+
+
+def cmcl_map(patch: torch.Tensor, text: torch.Tensor, size: int) -> torch.Tensor:
+    """CMCL probability map of one layer.
+
+    Args:
+        patch: ``(B, N, D)`` L2-normalised adapted patch tokens.
+        text: ``(B, D, 2)`` text matrix.
+        size: Output side in pixels.
+
+    Returns:
+        ``(B, 2, size, size)``: softmax over the channels of the bilinearly upsampled (align_corners=True)
+        ``100 * patch @ text`` - the softmax comes after the upsampling, as released.
+    """
+    scores = CMCL_SCALE * torch.bmm(patch, text)
+    return torch.softmax(_upsample(_to_grid(scores), size), dim=1)
+
+
+def aacm_map(patch: torch.Tensor, cls: torch.Tensor, size: int) -> torch.Tensor:
+    """AACM map of one layer.
+
+    Args:
+        patch: ``(B, N, D)`` L2-normalised adapted patch tokens.
+        cls: ``(B, D)`` L2-normalised adapted CLS token.
+        size: Output side in pixels.
+
+    Returns:
+        ``(B, 2, size, size)`` = ``[1 - s, s]`` with ``s = sigmoid(upsample(10 * patch @ cls))``.
+    """
+    scores = AACM_SCALE * torch.bmm(patch, cls.unsqueeze(-1))
+    s = torch.sigmoid(_upsample(_to_grid(scores), size))
+    return torch.cat([1.0 - s, s], dim=1)
+
+
+def global_logits(cls: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Image-level logits of one layer: ``100 * cls @ text``, ``(B, 2)``."""
+    return GLOBAL_SCALE * torch.bmm(cls.unsqueeze(1), text).squeeze(1)
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian smoothing of ``(B, H, W)`` maps (edge-replicate padding, radius ``ceil(4 sigma)``)."""
+    if sigma <= 0:
+        return maps
+    radius = max(1, math.ceil(4.0 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    x = maps.unsqueeze(1)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+    return x.squeeze(1)

@@ -1,0 +1,297 @@
+"""Frozen-weight resolution for the backbone (timm) and the CLIP text tower (open_clip).
+
+Weights come from a hub id (timm / open_clip pretrained tag / ``hf-hub:`` repo) or a local file
+(``.safetensors``, ``.pth``, ``.pt``, ``.bin``); the sha256 of the file used is always recorded. Random
+initialisation happens only when asked for, is seeded (so a rebuild gives the same frozen weights) and is
+identified by the sha256 of the initialised state dict.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import open_clip
+import timm
+import torch
+from torch import nn
+
+from medad.errors import ConfigError, WeightsError
+from medad.utils.io import sha256_file
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+DINOV3_HF_REPO = "facebook/dinov3-vitl16-pretrain-lvd1689m"
+LICENCES = {
+    "dinov3": "DINOv3 License (Meta; gated)",
+    "openai": "MIT (OpenAI CLIP weights)",
+    "random": "none (random initialisation)",
+    "unknown": "see the weights' source",
+}
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def is_local_weights(spec: str | os.PathLike[str] | None) -> bool:
+    """Return True when ``spec`` names a local file rather than a hub id."""
+    if spec is None:
+        return False
+    text = str(spec)
+    return text.lower().endswith(WEIGHT_SUFFIXES) or os.sep in text or Path(text).exists()
+
+
+def state_dict_sha256(module: nn.Module) -> str:
+    """Return the sha256 of a module's state dict (sorted names, dtypes, shapes and raw bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
+
+
+def seeded(build: Callable[[], M], seed: int) -> M:
+    """Run ``build`` under a fixed torch seed without disturbing the global random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def _check_file(path: str | os.PathLike[str], what: str) -> Path:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise WeightsError(f"{what} weights file {str(file)!r} does not exist; pass the path of a downloaded file")
+    if not file.name.lower().endswith(WEIGHT_SUFFIXES):
+        raise WeightsError(
+            f"{what} weights file {str(file)!r} has an unsupported suffix; use one of {', '.join(WEIGHT_SUFFIXES)}"
+        )
+    return file
+
+
+def _backbone_licence(name: str) -> str:
+    return LICENCES["dinov3"] if "dinov3" in name else LICENCES["unknown"]
+
+
+def _gated_hint(name: str) -> str:
+    return (
+        f"the weights of backbone {name!r} could not be loaded from the hub (offline, missing or gated). DINOv3 "
+        f"weights are gated under Meta's DINOv3 License: request access on Hugging Face ({DINOV3_HF_REPO} and "
+        f"timm/{name}) or through Meta's form, then run `huggingface-cli login` with network access; or download "
+        "the file yourself and pass it as backbone_weights='/path/to/file.safetensors' (.pth and .bin work too)"
+    )
+
+
+def _hub_file_sha256(repo_id: str | None) -> tuple[str | None, str | None]:
+    """Locate a timm hub file in the local Hugging Face cache and hash it."""
+    if not repo_id:
+        return None, None
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors"):
+        found = try_to_load_from_cache(repo_id, filename)
+        if isinstance(found, str):
+            return found, sha256_file(found)
+    return None, None
+
+
+def build_backbone(
+    name: str,
+    weights: str | os.PathLike[str] | None = None,
+    random_init: bool = False,
+    img_size: int = 512,
+    overrides: Mapping[str, Any] | None = None,
+    init_seed: int = 0,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build a timm ViT backbone with its weights.
+
+    Args:
+        name: timm model name, e.g. ``vit_large_patch16_dinov3.lvd1689m``.
+        weights: ``None`` for the hub weights of ``name``, or a local weights file.
+        random_init: Build with seeded random weights (only when explicitly asked; ``weights`` must be None).
+        img_size: Input side in pixels.
+        overrides: Extra timm keyword arguments (e.g. ``depth``, ``embed_dim`` for tiny test models).
+        init_seed: Seed of the random initialisation.
+
+    Returns:
+        ``(model, info)`` where info holds ``id``, ``source`` (``hub``/``file``/``random``), ``file``, ``sha256``,
+        ``licence``.
+
+    Raises:
+        ConfigError: Unknown timm name, or both ``weights`` and ``random_init``.
+        WeightsError: Missing, gated, offline or mismatching weights.
+    """
+    arch = name.split(".")[0]
+    if arch not in timm.list_models():
+        raise ConfigError(f"unknown timm backbone {name!r}; pick one of timm.list_models('*dinov3*')")
+    if random_init and weights is not None:
+        raise ConfigError("backbone: pass either backbone_weights or random_init=True, not both")
+    kwargs = {"img_size": img_size, "num_classes": 0, **dict(overrides or {})}
+    info: dict[str, Any] = {"id": name, "licence": _backbone_licence(name), "file": None, "sha256": None}
+    if random_init:
+        model = seeded(lambda: timm.create_model(arch, pretrained=False, **kwargs), init_seed)
+        info.update(source="random", licence=LICENCES["random"], sha256=state_dict_sha256(model))
+    elif weights is not None:
+        file = _check_file(weights, "backbone")
+        try:
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(file)}, **kwargs)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise WeightsError(
+                f"backbone weights file {str(file)!r} does not fit {name!r} ({str(exc).splitlines()[0][:300]}); "
+                "pass the file of this architecture or the matching backbone name"
+            ) from exc
+        info.update(source="file", file=str(file), sha256=sha256_file(file))
+    else:
+        try:
+            model = timm.create_model(name, pretrained=True, **kwargs)
+        except Exception as exc:  # hub failures come as many exception types (offline, gated, 404, HTTP)
+            raise WeightsError(_gated_hint(name)) from exc
+        path, digest = _hub_file_sha256(model.pretrained_cfg.get("hf_hub_id"))
+        info.update(source="hub", file=path, sha256=digest)
+    return model, info
+
+
+def text_model_config(model_name: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return open_clip's config for ``model_name`` with ``overrides`` merged in (``text_cfg`` merged key-wise)."""
+    cfg = open_clip.get_model_config(model_name)
+    if cfg is None:
+        raise ConfigError(
+            f"unknown open_clip model {model_name!r}; pick one of open_clip.list_models(), e.g. 'ViT-L-14-336'"
+        )
+    cfg = copy.deepcopy(cfg)
+    for key, value in dict(overrides or {}).items():
+        if key == "text_cfg":
+            cfg["text_cfg"] = {**cfg.get("text_cfg", {}), **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def _read_state_dict(file: Path, wanted: set[str]) -> dict[str, torch.Tensor]:
+    """Read the tensors of a CLIP / text-tower checkpoint whose names map onto ``wanted``."""
+
+    def rename(key: str) -> str:
+        for prefix in ("module.", "text."):
+            if key.startswith(prefix) and key[len(prefix) :] in wanted:
+                return key[len(prefix) :]
+        return key
+
+    if file.name.lower().endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="pt") as handle:
+            return {rename(k): handle.get_tensor(k) for k in handle.keys() if rename(k) in wanted}  # noqa: SIM118
+    try:
+        loaded: Any = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception:  # an OpenAI TorchScript archive is not a plain pickle
+        loaded = torch.jit.load(str(file), map_location="cpu").state_dict()
+    if isinstance(loaded, Mapping) and "state_dict" in loaded:
+        loaded = loaded["state_dict"]
+    return {rename(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor) and rename(k) in wanted}
+
+
+def _text_hub_file(model_name: str, tag: str) -> Path:
+    if tag.startswith("hf-hub:"):
+        from huggingface_hub import hf_hub_download
+
+        repo = tag[len("hf-hub:") :]
+        last: Exception | None = None
+        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            try:
+                return Path(hf_hub_download(repo, filename))
+            except Exception as exc:  # hub failures come as many exception types
+                last = exc
+        raise WeightsError(_text_hint(model_name, tag)) from last
+    cfg = open_clip.get_pretrained_cfg(model_name, tag)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise ConfigError(
+            f"open_clip has no pretrained tag {tag!r} for {model_name!r}; known tags: {', '.join(tags) or 'none'}; "
+            "or pass a local weights file"
+        )
+    try:
+        return Path(open_clip.download_pretrained(cfg))
+    except Exception as exc:  # hub failures come as many exception types
+        raise WeightsError(_text_hint(model_name, tag)) from exc
+
+
+def _text_hint(model_name: str, tag: str) -> str:
+    return (
+        f"the CLIP text weights {model_name!r}/{tag!r} could not be downloaded (offline or missing); with network "
+        f"access run `python -c \"import open_clip; open_clip.create_model('{model_name}', pretrained='{tag}')\"` "
+        "once to fill the cache, or download OpenAI's ViT-L-14-336px.pt (MIT licence) or the Hugging Face file "
+        "timm/vit_large_patch14_clip_336.openai/open_clip_model.safetensors and pass it as "
+        "text_weights='/path/to/file'"
+    )
+
+
+def build_text_tower(
+    model_name: str,
+    weights: str | os.PathLike[str] | None = "openai",
+    quick_gelu: bool = False,
+    random_init: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    init_seed: int = 1,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build only the text tower of an open_clip model (the vision tower is never built) and load its weights.
+
+    Args:
+        model_name: open_clip config name, e.g. ``ViT-L-14-336``.
+        weights: An open_clip pretrained tag (``openai``), ``hf-hub:<repo>``, or a local file holding a full CLIP
+            or a text-only state dict (safetensors, torch pickle or OpenAI TorchScript). ``None`` with random_init.
+        quick_gelu: Use QuickGELU (what OpenAI trained with) instead of GELU in the MLPs.
+        random_init: Seeded random weights; ``weights`` is then ignored and must be None.
+        overrides: Merged into open_clip's model config (``embed_dim``, ``text_cfg`` keys).
+        init_seed: Seed of the random initialisation.
+
+    Returns:
+        ``(tower, info)``; info holds ``id``, ``source``, ``file``, ``sha256``, ``licence``, ``activation``.
+
+    Raises:
+        ConfigError: Unknown model or tag, or both ``weights`` and ``random_init``.
+        WeightsError: Missing, offline or mismatching weights.
+    """
+    from open_clip.model import _build_text_tower
+
+    if random_init and weights is not None:
+        raise ConfigError("text: pass either text_weights or random_init=True, not both")
+    cfg = text_model_config(model_name, overrides)
+    activation = "quickgelu" if quick_gelu else "gelu"
+
+    def build() -> nn.Module:
+        return _build_text_tower(cfg["embed_dim"], cfg["text_cfg"], quick_gelu=quick_gelu)
+
+    info: dict[str, Any] = {"id": model_name, "activation": activation, "file": None, "sha256": None}
+    if random_init:
+        tower = seeded(build, init_seed)
+        info.update(source="random", licence=LICENCES["random"], sha256=state_dict_sha256(tower))
+        return tower, info
+    if weights is None:
+        raise ConfigError("text_weights is None: pass an open_clip tag such as 'openai', a local file, or random_init")
+    spec = str(weights)
+    if is_local_weights(spec):
+        file, source, weights_id = _check_file(spec, "text"), "file", model_name
+    else:
+        file, source, weights_id = _text_hub_file(model_name, spec), "hub", f"{model_name}/{spec}"
+    tower = build()
+    expected = tower.state_dict()
+    state = _read_state_dict(file, set(expected))
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise WeightsError(
+            f"text weights file {str(file)!r} lacks {len(missing)} tensors of the {model_name!r} text tower "
+            f"(e.g. {', '.join(missing[:3])}); pass a CLIP checkpoint of this architecture"
+        )
+    wrong = [k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise WeightsError(
+            f"text weights file {str(file)!r} does not fit {model_name!r}: {k} is {tuple(state[k].shape)}, "
+            f"expected {tuple(expected[k].shape)}; pass a CLIP checkpoint of this architecture"
+        )
+    tower.load_state_dict(state)
+    licence = LICENCES["openai"] if spec == "openai" else LICENCES["unknown"]
+    info.update(id=weights_id, source=source, file=str(file), sha256=sha256_file(file), licence=licence)
+    return tower, info

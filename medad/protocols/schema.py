@@ -1,0 +1,226 @@
+"""The typed protocol schema (pydantic v2, unknown keys forbidden).
+
+A protocol YAML describes one study: which models (and how they are trained or which checkpoint they load),
+which target datasets they score, which metrics and statistics are computed, and what is exported. Every key
+is listed in ``docs/protocols.md``. Nothing in a protocol is ever evaluated as code.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+Scalar = str | int | float | bool | None
+OptionValue = Scalar | list[Scalar]
+Options = dict[str, OptionValue]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SyntheticSource(_Strict):
+    """A synthetic dataset that the run writes itself (``medad.data.synthetic.write_layout``).
+
+    Attributes:
+        layout: the public layout to imitate (``mvtec``, ``visa``, ``isic2016``, ``mvtec_style``, ...).
+        n_normal: normal images per class (the medical layouts have none).
+        n_abnormal: abnormal images per class.
+        size: image side in pixels.
+        seed: random seed (same seed, same bytes).
+        classes: category names for the industrial layouts (empty: the layout's defaults).
+    """
+
+    layout: Name
+    n_normal: Annotated[int, Field(ge=0)] = 2
+    n_abnormal: Annotated[int, Field(ge=0)] = 3
+    size: Annotated[int, Field(ge=16)] = 64
+    seed: int = 0
+    classes: list[Name] | None = None
+
+
+class DatasetSpec(_Strict):
+    """One dataset: where it lies (a root folder or a synthetic source) and how to read it.
+
+    Attributes:
+        name: unique label used in results, reports and ``class_words``.
+        kind: dataset kind known to ``medad.data`` (``mvtec``, ``visa``, ``isic``, ... or ``auto``).
+        root: folder in its public layout; ``${VAR}`` environment variables allowed; a relative path is
+            relative to the protocol file's folder.
+        synthetic: name of a ``synthetic:`` source instead of a root.
+        options: extra keyword arguments of ``medad.data.load_manifest`` (e.g. ``split``).
+    """
+
+    name: Name
+    kind: Name
+    root: str | None = None
+    synthetic: Name | None = None
+    options: Options = Field(default_factory=dict)
+
+
+class WeightSource(_Strict):
+    """A frozen weight source: a hub id, a local file, or both (the file wins).
+
+    Attributes:
+        id: ``backbone``: a timm DINOv3 name with its pretrained tag (e.g.
+            ``vit_large_patch16_dinov3.lvd1689m``); ``text``: an open_clip pretrained tag (``openai``) or
+            ``hf-hub:<repo>``.
+        file: local weights file; ``${VAR}`` allowed; relative to the protocol file's folder.
+        sha256: expected sha256 of the file (checked before the run starts).
+        licence: licence of the weights, recorded in provenance.
+    """
+
+    id: str | None = None
+    file: str | None = None
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+    licence: str | None = None
+
+
+class WeightsSpec(_Strict):
+    """The frozen weights of an AD-DINOv3-style model by role (empty: the model's defaults).
+
+    Attributes:
+        backbone: the DINOv3 backbone weights.
+        text: the CLIP text-tower weights.
+    """
+
+    backbone: WeightSource | None = None
+    text: WeightSource | None = None
+
+
+class ModelSpec(_Strict):
+    """One model of the study.
+
+    Attributes:
+        name: unique label used in results and comparisons (e.g. ``clean``, ``reference``).
+        model: registry name for ``medad.models.create_model`` (e.g. ``ad_dinov3_tiny``).
+        compat: ``clean`` (quirks fixed) or ``reference`` (the released code's behaviour).
+        image_score: image-level score policy: ``global``, ``max`` or ``blend``.
+        options: extra keyword arguments of ``create_model``.
+        weights: frozen weights by role (``backbone``, ``text``).
+        class_words: per dataset (target / training name or dataset kind), class name -> text class word
+            (``clean`` models; e.g. ``{isic: {skin_lesion: "skin lesion"}}``).
+        checkpoint: a trained checkpoint folder to load instead of training.
+    """
+
+    name: Name
+    model: Name
+    compat: Literal["clean", "reference"] = "clean"
+    image_score: Literal["global", "max", "blend"] = "blend"
+    options: Options = Field(default_factory=dict)
+    weights: WeightsSpec = Field(default_factory=WeightsSpec)
+    class_words: dict[str, dict[str, str]] = Field(default_factory=dict)
+    checkpoint: str | None = None
+
+
+class TrainingSpec(_Strict):
+    """How models without a ``checkpoint`` are trained (method §5).
+
+    Attributes:
+        datasets: auxiliary (industrial) training datasets.
+        epochs: fixed number of epochs (no checkpoint selection on target data).
+        lr: AdamW learning rate.
+        batch_size: images per optimiser step (effective batch).
+        micro_batch_size: images per forward pass (gradient accumulation); empty: equal to ``batch_size``.
+        weight_decay: AdamW weight decay.
+        warmup: fraction of the steps with linear warm-up.
+        seeds: one trained model per seed.
+        cache_features: cache the frozen backbone's features so epochs after the first skip it.
+    """
+
+    datasets: Annotated[list[DatasetSpec], Field(min_length=1)]
+    epochs: Annotated[int, Field(gt=0)]
+    lr: Annotated[float, Field(gt=0)]
+    batch_size: Annotated[int, Field(gt=0)] = 8
+    micro_batch_size: Annotated[int, Field(gt=0)] | None = None
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    warmup: Annotated[float, Field(ge=0, lt=1)] = 0.03
+    seeds: Annotated[list[int], Field(min_length=1)] = Field(default_factory=lambda: [0])
+    cache_features: bool = True
+
+
+class ScoringSpec(_Strict):
+    """Batched scoring settings.
+
+    Attributes:
+        batch_size: images per forward pass.
+        chunk_size: images per predictions chunk on disk (the unit of resuming).
+    """
+
+    batch_size: Annotated[int, Field(gt=0)] = 8
+    chunk_size: Annotated[int, Field(gt=0)] = 16
+
+
+class StatisticsSpec(_Strict):
+    """Confidence intervals and paired comparisons.
+
+    Attributes:
+        ci: bootstrap interval method: ``percentile`` or ``bca``.
+        confidence: interval level.
+        resamples: bootstrap resamples (0 turns intervals off).
+        unit: resampling unit: ``image`` or ``group`` (patient / video / sequence).
+        seed: bootstrap seed.
+        comparisons: pairs of model names compared with paired tests on the same images.
+        correction: multiple-comparison correction: ``holm`` or ``bh``.
+    """
+
+    ci: Literal["percentile", "bca"] = "percentile"
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    resamples: Annotated[int, Field(ge=0)] = 1000
+    unit: Literal["image", "group"] = "image"
+    seed: int = 0
+    comparisons: list[Annotated[list[Name], Field(min_length=2, max_length=2)]] = Field(default_factory=list)
+    correction: Literal["holm", "bh"] = "holm"
+
+
+class ExportSpec(_Strict):
+    """One export of the predictions (``medad.export.export_predictions``): every target image, per model.
+
+    Attributes:
+        formats: any of ``png``, ``nifti``, ``dicom-seg``, ``pmap``.
+        threshold: how maps become masks: ``fixed:<value>`` or another spec of
+            ``medad.export.resolve_threshold``.
+        models: model names to export (empty: all).
+        deidentify: apply the DICOM PS3.15 Basic profile to DICOM exports.
+    """
+
+    formats: Annotated[list[Name], Field(min_length=1)]
+    threshold: str = "fixed:0.5"
+    models: list[Name] = Field(default_factory=list)
+    deidentify: bool = False
+
+
+class Protocol(_Strict):
+    """A whole study.
+
+    Attributes:
+        name: protocol name (the run folder's parent); defaults to the file's stem.
+        description: free text for the report.
+        output: folder under which run folders are made (relative to the protocol file's folder).
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        intended_overlap: allow training data that overlaps a target (stated in the report).
+        synthetic: named synthetic sources the run writes into its data folder.
+        models: the models compared.
+        training: training settings for models without a checkpoint.
+        targets: the datasets scored and evaluated.
+        scoring: batched scoring settings.
+        metrics: metric names (empty: the evaluation defaults).
+        statistics: intervals and paired comparisons.
+        exports: prediction exports.
+    """
+
+    name: Name | None = None
+    description: str = ""
+    output: str = "runs"
+    device: Annotated[str, StringConstraints(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")] = "auto"
+    intended_overlap: bool = False
+    synthetic: dict[Name, SyntheticSource] = Field(default_factory=dict)
+    models: Annotated[list[ModelSpec], Field(min_length=1)]
+    training: TrainingSpec | None = None
+    targets: Annotated[list[DatasetSpec], Field(min_length=1)]
+    scoring: ScoringSpec = Field(default_factory=ScoringSpec)
+    metrics: list[Name] = Field(default_factory=list)
+    statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
+    exports: list[ExportSpec] = Field(default_factory=list)

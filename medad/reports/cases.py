@@ -1,0 +1,256 @@
+"""Best and worst cases per model and dataset, and the inputs needed to draw their heatmaps.
+
+Cases are chosen from ``per_image.csv`` by image score only (ties broken by manifest index), so the choice
+does not depend on whether heatmaps can be drawn. Drawing needs the predictions folder of the model (for the
+pixel map) and the dataset's manifest (for :func:`medad.data.read_image` / :func:`medad.data.read_mask`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medad.engine.predictions import PredictionReader
+from medad.errors import ConfigError, DataError
+from medad.reports.plots import CaseView
+
+#: Case groups: key -> heading. "best" are the most confidently detected abnormal images; "missed" the
+#: abnormal images scored lowest; "false_alarms" the normal images scored highest.
+CASE_GROUPS = {
+    "best": "Best: abnormal images with the highest image scores",
+    "missed": "Worst: abnormal images with the lowest image scores (missed lesions)",
+    "false_alarms": "Worst: normal images with the highest image scores (false alarms)",
+}
+
+PredictionsArg = str | Path | Sequence[str | Path] | Mapping[Any, str | Path] | None
+ManifestArg = pd.DataFrame | str | Path | Mapping[str, pd.DataFrame | str | Path] | None
+
+
+def select_cases(per_image: pd.DataFrame, model: str, dataset: str, k: int) -> dict[str, pd.DataFrame]:
+    """Pick up to ``k`` cases per group for one model and dataset.
+
+    Args:
+        per_image: the evaluation's per-image table.
+        model: model name.
+        dataset: dataset name.
+        k: cases per group.
+
+    Returns:
+        Group key (see :data:`CASE_GROUPS`) -> rows in display order (best: score descending, missed: score
+        ascending, false alarms: score descending). An image appears in at most one abnormal group.
+    """
+    part = per_image[
+        (per_image["model"] == model) & (per_image["dataset"] == dataset) & per_image["image_score"].notna()
+    ]
+    abnormal = part[(part["label"] == 1).fillna(False)]
+    normal = part[(part["label"] == 0).fillna(False)]
+    best = abnormal.sort_values(["image_score", "index"], ascending=[False, True], kind="stable").head(k)
+    rest = abnormal[~abnormal["index"].isin(best["index"])]
+    missed = rest.sort_values(["image_score", "index"], ascending=[True, True], kind="stable").head(k)
+    alarms = normal.sort_values(["image_score", "index"], ascending=[False, True], kind="stable").head(k)
+    return {"best": best, "missed": missed, "false_alarms": alarms}
+
+
+def _model_name(meta: Mapping[str, Any], folder: Path) -> str:
+    for key in ("model", "card", "model_card"):
+        value = meta.get(key)
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, Mapping) and isinstance(value.get("name"), str):
+            return value["name"]
+    return folder.name
+
+
+def has_random_weights(meta: Any) -> bool:
+    """True if any ``random_weights`` key in a (nested) meta/card mapping is true."""
+    if isinstance(meta, Mapping):
+        if meta.get("random_weights") is True:
+            return True
+        return any(has_random_weights(v) for v in meta.values())
+    if isinstance(meta, (list, tuple)):
+        return any(has_random_weights(v) for v in meta)
+    return False
+
+
+@dataclass
+class PredictionSource:
+    """A predictions folder, the model it belongs to and, optionally, the only dataset it covers."""
+
+    model: str
+    dataset: str | None
+    reader: PredictionReader
+
+    @property
+    def random_weights(self) -> bool:
+        """Whether the folder's ``meta.json`` says the model ran with random weights."""
+        return has_random_weights(self.reader.meta)
+
+
+def resolve_predictions(predictions: PredictionsArg, models: Sequence[str]) -> list[PredictionSource]:
+    """Open prediction folders given as a path, a list of paths, or a mapping.
+
+    Mapping keys are a model name or a ``(model, dataset)`` tuple. Unkeyed folders take their model from
+    ``meta.json`` (``model`` or ``card.name``), or, when the evaluation has a single model, that model.
+    """
+    if predictions is None:
+        return []
+    if isinstance(predictions, (str, Path)):
+        predictions = [predictions]
+    sources: list[PredictionSource] = []
+    if isinstance(predictions, Mapping):
+        for key, folder in predictions.items():
+            model, dataset = key if isinstance(key, tuple) else (key, None)
+            sources.append(PredictionSource(str(model), dataset, PredictionReader(folder)))
+        return sources
+    for folder in predictions:
+        reader = PredictionReader(folder)
+        meta = reader.meta
+        model = models[0] if len(models) == 1 else _model_name(meta, Path(folder))
+        dataset = meta.get("dataset") if isinstance(meta.get("dataset"), str) else None
+        sources.append(PredictionSource(model, dataset, reader))
+    return sources
+
+
+def parse_keyed_paths(values: Sequence[str], option: str) -> list[Path] | dict[str, Path] | None:
+    """Parse repeated command-line values ``PATH`` or ``NAME=PATH`` into a list or a name -> path mapping.
+
+    Raises:
+        ConfigError: some values are keyed and others are not.
+    """
+    if not values:
+        return None
+    split = [v.split("=", 1) if "=" in v and "/" not in v.split("=", 1)[0] else [v] for v in values]
+    if all(len(parts) == 2 for parts in split):
+        return {name: Path(path) for name, path in split}
+    if any(len(parts) == 2 for parts in split):
+        raise ConfigError(f"{option}: give every value as NAME=PATH or every value as PATH, not a mix")
+    return [Path(parts[0]) for parts in split]
+
+
+def _read_manifest_file(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"manifest {path} does not exist; pass a manifest .csv or .json file")
+    if path.suffix.lower() == ".csv":
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    elif path.suffix.lower() == ".json":
+        frame = pd.read_json(path, orient="records", dtype=False)
+    else:
+        raise DataError(f"manifest {path} must be a .csv or .json (records) file")
+    for column in ("label", "frame", "slice_axis"):
+        if column in frame.columns:
+            frame[column] = pd.to_numeric(frame[column].replace("", None), errors="coerce").astype("Int64")
+    return frame.reset_index(drop=True)
+
+
+def resolve_manifests(manifest: ManifestArg) -> dict[str | None, pd.DataFrame]:
+    """Normalise the manifest argument to ``dataset -> DataFrame`` (key ``None``: any dataset)."""
+    if manifest is None:
+        return {}
+    if isinstance(manifest, Mapping):
+        items: list[tuple[str | None, Any]] = list(manifest.items())
+    else:
+        items = [(None, manifest)]
+    out: dict[str | None, pd.DataFrame] = {}
+    for dataset, value in items:
+        out[dataset] = value if isinstance(value, pd.DataFrame) else _read_manifest_file(Path(value))
+    return out
+
+
+def _readers() -> tuple[Callable[[pd.Series], np.ndarray], Callable[[pd.Series], np.ndarray]] | None:
+    """``(read_image, read_mask)`` from :mod:`medad.data`, imported on first use; ``None`` if unavailable."""
+    try:
+        data = importlib.import_module("medad.data")
+    except ImportError:
+        return None
+    read_image, read_mask = getattr(data, "read_image", None), getattr(data, "read_mask", None)
+    return (read_image, read_mask) if callable(read_image) and callable(read_mask) else None
+
+
+class CaseLoader:
+    """Builds :class:`CaseView` objects for selected cases from predictions folders and manifests."""
+
+    def __init__(self, sources: Sequence[PredictionSource], manifests: Mapping[str | None, pd.DataFrame]) -> None:
+        self.sources = list(sources)
+        self.manifests = dict(manifests)
+        self.readers = _readers()
+
+    def _source(self, model: str, dataset: str) -> PredictionSource | None:
+        exact = [s for s in self.sources if s.model == model and s.dataset == dataset]
+        loose = [s for s in self.sources if s.model == model and s.dataset is None]
+        return (exact or loose or [None])[0]
+
+    def _manifest(self, dataset: str) -> pd.DataFrame | None:
+        if dataset in self.manifests:
+            return self.manifests[dataset]
+        return self.manifests.get(None)
+
+    def unavailable_reason(self, model: str, dataset: str) -> str | None:
+        """Why heatmaps cannot be drawn for this model and dataset, or ``None`` if they can."""
+        if self.readers is None:
+            return "medad.data.read_image/read_mask are not available in this installation"
+        if self._source(model, dataset) is None:
+            return "no predictions folder was given for this model (pass predictions=... / --predictions)"
+        if self._manifest(dataset) is None:
+            return "no manifest was given for this dataset (pass manifest=... / --manifest)"
+        return None
+
+    def check(self, per_image: pd.DataFrame) -> None:
+        """Check that each given manifest is the one evaluated: every evaluated index exists with its case id.
+
+        Raises:
+            DataError: an index is out of range or a ``case_id`` differs from ``per_image.csv``.
+        """
+        for dataset, part in per_image.groupby("dataset", sort=True):
+            manifest = self._manifest(str(dataset))
+            if manifest is None or part.empty:
+                continue
+            indices = part["index"].to_numpy()
+            if indices.min() < 0 or indices.max() >= len(manifest):
+                raise DataError(
+                    f"manifest for dataset {dataset!r} has {len(manifest)} rows but the evaluation refers to index "
+                    f"{int(indices.max())}; pass the evaluated manifest"
+                )
+            if "case_id" not in manifest.columns:
+                continue
+            expected = manifest["case_id"].astype(str).to_numpy()[indices]
+            wrong = np.flatnonzero(expected != part["case_id"].astype(str).to_numpy())
+            if wrong.size:
+                first = part.iloc[int(wrong[0])]
+                raise DataError(
+                    f"manifest row {int(first['index'])} of dataset {dataset!r} is case {expected[wrong[0]]} but the "
+                    f"evaluation has {first['case_id']} ({wrong.size} rows differ); pass the evaluated manifest"
+                )
+
+    def load(self, model: str, dataset: str, rows: pd.DataFrame, caption: Callable[[pd.Series], str]) -> list[CaseView]:
+        """Load image, heatmap and mask of each selected row (manifest index = ``row['index']``).
+
+        Call :meth:`check` first: rows are taken from the manifest by position.
+
+        Raises:
+            DataError: the predictions folder has no map for a selected index.
+        """
+        source, manifest = self._source(model, dataset), self._manifest(dataset)
+        if self.readers is None or source is None or manifest is None:
+            return []
+        read_image, read_mask = self.readers
+        views = []
+        for _, row in rows.iterrows():
+            index = int(row["index"])
+            entry = manifest.iloc[index]
+            try:
+                heatmap = source.reader.get_map(index)
+            except KeyError as exc:
+                raise DataError(
+                    f"predictions of model {model!r} have no map for index {index} of dataset {dataset!r}; pass the "
+                    f"predictions folder that was evaluated"
+                ) from exc
+            image = np.asarray(read_image(entry), dtype=np.float32)
+            mask = np.asarray(read_mask(entry), dtype=bool)
+            views.append(CaseView(caption(row), image, heatmap, mask))
+        return views

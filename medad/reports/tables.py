@@ -1,0 +1,178 @@
+"""Report tables: results as ``value [95% CI]``, paired comparisons, settings and selected cases.
+
+Every table is a plain :class:`pandas.DataFrame` of display strings next to the raw numbers, so the same
+object feeds the CSV/JSON files, the Markdown and the HTML report.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from medad.reports.loader import EvaluationResults
+
+MEAN_CLASS = "__mean__"
+POOLED_CLASS = "__pooled__"
+CLASS_LABELS = {MEAN_CLASS: "mean over classes", POOLED_CLASS: "pooled"}
+
+#: Known settings keys (nested keys dotted, e.g. ``ci.method``) and how the report names them; others are shown
+#: under their own key, after these.
+SETTING_LABELS = {
+    "ci.method": "CI method",
+    "ci_method": "CI method",
+    "ci.level": "confidence level",
+    "confidence_level": "confidence level",
+    "ci.n_resamples": "bootstrap resamples",
+    "n_resamples": "bootstrap resamples",
+    "ci.resampling_unit": "resampling unit",
+    "unit": "resampling unit",
+    "resampling_unit": "resampling unit",
+    "ci.seed": "seed",
+    "seed": "seed",
+    "correction": "multiple-comparison correction",
+    "fpr_limit": "AUPRO FPR limit",
+    "threshold": "threshold (Dice/IoU)",
+    "implementation": "metric implementation version",
+    "metrics_version": "metric implementation version",
+}
+
+
+def flatten_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Flatten nested settings one level deep into dotted keys (``{"ci": {"seed": 0}}`` -> ``{"ci.seed": 0}``)."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{sub}": v for sub, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def is_missing(value: Any) -> bool:
+    """True for ``None``, NaN and pandas NA."""
+    if value is None or value is pd.NA:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def fmt_number(value: Any, digits: int = 3) -> str:
+    """Format a number with a fixed number of decimals; missing values become ``""``."""
+    return "" if is_missing(value) else f"{float(value):.{digits}f}"
+
+
+def fmt_p(value: Any) -> str:
+    """Format a p-value: three significant digits, ``< 0.0001`` below that."""
+    if is_missing(value):
+        return ""
+    value = float(value)
+    return "< 0.0001" if value < 1e-4 else f"{value:.3g}"
+
+
+def confidence_percent(settings: dict[str, Any]) -> str:
+    """The CI level as a percentage label (``95%``) from the settings (``ci.level`` or ``confidence_level``)."""
+    flat = flatten_settings(settings)
+    level = next((flat[k] for k in ("ci.level", "confidence_level", "ci_level") if k in flat), 0.95)
+    try:
+        level = float(level)
+    except (TypeError, ValueError):
+        level = 0.95
+    percent = level * 100 if level <= 1 else level
+    return f"{percent:g}%"
+
+
+def format_result(row: pd.Series | dict[str, Any], digits: int = 3) -> str:
+    """Format one metrics row: ``value [low, high]``, ``value`` without a CI, ``n/a (reason)`` if undefined."""
+    if row.get("status") == "not_applicable" or is_missing(row.get("value")):
+        reason = row.get("reason")
+        return f"n/a ({reason})" if not is_missing(reason) and str(reason) else "n/a"
+    value = fmt_number(row["value"], digits)
+    if is_missing(row.get("ci_low")) or is_missing(row.get("ci_high")):
+        return value
+    return f"{value} [{fmt_number(row['ci_low'], digits)}, {fmt_number(row['ci_high'], digits)}]"
+
+
+def class_label(class_name: str) -> str:
+    """Display name of a ``class_name`` (``__mean__`` -> ``mean over classes``)."""
+    return CLASS_LABELS.get(class_name, class_name)
+
+
+def class_order(names: pd.Series) -> list[str]:
+    """Distinct class names: real classes sorted, then ``__mean__`` and ``__pooled__``."""
+    unique = list(dict.fromkeys(names.astype(str)))
+    regular = sorted(n for n in unique if n not in CLASS_LABELS)
+    return regular + [n for n in (MEAN_CLASS, POOLED_CLASS) if n in unique]
+
+
+def results_table(evaluation: EvaluationResults) -> pd.DataFrame:
+    """Long results table, one row per model/dataset/class/metric, with a ``result`` display column."""
+    frame = evaluation.results.copy()
+    frame["result"] = [format_result(row) for _, row in frame.iterrows()]
+    frame["reason"] = frame["reason"].where(frame["status"] == "not_applicable", None)
+    class_rank = {name: k for k, name in enumerate(class_order(frame["class_name"]))}
+    metric_rank = {name: k for k, name in enumerate(dict.fromkeys(frame["metric"]))}
+    frame = frame.assign(_c=frame["class_name"].map(class_rank), _m=frame["metric"].map(metric_rank)).sort_values(
+        ["model", "dataset", "_c", "_m"], kind="stable"
+    )
+    return frame.drop(columns=["_c", "_m"]).reset_index(drop=True)
+
+
+def results_grids(table: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """Per (model, dataset), a grid of classes (rows) by metrics (columns) of formatted results."""
+    grids: dict[tuple[str, str], pd.DataFrame] = {}
+    for (model, dataset), part in table.groupby(["model", "dataset"], sort=True):
+        metrics = list(dict.fromkeys(part["metric"]))
+        classes = list(dict.fromkeys(part["class_name"]))
+        grid = pd.DataFrame("", index=[class_label(c) for c in classes], columns=metrics)
+        for _, row in part.iterrows():
+            grid.loc[class_label(row["class_name"]), row["metric"]] = row["result"]
+        n_images = part.groupby("class_name", sort=False)["n_images"].max()
+        grid.insert(0, "images", [fmt_number(n_images.get(c), 0) for c in classes])
+        grid.index.name = "class"
+        grids[(str(model), str(dataset))] = grid
+    return grids
+
+
+def comparisons_table(evaluation: EvaluationResults) -> pd.DataFrame:
+    """Comparisons with display columns ``estimate [CI]``, ``p``, ``p (adjusted)`` and ``effect size``."""
+    frame = evaluation.comparisons.copy()
+    if frame.empty:
+        return frame.assign(comparison="", estimate_ci="", p="", p_adj="", effect="")
+    frame = frame.sort_values(["dataset", "class_name", "metric", "model_a", "model_b"], kind="stable")
+    frame["comparison"] = [f"{a} vs {b}" for a, b in zip(frame["model_a"], frame["model_b"], strict=True)]
+    frame["estimate_ci"] = [
+        format_result({"value": r["estimate"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "status": "ok"})
+        for _, r in frame.iterrows()
+    ]
+    frame["p"] = frame["p_value"].map(fmt_p)
+    frame["p_adj"] = [
+        f"{fmt_p(p)} ({c})" if fmt_p(p) and not is_missing(c) else fmt_p(p)
+        for p, c in zip(frame["p_adjusted"], frame["correction"], strict=True)
+    ]
+    frame["effect"] = frame["effect_size"].map(fmt_number)
+    return frame.reset_index(drop=True)
+
+
+def _looks_like_path(value: str) -> bool:
+    return "/" in value or "\\" in value
+
+
+def _display_value(value: Any) -> str:
+    if isinstance(value, str):
+        return "[path omitted]" if _looks_like_path(value) else value
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_display_value(v)}" for k, v in sorted(value.items()))
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_display_value(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def settings_table(settings: dict[str, Any]) -> pd.DataFrame:
+    """The evaluation settings as ``setting``/``key``/``value`` rows, known keys first; paths are omitted."""
+    flat = flatten_settings(settings)
+    known = [k for k in SETTING_LABELS if k in flat]
+    others = sorted(k for k in flat if k not in SETTING_LABELS)
+    rows = [{"setting": SETTING_LABELS[k], "key": k, "value": _display_value(flat[k])} for k in known]
+    rows += [{"setting": k, "key": k, "value": _display_value(flat[k])} for k in others]
+    return pd.DataFrame(rows, columns=["setting", "key", "value"])

@@ -1,0 +1,166 @@
+"""Protocol validation: shipped protocols, missing resources, and one clear message per bad YAML (exit 2)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from medad.cli import main
+from medad.errors import ConfigError
+from medad.protocols.validate import apply_override, config_hash, load_protocol, resolved_dict
+from medad.protocols.yamlio import load_yaml_text
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((REPO / "protocols").glob("*.yaml"))
+
+BASE = """\
+name: tiny
+models:
+  - name: clean
+    model: ad_dinov3_tiny
+training:
+  datasets:
+    - name: industrial
+      kind: mvtec
+      root: data/industrial
+  epochs: 2
+  lr: 1.0e-3
+targets:
+  - name: lesions
+    kind: isic
+    root: data/lesions
+"""
+
+
+def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the console entry point in-process; return (exit code, stdout, stderr)."""
+    old = sys.argv
+    sys.argv = ["medad", *argv]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        sys.argv = old
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("protocol", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_protocol_passes_structure_validation(protocol: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = cli(["validate", str(protocol), "--structure-only"], capsys)
+    assert code == 0, err
+    assert "valid" in out
+
+
+def test_shipped_protocols_include_demo_paper_and_comparison() -> None:
+    names = {p.stem for p in SHIPPED}
+    assert {"demo", "compare-clean-vs-reference"} <= names
+    for compat in ("clean", "reference"):
+        assert {f"paper-visa-to-mvtec-{compat}", f"paper-mvtec-to-all-{compat}"} <= names
+
+
+def test_real_data_protocol_lists_every_missing_root_and_weight(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDAD_DATA", str(tmp_path / "datasets"))
+    monkeypatch.delenv("MEDAD_WEIGHTS", raising=False)
+    (tmp_path / "datasets" / "VisA_20220922").mkdir(parents=True)
+    code, _, err = cli(["validate", str(REPO / "protocols" / "paper-mvtec-to-all-clean.yaml")], capsys)
+    assert code == 2
+    assert "VisA_20220922" not in err  # that root exists
+    for folder in ("mvtec_anomaly_detection", "BTech_Dataset_transformed", "MPDD", "ISIC2016", "CVC-ColonDB"):
+        assert f"{tmp_path}/datasets/{folder} does not exist" in err
+    assert err.count("docs/datasets.md") == 7
+    assert "MEDAD_WEIGHTS" in err and "docs/models.md" in err
+    assert "9 missing" in err
+
+
+def test_valid_protocol_with_existing_roots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "data" / "industrial").mkdir(parents=True)
+    (tmp_path / "data" / "lesions").mkdir(parents=True)
+    code, out, err = cli(["validate", str(write(tmp_path, BASE))], capsys)
+    assert code == 0, err
+    assert "data roots and weights" in out
+
+
+BAD = {
+    "typo in a key": (BASE.replace("  epochs: 2", "  epoch: 2"), ":10:", ["unknown key 'epoch'", "did you mean 'epochs'"]),
+    "wrong type": (BASE.replace("  lr: 1.0e-3", "  lr: fast"), ":11:", ["training.lr", "'fast'"]),
+    "missing required field": (BASE.replace("    kind: isic\n", ""), ":13:", ["targets[0]", "'kind'"]),
+    "unknown dataset kind": (BASE.replace("kind: isic", "kind: isik"), ":14:", ["unknown dataset kind 'isik'", "'isic'"]),
+    "unknown model": (BASE.replace("model: ad_dinov3_tiny", "model: ad_dino_tiny"), ":4:", ["unknown model", "ad_dinov3_tiny"]),
+    "duplicate names": (
+        BASE + "  - name: lesions\n    kind: isic\n    root: data/other\n",
+        ":16:",
+        ["target name 'lesions' is used twice", ":13"],
+    ),
+    "negative epochs": (BASE.replace("epochs: 2", "epochs: -3"), ":10:", ["training.epochs", "greater than 0"]),
+    "empty target list": (BASE[: BASE.index("targets:")] + "targets: []\n", ":12:", ["targets", "at least 1"]),
+    "duplicate key": (BASE.replace("  lr: 1.0e-3", "  lr: 1.0e-3\n  lr: 1.0e-2"), ":12:", ["'lr' appears twice"]),
+    "unsafe tag": (BASE.replace("lr: 1.0e-3", "lr: !!python/object/apply:os.system [echo]"), ":11", ["YAML"]),
+    "unknown comparison model": (
+        BASE + "statistics:\n  comparisons: [[clean, refrence]]\n",
+        ":17:",
+        ["no model named 'refrence'"],
+    ),
+    "root and synthetic": (
+        BASE.replace("    root: data/lesions\n", "    root: data/lesions\n    synthetic: x\n"),
+        ":13:",
+        ["exactly one of `root:`"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_yaml_gives_one_clear_message_and_exit_2(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text, line, fragments = BAD[case]
+    path = write(tmp_path, text)
+    code, out, err = cli(["validate", str(path), "--structure-only"], capsys)
+    assert code == 2
+    assert out == ""
+    assert err.startswith(f"error: {path}{line}"), err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err
+
+
+def test_leakage_guard_same_root_is_an_error_unless_intended(tmp_path: Path) -> None:
+    text = BASE.replace("data/lesions", "./data/../data/industrial").replace("kind: isic", "kind: mvtec")
+    with pytest.raises(ConfigError, match="same data as target 'lesions'.*intended_overlap"):
+        load_protocol(write(tmp_path, text))
+    assert load_protocol(write(tmp_path, text + "intended_overlap: true\n")).protocol.intended_overlap
+
+
+def test_set_overrides_change_values_hash_and_error_location(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE)
+    base = load_protocol(path)
+    changed = load_protocol(path, ["training.epochs=5", "models.clean.compat=reference"])
+    assert changed.protocol.training is not None and changed.protocol.training.epochs == 5
+    assert changed.protocol.models[0].compat == "reference"
+    assert config_hash(resolved_dict(base)) != config_hash(resolved_dict(changed))
+    assert config_hash(resolved_dict(base)) == config_hash(resolved_dict(load_protocol(path)))
+    with pytest.raises(ConfigError, match=r"^--set training.epochs=-1: training.epochs"):
+        load_protocol(path, ["training.epochs=-1"])
+    with pytest.raises(ConfigError, match="no item 'dirty'"):
+        apply_override(load_yaml_text(BASE).data, "models.dirty.compat=clean")
+
+
+def test_paths_resolve_against_the_yaml_folder_and_env_vars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDAD_DATA", "/datasets")
+    path = write(tmp_path, BASE.replace("root: data/lesions", "root: ${MEDAD_DATA}/ISIC2016"))
+    resolved = resolved_dict(load_protocol(path))
+    assert resolved["training"]["datasets"][0]["root"] == str(tmp_path / "data" / "industrial")
+    assert resolved["targets"][0]["root"] == "/datasets/ISIC2016"
+    assert resolved["output"] == str(tmp_path / "runs")
