@@ -94,9 +94,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--stream", type=int, default=2000, help="maps for the streaming run (0 skips it)")
     parser.add_argument("--chunk", type=int, default=64)
+    parser.add_argument("--skip-oneshot", action="store_true", help="only the streaming run (own process RSS)")
     args = parser.parse_args()
-    maps, masks = make_data(args.n, args.size, 0)
-    print(f"data: {args.n} maps of {args.size}x{args.size}, {masks.mean():.3f} anomalous pixels")
+    if not args.skip_oneshot:
+        oneshot(args.n, args.size)
+    if args.stream:
+        stream(args.stream, args.size, args.chunk)
+    print(f"max RSS of the whole run (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+
+
+def oneshot(n: int, size: int) -> None:
+    """Baseline vs medad on ``n`` maps held in memory."""
+    maps, masks = make_data(n, size, 0)
+    print(f"data: {n} maps of {size}x{size}, {masks.mean():.3f} anomalous pixels")
 
     with PeakRSS() as mem_b:
         t = time.perf_counter()
@@ -115,23 +125,23 @@ def main() -> None:
         f"AUROC {ours['pixel_auroc']:.6f}, AUPRO {ours['aupro']:.4f}"
     )
     print(f"speed ratio: {t_base / t_ours:.1f}x; |AUROC difference| {abs(base_auc - ours['pixel_auroc']):.2e}")
-    del maps, masks
 
-    if args.stream:
-        acc = PixelMetrics()
-        with PeakRSS() as mem_s:
-            t = time.perf_counter()
-            for start in range(0, args.stream, args.chunk):
-                chunk_maps, chunk_masks = make_data(min(args.chunk, args.stream - start), args.size, 1 + start)
-                acc.update(chunk_maps, chunk_masks)
-                del chunk_maps, chunk_masks
-            res = acc.compute()
-            t_stream = time.perf_counter() - t
-        print(
-            f"streaming {args.stream} maps in chunks of {args.chunk} (data generation included): {t_stream:.1f} s, "
-            f"peak RSS {mem_s.gib:.2f} GiB (process), AUROC {res['pixel_auroc']:.6f}, AUPRO {res['aupro']:.4f}"
-        )
-    print(f"max RSS of the whole run (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+
+def stream(n: int, size: int, chunk: int) -> None:
+    """``n`` maps generated chunk by chunk and fed to the exact accumulator."""
+    acc = PixelMetrics()
+    with PeakRSS() as mem_s:
+        t = time.perf_counter()
+        for start in range(0, n, chunk):
+            chunk_maps, chunk_masks = make_data(min(chunk, n - start), size, 1 + start)
+            acc.update(chunk_maps, chunk_masks)
+            del chunk_maps, chunk_masks
+        res = acc.compute()
+        t_stream = time.perf_counter() - t
+    print(
+        f"streaming {n} maps in chunks of {chunk} (data generation included): {t_stream:.1f} s, "
+        f"peak RSS {mem_s.gib:.2f} GiB (process), AUROC {res['pixel_auroc']:.6f}, AUPRO {res['aupro']:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -209,31 +209,35 @@ def export_command(
 
 @app.command("validate")
 def validate_command(
-    protocol: Path = typer.Argument(..., help="Protocol YAML (e.g. protocols/demo.yaml)."),
-    structure_only: bool = typer.Option(
-        False, "--structure-only", help="Check the YAML only, not that data roots and weights exist."
-    ),
-    overrides: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set training.epochs=3."),
+    protocol: Annotated[Path, typer.Argument(help="Protocol YAML (e.g. protocols/demo.yaml).")],
+    structure_only: Annotated[
+        bool, typer.Option("--structure-only", help="Check the YAML only, not that data roots and weights exist.")
+    ] = False,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key, e.g. --set training.epochs=3.")
+    ] = None,
 ) -> None:
     """Check a protocol without running it: keys, types, names, leakage guard, data roots and weights."""
     from medad.protocols import validate_protocol
 
-    lp = validate_protocol(protocol, structure_only=structure_only, overrides=overrides)
+    lp = validate_protocol(protocol, structure_only=structure_only, overrides=overrides or [])
     checked = "structure" if structure_only else "structure, data roots and weights"
     typer.echo(f"{protocol}: valid ({checked}); protocol {lp.name!r}")
 
 
 @app.command("run")
 def run_command(
-    protocol: Path = typer.Argument(..., help="Protocol YAML (e.g. protocols/demo.yaml)."),
-    out: Path | None = typer.Option(None, "--out", help="Output folder (default: the protocol's `output:`)."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a key, e.g. --set training.epochs=3."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress display on stderr."),
+    protocol: Annotated[Path, typer.Argument(help="Protocol YAML (e.g. protocols/demo.yaml).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: the protocol's output:).")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key, e.g. --set training.epochs=3.")
+    ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress display on stderr.")] = True,
 ) -> None:
     """Run a protocol (train, score, evaluate, stats, report, export); re-running resumes. Prints the run folder."""
     from medad.protocols import run_protocol
 
-    run_dir = run_protocol(protocol, out=out, overrides=overrides, progress=progress)
+    run_dir = run_protocol(protocol, out=out, overrides=overrides or [], progress=progress)
     typer.echo(str(run_dir))
 
 

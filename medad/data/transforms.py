@@ -1,10 +1,10 @@
 """MONAI transforms that turn manifest rows into model-ready samples, and :func:`make_dataset`.
 
 The chain is: :class:`LoadRowd` (native image (3,H,W) in [0,1], binarised mask (1,H,W), original size) ->
-``Resized`` (image: bilinear with anti-aliasing; mask: nearest) -> ``NormalizeIntensityd`` (backbone mean/std,
-per channel) -> :class:`ToSampled` (the Sample contract of ``docs/architecture.md``). Every step is
-deterministic, so with a cache folder the whole result is stored by MONAI's ``PersistentDataset`` under a
-sub-folder named by a hash of the preprocessing config.
+``Resized`` (image: area averaging, which anti-aliases when shrinking; mask: nearest) ->
+``NormalizeIntensityd`` (backbone mean/std, per channel) -> :class:`ToSampled` (the Sample contract of
+``docs/architecture.md``). Every step is deterministic, so with a cache folder the whole result is stored by
+MONAI's ``PersistentDataset`` under a sub-folder named by a hash of the preprocessing config.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def preprocessing(image_size: int, mean: Sequence[float], std: Sequence[float]) 
     return Compose(
         [
             LoadRowd(),
-            Resized(keys="image", spatial_size=size, mode="bilinear", anti_aliasing=True),
+            Resized(keys="image", spatial_size=size, mode="area"),
             Resized(keys="mask", spatial_size=size, mode="nearest"),
             NormalizeIntensityd(
                 keys="image",

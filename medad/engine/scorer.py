@@ -239,6 +239,7 @@ def score_files(
         if heatmaps:
             write_bytes_atomic(out / "heatmaps" / f"{names[index]}.png", heatmap_png(pixel_map))
     table = pd.DataFrame(rows)
+    table["frame"] = table["frame"].astype("Int64")
     buffer = io.StringIO()
     table.to_csv(buffer, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
     write_text_atomic(out / "scores.csv", buffer.getvalue())

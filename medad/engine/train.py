@@ -20,6 +20,7 @@ import math
 import os
 import random
 import shutil
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,18 +235,24 @@ def train(
     ckpt_root = out / "checkpoints"
 
     seed_everything(seed)
+    card = model.card()
+    if card.get("random_weights"):
+        print(
+            f"warning: model {card.get('name')!r} has RANDOM frozen weights; the trained adapters are for testing only",
+            file=sys.stderr,
+        )
     model.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ConfigError(f"model {model.card().get('name')!r} has no trainable parameters; nothing to train")
+        raise ConfigError(f"model {card.get('name')!r} has no trainable parameters; nothing to train")
     words = prompt_words(manifest, compat, class_words)
     manifest_hash = manifest_fingerprint(manifest)
     steps_per_epoch = math.ceil(len(manifest) / batch_size)
     total_steps = epochs * steps_per_epoch
     warmup_steps = max(1, round(warmup_fraction * total_steps))
     settings = {
-        "model": model.card().get("name"),
-        "config": model.card().get("config"),
+        "model": card.get("name"),
+        "config": card.get("config"),
         "manifest_hash": manifest_hash,
         "n_images": len(manifest),
         "epochs": epochs,

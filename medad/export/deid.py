@@ -23,40 +23,129 @@ import medad
 
 METHOD = f"PS3.15 E.1.1 Basic Application Level Confidentiality Profile + Clean Descriptors (medad {medad.__version__})"
 
-REMOVE = frozenset({
-    "AccessionNumber", "AcquisitionComments", "AcquisitionContextSequence", "AdditionalPatientHistory",
-    "AdmissionID", "AdmittingDiagnosesDescription", "Allergies", "BranchOfService", "CountryOfResidence",
-    "CurrentPatientLocation", "EthnicGroup", "FrameComments", "ImageComments",
-    "InstitutionAddress", "InstitutionCodeSequence", "InstitutionName", "InstitutionalDepartmentName",
-    "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence", "MedicalAlerts", "MedicalRecordLocator",
-    "MilitaryRank", "NameOfPhysiciansReadingStudy", "Occupation", "OperatorsName", "OtherPatientIDs",
-    "OtherPatientIDsSequence", "OtherPatientNames", "PatientAddress", "PatientAge", "PatientBirthName",
-    "PatientBirthTime", "PatientComments", "PatientInsurancePlanCodeSequence", "PatientMotherBirthName",
-    "PatientReligiousPreference", "PatientSize", "PatientState", "PatientTelephoneNumbers", "PatientWeight",
-    "PerformedProcedureStepDescription", "PerformedProcedureStepID", "PerformingPhysicianName",
-    "PerformingPhysicianIdentificationSequence", "PhysiciansOfRecord", "PhysiciansOfRecordIdentificationSequence",
-    "PhysiciansReadingStudyIdentificationSequence", "ReferencedPatientSequence", "ReferencedStudySequence",
-    "ReferencedPerformedProcedureStepSequence", "ReferringPhysicianAddress", "ReferringPhysicianIdentificationSequence",
-    "ReferringPhysicianTelephoneNumbers", "RegionOfResidence", "RequestAttributesSequence", "RequestingPhysician",
-    "RequestingService", "ResponsibleOrganization", "ResponsiblePerson", "SmokingStatus", "SpecialNeeds",
-    "StationName", "StudyDescription", "AdmittingDate", "AdmittingTime", "PatientSexNeutered",
-    "PregnancyStatus", "LastMenstrualDate", "ProtocolName", "PerformedLocation", "ScheduledPerformingPhysicianName",
-    "OperatorIdentificationSequence", "PersonName", "PersonAddress", "PersonTelephoneNumbers",
-    "InstitutionalDepartmentTypeCodeSequence", "DataSetTrailingPadding", "DigitalSignaturesSequence",
-})
-EMPTY = frozenset({
-    "StudyID", "ReferringPhysicianName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-    "ContentCreatorName", "Laterality",
-})
-UID_KEYWORDS = frozenset({
-    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "MediaStorageSOPInstanceUID",
-    "ReferencedSOPInstanceUID", "FrameOfReferenceUID", "ReferencedFrameOfReferenceUID",
-    "RelatedFrameOfReferenceUID", "SynchronizationFrameOfReferenceUID", "SourceFrameOfReferenceUID",
-    "DimensionOrganizationUID", "ConcatenationUID", "TrackingUID", "UID", "IrradiationEventUID", "DeviceUID",
-    "StorageMediaFileSetUID", "TransactionUID", "TargetUID", "FiducialUID", "InstanceCreatorUID",
-    "CreatorVersionUID", "SpecimenUID", "RequestedSOPInstanceUID",
-    "ReferencedGeneralPurposeScheduledProcedureStepTransactionUID",
-})
+REMOVE = frozenset(
+    {
+        "AcquisitionComments",
+        "AdditionalPatientHistory",
+        "AdmissionID",
+        "AdmittingDiagnosesDescription",
+        "Allergies",
+        "BranchOfService",
+        "CountryOfResidence",
+        "CurrentPatientLocation",
+        "EthnicGroup",
+        "FrameComments",
+        "ImageComments",
+        "InstitutionAddress",
+        "InstitutionCodeSequence",
+        "InstitutionName",
+        "InstitutionalDepartmentName",
+        "IssuerOfPatientID",
+        "IssuerOfPatientIDQualifiersSequence",
+        "MedicalAlerts",
+        "MedicalRecordLocator",
+        "MilitaryRank",
+        "NameOfPhysiciansReadingStudy",
+        "Occupation",
+        "OperatorsName",
+        "OtherPatientIDs",
+        "OtherPatientIDsSequence",
+        "OtherPatientNames",
+        "PatientAddress",
+        "PatientAge",
+        "PatientBirthName",
+        "PatientBirthTime",
+        "PatientComments",
+        "PatientInsurancePlanCodeSequence",
+        "PatientMotherBirthName",
+        "PatientReligiousPreference",
+        "PatientSize",
+        "PatientState",
+        "PatientTelephoneNumbers",
+        "PatientWeight",
+        "PerformedProcedureStepDescription",
+        "PerformedProcedureStepID",
+        "PerformingPhysicianName",
+        "PerformingPhysicianIdentificationSequence",
+        "PhysiciansOfRecord",
+        "PhysiciansOfRecordIdentificationSequence",
+        "PhysiciansReadingStudyIdentificationSequence",
+        "ReferencedPatientSequence",
+        "ReferencedStudySequence",
+        "ReferencedPerformedProcedureStepSequence",
+        "ReferringPhysicianAddress",
+        "ReferringPhysicianIdentificationSequence",
+        "ReferringPhysicianTelephoneNumbers",
+        "RegionOfResidence",
+        "RequestAttributesSequence",
+        "RequestingPhysician",
+        "RequestingService",
+        "ResponsibleOrganization",
+        "ResponsiblePerson",
+        "SmokingStatus",
+        "SpecialNeeds",
+        "StationName",
+        "StudyDescription",
+        "AdmittingDate",
+        "AdmittingTime",
+        "PatientSexNeutered",
+        "PregnancyStatus",
+        "LastMenstrualDate",
+        "ProtocolName",
+        "PerformedLocation",
+        "ScheduledPerformingPhysicianName",
+        "OperatorIdentificationSequence",
+        "PersonName",
+        "PersonAddress",
+        "PersonTelephoneNumbers",
+        "InstitutionalDepartmentTypeCodeSequence",
+        "DataSetTrailingPadding",
+        "DigitalSignaturesSequence",
+    }
+)
+EMPTY = frozenset(
+    {
+        "AccessionNumber",
+        "AcquisitionContextSequence",
+        "StudyID",
+        "ReferringPhysicianName",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyDate",
+        "StudyTime",
+        "ContentCreatorName",
+        "Laterality",
+    }
+)
+UID_KEYWORDS = frozenset(
+    {
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+        "SOPInstanceUID",
+        "MediaStorageSOPInstanceUID",
+        "ReferencedSOPInstanceUID",
+        "FrameOfReferenceUID",
+        "ReferencedFrameOfReferenceUID",
+        "RelatedFrameOfReferenceUID",
+        "SynchronizationFrameOfReferenceUID",
+        "SourceFrameOfReferenceUID",
+        "DimensionOrganizationUID",
+        "ConcatenationUID",
+        "TrackingUID",
+        "UID",
+        "IrradiationEventUID",
+        "DeviceUID",
+        "StorageMediaFileSetUID",
+        "TransactionUID",
+        "TargetUID",
+        "FiducialUID",
+        "InstanceCreatorUID",
+        "CreatorVersionUID",
+        "SpecimenUID",
+        "RequestedSOPInstanceUID",
+        "ReferencedGeneralPurposeScheduledProcedureStepTransactionUID",
+    }
+)
 DUMMY = {"DA": "19000101", "TM": "000000", "DT": "19000101000000"}
 
 
@@ -83,7 +172,7 @@ class Deidentifier:
         return self._uids[value]
 
     def pseudonym(self, patient_id: str) -> str:
-        """Return the patient pseudonym used for both PatientName and PatientID."""
+        """Return the patient pseudonym used as PatientID (and, with a trailing ``^``, as PatientName)."""
         return "ANON-" + self._hash("patient", patient_id)[:10].upper()
 
     def _element(self, ds: Dataset, elem: DataElement) -> None:
@@ -102,13 +191,15 @@ class Deidentifier:
         patient = str(ds.get("PatientID", "") or ds.get("PatientName", "") or "")
         ds.walk(self._element)
         alias = self.pseudonym(patient)
-        ds.PatientName = alias
+        ds.PatientName = f"{alias}^"
         ds.PatientID = alias
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = METHOD[:64]
         codes = []
-        for value, meaning in (("113100", "Basic Application Confidentiality Profile"),
-                               ("113105", "Clean Descriptors Option")):
+        for value, meaning in (
+            ("113100", "Basic Application Confidentiality Profile"),
+            ("113105", "Clean Descriptors Option"),
+        ):
             item = Dataset()
             item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
             codes.append(item)

@@ -8,6 +8,7 @@ it. Objects identify the algorithm (name, version = ``medad.__version__``), use 
 
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,11 +29,18 @@ from medad.utils.io import write_bytes_atomic
 
 REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns")
 #: SOP classes whose IODs mandate a Frame of Reference, so a SEG of them must carry full plane geometry.
-NEEDS_GEOMETRY = frozenset({
-    "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.4",
-    "1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.130",
-    "1.2.840.10008.5.1.4.1.1.481.2", "1.2.840.10008.5.1.4.1.1.20",
-})
+NEEDS_GEOMETRY = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.2",
+        "1.2.840.10008.5.1.4.1.1.2.1",
+        "1.2.840.10008.5.1.4.1.1.4",
+        "1.2.840.10008.5.1.4.1.1.4.1",
+        "1.2.840.10008.5.1.4.1.1.128",
+        "1.2.840.10008.5.1.4.1.1.130",
+        "1.2.840.10008.5.1.4.1.1.481.2",
+        "1.2.840.10008.5.1.4.1.1.20",
+    }
+)
 ANATOMY = {"skin_lesion": "Skin", "polyp": "Colon", "thyroid_nodule": "Thyroid"}
 MANUFACTURER = "medad"
 
@@ -53,8 +61,10 @@ def check_seg_source(ds: Dataset, case: str) -> None:
         elif dicom_geometry(ds) is None or not ds.get("FrameOfReferenceUID"):
             missing.append("plane geometry in SharedFunctionalGroupsSequence / FrameOfReferenceUID")
     if missing:
-        raise ExportError(f"the DICOM source of {case} lacks {', '.join(missing)}, which DICOM SEG / Parametric "
-                          "Map exports need to reference it; export png,nifti only for it, or fix the source file")
+        raise ExportError(
+            f"the DICOM source of {case} lacks {', '.join(missing)}, which DICOM SEG / Parametric "
+            "Map exports need to reference it; export png,nifti only for it, or fix the source file"
+        )
 
 
 def _highdicom_source(ds: Dataset) -> Dataset:
@@ -70,7 +80,8 @@ def _highdicom_source(ds: Dataset) -> Dataset:
     shared = Dataset()
     shared.PixelMeasuresSequence = hd.PixelMeasuresSequence(list(geometry.spacing), thickness, thickness)
     shared.PlaneOrientationSequence = hd.PlaneOrientationSequence(
-        hd.CoordinateSystemNames.PATIENT, [*geometry.row_cosine.tolist(), *geometry.col_cosine.tolist()])
+        hd.CoordinateSystemNames.PATIENT, [*geometry.row_cosine.tolist(), *geometry.col_cosine.tolist()]
+    )
     src.SharedFunctionalGroupsSequence = Sequence([shared])
     per_frame = []
     for position in geometry.positions:
@@ -96,18 +107,29 @@ def _segment(label: str, class_name: str, algorithm: hd.AlgorithmIdentificationS
 
 
 def _finish(obj: Dataset, source: Dataset, deid: Deidentifier | None, path: Path) -> None:
+    """Complete, optionally de-identify (a deep copy: highdicom shares elements with the source) and save."""
     if "FrameOfReferenceUID" not in obj and "PatientOrientation" not in obj:
         obj.PatientOrientation = source.get("PatientOrientation", "")
     if deid is not None:
-        deid.apply(obj)
+        obj = deid.apply(copy.deepcopy(obj))
     buffer = io.BytesIO()
     obj.save_as(buffer, enforce_file_format=True)
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def write_dicom_exports(source_path: Path, masks: np.ndarray, heatmaps: np.ndarray, formats: set[str],
-                        paths: Mapping[str, Path], *, algorithm_name: str, class_name: str, threshold: Threshold,
-                        case: str, deid: Deidentifier | None) -> tuple[dict[str, str], list[str]]:
+def write_dicom_exports(
+    source_path: Path,
+    masks: np.ndarray,
+    heatmaps: np.ndarray,
+    formats: set[str],
+    paths: Mapping[str, Path],
+    *,
+    algorithm_name: str,
+    class_name: str,
+    threshold: Threshold,
+    case: str,
+    deid: Deidentifier | None,
+) -> tuple[dict[str, str], list[str]]:
     """Write DICOM SEG (binary + fractional) and/or a Parametric Map for one source DICOM file.
 
     Args:
@@ -133,53 +155,86 @@ def write_dicom_exports(source_path: Path, masks: np.ndarray, heatmaps: np.ndarr
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     has_for = bool(ds.get("FrameOfReferenceUID"))
     source = _highdicom_source(ds)
-    algorithm = hd.AlgorithmIdentificationSequence(name=algorithm_name, version=medad.__version__,
-                                                   family=codes.cid7162.ArtificialIntelligence)
-    common = {"manufacturer": MANUFACTURER, "manufacturer_model_name": algorithm_name[:64],
-              "software_versions": medad.__version__, "device_serial_number": "0"}
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=algorithm_name, version=medad.__version__, family=codes.cid7162.ArtificialIntelligence
+    )
+    common = {
+        "manufacturer": MANUFACTURER,
+        "manufacturer_model_name": algorithm_name[:64],
+        "software_versions": medad.__version__,
+        "device_serial_number": "0",
+    }
     files: dict[str, str] = {}
     notes: list[str] = []
     if "dicom-seg" in formats:
         if frames > 1 and not has_for:
-            notes.append("dicom-seg skipped: a multi-frame source without a Frame of Reference cannot be "
-                         "segmented frame by frame in one SEG (use the PNG/NIfTI exports)")
+            notes.append(
+                "dicom-seg skipped: a multi-frame source without a Frame of Reference cannot be "
+                "segmented frame by frame in one SEG (use the PNG/NIfTI exports)"
+            )
         else:
             soft = np.clip(np.nan_to_num(heatmaps, nan=0.0), 0.0, 1.0).astype(np.float32)
-            for kind, seg_type, array, number in (("seg", "BINARY", masks, 9001),
-                                                  ("seg_fractional", "FRACTIONAL", soft, 9002)):
+            for kind, seg_type, array, number in (
+                ("seg", "BINARY", masks, 9001),
+                ("seg_fractional", "FRACTIONAL", soft, 9002),
+            ):
                 label = "anomaly mask" if seg_type == "BINARY" else "anomaly probability"
                 seg = hd.seg.Segmentation(
-                    source_images=[source], pixel_array=array, segmentation_type=seg_type,
+                    source_images=[source],
+                    pixel_array=array,
+                    segmentation_type=seg_type,
                     segment_descriptions=[_segment(label, class_name, algorithm)],
-                    series_instance_uid=hd.UID(), series_number=number, sop_instance_uid=hd.UID(),
-                    instance_number=1, fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
+                    series_instance_uid=hd.UID(),
+                    series_number=number,
+                    sop_instance_uid=hd.UID(),
+                    instance_number=1,
+                    fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
                     content_label="MEDAD_ANOMALY",
                     content_description=f"RESEARCH USE ONLY threshold {threshold.describe()}"[:64],
                     series_description=f"RESEARCH USE ONLY medad anomaly {seg_type.lower()} SEG",
-                    omit_empty_frames=False, **common)
+                    omit_empty_frames=False,
+                    **common,
+                )
                 _finish(seg, ds, deid, paths[kind])
                 files[kind] = paths[kind].name
     if "pmap" in formats:
         if not has_for:
-            notes.append("pmap skipped: the source has no Frame of Reference, which highdicom's Parametric Map "
-                         "needs (use the heatmap PNG/NIfTI exports)")
+            notes.append(
+                "pmap skipped: the source has no Frame of Reference, which highdicom's Parametric Map "
+                "needs (use the heatmap PNG/NIfTI exports)"
+            )
         else:
             values = np.nan_to_num(heatmaps, nan=0.0).astype(np.float32)
             lo, hi = float(values.min()), float(values.max())
             hi = hi if hi > lo else lo + 1.0
             mapping = hd.pm.RealWorldValueMapping(
-                lut_label="ANOMALY", lut_explanation=f"medad anomaly score, range {lo:.4g} to {hi:.4g}",
-                unit=codes.UCUM.NoUnits, value_range=(lo, hi), slope=1.0, intercept=0.0,
-                quantity_definition=codes.DCM.ClassActivation)
+                lut_label="ANOMALY",
+                lut_explanation=f"medad anomaly score, range {lo:.4g} to {hi:.4g}",
+                unit=codes.UCUM.NoUnits,
+                value_range=(lo, hi),
+                slope=1.0,
+                intercept=0.0,
+                quantity_definition=codes.DCM.ClassActivation,
+            )
             pmap = hd.pm.ParametricMap(
-                source_images=[source], pixel_array=values, series_instance_uid=hd.UID(), series_number=9003,
-                sop_instance_uid=hd.UID(), instance_number=1, contains_recognizable_visual_features=False,
+                source_images=[source],
+                pixel_array=values,
+                series_instance_uid=hd.UID(),
+                series_number=9003,
+                sop_instance_uid=hd.UID(),
+                instance_number=1,
+                contains_recognizable_visual_features=False,
                 real_world_value_mappings=[mapping],
-                voi_lut_transformations=[hd.VOILUTTransformation(
-                    window_center=(lo + hi) / 2, window_width=hi - lo, voi_lut_function="LINEAR_EXACT")],
+                voi_lut_transformations=[
+                    hd.VOILUTTransformation(
+                        window_center=(lo + hi) / 2, window_width=hi - lo, voi_lut_function="LINEAR_EXACT"
+                    )
+                ],
                 series_description="RESEARCH USE ONLY medad anomaly parametric map",
-                content_label="MEDAD_ANOMALY", content_description="RESEARCH USE ONLY anomaly scores",
-                **common)
+                content_label="MEDAD_ANOMALY",
+                content_description="RESEARCH USE ONLY anomaly scores",
+                **common,
+            )
             if "Laterality" not in pmap:
                 pmap.Laterality = ds.get("Laterality", None)
             _finish(pmap, ds, deid, paths["pmap"])

@@ -83,8 +83,9 @@ class _Group:
         self.cases: list[str] = []
 
 
-def _write_volume_group(group: _Group, formats: Sequence[str], tmp: Path, threshold: Threshold,
-                        algorithm: str, deid: Deidentifier | None) -> tuple[dict[str, str], list[str]]:
+def _write_volume_group(
+    group: _Group, formats: Sequence[str], tmp: Path, threshold: Threshold, algorithm: str, deid: Deidentifier | None
+) -> tuple[dict[str, str], list[str]]:
     row, case = group.row, group.case
     path = Path(str(row["image_path"]))
     files: dict[str, str] = {}
@@ -120,16 +121,34 @@ def _write_volume_group(group: _Group, formats: Sequence[str], tmp: Path, thresh
             notes.append("the DICOM source has no patient coordinate system; NIfTI uses 1 mm pixels, diag(-1,-1,1)")
         else:
             affine, code = geometry.affine_ras(), 1
-        write_nifti_pair(dicom_frames_to_volume(masks), dicom_frames_to_volume(heats), affine, code,
-                         tmp / f"{case}_mask.nii.gz", tmp / f"{case}_heatmap.nii.gz")
+        write_nifti_pair(
+            dicom_frames_to_volume(masks),
+            dicom_frames_to_volume(heats),
+            affine,
+            code,
+            tmp / f"{case}_mask.nii.gz",
+            tmp / f"{case}_heatmap.nii.gz",
+        )
         files.update(nifti_mask=f"{case}_mask.nii.gz", nifti_heatmap=f"{case}_heatmap.nii.gz")
     wanted = {f for f in formats if f in ("dicom-seg", "pmap")}
     if wanted:
-        paths = {"seg": tmp / f"{case}_seg.dcm", "seg_fractional": tmp / f"{case}_seg_fractional.dcm",
-                 "pmap": tmp / f"{case}_pmap.dcm"}
-        written, more = write_dicom_exports(path, masks, heats, wanted, paths, algorithm_name=algorithm,
-                                            class_name=str(_value(row, "class_name") or ""), threshold=threshold,
-                                            case=case, deid=deid)
+        paths = {
+            "seg": tmp / f"{case}_seg.dcm",
+            "seg_fractional": tmp / f"{case}_seg_fractional.dcm",
+            "pmap": tmp / f"{case}_pmap.dcm",
+        }
+        written, more = write_dicom_exports(
+            path,
+            masks,
+            heats,
+            wanted,
+            paths,
+            algorithm_name=algorithm,
+            class_name=str(_value(row, "class_name") or ""),
+            threshold=threshold,
+            case=case,
+            deid=deid,
+        )
         files.update(written)
         notes.extend(more)
     return files, notes
@@ -137,8 +156,9 @@ def _write_volume_group(group: _Group, formats: Sequence[str], tmp: Path, thresh
 
 def _open_temp(out_dir: Path, overwrite: bool) -> Path:
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise ExportError(f"output folder {out_dir} already exists and is not empty; choose a new --out or pass "
-                          "--overwrite")
+        raise ExportError(
+            f"output folder {out_dir} already exists and is not empty; choose a new --out or pass --overwrite"
+        )
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
@@ -146,14 +166,23 @@ def _open_temp(out_dir: Path, overwrite: bool) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise ExportError(f"cannot write the export folder {out_dir} ({exc.strerror or exc}); choose a writable "
-                          "folder with --out") from None
+        raise ExportError(
+            f"cannot write the export folder {out_dir} ({exc.strerror or exc}); choose a writable folder with --out"
+        ) from None
     return tmp
 
 
-def export_predictions(predictions_dir: str | Path, manifest: pd.DataFrame, out_dir: str | Path, *,
-                       formats: Sequence[str] = ("png",), threshold: Threshold, deidentify: bool = False,
-                       deid_salt: str | None = None, overwrite: bool = False) -> Path:
+def export_predictions(
+    predictions_dir: str | Path,
+    manifest: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    formats: Sequence[str] = ("png",),
+    threshold: Threshold,
+    deidentify: bool = False,
+    deid_salt: str | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Export every predicted image of a predictions folder for review.
 
     Per image (named by its pseudonymous ``case_id``): ``png`` writes ``_mask.png`` (0/255, original size),
@@ -184,8 +213,10 @@ def export_predictions(predictions_dir: str | Path, manifest: pd.DataFrame, out_
     out_dir = Path(out_dir)
     reader = PredictionReader(predictions_dir)
     if reader.indices.size and int(reader.indices.max()) >= len(manifest):
-        raise ExportError(f"predictions in {predictions_dir} go up to index {int(reader.indices.max())} but the "
-                          f"manifest has {len(manifest)} rows; pass the manifest the predictions were scored from")
+        raise ExportError(
+            f"predictions in {predictions_dir} go up to index {int(reader.indices.max())} but the "
+            f"manifest has {len(manifest)} rows; pass the manifest the predictions were scored from"
+        )
     algorithm = _algorithm_name(reader.meta)
     deid = Deidentifier(deid_salt) if deidentify else None
     tmp = _open_temp(out_dir, overwrite)
@@ -198,19 +229,30 @@ def export_predictions(predictions_dir: str | Path, manifest: pd.DataFrame, out_
             fmt = str(row["source_format"])
             shape = source_shape(row, case)
             if pixel_map.shape != shape:
-                raise ExportError(f"the prediction map of {case} (manifest index {index}) is "
-                                  f"{pixel_map.shape[0]}x{pixel_map.shape[1]} but its source image is "
-                                  f"{shape[0]}x{shape[1]}; re-score with maps at native resolution")
+                raise ExportError(
+                    f"the prediction map of {case} (manifest index {index}) is "
+                    f"{pixel_map.shape[0]}x{pixel_map.shape[1]} but its source image is "
+                    f"{shape[0]}x{shape[1]}; re-score with maps at native resolution"
+                )
             pixel_map = pixel_map.astype(np.float32)
             mask = pixel_map >= threshold.value
             score = float(reader.image_scores[np.searchsorted(reader.indices, index)])
             label = _value(row, "label")
             frame = _value(row, "frame")
             entry: dict[str, Any] = {
-                "case_id": case, "index": int(index), "class_name": str(_value(row, "class_name") or ""),
-                "split": str(_value(row, "split") or ""), "label": None if label is None else int(label),
-                "source_format": fmt, "frame": None if frame is None else int(frame), "image_score": score,
-                "mask_pixels": int(mask.sum()), "size": list(shape), "files": {}, "notes": []}
+                "case_id": case,
+                "index": int(index),
+                "class_name": str(_value(row, "class_name") or ""),
+                "split": str(_value(row, "split") or ""),
+                "label": None if label is None else int(label),
+                "source_format": fmt,
+                "frame": None if frame is None else int(frame),
+                "image_score": score,
+                "mask_pixels": int(mask.sum()),
+                "size": list(shape),
+                "files": {},
+                "notes": [],
+            }
             if "png" in formats:
                 write_mask_png(mask, tmp / f"{case}_mask.png")
                 lo, hi = write_heatmap_png(pixel_map, tmp / f"{case}_heatmap.png")
@@ -219,17 +261,23 @@ def export_predictions(predictions_dir: str | Path, manifest: pd.DataFrame, out_
                 write_display_png(image, tmp / f"{case}_image.png")
                 write_overlay_png(image, pixel_map, mask, threshold, score, case, tmp / f"{case}_overlay.png")
                 entry["heatmap_png_range"] = [lo, hi]
-                entry["files"] = {"mask": f"{case}_mask.png", "heatmap_png": f"{case}_heatmap.png",
-                                  "heatmap_npy": f"{case}_heatmap.npy", "image": f"{case}_image.png",
-                                  "overlay": f"{case}_overlay.png"}
+                entry["files"] = {
+                    "mask": f"{case}_mask.png",
+                    "heatmap_png": f"{case}_heatmap.png",
+                    "heatmap_npy": f"{case}_heatmap.npy",
+                    "image": f"{case}_image.png",
+                    "overlay": f"{case}_overlay.png",
+                }
             if fmt in ("dicom", "nifti") and any(f != "png" for f in formats):
                 key = str(row["image_path"])
                 group = groups.setdefault(key, _Group(case, row))
                 group.frames[0 if frame is None else int(frame)] = (mask, pixel_map)
                 group.cases.append(case)
             elif fmt == "image" and any(f != "png" for f in formats):
-                entry["notes"].append("nifti/dicom-seg/pmap skipped: plain images carry no physical geometry or "
-                                      "DICOM references (use the PNG exports)")
+                entry["notes"].append(
+                    "nifti/dicom-seg/pmap skipped: plain images carry no physical geometry or "
+                    "DICOM references (use the PNG exports)"
+                )
             if fmt == "nifti" and {"dicom-seg", "pmap"} & set(formats):
                 entry["notes"].append("dicom-seg/pmap skipped: the source is NIfTI, not DICOM")
             cases.append(entry)
@@ -244,31 +292,49 @@ def export_predictions(predictions_dir: str | Path, manifest: pd.DataFrame, out_
         skipped = [_case(manifest.iloc[i].to_dict()) for i in range(len(manifest)) if i not in predicted]
         if "png" in formats:
             write_gallery(tmp / "index.html", cases, threshold)
-        write_json_atomic(tmp / "export.json", {
-            "medad_version": medad.__version__, "algorithm": algorithm, "formats": list(formats),
-            "threshold": threshold.to_dict(), "mask_rule": "map >= threshold.value",
-            "research_use_only": True, "deidentified": deidentify,
-            "deidentification_method": METHOD if deidentify else None,
-            "cases": cases, "unscored_cases": skipped})
+        write_json_atomic(
+            tmp / "export.json",
+            {
+                "medad_version": medad.__version__,
+                "algorithm": algorithm,
+                "formats": list(formats),
+                "threshold": threshold.to_dict(),
+                "mask_rule": "map >= threshold.value",
+                "research_use_only": True,
+                "deidentified": deidentify,
+                "deidentification_method": METHOD if deidentify else None,
+                "cases": cases,
+                "unscored_cases": skipped,
+            },
+        )
         if out_dir.exists():
             shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
         os.replace(tmp, out_dir)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ExportError(f"cannot write the export folder {out_dir} ({exc.strerror or type(exc).__name__}); "
-                          "choose a writable folder with --out") from None
+        raise ExportError(
+            f"cannot write the export folder {out_dir} ({exc.strerror or type(exc).__name__}); "
+            "choose a writable folder with --out"
+        ) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("exported %d cases (%s) to %s with threshold %s", len(cases), ",".join(formats), out_dir,
-             threshold.describe())
+    log.info(
+        "exported %d cases (%s) to %s with threshold %s", len(cases), ",".join(formats), out_dir, threshold.describe()
+    )
     return out_dir
 
 
-def export_run(run_dir: str | Path, *, formats: str | Sequence[str] = ("png",),
-               threshold: str | Threshold = "fixed:0.5", deidentify: bool = False,
-               out_dir: str | Path | None = None, manifest_path: str | Path | None = None,
-               overwrite: bool = False) -> Path:
+def export_run(
+    run_dir: str | Path,
+    *,
+    formats: str | Sequence[str] = ("png",),
+    threshold: str | Threshold = "fixed:0.5",
+    deidentify: bool = False,
+    out_dir: str | Path | None = None,
+    manifest_path: str | Path | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Export a predictions folder given plain options (what ``medad export`` and ``medad score --export`` call).
 
     Args:
@@ -288,5 +354,12 @@ def export_run(run_dir: str | Path, *, formats: str | Sequence[str] = ("png",),
     if isinstance(threshold, str):
         threshold = resolve_threshold(threshold, run_dir=run_dir, manifest=manifest)
     target = Path(out_dir) if out_dir is not None else Path(run_dir) / "export"
-    return export_predictions(predictions_folder(run_dir), manifest, target, formats=formats, threshold=threshold,
-                              deidentify=deidentify, overwrite=overwrite)
+    return export_predictions(
+        predictions_folder(run_dir),
+        manifest,
+        target,
+        formats=formats,
+        threshold=threshold,
+        deidentify=deidentify,
+        overwrite=overwrite,
+    )

@@ -104,16 +104,30 @@ def write_gallery(path: Path, cases: Sequence[dict[str, Any]], threshold: Thresh
             ``files`` (``image``, ``heatmap_png``, ``mask``, ``overlay``).
         threshold: the mask threshold, shown in the header.
     """
-    data = [{"case_id": c["case_id"], "image_score": float(c["image_score"]), "class_name": c["class_name"],
-             "mask_pixels": int(c["mask_pixels"]),
-             "files": {"image": c["files"]["image"], "heatmap": c["files"]["heatmap_png"],
-                       "mask": c["files"]["mask"], "overlay": c["files"]["overlay"]}} for c in cases]
+    data = [
+        {
+            "case_id": c["case_id"],
+            "image_score": float(c["image_score"]),
+            "class_name": c["class_name"],
+            "mask_pixels": int(c["mask_pixels"]),
+            "files": {
+                "image": c["files"]["image"],
+                "heatmap": c["files"]["heatmap_png"],
+                "mask": c["files"]["mask"],
+                "overlay": c["files"]["overlay"],
+            },
+        }
+        for c in cases
+    ]
     scores = [d["image_score"] for d in data] or [0.0]
     lo, hi = min(scores), max(scores)
     step = (hi - lo) / 1000 if hi > lo else 1.0
-    page = (_PAGE.replace("__VERSION__", medad.__version__)
-            .replace("__THRESHOLD__", threshold.describe().replace("<", "&lt;"))
-            .replace("__MIN__", repr(lo)).replace("__MAX__", repr(hi if hi > lo else lo + 1.0))
-            .replace("__STEP__", repr(step))
-            .replace("__DATA__", json.dumps(data).replace("<", "\\u003c")))
+    page = (
+        _PAGE.replace("__VERSION__", medad.__version__)
+        .replace("__THRESHOLD__", threshold.describe().replace("<", "&lt;"))
+        .replace("__MIN__", repr(lo))
+        .replace("__MAX__", repr(hi if hi > lo else lo + 1.0))
+        .replace("__STEP__", repr(step))
+        .replace("__DATA__", json.dumps(data).replace("<", "\\u003c"))
+    )
     write_text_atomic(path, page)

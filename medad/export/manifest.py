@@ -20,10 +20,10 @@ def load_manifest_file(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise ExportError(f"manifest {path} does not exist; pass the manifest the predictions were scored from "
-                          "with --manifest")
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str,
-                                                                                 keep_default_na=False)
+        raise ExportError(
+            f"manifest {path} does not exist; pass the manifest the predictions were scored from with --manifest"
+        )
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str, keep_default_na=False)
     for column in _INT_COLUMNS:
         if column in frame:
             frame[column] = pd.to_numeric(frame[column].replace("", None), errors="coerce").astype("Int64")
@@ -61,6 +61,8 @@ def manifest_for_run(run_dir: str | Path, manifest_path: str | Path | None = Non
         return load_manifest_file(manifest_path)
     found = find_run_manifest(run_dir)
     if found is None:
-        raise ExportError(f"{run_dir} holds no manifest.csv / manifest.parquet; pass the manifest the "
-                          "predictions were scored from with --manifest PATH")
+        raise ExportError(
+            f"{run_dir} holds no manifest.csv / manifest.parquet; pass the manifest the "
+            "predictions were scored from with --manifest PATH"
+        )
     return load_manifest_file(found)

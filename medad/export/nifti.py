@@ -37,8 +37,9 @@ def _write(data: np.ndarray, affine: np.ndarray, code: int, path: Path, intent: 
     write_bytes_atomic(path, gzip.compress(raw.getvalue(), mtime=0))
 
 
-def write_nifti_pair(mask: np.ndarray, heatmap: np.ndarray, affine: np.ndarray, code: int, mask_path: Path,
-                     heatmap_path: Path) -> None:
+def write_nifti_pair(
+    mask: np.ndarray, heatmap: np.ndarray, affine: np.ndarray, code: int, mask_path: Path, heatmap_path: Path
+) -> None:
     """Write a uint8 mask (0/1) and a float32 heatmap with the same affine and q/sform code.
 
     Args:

@@ -65,8 +65,15 @@ def write_display_png(image: np.ndarray, path: Path) -> None:
     _save(Image.fromarray(arr, mode="L" if arr.ndim == 2 else "RGB"), path)
 
 
-def write_overlay_png(image: np.ndarray, pixel_map: np.ndarray, mask: np.ndarray, threshold: Threshold,
-                      score: float, case: str, path: Path) -> None:
+def write_overlay_png(
+    image: np.ndarray,
+    pixel_map: np.ndarray,
+    mask: np.ndarray,
+    threshold: Threshold,
+    score: float,
+    case: str,
+    path: Path,
+) -> None:
     """Write an overlay: image, translucent heatmap, mask fill + contour, colour bar and a research notice.
 
     Args:
@@ -87,8 +94,7 @@ def write_overlay_png(image: np.ndarray, pixel_map: np.ndarray, mask: np.ndarray
     lo, hi = heatmap_range(pixel_map)
     heat = ax.imshow(pixel_map, cmap="inferno", vmin=lo, vmax=hi, alpha=0.4, interpolation="nearest")
     if mask.any():
-        ax.imshow(np.ma.masked_where(~mask, np.ones_like(pixel_map)), cmap="winter", alpha=0.3,
-                  interpolation="nearest")
+        ax.imshow(np.ma.masked_where(~mask, np.ones_like(pixel_map)), cmap="winter", alpha=0.3, interpolation="nearest")
         if mask.shape[0] > 1 and mask.shape[1] > 1:
             ax.contour(mask.astype(float), levels=[0.5], colors=["cyan"], linewidths=1.2)
     ax.set_axis_off()
@@ -101,6 +107,7 @@ def write_overlay_png(image: np.ndarray, pixel_map: np.ndarray, mask: np.ndarray
     fig.text(0.02, 0.95, "RESEARCH USE ONLY", color="red", fontsize=10, fontweight="bold")
     fig.text(0.02, 0.02, f"{case}  score {score:.3f}  threshold {threshold.describe()}", fontsize=6)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": f"medad {medad.__version__}",
-                                                 "Disclaimer": RESEARCH_NOTICE})
+    fig.savefig(
+        buffer, format="png", metadata={"Software": f"medad {medad.__version__}", "Disclaimer": RESEARCH_NOTICE}
+    )
     write_bytes_atomic(path, buffer.getvalue())

@@ -42,8 +42,14 @@ def percentile_from_predictions(normals_dir: str | Path, percentile: float) -> T
     found = find_run_manifest(normals_dir)
     if found is not None:
         labels = load_manifest_file(found)["label"]
-        indices = np.array([i for i in indices if i < len(labels) and labels.iloc[i] is not pd.NA
-                            and labels.iloc[i] == 0], dtype=np.int64) if labels.notna().any() else indices
+        indices = (
+            np.array(
+                [i for i in indices if i < len(labels) and labels.iloc[i] is not pd.NA and labels.iloc[i] == 0],
+                dtype=np.int64,
+            )
+            if labels.notna().any()
+            else indices
+        )
     threshold = percentile_threshold((m for _, m in reader.iter_maps(indices)), percentile)
     return Threshold(threshold.rule, threshold.value, {**threshold.details, "normals": Path(normals_dir).name})
 
@@ -58,8 +64,10 @@ def optimal_from_predictions(val_dir: str | Path, manifest: pd.DataFrame, criter
     rows = [(i, manifest.iloc[i].to_dict()) for i in reader.indices.tolist() if i < len(manifest)]
     labelled = [(i, r) for i, r in rows if r.get("label") is not None and not pd.isna(r.get("label"))]
     if not labelled:
-        raise ExportError(f"{criterion} needs labelled validation images but the manifest of {val_dir} has no "
-                          "labels; use fixed:VALUE or percentile:P:NORMALS_PRED_DIR")
+        raise ExportError(
+            f"{criterion} needs labelled validation images but the manifest of {val_dir} has no "
+            "labels; use fixed:VALUE or percentile:P:NORMALS_PRED_DIR"
+        )
     maps, masks = [], []
     for i, m in reader.iter_maps([i for i, _ in labelled]):
         mask = _read_mask(dict(manifest.iloc[i]), m.shape)

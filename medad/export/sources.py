@@ -58,8 +58,10 @@ def source_shape(row: Mapping[str, Any], case: str) -> tuple[int, int]:
         with Image.open(path) as img:
             return img.height, img.width
     except (OSError, ValueError, pydicom.errors.InvalidDicomError, AttributeError) as exc:
-        raise ExportError(f"cannot read the source image of {case} ({type(exc).__name__}); check that the "
-                          "manifest's image_path still points to a readable file") from None
+        raise ExportError(
+            f"cannot read the source image of {case} ({type(exc).__name__}); check that the "
+            "manifest's image_path still points to a readable file"
+        ) from None
 
 
 def _normalise(arr: np.ndarray) -> np.ndarray:
@@ -148,8 +150,9 @@ def dicom_geometry(ds: pydicom.Dataset) -> DicomGeometry | None:
             return None
         iop = [float(v) for v in sh.PlaneOrientationSequence[0].ImageOrientationPatient]
         spacing = [float(v) for v in sh.PixelMeasuresSequence[0].PixelSpacing]
-        positions = np.array([[float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
-                              for item in per_frame])
+        positions = np.array(
+            [[float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient] for item in per_frame]
+        )
         thickness = float(sh.PixelMeasuresSequence[0].get("SliceThickness", 1.0) or 1.0)
     else:
         if "ImageOrientationPatient" not in ds or "ImagePositionPatient" not in ds or "PixelSpacing" not in ds:

@@ -67,15 +67,20 @@ def percentile_threshold(normal_maps: Iterable[np.ndarray], percentile: float) -
         raise ExportError(f"percentile {percentile} must be in (0, 100]; pass e.g. --threshold percentile:99:DIR")
     flat = [np.asarray(m, dtype=np.float32).ravel() for m in normal_maps]
     if not flat:
-        raise ExportError("no normal reference maps were given for the percentile threshold; score a folder of "
-                          "normal images first and pass its predictions folder")
+        raise ExportError(
+            "no normal reference maps were given for the percentile threshold; score a folder of "
+            "normal images first and pass its predictions folder"
+        )
     scores = np.concatenate(flat)
     scores = scores[np.isfinite(scores)]
     if scores.size == 0:
         raise ExportError("the normal reference maps hold no finite scores; re-score the normal images")
     value = float(np.percentile(scores, percentile))
-    return Threshold("percentile", value, {"percentile": float(percentile), "n_maps": len(flat),
-                                           "n_pixels": int(scores.size), "level": "pixel"})
+    return Threshold(
+        "percentile",
+        value,
+        {"percentile": float(percentile), "n_maps": len(flat), "n_pixels": int(scores.size), "level": "pixel"},
+    )
 
 
 def _best_cut(scores: np.ndarray, labels: np.ndarray, criterion: str) -> tuple[float, float]:
@@ -92,8 +97,9 @@ def _best_cut(scores: np.ndarray, labels: np.ndarray, criterion: str) -> tuple[f
     return float(cuts[best]), float(values[best])
 
 
-def optimal_threshold(scores: np.ndarray | Sequence[np.ndarray], labels: np.ndarray | Sequence[np.ndarray],
-                      criterion: str) -> Threshold:
+def optimal_threshold(
+    scores: np.ndarray | Sequence[np.ndarray], labels: np.ndarray | Sequence[np.ndarray], criterion: str
+) -> Threshold:
     """Return the F1- or Youden-optimal threshold on a labelled validation set.
 
     Args:
@@ -119,8 +125,10 @@ def optimal_threshold(scores: np.ndarray | Sequence[np.ndarray], labels: np.ndar
             raise ExportError(f"{len(maps)} validation maps but {len(masks)} masks; give one mask per map")
         for k, (m, g) in enumerate(zip(maps, masks, strict=True)):
             if np.shape(m) != np.shape(g):
-                raise ExportError(f"validation map {k} is {np.shape(m)} but its mask is {np.shape(g)}; "
-                                  "give masks at the map's (native) size")
+                raise ExportError(
+                    f"validation map {k} is {np.shape(m)} but its mask is {np.shape(g)}; "
+                    "give masks at the map's (native) size"
+                )
         if not maps:
             raise ExportError("the validation set is empty; give labelled validation predictions")
         s = np.concatenate([np.asarray(m, dtype=np.float64).ravel() for m in maps])
@@ -128,8 +136,11 @@ def optimal_threshold(scores: np.ndarray | Sequence[np.ndarray], labels: np.ndar
     keep = np.isfinite(s)
     s, y = s[keep], y[keep]
     if not y.any() or y.all():
-        raise ExportError(f"the validation set has only one class at {level} level; {criterion} needs both "
-                          "normal and abnormal examples")
+        raise ExportError(
+            f"the validation set has only one class at {level} level; {criterion} needs both "
+            "normal and abnormal examples"
+        )
     value, reached = _best_cut(s, y, criterion)
-    return Threshold(criterion, value, {"level": level, criterion: reached, "n": int(s.size),
-                                        "n_positive": int(y.sum())})
+    return Threshold(
+        criterion, value, {"level": level, criterion: reached, "n": int(s.size), "n_positive": int(y.sum())}
+    )

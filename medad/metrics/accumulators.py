@@ -83,6 +83,38 @@ def _as_masks(masks: Any) -> np.ndarray:
     return arr.astype(bool, copy=False)
 
 
+class _MemoryRun:
+    """A sorted run held in memory."""
+
+    def __init__(self, keys: np.ndarray) -> None:
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.keys[start:stop]
+
+
+class _SpilledRun:
+    """A sorted run spilled to an ``.npy`` file.
+
+    Binary search goes through a memory map (it touches a few pages); blocks are read with plain file reads so
+    that the merged data does not stay mapped (and counted as resident memory).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.keys = np.load(path, mmap_mode="r")
+        self._offset = self.keys.offset
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return np.fromfile(self.path, dtype=np.uint64, count=stop - start, offset=self._offset + 8 * start)
+
+
 class PixelMetrics:
     """Exact pooled pixel AUROC / AP / F1-max and AUPRO over predictions fed in chunks.
 
@@ -117,7 +149,7 @@ class PixelMetrics:
         self.n_neg = 0
         self.n_comp = 0
         self.n_images = 0
-        self._runs: list[np.ndarray] = []
+        self._runs: list[np.ndarray | _SpilledRun] = []
         self._tmp: str | None = None
         self._result: dict[str, Any] | None = None
         self._sweep: CurveSweep | None = None
@@ -168,7 +200,7 @@ class PixelMetrics:
         self._spill_if_needed()
 
     def _spill_if_needed(self) -> None:
-        in_memory = [k for k, r in enumerate(self._runs) if not isinstance(r, np.memmap)]
+        in_memory = [k for k, r in enumerate(self._runs) if not isinstance(r, _SpilledRun)]
         if sum(self._runs[k].nbytes for k in in_memory) <= self.memory_limit_bytes:
             return
         if self._tmp is None:
@@ -177,7 +209,7 @@ class PixelMetrics:
         for k in in_memory:
             path = Path(self._tmp) / f"run-{id(self._runs[k])}-{k}.npy"
             np.save(path, self._runs[k])
-            self._runs[k] = np.load(path, mmap_mode="r")
+            self._runs[k] = _SpilledRun(path)
 
     @classmethod
     def merged(cls, parts: list[PixelMetrics]) -> PixelMetrics:
@@ -209,17 +241,17 @@ class PixelMetrics:
             self.fpr_limit,
             record=record,
         )
-        runs = [r for r in self._runs if len(r)]
+        runs = [r if isinstance(r, _SpilledRun) else _MemoryRun(r) for r in self._runs if len(r)]
         ends = [len(r) for r in runs]
         per_run = max(self.block_elements // max(len(runs), 1), 1 << 10)
         while any(ends):
             live = [k for k, e in enumerate(ends) if e]
-            cut = max(int(runs[k][max(ends[k] - per_run, 0)] >> np.uint64(32)) for k in live)
+            cut = max(int(runs[k].keys[max(ends[k] - per_run, 0)] >> np.uint64(32)) for k in live)
             low = np.uint64(cut) << np.uint64(32)
             parts = []
             for k in live:
-                start = int(np.searchsorted(runs[k][: ends[k]], low, side="left"))
-                parts.append(np.asarray(runs[k][start : ends[k]]))
+                start = int(np.searchsorted(runs[k].keys[: ends[k]], low, side="left"))
+                parts.append(runs[k].read(start, ends[k]))
                 ends[k] = start
             block = parts[0] if len(parts) == 1 else np.sort(np.concatenate(parts))
             keys, neg, pos, w = group_sorted_keys(block)

@@ -69,7 +69,13 @@ class StageStore:
             upstream: keys of the stages whose outputs it reads.
             data: content hashes of the data manifests it reads.
         """
-        inputs = {"stage": name, "version": STAGE_VERSION, "config": config, "upstream": list(upstream), "data": list(data)}
+        inputs = {
+            "stage": name,
+            "version": STAGE_VERSION,
+            "config": config,
+            "upstream": list(upstream),
+            "data": list(data),
+        }
         key = hash_config(inputs)
         return Stage(name, key, self.root / name / key)
 

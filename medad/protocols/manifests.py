@@ -110,7 +110,9 @@ def fingerprint(name: str, kind: str, root: Path, manifest: pd.DataFrame, hashes
         [_relative(img, root), _relative(msk, root), s, ms, *(_plain(manifest.iloc[i][c]) for c in HASHED_COLUMNS)]
         for i, (img, msk, s, ms) in enumerate(zip(images, masks, sha, mask_sha, strict=True))
     ]
-    content = hash_config({"kind": kind, "columns": ["image", "mask", "sha256", "mask_sha256", *HASHED_COLUMNS], "rows": rows})
+    content = hash_config(
+        {"kind": kind, "columns": ["image", "mask", "sha256", "mask_sha256", *HASHED_COLUMNS], "rows": rows}
+    )
     return DatasetData(name, kind, root, manifest, sha, mask_sha, content)
 
 

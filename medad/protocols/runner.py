@@ -27,9 +27,10 @@ from medad.protocols import provenance
 from medad.protocols.cache import Stage, StageStore
 from medad.protocols.manifests import DatasetData, FileHashCache, check_file_overlap, fingerprint
 from medad.protocols.progress import RunDisplay
-from medad.protocols.schema import DatasetSpec, ModelSpec
+from medad.protocols.schema import DatasetSpec, ExportSpec, ModelSpec
 from medad.protocols.validate import LoadedProtocol, config_hash, load_protocol, require_resources, resolved_dict
 from medad.utils.io import canonical_json, sha256_file, write_json_atomic, write_text_atomic
+from medad.utils.seed import seed_everything
 
 STAGES_FOLDER = "_stages"
 
@@ -126,7 +127,7 @@ def _load_dataset(state: RunState, spec: DatasetSpec, resolved: dict[str, Any]) 
         root = state.synthetic_dirs[spec.synthetic]
     else:
         root = Path(resolved["root"])
-    task = state.display.task("data", spec.name, None)
+    task = state.display.task("data", spec.name, 1)
     manifest = load_manifest(root, spec.kind, **spec.options)
     data = fingerprint(spec.name, spec.kind, root, manifest, FileHashCache(state.store.root / "file_sha256"))
     state.display.finish(task, "data", spec.name, reused=False)
@@ -211,8 +212,18 @@ def _train(state: RunState) -> None:
             }
             stage = state.store.stage("train", config, data=[d.content_hash for d in training])
 
-            def work(st: Stage, advance: Callable[[int], None], *, seed: int = seed, config: dict = config) -> dict:
+            def work(
+                st: Stage,
+                advance: Callable[[int], None],
+                *,
+                seed: int = seed,
+                config: dict = config,
+                spec: ModelSpec = spec,
+                i: int = i,
+                training: list[DatasetData] = training,
+            ) -> dict:
                 assert p.training is not None
+                seed_everything(seed)
                 model = create_model(spec.model, **_create_kwargs(state.resolved["models"][i]))
                 result = train(
                     model,
@@ -395,7 +406,9 @@ def _stats(state: RunState, evaluation: Stage) -> Stage:
 
     def work(st: Stage, advance: Callable[[int], None]) -> dict[str, Any]:
         metrics = json.loads((evaluation.folder / "evaluation" / "metrics.json").read_text(encoding="utf-8"))
-        write_json_atomic(st.folder / "seed_summary.json", {"models": labels, "rows": _seed_summary(metrics["rows"], state.models)})
+        write_json_atomic(
+            st.folder / "seed_summary.json", {"models": labels, "rows": _seed_summary(metrics["rows"], state.models)}
+        )
         advance(1)
         return {}
 
@@ -438,10 +451,16 @@ def _export(state: RunState, manifest: pd.DataFrame) -> None:
             config = {"formats": spec.formats, "threshold": spec.threshold, "deidentify": spec.deidentify}
             stage = state.store.stage("export", config, upstream=[state.score_keys[run.label]])
 
-            def work(st: Stage, advance: Callable[[int], None], *, pred: Path = predictions) -> dict[str, Any]:
+            def work(
+                st: Stage, advance: Callable[[int], None], *, pred: Path = predictions, spec: ExportSpec = spec
+            ) -> dict[str, Any]:
                 threshold = resolve_threshold(spec.threshold, run_dir=pred, manifest=manifest)
                 export_predictions(
-                    pred, manifest, st.folder / "export", formats=spec.formats, threshold=threshold,
+                    pred,
+                    manifest,
+                    st.folder / "export",
+                    formats=spec.formats,
+                    threshold=threshold,
                     deidentify=spec.deidentify,
                 )
                 advance(1)
@@ -500,7 +519,10 @@ def _provenance(state: RunState, started: str) -> dict[str, Any]:
             for name, d in state.datasets.items()
         },
         "weights": {
-            r.label: {"protocol": state.resolved["models"][[m.name for m in p.models].index(r.spec.name)]["weights"], "card": r.card}
+            r.label: {
+                "protocol": state.resolved["models"][[m.name for m in p.models].index(r.spec.name)]["weights"],
+                "card": r.card,
+            }
             for r in state.models
         },
         "leakage": {"intended_overlap": p.intended_overlap, "notes": state.notes},
@@ -509,7 +531,11 @@ def _provenance(state: RunState, started: str) -> dict[str, Any]:
 
 
 def run_protocol(
-    path: str | Path, *, out: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), progress: bool = True
+    path: str | Path,
+    *,
+    out: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    progress: bool = True,
 ) -> Path:
     """Run a protocol (resuming any finished or interrupted work) and return its run folder.
 

@@ -146,9 +146,9 @@ def _data_loc(loc: tuple[Any, ...], data: Any) -> Loc:
     """The part of a pydantic error location that exists in the data (drops union member tags)."""
     out: list[str | int] = []
     for part in loc:
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+        in_dict = isinstance(data, dict) and part in data
+        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        if in_dict or in_list:
             data = data[part]
         else:
             if isinstance(part, (str, int)) and isinstance(data, (dict, list)):
@@ -202,9 +202,7 @@ def _from_validation_error(exc: ValidationError, lp: LoadedProtocol) -> ConfigEr
             misspelt |= {(*loc[:-1], c) for c in close}
     errors = [e for e in errors if not (e["type"] == "missing" and _data_loc(e["loc"], lp.yaml.data) in misspelt)]
     order = {"extra_forbidden": 0}
-    messages = sorted(
-        ((order.get(e["type"], 1), *_message(e, lp)) for e in errors), key=lambda m: (m[0], m[1])
-    )
+    messages = sorted(((order.get(e["type"], 1), *_message(e, lp)) for e in errors), key=lambda m: (m[0], m[1]))
     text = messages[0][2]
     if len(messages) > 1:
         text += f" (and {len(messages) - 1} more problem{'s' if len(messages) > 2 else ''} after fixing this)"
@@ -282,7 +280,9 @@ def load_protocol(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     path = Path(path)
     loaded = load_yaml_file(path)
     if not isinstance(loaded.data, dict):
-        raise ConfigError(f"{path}: a protocol must be a mapping of keys (models:, targets:, ...); see docs/protocols.md")
+        raise ConfigError(
+            f"{path}: a protocol must be a mapping of keys (models:, targets:, ...); see docs/protocols.md"
+        )
     origins = {apply_override(loaded.data, item): item for item in overrides}
     lp = LoadedProtocol(Protocol.model_construct(), loaded, path, path.stem, origins)
     try:
@@ -357,8 +357,7 @@ def check_structure(lp: LoadedProtocol) -> None:
         if m.checkpoint is None and p.training is None:
             raise lp.error(
                 ("models", i),
-                f"model {m.name!r} has no `checkpoint:` and the protocol has no `training:` section; "
-                f"add one of them",
+                f"model {m.name!r} has no `checkpoint:` and the protocol has no `training:` section; add one of them",
             )
         for word_key in m.class_words:
             if word_key not in dataset_names:

@@ -73,7 +73,8 @@ def curves_figure(title: str, curves: Mapping[str, Mapping[str, Curve]], fpr_lim
                     ax.set_axis_off()
                     continue
                 kind = kinds[c]
-                _draw_curves(ax, kind, level, {m: v.get(f"{level}/{kind}" if level else kind) for m, v in curves.items()})
+                key = f"{level}/{kind}" if level else kind
+                _draw_curves(ax, kind, level, {model: per_model.get(key) for model, per_model in curves.items()})
                 if kind == "pro" and fpr_limit:
                     ax.axvline(fpr_limit, color="0.4", lw=0.8, ls="--")
                     ax.set_xlim(0, min(1.0, 1.5 * fpr_limit))

@@ -7,6 +7,7 @@ object feeds the CSV/JSON files, the Markdown and the HTML report.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pandas as pd
@@ -154,8 +155,12 @@ def comparisons_table(evaluation: EvaluationResults) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+_PATH_RE = re.compile(r"^(~|/|\\\\|[A-Za-z]:[\\/]|\.{1,2}[\\/])|^\S*[\\/]\S*[\\/]\S*$")
+
+
 def _looks_like_path(value: str) -> bool:
-    return "/" in value or "\\" in value
+    """Absolute or ``./``-relative paths, and any space-free string with two or more separators."""
+    return bool(_PATH_RE.search(value))
 
 
 def _display_value(value: Any) -> str:

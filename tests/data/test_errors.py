@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
-from medad.cli import app
+from medad.cli import app, main
 from medad.data import check_dataset, load_manifest, make_dicom, read_image, read_mask, write_layout
 from medad.errors import DataError
 
@@ -94,18 +95,23 @@ def test_dicom_without_pixel_data(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"plan\.dcm: is a DICOM file without pixel data"):
         make_dicom(tmp_path)
     assert len(make_dicom(tmp_path, strict=False)) == 1
-    code, message = _cli("datasets", "check", str(tmp_path), "--kind", "dicom")
-    assert code == 2
+    code, output = _cli("datasets", "check", str(tmp_path), "--kind", "dicom")
+    assert code == 2 and "plan.dcm: is a DICOM file without pixel data" in output
 
 
-def test_cli_exit_codes_through_main(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
+def test_cli_exit_codes_through_main(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = write_layout(tmp_path / "isic", "isic2016", size=32)
-    ok = subprocess.run([sys.executable, "-m", "medad.cli", "datasets", "check", str(root)], capture_output=True, text=True)
-    assert ok.returncode == 0 and "variant isic2016" in ok.stdout
-    bad = subprocess.run(
-        [sys.executable, "-m", "medad.cli", "datasets", "check", str(tmp_path / "none")], capture_output=True, text=True
-    )
-    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+    def run(*args: str) -> int:
+        monkeypatch.setattr(sys, "argv", ["medad", *args])
+        with pytest.raises(SystemExit) as info:
+            main()
+        return int(info.value.code or 0)
+
+    assert run("datasets", "check", str(root)) == 0
+    assert "variant isic2016" in capsys.readouterr().out
+    assert run("datasets", "check", str(tmp_path / "none")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "none does not exist" in err and "Traceback" not in err

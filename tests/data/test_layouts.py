@@ -142,7 +142,7 @@ def test_pairing_by_stem_when_a_file_is_missing(tmp_path: Path) -> None:
     (root / "masks" / "2.png").unlink()
     manifest = load_manifest(root, "colondb", strict=False)
     assert sorted(Path(p).name for p in manifest["image_path"]) == ["1.png", "3.png", "4.png"]
-    assert all(Path(i).name == Path(m).name for i, m in zip(manifest["image_path"], manifest["mask_path"]))
+    assert all(Path(i).name == Path(m).name for i, m in zip(manifest["image_path"], manifest["mask_path"], strict=True))
     problems = manifest.attrs["problems"]
     assert len(problems) == 1 and problems[0].path.endswith("images/2.png")
     with pytest.raises(DataError, match=r"images/2\.png.*has no mask"):

@@ -11,8 +11,8 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from medad.data import load_manifest, make_dicom, make_nifti, read_image, read_mask, slice_affine
 from medad.data import dicom as dicom_module
+from medad.data import load_manifest, make_dicom, make_nifti, read_image, read_mask, slice_affine
 from medad.errors import DataError
 
 

@@ -28,11 +28,11 @@ def _industrial(root: Path, n_images: int, seed: int) -> pd.DataFrame:
 
 
 def _model():
-    """A tiny model whose adapters start from the same seeded initialisation every call."""
+    """A tiny model (64 px input, to keep CPU tests fast) whose adapters start from the same seeded init."""
     from medad.models import create_model
 
     torch.manual_seed(0)
-    return create_model("ad_dinov3_tiny")
+    return create_model("ad_dinov3_tiny", image_size=64)
 
 
 def _adapters(model) -> dict[str, torch.Tensor]:
@@ -97,6 +97,47 @@ def test_cached_and_uncached_training_agree(tmp_path, small_set):
         torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4)
 
 
+def test_gradient_accumulation_matches_the_full_batch(tmp_path, small_set):
+    settings = dict(epochs=1, lr=TINY_LR, batch_size=8, seed=4, device="cpu", progress=False)
+    full, accumulated = _model(), _model()
+    one = train(full, small_set, tmp_path / "a", cache_dir=tmp_path / "cache", **settings)
+    two = train(accumulated, small_set, tmp_path / "b", micro_batch_size=2, cache_dir=tmp_path / "cache", **settings)
+    assert one.steps == two.steps == 2
+    a, b = _adapters(full), _adapters(accumulated)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4)
+    warmup = json.loads((tmp_path / "a" / "train_settings.json").read_text())["warmup_steps"]
+    assert warmup == 1 and one.history[-1]["lr"] == pytest.approx(TINY_LR)
+
+
+def test_cli_train_then_score_from_the_checkpoint(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from medad.cli import main
+    from medad.data import write_layout
+
+    root = write_layout(tmp_path / "aux", "mvtec", n_normal=1, n_abnormal=2, size=32, seed=0)
+    out = tmp_path / "run"
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["medad", "train", "--data", str(root), "--model", "ad_dinov3_tiny", "--epochs", "1", "--lr", "1e-3",
+         "--batch-size", "4", "--micro-batch-size", "2", "--device", "cpu", "--out", str(out)],
+    )  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code in (0, None), capsys.readouterr().err
+    checkpoint = out / "checkpoints" / "epoch_001"
+    assert (checkpoint / "adapters.safetensors").exists()
+    monkeypatch.setattr(
+        sys, "argv", ["medad", "score", str(root), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "s")]
+    )
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code in (0, None), capsys.readouterr().err
+    assert len(pd.read_csv(tmp_path / "s" / "scores.csv")) == 12
+
+
 def test_checkpoint_round_trip_then_score(tmp_path, small_set):
     from medad.engine.predictions import PredictionReader
     from medad.engine.scorer import score
@@ -151,8 +192,9 @@ def _pixel_auroc(model, manifest: pd.DataFrame, out: Path) -> float:
 
 
 def test_training_learns_on_synthetic_industrial_data(tmp_path):
+    """48 steps (64 images, batch 16, 12 epochs, lr 3e-3) lift held-out pixel AUROC from ~0.47 to ~0.86."""
     start = time.perf_counter()
-    train_set = _industrial(tmp_path / "train", 128, seed=0)
+    train_set = _industrial(tmp_path / "train", 64, seed=0)
     held_out = _industrial(tmp_path / "held_out", 24, seed=1)
     model = _model()
     before = _pixel_auroc(model, held_out, tmp_path / "before")
@@ -160,8 +202,8 @@ def test_training_learns_on_synthetic_industrial_data(tmp_path):
         model,
         train_set,
         tmp_path / "run",
-        epochs=20,
-        lr=TINY_LR,
+        epochs=12,
+        lr=3 * TINY_LR,
         batch_size=16,
         seed=0,
         device="cpu",
@@ -174,6 +216,6 @@ def test_training_learns_on_synthetic_industrial_data(tmp_path):
         f"pixel AUROC {before:.3f} -> {after:.3f}; loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
         f"{time.perf_counter() - start:.1f} s"
     )
-    assert losses[-1] < 0.8 * losses[0]
-    assert after > before + 0.15
+    assert losses[-1] < 0.7 * losses[0]
+    assert after > before + 0.2
     assert after > 0.75

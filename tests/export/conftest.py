@@ -28,13 +28,32 @@ def blob(shape: tuple[int, int], centre: tuple[float, float], radius: float) -> 
     return np.exp(-d2).astype(np.float32)
 
 
-def manifest_row(path: Path, fmt: str, frame: int | None = None, axis: int | None = None, label: int | None = None,
-                 class_name: str = "lesion", mask_path: str = "") -> dict[str, Any]:
+def manifest_row(
+    path: Path,
+    fmt: str,
+    frame: int | None = None,
+    axis: int | None = None,
+    label: int | None = None,
+    class_name: str = "lesion",
+    mask_path: str = "",
+) -> dict[str, Any]:
     """A manifest row following the contract."""
-    return {"dataset": "test", "class_name": class_name, "split": "test", "image_path": str(path),
-            "mask_path": mask_path, "label": label, "defect_type": "", "group_id": "g",
-            "variant": "test", "case_id": case_id(f"{path}#{frame}"), "source_format": fmt, "frame": frame,
-            "slice_axis": axis, "mask_rule": ">0"}
+    return {
+        "dataset": "test",
+        "class_name": class_name,
+        "split": "test",
+        "image_path": str(path),
+        "mask_path": mask_path,
+        "label": label,
+        "defect_type": "",
+        "group_id": "g",
+        "variant": "test",
+        "case_id": case_id(f"{path}#{frame}"),
+        "source_format": fmt,
+        "frame": frame,
+        "slice_axis": axis,
+        "mask_rule": ">0",
+    }
 
 
 def to_manifest(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -49,8 +68,13 @@ def to_manifest(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
 def make_run(tmp_path: Path) -> Callable[..., tuple[Path, pd.DataFrame]]:
     """Write a predictions folder (+ manifest.csv inside) for given rows, maps and scores."""
 
-    def _make(rows: Sequence[dict[str, Any]], maps: Sequence[np.ndarray], scores: Sequence[float] | None = None,
-              name: str = "preds", meta: dict[str, Any] | None = None) -> tuple[Path, pd.DataFrame]:
+    def _make(
+        rows: Sequence[dict[str, Any]],
+        maps: Sequence[np.ndarray],
+        scores: Sequence[float] | None = None,
+        name: str = "preds",
+        meta: dict[str, Any] | None = None,
+    ) -> tuple[Path, pd.DataFrame]:
         folder = tmp_path / name
         manifest = to_manifest(rows)
         scores = list(scores) if scores is not None else [float(m.max()) for m in maps]

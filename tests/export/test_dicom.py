@@ -36,11 +36,18 @@ def dicom_export(tmp_path: Path, dicom_sources: dict[str, Path], make_run) -> tu
         maps.append(blob((int(ds.Rows), int(ds.Columns)), (2 + frame % 5, 4), 2.5) * (0.4 + frame / 20))
         expected["multiframe"].append(maps[-1])
     preds, manifest = make_run(rows, maps)
-    out = export_predictions(preds, manifest, tmp_path / "export", formats=("png", "nifti", "dicom-seg", "pmap"),
-                             threshold=fixed_threshold(THRESHOLD))
+    out = export_predictions(
+        preds,
+        manifest,
+        tmp_path / "export",
+        formats=("png", "nifti", "dicom-seg", "pmap"),
+        threshold=fixed_threshold(THRESHOLD),
+    )
     report = json.loads((out / "export.json").read_text())
-    volume = {key: next(c["volume_files"] for c in report["cases"] if c["index"] == i)
-              for key, i in (("ct", 0), ("mr", 1), ("mono1", 2), ("multiframe", 3))}
+    volume = {
+        key: next(c["volume_files"] for c in report["cases"] if c["index"] == i)
+        for key, i in (("ct", 0), ("mr", 1), ("mono1", 2), ("multiframe", 3))
+    }
     return out, volume, expected
 
 
@@ -57,8 +64,9 @@ def _frames(seg: pydicom.Dataset, source: pydicom.Dataset) -> np.ndarray:
     """SEG / PMAP frames in source-frame order (fractional values rescaled to [0, 1]), checking references."""
     frames = int(source.get("NumberOfFrames", 1) or 1)
     if frames == 1 and isinstance(seg, hd.seg.Segmentation):
-        return seg.get_pixels_by_source_instance([source.SOPInstanceUID], segment_numbers=[1],
-                                                 rescale_fractional=True)[..., 0]
+        return seg.get_pixels_by_source_instance([source.SOPInstanceUID], segment_numbers=[1], rescale_fractional=True)[
+            ..., 0
+        ]
     stored = seg.pixel_array.reshape(frames, source.Rows, source.Columns)
     ordered = np.full(stored.shape, -1.0)
     for k, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
@@ -85,8 +93,9 @@ def test_seg_and_pmap_read_back_equal_to_maps(dicom_export, dicom_sources) -> No
         for obj in (seg, frac, pmap):
             assert obj.SeriesDescription.startswith("RESEARCH USE ONLY")
             assert obj.PatientID == source.PatientID
-            refs = [r.ReferencedSOPInstanceUID for s in obj.ReferencedSeriesSequence
-                    for r in s.ReferencedInstanceSequence]
+            refs = [
+                r.ReferencedSOPInstanceUID for s in obj.ReferencedSeriesSequence for r in s.ReferencedInstanceSequence
+            ]
             assert refs == [source.SOPInstanceUID]
         description = seg.SegmentSequence[0]
         assert description.SegmentedPropertyCategoryCodeSequence[0].CodeMeaning == "Morphologically Abnormal Structure"
@@ -135,8 +144,14 @@ def test_png_mask_at_dicom_size_and_monochrome1_inverted_last(dicom_export, dico
 def test_deidentified_exports_are_valid_and_consistent(tmp_path: Path, dicom_sources, make_run) -> None:
     source = pydicom.dcmread(dicom_sources["ct"])
     preds, manifest = make_run([manifest_row(dicom_sources["ct"], "dicom", frame=0)], [blob((128, 128), (50, 60), 12)])
-    out = export_predictions(preds, manifest, tmp_path / "deid", formats=("dicom-seg", "pmap"),
-                             threshold=fixed_threshold(0.5), deidentify=True)
+    out = export_predictions(
+        preds,
+        manifest,
+        tmp_path / "deid",
+        formats=("dicom-seg", "pmap"),
+        threshold=fixed_threshold(0.5),
+        deidentify=True,
+    )
     objects = [pydicom.dcmread(p) for p in sorted(out.glob("*.dcm"))]
     assert len(objects) == 3
     for obj in objects:

@@ -107,7 +107,7 @@ def test_accumulators_equal_one_shot() -> None:
     for start in (0, 2, 3, 7):
         stop = {0: 2, 2: 3, 3: 7, 7: 9}[start]
         acc.update(torch.as_tensor(maps[start:stop]), masks[start:stop])
-    assert any(isinstance(r, np.memmap) for r in acc._runs)
+    assert any(not isinstance(r, np.ndarray) for r in acc._runs)  # some runs were spilled to disk
     got = acc.compute()
     for key in ("pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro", "pixel_f1_threshold"):
         assert got[key] == pytest.approx(whole[key], abs=1e-12)

@@ -33,7 +33,7 @@ def test_checkpoint_from_another_backbone(tmp_path: Path, tiny_clean: ADDINOv3) 
     wider = create_model("ad_dinov3_tiny", backbone_overrides={"depth": 4, "embed_dim": 32, "num_heads": 2})
     with pytest.raises(WeightsError, match=r"trained with backbone vit_small_patch16_dinov3 \(sha256 \w+\).*model has"):
         load_checkpoint(folder, model=wider)
-    with pytest.raises(WeightsError, match="is 32 in the checkpoint but 16 in the model|adapter_dim=32"):
+    with pytest.raises(WeightsError, match=r"is 32 in the checkpoint but 16 in the model|adapter_dim=32"):
         load_checkpoint(folder, model=create_model("ad_dinov3_tiny", adapter_dim=16))
 
 
@@ -44,9 +44,9 @@ def test_adapter_shape_mismatch_names_both(tiny_clean: ADDINOv3) -> None:
 
 
 def test_missing_or_corrupt_checkpoint(tmp_path: Path, tiny_clean: ADDINOv3) -> None:
-    with pytest.raises(WeightsError, match="card.json' does not exist"):
+    with pytest.raises(WeightsError, match=r"card.json' does not exist"):
         load_checkpoint(tmp_path / "nowhere")
     folder = save_checkpoint(tiny_clean, tmp_path / "ckpt", {})
     (folder / "adapters.safetensors").write_bytes(b"garbage")
-    with pytest.raises(WeightsError, match="does not match the sha256"):
+    with pytest.raises(WeightsError, match=r"does not match the sha256"):
         load_checkpoint(folder)

@@ -103,7 +103,7 @@ def test_loss_backprops_only_into_adapters(images: torch.Tensor) -> None:
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(n.split(".")[0].endswith("_adapters") for n in trainable)
     assert all(p.grad is not None for n, p in model.named_parameters() if n in trainable)
-    with pytest.raises(ConfigError, match="labels"):
+    with pytest.raises(ConfigError, match=r"labels"):
         model.compute_loss(out, masks, torch.tensor([0, -1]))
 
 
@@ -122,7 +122,7 @@ def test_reference_vs_clean(tiny_clean: ADDINOv3, tiny_reference: ADDINOv3, imag
 
 
 def test_wrong_inputs(tiny_clean: ADDINOv3, images: torch.Tensor) -> None:
-    with pytest.raises(ConfigError, match="one word per image"):
+    with pytest.raises(ConfigError, match=r"one word per image"):
         tiny_clean(images, ["x"])
     with pytest.raises(ConfigError, match=r"\(B, 3, 112, 112\)"):
         tiny_clean(torch.zeros(1, 3, 64, 64), ["x"])

@@ -40,7 +40,7 @@ def test_clean_words() -> None:
 
 
 def test_bad_compat_and_short_path() -> None:
-    with pytest.raises(ConfigError, match="compat"):
+    with pytest.raises(ConfigError, match=r"compat"):
         prompt_word({"class_name": "x"}, "faithful")
-    with pytest.raises(ConfigError, match="fewer than 4"):
+    with pytest.raises(ConfigError, match=r"fewer than 4"):
         prompt_word({"image_path": "a/b.png"}, "reference")

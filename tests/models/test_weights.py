@@ -90,16 +90,16 @@ def test_real_sized_clean_text_tower_from_local_file(real_files: dict[str, Any])
 
 
 def test_missing_local_files(tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match="backbone weights file .*nope.safetensors' does not exist"):
+    with pytest.raises(WeightsError, match=r"backbone weights file .*nope.safetensors' does not exist"):
         build_backbone("vit_small_patch16_dinov3", tmp_path / "nope.safetensors")
-    with pytest.raises(WeightsError, match="text weights file .*does not exist"):
+    with pytest.raises(WeightsError, match=r"text weights file .*does not exist"):
         build_text_tower("ViT-B-32", str(tmp_path / "nope.pth"))
 
 
 def test_offline_hub_ends_in_one_clear_error() -> None:
-    with pytest.raises(WeightsError, match="gated.*facebook/dinov3-vitl16-pretrain-lvd1689m.*huggingface-cli login"):
+    with pytest.raises(WeightsError, match=r"gated.*facebook/dinov3-vitl16-pretrain-lvd1689m.*huggingface-cli login"):
         build_backbone("vit_small_patch16_dinov3.lvd1689m", overrides={"depth": 1, "embed_dim": 64, "num_heads": 2})
-    with pytest.raises(WeightsError, match="could not be downloaded.*text_weights="):
+    with pytest.raises(WeightsError, match=r"could not be downloaded.*text_weights="):
         build_text_tower("ViT-B-32", "openai", overrides={"embed_dim": 32, "text_cfg": {"width": 32, "layers": 1}})
 
 
@@ -108,8 +108,8 @@ def test_wrong_architecture_file(tmp_path: Path) -> None:
         "vit_small_patch16_dinov3", pretrained=False, num_classes=0, depth=1, embed_dim=64, num_heads=2
     )
     save_file({k: v.contiguous() for k, v in small.state_dict().items()}, str(tmp_path / "small.safetensors"))
-    with pytest.raises(WeightsError, match="does not fit 'vit_small_patch16_dinov3'"):
+    with pytest.raises(WeightsError, match=r"does not fit 'vit_small_patch16_dinov3'"):
         build_backbone("vit_small_patch16_dinov3", tmp_path / "small.safetensors", img_size=32)
     torch.save({"token_embedding.weight": torch.zeros(3, 3)}, tmp_path / "text.pth")
-    with pytest.raises(WeightsError, match="lacks .* tensors"):
+    with pytest.raises(WeightsError, match=r"lacks .* tensors"):
         build_text_tower("ViT-B-32", str(tmp_path / "text.pth"))

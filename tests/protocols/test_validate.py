@@ -94,11 +94,23 @@ def test_valid_protocol_with_existing_roots(tmp_path: Path, capsys: pytest.Captu
 
 
 BAD = {
-    "typo in a key": (BASE.replace("  epochs: 2", "  epoch: 2"), ":10:", ["unknown key 'epoch'", "did you mean 'epochs'"]),
+    "typo in a key": (
+        BASE.replace("  epochs: 2", "  epoch: 2"),
+        ":10:",
+        ["unknown key 'epoch'", "did you mean 'epochs'"],
+    ),
     "wrong type": (BASE.replace("  lr: 1.0e-3", "  lr: fast"), ":11:", ["training.lr", "'fast'"]),
     "missing required field": (BASE.replace("    kind: isic\n", ""), ":13:", ["targets[0]", "'kind'"]),
-    "unknown dataset kind": (BASE.replace("kind: isic", "kind: isik"), ":14:", ["unknown dataset kind 'isik'", "'isic'"]),
-    "unknown model": (BASE.replace("model: ad_dinov3_tiny", "model: ad_dino_tiny"), ":4:", ["unknown model", "ad_dinov3_tiny"]),
+    "unknown dataset kind": (
+        BASE.replace("kind: isic", "kind: isik"),
+        ":14:",
+        ["unknown dataset kind 'isik'", "'isic'"],
+    ),
+    "unknown model": (
+        BASE.replace("model: ad_dinov3_tiny", "model: ad_dino_tiny"),
+        ":4:",
+        ["unknown model", "ad_dinov3_tiny"],
+    ),
     "duplicate names": (
         BASE + "  - name: lesions\n    kind: isic\n    root: data/other\n",
         ":16:",
@@ -138,7 +150,7 @@ def test_bad_yaml_gives_one_clear_message_and_exit_2(
 
 def test_leakage_guard_same_root_is_an_error_unless_intended(tmp_path: Path) -> None:
     text = BASE.replace("data/lesions", "./data/../data/industrial").replace("kind: isic", "kind: mvtec")
-    with pytest.raises(ConfigError, match="same data as target 'lesions'.*intended_overlap"):
+    with pytest.raises(ConfigError, match=r"same data as target 'lesions'.*intended_overlap"):
         load_protocol(write(tmp_path, text))
     assert load_protocol(write(tmp_path, text + "intended_overlap: true\n")).protocol.intended_overlap
 

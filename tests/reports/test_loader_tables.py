@@ -10,7 +10,7 @@ import pytest
 from medad.errors import ConfigError
 from medad.reports import format_result, load_evaluation
 from medad.reports.cases import parse_keyed_paths
-from medad.reports.tables import fmt_p, settings_table
+from medad.reports.tables import confidence_percent, fmt_p, settings_table
 from medad.utils.io import write_json_atomic
 
 
@@ -60,9 +60,13 @@ def test_formats() -> None:
         "n/a (no normal images)"
     )
     assert fmt_p(0.012345) == "0.0123" and fmt_p(1e-7) == "< 0.0001" and fmt_p(None) == ""
-    table = settings_table({"seed": 3, "n_resamples": 2000, "manifest": "/data/DOE/x.csv", "zeta": 1})
-    assert table["setting"].tolist() == ["bootstrap resamples", "seed", "manifest", "zeta"]
-    assert "[path omitted]" in table["value"].tolist() and not table["value"].str.contains("DOE").any()
+    settings = {"ci": {"method": "bca", "level": 0.9, "seed": 3}, "implementation": "medad.metrics/1",
+                "manifest": "/data/DOE/x.csv", "zeta": "runs/DOE/y.csv"}  # fmt: skip
+    table = settings_table(settings)
+    assert table["setting"].tolist() == ["CI method", "confidence level", "seed", "metric implementation version",
+                                         "manifest", "zeta"]  # fmt: skip
+    assert table["value"].tolist() == ["bca", "0.9", "3", "medad.metrics/1", "[path omitted]", "[path omitted]"]
+    assert confidence_percent(settings) == "90%" and confidence_percent({}) == "95%"
 
 
 def test_parse_keyed_paths() -> None:

@@ -120,7 +120,11 @@ def test_best_and_worst_cases_are_ordered_by_score(built) -> None:
 @pytest.mark.parametrize("flagged", [False, True])
 def test_random_weights_banner_only_when_flagged(make_study, flagged: bool) -> None:
     study = make_study(random_weights=flagged)
-    html_path = build_report(study.eval_dir, predictions=study.predictions, generated_at=STAMP)
+    if flagged:  # a run folder: predictions folders and their meta.json are discovered
+        html_path = build_report(study.eval_dir.parent, generated_at=STAMP)
+        assert html_path == study.eval_dir.parent / "report" / "report.html"
+    else:
+        html_path = build_report(study.eval_dir, predictions=list(study.predictions.values()), generated_at=STAMP)
     html = html_path.read_text()
     md = (html_path.parent / "report.md").read_text()
     assert ("RANDOM WEIGHTS" in html) is flagged
@@ -128,28 +132,22 @@ def test_random_weights_banner_only_when_flagged(make_study, flagged: bool) -> N
     assert ('class="banner"' in html) is flagged
     if flagged:
         banner = re.search(r'<div class="banner"[^>]*>(.*?)</div>', html).group(1)
-        assert MODELS[1] in banner and MODELS[0] not in banner
+        assert banner.startswith(f"WARNING - RANDOM WEIGHTS: {MODELS[1]} ran") and MODELS[0] not in banner
     assert "Heatmaps not shown: no manifest was given" in html
 
 
-def test_run_folder_discovers_predictions_and_flags(make_study) -> None:
-    study = make_study(random_weights=True)
-    html_path = build_report(study.eval_dir.parent, generated_at=STAMP)
-    assert html_path == study.eval_dir.parent / "report" / "report.html"
-    assert "RANDOM WEIGHTS: baseline" in html_path.read_text()
-
-
-def test_output_is_deterministic(make_study, tmp_path: Path) -> None:
-    study = make_study()
-    kwargs = {"predictions": {MODELS[0]: study.predictions[MODELS[0]]}, "manifest": study.manifest, "n_cases": 1}
-    first = build_report(study.eval_dir, tmp_path / "a", generated_at=STAMP, **kwargs).parent
-    second = build_report(study.eval_dir, tmp_path / "b", generated_at="2030-05-05T05:05:05+00:00", **kwargs).parent
+def test_output_is_deterministic(built, tmp_path: Path) -> None:
+    study, html_path = built
+    first = html_path.parent
+    other = "2030-05-05T05:05:05+00:00"
+    kwargs = {"predictions": study.predictions, "manifest": {"isic": study.manifest}, "n_cases": 2}
+    second = build_report(study.eval_dir, tmp_path / "b", title="Synthetic study", generated_at=other, **kwargs).parent
     files = [p.relative_to(first) for p in _outputs(first)]
     assert files == [p.relative_to(second) for p in _outputs(second)]
     differing = {str(f) for f in files if (first / f).read_bytes() != (second / f).read_bytes()}
     assert differing == {"report.html", "report.md"}
-    normalise = lambda p: p.read_text().replace(STAMP, "T").replace("2030-05-05T05:05:05+00:00", "T")  # noqa: E731
-    assert normalise(first / "report.html") == normalise(second / "report.html")
+    for name in differing:
+        assert (first / name).read_text().replace(STAMP, other) == (second / name).read_text()
 
 
 def test_manifest_that_was_not_evaluated_is_rejected(make_study) -> None:
@@ -189,3 +187,28 @@ def test_cli_report(make_study, monkeypatch: pytest.MonkeyPatch, capsys: pytest.
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "metrics.json" in err and "Traceback" not in err
+
+
+def test_report_from_real_evaluation(tmp_path: Path) -> None:
+    from medad.engine.evaluate import evaluate
+
+    study = build_study(tmp_path / "study")
+    manifest = study.manifest.copy()
+    manifest.loc[7, "class_name"] = "melanoma"
+    run = tmp_path / "real-run"
+    result = evaluate(study.predictions, manifest, run / "evaluation", ci={"n_resamples": 50, "seed": 1})
+    html_path = build_report(run, predictions=study.predictions, manifest=manifest, n_cases=1, generated_at=STAMP)
+    html = html_path.read_text()
+    assert result["rows"] and any(r["status"] == "not_applicable" for r in result["rows"])
+    for row in result["rows"]:
+        assert format_result(row) in html, row
+    for comparison in result["comparisons"]:
+        assert f"{comparison['model_a']} vs {comparison['model_b']}" in html
+    assert "bootstrap resamples" in html and ">50<" in html
+    figures = {p.name for p in (run / "report" / "figures").glob("*.png")}
+    expected = {"curves_isic_melanoma.png", "curves_isic___pooled__.png", f"cases_{MODELS[0]}_isic_best.png"}
+    assert expected <= figures
+    assert not re.search(r"https?://", html) and PATIENT not in html
+    cases = pd.read_csv(run / "report" / "tables" / "cases.csv")
+    best = cases[(cases["model"] == MODELS[0]) & (cases["group"] == "best")]
+    assert best["image_score"].tolist() == pytest.approx([0.9])

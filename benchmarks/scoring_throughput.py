@@ -1,0 +1,170 @@
+"""Scoring throughput: medad's batched scorer against a reference-style loop, in the same run.
+
+For each backbone and batch size, medad's scorer (``medad.engine.score``: batched DataLoader with workers and
+pinned memory, bf16 autocast on CUDA, text encoded once per class word, maps upsampled on the device, results
+streamed to the chunked predictions store) scores a folder of synthetic JPEGs end to end, from files on disk
+to predictions on disk. The reference-style loop does what the research code does: one image at a time, fp32,
+the 420-sentence prompt ensemble re-encoded for every image, maps moved to the CPU one by one. The script
+prints images/s, peak GPU memory, an analytic estimate of achieved backbone FLOP/s, and the speed-up ratio.
+
+Weights are random (nothing can be downloaded here): throughput does not depend on weight values.
+
+Examples:
+    python benchmarks/scoring_throughput.py --device cuda --backbones small,base,large --batch-sizes 16,64,128
+    python benchmarks/scoring_throughput.py --device cpu   # small backbone at 224 px, runs anywhere
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from medad.data import manifest_from_paths, read_image
+from medad.engine.scorer import score, upsample_to
+from medad.models import create_model
+
+BACKBONES: dict[str, tuple[str, tuple[int, ...]]] = {
+    "small": ("vit_small_patch16_dinov3", (3, 6, 9, 12)),
+    "base": ("vit_base_patch16_dinov3", (3, 6, 9, 12)),
+    "large": ("vit_large_patch16_dinov3", (6, 12, 18, 24)),
+}
+
+
+def write_images(folder: Path, n: int, height: int, width: int, seed: int = 0) -> None:
+    """Write ``n`` random-texture JPEGs of ``height`` x ``width``."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    base = rng.integers(0, 255, size=(height // 8, width // 8, 3), dtype=np.uint8)
+    for i in range(n):
+        tile = np.roll(base, i, axis=1).repeat(8, 0).repeat(8, 1)
+        Image.fromarray(tile).save(folder / f"img_{i:05d}.jpg", quality=90)
+
+
+def backbone_flops(model: Any) -> float:
+    """Analytic multiply-add FLOPs (x2) of one backbone forward up to the deepest tapped block."""
+    vit = model.backbone.model
+    dim = vit.embed_dim
+    depth = max(model.config.layers)
+    tokens = (model.image_size // 16) ** 2 + vit.num_prefix_tokens
+    mlp_ratio = vit.blocks[0].mlp.fc1.out_features / dim
+    per_block = 2 * tokens * (4 * dim * dim + 2 * mlp_ratio * dim * dim) + 4 * tokens * tokens * dim
+    return float(depth * per_block)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_medad(model: Any, manifest: Any, device: torch.device, batch_size: int, workers: int, out: Path) -> float:
+    """Images/s of ``medad.engine.score`` from files to the predictions store (after a warm-up pass)."""
+    warm = manifest.iloc[: batch_size * 2].reset_index(drop=True)
+    score(model, warm, out / f"warm_{batch_size}", batch_size=batch_size, device=device, num_workers=workers,
+          progress=False)
+    sync(device)
+    start = time.perf_counter()
+    score(model, manifest, out / f"run_{batch_size}", batch_size=batch_size, device=device, num_workers=workers,
+          progress=False)
+    sync(device)
+    return len(manifest) / (time.perf_counter() - start)
+
+
+def time_reference(model: Any, manifest: Any, device: torch.device, n_images: int) -> float:
+    """Images/s of a research-code-style loop: one image at a time, fp32, text re-encoded per image."""
+    mean = torch.tensor(model.mean, device=device).view(3, 1, 1)
+    std = torch.tensor(model.std, device=device).view(3, 1, 1)
+    words = ["object"]
+    rows = [manifest.iloc[i] for i in range(n_images)]
+
+    def one(row: Any) -> None:
+        image = torch.from_numpy(read_image(row)).permute(2, 0, 1).to(device)
+        height, width = image.shape[1:]
+        x = torch.nn.functional.interpolate(image[None], size=(model.image_size,) * 2, mode="bilinear")
+        x = (x - mean) / std
+        model.text_encoder._memory.clear()
+        outputs = model(x, words)
+        upsample_to(outputs["pixel_scores"][0], (height, width)).cpu().numpy()
+
+    with torch.inference_mode():
+        one(rows[0])
+        sync(device)
+        start = time.perf_counter()
+        for row in rows:
+            one(row)
+        sync(device)
+    return n_images / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--backbones", default=None, help="comma list of small,base,large")
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--batch-sizes", default=None)
+    parser.add_argument("--n-images", type=int, default=None)
+    parser.add_argument("--reference-images", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    backbones = (args.backbones or ("small,base,large" if cuda else "small")).split(",")
+    image_size = args.image_size or (512 if cuda else 224)
+    batch_sizes = [int(b) for b in (args.batch_sizes or ("16,64,128" if cuda else "8")).split(",")]
+    n_images = args.n_images or (1024 if cuda else 32)
+    n_reference = args.reference_images or (32 if cuda else 4)
+    workers = args.workers if args.workers is not None else (12 if cuda else 0)
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        write_images(tmp_path / "images", n_images, 480, 640)
+        manifest = manifest_from_paths([str(tmp_path / "images")]).reset_index(drop=True)
+        for key in backbones:
+            name, layers = BACKBONES[key]
+            torch.manual_seed(0)
+            model = create_model(
+                "ad_dinov3", backbone=name, layers=layers, image_size=image_size, random_init=True,
+                text_weights=None, text_disk_cache=False,
+            ).to(device).eval()
+            flops = backbone_flops(model)
+            reference = time_reference(model, manifest, device, n_reference)
+            for batch_size in batch_sizes:
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(device)
+                rate = time_medad(model, manifest, device, batch_size, workers, tmp_path / key)
+                peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
+                row = {
+                    "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+                    "backbone": name, "image_size": image_size, "batch_size": batch_size, "n_images": n_images,
+                    "medad_images_per_s": round(rate, 2), "reference_images_per_s": round(reference, 2),
+                    "ratio": round(rate / reference, 2), "peak_gpu_gib": round(peak, 2),
+                    "backbone_tflops_achieved": round(rate * flops / 1e12, 1),
+                }
+                results.append(row)
+                print(json.dumps(row), flush=True)
+            del model
+            if cuda:
+                torch.cuda.empty_cache()
+    header = f"{'backbone':28} {'px':>4} {'bs':>4} {'medad img/s':>11} {'ref img/s':>9} {'ratio':>6} {'GiB':>5} {'TFLOP/s':>7}"
+    print(header)
+    for r in results:
+        print(f"{r['backbone']:28} {r['image_size']:>4} {r['batch_size']:>4} {r['medad_images_per_s']:>11} "
+              f"{r['reference_images_per_s']:>9} {r['ratio']:>6} {r['peak_gpu_gib']:>5} {r['backbone_tflops_achieved']:>7}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
