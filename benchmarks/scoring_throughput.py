@@ -67,14 +67,44 @@ def sync(device: torch.device) -> None:
 def time_medad(model: Any, manifest: Any, device: torch.device, batch_size: int, workers: int, out: Path) -> float:
     """Images/s of ``medad.engine.score`` from files to the predictions store (after a warm-up pass)."""
     warm = manifest.iloc[: batch_size * 2].reset_index(drop=True)
-    score(model, warm, out / f"warm_{batch_size}", batch_size=batch_size, device=device, num_workers=workers,
-          progress=False)
+    score(
+        model,
+        warm,
+        out / f"warm_{batch_size}",
+        batch_size=batch_size,
+        device=device,
+        num_workers=workers,
+        progress=False,
+    )
     sync(device)
     start = time.perf_counter()
-    score(model, manifest, out / f"run_{batch_size}", batch_size=batch_size, device=device, num_workers=workers,
-          progress=False)
+    score(
+        model,
+        manifest,
+        out / f"run_{batch_size}",
+        batch_size=batch_size,
+        device=device,
+        num_workers=workers,
+        progress=False,
+    )
     sync(device)
     return len(manifest) / (time.perf_counter() - start)
+
+
+def time_model_only(model: Any, device: torch.device, batch_size: int, repeats: int = 5) -> float:
+    """Images/s of the model alone on a device-resident batch (bf16 autocast on CUDA): the compute ceiling."""
+    from medad.engine.train import autocast
+
+    x = torch.randn(batch_size, 3, model.image_size, model.image_size, device=device)
+    words = ["object"] * batch_size
+    with torch.inference_mode(), autocast(device):
+        model(x, words)
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(x, words)
+        sync(device)
+    return repeats * batch_size / (time.perf_counter() - start)
 
 
 def time_reference(model: Any, manifest: Any, device: torch.device, n_images: int) -> float:
@@ -134,22 +164,38 @@ def main() -> None:
         for key in backbones:
             name, layers = BACKBONES[key]
             torch.manual_seed(0)
-            model = create_model(
-                "ad_dinov3", backbone=name, layers=layers, image_size=image_size, random_init=True,
-                text_weights=None, text_disk_cache=False,
-            ).to(device).eval()
+            model = (
+                create_model(
+                    "ad_dinov3",
+                    backbone=name,
+                    layers=layers,
+                    image_size=image_size,
+                    random_init=True,
+                    text_weights=None,
+                    text_disk_cache=False,
+                )
+                .to(device)
+                .eval()
+            )
             flops = backbone_flops(model)
             reference = time_reference(model, manifest, device, n_reference)
             for batch_size in batch_sizes:
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
                 rate = time_medad(model, manifest, device, batch_size, workers, tmp_path / key)
+                ceiling = time_model_only(model, device, batch_size)
                 peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
                 row = {
                     "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-                    "backbone": name, "image_size": image_size, "batch_size": batch_size, "n_images": n_images,
-                    "medad_images_per_s": round(rate, 2), "reference_images_per_s": round(reference, 2),
-                    "ratio": round(rate / reference, 2), "peak_gpu_gib": round(peak, 2),
+                    "backbone": name,
+                    "image_size": image_size,
+                    "batch_size": batch_size,
+                    "n_images": n_images,
+                    "medad_images_per_s": round(rate, 2),
+                    "reference_images_per_s": round(reference, 2),
+                    "model_only_images_per_s": round(ceiling, 2),
+                    "ratio": round(rate / reference, 2),
+                    "peak_gpu_gib": round(peak, 2),
                     "backbone_tflops_achieved": round(rate * flops / 1e12, 1),
                 }
                 results.append(row)
@@ -157,11 +203,20 @@ def main() -> None:
             del model
             if cuda:
                 torch.cuda.empty_cache()
-    header = f"{'backbone':28} {'px':>4} {'bs':>4} {'medad img/s':>11} {'ref img/s':>9} {'ratio':>6} {'GiB':>5} {'TFLOP/s':>7}"
-    print(header)
+    columns = [
+        ("backbone", "backbone", 28),
+        ("px", "image_size", 4),
+        ("bs", "batch_size", 4),
+        ("medad img/s", "medad_images_per_s", 11),
+        ("ref img/s", "reference_images_per_s", 9),
+        ("model-only", "model_only_images_per_s", 10),
+        ("ratio", "ratio", 6),
+        ("GiB", "peak_gpu_gib", 5),
+        ("TFLOP/s", "backbone_tflops_achieved", 7),
+    ]
+    print(" ".join(f"{title:>{width}}" for title, _, width in columns))
     for r in results:
-        print(f"{r['backbone']:28} {r['image_size']:>4} {r['batch_size']:>4} {r['medad_images_per_s']:>11} "
-              f"{r['reference_images_per_s']:>9} {r['ratio']:>6} {r['peak_gpu_gib']:>5} {r['backbone_tflops_achieved']:>7}")
+        print(" ".join(f"{r[key]!s:>{width}}" for _, key, width in columns))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

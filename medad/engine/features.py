@@ -62,7 +62,7 @@ def manifest_fingerprint(manifest: pd.DataFrame, with_file_stats: bool = False) 
     for record in manifest[columns].itertuples(index=False):
         row = ["" if pd.isna(v) else str(v) for v in record]
         if with_file_stats:
-            for path in (manifest_value(record, columns, "image_path"), manifest_value(record, columns, "mask_path")):
+            for path in (_manifest_value(record, columns, "image_path"), _manifest_value(record, columns, "mask_path")):
                 if path and os.path.exists(path):
                     stat = os.stat(path)
                     row += [str(stat.st_size), str(stat.st_mtime_ns)]
@@ -70,7 +70,7 @@ def manifest_fingerprint(manifest: pd.DataFrame, with_file_stats: bool = False) 
     return hash_config({"columns": columns, "rows": rows})
 
 
-def manifest_value(record: tuple[Any, ...], columns: Sequence[str], name: str) -> str:
+def _manifest_value(record: tuple[Any, ...], columns: Sequence[str], name: str) -> str:
     """Return column ``name`` of an ``itertuples`` record as a string (``""`` when absent or missing)."""
     if name not in columns:
         return ""

@@ -132,9 +132,10 @@ def score(
 def _check_same_run(out: Path, meta: Mapping[str, Any]) -> None:
     if not (out / "chunks").is_dir():
         return
-    old = PredictionReader(out).meta
-    if len(PredictionReader(out)) == 0:
+    existing = PredictionReader(out)
+    if len(existing) == 0:
         return
+    old = existing.meta
     same_data = old.get("manifest_hash") == meta["manifest_hash"]
     same_model = old.get("model") == meta["model"] and old.get("compat") == meta["compat"]
     if not (same_data and same_model):

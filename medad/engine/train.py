@@ -1,6 +1,6 @@
 """The training loop: AD-DINOv3 adapters on auxiliary (industrial) data, resumable and deterministic.
 
-Protocol (``docs/../shared/reference/ad-dinov3-method.md`` §5): AdamW (lr 1e-5, betas (0.9, 0.999), weight
+Protocol (the AD-DINOv3 release's ``train.py``, see the method notes §5): AdamW (lr 1e-5, betas (0.9, 0.999), weight
 decay 1e-2) over the trainable adapters only, a ``LambdaLR`` stepped every optimiser step with a linear
 warm-up over the first 3% of steps and a constant rate after it, an effective batch of 64 (gradient
 accumulation when the micro-batch is smaller) and a FIXED number of epochs: no checkpoint is ever chosen on

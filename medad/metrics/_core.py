@@ -223,3 +223,15 @@ def group_sorted_keys(composed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     inv = np.divide(1.0, size, out=np.zeros_like(size), where=size > 0)
     w = np.add.reduceat(inv, starts)
     return hi[starts][::-1], neg[::-1], (total - neg)[::-1], w[::-1]
+
+
+def merge_groups(
+    groups: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Merge several :func:`group_sorted_keys` outputs into one, still in descending score order."""
+    keys = np.concatenate([g[0] for g in groups])
+    order = np.argsort(keys, kind="stable")[::-1]
+    keys = keys[order]
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    neg, pos, w = (np.add.reduceat(np.concatenate([g[j] for g in groups])[order], starts) for j in (1, 2, 3))
+    return keys[starts], neg, pos, w

@@ -8,9 +8,11 @@ Exact and memory-bounded scheme (:class:`PixelMetrics`):
   keys are sorted once (numpy's SIMD sort) and kept as a sorted *run*. Runs beyond ``memory_limit_bytes`` are
   spilled to ``.npy`` files in a temporary folder and memory-mapped, so RAM stays bounded whatever the dataset.
 * ``compute()`` walks all runs from the highest score down in rounds: each round takes from every run the keys
-  at or above a cut score chosen so that no run gives more than about ``block_elements / n_runs`` keys, merges
-  them, groups them by distinct score (ties are never split between rounds) and feeds the per-score counts of
-  normal pixels, anomalous pixels and summed ``1/|component|`` to :class:`~medad.metrics._core.CurveSweep`.
+  at or above a cut score chosen so that no run gives more than about ``block_elements / n_runs`` distinct
+  keys, reads them in pieces of that size, reduces every piece to per-distinct-score counts (so a huge tie,
+  e.g. millions of pixels clipped to 0.0, costs one entry), merges the counts across runs (ties are never split
+  between rounds) and feeds the per-score counts of normal pixels, anomalous pixels and summed
+  ``1/|component|`` to :class:`~medad.metrics._core.CurveSweep`.
 
 Nothing is binned: every distinct float32 score is a threshold, so the results equal the one-shot definitions
 (and scikit-learn) up to floating-point summation order.
@@ -35,9 +37,8 @@ from medad.metrics._core import (
     float32_keys,
     group_sorted_keys,
     keys_to_float32,
+    merge_groups,
 )
-
-_PIXEL_METRICS = ("pixel_auroc", "pixel_ap", "pixel_f1_max", "aupro")
 
 
 def component_sizes(masks: Any, connectivity: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -133,9 +134,9 @@ class PixelMetrics:
         fpr_limit: float = 0.3,
         connectivity: int = 8,
         with_pro: bool = True,
-        memory_limit_bytes: int = 1 << 30,
+        memory_limit_bytes: int = 1 << 29,
         spill_dir: str | Path | None = None,
-        block_elements: int = 1 << 23,
+        block_elements: int = 1 << 22,
     ) -> None:
         if not 0.0 < fpr_limit <= 1.0:
             raise DataError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
@@ -248,13 +249,13 @@ class PixelMetrics:
             live = [k for k, e in enumerate(ends) if e]
             cut = max(int(runs[k].keys[max(ends[k] - per_run, 0)] >> np.uint64(32)) for k in live)
             low = np.uint64(cut) << np.uint64(32)
-            parts = []
+            groups = []
             for k in live:
                 start = int(np.searchsorted(runs[k].keys[: ends[k]], low, side="left"))
-                parts.append(runs[k].read(start, ends[k]))
+                for piece in range(start, ends[k], per_run):
+                    groups.append(group_sorted_keys(runs[k].read(piece, min(piece + per_run, ends[k]))))
                 ends[k] = start
-            block = parts[0] if len(parts) == 1 else np.sort(np.concatenate(parts))
-            keys, neg, pos, w = group_sorted_keys(block)
+            keys, neg, pos, w = groups[0] if len(groups) == 1 else merge_groups(groups)
             sweep.consume(neg, pos, w, keys_to_float32(keys))
         return sweep
 

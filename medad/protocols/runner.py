@@ -421,6 +421,8 @@ def _report(state: RunState, evaluation: Stage, manifest: pd.DataFrame) -> Stage
 
     p = state.lp.protocol
     title = f"medad protocol {state.lp.name}"
+    if p.intended_overlap:
+        title += " (training data intentionally overlaps the targets: not zero-shot; see provenance.json)"
     config = {"title": title, "notes": state.notes, "description": p.description}
     stage = state.store.stage("report", config, upstream=[evaluation.key])
 

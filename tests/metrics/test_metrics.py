@@ -159,3 +159,13 @@ def test_curves_and_dice() -> None:
     out = dice_iou(pred, gt, threshold=0.5)
     assert out["dice"][0] == pytest.approx(2 * 4 / 12) and out["iou"][0] == pytest.approx(0.5)
     assert out["dice"][1] == 0.0 and np.isnan(out["dice"][2]) and np.isnan(out["iou"][2])
+
+
+def test_huge_ties_are_read_in_pieces() -> None:
+    maps, masks = _random_case(9, n=20, size=16, levels=2)
+    acc = PixelMetrics(block_elements=1)
+    acc.update(maps[:12], masks[:12])
+    acc.update(maps[12:], masks[12:])
+    got = acc.compute()
+    assert got["pixel_auroc"] == pytest.approx(ref_auroc(maps, masks), abs=1e-12)
+    assert got["aupro"] == pytest.approx(ref_aupro(maps, masks), abs=1e-12)
