@@ -136,7 +136,7 @@ class PixelMetrics:
         with_pro: bool = True,
         memory_limit_bytes: int = 1 << 29,
         spill_dir: str | Path | None = None,
-        block_elements: int = 1 << 22,
+        block_elements: int = 1 << 20,
     ) -> None:
         if not 0.0 < fpr_limit <= 1.0:
             raise DataError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
