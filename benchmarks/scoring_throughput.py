@@ -64,7 +64,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_medad(model: Any, manifest: Any, device: torch.device, batch_size: int, workers: int, out: Path) -> float:
+def time_medad(
+    model: Any, manifest: Any, device: torch.device, batch_size: int, workers: int, out: Path, compile: bool
+) -> float:
     """Images/s of ``medad.engine.score`` from files to the predictions store (after a warm-up pass)."""
     warm = manifest.iloc[: batch_size * 2].reset_index(drop=True)
     score(
@@ -107,6 +109,56 @@ def time_model_only(model: Any, device: torch.device, batch_size: int, repeats: 
     return repeats * batch_size / (time.perf_counter() - start)
 
 
+def time_loader(model: Any, manifest: Any, batch_size: int, workers: int) -> float:
+    """Images/s of the data path alone: read, resize and normalise through the scorer's DataLoader settings."""
+    from torch.utils.data import DataLoader
+
+    from medad.data import make_dataset
+
+    dataset = make_dataset(manifest, model.image_size, model.mean, model.std)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, pin_memory=True, prefetch_factor=4 if workers else None
+    )
+    start = time.perf_counter()
+    for _ in loader:
+        pass
+    return len(manifest) / (time.perf_counter() - start)
+
+
+def time_writer(n_maps: int, height: int, width: int, out: Path) -> float:
+    """Maps/s the predictions store writes (float32 maps at native size, 64 per chunk)."""
+    from medad.engine.predictions import PredictionWriter
+
+    maps = [np.random.default_rng(i).random((height, width), dtype=np.float32) for i in range(8)]
+    start = time.perf_counter()
+    with PredictionWriter(out, chunk_size=64) as writer:
+        for i in range(n_maps):
+            writer.add([i], [0.0], [maps[i % 8]])
+    return n_maps / (time.perf_counter() - start)
+
+
+def bf16_agreement(model: Any, device: torch.device, n_images: int = 8) -> dict[str, float]:
+    """How far bf16 autocast moves the outputs from fp32 (TF32 off) on the same random images."""
+    from medad.engine.train import autocast
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n_images, 3, model.image_size, model.image_size, generator=generator).to(device)
+    words = ["object"] * n_images
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    with torch.inference_mode():
+        full = model(x, words)
+        with autocast(device):
+            half = model(x, words)
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    pixel = (full["pixel_scores"] - half["pixel_scores"]).abs()
+    return {
+        "bf16_max_abs_pixel_diff": round(float(pixel.max()), 5),
+        "bf16_mean_abs_pixel_diff": round(float(pixel.mean()), 6),
+        "bf16_max_abs_image_score_diff": round(float((full["image_scores"] - half["image_scores"]).abs().max()), 5),
+    }
+
+
 def time_reference(model: Any, manifest: Any, device: torch.device, n_images: int) -> float:
     """Images/s of a research-code-style loop: one image at a time, fp32, text re-encoded per image."""
     mean = torch.tensor(model.mean, device=device).view(3, 1, 1)
@@ -142,6 +194,7 @@ def main() -> None:
     parser.add_argument("--n-images", type=int, default=None)
     parser.add_argument("--reference-images", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the backbone's forward")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -178,11 +231,14 @@ def main() -> None:
                 .eval()
             )
             flops = backbone_flops(model)
+            agreement = bf16_agreement(model, device) if cuda else {}
+            loader_rate = time_loader(model, manifest, max(batch_sizes), workers)
+            writer_rate = time_writer(len(manifest), 480, 640, tmp_path / f"writer_{key}")
             reference = time_reference(model, manifest, device, n_reference)
             for batch_size in batch_sizes:
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
-                rate = time_medad(model, manifest, device, batch_size, workers, tmp_path / key)
+                rate = time_medad(model, manifest, device, batch_size, workers, tmp_path / key, args.compile)
                 ceiling = time_model_only(model, device, batch_size)
                 peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
                 row = {
@@ -197,6 +253,10 @@ def main() -> None:
                     "ratio": round(rate / reference, 2),
                     "peak_gpu_gib": round(peak, 2),
                     "backbone_tflops_achieved": round(rate * flops / 1e12, 1),
+                    "compiled": args.compile,
+                    "loader_only_images_per_s": round(loader_rate, 1),
+                    "writer_only_maps_per_s": round(writer_rate, 1),
+                    **agreement,
                 }
                 results.append(row)
                 print(json.dumps(row), flush=True)
@@ -210,6 +270,8 @@ def main() -> None:
         ("medad img/s", "medad_images_per_s", 11),
         ("ref img/s", "reference_images_per_s", 9),
         ("model-only", "model_only_images_per_s", 10),
+        ("loader", "loader_only_images_per_s", 7),
+        ("writer", "writer_only_maps_per_s", 7),
         ("ratio", "ratio", 6),
         ("GiB", "peak_gpu_gib", 5),
         ("TFLOP/s", "backbone_tflops_achieved", 7),

@@ -115,11 +115,24 @@ def score_command(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 8,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: CUDA if any).")] = None,
     workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 0,
-    compat: Annotated[str, typer.Option("--compat", help="Class word rule: clean or reference.")] = "clean",
+    compat: Annotated[
+        str | None, typer.Option("--compat", help="Class word rule: clean or reference (default: the model's).")
+    ] = None,
     heatmaps: Annotated[bool, typer.Option("--heatmaps/--no-heatmaps", help="Heatmap PNGs by case id.")] = True,
+    export: Annotated[
+        str | None, typer.Option("--export", help="Also export masks: png,nifti,dicom-seg,pmap (into OUT/export).")
+    ] = None,
+    threshold: Annotated[
+        str, typer.Option("--threshold", help="Mask threshold for --export: fixed:V | percentile:P:NORMALS_DIR.")
+    ] = "fixed:0.5",
+    deidentify: Annotated[bool, typer.Option("--deidentify", help="De-identify DICOM exports (PS3.15).")] = False,
+    compile_backbone: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the backbone (GPU: faster after a one-off compile).")
+    ] = False,
 ) -> None:
     """Score images: OUT/scores.csv, OUT/scores.json, OUT/heatmaps/*.png and OUT/predictions/."""
     from medad.engine.scorer import score_files
+    from medad.export import export_run
 
     table = score_files(
         paths,
@@ -131,8 +144,14 @@ def score_command(
         num_workers=workers,
         compat=compat,
         heatmaps=heatmaps,
+        compile=compile_backbone,
     )
     typer.echo(f"scored {len(table)} images; results in {out}")
+    if export:
+        folder = export_run(
+            out / "predictions", formats=export, threshold=threshold, deidentify=deidentify, out_dir=out / "export"
+        )
+        typer.echo(f"exported {export} to {folder}")
 
 
 @app.command("eval")
@@ -202,8 +221,15 @@ def export_command(
     """Export masks, heatmaps, overlays, NIfTI, DICOM SEG / Parametric Map and an offline review gallery."""
     from medad.export import export_run
 
-    folder = export_run(run_dir, formats=formats, threshold=threshold, deidentify=deidentify, out_dir=out,
-                        manifest_path=manifest, overwrite=overwrite)
+    folder = export_run(
+        run_dir,
+        formats=formats,
+        threshold=threshold,
+        deidentify=deidentify,
+        out_dir=out,
+        manifest_path=manifest,
+        overwrite=overwrite,
+    )
     typer.echo(f"export written to {folder} (RESEARCH USE ONLY)")
 
 

@@ -13,7 +13,6 @@ Layout::
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -74,7 +73,8 @@ class PredictionWriter:
                 self.flush()
 
     def flush(self) -> None:
-        """Write buffered predictions as one chunk (atomically)."""
+        """Write buffered predictions as one chunk, renamed into place whole (not fsync'd: a re-run re-scores a
+        chunk lost to an OS crash)."""
         if not self._indices:
             return
         arrays: dict[str, np.ndarray] = {
@@ -83,10 +83,8 @@ class PredictionWriter:
         }
         for idx, pixel_map in zip(self._indices, self._maps, strict=True):
             arrays[f"map_{idx}"] = pixel_map
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        with atomic_open(self.chunks / f"{self.tag}-{self._seq:06d}.npz", "wb") as handle:
-            handle.write(buffer.getvalue())
+        with atomic_open(self.chunks / f"{self.tag}-{self._seq:06d}.npz", "wb", durable=False) as handle:
+            np.savez(handle, **arrays)
         self._seq += 1
         self._indices, self._scores, self._maps = [], [], []
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from collections import deque
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,49 @@ RANDOM_WEIGHTS_WARNING = (
 
 def upsample_to(pixel_map: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinearly resize one (S,S) map to ``size`` = (H, W) on its own device, as float32."""
-    height, width = int(size[0]), int(size[1])
-    resized = F.interpolate(pixel_map[None, None].float(), size=(height, width), mode="bilinear", align_corners=False)
-    return resized[0, 0]
+    return upsample_batch(pixel_map[None], [size])[0]
+
+
+def upsample_batch(pixel_maps: torch.Tensor, sizes: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    """Resize (B,S,S) maps to their native (H, W) sizes on their device: one interpolation per distinct size."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(sizes):
+        groups.setdefault((int(size[0]), int(size[1])), []).append(i)
+    out: list[torch.Tensor] = [pixel_maps[0]] * len(sizes)
+    for (height, width), members in groups.items():
+        resized = F.interpolate(
+            pixel_maps[members].float().unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False
+        )
+        for j, i in enumerate(members):
+            out[i] = resized[j, 0]
+    return out
+
+
+class _HostBatch:
+    """One batch's results on their way from the device to the predictions store.
+
+    On CUDA the copies go into pinned host memory without blocking, and an event marks their end, so the
+    next batch's forward pass starts at once; the writer thread waits on the event, not the main loop.
+    """
+
+    def __init__(self, indices: list[int], scores: torch.Tensor, maps: list[torch.Tensor]) -> None:
+        self.indices = indices
+        self.event: torch.cuda.Event | None = None
+        if scores.device.type == "cuda":
+            host = [torch.empty(t.shape, dtype=torch.float32, pin_memory=True) for t in [scores, *maps]]
+            for dst, src in zip(host, [scores, *maps], strict=True):
+                dst.copy_(src, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+            self.scores, self.maps = host[0], host[1:]
+        else:
+            self.scores, self.maps = scores.float(), [m.float() for m in maps]
+
+    def write(self, writer: PredictionWriter) -> None:
+        """Wait for the copies, then hand the batch to the writer (runs on the writer thread)."""
+        if self.event is not None:
+            self.event.synchronize()
+        writer.add(self.indices, self.scores.tolist(), [m.numpy() for m in self.maps])
 
 
 def predictions_meta(model: Any, manifest: pd.DataFrame, compat: str) -> dict[str, Any]:
@@ -63,11 +105,12 @@ def score(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     num_workers: int = 0,
-    compat: str = "clean",
+    compat: str | None = None,
     class_words: Mapping[str, str] | None = None,
     chunk_size: int = 64,
     tag: str = "p0",
     progress: bool = True,
+    compile: bool = False,
 ) -> PredictionReader:
     """Score every row of a manifest into a predictions folder, skipping rows already stored there.
 
@@ -79,11 +122,18 @@ def score(
         batch_size: images per forward pass.
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``None`` (CUDA if available).
         num_workers: DataLoader workers reading and resizing images.
-        compat: text class word rule (``clean`` or ``reference``, see ``medad.models.prompt_word``).
+        compat: text class word rule (``clean`` or ``reference``, see ``medad.models.prompt_word``); ``None``
+            uses the model's own ``compat``.
         class_words: optional class-name -> word overrides.
         chunk_size: images per predictions chunk file.
         tag: writer tag (one per process when sharding).
         progress: show a tqdm bar.
+        compile: ``torch.compile`` the backbone's forward (about 1.7x faster for ViT-L on an H100 after a
+            one-off compilation of a minute or so; worth it for large archives on a GPU).
+
+    The loop never waits for the disk: maps are resized on the device, copied to pinned host memory without
+    blocking, and written by a background thread (at most two batches in flight), while the next batch is
+    already on the GPU. The manifest is saved beside the predictions (``manifest.csv``) for later exports.
 
     Returns:
         A reader over the finished predictions folder.
@@ -100,11 +150,14 @@ def score(
         raise ConfigError(f"batch_size={batch_size} must be >= 1")
     dev = resolve_device(device)
     out = Path(out_dir)
+    compat = compat or getattr(model, "compat", "clean")
     meta = predictions_meta(model, manifest, compat)
     _check_same_run(out, meta)
     if meta["random_weights"]:
         print(RANDOM_WEIGHTS_WARNING.format(name=meta["model"].get("name")), file=sys.stderr)
     writer = PredictionWriter(out, chunk_size=chunk_size, tag=tag, meta=meta)
+    if tag == "p0" or not (out / "manifest.csv").exists():
+        write_text_atomic(out / "manifest.csv", manifest.to_csv(index=False, lineterminator="\n"))
     todo = sorted(set(range(len(manifest))) - writer.done_indices())
     if todo:
         words = prompt_words(manifest, compat, class_words)
@@ -115,17 +168,25 @@ def score(
             shuffle=False,
             num_workers=num_workers,
             pin_memory=dev.type == "cuda",
+            prefetch_factor=4 if num_workers else None,
         )
         model.to(dev)
         model.eval()
-        with writer, torch.inference_mode(), autocast(dev):
+        vit = model.backbone.model
+        if compile and not getattr(vit, "_medad_compiled", False):
+            vit.forward_intermediates = torch.compile(vit.forward_intermediates)
+            vit._medad_compiled = True
+        in_flight: deque[Future[None]] = deque()
+        with writer, ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode(), autocast(dev):
             for batch in tqdm(loader, desc="scoring", unit="batch", disable=not progress):
                 indices = batch["index"].tolist()
                 outputs = model(batch["image"].to(dev, non_blocking=True), [words[i] for i in indices])
-                sizes = batch["orig_size"].tolist()
-                pixel_scores = outputs["pixel_scores"]
-                maps = [upsample_to(m, size).cpu().numpy() for m, size in zip(pixel_scores, sizes, strict=True)]
-                writer.add(indices, outputs["image_scores"].float().cpu().tolist(), maps)
+                maps = upsample_batch(outputs["pixel_scores"], batch["orig_size"].tolist())
+                in_flight.append(pool.submit(_HostBatch(indices, outputs["image_scores"], maps).write, writer))
+                while len(in_flight) > 2:
+                    in_flight.popleft().result()
+            while in_flight:
+                in_flight.popleft().result()
     return PredictionReader(out)
 
 
@@ -179,9 +240,10 @@ def score_files(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     num_workers: int = 0,
-    compat: str = "clean",
+    compat: str | None = None,
     heatmaps: bool = True,
     progress: bool = True,
+    compile: bool = False,
 ) -> pd.DataFrame:
     """Score image files, folders, DICOM and NIfTI files; write tables and heatmaps (what ``medad score`` does).
 
@@ -201,6 +263,7 @@ def score_files(
         compat: text class word rule.
         heatmaps: write heatmap PNGs.
         progress: show a progress bar.
+        compile: ``torch.compile`` the backbone (see :func:`score`).
 
     Returns:
         The scores table.
@@ -221,6 +284,7 @@ def score_files(
         num_workers=num_workers,
         compat=compat,
         progress=progress,
+        compile=compile,
     )
     names = output_names(manifest)
     rows = []

@@ -158,14 +158,19 @@ class CurveSweep:
         tpr, fpr = ctp / n_pos, cfp / n_neg
         pro = np.zeros_like(fpr) if cpro is None else cpro
         thr = np.full_like(fpr, np.nan) if values is None else np.asarray(values, dtype=np.float64)
-        pts = np.stack([fpr, tpr, precision, pro, thr], axis=1)
         if self._grid is not None:
-            cells = np.floor(pts[:, [0, 1, 3]] * self._grid)
-            prev = np.vstack([self._last_cell, cells[:-1]])
-            keep = (cells != prev).any(axis=1)
+            keep = np.zeros(fpr.size, dtype=bool)
             keep[-1] = True
-            self._last_cell = cells[-1]
-            pts = pts[keep]
+            last = []
+            for k, series in enumerate((fpr, tpr, pro)):
+                cells = np.floor(series * self._grid)
+                keep[0] |= cells[0] != self._last_cell[k]
+                keep[1:] |= cells[1:] != cells[:-1]
+                last.append(cells[-1])
+            self._last_cell = np.array(last)
+            idx = np.flatnonzero(keep)
+            fpr, tpr, precision, pro, thr = fpr[idx], tpr[idx], precision[idx], pro[idx], thr[idx]
+        pts = np.stack([fpr, tpr, precision, pro, thr], axis=1)
         self._points.append(pts)
 
     def results(self) -> dict[str, np.ndarray]:
@@ -214,15 +219,17 @@ def group_sorted_keys(composed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
         ``(keys, neg, pos, w)`` in DESCENDING score order: distinct uint32 score keys, normal and anomalous pixel
         counts, and the summed ``1/|component|`` of the anomalous pixels, per distinct score.
     """
-    hi = (composed >> np.uint64(32)).astype(np.uint32)
-    size = (composed & np.uint64(0xFFFFFFFF)).astype(np.float64)
+    words = np.ascontiguousarray(composed).view(np.uint32)
+    little = np.little_endian
+    hi, size = (words[1::2], words[0::2]) if little else (words[0::2], words[1::2])
     starts = np.flatnonzero(np.concatenate([[True], hi[1:] != hi[:-1]]))
-    is_neg = (size == 0).astype(np.int64)
-    neg = np.add.reduceat(is_neg, starts)
     total = np.diff(np.append(starts, hi.size))
-    inv = np.divide(1.0, size, out=np.zeros_like(size), where=size > 0)
-    w = np.add.reduceat(inv, starts)
-    return hi[starts][::-1], neg[::-1], (total - neg)[::-1], w[::-1]
+    anomalous = np.flatnonzero(size)
+    group = np.searchsorted(starts, anomalous, side="right") - 1
+    pos = np.bincount(group, minlength=starts.size)
+    w = np.bincount(group, weights=1.0 / size[anomalous].astype(np.float64), minlength=starts.size)
+    neg = total - pos
+    return hi[starts][::-1], neg[::-1], pos[::-1], w[::-1]
 
 
 def merge_groups(

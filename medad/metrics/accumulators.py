@@ -20,6 +20,8 @@ Nothing is binned: every distinct float32 score is a threshold, so the results e
 
 from __future__ import annotations
 
+import bisect
+import os
 import shutil
 import tempfile
 import weakref
@@ -96,24 +98,42 @@ class _MemoryRun:
     def read(self, start: int, stop: int) -> np.ndarray:
         return self.keys[start:stop]
 
+    def search(self, value: np.uint64, stop: int) -> int:
+        return int(np.searchsorted(self.keys[:stop], value, side="left"))
+
 
 class _SpilledRun:
-    """A sorted run spilled to an ``.npy`` file.
+    """A sorted run spilled to an ``.npy`` file and read with plain positional reads.
 
-    Binary search goes through a memory map (it touches a few pages); blocks are read with plain file reads so
-    that the merged data does not stay mapped (and counted as resident memory).
+    No memory map: mapped pages (with the kernel's read-ahead) would stay resident and count as process memory.
+    Binary search reads ~log2(n) single keys; blocks are read whole.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.keys = np.load(path, mmap_mode="r")
-        self._offset = self.keys.offset
+        header = np.load(path, mmap_mode="r")
+        self._offset = int(header.offset)
+        self._len = len(header)
+        del header
+        self._fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return self._len
+
+    def __getitem__(self, index: int) -> np.uint64:
+        return np.frombuffer(os.pread(self._fd, 8, self._offset + 8 * index), dtype=np.uint64)[0]
+
+    @property
+    def keys(self) -> _SpilledRun:
+        return self
+
+    def search(self, value: np.uint64, stop: int) -> int:
+        return bisect.bisect_left(self, value, 0, stop)
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        return np.fromfile(self.path, dtype=np.uint64, count=stop - start, offset=self._offset + 8 * start)
+        data = os.pread(self._fd, 8 * (stop - start), self._offset + 8 * start)
+        return np.frombuffer(data, dtype=np.uint64).copy()
 
 
 class PixelMetrics:
@@ -186,15 +206,20 @@ class PixelMetrics:
             raise DataError("score maps and masks differ in number or shape")
         if not map_list:
             return
-        keys = np.concatenate([float32_keys(m).ravel() for m in map_list]).astype(np.uint64)
-        size = np.concatenate([np.asarray(s).ravel() for s in size_list]).astype(np.uint64)
-        n_pos = int(np.count_nonzero(size))
+        total = sum(m.size for m in map_list)
+        run = np.empty(total, dtype=np.uint64)
+        words = run.view(np.uint32)
+        key_words, size_words = (words[1::2], words[0::2]) if np.little_endian else (words[0::2], words[1::2])
+        offset, n_pos = 0, 0
+        for m, s in zip(map_list, size_list, strict=True):
+            key_words[offset : offset + m.size] = float32_keys(m).ravel()
+            size_words[offset : offset + m.size] = np.asarray(s).ravel()
+            n_pos += int(np.count_nonzero(s))
+            offset += m.size
         self.n_pos += n_pos
-        self.n_neg += int(size.size - n_pos)
+        self.n_neg += int(total - n_pos)
         self.n_comp += int(np.sum(n_comp))
         self.n_images += len(map_list)
-        run = (keys << np.uint64(32)) | size
-        del keys, size
         run.sort()
         self._runs.append(run)
         self._result = None
@@ -251,7 +276,7 @@ class PixelMetrics:
             low = np.uint64(cut) << np.uint64(32)
             groups = []
             for k in live:
-                start = int(np.searchsorted(runs[k].keys[: ends[k]], low, side="left"))
+                start = runs[k].search(low, ends[k])
                 for piece in range(start, ends[k], per_run):
                     groups.append(group_sorted_keys(runs[k].read(piece, min(piece + per_run, ends[k]))))
                 ends[k] = start

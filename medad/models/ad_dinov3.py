@@ -256,7 +256,8 @@ class ADDINOv3(nn.Module):
         return table[[unique.index(w) for w in class_names]]
 
     def forward_features(self, features: Mapping[str, torch.Tensor], class_names: list[str]) -> dict[str, torch.Tensor]:
-        """Run the trainable head on backbone features.
+        """Run the trainable head on backbone features, in fp32 even under autocast (it is cheap, and bf16 logits
+        scaled by 100 would visibly move the maps).
 
         Args:
             features: Output of :meth:`extract_features`.
@@ -264,17 +265,44 @@ class ADDINOv3(nn.Module):
 
         Returns:
             ``pixel_scores`` (B, S, S) in [0, 1] (CMCL anomaly channel, smoothed if configured), ``image_scores`` (B,),
-            ``seg_probs`` (B, 2, S, S) CMCL map M, ``aacm_probs`` (B, 2, S, S) AACM map A, ``global_logits`` (B, 2).
+            ``global_logits`` (B, 2); in training mode also what the loss needs: ``seg_probs`` (B, 2, S, S) CMCL map
+            M and ``aacm_probs`` (B, 2, S, S) AACM map A. In eval mode the AACM map, unused at inference, is
+            skipped and the pixel map takes the equivalent one-channel path
+            (:func:`medad.models.head.cmcl_anomaly_probability`).
         """
         patch_tokens = features["patch_tokens"].float()
         cls_tokens = features["cls_tokens"].float()
         batch = patch_tokens.shape[0]
         if len(class_names) != batch:
             raise ConfigError(f"got {len(class_names)} class names for {batch} images; pass one word per image")
-        t0 = self.text_features(list(class_names), patch_tokens.device)
-        u_n = self.text_adapters[0](t0[..., 0])
-        u_a = self.text_adapters[1](t0[..., 1])
-        text = head.combine_text(u_n, u_a, self.compat)
+        with torch.autocast(patch_tokens.device.type, enabled=False):
+            t0 = self.text_features(list(class_names), patch_tokens.device)
+            u_n = self.text_adapters[0](t0[..., 0])
+            u_a = self.text_adapters[1](t0[..., 1])
+            text = head.combine_text(u_n, u_a, self.compat)
+            if self.training:
+                return self._training_outputs(patch_tokens, cls_tokens, text)
+            return self._inference_outputs(patch_tokens, cls_tokens, text)
+
+    def _inference_outputs(
+        self, patch_tokens: torch.Tensor, cls_tokens: torch.Tensor, text: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        patches = torch.stack(
+            [F.normalize(adapter(patch_tokens[:, i]), dim=-1) for i, adapter in enumerate(self.patch_adapters)], dim=1
+        )
+        logits = torch.stack(
+            [
+                head.global_logits(F.normalize(adapter(cls_tokens[:, i]), dim=-1), text)
+                for i, adapter in enumerate(self.cls_adapters)
+            ]
+        ).mean(dim=0)
+        anomaly = head.cmcl_anomaly_probability(patches, text, self.image_size)
+        pixel = head.gaussian_blur(anomaly, self.config.smoothing_sigma).clamp(0.0, 1.0)
+        return {"pixel_scores": pixel, "image_scores": self.image_scores(logits, pixel), "global_logits": logits}
+
+    def _training_outputs(
+        self, patch_tokens: torch.Tensor, cls_tokens: torch.Tensor, text: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         seg = aacm = logits = None
         for i in range(len(self.layers)):
             p = F.normalize(self.patch_adapters[i](patch_tokens[:, i]), dim=-1)
@@ -323,6 +351,8 @@ class ADDINOv3(nn.Module):
         Returns:
             ``total`` plus the named terms.
         """
+        if "aacm_probs" not in outputs:
+            raise ConfigError("the loss needs training-mode outputs; call model.train() before the forward pass")
         if labels.numel() and (labels.min() < 0 or labels.max() > 1):
             raise ConfigError("training labels must be 0 (normal) or 1 (abnormal); drop images with unknown labels")
         return ad_dinov3_loss(

@@ -98,6 +98,31 @@ def cmcl_map(patch: torch.Tensor, text: torch.Tensor, size: int) -> torch.Tensor
     return torch.softmax(_upsample(_to_grid(scores), size), dim=1)
 
 
+def cmcl_anomaly_probability(patch: torch.Tensor, text: torch.Tensor, size: int) -> torch.Tensor:
+    """Anomaly channel of the layer-averaged CMCL map, with one single-channel upsampling per layer.
+
+    A softmax over two channels is the sigmoid of their difference, and bilinear upsampling is linear, so
+    ``softmax(up(100 p T))[:, 1] == sigmoid(up(100 p (T_a - T_n)))``: the same value as :func:`cmcl_map` (up to
+    rounding) at half the upsampling work, all layers in one interpolation. Used at inference, where only
+    the pixel map is needed.
+
+    Args:
+        patch: ``(B, L, N, D)`` L2-normalised adapted patch tokens of L layers.
+        text: ``(B, D, 2)`` text matrix.
+        size: Output side in pixels.
+
+    Returns:
+        ``(B, size, size)`` = ``mean_l cmcl_map(patch[:, l], text, size)[:, 1]``.
+    """
+    batch, n_layers, n_tokens, _ = patch.shape
+    side = math.isqrt(n_tokens)
+    if side * side != n_tokens:
+        raise ValueError(f"{n_tokens} patch tokens do not form a square grid")
+    delta = (text[..., 1] - text[..., 0]).unsqueeze(1).unsqueeze(-1)
+    scores = CMCL_SCALE * torch.matmul(patch, delta).squeeze(-1)
+    return torch.sigmoid(_upsample(scores.reshape(batch, n_layers, side, side), size)).mean(dim=1)
+
+
 def aacm_map(patch: torch.Tensor, cls: torch.Tensor, size: int) -> torch.Tensor:
     """AACM map of one layer.
 

@@ -152,3 +152,33 @@ def test_ensemble_is_normalised_mean_of_normalised_sentences(tiny_clean: ADDINOv
     with torch.no_grad():
         feats = F.normalize(enc.tower(enc.tokenizer(sentences)), dim=-1)
     assert torch.allclose(enc._encode_group(sentences), F.normalize(feats.mean(0), dim=-1), atol=1e-6)
+
+
+@pytest.mark.parametrize("compat", ["clean", "reference"])
+@pytest.mark.parametrize("sigma", [0.0, 2.0])
+def test_eval_fast_path_equals_training_path(compat: str, sigma: float, images: torch.Tensor) -> None:
+    torch.manual_seed(3)
+    model = create_model("ad_dinov3_tiny", compat=compat, smoothing_sigma=sigma)
+    words = ["bottle", "skin lesion"]
+    with torch.no_grad():
+        literal = model.train()(images, words)
+        fast = model.eval()(images, words)
+    assert "aacm_probs" not in fast and "seg_probs" not in fast
+    torch.testing.assert_close(fast["pixel_scores"], literal["pixel_scores"], atol=2e-6, rtol=0)
+    torch.testing.assert_close(fast["image_scores"], literal["image_scores"], atol=2e-6, rtol=0)
+    torch.testing.assert_close(fast["global_logits"], literal["global_logits"], atol=1e-4, rtol=1e-6)
+
+
+def test_cmcl_anomaly_probability_is_the_softmax_channel_of_the_layer_mean() -> None:
+    torch.manual_seed(4)
+    patch = F.normalize(torch.randn(2, 3, 16, 8, dtype=torch.float64), dim=-1)
+    text = torch.randn(2, 8, 2, dtype=torch.float64) / 10
+    expected = torch.stack([head.cmcl_map(patch[:, i], text, 12)[:, 1] for i in range(3)]).mean(0)
+    torch.testing.assert_close(head.cmcl_anomaly_probability(patch, text, 12), expected, atol=1e-12, rtol=0)
+
+
+def test_loss_needs_training_outputs(images: torch.Tensor) -> None:
+    model = create_model("ad_dinov3_tiny").eval()
+    out = model(images, ["x", "x"])
+    with pytest.raises(ConfigError, match=r"model\.train\(\)"):
+        model.compute_loss(out, torch.zeros(2, 1, 112, 112), torch.zeros(2, dtype=torch.int64))

@@ -1,0 +1,72 @@
+"""The scorer's batch pipeline: grouped upsampling, saved manifest, the model's prompt rule, ``--export``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from medad.data import manifest_from_paths
+from medad.engine.scorer import score, upsample_batch, upsample_to
+from medad.export import load_manifest_file
+
+
+def test_grouped_upsampling_equals_one_image_at_a_time():
+    torch.manual_seed(0)
+    maps = torch.rand(5, 16, 16)
+    sizes = [(30, 40), (17, 9), (30, 40), (16, 16), (17, 9)]
+    grouped = upsample_batch(maps, sizes)
+    for pixel_map, size, got in zip(maps, sizes, grouped, strict=True):
+        assert tuple(got.shape) == size
+        reference = torch.nn.functional.interpolate(pixel_map[None, None], size=size, mode="bilinear")[0, 0]
+        assert torch.equal(got, reference)
+        assert torch.equal(upsample_to(pixel_map, size), reference)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    rng = np.random.default_rng(1)
+    images = tmp_path / "images"
+    images.mkdir()
+    for k, (h, w) in enumerate([(40, 50), (33, 33), (40, 50)]):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(images / f"x{k}.png")
+    return images
+
+
+def test_manifest_saved_and_prompt_rule_follows_the_model(tmp_path, folder, monkeypatch):
+    from medad.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("ad_dinov3_tiny", compat="reference")
+    manifest = manifest_from_paths([str(folder)]).reset_index(drop=True)
+    seen: list[list[str]] = []
+    original = model.forward_features
+    monkeypatch.setattr(model, "forward_features", lambda f, words: seen.append(list(words)) or original(f, words))
+    reader = score(model, manifest, tmp_path / "pred", batch_size=2, progress=False)
+    assert reader.meta["compat"] == "reference"
+    expected = [row["image_path"].split("/")[-4] for _, row in manifest.iterrows()]
+    assert [w for batch in seen for w in batch] == expected
+    saved = load_manifest_file(tmp_path / "pred" / "manifest.csv")
+    pd.testing.assert_series_equal(saved["case_id"], manifest["case_id"])
+
+
+def test_cli_score_with_export_writes_masks_at_native_size(tmp_path, folder, monkeypatch, capsys):
+    from medad.cli import main
+
+    out = tmp_path / "out"
+    argv = ["medad", "score", str(folder), "--model", "ad_dinov3_tiny", "--out", str(out), "--export", "png"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--threshold", "fixed:0.5"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code in (0, None)
+    record = json.loads((out / "export" / "export.json").read_text())
+    assert record["threshold"]["rule"] == "fixed" and record["threshold"]["value"] == 0.5
+    scores = pd.read_csv(out / "scores.csv")
+    sizes = {Image.open(p).size for p in (out / "export").rglob("*mask*.png")}
+    assert len(list((out / "export").rglob("*mask*.png"))) == len(scores) == 3
+    assert sizes == {(50, 40), (33, 33)}
