@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from medad.errors import WeightsError
-from medad.models import ADDINOv3Config, create_model
+from medad.models import create_model
 from medad.models.weights import build_backbone, build_text_tower, text_model_config
 from medad.utils.io import sha256_file
 
@@ -80,13 +80,27 @@ def test_real_sized_reference_model_from_local_files(real_files: dict[str, Any])
 
 
 @pytest.mark.slow
-def test_real_sized_clean_text_tower_from_local_file(real_files: dict[str, Any]) -> None:
-    config = ADDINOv3Config.from_kwargs(text_weights=str(real_files["text"]), compat="clean")
-    tower, info = build_text_tower(config.text_model, config.text_weights, quick_gelu=config.resolved_quick_gelu())
+def test_real_sized_clean_model_from_local_files(real_files: dict[str, Any]) -> None:
+    model = create_model(
+        "ad_dinov3",
+        backbone_weights=str(real_files["backbone"]),
+        text_weights=str(real_files["text"]),
+        image_size=64,
+        compat="clean",
+        text_disk_cache=False,
+    )
+    card = model.card()
+    assert card["random_weights"] is False and card["config"]["compat"] == "clean"
+    assert card["backbone"]["sha256"] == sha256_file(real_files["backbone"])
+    assert card["text"]["sha256"] == sha256_file(real_files["text"]) and card["text"]["activation"] == "quickgelu"
+    assert torch.equal(model.backbone.model.blocks[23].mlp.fc2.weight, real_files["vit_probe"])
+    tower = model.text_encoder.tower
     assert isinstance(tower.transformer.resblocks[0].mlp.gelu, open_clip.transformer.QuickGELU)
-    assert info["activation"] == "quickgelu" and info["sha256"] == sha256_file(real_files["text"])
     assert torch.equal(tower.transformer.resblocks[11].mlp.c_fc.weight, real_files["text_probe"])
+    assert sum(p.numel() for p in model.trainable_modules().parameters()) == 7_471_104  # fc1 only
     assert tower(torch.zeros(1, 77, dtype=torch.long)).shape == (1, 768)
+    feats = model.extract_features(torch.zeros(1, 3, 64, 64))
+    assert feats["patch_tokens"].shape == (1, 4, 16, 1024) and feats["cls_tokens"].shape == (1, 4, 1024)
 
 
 def test_missing_local_files(tmp_path: Path) -> None:
