@@ -129,6 +129,10 @@ def score_command(
     compile_backbone: Annotated[
         bool, typer.Option("--compile", help="torch.compile the backbone (GPU: faster after a one-off compile).")
     ] = False,
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="Read the one PATH as a dataset root in this layout (e.g. isic).")
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="Dataset split with --kind.")] = "test",
 ) -> None:
     """Score images: OUT/scores.csv, OUT/scores.json, OUT/heatmaps/*.png and OUT/predictions/."""
     from medad.engine.scorer import score_files
@@ -145,6 +149,8 @@ def score_command(
         compat=compat,
         heatmaps=heatmaps,
         compile=compile_backbone,
+        kind=kind,
+        split=split,
     )
     typer.echo(f"scored {len(table)} images; results in {out}")
     if export:

@@ -129,6 +129,7 @@ def evaluate(
     Returns:
         ``{"settings", "rows", "comparisons", "out_dir"}`` - the content of metrics.json and comparisons.json.
     """
+    from medad.engine.features import manifest_fingerprint
     from medad.engine.predictions import PredictionReader
 
     unknown = sorted(set(metrics) - set(ALL_METRICS))
@@ -143,6 +144,15 @@ def evaluate(
     readers = {name: PredictionReader(folder) for name, folder in predictions.items()}
     manifest = manifest.reset_index(drop=True)
     n = len(manifest)
+    expected = manifest_fingerprint(manifest)
+    for name, reader in readers.items():
+        scored = reader.meta.get("manifest_hash")
+        if scored is not None and scored != expected:
+            raise DataError(
+                f"predictions of {name!r} in {reader.folder} were scored from other images than the dataset given "
+                "(manifest hashes differ), so their indices would pair maps with the wrong masks; score the dataset "
+                "itself, e.g. `medad score ROOT --kind KIND --out DIR`, then evaluate DIR/predictions"
+            )
     for name, reader in readers.items():
         missing = np.setdiff1d(np.arange(n), reader.indices)
         if missing.size:

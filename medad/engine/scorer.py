@@ -244,6 +244,8 @@ def score_files(
     heatmaps: bool = True,
     progress: bool = True,
     compile: bool = False,
+    kind: str | None = None,
+    split: str = "test",
 ) -> pd.DataFrame:
     """Score image files, folders, DICOM and NIfTI files; write tables and heatmaps (what ``medad score`` does).
 
@@ -264,13 +266,21 @@ def score_files(
         heatmaps: write heatmap PNGs.
         progress: show a progress bar.
         compile: ``torch.compile`` the backbone (see :func:`score`).
+        kind: read ``paths[0]`` as a dataset root in this public layout (``medad datasets check`` kinds, e.g.
+            ``isic``), so masks are not scored as images and ``medad eval`` can pair the maps with them.
+        split: the dataset split when ``kind`` is given.
 
     Returns:
         The scores table.
     """
-    from medad.data import manifest_from_paths
+    from medad.data import load_manifest, manifest_from_paths
 
-    manifest = manifest_from_paths([str(p) for p in paths]).reset_index(drop=True)
+    if kind is None:
+        manifest = manifest_from_paths([str(p) for p in paths]).reset_index(drop=True)
+    elif len(paths) == 1:
+        manifest = load_manifest(paths[0], kind, split=split).reset_index(drop=True)
+    else:
+        raise ConfigError(f"--kind {kind} reads one dataset root; got {len(paths)} paths")
     if len(manifest) == 0:
         raise DataError(f"no images found in {', '.join(map(str, paths))}; give image, DICOM or NIfTI files or folders")
     model = load_model(checkpoint, model_name, device)

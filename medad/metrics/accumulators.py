@@ -355,14 +355,18 @@ class ImageMetrics:
         return sweep
 
     def compute(self) -> dict[str, float | NotApplicable]:
-        """Return ``image_auroc``, ``image_ap``, ``image_f1_max`` (NotApplicable when a class is missing)."""
+        """Return ``image_auroc``, ``image_ap``, ``image_f1_max``.
+
+        All three are NotApplicable unless both normal and abnormal images are present: on an all-abnormal set
+        (ISIC, CVC, TN3K test splits) AP and F1-max would be a trivial 1.0 that says nothing about detection.
+        """
         sweep = self._sweep(record=False)
         res = sweep.results()
-        n_pos = int(sweep.n_pos[0])
+        n_pos, n_neg = int(sweep.n_pos[0]), int(sweep.n_neg[0])
         out: dict[str, float | NotApplicable] = {}
         for name, key in (("image_auroc", "auroc"), ("image_ap", "ap"), ("image_f1_max", "f1_max")):
             value = float(res[key][0])
-            if np.isnan(value):
+            if n_pos == 0 or n_neg == 0 or np.isnan(value):
                 out[name] = NotApplicable("no abnormal images" if n_pos == 0 else "no normal images")
             else:
                 out[name] = value

@@ -34,12 +34,12 @@ def image_auroc(scores: Any, labels: Any) -> float | NotApplicable:
 
 
 def image_ap(scores: Any, labels: Any) -> float | NotApplicable:
-    """Average precision (scikit-learn's step-wise definition, no interpolation); N/A without abnormal images."""
+    """Average precision (scikit-learn's step-wise definition, no interpolation); N/A unless both classes occur."""
     return _image(scores, labels).compute()["image_ap"]
 
 
 def image_f1_max(scores: Any, labels: Any) -> float | NotApplicable:
-    """Best F1 over all thresholds (``score >= t`` is abnormal); N/A without abnormal images."""
+    """Best F1 over all thresholds (``score >= t`` is abnormal); N/A unless both classes occur."""
     return _image(scores, labels).compute()["image_f1_max"]
 
 
