@@ -115,7 +115,7 @@ def time_loader(model: Any, manifest: Any, batch_size: int, workers: int) -> flo
 
     from medad.data import make_dataset
 
-    dataset = make_dataset(manifest, model.image_size, model.mean, model.std)
+    dataset = make_dataset(manifest, model.image_size, model.mean, model.std, masks=False, uint8=True)
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=workers, pin_memory=True, prefetch_factor=4 if workers else None
     )

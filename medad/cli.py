@@ -84,8 +84,11 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT's last checkpoint.")] = True,
 ) -> None:
     """Train a model's adapters on auxiliary datasets for a fixed number of epochs (resumable)."""
+    from medad.engine import distributed
     from medad.engine.train import train_on_roots
 
+    if distributed.launched():  # under torchrun: DDP over the adapters, rank 0 writes (docs/scaling.md)
+        train_on_roots = distributed.train_on_roots_distributed
     result = train_on_roots(
         [str(p) for p in data],
         out,
@@ -103,6 +106,8 @@ def train_command(
         cache_features=cache,
         resume=resume,
     )
+    if not distributed.is_main_process():
+        return
     typer.echo(f"trained {result.epochs} epochs ({result.steps} steps); checkpoint: {result.checkpoint}")
 
 
@@ -135,9 +140,12 @@ def score_command(
     split: Annotated[str, typer.Option("--split", help="Dataset split with --kind.")] = "test",
 ) -> None:
     """Score images: OUT/scores.csv, OUT/scores.json, OUT/heatmaps/*.png and OUT/predictions/."""
+    from medad.engine import distributed
     from medad.engine.scorer import score_files
     from medad.export import export_run
 
+    if distributed.launched():  # under torchrun: one shard per rank, rank 0 writes the tables (docs/scaling.md)
+        score_files = distributed.score_files_distributed
     table = score_files(
         paths,
         out,
@@ -152,6 +160,8 @@ def score_command(
         kind=kind,
         split=split,
     )
+    if not distributed.is_main_process():
+        return
     typer.echo(f"scored {len(table)} images; results in {out}")
     if export:
         folder = export_run(

@@ -20,7 +20,7 @@ from medad.data.registry import KINDS, check_dataset, detect_kind, load_manifest
 from medad.data.synthetic import LAYOUTS, write_layout
 from medad.data.tabular import make_csv
 from medad.data.tn3k import make_tn3k
-from medad.data.transforms import make_dataset
+from medad.data.transforms import make_dataset, normalize_images
 from medad.data.visa import make_visa
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "make_visa",
     "manifest_from_paths",
     "mask_rule_for",
+    "normalize_images",
     "pair_by_stem",
     "read_dicom_frame",
     "read_image",

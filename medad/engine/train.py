@@ -16,6 +16,7 @@ and cached on disk (:mod:`medad.engine.features`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -159,6 +160,41 @@ def _to_device(value: Any, device: torch.device) -> Any:
     return value
 
 
+class OneProcess:
+    """How :func:`train` shares its work between processes: here, one process does all of it (the default).
+
+    :class:`medad.engine.distributed.DDPTraining` is the ``torchrun`` counterpart with the same methods.
+    """
+
+    is_main = True
+
+    def split(self, batch: list[int], micro: int) -> list[tuple[list[int], float, bool]]:
+        """This process's micro-batches of one global batch: ``(indices, loss weight, counts in the stats)``."""
+        parts = [batch[s : s + micro] for s in range(0, len(batch), micro)]
+        return [(part, len(part) / len(batch), True) for part in parts]
+
+    def loss_fn(self, model: Any) -> Callable[..., dict[str, Any]]:
+        """``loss_fn(features, words, masks, labels) -> losses`` through the trainable head."""
+        return lambda features, words, masks, labels: model.compute_loss(
+            model.forward_features(features, words), masks, labels
+        )
+
+    def sync(self, last: bool) -> Any:
+        """Context of one micro-batch's forward and backward (``last``: the step's final one)."""
+        return contextlib.nullcontext()
+
+    def reduce(self, sums: dict[str, float], count: int) -> tuple[dict[str, float], int]:
+        """Loss sums and micro-batch count over all processes."""
+        return sums, count
+
+    def build_cache(self, cache: FeatureCache, *args: Any, **kwargs: Any) -> None:
+        """Compute the missing feature chunks (``FeatureCache.build`` arguments)."""
+        cache.build(*args, **kwargs)
+
+    def barrier(self) -> None:
+        """Wait for every process."""
+
+
 def _last_checkpoint(folder: Path) -> Path | None:
     done = [p for p in folder.glob("epoch_*") if p.name[6:].isdigit() and (p / _STATE_FILE).exists()]
     return max(done, key=lambda p: int(p.name[6:]), default=None)
@@ -186,6 +222,7 @@ def train(
     resume: bool = True,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    distributed: Any | None = None,
 ) -> TrainResult:
     """Train a model's adapters for a fixed number of epochs; resume from ``out_dir`` if it holds checkpoints.
 
@@ -214,6 +251,9 @@ def train(
         resume: continue from the last complete checkpoint in ``out_dir`` (refused if its settings differ).
         progress: show tqdm progress bars.
         on_epoch_end: called as ``on_epoch_end(epoch, stats)`` after each epoch's checkpoint is on disk.
+        distributed: how the work is shared between processes; ``None`` is one process (:class:`OneProcess`).
+            Under ``torchrun`` use :func:`medad.engine.distributed.train_distributed`, which passes its
+            ``DDPTraining`` here.
 
     Returns:
         A :class:`TrainResult`.
@@ -227,6 +267,7 @@ def train(
     from medad.data import make_dataset
     from medad.models import save_checkpoint
 
+    hooks = distributed or OneProcess()
     manifest = concat_manifests(manifests)
     _check_settings(manifest, epochs, lr, batch_size, micro_batch_size, warmup_fraction)
     micro = micro_batch_size or batch_size
@@ -275,9 +316,12 @@ def train(
     elif ckpt_root.exists() and any(ckpt_root.iterdir()):
         if resume:
             raise ConfigError(f"{ckpt_root} holds no complete checkpoint to resume; delete it or use another --out")
-        shutil.rmtree(ckpt_root)
+        if hooks.is_main:
+            shutil.rmtree(ckpt_root)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "train_settings.json", settings)
+    if hooks.is_main:
+        write_json_atomic(out / "train_settings.json", settings)
+    loss_fn = hooks.loss_fn(model)
 
     dataset = make_dataset(manifest, model.image_size, model.mean, model.std)
     pin = dev.type == "cuda"
@@ -285,7 +329,9 @@ def train(
         root = Path(cache_dir) if cache_dir is not None else default_cache_root()
         cache = FeatureCache(root / "features" / feature_cache_key(model, manifest, autocast_dtype(dev)), len(manifest))
         with autocast(dev):
-            cache.build(dataset, model.extract_features, micro, dev, num_workers=num_workers, progress=progress)
+            hooks.build_cache(
+                cache, dataset, model.extract_features, micro, dev, num_workers=num_workers, progress=progress
+            )
         dataset = CachedFeatureDataset(cache)
 
     history: list[dict[str, float]] = []
@@ -294,41 +340,51 @@ def train(
         model.train()
         order = epoch_order(seed, epoch, len(manifest))
         batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-        micro_batches = [b[s : s + micro] for b in batches for s in range(0, len(b), micro)]
-        loader = DataLoader(dataset, batch_sampler=micro_batches, num_workers=num_workers, pin_memory=pin)
+        # (micro-batch, loss weight, counts in the stats, last of its step), in the order this process runs them
+        plan = [
+            (part, weight, real, k == len(parts) - 1)
+            for parts in (hooks.split(b, micro) for b in batches)
+            for k, (part, weight, real) in enumerate(parts)
+        ]
+        loader = DataLoader(dataset, batch_sampler=[p[0] for p in plan], num_workers=num_workers, pin_memory=pin)
         sums: dict[str, float] = {}
+        n_micro = 0
         bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{epochs}", unit="step", disable=not progress)
-        batch_iter = iter(batches)
-        batch, seen = next(batch_iter), 0
         optimizer.zero_grad(set_to_none=True)
-        for sample in loader:
+        for sample, (_, weight, real, last) in zip(loader, plan, strict=True):
             indices = sample["index"].tolist()
             labels = sample["label"].to(dev, non_blocking=True)
             masks = sample["mask"].to(dev, non_blocking=True)
-            with autocast(dev):
-                if "features" in sample:
-                    features = _to_device(sample["features"], dev)
-                else:
-                    features = model.extract_features(sample["image"].to(dev, non_blocking=True))
-                outputs = model.forward_features(features, [words[i] for i in indices])
-                losses = model.compute_loss(outputs, masks, labels)
-            (losses["total"] * (len(indices) / len(batch))).backward()
-            for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach() if isinstance(value, torch.Tensor) else value)
-            seen += len(indices)
-            if seen == len(batch):
+            with hooks.sync(last):
+                with autocast(dev):
+                    if "features" in sample:
+                        features = _to_device(sample["features"], dev)
+                    else:
+                        features = model.extract_features(sample["image"].to(dev, non_blocking=True))
+                    losses = loss_fn(features, [words[i] for i in indices], masks, labels)
+                (losses["total"] * weight).backward()
+            if real:
+                n_micro += 1
+                for name, value in losses.items():
+                    sums[name] = sums.get(name, 0.0) + float(
+                        value.detach() if isinstance(value, torch.Tensor) else value
+                    )
+            if last:
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(losses['total'].detach()):.4f}")
-                batch, seen = next(batch_iter, []), 0
         bar.close()
-        stats = {name: total / len(micro_batches) for name, total in sums.items()}
+        sums, n_micro = hooks.reduce(sums, n_micro)
+        stats = {name: total / n_micro for name, total in sums.items()}
         stats.update(epoch=float(epoch + 1), steps=float(step), lr=float(scheduler.get_last_lr()[0]))
         history.append(stats)
-        checkpoint = _save(ckpt_root, epoch + 1, model, optimizer, scheduler, step, settings, stats, save_checkpoint)
+        checkpoint = ckpt_root / f"epoch_{epoch + 1:03d}"
+        if hooks.is_main:
+            _save(ckpt_root, epoch + 1, model, optimizer, scheduler, step, settings, stats, save_checkpoint)
+        hooks.barrier()
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, stats)
     if checkpoint is None:

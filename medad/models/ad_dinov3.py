@@ -338,6 +338,51 @@ class ADDINOv3(nn.Module):
         """``forward_features(extract_features(images), class_names)``."""
         return self.forward_features(self.extract_features(images), class_names)
 
+    @torch.no_grad()
+    def explain(self, images: torch.Tensor, class_names: list[str]) -> dict[str, Any]:
+        """Every intermediate map of one forward pass, for inspection (notebooks, figures); no gradients.
+
+        Args:
+            images: ``(B, 3, S, S)`` normalised with ``model.mean`` / ``model.std``.
+            class_names: One prompt word per image.
+
+        Returns:
+            ``layers`` (the tapped 1-based blocks), ``cmcl_layers`` (B, L, S, S) anomaly channel of each layer's
+            CMCL map, ``cmcl`` (B, S, S) their mean, ``aacm_layers`` (B, L, S, S) / ``aacm`` (B, S, S) the same for
+            the AACM map (CLS-patch similarity, used only by the loss), ``global_scores`` (B,) the CLS-vs-text
+            anomaly probability, and ``pixel_scores`` / ``image_scores`` exactly as :meth:`forward` returns them.
+        """
+        features = self.extract_features(images)
+        patch_tokens = features["patch_tokens"].float()
+        cls_tokens = features["cls_tokens"].float()
+        if len(class_names) != patch_tokens.shape[0]:
+            raise ConfigError(
+                f"got {len(class_names)} class names for {patch_tokens.shape[0]} images; pass one word per image"
+            )
+        with torch.autocast(patch_tokens.device.type, enabled=False):
+            t0 = self.text_features(list(class_names), patch_tokens.device)
+            text = head.combine_text(self.text_adapters[0](t0[..., 0]), self.text_adapters[1](t0[..., 1]), self.compat)
+            cmcl, aacm, logits = [], [], []
+            for i in range(len(self.layers)):
+                p = F.normalize(self.patch_adapters[i](patch_tokens[:, i]), dim=-1)
+                c = F.normalize(self.cls_adapters[i](cls_tokens[:, i]), dim=-1)
+                cmcl.append(head.cmcl_map(p, text, self.image_size)[:, 1])
+                aacm.append(head.aacm_map(p, c, self.image_size)[:, 1])
+                logits.append(head.global_logits(c, text))
+            cmcl_layers, aacm_layers = torch.stack(cmcl, dim=1), torch.stack(aacm, dim=1)
+            mean_logits = torch.stack(logits).mean(dim=0)
+            pixel = head.gaussian_blur(cmcl_layers.mean(dim=1), self.config.smoothing_sigma).clamp(0.0, 1.0)
+        return {
+            "layers": self.layers,
+            "cmcl_layers": cmcl_layers,
+            "cmcl": cmcl_layers.mean(dim=1),
+            "aacm_layers": aacm_layers,
+            "aacm": aacm_layers.mean(dim=1),
+            "global_scores": torch.softmax(mean_logits, dim=-1)[:, 1],
+            "pixel_scores": pixel,
+            "image_scores": self.image_scores(mean_logits, pixel),
+        }
+
     def compute_loss(
         self, outputs: Mapping[str, torch.Tensor], masks: torch.Tensor, labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from medad.errors import ConfigError
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
+_TRAINING_FREE: set[str] = set()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,6 +31,20 @@ def register_model(fn: F) -> F:
         raise ValueError(f"model {name!r} is already registered")
     _REGISTRY[name] = fn
     return fn
+
+
+def training_free(fn: F) -> F:
+    """Mark a registered factory as training-free (no adapters: nothing to train, no checkpoint to load).
+
+    Protocols build such models directly with ``create_model`` and skip the training stage for them.
+    """
+    _TRAINING_FREE.add(fn.__name__)
+    return fn
+
+
+def is_training_free(name: str) -> bool:
+    """Return True when the registered model ``name`` has nothing to train (see :func:`training_free`)."""
+    return name in _TRAINING_FREE
 
 
 def list_models() -> list[str]:

@@ -28,6 +28,13 @@ def model_names() -> list[str]:
     return list_models()
 
 
+def is_training_free(name: str) -> bool:
+    """Whether a registered model has nothing to train (no `training:` or `checkpoint:` needed)."""
+    from medad.models import is_training_free as _is_training_free
+
+    return _is_training_free(name)
+
+
 def metric_names() -> list[str]:
     """Metric names the evaluation computes."""
     from medad.engine.evaluate import ALL_METRICS

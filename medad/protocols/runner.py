@@ -187,11 +187,14 @@ def _class_words(spec: ModelSpec, datasets: list[DatasetData]) -> dict[str, str]
 
 def _train(state: RunState) -> None:
     from medad.engine.train import train
-    from medad.models import create_model
+    from medad.models import create_model, is_training_free
 
     p = state.lp.protocol
     for i, spec in enumerate(p.models):
         resolved_model = state.resolved["models"][i]
+        if is_training_free(spec.model):  # baselines without adapters: built directly in _score
+            state.models.append(ModelRun(spec.name, spec, None))
+            continue
         if spec.checkpoint is not None:
             ckpt = Path(resolved_model["checkpoint"])
             files = sorted(f for f in ckpt.iterdir() if f.is_file())
@@ -268,7 +271,7 @@ def _targets_manifest(state: RunState) -> pd.DataFrame:
 
 def _score(state: RunState) -> pd.DataFrame:
     from medad.engine.scorer import score
-    from medad.models import load_checkpoint
+    from medad.models import create_model, load_checkpoint
 
     p = state.lp.protocol
     manifest = _targets_manifest(state)
@@ -282,14 +285,18 @@ def _score(state: RunState) -> pd.DataFrame:
             "class_words": words,
             "targets": [t.name for t in p.targets],
             "device": state.device.type,
-            "checkpoint_files": None if run.train_key else run.card,
+            "checkpoint_files": None if run.train_key or run.checkpoint is None else run.card,
         }
         upstream = [run.train_key] if run.train_key else []
         stage = state.store.stage("score", config, upstream=upstream, data=[d.content_hash for d in targets])
 
-        def work(st: Stage, advance: Callable[[int], None], *, run: ModelRun = run, words: dict = words) -> dict:
-            assert run.checkpoint is not None
-            model = load_checkpoint(run.checkpoint, device=str(state.device), image_score=run.spec.image_score)
+        def work(
+            st: Stage, advance: Callable[[int], None], *, run: ModelRun = run, words: dict = words, index: int = index
+        ) -> dict:
+            if run.checkpoint is None:  # training-free model (no adapters): build it from the protocol's settings
+                model = create_model(run.spec.model, **_create_kwargs(state.resolved["models"][index]))
+            else:
+                model = load_checkpoint(run.checkpoint, device=str(state.device), image_score=run.spec.image_score)
             hook = model.register_forward_hook(lambda module, args, output: advance(len(args[0])))
             try:
                 score(
@@ -305,9 +312,13 @@ def _score(state: RunState) -> pd.DataFrame:
                 )
             finally:
                 hook.remove()
+            if run.checkpoint is None:
+                return {"n_images": len(manifest), "card": model.card()}
             return {"n_images": len(manifest)}
 
-        _run_stage(state, stage, run.label, len(manifest), config, work, resumable=True)
+        record = _run_stage(state, stage, run.label, len(manifest), config, work, resumable=True)
+        if run.checkpoint is None:
+            run.card = record.get("card", {})
         state.predictions[run.label] = stage.folder / "predictions"
         state.score_keys[run.label] = stage.key
         _rel_link(state.run_dir / "predictions" / run.label, stage.folder / "predictions")

@@ -354,7 +354,13 @@ def check_structure(lp: LoadedProtocol) -> None:
     dataset_names = {d.name for _, d in _dataset_locs(p)} | {d.kind for _, d in _dataset_locs(p)}
     for i, m in enumerate(p.models):
         _check_registered(lp, ("models", i, "model"), m.model, model_names, "model")
-        if m.checkpoint is None and p.training is None:
+        if registry.is_training_free(m.model):
+            if m.checkpoint is not None:
+                raise lp.error(
+                    ("models", i, "checkpoint"),
+                    f"model {m.name!r} ({m.model}) is training-free and loads no checkpoint; remove `checkpoint:`",
+                )
+        elif m.checkpoint is None and p.training is None:
             raise lp.error(
                 ("models", i),
                 f"model {m.name!r} has no `checkpoint:` and the protocol has no `training:` section; add one of them",

@@ -1,0 +1,329 @@
+"""``dinov3_mutual``: a training-free, text-free, TRANSDUCTIVE baseline (MuSc-style mutual scoring, Li et al.,
+ICLR 2024), re-derived from the paper's description on frozen DINOv3 patch features.
+
+Rule (exactly what :func:`mutual_patch_scores` computes). For a scoring set of ``N >= 2`` images (the scorer uses
+one set per (dataset, class)), each tapped layer ``l`` gives every image ``i`` the L2-normalised final-norm patch
+tokens ``f_i^l[p]`` (``P = g*g`` patches). For a patch ``p`` of image ``i`` and every OTHER image ``j != i``:
+
+    d_ij(p) = min_q || f_i^l[p] - f_j^l[q] ||_2          (nearest patch of image j; never image i itself)
+
+The layer score is the mean of the ``m = max(1, ceil(k * (N - 1)))`` smallest values among the ``N - 1`` minima
+``{d_ij(p)}_{j != i}`` (``k = k_fraction``, 0.3 by default): a normal patch finds close matches in most other
+images, an anomalous one does not, and ignoring the largest minima keeps the other anomalous images from
+lowering anyone's score. The patch score is the mean over layers divided by 2 (unit vectors are at most 2
+apart), so it lies in [0, 1]; the ``g x g`` grid is bilinearly upsampled to the input size (optionally smoothed).
+Image score (``image_score``): ``max`` of the map, ``global`` = mean of the top ``image_topk`` fraction of the
+grid's patch scores (there is no text/CLS score), ``blend`` = their mean.
+
+Memory: distances are computed with :func:`torch.cdist` in blocks of at most ``block_elements`` entries (query
+images x reference images x P x P), reduced to per-image minima at once, and the per-query minima (``Q x P x N``)
+are reduced to scores before the next query block; all pairwise patch distances never exist at once.
+
+The model is transductive (``transductive = True``): ``model(images, class_names)`` treats the batch as the
+scoring set; :func:`medad.engine.scorer.score` calls :meth:`MutualScorer.extract_features` on every image of a
+set and then :meth:`MutualScorer.score_set`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medad.errors import ConfigError
+from medad.models import head
+from medad.models.ad_dinov3 import _check_geometry
+from medad.models.prompts import check_compat
+from medad.models.registry import register_model, training_free
+from medad.models.weights import build_backbone
+
+IMAGE_SCORE_POLICIES = ("global", "max", "blend")
+FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def nearest_distances(
+    features: torch.Tensor, query: Sequence[int], block_elements: int = 1 << 25
+) -> torch.Tensor:
+    """Distance from every patch of each query image to its nearest patch in every image of the set.
+
+    Args:
+        features: ``(N, P, C)`` patch features of the set (any float dtype; blocks are computed in float32).
+        query: Positions (in ``0..N-1``) of the images to score.
+        block_elements: Upper bound on the entries of one ``cdist`` block.
+
+    Returns:
+        ``(Q, P, N)`` float32: entry ``[a, p, j]`` is ``min_q ||features[query[a], p] - features[j, q]||``, and
+        ``+inf`` where ``j == query[a]`` (an image never matches itself).
+    """
+    n, p, _ = features.shape
+    q_idx = torch.as_tensor(list(query), dtype=torch.long, device=features.device)
+    out = torch.empty(len(q_idx), p, n, device=features.device)
+    per_pair = p * p
+    ref_block = max(1, min(n, block_elements // per_pair))
+    query_block = max(1, min(len(q_idx), block_elements // (per_pair * ref_block)))
+    for qs in range(0, len(q_idx), query_block):
+        q = features[q_idx[qs : qs + query_block]].float()
+        qb = q.shape[0]
+        flat_q = q.reshape(qb * p, -1)
+        for rs in range(0, n, ref_block):
+            r = features[rs : rs + ref_block].float()
+            rb = r.shape[0]
+            d = torch.cdist(flat_q, r.reshape(rb * p, -1))
+            out[qs : qs + qb, :, rs : rs + rb] = d.view(qb, p, rb, p).amin(dim=-1)
+    out[torch.arange(len(q_idx), device=features.device), :, q_idx] = float("inf")
+    return out
+
+
+def mutual_patch_scores(
+    features: torch.Tensor, query: Sequence[int], k_fraction: float = 0.3, block_elements: int = 1 << 25
+) -> torch.Tensor:
+    """MuSc-style mutual score of every patch of the query images (the rule in the module docstring).
+
+    Args:
+        features: ``(N, P, C)`` patch features of the scoring set (``N >= 2``).
+        query: Positions of the images to score.
+        k_fraction: Fraction of the ``N - 1`` other images whose smallest nearest-patch distances are averaged.
+        block_elements: Bound on one distance block (also bounds the ``Q x P x N`` minima of one query block).
+
+    Returns:
+        ``(Q, P)`` float32 mean of the ``max(1, ceil(k_fraction * (N - 1)))`` smallest per-image minima.
+    """
+    n, p, _ = features.shape
+    if n < 2:
+        raise ConfigError("mutual scoring needs a set of at least 2 images (each image is scored against the others)")
+    m = max(1, math.ceil(k_fraction * (n - 1) - 1e-9))
+    query = list(query)
+    step = max(1, block_elements // max(1, p * n))
+    parts = []
+    for start in range(0, len(query), step):
+        minima = nearest_distances(features, query[start : start + step], block_elements)
+        parts.append(torch.topk(minima, m, dim=-1, largest=False).values.mean(dim=-1))
+    return torch.cat(parts) if parts else features.new_zeros(0, p, dtype=torch.float32)
+
+
+@dataclasses.dataclass
+class MutualConfig:
+    """Configuration of ``dinov3_mutual`` (recorded in the card).
+
+    Attributes:
+        backbone: timm DINOv3 ViT name (with or without pretrained tag).
+        backbone_weights: ``None`` for the hub weights, or a local weights file.
+        backbone_overrides: Extra timm keyword arguments (tiny test models).
+        layers: 1-based tapped blocks; their scores are averaged.
+        image_size: Input side in pixels (a multiple of the patch size).
+        k_fraction: Fraction of the other images whose smallest nearest-patch distances are averaged.
+        image_score: ``max``, ``global`` (top-``image_topk`` mean of the patch scores) or ``blend`` (their mean).
+        image_topk: Fraction of the grid's patches averaged by the ``global`` image score.
+        smoothing_sigma: Gaussian sigma (pixels) on the map; 0 = off.
+        block_elements: Entries of one distance block (memory bound, ~4 bytes each).
+        feature_dtype: Storage dtype of a set's features (``float16`` halves memory; distances are float32).
+        compat: Accepted for protocol symmetry; no text is used.
+        random_init: Seeded random backbone weights (tests); labelled ``random_weights``.
+        init_seed: Seed of the random weights.
+    """
+
+    backbone: str = "vit_large_patch16_dinov3.lvd1689m"
+    backbone_weights: str | None = None
+    backbone_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    layers: tuple[int, ...] = (6, 12, 18, 24)
+    image_size: int = 512
+    k_fraction: float = 0.3
+    image_score: str = "blend"
+    image_topk: float = 0.01
+    smoothing_sigma: float = 0.0
+    block_elements: int = 1 << 25
+    feature_dtype: str = "float32"
+    compat: str = "clean"
+    random_init: bool = False
+    init_seed: int = 0
+
+    @classmethod
+    def from_kwargs(cls, **cfg: Any) -> MutualConfig:
+        """Build a config; unknown keys raise a :class:`ConfigError` listing the valid ones."""
+        if cfg.get("text_weights") is not None:
+            raise ConfigError("dinov3_mutual uses no text: remove `weights: {text: ...}` for this model")
+        cfg.pop("text_weights", None)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(cfg) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown dinov3_mutual option(s) {', '.join(unknown)}; valid: {', '.join(names)}")
+        if "layers" in cfg:
+            cfg["layers"] = tuple(int(v) for v in cfg["layers"])
+        if cfg.get("backbone_weights") is not None:
+            cfg["backbone_weights"] = str(cfg["backbone_weights"])
+        config = cls(**cfg)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Check values that need no backbone."""
+        check_compat(self.compat)
+        if self.image_score not in IMAGE_SCORE_POLICIES:
+            raise ConfigError(f"image_score must be one of {', '.join(IMAGE_SCORE_POLICIES)}, got {self.image_score!r}")
+        if not 0 < self.k_fraction <= 1 or not 0 < self.image_topk <= 1:
+            raise ConfigError("k_fraction and image_topk must be in (0, 1]")
+        if self.feature_dtype not in FEATURE_DTYPES:
+            raise ConfigError(f"feature_dtype must be one of {', '.join(FEATURE_DTYPES)}")
+        if not self.layers or any(v < 1 for v in self.layers) or len(set(self.layers)) != len(self.layers):
+            raise ConfigError(f"layers must be distinct 1-based block numbers, got {list(self.layers)}")
+        if self.image_size <= 0 or self.block_elements < 1 or self.smoothing_sigma < 0:
+            raise ConfigError("image_size and block_elements must be positive and smoothing_sigma >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        out = dataclasses.asdict(self)
+        out["layers"] = list(self.layers)
+        return out
+
+
+class _Backbone(nn.Module):
+    """Frozen timm DINOv3 ViT (``.model``) returning L2-normalised final-norm patch tokens of the tapped layers."""
+
+    def __init__(self, model: nn.Module, layers: tuple[int, ...]) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.indices = [v - 1 for v in layers]
+
+    def train(self, mode: bool = True) -> _Backbone:
+        super().train(False)
+        return self
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        outs = self.model.forward_intermediates(
+            images, indices=self.indices, norm=True, intermediates_only=True, output_fmt="NLC"
+        )
+        return F.normalize(torch.stack(outs, dim=1).float(), dim=-1)  # (B, L, P, C)
+
+
+class MutualScorer(nn.Module):
+    """The ``dinov3_mutual`` model (training-free, transductive)."""
+
+    transductive = True
+
+    def __init__(self, config: MutualConfig, name: str = "dinov3_mutual") -> None:
+        super().__init__()
+        _check_geometry(config)  # type: ignore[arg-type]  (duck-typed: backbone, overrides, image_size, layers)
+        self.name = name
+        self.config = config
+        self.compat = config.compat
+        self.layers = tuple(config.layers)
+        self.image_size = config.image_size
+        vit, self.backbone_info = build_backbone(
+            config.backbone,
+            None if config.random_init else config.backbone_weights,
+            random_init=config.random_init,
+            img_size=config.image_size,
+            overrides=config.backbone_overrides,
+            init_seed=config.init_seed,
+        )
+        self.mean = tuple(float(v) for v in vit.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))
+        self.std = tuple(float(v) for v in vit.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))
+        self.grid = config.image_size // vit.patch_embed.patch_size[0]
+        self.backbone = _Backbone(vit, self.layers)
+
+    def train(self, mode: bool = True) -> MutualScorer:
+        """Frozen: always eval mode."""
+        return super().train(False)
+
+    def extract_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-image features of a batch: ``patch_tokens`` ``(B, L, P, C)`` unit vectors in ``feature_dtype``."""
+        if images.dim() != 4 or images.shape[-2:] != (self.image_size, self.image_size):
+            raise ConfigError(
+                f"images must be (B, 3, {self.image_size}, {self.image_size}) for this model, got "
+                f"{tuple(images.shape)}; resize them with make_dataset(image_size=model.image_size)"
+            )
+        return {"patch_tokens": self.backbone(images).to(FEATURE_DTYPES[self.config.feature_dtype])}
+
+    def score_set(
+        self, features: Mapping[str, torch.Tensor], query: Sequence[int] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Mutually score images of one scoring set.
+
+        Args:
+            features: ``patch_tokens`` ``(N, L, P, C)`` of the WHOLE set (concatenated :meth:`extract_features`).
+            query: Positions of the images to return (default all); each is scored against the other ``N - 1``.
+
+        Returns:
+            ``pixel_scores`` (Q, S, S) in [0, 1], ``image_scores`` (Q,), ``patch_scores`` (Q, g, g).
+        """
+        tokens = features["patch_tokens"]
+        n = tokens.shape[0]
+        if n < 2:
+            raise ConfigError(
+                f"{self.name} is transductive: it scores each image against the others of its set and needs at least "
+                "2 images per (dataset, class) set; score more images together"
+            )
+        query = list(range(n)) if query is None else list(query)
+        with torch.autocast(tokens.device.type, enabled=False):
+            per_layer = [
+                mutual_patch_scores(tokens[:, i], query, self.config.k_fraction, self.config.block_elements)
+                for i in range(tokens.shape[1])
+            ]
+            patch = (torch.stack(per_layer).mean(dim=0) / 2.0).clamp(0.0, 1.0)
+            grid = patch.reshape(len(query), self.grid, self.grid)
+            pixel = F.interpolate(grid[:, None], size=self.image_size, mode="bilinear")[:, 0]
+            pixel = head.gaussian_blur(pixel, self.config.smoothing_sigma).clamp(0.0, 1.0)
+            top = max(1, math.ceil(self.config.image_topk * patch.shape[1]))
+            global_score = torch.topk(patch, top, dim=1).values.mean(dim=1)
+            max_score = pixel.flatten(1).amax(dim=1)
+        policy = self.config.image_score
+        image = global_score if policy == "global" else max_score if policy == "max" else 0.5 * (global_score + max_score)
+        return {"pixel_scores": pixel, "image_scores": image, "patch_scores": grid}
+
+    def score_images(self, batches: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Score one set given as an iterable of image batches (features are accumulated, then scored)."""
+        parts = [self.extract_features(b)["patch_tokens"] for b in batches]
+        if not parts:
+            raise ConfigError("score_images got no images")
+        return self.score_set({"patch_tokens": torch.cat(parts)})
+
+    def forward(self, images: torch.Tensor, class_names: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Treat the batch as the scoring set (``class_names`` is ignored: no text)."""
+        return self.score_set(self.extract_features(images))
+
+    def card(self) -> dict[str, Any]:
+        """JSON-serialisable description (``transductive: True``)."""
+        return {
+            "name": self.name,
+            "config": self.config.to_dict(),
+            "layers": list(self.layers),
+            "image_size": self.image_size,
+            "patch_grid": self.grid,
+            "image_score": self.config.image_score,
+            "backbone": dict(self.backbone_info),
+            "random_weights": self.backbone_info["source"] == "random",
+            "trainable_parameters": 0,
+            "transductive": True,
+            "scoring_set": "one set per (dataset, class_name) of the scored manifest",
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+@training_free
+@register_model
+def dinov3_mutual(**cfg: Any) -> MutualScorer:
+    """MuSc-style mutual scoring on frozen DINOv3 ViT-L/16 (layers 6/12/18/24, 512 px); transductive, no text."""
+    return MutualScorer(MutualConfig.from_kwargs(**cfg), name="dinov3_mutual")
+
+
+TINY_DEFAULTS: dict[str, Any] = {
+    "backbone": "vit_small_patch16_dinov3",
+    "backbone_overrides": {"depth": 4, "embed_dim": 64, "num_heads": 2},
+    "layers": (2, 4),
+    "image_size": 64,
+    "random_init": True,
+}
+
+
+@training_free
+@register_model
+def dinov3_mutual_tiny(**cfg: Any) -> MutualScorer:
+    """A tiny random-weights ``dinov3_mutual`` (4-block 64-d DINOv3-like ViT, 64 px) for tests and demos."""
+    return MutualScorer(MutualConfig.from_kwargs(**{**TINY_DEFAULTS, **cfg}), name="dinov3_mutual_tiny")

@@ -1,0 +1,518 @@
+"""WinCLIP (Jeong et al., CVPR 2023): training-free zero-shot anomaly classification and segmentation with CLIP.
+
+Re-derived from the paper's description (no code copied). Both open_clip towers are frozen:
+
+* **Compositional prompt ensemble**: every normal state word x every template gives the normal sentences,
+  every anomalous state word x every template the anomalous ones; each sentence embedding is L2-normalised,
+  averaged per group and normalised again, giving one normal and one anomalous text vector per class word.
+* **Image score**: the CLS embedding of the whole image against the two text vectors, softmax of the cosine
+  similarities divided by ``temperature``; the anomalous probability is the score.
+* **Pixel map**: for every window scale ``k`` in ``scales``, all ``k x k`` windows of the ``g x g`` patch grid
+  (stride ``window_stride``) are embedded by running the visual transformer on the window's patch tokens alone
+  (with their positional embeddings) plus the class token, and the window's class output is scored like the
+  image. A patch's score at scale ``k`` is the HARMONIC mean of the scores of the windows covering it (a patch is
+  anomalous only if every window containing it is). The map is the mean of the scale maps, the patch-level map
+  (final-layer patch tokens projected into the joint space and scored against the text; ``patch_map``) and the
+  image score broadcast over the grid (``image_in_map``, the paper's image scale), bilinearly upsampled to the
+  input size.
+
+Resolution: ``image_size`` is free (a multiple of the patch size); the grid is ``g = image_size / patch`` (ViT-B/16+
+at 240 px: 15 x 15; at 512 px: 32 x 32) and the positional embedding is resized by open_clip when the weights are
+loaded. Windows are counted in PATCHES, so a 2 x 2 window always covers 2 patches per side: at a higher resolution
+each window covers fewer pixels and there are ``(g - k + 1)^2`` windows per scale (361/324 at 320 px, 961/900 at
+512 px with ViT-B/16+). Scale the windows with the resolution (e.g. ``scales: [3, 5]`` at 480 px) to keep the same
+pixel extent as the paper's 240 px setting.
+
+All windows of a batch are gathered with one index tensor and run through the transformer as one batch of short
+sequences (chunked by ``window_batch``); there is no per-window or per-image Python loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medad.errors import ConfigError, WeightsError
+from medad.models import head
+from medad.models.prompts import check_compat
+from medad.models.registry import register_model, training_free
+from medad.models.weights import LICENCES, _check_file, is_local_weights, seeded, state_dict_sha256
+from medad.utils.io import sha256_file
+
+PROMPT_SET_VERSION = "winclip-cpe-v1"
+
+NORMAL_STATES: tuple[str, ...] = (
+    "{}",
+    "flawless {}",
+    "perfect {}",
+    "unblemished {}",
+    "{} without flaw",
+    "{} without defect",
+    "{} without damage",
+)
+ANOMALOUS_STATES: tuple[str, ...] = (
+    "damaged {}",
+    "{} with flaw",
+    "{} with defect",
+    "{} with damage",
+)
+TEMPLATES: tuple[str, ...] = (
+    "a cropped photo of the {}.",
+    "a cropped photo of a {}.",
+    "a close-up photo of a {}.",
+    "a close-up photo of the {}.",
+    "a bright photo of a {}.",
+    "a bright photo of the {}.",
+    "a dark photo of the {}.",
+    "a dark photo of a {}.",
+    "a jpeg corrupted photo of a {}.",
+    "a jpeg corrupted photo of the {}.",
+    "a blurry photo of the {}.",
+    "a blurry photo of a {}.",
+    "a photo of a {}.",
+    "a photo of the {}.",
+    "a photo of a small {}.",
+    "a photo of the small {}.",
+    "a photo of a large {}.",
+    "a photo of the large {}.",
+    "a photo of the {} for visual inspection.",
+    "a photo of a {} for visual inspection.",
+    "a photo of the {} for anomaly detection.",
+    "a photo of a {} for anomaly detection.",
+)
+IMAGE_SCORE_POLICIES = ("global", "max", "blend")
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def winclip_sentences(word: str) -> tuple[list[str], list[str]]:
+    """Return the (normal, anomalous) sentences of the compositional prompt ensemble for one class word."""
+    normal = [t.format(s.format(word)) for s in NORMAL_STATES for t in TEMPLATES]
+    anomalous = [t.format(s.format(word)) for s in ANOMALOUS_STATES for t in TEMPLATES]
+    return normal, anomalous
+
+
+def window_indices(grid: int, size: int, stride: int = 1) -> torch.Tensor:
+    """Patch indices of every ``size x size`` window of a ``grid x grid`` patch grid.
+
+    Args:
+        grid: Patches per side.
+        size: Window side in patches (``1 <= size <= grid``).
+        stride: Step between window origins in patches; the last row/column of windows is always included, so
+            every patch is covered.
+
+    Returns:
+        ``(n_windows, size * size)`` int64 row-major patch indices (patch ``(r, c)`` has index ``r * grid + c``),
+        windows ordered row-major by their top-left patch.
+    """
+    if not 1 <= size <= grid or stride < 1:
+        raise ConfigError(f"window size {size} must be in 1..{grid} (the patch grid) and stride {stride} >= 1")
+    starts = list(range(0, grid - size + 1, stride))
+    if starts[-1] != grid - size:
+        starts.append(grid - size)
+    origin = torch.tensor(starts)
+    origins = (origin[:, None] * grid + origin[None, :]).reshape(-1, 1)
+    offsets = (torch.arange(size)[:, None] * grid + torch.arange(size)[None, :]).reshape(1, -1)
+    return origins + offsets
+
+
+def harmonic_aggregate(window_scores: torch.Tensor, indices: torch.Tensor, n_patches: int) -> torch.Tensor:
+    """Per-patch harmonic mean of the scores of the windows covering each patch.
+
+    Args:
+        window_scores: ``(B, n_windows)`` scores in (0, 1] (clamped to >= 1e-6).
+        indices: ``(n_windows, k)`` patch indices of each window (:func:`window_indices`).
+        n_patches: Patches in the grid.
+
+    Returns:
+        ``(B, n_patches)``: ``count_p / sum_{w covers p} 1 / s_w``; 0 for a patch no window covers.
+    """
+    inverse = 1.0 / window_scores.float().clamp_min(1e-6)
+    per_slot = inverse[:, :, None].expand(-1, -1, indices.shape[1]).reshape(inverse.shape[0], -1)
+    flat = indices.reshape(-1).to(window_scores.device)
+    sums = torch.zeros(inverse.shape[0], n_patches, device=inverse.device).index_add_(1, flat, per_slot)
+    counts = torch.bincount(flat, minlength=n_patches).to(inverse.dtype)
+    return torch.where(counts > 0, counts / sums.clamp_min(1e-12), torch.zeros_like(sums))
+
+
+@dataclasses.dataclass
+class WinCLIPConfig:
+    """Configuration of a WinCLIP model (every field is recorded in the card).
+
+    Attributes:
+        clip_model: open_clip config name (both towers are used).
+        clip_weights: open_clip pretrained tag (``laion400m_e31``), ``hf-hub:<repo>`` or a local weights file;
+            ``None`` only with ``random_init``.
+        clip_overrides: Merged into open_clip's config (``vision_cfg``/``text_cfg`` key-wise; tiny test models).
+        image_size: Input side in pixels (a multiple of the patch size; the positional embedding is resized).
+        scales: Window sides in patches (each <= the patch grid).
+        window_stride: Step between windows in patches.
+        patch_map: Average the patch-level map (final patch tokens vs text) into the pixel map.
+        image_in_map: Average the image score (broadcast) into the pixel map, as the paper's image scale.
+        temperature: Softmax temperature of the cosine similarities (0.01 = CLIP's logit scale 100).
+        image_score: ``global`` (the CLS zero-shot score, the paper's classifier), ``max`` (of the pixel map) or
+            ``blend`` (their mean).
+        smoothing_sigma: Gaussian sigma in pixels applied to the map (0 = off).
+        window_batch: Window sequences per transformer call (bounds memory).
+        compat: Class-word rule used by the scorer (``clean`` or ``reference``, see ``prompt_word``).
+        random_init: Seeded random weights (tests, demos); labelled ``random_weights`` in the card.
+        init_seed: Seed of the random weights.
+    """
+
+    clip_model: str = "ViT-B-16-plus-240"
+    clip_weights: str | None = "laion400m_e31"
+    clip_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    image_size: int = 240
+    scales: tuple[int, ...] = (2, 3)
+    window_stride: int = 1
+    patch_map: bool = True
+    image_in_map: bool = True
+    temperature: float = 0.01
+    image_score: str = "global"
+    smoothing_sigma: float = 0.0
+    window_batch: int = 4096
+    compat: str = "clean"
+    random_init: bool = False
+    init_seed: int = 0
+
+    @classmethod
+    def from_kwargs(cls, **cfg: Any) -> WinCLIPConfig:
+        """Build a config; ``text_weights`` (a protocol's ``weights.text``) names the CLIP checkpoint."""
+        if "backbone" in cfg or "backbone_weights" in cfg:
+            raise ConfigError(
+                "winclip has no separate backbone: give the CLIP checkpoint as `weights: {text: ...}` in a protocol "
+                "or clip_weights=... in create_model"
+            )
+        if "text_weights" in cfg:
+            cfg.setdefault("clip_weights", cfg.pop("text_weights"))
+            cfg.pop("text_weights", None)
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(cfg) - set(names))
+        if unknown:
+            raise ConfigError(f"unknown WinCLIP option(s) {', '.join(unknown)}; valid options: {', '.join(names)}")
+        if "scales" in cfg:
+            cfg["scales"] = tuple(int(v) for v in cfg["scales"])
+        if cfg.get("clip_weights") is not None:
+            cfg["clip_weights"] = str(cfg["clip_weights"])
+        if cfg.get("random_init"):
+            cfg["clip_weights"] = None
+        config = cls(**cfg)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Check the values that need no model; raise :class:`ConfigError` naming the key."""
+        check_compat(self.compat)
+        if self.image_score not in IMAGE_SCORE_POLICIES:
+            raise ConfigError(f"image_score must be one of {', '.join(IMAGE_SCORE_POLICIES)}, got {self.image_score!r}")
+        if not self.scales and not self.patch_map:
+            raise ConfigError("winclip needs at least one window scale or patch_map: true for its pixel map")
+        if any(k < 1 for k in self.scales) or len(set(self.scales)) != len(self.scales):
+            raise ConfigError(f"scales must be distinct window sides >= 1 (in patches), got {list(self.scales)}")
+        if self.temperature <= 0 or self.window_batch < 1 or self.window_stride < 1 or self.smoothing_sigma < 0:
+            raise ConfigError("temperature, window_batch and window_stride must be positive, smoothing_sigma >= 0")
+        if self.clip_weights is None and not self.random_init:
+            raise ConfigError("clip_weights is None: give an open_clip tag, a local file, or random_init=True")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        out = dataclasses.asdict(self)
+        out["scales"] = list(self.scales)
+        return out
+
+
+def clip_model_config(name: str, overrides: Mapping[str, Any] | None, image_size: int) -> dict[str, Any]:
+    """open_clip's config of ``name`` with ``overrides`` merged (``vision_cfg``/``text_cfg`` key-wise) and the
+    vision input size set to ``image_size``."""
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        raise ConfigError(f"unknown open_clip model {name!r}; pick one of open_clip.list_models()")
+    cfg = copy.deepcopy(cfg)
+    for key, value in dict(overrides or {}).items():
+        if key in ("vision_cfg", "text_cfg"):
+            cfg[key] = {**cfg.get(key, {}), **value}
+        else:
+            cfg[key] = value
+    patch = int(cfg["vision_cfg"].get("patch_size", 16))
+    if image_size % patch:
+        lower, upper = image_size // patch * patch, (image_size // patch + 1) * patch
+        raise ConfigError(
+            f"image_size {image_size} is not a multiple of the patch size {patch} of {name!r}; use {lower or upper} "
+            f"or {upper}"
+        )
+    cfg["vision_cfg"]["image_size"] = image_size
+    return cfg
+
+
+def _clip_hub_file(name: str, tag: str) -> Path:
+    hint = (
+        f"the CLIP weights {name!r}/{tag!r} could not be loaded from the hub (offline or missing); with network access "
+        f"run `python -c \"import open_clip; open_clip.create_model('{name}', pretrained='{tag}')\"` once to fill the "
+        "cache, or download the checkpoint yourself and pass it as clip_weights='/path/to/file' (in a protocol: "
+        "weights: {text: {file: ...}})"
+    )
+    if tag.startswith("hf-hub:"):
+        from huggingface_hub import hf_hub_download
+
+        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            try:
+                return Path(hf_hub_download(tag[len("hf-hub:") :], filename))
+            except Exception:  # hub failures come as many exception types
+                continue
+        raise WeightsError(hint)
+    pretrained = open_clip.get_pretrained_cfg(name, tag)
+    if not pretrained:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        raise ConfigError(
+            f"open_clip has no pretrained tag {tag!r} for {name!r}; known tags: {', '.join(tags) or 'none'}; or pass "
+            "a local weights file"
+        )
+    try:
+        return Path(open_clip.download_pretrained(pretrained))
+    except Exception as exc:  # hub failures come as many exception types
+        raise WeightsError(hint) from exc
+
+
+def build_clip(config: WinCLIPConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the open_clip model of ``config`` with its weights (hub tag, local file or seeded random).
+
+    Returns:
+        ``(clip, info)``; info holds ``id``, ``source`` (``hub``/``file``/``random``), ``file``, ``sha256``, ``licence``.
+    """
+    cfg = clip_model_config(config.clip_model, config.clip_overrides, config.image_size)
+    kwargs = {k: cfg[k] for k in ("embed_dim", "vision_cfg", "text_cfg")}
+    info: dict[str, Any] = {"id": config.clip_model, "file": None, "sha256": None}
+
+    def create(pretrained: str | None) -> nn.Module:
+        return open_clip.create_model(config.clip_model, pretrained=pretrained, **kwargs)
+
+    if config.random_init:
+        model = seeded(lambda: create(None), config.init_seed)
+        info.update(source="random", licence=LICENCES["random"], sha256=state_dict_sha256(model))
+        return model.eval().requires_grad_(False), info
+    spec = str(config.clip_weights)
+    if is_local_weights(spec):
+        file, source, weights_id = _check_file(spec, "CLIP"), "file", config.clip_model
+    else:
+        file, source, weights_id = _clip_hub_file(config.clip_model, spec), "hub", f"{config.clip_model}/{spec}"
+    try:
+        model = create(str(file))
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise WeightsError(
+            f"CLIP weights file {str(file)!r} does not fit {config.clip_model!r} ({str(exc).splitlines()[0][:300]}); "
+            "pass a checkpoint of this open_clip architecture"
+        ) from exc
+    licence = LICENCES["openai"] if spec == "openai" else LICENCES["unknown"]
+    info.update(id=weights_id, source=source, file=str(file), sha256=sha256_file(file), licence=licence)
+    return model.eval().requires_grad_(False), info
+
+
+class _Vision(nn.Module):
+    """Holds the frozen open_clip visual tower (``.model``, as the scorer expects of ``model.backbone``)."""
+
+    def __init__(self, visual: nn.Module) -> None:
+        super().__init__()
+        self.model = visual
+
+    def train(self, mode: bool = True) -> _Vision:
+        super().train(False)
+        return self
+
+
+class WinCLIP(nn.Module):
+    """WinCLIP zero-shot model (training-free).
+
+    Args:
+        config: The configuration.
+        name: Registry name recorded in the card.
+    """
+
+    transductive = False
+
+    def __init__(self, config: WinCLIPConfig, name: str = "winclip") -> None:
+        super().__init__()
+        self.name = name
+        self.config = config
+        self.compat = config.compat
+        self.image_size = config.image_size
+        clip, self.clip_info = build_clip(config)
+        visual = clip.visual
+        if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
+            raise ConfigError(f"winclip needs a ViT with a class-token output; {config.clip_model!r} pools otherwise")
+        patch = visual.conv1.kernel_size[0]
+        self.grid = config.image_size // patch
+        too_big = [k for k in config.scales if k > self.grid]
+        if too_big:
+            raise ConfigError(
+                f"window scales {too_big} exceed the {self.grid}x{self.grid} patch grid of {config.clip_model!r} at "
+                f"{config.image_size} px; use smaller scales or a larger image_size"
+            )
+        clip.visual = nn.Identity()  # the text side keeps the rest; the visual tower lives in self.backbone
+        self.backbone = _Vision(visual)
+        self.clip_text = clip.eval().requires_grad_(False)
+        self.tokenizer = open_clip.get_tokenizer(config.clip_model)
+        for k in config.scales:
+            self.register_buffer(f"windows_{k}", window_indices(self.grid, k, config.window_stride), persistent=False)
+        pre = getattr(visual, "preprocess_cfg", None) or {}
+        self.mean = tuple(float(v) for v in pre.get("mean", OPENAI_MEAN))
+        self.std = tuple(float(v) for v in pre.get("std", OPENAI_STD))
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    def train(self, mode: bool = True) -> WinCLIP:
+        """Frozen: always eval mode."""
+        return super().train(False)
+
+    # ----------------------------------------------------------------- text
+
+    @torch.no_grad()
+    def _encode(self, sentences: list[str]) -> torch.Tensor:
+        device = next(self.clip_text.parameters()).device
+        parts = []
+        for start in range(0, len(sentences), 64):
+            tokens = self.tokenizer(sentences[start : start + 64]).to(device)
+            parts.append(F.normalize(self.clip_text.encode_text(tokens).float(), dim=-1))
+        return F.normalize(torch.cat(parts).mean(dim=0), dim=-1)
+
+    def text_features(self, class_names: list[str], device: torch.device) -> torch.Tensor:
+        """``(B, E, 2)`` [normal, anomalous] ensemble vectors, one per image (cached per class word)."""
+        for word in set(class_names) - set(self._text_cache):
+            normal, anomalous = winclip_sentences(word)
+            self._text_cache[word] = torch.stack([self._encode(normal), self._encode(anomalous)], dim=1).cpu()
+        return torch.stack([self._text_cache[w] for w in class_names]).to(device)
+
+    # ----------------------------------------------------------------- vision
+
+    def _tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Class + patch tokens with positional embeddings, before ``ln_pre``: ``(B, 1 + g*g, D)``."""
+        visual = self.backbone.model
+        x = visual.conv1(images.to(visual.conv1.weight.dtype)).flatten(2).transpose(1, 2)
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        return torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+
+    def _encode_sequences(self, x: torch.Tensor) -> torch.Tensor:
+        """Run ``ln_pre`` + transformer on token sequences; return all outputs after ``ln_post`` and ``proj``."""
+        visual = self.backbone.model
+        x = visual.transformer(visual.ln_pre(x))
+        x = visual.ln_post(x)
+        return x @ visual.proj if visual.proj is not None else x
+
+    def window_embeddings(self, tokens: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """Embed every window of every image in one batched pass.
+
+        Args:
+            tokens: Output of :meth:`_tokens`, ``(B, 1 + N, D)``.
+            indices: ``(W, k)`` patch indices of the windows.
+
+        Returns:
+            ``(B, W, E)`` window (class-token) embeddings.
+        """
+        batch, width = tokens.shape[0], tokens.shape[-1]
+        patches = tokens[:, 1:][:, indices]  # (B, W, k, D): one gather for all windows
+        cls = tokens[:, :1, None].expand(-1, indices.shape[0], 1, -1)
+        seqs = torch.cat([cls, patches], dim=2).reshape(-1, indices.shape[1] + 1, width)
+        out = [self._encode_sequences(chunk)[:, 0] for chunk in seqs.split(self.config.window_batch)]
+        return torch.cat(out).reshape(batch, indices.shape[0], -1)
+
+    def _anomaly_probability(self, embeddings: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Softmax anomalous probability of ``(B, ..., E)`` embeddings against ``(B, E, 2)`` text."""
+        emb = F.normalize(embeddings.float(), dim=-1)
+        shape = emb.shape
+        logits = torch.bmm(emb.reshape(shape[0], -1, shape[-1]), text.float()) / self.config.temperature
+        return torch.softmax(logits, dim=-1)[..., 1].reshape(shape[:-1])
+
+    def forward(self, images: torch.Tensor, class_names: list[str]) -> dict[str, torch.Tensor]:
+        """Score images.
+
+        Returns:
+            ``pixel_scores`` (B, S, S) in [0, 1], ``image_scores`` (B,), ``global_scores`` (B,) (the CLS zero-shot
+            score) and ``scale_maps`` (B, n_terms, g, g) (the grid maps averaged into the pixel map).
+        """
+        if images.dim() != 4 or images.shape[-2:] != (self.image_size, self.image_size):
+            raise ConfigError(
+                f"images must be (B, 3, {self.image_size}, {self.image_size}) for this model, got {tuple(images.shape)};"
+                " resize them with make_dataset(image_size=model.image_size)"
+            )
+        if len(class_names) != images.shape[0]:
+            raise ConfigError(f"got {len(class_names)} class names for {images.shape[0]} images; one word per image")
+        with torch.no_grad(), torch.autocast(images.device.type, enabled=images.device.type == "cuda"):
+            text = self.text_features(list(class_names), images.device)
+            tokens = self._tokens(images)
+            full = self._encode_sequences(tokens)
+            global_score = self._anomaly_probability(full[:, 0], text)
+            n = self.grid * self.grid
+            maps = []
+            for k in self.config.scales:
+                indices = getattr(self, f"windows_{k}")
+                window_scores = self._anomaly_probability(self.window_embeddings(tokens, indices), text)
+                maps.append(harmonic_aggregate(window_scores, indices, n))
+            if self.config.patch_map:
+                maps.append(self._anomaly_probability(full[:, 1:], text))
+            if self.config.image_in_map:
+                maps.append(global_score[:, None].expand(-1, n))
+        grid = torch.stack(maps, dim=1).float().reshape(images.shape[0], len(maps), self.grid, self.grid)
+        pixel = F.interpolate(grid.mean(dim=1, keepdim=True), size=self.image_size, mode="bilinear")[:, 0]
+        pixel = head.gaussian_blur(pixel, self.config.smoothing_sigma).clamp(0.0, 1.0)
+        max_score = pixel.flatten(1).amax(dim=1)
+        policy = self.config.image_score
+        image = global_score if policy == "global" else max_score if policy == "max" else 0.5 * (global_score + max_score)
+        return {"pixel_scores": pixel, "image_scores": image, "global_scores": global_score, "scale_maps": grid}
+
+    def card(self) -> dict[str, Any]:
+        """JSON-serialisable description: name, config, CLIP weights (id, sha256, licence), random flag."""
+        return {
+            "name": self.name,
+            "config": self.config.to_dict(),
+            "compat": self.compat,
+            "image_size": self.image_size,
+            "patch_grid": self.grid,
+            "windows_per_scale": {str(k): int(getattr(self, f"windows_{k}").shape[0]) for k in self.config.scales},
+            "image_score": self.config.image_score,
+            "clip": dict(self.clip_info),
+            "prompt_set": PROMPT_SET_VERSION,
+            "random_weights": self.clip_info["source"] == "random",
+            "trainable_parameters": 0,
+            "transductive": False,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+@training_free
+@register_model
+def winclip(**cfg: Any) -> WinCLIP:
+    """WinCLIP with open_clip ViT-B-16-plus-240 (``laion400m_e31``) at 240 px, windows 2x2 and 3x3."""
+    return WinCLIP(WinCLIPConfig.from_kwargs(**cfg), name="winclip")
+
+
+TINY_DEFAULTS: dict[str, Any] = {
+    "clip_model": "ViT-B-32",
+    "clip_weights": None,
+    "clip_overrides": {
+        "embed_dim": 32,
+        "vision_cfg": {"layers": 2, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"width": 32, "heads": 2, "layers": 1},
+    },
+    "image_size": 64,
+    "random_init": True,
+}
+
+
+@training_free
+@register_model
+def winclip_tiny(**cfg: Any) -> WinCLIP:
+    """A tiny random-weights WinCLIP (2-layer 32-d ViT/16, 1-layer text tower, 64 px) for tests and demos."""
+    return WinCLIP(WinCLIPConfig.from_kwargs(**{**TINY_DEFAULTS, **cfg}), name="winclip_tiny")
+
+
+def expected_windows(grid: int, size: int, stride: int = 1) -> int:
+    """Number of windows per scale (``ceil((grid - size) / stride) + 1`` squared)."""
+    return (math.ceil((grid - size) / stride) + 1) ** 2
