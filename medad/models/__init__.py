@@ -3,8 +3,8 @@ checkpoints."""
 
 from medad.models.ad_dinov3 import ADDINOv3, ADDINOv3Config
 from medad.models.checkpoint import load_checkpoint, save_checkpoint
-from medad.models.prompts import prompt_word
 from medad.models.mutual import MutualConfig, MutualScorer
+from medad.models.prompts import prompt_word
 from medad.models.registry import create_model, is_training_free, list_models, register_model, training_free
 from medad.models.winclip import WinCLIP, WinCLIPConfig
 

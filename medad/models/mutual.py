@@ -46,9 +46,7 @@ IMAGE_SCORE_POLICIES = ("global", "max", "blend")
 FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def nearest_distances(
-    features: torch.Tensor, query: Sequence[int], block_elements: int = 1 << 25
-) -> torch.Tensor:
+def nearest_distances(features: torch.Tensor, query: Sequence[int], block_elements: int = 1 << 25) -> torch.Tensor:
     """Distance from every patch of each query image to its nearest patch in every image of the set.
 
     Args:
@@ -273,7 +271,8 @@ class MutualScorer(nn.Module):
             global_score = torch.topk(patch, top, dim=1).values.mean(dim=1)
             max_score = pixel.flatten(1).amax(dim=1)
         policy = self.config.image_score
-        image = global_score if policy == "global" else max_score if policy == "max" else 0.5 * (global_score + max_score)
+        blend = 0.5 * (global_score + max_score)
+        image = global_score if policy == "global" else max_score if policy == "max" else blend
         return {"pixel_scores": pixel, "image_scores": image, "patch_scores": grid}
 
     def score_images(self, batches: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -286,7 +286,8 @@ def build_clip(config: WinCLIPConfig) -> tuple[nn.Module, dict[str, Any]]:
     """Build the open_clip model of ``config`` with its weights (hub tag, local file or seeded random).
 
     Returns:
-        ``(clip, info)``; info holds ``id``, ``source`` (``hub``/``file``/``random``), ``file``, ``sha256``, ``licence``.
+        ``(clip, info)``; info holds ``id``, ``source`` (``hub``/``file``/``random``), ``file``, ``sha256`` and
+        ``licence``.
     """
     cfg = clip_model_config(config.clip_model, config.clip_overrides, config.image_size)
     kwargs = {k: cfg[k] for k in ("embed_dim", "vision_cfg", "text_cfg")}
@@ -438,8 +439,8 @@ class WinCLIP(nn.Module):
         """
         if images.dim() != 4 or images.shape[-2:] != (self.image_size, self.image_size):
             raise ConfigError(
-                f"images must be (B, 3, {self.image_size}, {self.image_size}) for this model, got {tuple(images.shape)};"
-                " resize them with make_dataset(image_size=model.image_size)"
+                f"images must be (B, 3, {self.image_size}, {self.image_size}) for this model, got "
+                f"{tuple(images.shape)}; resize them with make_dataset(image_size=model.image_size)"
             )
         if len(class_names) != images.shape[0]:
             raise ConfigError(f"got {len(class_names)} class names for {images.shape[0]} images; one word per image")
@@ -463,7 +464,8 @@ class WinCLIP(nn.Module):
         pixel = head.gaussian_blur(pixel, self.config.smoothing_sigma).clamp(0.0, 1.0)
         max_score = pixel.flatten(1).amax(dim=1)
         policy = self.config.image_score
-        image = global_score if policy == "global" else max_score if policy == "max" else 0.5 * (global_score + max_score)
+        blend = 0.5 * (global_score + max_score)
+        image = global_score if policy == "global" else max_score if policy == "max" else blend
         return {"pixel_scores": pixel, "image_scores": image, "global_scores": global_score, "scale_maps": grid}
 
     def card(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import yaml
 
 from medad.protocols import provenance
 from medad.protocols.cache import Stage, StageStore
+from medad.protocols.executor import Job, job_device, make_executor, run_jobs
 from medad.protocols.manifests import DatasetData, FileHashCache, check_file_overlap, fingerprint
 from medad.protocols.progress import RunDisplay
 from medad.protocols.schema import DatasetSpec, ExportSpec, ModelSpec
@@ -58,6 +59,8 @@ class RunState:
     store: StageStore
     display: RunDisplay
     device: torch.device
+    job_device: str = ""
+    executor: Any | None = None
     datasets: dict[str, DatasetData] = field(default_factory=dict)
     synthetic_dirs: dict[str, Path] = field(default_factory=dict)
     models: list[ModelRun] = field(default_factory=list)
@@ -185,21 +188,41 @@ def _class_words(spec: ModelSpec, datasets: list[DatasetData]) -> dict[str, str]
     return words
 
 
-def _train(state: RunState) -> None:
+def _train_job(args: dict[str, Any], advance: Callable[[int], None] | None) -> dict[str, Any]:
+    """One train stage (model x seed): build the model and train it into the stage folder."""
     from medad.engine.train import train
-    from medad.models import create_model, is_training_free
+    from medad.models import create_model
 
+    seed_everything(args["seed"])
+    model = create_model(args["model"], **args["create_kwargs"])
+    folder = Path(args["folder"])
+    result = train(
+        model,
+        args["manifests"],
+        folder,
+        **args["training"],
+        seed=args["seed"],
+        device=args["device"],
+        cache_dir=args["cache_dir"],
+        compat=args["compat"],
+        class_words=args["class_words"],
+        progress=False,
+        on_epoch_end=None if advance is None else lambda epoch, stats: advance(1),
+    )
+    return {"checkpoint": result.checkpoint.relative_to(folder).as_posix(), "card": model.card()}
+
+
+def _train(state: RunState) -> None:
     p = state.lp.protocol
+    jobs: list[Job] = []
+    runs: list[ModelRun] = []
     for i, spec in enumerate(p.models):
         resolved_model = state.resolved["models"][i]
-        if is_training_free(spec.model):  # baselines without adapters: built directly in _score
-            state.models.append(ModelRun(spec.name, spec, None))
-            continue
         if spec.checkpoint is not None:
             ckpt = Path(resolved_model["checkpoint"])
             files = sorted(f for f in ckpt.iterdir() if f.is_file())
             key = {f.name: sha256_file(f) for f in files}
-            state.models.append(ModelRun(spec.name, spec, None, train_key=None, checkpoint=ckpt, card=key))
+            runs.append(ModelRun(spec.name, spec, None, train_key=None, checkpoint=ckpt, card=key))
             continue
         assert p.training is not None
         training = [state.datasets[d.name] for d in p.training.datasets]
@@ -211,49 +234,40 @@ def _train(state: RunState) -> None:
                 "training": tcfg,
                 "seed": seed,
                 "class_words": _class_words(spec, training),
-                "device": state.device.type,
+                "device": torch.device(state.job_device).type,
             }
             stage = state.store.stage("train", config, data=[d.content_hash for d in training])
-
-            def work(
-                st: Stage,
-                advance: Callable[[int], None],
-                *,
-                seed: int = seed,
-                config: dict = config,
-                spec: ModelSpec = spec,
-                i: int = i,
-                training: list[DatasetData] = training,
-            ) -> dict:
-                assert p.training is not None
-                seed_everything(seed)
-                model = create_model(spec.model, **_create_kwargs(state.resolved["models"][i]))
-                result = train(
-                    model,
-                    [d.manifest for d in training],
-                    st.folder,
-                    epochs=p.training.epochs,
-                    lr=p.training.lr,
-                    weight_decay=p.training.weight_decay,
-                    warmup_fraction=p.training.warmup,
-                    batch_size=p.training.batch_size,
-                    micro_batch_size=p.training.micro_batch_size,
-                    seed=seed,
-                    device=state.device,
-                    cache_features=p.training.cache_features,
-                    cache_dir=state.store.root / "cache",
-                    compat=spec.compat,
-                    class_words=config["class_words"],
-                    progress=False,
-                    on_epoch_end=lambda epoch, stats: advance(1),
-                )
-                return {"checkpoint": result.checkpoint.relative_to(st.folder).as_posix(), "card": model.card()}
-
-            record = _run_stage(state, stage, label, p.training.epochs, config, work, resumable=True)
-            run = ModelRun(label, spec, seed, train_key=stage.key, checkpoint=stage.folder / record["checkpoint"])
+            args = {
+                "folder": str(stage.folder),
+                "seed": seed,
+                "model": spec.model,
+                "create_kwargs": _create_kwargs(resolved_model),
+                "manifests": [d.manifest for d in training],
+                "training": {
+                    "epochs": p.training.epochs,
+                    "lr": p.training.lr,
+                    "weight_decay": p.training.weight_decay,
+                    "warmup_fraction": p.training.warmup,
+                    "batch_size": p.training.batch_size,
+                    "micro_batch_size": p.training.micro_batch_size,
+                    "cache_features": p.training.cache_features,
+                },
+                "device": state.job_device,
+                "cache_dir": str(state.store.root / "cache"),
+                "compat": spec.compat,
+                "class_words": config["class_words"],
+            }
+            jobs.append(Job(stage, label, p.training.epochs, config, _train_job, args, resumable=True))
+            runs.append(ModelRun(label, spec, seed, train_key=stage.key))
+    records = iter(run_jobs(jobs, state.store, state.display, state.stage_keys, state.executor))
+    for run in runs:
+        if run.train_key is not None:
+            record = next(records)
+            stage_folder = state.store.root / "train" / run.train_key
+            run.checkpoint = stage_folder / record["checkpoint"]
             run.card = record["card"]
-            state.models.append(run)
-            _rel_link(state.run_dir / "checkpoints" / label, stage.folder)
+            _rel_link(state.run_dir / "checkpoints" / run.label, stage_folder)
+        state.models.append(run)
 
 
 # ---------------------------------------------------------------- scoring
@@ -269,13 +283,39 @@ def _targets_manifest(state: RunState) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _score(state: RunState) -> pd.DataFrame:
+def _score_job(args: dict[str, Any], advance: Callable[[int], None] | None) -> dict[str, Any]:
+    """One score stage (model run): load its checkpoint and score every target image into the stage folder."""
     from medad.engine.scorer import score
-    from medad.models import create_model, load_checkpoint
+    from medad.models import load_checkpoint
 
+    device = args["device"]
+    model = load_checkpoint(args["checkpoint"], device=device, image_score=args["image_score"])
+    hook = None
+    if advance is not None:
+        hook = model.register_forward_hook(lambda module, inputs, output: advance(len(inputs[0])))
+    try:
+        score(
+            model,
+            args["manifest"],
+            Path(args["folder"]) / "predictions",
+            batch_size=args["batch_size"],
+            device=device,
+            compat=args["compat"],
+            class_words=args["class_words"],
+            chunk_size=args["chunk_size"],
+            progress=False,
+        )
+    finally:
+        if hook is not None:
+            hook.remove()
+    return {"n_images": len(args["manifest"])}
+
+
+def _score(state: RunState) -> pd.DataFrame:
     p = state.lp.protocol
     manifest = _targets_manifest(state)
     targets = [state.datasets[t.name] for t in p.targets]
+    jobs: list[Job] = []
     for run in state.models:
         index = [m.name for m in p.models].index(run.spec.name)
         words = _class_words(run.spec, targets)
@@ -284,44 +324,29 @@ def _score(state: RunState) -> pd.DataFrame:
             "image_score": run.spec.image_score,
             "class_words": words,
             "targets": [t.name for t in p.targets],
-            "device": state.device.type,
-            "checkpoint_files": None if run.train_key or run.checkpoint is None else run.card,
+            "device": torch.device(state.job_device).type,
+            "checkpoint_files": None if run.train_key else run.card,
         }
         upstream = [run.train_key] if run.train_key else []
         stage = state.store.stage("score", config, upstream=upstream, data=[d.content_hash for d in targets])
-
-        def work(
-            st: Stage, advance: Callable[[int], None], *, run: ModelRun = run, words: dict = words, index: int = index
-        ) -> dict:
-            if run.checkpoint is None:  # training-free model (no adapters): build it from the protocol's settings
-                model = create_model(run.spec.model, **_create_kwargs(state.resolved["models"][index]))
-            else:
-                model = load_checkpoint(run.checkpoint, device=str(state.device), image_score=run.spec.image_score)
-            hook = model.register_forward_hook(lambda module, args, output: advance(len(args[0])))
-            try:
-                score(
-                    model,
-                    manifest,
-                    st.folder / "predictions",
-                    batch_size=p.scoring.batch_size,
-                    device=state.device,
-                    compat=run.spec.compat,
-                    class_words=words,
-                    chunk_size=p.scoring.chunk_size,
-                    progress=False,
-                )
-            finally:
-                hook.remove()
-            if run.checkpoint is None:
-                return {"n_images": len(manifest), "card": model.card()}
-            return {"n_images": len(manifest)}
-
-        record = _run_stage(state, stage, run.label, len(manifest), config, work, resumable=True)
-        if run.checkpoint is None:
-            run.card = record.get("card", {})
-        state.predictions[run.label] = stage.folder / "predictions"
-        state.score_keys[run.label] = stage.key
-        _rel_link(state.run_dir / "predictions" / run.label, stage.folder / "predictions")
+        assert run.checkpoint is not None
+        args = {
+            "folder": str(stage.folder),
+            "checkpoint": str(run.checkpoint),
+            "image_score": run.spec.image_score,
+            "device": state.job_device,
+            "manifest": manifest,
+            "batch_size": p.scoring.batch_size,
+            "chunk_size": p.scoring.chunk_size,
+            "compat": run.spec.compat,
+            "class_words": words,
+        }
+        jobs.append(Job(stage, run.label, len(manifest), config, _score_job, args, resumable=True))
+    run_jobs(jobs, state.store, state.display, state.stage_keys, state.executor)
+    for run, job in zip(state.models, jobs, strict=True):
+        state.predictions[run.label] = job.stage.folder / "predictions"
+        state.score_keys[run.label] = job.stage.key
+        _rel_link(state.run_dir / "predictions" / run.label, job.stage.folder / "predictions")
     return manifest
 
 
@@ -579,6 +604,10 @@ def run_protocol(
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     display = RunDisplay(run_dir / "run.log", enabled=progress)
     state = RunState(lp, resolved, chash, run_dir, StageStore(out_root / STAGES_FOLDER), display, device)
+    executor_spec = resolved["executor"]
+    state.job_device = job_device(lp.protocol.device, executor_spec) or str(device)
+    if executor_spec is not None:
+        state.executor = make_executor(executor_spec, out_root / "_submitit")
     write_text_atomic(run_dir / "protocol.resolved.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
     display.log(f"run {lp.name} {chash} started ({' '.join(provenance.command_line())})")
     with display:

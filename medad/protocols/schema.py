@@ -192,6 +192,47 @@ class ExportSpec(_Strict):
     deidentify: bool = False
 
 
+class ExecutorSpec(_Strict):
+    """Where the independent training and scoring jobs run (``medad.protocols.executor``, submitit).
+
+    Without an ``executor:`` key they run one after the other inside ``medad run``. With one, every train job
+    (model x seed) is submitted at once, then every score job (model run); each writes into the same
+    content-hashed stage folder as an in-process run, and the runner collects the results when they finish.
+
+    Attributes:
+        kind: ``local`` (submitit's LocalExecutor: subprocesses on this machine) or ``slurm``.
+        folder: where submitit keeps job pickles and logs (default ``<output>/_submitit``).
+        timeout_min: wall-clock limit of one job.
+        gpus_per_node: GPUs per job; with ``device: auto`` jobs use CUDA when > 0, the CPU otherwise.
+        cpus_per_task: CPU cores per job.
+        mem_gb: memory per job.
+        job_name: SLURM job name.
+        partition: SLURM partition (``slurm`` only; ``local`` ignores the SLURM keys, so
+            ``--set executor.kind=local`` tries a cluster protocol on one machine).
+        account: SLURM account.
+        qos: SLURM quality of service.
+        constraint: SLURM node constraint.
+        array_parallelism: most jobs of the job array running at once.
+        setup: shell lines run before each job (e.g. ``module load cuda``, ``source venv/bin/activate``).
+        slurm_additional_parameters: further ``#SBATCH`` options, e.g. ``{reservation: x}``.
+    """
+
+    kind: Literal["local", "slurm"]
+    folder: str | None = None
+    timeout_min: Annotated[int, Field(gt=0)] = 240
+    gpus_per_node: Annotated[int, Field(ge=0)] = 0
+    cpus_per_task: Annotated[int, Field(gt=0)] | None = None
+    mem_gb: Annotated[float, Field(gt=0)] | None = None
+    job_name: Name = "medad"
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    array_parallelism: Annotated[int, Field(gt=0)] | None = None
+    setup: list[str] = Field(default_factory=list)
+    slurm_additional_parameters: dict[str, Scalar] = Field(default_factory=dict)
+
+
 class Protocol(_Strict):
     """A whole study.
 
@@ -209,6 +250,7 @@ class Protocol(_Strict):
         metrics: metric names (empty: the evaluation defaults).
         statistics: intervals and paired comparisons.
         exports: prediction exports.
+        executor: run the train and score jobs through submitit (``local`` or ``slurm``); absent: in-process.
     """
 
     name: Name | None = None
@@ -224,3 +266,4 @@ class Protocol(_Strict):
     metrics: list[Name] = Field(default_factory=list)
     statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
     exports: list[ExportSpec] = Field(default_factory=list)
+    executor: ExecutorSpec | None = None

@@ -391,6 +391,12 @@ def check_structure(lp: LoadedProtocol) -> None:
         for j, m in enumerate(e.models):
             if m not in names:
                 raise lp.error(("exports", i, "models", j), f"no model named {m!r}{suggest(m, names)}")
+    if p.executor is not None and p.device.startswith("cuda") and p.executor.gpus_per_node == 0:
+        raise lp.error(
+            ("executor", "gpus_per_node"),
+            f"device is {p.device!r} but the executor's jobs get no GPU; set executor.gpus_per_node to 1 or more "
+            "(or device: auto / cpu)",
+        )
     check_static_overlap(lp)
 
 
@@ -528,12 +534,15 @@ def resolved_dict(lp: LoadedProtocol) -> dict[str, Any]:
         for source in m["weights"].values():
             if source is not None and source["file"] is not None:
                 source["file"] = str(resolve_path(source["file"], lp.base_dir))
+    if data["executor"] is not None and data["executor"]["folder"] is not None:
+        data["executor"]["folder"] = str(resolve_path(data["executor"]["folder"], lp.base_dir))
     return data
 
 
 def config_hash(resolved: dict[str, Any]) -> str:
-    """The run's config hash: the resolved protocol without its output folder (``--out`` does not change it)."""
-    return hash_config({k: v for k, v in resolved.items() if k != "output"})
+    """The run's config hash: the resolved protocol without its output folder (``--out`` does not change it) and
+    without ``executor`` (where the jobs run does not change the results)."""
+    return hash_config({k: v for k, v in resolved.items() if k not in ("output", "executor")})
 
 
 def validate_protocol(

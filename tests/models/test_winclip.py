@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from medad.errors import ConfigError, WeightsError
 from medad.models import WinCLIP, create_model, is_training_free
-from medad.models.winclip import harmonic_aggregate, window_indices, winclip_sentences
+from medad.models.winclip import harmonic_aggregate, winclip_sentences, window_indices
 from medad.utils.io import sha256_file
 
 
@@ -70,7 +70,7 @@ def test_forward_contract_and_policies(tiny: WinCLIP) -> None:
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     out = tiny(images, ["bottle", "skin lesion"])
     assert out["pixel_scores"].shape == (2, 64, 64) and out["image_scores"].shape == (2,)
-    assert 0 <= out["pixel_scores"].min() and out["pixel_scores"].max() <= 1
+    assert out["pixel_scores"].min() >= 0 and out["pixel_scores"].max() <= 1
     assert torch.equal(out["image_scores"], out["global_scores"])  # winclip's default: the CLS zero-shot score
     assert out["scale_maps"].shape == (2, 4, 4, 4)  # scales 2, 3 + patch map + image scale
     assert torch.allclose(out["scale_maps"][:, 3], out["global_scores"][:, None, None].expand(-1, 4, 4))
