@@ -174,11 +174,13 @@ def run_jobs(
                 display.finish(tasks[id(job)], job.stage.name, job.item, reused=True)
         for job in pending:
             store.begin(job.stage, job.inputs, resumable=job.resumable)
-        with executor.batch():
-            submitted = [
-                executor.submit(run_stage_job, str(store.root), job.stage.name, job.stage.key, job.fn, job.args)
-                for job in pending
-            ]
+        submitted = []
+        if pending:
+            with executor.batch():  # one SLURM job array
+                submitted = [
+                    executor.submit(run_stage_job, str(store.root), job.stage.name, job.stage.key, job.fn, job.args)
+                    for job in pending
+                ]
         failures: list[tuple[Job, Any, list[str] | None]] = []
         for job, sub in zip(pending, submitted, strict=True):
             display.log(f"{job.stage.name} {job.item}: submitted as job {sub.job_id}")

@@ -213,11 +213,16 @@ def _train_job(args: dict[str, Any], advance: Callable[[int], None] | None) -> d
 
 
 def _train(state: RunState) -> None:
+    from medad.models import is_training_free
+
     p = state.lp.protocol
     jobs: list[Job] = []
     runs: list[ModelRun] = []
     for i, spec in enumerate(p.models):
         resolved_model = state.resolved["models"][i]
+        if is_training_free(spec.model):  # baselines without adapters: built directly in _score
+            runs.append(ModelRun(spec.name, spec, None))
+            continue
         if spec.checkpoint is not None:
             ckpt = Path(resolved_model["checkpoint"])
             files = sorted(f for f in ckpt.iterdir() if f.is_file())
@@ -286,10 +291,13 @@ def _targets_manifest(state: RunState) -> pd.DataFrame:
 def _score_job(args: dict[str, Any], advance: Callable[[int], None] | None) -> dict[str, Any]:
     """One score stage (model run): load its checkpoint and score every target image into the stage folder."""
     from medad.engine.scorer import score
-    from medad.models import load_checkpoint
+    from medad.models import create_model, load_checkpoint
 
     device = args["device"]
-    model = load_checkpoint(args["checkpoint"], device=device, image_score=args["image_score"])
+    if args["checkpoint"] is None:  # training-free model (no adapters): build it from the protocol's settings
+        model = create_model(args["model"], **args["create_kwargs"])
+    else:
+        model = load_checkpoint(args["checkpoint"], device=device, image_score=args["image_score"])
     hook = None
     if advance is not None:
         hook = model.register_forward_hook(lambda module, inputs, output: advance(len(inputs[0])))
@@ -308,6 +316,8 @@ def _score_job(args: dict[str, Any], advance: Callable[[int], None] | None) -> d
     finally:
         if hook is not None:
             hook.remove()
+    if args["checkpoint"] is None:
+        return {"n_images": len(args["manifest"]), "card": model.card()}
     return {"n_images": len(args["manifest"])}
 
 
@@ -325,14 +335,15 @@ def _score(state: RunState) -> pd.DataFrame:
             "class_words": words,
             "targets": [t.name for t in p.targets],
             "device": torch.device(state.job_device).type,
-            "checkpoint_files": None if run.train_key else run.card,
+            "checkpoint_files": None if run.train_key or run.checkpoint is None else run.card,
         }
         upstream = [run.train_key] if run.train_key else []
         stage = state.store.stage("score", config, upstream=upstream, data=[d.content_hash for d in targets])
-        assert run.checkpoint is not None
         args = {
             "folder": str(stage.folder),
-            "checkpoint": str(run.checkpoint),
+            "checkpoint": None if run.checkpoint is None else str(run.checkpoint),
+            "model": run.spec.model,
+            "create_kwargs": _create_kwargs(state.resolved["models"][index]),
             "image_score": run.spec.image_score,
             "device": state.job_device,
             "manifest": manifest,
@@ -342,8 +353,10 @@ def _score(state: RunState) -> pd.DataFrame:
             "class_words": words,
         }
         jobs.append(Job(stage, run.label, len(manifest), config, _score_job, args, resumable=True))
-    run_jobs(jobs, state.store, state.display, state.stage_keys, state.executor)
-    for run, job in zip(state.models, jobs, strict=True):
+    records = run_jobs(jobs, state.store, state.display, state.stage_keys, state.executor)
+    for run, job, record in zip(state.models, jobs, records, strict=True):
+        if run.checkpoint is None:
+            run.card = record.get("card", {})
         state.predictions[run.label] = job.stage.folder / "predictions"
         state.score_keys[run.label] = job.stage.key
         _rel_link(state.run_dir / "predictions" / run.label, job.stage.folder / "predictions")

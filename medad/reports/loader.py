@@ -104,7 +104,8 @@ class EvaluationResults:
 
 
 def resolve_evaluation_dir(path: str | Path) -> Path:
-    """Return the evaluation folder for ``path``: the folder itself or its ``evaluation/`` sub-folder.
+    """Return the evaluation folder for ``path``: its ``evaluation/`` sub-folder when there is one (a protocol
+    run folder, whose top-level ``metrics.json`` is only a copy), else the folder itself.
 
     Raises:
         DataError: neither ``path`` nor ``path/evaluation`` holds a ``metrics.json``.
@@ -112,12 +113,12 @@ def resolve_evaluation_dir(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path} does not exist; pass an evaluation folder or a protocol run folder")
-    for candidate in (path, path / "evaluation"):
+    for candidate in (path / "evaluation", path):
         if (candidate / "metrics.json").is_file():
             return candidate
     raise DataError(
         f"{path} is neither an evaluation folder (no metrics.json in it) nor a run folder with one under "
-        f"evaluation/; run `medad evaluate` (or `medad run`) first, or pass the folder that holds metrics.json"
+        f"evaluation/; run `medad eval` (or `medad run`) first, or pass the folder that holds metrics.json"
     )
 
 

@@ -9,15 +9,21 @@ from medad.models import ADDINOv3, create_model
 
 
 @pytest.fixture(scope="session")
-def tiny_clean() -> ADDINOv3:
-    """The tiny preset in clean mode."""
-    return create_model("ad_dinov3_tiny", compat="clean")
+def _tiny_models() -> dict[str, ADDINOv3]:
+    """The tiny preset in both compat modes, built once per session."""
+    return {compat: create_model("ad_dinov3_tiny", compat=compat) for compat in ("clean", "reference")}
 
 
-@pytest.fixture(scope="session")
-def tiny_reference() -> ADDINOv3:
-    """The tiny preset in reference mode."""
-    return create_model("ad_dinov3_tiny", compat="reference")
+@pytest.fixture
+def tiny_clean(_tiny_models: dict[str, ADDINOv3]) -> ADDINOv3:
+    """The tiny preset in clean mode, handed out in training mode whatever an earlier test left it in."""
+    return _tiny_models["clean"].train()
+
+
+@pytest.fixture
+def tiny_reference(_tiny_models: dict[str, ADDINOv3]) -> ADDINOv3:
+    """The tiny preset in reference mode, handed out in training mode."""
+    return _tiny_models["reference"].train()
 
 
 @pytest.fixture

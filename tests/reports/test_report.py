@@ -212,3 +212,13 @@ def test_report_from_real_evaluation(tmp_path: Path) -> None:
     cases = pd.read_csv(run / "report" / "tables" / "cases.csv")
     best = cases[(cases["model"] == MODELS[0]) & (cases["group"] == "best")]
     assert best["image_score"].tolist() == pytest.approx([0.9])
+
+
+def test_run_folder_resolves_to_its_evaluation_subfolder(tmp_path):
+    from medad.reports import resolve_evaluation_dir
+
+    (tmp_path / "evaluation").mkdir()
+    (tmp_path / "evaluation" / "metrics.json").write_text("{}")
+    (tmp_path / "metrics.json").write_text("{}")
+    assert resolve_evaluation_dir(tmp_path) == tmp_path / "evaluation"
+    assert resolve_evaluation_dir(tmp_path / "evaluation") == tmp_path / "evaluation"
