@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import open_clip
 import timm
@@ -20,18 +20,17 @@ from torch import nn
 
 from medad.errors import ConfigError, WeightsError
 from medad.models import head
+from medad.models.config import ModelConfig, check_layers
 from medad.models.losses import ad_dinov3_loss
-from medad.models.prompts import check_compat
 from medad.models.registry import register_model
 from medad.models.text import TextEncoder
 from medad.models.weights import build_backbone, build_text_tower, is_local_weights, text_model_config
 
-IMAGE_SCORE_POLICIES = ("global", "max", "blend")
 TEXT_ACTIVATIONS = ("auto", "gelu", "quickgelu")
 
 
 @dataclasses.dataclass
-class ADDINOv3Config:
+class ADDINOv3Config(ModelConfig):
     """Configuration of an AD-DINOv3 model (every field is recorded in the model card).
 
     Attributes:
@@ -72,32 +71,16 @@ class ADDINOv3Config:
     init_seed: int = 0
     text_disk_cache: bool = True
 
-    @classmethod
-    def from_kwargs(cls, **cfg: Any) -> ADDINOv3Config:
-        """Build a config, turning unknown keys into a :class:`ConfigError` that lists the valid ones."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(cfg) - set(names))
-        if unknown:
-            raise ConfigError(f"unknown AD-DINOv3 option(s) {', '.join(unknown)}; valid options: {', '.join(names)}")
-        if "layers" in cfg:
-            cfg["layers"] = tuple(int(v) for v in cfg["layers"])
-        if cfg.get("backbone_weights") is not None:
-            cfg["backbone_weights"] = str(cfg["backbone_weights"])
-        if cfg.get("text_weights") is not None:
-            cfg["text_weights"] = str(cfg["text_weights"])
-        config = cls(**cfg)
-        config.validate()
-        return config
+    label: ClassVar[str] = "AD-DINOv3"
+    tuple_fields: ClassVar[tuple[str, ...]] = ("layers",)
+    path_fields: ClassVar[tuple[str, ...]] = ("backbone_weights", "text_weights")
 
     def validate(self) -> None:
         """Check the values that need no backbone; raise :class:`ConfigError` naming the key and the fix."""
-        check_compat(self.compat)
-        if self.image_score not in IMAGE_SCORE_POLICIES:
-            raise ConfigError(f"image_score must be one of {', '.join(IMAGE_SCORE_POLICIES)}, got {self.image_score!r}")
+        self.check_common()
         if self.text_activation not in TEXT_ACTIVATIONS:
             raise ConfigError(f"text_activation must be one of {', '.join(TEXT_ACTIVATIONS)}")
-        if not self.layers or any(v < 1 for v in self.layers) or len(set(self.layers)) != len(self.layers):
-            raise ConfigError(f"layers must be distinct 1-based block numbers, got {list(self.layers)}")
+        check_layers(self.layers)
         if self.image_size <= 0 or self.adapter_dim <= 0 or self.smoothing_sigma < 0:
             raise ConfigError("image_size and adapter_dim must be positive and smoothing_sigma >= 0")
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -38,11 +38,10 @@ from torch import nn
 from medad.errors import ConfigError
 from medad.models import head
 from medad.models.ad_dinov3 import _check_geometry
-from medad.models.prompts import check_compat
+from medad.models.config import ModelConfig, check_layers
 from medad.models.registry import register_model, training_free
 from medad.models.weights import build_backbone
 
-IMAGE_SCORE_POLICIES = ("global", "max", "blend")
 FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -105,7 +104,7 @@ def mutual_patch_scores(
 
 
 @dataclasses.dataclass
-class MutualConfig:
+class MutualConfig(ModelConfig):
     """Configuration of ``dinov3_mutual`` (recorded in the card).
 
     Attributes:
@@ -140,35 +139,26 @@ class MutualConfig:
     random_init: bool = False
     init_seed: int = 0
 
+    label: ClassVar[str] = "dinov3_mutual"
+    tuple_fields: ClassVar[tuple[str, ...]] = ("layers",)
+    path_fields: ClassVar[tuple[str, ...]] = ("backbone_weights",)
+
     @classmethod
-    def from_kwargs(cls, **cfg: Any) -> MutualConfig:
-        """Build a config; unknown keys raise a :class:`ConfigError` listing the valid ones."""
+    def prepare(cls, cfg: dict[str, Any]) -> dict[str, Any]:
+        """Refuse text weights: the mutual baseline uses no text."""
         if cfg.get("text_weights") is not None:
             raise ConfigError("dinov3_mutual uses no text: remove `weights: {text: ...}` for this model")
         cfg.pop("text_weights", None)
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(cfg) - set(names))
-        if unknown:
-            raise ConfigError(f"unknown dinov3_mutual option(s) {', '.join(unknown)}; valid: {', '.join(names)}")
-        if "layers" in cfg:
-            cfg["layers"] = tuple(int(v) for v in cfg["layers"])
-        if cfg.get("backbone_weights") is not None:
-            cfg["backbone_weights"] = str(cfg["backbone_weights"])
-        config = cls(**cfg)
-        config.validate()
-        return config
+        return cfg
 
     def validate(self) -> None:
         """Check values that need no backbone."""
-        check_compat(self.compat)
-        if self.image_score not in IMAGE_SCORE_POLICIES:
-            raise ConfigError(f"image_score must be one of {', '.join(IMAGE_SCORE_POLICIES)}, got {self.image_score!r}")
+        self.check_common()
+        check_layers(self.layers)
         if not 0 < self.k_fraction <= 1 or not 0 < self.image_topk <= 1:
             raise ConfigError("k_fraction and image_topk must be in (0, 1]")
         if self.feature_dtype not in FEATURE_DTYPES:
             raise ConfigError(f"feature_dtype must be one of {', '.join(FEATURE_DTYPES)}")
-        if not self.layers or any(v < 1 for v in self.layers) or len(set(self.layers)) != len(self.layers):
-            raise ConfigError(f"layers must be distinct 1-based block numbers, got {list(self.layers)}")
         if self.image_size <= 0 or self.block_elements < 1 or self.smoothing_sigma < 0:
             raise ConfigError("image_size and block_elements must be positive and smoothing_sigma >= 0")
 

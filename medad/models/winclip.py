@@ -34,7 +34,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import open_clip
 import torch
@@ -43,7 +43,7 @@ from torch import nn
 
 from medad.errors import ConfigError, WeightsError
 from medad.models import head
-from medad.models.prompts import check_compat
+from medad.models.config import ModelConfig
 from medad.models.registry import register_model, training_free
 from medad.models.weights import LICENCES, _check_file, is_local_weights, seeded, state_dict_sha256
 from medad.utils.io import sha256_file
@@ -89,7 +89,6 @@ TEMPLATES: tuple[str, ...] = (
     "a photo of the {} for anomaly detection.",
     "a photo of a {} for anomaly detection.",
 )
-IMAGE_SCORE_POLICIES = ("global", "max", "blend")
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -145,7 +144,7 @@ def harmonic_aggregate(window_scores: torch.Tensor, indices: torch.Tensor, n_pat
 
 
 @dataclasses.dataclass
-class WinCLIPConfig:
+class WinCLIPConfig(ModelConfig):
     """Configuration of a WinCLIP model (every field is recorded in the card).
 
     Attributes:
@@ -184,9 +183,13 @@ class WinCLIPConfig:
     random_init: bool = False
     init_seed: int = 0
 
+    label: ClassVar[str] = "WinCLIP"
+    tuple_fields: ClassVar[tuple[str, ...]] = ("scales",)
+    path_fields: ClassVar[tuple[str, ...]] = ("clip_weights",)
+
     @classmethod
-    def from_kwargs(cls, **cfg: Any) -> WinCLIPConfig:
-        """Build a config; ``text_weights`` (a protocol's ``weights.text``) names the CLIP checkpoint."""
+    def prepare(cls, cfg: dict[str, Any]) -> dict[str, Any]:
+        """``text_weights`` (a protocol's ``weights.text``) names the CLIP checkpoint; there is no backbone key."""
         if "backbone" in cfg or "backbone_weights" in cfg:
             raise ConfigError(
                 "winclip has no separate backbone: give the CLIP checkpoint as `weights: {text: ...}` in a protocol "
@@ -195,25 +198,13 @@ class WinCLIPConfig:
         if "text_weights" in cfg:
             cfg.setdefault("clip_weights", cfg.pop("text_weights"))
             cfg.pop("text_weights", None)
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(cfg) - set(names))
-        if unknown:
-            raise ConfigError(f"unknown WinCLIP option(s) {', '.join(unknown)}; valid options: {', '.join(names)}")
-        if "scales" in cfg:
-            cfg["scales"] = tuple(int(v) for v in cfg["scales"])
-        if cfg.get("clip_weights") is not None:
-            cfg["clip_weights"] = str(cfg["clip_weights"])
         if cfg.get("random_init"):
             cfg["clip_weights"] = None
-        config = cls(**cfg)
-        config.validate()
-        return config
+        return cfg
 
     def validate(self) -> None:
         """Check the values that need no model; raise :class:`ConfigError` naming the key."""
-        check_compat(self.compat)
-        if self.image_score not in IMAGE_SCORE_POLICIES:
-            raise ConfigError(f"image_score must be one of {', '.join(IMAGE_SCORE_POLICIES)}, got {self.image_score!r}")
+        self.check_common()
         if not self.scales and not self.patch_map:
             raise ConfigError("winclip needs at least one window scale or patch_map: true for its pixel map")
         if any(k < 1 for k in self.scales) or len(set(self.scales)) != len(self.scales):
