@@ -245,21 +245,6 @@ def score_distributed(
     return PredictionReader(out_dir)
 
 
-def _files_manifest(paths: Sequence[str | Path], kind: str | None, split: str) -> pd.DataFrame:
-    """The manifest ``medad score`` builds from its inputs (same rules as ``score_files``)."""
-    from medad.data import load_manifest, manifest_from_paths
-
-    if kind is None:
-        manifest = manifest_from_paths([str(p) for p in paths]).reset_index(drop=True)
-    elif len(paths) == 1:
-        manifest = load_manifest(paths[0], kind, split=split).reset_index(drop=True)
-    else:
-        raise ConfigError(f"--kind {kind} reads one dataset root; got {len(paths)} paths")
-    if len(manifest) == 0:
-        raise DataError(f"no images found in {', '.join(map(str, paths))}; give image, DICOM or NIfTI files or folders")
-    return manifest
-
-
 def score_files_distributed(
     paths: Sequence[str | Path],
     out_dir: str | Path,
@@ -286,13 +271,13 @@ def score_files_distributed(
     Returns:
         The scores table (on every rank, read back from ``scores.csv`` on ranks other than 0).
     """
-    from medad.engine.scorer import load_model, score_files
+    from medad.engine.scorer import inputs_manifest, load_model, score_files
 
     env = init(device)
     dev = rank_device(device, env)
     common = {"batch_size": batch_size, "num_workers": num_workers, "compat": compat, "compile": compile}
     if env.world_size > 1:
-        manifest = _files_manifest(paths, kind, split)
+        manifest = inputs_manifest(paths, kind, split)
         model = load_model(checkpoint, model_name, dev)
         score_distributed(
             model, manifest, Path(out_dir) / "predictions", device=dev, shard=shard, progress=progress, **common

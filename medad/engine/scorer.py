@@ -289,6 +289,26 @@ def load_model(
     return load_checkpoint(folder, device=str(resolve_device(device)))
 
 
+def inputs_manifest(paths: Sequence[str | Path], kind: str | None = None, split: str = "test") -> pd.DataFrame:
+    """The manifest ``medad score`` scores: files and folders as they are, or one dataset root read as ``kind``.
+
+    Raises:
+        ConfigError: ``kind`` given with several paths.
+        DataError: no images found.
+    """
+    from medad.data import load_manifest, manifest_from_paths
+
+    if kind is None:
+        manifest = manifest_from_paths([str(p) for p in paths]).reset_index(drop=True)
+    elif len(paths) == 1:
+        manifest = load_manifest(paths[0], kind, split=split).reset_index(drop=True)
+    else:
+        raise ConfigError(f"--kind {kind} reads one dataset root; got {len(paths)} paths")
+    if len(manifest) == 0:
+        raise DataError(f"no images found in {', '.join(map(str, paths))}; give image, DICOM or NIfTI files or folders")
+    return manifest
+
+
 def score_files(
     paths: Sequence[str | Path],
     out_dir: str | Path,
@@ -331,16 +351,7 @@ def score_files(
     Returns:
         The scores table.
     """
-    from medad.data import load_manifest, manifest_from_paths
-
-    if kind is None:
-        manifest = manifest_from_paths([str(p) for p in paths]).reset_index(drop=True)
-    elif len(paths) == 1:
-        manifest = load_manifest(paths[0], kind, split=split).reset_index(drop=True)
-    else:
-        raise ConfigError(f"--kind {kind} reads one dataset root; got {len(paths)} paths")
-    if len(manifest) == 0:
-        raise DataError(f"no images found in {', '.join(map(str, paths))}; give image, DICOM or NIfTI files or folders")
+    manifest = inputs_manifest(paths, kind, split)
     model = load_model(checkpoint, model_name, device)
     out = Path(out_dir)
     reader = score(

@@ -171,6 +171,26 @@ class DinoBackbone(nn.Module):
         return {"patch_tokens": patch, "cls_tokens": cls}
 
 
+def build_frozen_dino(config: Any) -> tuple[nn.Module, dict[str, Any], tuple[float, ...], tuple[float, ...]]:
+    """Build the frozen timm DINOv3 of a config (``backbone``, ``backbone_weights``, ``backbone_overrides``,
+    ``image_size``, ``random_init``, ``init_seed``).
+
+    Returns:
+        The ViT, its weights info (id, sha256, licence, source), and its normalisation mean and std.
+    """
+    vit, info = build_backbone(
+        config.backbone,
+        None if config.random_init else config.backbone_weights,
+        random_init=config.random_init,
+        img_size=config.image_size,
+        overrides=config.backbone_overrides,
+        init_seed=config.init_seed,
+    )
+    mean = tuple(float(v) for v in vit.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))
+    std = tuple(float(v) for v in vit.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))
+    return vit, info, mean, std
+
+
 class ADDINOv3(nn.Module):
     """The AD-DINOv3 model.
 
@@ -187,16 +207,7 @@ class ADDINOv3(nn.Module):
         self.compat = config.compat
         self.layers = tuple(config.layers)
         self.image_size = config.image_size
-        vit, self.backbone_info = build_backbone(
-            config.backbone,
-            None if config.random_init else config.backbone_weights,
-            random_init=config.random_init,
-            img_size=config.image_size,
-            overrides=config.backbone_overrides,
-            init_seed=config.init_seed,
-        )
-        self.mean = tuple(float(v) for v in vit.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))
-        self.std = tuple(float(v) for v in vit.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))
+        vit, self.backbone_info, self.mean, self.std = build_frozen_dino(config)
         self.backbone = DinoBackbone(vit, self.layers)
         tower, text_info = build_text_tower(
             config.text_model,

@@ -37,10 +37,9 @@ from torch import nn
 
 from medad.errors import ConfigError
 from medad.models import head
-from medad.models.ad_dinov3 import _check_geometry
+from medad.models.ad_dinov3 import _check_geometry, build_frozen_dino
 from medad.models.config import ModelConfig, check_layers
 from medad.models.registry import register_model, training_free
-from medad.models.weights import build_backbone
 
 FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -202,16 +201,7 @@ class MutualScorer(nn.Module):
         self.compat = config.compat
         self.layers = tuple(config.layers)
         self.image_size = config.image_size
-        vit, self.backbone_info = build_backbone(
-            config.backbone,
-            None if config.random_init else config.backbone_weights,
-            random_init=config.random_init,
-            img_size=config.image_size,
-            overrides=config.backbone_overrides,
-            init_seed=config.init_seed,
-        )
-        self.mean = tuple(float(v) for v in vit.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))
-        self.std = tuple(float(v) for v in vit.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))
+        vit, self.backbone_info, self.mean, self.std = build_frozen_dino(config)
         self.grid = config.image_size // vit.patch_embed.patch_size[0]
         self.backbone = _Backbone(vit, self.layers)
 

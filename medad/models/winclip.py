@@ -44,21 +44,13 @@ from torch import nn
 from medad.errors import ConfigError, WeightsError
 from medad.models import head
 from medad.models.config import ModelConfig
+from medad.models.prompts import NORMAL_STATES  # WinCLIP's normal state words, shared with the ensemble
 from medad.models.registry import register_model, training_free
 from medad.models.weights import LICENCES, _check_file, is_local_weights, seeded, state_dict_sha256
 from medad.utils.io import sha256_file
 
 PROMPT_SET_VERSION = "winclip-cpe-v1"
 
-NORMAL_STATES: tuple[str, ...] = (
-    "{}",
-    "flawless {}",
-    "perfect {}",
-    "unblemished {}",
-    "{} without flaw",
-    "{} without defect",
-    "{} without damage",
-)
 ANOMALOUS_STATES: tuple[str, ...] = (
     "damaged {}",
     "{} with flaw",
