@@ -37,7 +37,7 @@ from torch import nn
 
 from medad.errors import ConfigError
 from medad.models import head
-from medad.models.ad_dinov3 import _check_geometry, build_frozen_dino
+from medad.models.ad_dinov3 import DinoBackbone, _check_geometry, build_frozen_dino
 from medad.models.config import ModelConfig, check_layers
 from medad.models.registry import register_model, training_free
 
@@ -168,17 +168,8 @@ class MutualConfig(ModelConfig):
         return out
 
 
-class _Backbone(nn.Module):
+class _Backbone(DinoBackbone):
     """Frozen timm DINOv3 ViT (``.model``) returning L2-normalised final-norm patch tokens of the tapped layers."""
-
-    def __init__(self, model: nn.Module, layers: tuple[int, ...]) -> None:
-        super().__init__()
-        self.model = model.eval().requires_grad_(False)
-        self.indices = [v - 1 for v in layers]
-
-    def train(self, mode: bool = True) -> _Backbone:
-        super().train(False)
-        return self
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -192,7 +192,13 @@ def _read_state_dict(file: Path, wanted: set[str]) -> dict[str, torch.Tensor]:
     return {rename(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor) and rename(k) in wanted}
 
 
-def _text_hub_file(model_name: str, tag: str) -> Path:
+def open_clip_hub_file(model_name: str, tag: str, hint: str) -> Path:
+    """The local file of open_clip weights ``model_name``/``tag`` (an open_clip tag or ``hf-hub:<repo>``).
+
+    Raises:
+        ConfigError: open_clip knows no such tag for the model.
+        WeightsError: the file cannot be fetched (offline, gated, missing); the message is ``hint``.
+    """
     if tag.startswith("hf-hub:"):
         from huggingface_hub import hf_hub_download
 
@@ -203,7 +209,7 @@ def _text_hub_file(model_name: str, tag: str) -> Path:
                 return Path(hf_hub_download(repo, filename))
             except Exception as exc:  # hub failures come as many exception types
                 last = exc
-        raise WeightsError(_text_hint(model_name, tag)) from last
+        raise WeightsError(hint) from last
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
@@ -214,7 +220,7 @@ def _text_hub_file(model_name: str, tag: str) -> Path:
     try:
         return Path(open_clip.download_pretrained(cfg))
     except Exception as exc:  # hub failures come as many exception types
-        raise WeightsError(_text_hint(model_name, tag)) from exc
+        raise WeightsError(hint) from exc
 
 
 def _text_hint(model_name: str, tag: str) -> str:
@@ -274,7 +280,11 @@ def build_text_tower(
     if is_local_weights(spec):
         file, source, weights_id = _check_file(spec, "text"), "file", model_name
     else:
-        file, source, weights_id = _text_hub_file(model_name, spec), "hub", f"{model_name}/{spec}"
+        file, source, weights_id = (
+            open_clip_hub_file(model_name, spec, _text_hint(model_name, spec)),
+            "hub",
+            f"{model_name}/{spec}",
+        )
     tower = build()
     expected = tower.state_dict()
     state = _read_state_dict(file, set(expected))

@@ -33,7 +33,6 @@ import copy
 import dataclasses
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, ClassVar
 
 import open_clip
@@ -46,7 +45,7 @@ from medad.models import head
 from medad.models.config import ModelConfig
 from medad.models.prompts import NORMAL_STATES  # WinCLIP's normal state words, shared with the ensemble
 from medad.models.registry import register_model, training_free
-from medad.models.weights import LICENCES, _check_file, is_local_weights, seeded, state_dict_sha256
+from medad.models.weights import LICENCES, _check_file, is_local_weights, open_clip_hub_file, seeded, state_dict_sha256
 from medad.utils.io import sha256_file
 
 PROMPT_SET_VERSION = "winclip-cpe-v1"
@@ -236,33 +235,13 @@ def clip_model_config(name: str, overrides: Mapping[str, Any] | None, image_size
     return cfg
 
 
-def _clip_hub_file(name: str, tag: str) -> Path:
-    hint = (
+def _clip_hint(name: str, tag: str) -> str:
+    return (
         f"the CLIP weights {name!r}/{tag!r} could not be loaded from the hub (offline or missing); with network access "
         f"run `python -c \"import open_clip; open_clip.create_model('{name}', pretrained='{tag}')\"` once to fill the "
         "cache, or download the checkpoint yourself and pass it as clip_weights='/path/to/file' (in a protocol: "
         "weights: {text: {file: ...}})"
     )
-    if tag.startswith("hf-hub:"):
-        from huggingface_hub import hf_hub_download
-
-        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-            try:
-                return Path(hf_hub_download(tag[len("hf-hub:") :], filename))
-            except Exception:  # hub failures come as many exception types
-                continue
-        raise WeightsError(hint)
-    pretrained = open_clip.get_pretrained_cfg(name, tag)
-    if not pretrained:
-        tags = open_clip.list_pretrained_tags_by_model(name)
-        raise ConfigError(
-            f"open_clip has no pretrained tag {tag!r} for {name!r}; known tags: {', '.join(tags) or 'none'}; or pass "
-            "a local weights file"
-        )
-    try:
-        return Path(open_clip.download_pretrained(pretrained))
-    except Exception as exc:  # hub failures come as many exception types
-        raise WeightsError(hint) from exc
 
 
 def build_clip(config: WinCLIPConfig) -> tuple[nn.Module, dict[str, Any]]:
@@ -287,7 +266,11 @@ def build_clip(config: WinCLIPConfig) -> tuple[nn.Module, dict[str, Any]]:
     if is_local_weights(spec):
         file, source, weights_id = _check_file(spec, "CLIP"), "file", config.clip_model
     else:
-        file, source, weights_id = _clip_hub_file(config.clip_model, spec), "hub", f"{config.clip_model}/{spec}"
+        file, source, weights_id = (
+            open_clip_hub_file(config.clip_model, spec, _clip_hint(config.clip_model, spec)),
+            "hub",
+            f"{config.clip_model}/{spec}",
+        )
     try:
         model = create(str(file))
     except (RuntimeError, KeyError, ValueError) as exc:
