@@ -77,6 +77,7 @@ def time_medad(
         device=device,
         num_workers=workers,
         progress=False,
+        compile=compile,
     )
     sync(device)
     start = time.perf_counter()
@@ -88,9 +89,28 @@ def time_medad(
         device=device,
         num_workers=workers,
         progress=False,
+        compile=compile,
     )
     sync(device)
     return len(manifest) / (time.perf_counter() - start)
+
+
+def host_waits(model: Any, manifest: Any, device: torch.device, batch_size: int, out: Path) -> list[str]:
+    """Where the scoring loop makes the host wait for the GPU: CUDA's sync debug warnings of one scored pass.
+
+    A wait inside the loop stops the host from queueing the next batch while the GPU runs the current one.
+    """
+    import warnings
+
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            score(model, manifest, out, batch_size=batch_size, device=device, progress=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    waits = [w for w in caught if "synchroniz" in str(w.message)]
+    return sorted({f"{w.filename}:{w.lineno}: {str(w.message)[:100]}" for w in waits})
 
 
 def time_model_only(model: Any, device: torch.device, batch_size: int, repeats: int = 5) -> float:
@@ -171,7 +191,7 @@ def time_reference(model: Any, manifest: Any, device: torch.device, n_images: in
         height, width = image.shape[1:]
         x = torch.nn.functional.interpolate(image[None], size=(model.image_size,) * 2, mode="bilinear")
         x = (x - mean) / std
-        model.text_encoder._memory.clear()
+        model.text_encoder.clear_cache()
         outputs = model(x, words)
         upsample_to(outputs["pixel_scores"][0], (height, width)).cpu().numpy()
 
@@ -196,6 +216,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="torch.compile the backbone's forward")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--host-waits", action="store_true", help="CUDA: list where one scored pass makes the host wait for the GPU"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -231,6 +254,9 @@ def main() -> None:
                 .eval()
             )
             flops = backbone_flops(model)
+            if cuda and args.host_waits:
+                waits = host_waits(model, manifest.iloc[: 4 * batch_sizes[0]], device, batch_sizes[0], tmp_path / "w")
+                print(json.dumps({"backbone": name, "host_waits": waits}), flush=True)
             agreement = bf16_agreement(model, device) if cuda else {}
             loader_rate = time_loader(model, manifest, max(batch_sizes), workers)
             writer_rate = time_writer(len(manifest), 480, 640, tmp_path / f"writer_{key}")

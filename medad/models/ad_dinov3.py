@@ -245,9 +245,7 @@ class ADDINOv3(nn.Module):
 
     def text_features(self, class_names: list[str], device: torch.device) -> torch.Tensor:
         """Return the frozen ``(B, D_text, 2)`` prompt-ensemble matrices of the class words."""
-        unique = sorted(set(class_names))
-        table = self.text_encoder(unique).to(device)
-        return table[[unique.index(w) for w in class_names]]
+        return self.text_encoder(class_names, device)
 
     def forward_features(self, features: Mapping[str, torch.Tensor], class_names: list[str]) -> dict[str, torch.Tensor]:
         """Run the trainable head on backbone features, in fp32 even under autocast (it is cheap, and bf16 logits

@@ -58,6 +58,7 @@ class TextEncoder(torch.nn.Module):
             "config": config,
         }
         self._memory: dict[str, torch.Tensor] = {}
+        self._on_device: dict[tuple[str, str], torch.Tensor] = {}
 
     def train(self, mode: bool = True) -> TextEncoder:
         """Keep the frozen tower in eval mode whatever ``mode`` is."""
@@ -92,6 +93,21 @@ class TextEncoder(torch.nn.Module):
         self._memory[word] = embedding
         return embedding
 
-    def forward(self, words: list[str]) -> torch.Tensor:
-        """Return ``(len(words), D, 2)`` text matrices."""
-        return torch.stack([self.encode_word(w) for w in words])
+    def clear_cache(self) -> None:
+        """Forget the in-memory embeddings (the on-disk cache stays), so the next call encodes again."""
+        self._memory.clear()
+        self._on_device.clear()
+
+    def forward(self, words: list[str], device: torch.device | str | None = None) -> torch.Tensor:
+        """Return ``(len(words), D, 2)`` text matrices on ``device`` (default the CPU).
+
+        Each word's matrix is copied to an accelerator once and kept there, so a batch's matrices are stacked on
+        the device: a host-to-device copy per batch would make the host wait for the GPU's queued work.
+        """
+        dev = torch.device(device or "cpu")
+        if dev.type == "cpu":
+            return torch.stack([self.encode_word(w) for w in words])
+        for word in set(words):
+            if (word, str(dev)) not in self._on_device:
+                self._on_device[word, str(dev)] = self.encode_word(word).to(dev)
+        return torch.stack([self._on_device[w, str(dev)] for w in words])

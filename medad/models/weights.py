@@ -128,7 +128,9 @@ def build_backbone(
         raise ConfigError(f"unknown timm backbone {name!r}; pick one of timm.list_models('*dinov3*')")
     if random_init and weights is not None:
         raise ConfigError("backbone: pass either backbone_weights or random_init=True, not both")
-    kwargs = {"img_size": img_size, "num_classes": 0, **dict(overrides or {})}
+    # A fixed input size lets timm build the RoPE table once, on the model's device; with timm's dynamic size it
+    # is rebuilt on the CPU and copied to the GPU every forward, which makes the host wait for the GPU each batch.
+    kwargs = {"img_size": img_size, "num_classes": 0, "dynamic_img_size": False, **dict(overrides or {})}
     info: dict[str, Any] = {"id": name, "licence": _backbone_licence(name), "file": None, "sha256": None}
     if random_init:
         model = seeded(lambda: timm.create_model(arch, pretrained=False, **kwargs), init_seed)

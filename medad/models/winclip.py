@@ -332,7 +332,7 @@ class WinCLIP(nn.Module):
         pre = getattr(visual, "preprocess_cfg", None) or {}
         self.mean = tuple(float(v) for v in pre.get("mean", OPENAI_MEAN))
         self.std = tuple(float(v) for v in pre.get("std", OPENAI_STD))
-        self._text_cache: dict[str, torch.Tensor] = {}
+        self._text_cache: dict[tuple[str, str], torch.Tensor] = {}
 
     def train(self, mode: bool = True) -> WinCLIP:
         """Frozen: always eval mode."""
@@ -351,10 +351,12 @@ class WinCLIP(nn.Module):
 
     def text_features(self, class_names: list[str], device: torch.device) -> torch.Tensor:
         """``(B, E, 2)`` [normal, anomalous] ensemble vectors, one per image (cached per class word)."""
-        for word in set(class_names) - set(self._text_cache):
-            normal, anomalous = winclip_sentences(word)
-            self._text_cache[word] = torch.stack([self._encode(normal), self._encode(anomalous)], dim=1).cpu()
-        return torch.stack([self._text_cache[w] for w in class_names]).to(device)
+        for word in set(class_names):
+            if (word, str(device)) not in self._text_cache:
+                normal, anomalous = winclip_sentences(word)
+                vectors = torch.stack([self._encode(normal), self._encode(anomalous)], dim=1)
+                self._text_cache[word, str(device)] = vectors.to(device)
+        return torch.stack([self._text_cache[w, str(device)] for w in class_names])
 
     # ----------------------------------------------------------------- vision
 

@@ -55,6 +55,24 @@ def test_manifest_saved_and_prompt_rule_follows_the_model(tmp_path, folder, monk
     pd.testing.assert_series_equal(saved["case_id"], manifest["case_id"])
 
 
+def test_compiled_scoring_equals_eager_and_compiles_once(tmp_path, folder):
+    """``compile=True``: one static-shape graph (the short last batch is padded) and the eager maps."""
+    from medad.models import create_model
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    torch.manual_seed(0)
+    model = create_model("ad_dinov3_tiny")
+    manifest = manifest_from_paths([str(folder)]).reset_index(drop=True)
+    eager = dict(score(model, manifest, tmp_path / "eager", batch_size=2, progress=False).iter_maps())
+    compiled = score(model, manifest, tmp_path / "compiled", batch_size=2, progress=False, compile=True)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    assert compiled.indices.tolist() == [0, 1, 2]
+    for index, pixel_map in compiled.iter_maps():
+        assert pixel_map.shape == eager[index].shape
+        np.testing.assert_allclose(pixel_map, eager[index], atol=1e-5)
+
+
 def test_cli_score_with_export_writes_masks_at_native_size(tmp_path, folder, monkeypatch, capsys):
     from medad.cli import main
 

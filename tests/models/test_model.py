@@ -146,6 +146,45 @@ def test_text_embeddings_cached_in_memory_and_on_disk(monkeypatch: pytest.Monkey
     assert other.text_encoder.cache_path("hazelnut") != model.text_encoder.cache_path("hazelnut")
 
 
+def test_text_matrices_are_copied_to_a_device_once_per_word(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = create_model("ad_dinov3_tiny")
+    encoder = model.text_encoder
+    words = ["bottle", "skin lesion", "bottle"]
+    on_cpu = encoder(words)
+    copies: list[str] = []
+    original = TextEncoder.encode_word
+    monkeypatch.setattr(TextEncoder, "encode_word", lambda self, w: copies.append(w) or original(self, w))
+    first = encoder(words, "meta")  # any non-CPU device takes the cached-copy path
+    second = model.text_features(words, torch.device("meta"))
+    assert first.device.type == second.device.type == "meta"
+    assert first.shape == second.shape == on_cpu.shape == (3, 32, 2)
+    assert sorted(copies) == ["bottle", "skin lesion"]  # encoded / moved once per word, not per call
+    encoder.clear_cache()
+    encoder(["bottle"], "meta")
+    assert copies[-1] == "bottle"
+
+
+def test_backbone_has_a_fixed_input_size_with_its_rope_table_on_the_model() -> None:
+    """The RoPE table is a buffer (moved with the model, built once), and features equal timm's dynamic mode."""
+    from medad.models.weights import build_backbone
+
+    overrides = {"depth": 2, "embed_dim": 64, "num_heads": 2}
+    fixed, _ = build_backbone("vit_small_patch16_dinov3", random_init=True, img_size=64, overrides=overrides)
+    dynamic, _ = build_backbone(
+        "vit_small_patch16_dinov3",
+        random_init=True,
+        img_size=64,
+        overrides={**overrides, "dynamic_img_size": True},
+    )
+    assert "rope.pos_embed_cached" in dict(fixed.named_buffers())
+    assert "rope.pos_embed_cached" not in dict(dynamic.named_buffers())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a = fixed.eval().forward_intermediates(x, indices=[1], intermediates_only=True, output_fmt="NLC")
+        b = dynamic.eval().forward_intermediates(x, indices=[1], intermediates_only=True, output_fmt="NLC")
+    torch.testing.assert_close(a[0], b[0], atol=0, rtol=0)
+
+
 def test_ensemble_is_normalised_mean_of_normalised_sentences(tiny_clean: ADDINOv3) -> None:
     enc = tiny_clean.text_encoder
     sentences = ["a photo of a x.", "a bad photo of the x."]
