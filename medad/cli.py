@@ -31,22 +31,68 @@ def fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+def _jsonl_root(data_root: Path | None) -> dict[str, Path]:
+    return {"root": data_root} if data_root is not None else {}
+
+
+DATA_ROOT_HELP = "For --kind jsonl: the folder the jsonl's relative paths start from (default: its folder)."
+
+
 @datasets_app.command("check")
 def datasets_check_command(
-    root: Annotated[Path, typer.Argument(help="Dataset root (or a CSV / DICOM / NIfTI file).")],
+    root: Annotated[Path, typer.Argument(help="Dataset root (or a CSV / jsonl / DICOM / NIfTI file).")],
     kind: Annotated[str, typer.Option("--kind", help="Dataset kind (mvtec, visa, isic, ..., auto detects).")] = "auto",
     split: Annotated[str, typer.Option("--split", help="Split to check.")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    sha256: Annotated[bool, typer.Option("--sha256", help="Also list the sha256 of every image and mask.")] = False,
+    data_root: Annotated[Path | None, typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
 ) -> None:
     """Count images per class, show the detected layout variant and list every problem with its file."""
     from medad.data import check_dataset
     from medad.data.reporting import format_check
     from medad.utils.io import canonical_json
 
-    report = check_dataset(root, kind, split=split)
+    report = check_dataset(root, kind, split=split, sha256=sha256, **_jsonl_root(data_root))
     typer.echo(canonical_json(report).rstrip("\n") if as_json else format_check(report))
     if report["problems"]:
         raise typer.Exit(code=2)
+
+
+@datasets_app.command("export")
+def datasets_export_command(
+    root: Annotated[Path, typer.Argument(help="Dataset root (or a CSV / jsonl file).")],
+    out: Annotated[Path, typer.Option("--out", help="File to write, e.g. ROOT/meta.json or data.jsonl.")],
+    fmt: Annotated[str, typer.Option("--format", help="meta-json (AnomalyCLIP/AdaCLIP) or jsonl (AA-CLIP).")] = (
+        "meta-json"
+    ),
+    kind: Annotated[str, typer.Option("--kind", help="Dataset kind (mvtec, visa, isic, ..., auto detects).")] = "auto",
+    split: Annotated[str, typer.Option("--split", help="Split to export: test, train, ... or all.")] = "test",
+    sha256: Annotated[bool, typer.Option("--sha256", help="Add each file's sha256 to the items.")] = False,
+    relative_to: Annotated[
+        Path | None, typer.Option("--relative-to", help="Write paths relative to this folder (default: OUT's).")
+    ] = None,
+    absolute: Annotated[bool, typer.Option("--absolute", help="Write absolute paths.")] = False,
+    data_root: Annotated[Path | None, typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
+) -> None:
+    """Write a dataset's manifest as AnomalyCLIP/AdaCLIP meta.json or AA-CLIP jsonl, for the research repos."""
+    from medad.data import export_dataset
+
+    if absolute and relative_to is not None:
+        fail("--absolute and --relative-to exclude each other; give one")
+    paths_root = None if absolute else (relative_to or out.expanduser().resolve().parent)
+    manifest = export_dataset(
+        root,
+        out,
+        fmt=fmt,
+        kind=kind,
+        split=split,
+        sha256=sha256,
+        paths_root=paths_root,
+        progress=sys.stderr.isatty(),
+        **_jsonl_root(data_root),
+    )
+    counts = ", ".join(f"{name} {n}" for name, n in manifest["split"].value_counts(sort=False).items())
+    typer.echo(f"wrote {len(manifest)} images ({counts}) as {fmt} to {out}")
 
 
 @datasets_app.command("synth")

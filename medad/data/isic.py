@@ -3,6 +3,10 @@
 2016 masks end in ``_Segmentation.png`` (capital S), 2017/2018 in ``_segmentation.png``; images are ``.jpg``
 (the 2017 folders also hold ``*_superpixels.png``, which are ignored). Images and masks are paired by their
 ``ISIC_<7 digits>`` id, case-insensitively.
+
+AnomalyCLIP's copy of the 2016 test set is read too: ``skin/test/<type>/ISIC_XXXXXXX.jpg`` with the released
+``skin/ISBI2016_ISIC_Part1_Test_GroundTruth/`` next to it (variant ``anomalyclip-skin``); a ``good`` type folder
+would hold normal images.
 """
 
 from __future__ import annotations
@@ -12,7 +16,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from medad.data.manifest import CLASS_WORDS, ManifestBuilder, list_images, pair_by_stem, pairing_problems, require_dir
+from medad.data.manifest import (
+    CLASS_WORDS,
+    ManifestBuilder,
+    is_ignored,
+    list_images,
+    pair_by_stem,
+    pairing_problems,
+    require_dir,
+)
 from medad.errors import DataError
 
 _SPLIT_WORDS: dict[str, tuple[str, ...]] = {
@@ -39,38 +51,95 @@ def find_isic_folders(root: Path, split: str) -> tuple[str, Path, Path] | None:
     return None
 
 
+def find_anomalyclip_skin(root: Path, split: str) -> tuple[Path, Path] | None:
+    """(``skin/<split>`` folder, ground-truth folder) of AnomalyCLIP's ISIC copy, or ``None``.
+
+    ``root`` may be the ``skin`` folder or the folder that holds it.
+    """
+    words = _SPLIT_WORDS.get(split, (split,))
+    for skin in (root, root / "skin"):
+        split_dir = skin / split
+        if not split_dir.is_dir():
+            continue
+        for word in words:
+            ground_truth = skin / _YEAR_FOLDERS["isic2016"][1].format(w=word)
+            if ground_truth.is_dir():
+                return split_dir, ground_truth
+    return None
+
+
 def _isic_key(path: Path, _is_mask: bool) -> str:
     match = _ISIC_ID.search(path.name)
     return match.group(0).lower() if match else path.stem.lower()
 
 
-def make_isic(root: str | Path, split: str = "test", strict: bool = True) -> pd.DataFrame:
-    """ISIC manifest (all images are lesions: label 1, class ``skin_lesion``).
+def _isic_images(folder: Path) -> list[Path]:
+    return [p for p in list_images(folder, extensions={".jpg", ".jpeg"}) if _ISIC_ID.search(p.name)]
 
-    Args:
-        root: Folder holding the released ISIC folders, e.g. ``ISBI2016_ISIC_Part1_Test_Data`` and
-            ``ISBI2016_ISIC_Part1_Test_GroundTruth``.
-        split: ``test``, ``train`` or ``val``.
-        strict: Raise one DataError listing every problem.
 
-    Returns:
-        The manifest (variant ``isic2016``, ``isic2017`` or ``isic2018``).
-    """
-    root = require_dir(Path(root).expanduser(), "ISIC root")
-    found = find_isic_folders(root, split)
-    if found is None:
-        names = [f.format(w=_SPLIT_WORDS.get(split, (split,))[0]) for f, _ in _YEAR_FOLDERS.values()]
-        raise DataError(f"ISIC root {root} has no image folder for split '{split}' (looked for {names})")
-    variant, image_dir, mask_dir = found
-    builder = ManifestBuilder("isic", root, split, variant)
-    images = [p for p in list_images(image_dir, extensions={".jpg", ".jpeg"}) if _ISIC_ID.search(p.name)]
+def _isic_masks(folder: Path) -> list[Path]:
+    return [p for p in list_images(folder, extensions={".png"}) if "segmentation" in p.name.lower()]
+
+
+def _add_released(builder: ManifestBuilder, image_dir: Path, mask_dir: Path) -> None:
+    images = _isic_images(image_dir)
     if not mask_dir.is_dir():
         builder.problem(mask_dir, "is missing; ISIC images need their ground-truth folder next to them")
-        return builder.build(strict)
-    masks = [p for p in list_images(mask_dir, extensions={".png"}) if "segmentation" in p.name.lower()]
-    pairing = pair_by_stem(images, masks, key=_isic_key)
+        return
+    pairing = pair_by_stem(images, _isic_masks(mask_dir), key=_isic_key)
     builder.problems.extend(pairing_problems(pairing, mask_dir))
     for image in images:
         if image in pairing.pairs:
             builder.add(image, class_name=CLASS_WORDS["isic"], label=1, mask_path=pairing.pairs[image])
+
+
+def _add_anomalyclip(builder: ManifestBuilder, split_dir: Path, mask_dir: Path) -> None:
+    normals: list[tuple[Path, str]] = []
+    lesions: list[tuple[Path, str]] = []
+    for type_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not is_ignored(p)):
+        found = normals if type_dir.name.lower() == "good" else lesions
+        found.extend((image, type_dir.name) for image in _isic_images(type_dir))
+    pairing = pair_by_stem([image for image, _ in lesions], _isic_masks(mask_dir), key=_isic_key)
+    builder.problems.extend(pairing_problems(pairing, mask_dir))
+    for image, defect in normals:
+        builder.add(image, class_name=CLASS_WORDS["isic"], label=0, defect_type=defect)
+    for image, defect in lesions:
+        if image in pairing.pairs:
+            builder.add(
+                image, class_name=CLASS_WORDS["isic"], label=1, mask_path=pairing.pairs[image], defect_type=defect
+            )
+
+
+def make_isic(root: str | Path, split: str = "test", strict: bool = True) -> pd.DataFrame:
+    """ISIC manifest (lesions: label 1, class ``skin_lesion``).
+
+    Args:
+        root: Folder holding the released ISIC folders, e.g. ``ISBI2016_ISIC_Part1_Test_Data`` and
+            ``ISBI2016_ISIC_Part1_Test_GroundTruth``; or AnomalyCLIP's ``skin`` folder (or its parent) holding
+            ``test/<type>/`` and ``ISBI2016_ISIC_Part1_Test_GroundTruth``.
+        split: ``test``, ``train`` or ``val``.
+        strict: Raise one DataError listing every problem.
+
+    Returns:
+        The manifest (variant ``isic2016``, ``isic2017``, ``isic2018`` or ``anomalyclip-skin``).
+    """
+    root = require_dir(Path(root).expanduser(), "ISIC root")
+    found = find_isic_folders(root, split)
+    if found is not None:
+        variant, image_dir, mask_dir = found
+        builder = ManifestBuilder("isic", root, split, variant)
+        _add_released(builder, image_dir, mask_dir)
+        return builder.build(strict)
+    skin = find_anomalyclip_skin(root, split)
+    if skin is None:
+        words = _SPLIT_WORDS.get(split, (split,))
+        names = [f.format(w=w) for f, _ in _YEAR_FOLDERS.values() for w in words]
+        ground_truth = " or ".join(_YEAR_FOLDERS["isic2016"][1].format(w=w) for w in words)
+        raise DataError(
+            f"ISIC root {root} has no image folder for split '{split}' (looked for {names}, and for AnomalyCLIP's "
+            f"skin/{split}/<type>/ with skin/{ground_truth})"
+        )
+    split_dir, mask_dir = skin
+    builder = ManifestBuilder("isic", split_dir.parent, split, "anomalyclip-skin")  # same ids from skin/ or above
+    _add_anomalyclip(builder, split_dir, mask_dir)
     return builder.build(strict)

@@ -39,6 +39,8 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", "
 JPEG_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg"})
 IGNORED_NAMES: frozenset[str] = frozenset({"thumbs.db", "desktop.ini"})
 MAX_LISTED_PROBLEMS = 20
+NO_IMAGES = "no images found"
+"""Start of the problem :meth:`ManifestBuilder.build` records when a split holds no images at all."""
 
 
 @dataclass(frozen=True)
@@ -262,7 +264,7 @@ class ManifestBuilder:
         if not self.rows and not self.problems:
             self.problem(
                 self.root,
-                f"no images found for dataset '{self.dataset}' split '{self.split}'; check the folder and --kind/split",
+                f"{NO_IMAGES} for dataset '{self.dataset}' split '{self.split}'; check the folder and --kind/split",
             )
         if strict and self.problems:
             raise problems_error(self.problems, self.root, self.dataset)

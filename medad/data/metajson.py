@@ -24,10 +24,10 @@ def read_meta_json(
     class_word: str | None = None,
     strict: bool = True,
 ) -> pd.DataFrame:
-    """Manifest from ``<root>/meta.json``.
+    """Manifest from ``<root>/meta.json`` (or from a ``.json`` file in that form).
 
     Args:
-        root: Folder holding ``meta.json``.
+        root: Folder holding ``meta.json``, or the JSON file itself; relative paths start from its folder.
         dataset: Value of the ``dataset`` column.
         split: Top-level key of the JSON (``test`` or ``train``).
         class_word: Class word for every row; defaults to each item's ``cls_name``.
@@ -38,6 +38,8 @@ def read_meta_json(
     """
     root = Path(root).expanduser()
     meta_path = root / "meta.json"
+    if root.suffix.lower() == ".json" and not root.is_dir():
+        meta_path, root = root, root.parent
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,19 @@ from medad.data.clinicdb import make_clinicdb
 from medad.data.colondb import detect_colondb, make_colondb
 from medad.data.dicom import looks_like_dicom, make_dicom
 from medad.data.folder import make_folder
-from medad.data.isic import find_isic_folders, make_isic
-from medad.data.manifest import ManifestBuilder, Problem, concat, is_ignored, is_image_file, problems_error
+from medad.data.hashing import add_sha256
+from medad.data.isic import find_anomalyclip_skin, find_isic_folders, make_isic
+from medad.data.jsonl import make_jsonl
+from medad.data.kvasir import find_kvasir, make_kvasir
+from medad.data.manifest import (
+    NO_IMAGES,
+    ManifestBuilder,
+    Problem,
+    concat,
+    is_ignored,
+    is_image_file,
+    problems_error,
+)
 from medad.data.mpdd import MPDD_CLASSES, make_mpdd
 from medad.data.mvtec import MVTEC_CLASSES, category_dirs, make_mvtec
 from medad.data.mvtec_style import make_mvtec_style
@@ -22,7 +34,7 @@ from medad.data.nifti import is_nifti, make_nifti
 from medad.data.readers import image_shape, read_image, read_mask
 from medad.data.tabular import make_csv
 from medad.data.tn3k import make_tn3k
-from medad.data.visa import SPLIT_CSV, make_visa
+from medad.data.visa import SPLIT_CSV, VISA_CLASSES, make_visa
 from medad.errors import DataError
 
 MAKERS: dict[str, Callable[..., pd.DataFrame]] = {
@@ -34,13 +46,26 @@ MAKERS: dict[str, Callable[..., pd.DataFrame]] = {
     "clinicdb": make_clinicdb,
     "colondb": make_colondb,
     "tn3k": make_tn3k,
+    "kvasir": make_kvasir,
     "mvtec_style": make_mvtec_style,
     "folder": make_folder,
     "csv": make_csv,
+    "jsonl": make_jsonl,
     "dicom": make_dicom,
     "nifti": make_nifti,
 }
 KINDS: tuple[str, ...] = (*MAKERS, "auto")
+SPLITS: dict[str, tuple[str, ...]] = {
+    "mvtec": ("train", "test"),
+    "mpdd": ("train", "test"),
+    "btad": ("train", "test"),
+    "visa": ("train", "test"),
+    "isic": ("train", "val", "test"),
+    "tn3k": ("trainval", "test"),
+    "mvtec_style": ("train", "test"),
+}
+"""The splits a kind's layout can hold on disk (:func:`load_all_splits`); other kinds hold one set, ``test``."""
+_FILE_KINDS = frozenset({"csv", "jsonl"})
 
 
 def _mvtec_like_kind(root: Path) -> str | None:
@@ -54,6 +79,8 @@ def _mvtec_like_kind(root: Path) -> str | None:
         return "mpdd"
     if names <= set(MVTEC_CLASSES):
         return "mvtec"
+    if names <= set(VISA_CLASSES):
+        return "visa"
     return "mvtec_style"
 
 
@@ -65,7 +92,8 @@ def _detectors() -> list[tuple[str, Callable[[Path], str | None]]]:
         return "visa" if root.is_dir() and (root / "meta.json").is_file() else None
 
     def isic(root: Path) -> str | None:
-        ok = root.is_dir() and any(find_isic_folders(root, s) for s in ("test", "train", "val"))
+        splits = ("test", "train", "val")
+        ok = root.is_dir() and any(find_isic_folders(root, s) or find_anomalyclip_skin(root, s) for s in splits)
         return "isic" if ok else None
 
     def tn3k(root: Path) -> str | None:
@@ -74,6 +102,9 @@ def _detectors() -> list[tuple[str, Callable[[Path], str | None]]]:
 
     def clinicdb(root: Path) -> str | None:
         return "clinicdb" if root.is_dir() and (root / "Original").is_dir() else None
+
+    def kvasir(root: Path) -> str | None:
+        return "kvasir" if find_kvasir(root) is not None else None
 
     def images_masks(root: Path) -> str | None:
         if not (root.is_dir() and (root / "images").is_dir()):
@@ -90,9 +121,13 @@ def _detectors() -> list[tuple[str, Callable[[Path], str | None]]]:
     def single_file(root: Path) -> str | None:
         if not root.is_file():
             return None
-        if root.suffix.lower() == ".csv":
-            return "csv"
+        if root.suffix.lower() in (".csv", ".jsonl"):
+            return root.suffix.lower()[1:]
         return "nifti" if is_nifti(root) else "dicom" if looks_like_dicom(root) else None
+
+    def jsonl_folder(root: Path) -> str | None:
+        found = [p for p in root.glob("*.jsonl") if p.is_file() and not is_ignored(p)] if root.is_dir() else []
+        return "jsonl" if len(found) == 1 else None
 
     def volumes(root: Path) -> str | None:
         if not root.is_dir():
@@ -104,14 +139,16 @@ def _detectors() -> list[tuple[str, Callable[[Path], str | None]]]:
 
     return [
         ("VisA split_csv/1cls.csv", visa),
-        ("AnomalyCLIP meta.json", meta),
-        ("ISIC 2016/2017/2018 folders", isic),
+        ("ISIC 2016/2017/2018 folders or AnomalyCLIP skin/test + ISBI2016 ground truth", isic),
         ("TN3K test-image/ + test-mask/", tn3k),
         ("CVC-ClinicDB Original/ + Ground Truth/", clinicdb),
+        ("Kvasir-SEG/images + masks", kvasir),
         ("images/ + masks/ (ClinicDB/ColonDB PNG, folder)", images_masks),
-        ("MVTec-like <class>/test/<type> (mvtec, mpdd, btad, mvtec_style)", mvtec_like),
+        ("MVTec-like <class>/test/<type> (mvtec, mpdd, btad, visa_pytorch, mvtec_style)", mvtec_like),
+        ("AnomalyCLIP meta.json (VisA)", meta),
         ("CVC-ColonDB original <N>.bmp + p<N>.bmp", colondb_bmp),
-        ("single CSV / NIfTI / DICOM file", single_file),
+        ("single CSV / jsonl / NIfTI / DICOM file", single_file),
+        ("folder with one .jsonl file", jsonl_folder),
         ("folder of NIfTI or DICOM files", volumes),
     ]
 
@@ -130,28 +167,83 @@ def detect_kind(root: str | Path) -> str:
     raise DataError(f"{path} is not a known dataset layout (tried: {'; '.join(tried)}); pass --kind explicitly")
 
 
-def load_manifest(root: str | Path, kind: str = "auto", split: str | None = "test", **options: Any) -> pd.DataFrame:
+def _check_options(kind: str, options: dict[str, Any]) -> None:
+    accepted = list(inspect.signature(MAKERS[kind]).parameters)[1:]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise DataError(f"option(s) {unknown} do not apply to dataset kind '{kind}'; it accepts {accepted}")
+
+
+def load_manifest(root: str | Path, /, kind: str = "auto", split: str | None = "test", **options: Any) -> pd.DataFrame:
     """Build the manifest of a dataset in its public layout.
 
     Args:
-        root: Dataset root (or a file for ``csv``/``dicom``/``nifti``).
+        root: Dataset root (or a file for ``csv``/``jsonl``/``dicom``/``nifti``).
         kind: One of :data:`KINDS`; ``auto`` detects it.
-        split: Split to read (``None`` keeps every row of a CSV manifest).
-        **options: Passed to the ``make_<kind>`` function (e.g. ``strict``, ``classes``, ``medical``, ``axis``).
+        split: Split to read (``None`` keeps every row of a CSV or jsonl manifest).
+        **options: Passed to the ``make_<kind>`` function (e.g. ``strict``, ``classes``, ``medical``, ``axis``,
+            jsonl's ``root``).
 
     Returns:
         The manifest DataFrame (columns in :data:`medad.data.manifest.COLUMNS`).
 
     Raises:
-        DataError: Unknown kind, missing/unknown root, or (``strict=True``, the default) any problem.
+        DataError: Unknown kind or option, missing/unknown root, or (``strict=True``, the default) any problem.
     """
     if kind not in KINDS:
         raise DataError(f"unknown dataset kind '{kind}'; use one of {', '.join(KINDS)}")
     if kind == "auto":
         kind = detect_kind(root)
-    if split is None and kind != "csv":
+    _check_options(kind, options)
+    if split is None and kind not in _FILE_KINDS:
         split = "test"
     return MAKERS[kind](root, split=split, **options)
+
+
+def load_all_splits(root: str | Path, /, kind: str = "auto", **options: Any) -> pd.DataFrame:
+    """One manifest with every split the layout holds (:data:`SPLITS`; CSV and jsonl: all their rows).
+
+    A split the layout does not hold (no folder, no rows) is skipped; a split that is there but has problems
+    raises them (``strict=True``) or keeps them in ``attrs["problems"]``.
+
+    Args:
+        root: Dataset root (or a file for ``csv``/``jsonl``/``dicom``/``nifti``).
+        kind: One of :data:`KINDS`; ``auto`` detects it.
+        **options: Passed to the ``make_<kind>`` function.
+
+    Returns:
+        The manifest, rows of each split in the order of :data:`SPLITS`.
+
+    Raises:
+        DataError: Unknown kind or option, or no split holds any image, or (strict) any problem.
+    """
+    if kind not in KINDS:
+        raise DataError(f"unknown dataset kind '{kind}'; use one of {', '.join(KINDS)}")
+    resolved = detect_kind(root) if kind == "auto" else kind
+    if resolved in _FILE_KINDS:
+        return load_manifest(root, resolved, split=None, **options)
+    _check_options(resolved, options)
+    strict = bool(options.pop("strict", True))
+    frames: list[pd.DataFrame] = []
+    first_error: DataError | None = None
+    for split in SPLITS.get(resolved, ("test",)):
+        try:
+            frame = MAKERS[resolved](root, split=split, strict=False, **options)
+        except DataError as exc:
+            first_error = first_error or exc
+            continue
+        problems = frame.attrs.get("problems", [])
+        if frame.empty and all(p.message.startswith(NO_IMAGES) for p in problems):
+            continue
+        if strict and problems:
+            raise problems_error(problems, root, resolved)
+        frames.append(frame)
+    if not frames:
+        if first_error is not None:
+            raise first_error
+        splits = ", ".join(SPLITS.get(resolved, ("test",)))
+        raise DataError(f"dataset {root} ({resolved}) holds no images in any split ({splits}); check the path")
+    return concat(frames)
 
 
 def validate_files(manifest: pd.DataFrame, decode: bool = True) -> list[Problem]:
@@ -183,25 +275,34 @@ def validate_files(manifest: pd.DataFrame, decode: bool = True) -> list[Problem]
     return problems
 
 
-def check_dataset(root: str | Path, kind: str = "auto", split: str = "test", **options: Any) -> dict[str, Any]:
+def check_dataset(
+    root: str | Path, /, kind: str = "auto", split: str = "test", sha256: bool = False, **options: Any
+) -> dict[str, Any]:
     """Check a dataset: counts, detected variant and every problem (structure and unreadable files).
 
     Args:
         root: Dataset root.
         kind: Dataset kind or ``auto``.
         split: Split to check.
+        sha256: Also hash every image and mask file (the report's ``files``).
         **options: Passed to the ``make_<kind>`` function.
 
     Returns:
         ``{"kind", "variant", "root", "split", "total", "normal", "abnormal", "unknown", "classes":
-        {class: {"total", "normal", "abnormal"}}, "problems": [{"path", "message"}]}``.
+        {class: {"total", "normal", "abnormal"}}, "problems": [{"path", "message"}]}``; with ``sha256`` also
+        ``"files": [{"image_path", "sha256", "mask_path", "mask_sha256"}]``, one per distinct image/mask pair.
 
     Raises:
-        DataError: The root is missing or not a known layout.
+        DataError: The root is missing or not a known layout, or (``sha256``) a file cannot be read.
     """
     resolved = detect_kind(root) if kind == "auto" else kind
     manifest = load_manifest(root, resolved, split=split, strict=False, **options)
     problems = list(manifest.attrs.get("problems", [])) + validate_files(manifest)
+    files: list[dict[str, str]] | None = None
+    if sha256:
+        columns = ["image_path", "sha256", "mask_path", "mask_sha256"]
+        hashed = add_sha256(manifest).drop_duplicates(["image_path", "mask_path"])
+        files = hashed[columns].to_dict("records")
     labels = manifest["label"]
     classes = {
         str(name): {
@@ -212,7 +313,7 @@ def check_dataset(root: str | Path, kind: str = "auto", split: str = "test", **o
         for name, group in manifest.groupby("class_name", sort=True)
     }
     variants = sorted(set(manifest["variant"])) or [""]
-    return {
+    report: dict[str, Any] = {
         "kind": resolved,
         "variant": ",".join(variants),
         "root": str(Path(root).expanduser()),
@@ -224,6 +325,9 @@ def check_dataset(root: str | Path, kind: str = "auto", split: str = "test", **o
         "classes": classes,
         "problems": [{"path": p.path, "message": p.message} for p in problems],
     }
+    if files is not None:
+        report["files"] = files
+    return report
 
 
 def manifest_from_paths(paths: Sequence[str | Path], class_name: str = "object", strict: bool = True) -> pd.DataFrame:

@@ -20,4 +20,10 @@ def format_check(report: dict[str, Any]) -> str:
         lines.extend(f"  {p['path']}: {p['message']}" for p in problems)
     else:
         lines.append("no problems found")
+    if "files" in report:
+        lines.append(f"sha256 of {len(report['files'])} image(s) and their masks (sha256sum format):")
+        for item in report["files"]:
+            lines.append(f"{item['sha256']}  {item['image_path']}")
+            if item["mask_path"]:
+                lines.append(f"{item['mask_sha256']}  {item['mask_path']}")
     return "\n".join(lines)

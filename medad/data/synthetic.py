@@ -28,6 +28,8 @@ MEDICAL_LAYOUTS: tuple[str, ...] = (
     "colondb-pranet",
     "colondb-bmp",
     "tn3k",
+    "kvasir",
+    "isic-anomalyclip",
 )
 LAYOUTS: tuple[str, ...] = (*INDUSTRIAL_LAYOUTS, *MEDICAL_LAYOUTS, "folder")
 
@@ -201,6 +203,38 @@ def _pairs(
             _save(_mask_u8(mask), out / mask_dir / mask_name(i))
 
 
+def _kvasir(out: Path, writer: _Writer, n: int) -> None:
+    """``Kvasir-SEG/{images,masks}/<id>.jpg`` (JPEG masks) and a ``kavsir_bboxes.json`` of the lesion boxes."""
+    base = out / "Kvasir-SEG"
+    alphabet = np.array(list("abcdefghijklmnopqrstuvwxyz0123456789"))
+    boxes: dict[str, object] = {}
+    for _ in range(n):
+        name = "c" + "".join(writer.rng.choice(alphabet, 24))
+        image, mask = writer.sample(True)
+        _save(image, base / "images" / f"{name}.jpg")
+        _save(_mask_u8(mask), base / "masks" / f"{name}.jpg")
+        rows, cols = np.nonzero(mask)
+        box = {"label": "polyp", "xmin": int(cols.min()), "ymin": int(rows.min())}
+        box |= {"xmax": int(cols.max()), "ymax": int(rows.max())}
+        boxes[name] = {"height": int(mask.shape[0]), "width": int(mask.shape[1]), "bbox": [box]}
+    (base / "kavsir_bboxes.json").write_text(json.dumps(boxes, indent=2), encoding="utf-8")
+
+
+def _isic_anomalyclip(out: Path, writer: _Writer, n: int) -> None:
+    """AnomalyCLIP's ISIC copy: ``skin/test/anomaly/*.jpg``, the ISBI 2016 ground truth and a ``meta.json``."""
+    items = []
+    for i in range(n):
+        image, mask = writer.sample(True)
+        rel = f"skin/test/anomaly/ISIC_{i:07d}.jpg"
+        mask_rel = f"skin/ISBI2016_ISIC_Part1_Test_GroundTruth/ISIC_{i:07d}_Segmentation.png"
+        _save(image, out / rel)
+        _save(_mask_u8(mask), out / mask_rel)
+        item = {"img_path": rel, "mask_path": mask_rel, "cls_name": "skin", "specie_name": "anomaly", "anomaly": 1}
+        items.append(item)
+    meta = {"train": {}, "test": {"skin": items}}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
 def write_layout(
     out: str | Path,
     layout: str,
@@ -222,7 +256,8 @@ def write_layout(
         classes: Category names for the industrial layouts (defaults per layout).
 
     Returns:
-        The root to pass to :func:`medad.data.load_manifest` (for ISIC, TN3K etc. the same ``out``).
+        The root to pass to :func:`medad.data.load_manifest` (always ``out``; for ``kvasir`` it holds
+        ``Kvasir-SEG/``, for ``isic-anomalyclip`` ``skin/`` and ``meta.json``).
     """
     if layout not in LAYOUTS:
         raise DataError(f"unknown synthetic layout '{layout}'; use one of {', '.join(LAYOUTS)}")
@@ -281,6 +316,10 @@ def write_layout(
         _pairs(root, writer, n_abnormal, ".", ".", lambda i: f"{i + 1}.bmp", lambda i: f"p{i + 1}.bmp")
     elif layout == "tn3k":
         _pairs(root, writer, n_abnormal, "test-image", "test-mask", lambda i: f"{i:04d}.jpg", lambda i: f"{i:04d}.jpg")
+    elif layout == "kvasir":
+        _kvasir(root, writer, n_abnormal)
+    elif layout == "isic-anomalyclip":
+        _isic_anomalyclip(root, writer, n_abnormal)
     else:
         _pairs(root, writer, n_abnormal, "images", "masks", lambda i: f"img{i:03d}.png", lambda i: f"img{i:03d}.png")
         for i in range(n_normal):

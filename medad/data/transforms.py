@@ -28,8 +28,13 @@ PREPROCESS_VERSION = 2
 SAMPLE_KEYS: tuple[str, ...] = ("image", "mask", "label", "class_name", "index", "orig_size")
 
 
-def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def normalize_images(
+    images: torch.Tensor, mean: Sequence[float] | torch.Tensor, std: Sequence[float] | torch.Tensor
+) -> torch.Tensor:
     """Normalise (B,3,H,W) or (3,H,W) images with per-channel mean/std, on the images' device.
+
+    ``mean`` / ``std`` may be float32 tensors already on that device (what a loop passes, to avoid a host copy
+    per batch).
 
     uint8 images are first scaled to [0, 1] (``x / 255``); float images are taken as already in [0, 1]. The same
     float32 operations run on the CPU (float samples) and on the GPU (uint8 samples), so both give equal values.

@@ -39,6 +39,8 @@ EXPECTED = {
     "colondb-pranet": ("colondb", "pranet", {"polyp"}, 0, 3),
     "colondb-bmp": ("colondb", "original-bmp", {"polyp"}, 0, 3),
     "tn3k": ("tn3k", "tn3k", {"thyroid_nodule"}, 0, 3),
+    "kvasir": ("kvasir", "kvasir-seg", {"polyp"}, 0, 3),
+    "isic-anomalyclip": ("isic", "anomalyclip-skin", {"skin_lesion"}, 0, 3),
     "folder": ("folder", "folder", {"object"}, 2, 3),
 }
 
@@ -175,3 +177,12 @@ def test_synthetic_is_deterministic(tmp_path: Path) -> None:
     c = write_layout(tmp_path / "c", "mvtec", size=32, seed=4)
     rel = "bottle/test/defect/000.png"
     assert (a / rel).read_bytes() == (b / rel).read_bytes() != (c / rel).read_bytes()
+
+
+def test_visa_pytorch_and_meta_json_do_not_change_the_detected_kind(tmp_path: Path) -> None:
+    root = write_layout(tmp_path / "visa_pytorch", "mvtec", size=32, classes=("candle", "pcb1"))
+    assert detect_kind(root) == "visa"
+    assert set(load_manifest(root, "auto")["variant"]) == {"visa-pytorch"}
+    mvtec = write_layout(tmp_path / "mv", "mvtec", size=32)
+    (mvtec / "meta.json").write_text('{"train": {}, "test": {}}')  # what AnomalyCLIP's generator leaves there
+    assert detect_kind(mvtec) == "mvtec"
