@@ -137,7 +137,11 @@ def time_loader(model: Any, manifest: Any, batch_size: int, workers: int) -> flo
 
     dataset = make_dataset(manifest, model.image_size, model.mean, model.std, masks=False, uint8=True)
     loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, pin_memory=True, prefetch_factor=4 if workers else None
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4 if workers else None,
     )
     start = time.perf_counter()
     for _ in loader:

@@ -46,6 +46,9 @@ from medad.utils.seed import seed_everything
 REFERENCE_LR = 1e-5
 """The paper's learning rate (for ViT-L scale models). Tiny demo models need far more, e.g. 1e-3."""
 
+LOSS_DISPLAY_EVERY = 25
+"""Steps between loss updates on the progress bar (each update makes the host wait for the GPU)."""
+
 _STATE_FILE = "train_state.pt"
 
 
@@ -363,21 +366,21 @@ def train(
                         features = model.extract_features(sample["image"].to(dev, non_blocking=True))
                     losses = loss_fn(features, [words[i] for i in indices], masks, labels)
                 (losses["total"] * weight).backward()
-            if real:
+            if real:  # summed on the device in float64: reading a loss each step would make the host wait
                 n_micro += 1
                 for name, value in losses.items():
-                    sums[name] = sums.get(name, 0.0) + float(
-                        value.detach() if isinstance(value, torch.Tensor) else value
-                    )
+                    term = torch.as_tensor(value).detach().double()
+                    sums[name] = sums[name] + term if name in sums else term
             if last:
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(losses['total'].detach()):.4f}")
+                if bar.n % LOSS_DISPLAY_EVERY == 0 or bar.n == len(batches):
+                    bar.set_postfix(loss=f"{float(losses['total'].detach()):.4f}")
         bar.close()
-        sums, n_micro = hooks.reduce(sums, n_micro)
+        sums, n_micro = hooks.reduce({name: float(total) for name, total in sums.items()}, n_micro)
         stats = {name: total / n_micro for name, total in sums.items()}
         stats.update(epoch=float(epoch + 1), steps=float(step), lr=float(scheduler.get_last_lr()[0]))
         history.append(stats)
