@@ -15,7 +15,7 @@ from medad.data.isic import make_isic
 from medad.data.jsonl import make_jsonl
 from medad.data.kvasir import make_kvasir
 from medad.data.manifest import CLASS_WORDS, COLUMNS, Problem, mask_rule_for, pair_by_stem
-from medad.data.metajson import read_meta_json
+from medad.data.metajson import make_meta_json, read_meta_json
 from medad.data.mpdd import make_mpdd
 from medad.data.mvtec import make_mvtec
 from medad.data.mvtec_style import make_mvtec_style
@@ -63,6 +63,7 @@ __all__ = [
     "make_isic",
     "make_jsonl",
     "make_kvasir",
+    "make_meta_json",
     "make_mpdd",
     "make_mvtec",
     "make_mvtec_style",

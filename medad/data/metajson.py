@@ -80,3 +80,39 @@ def read_meta_json(
                 defect_type=str(item.get("specie_name") or ("good" if label == 0 else "")),
             )
     return builder.build(strict)
+
+
+def meta_json_classes(root: str | Path) -> set[str] | None:
+    """The class names listed in ``<root>/meta.json`` (all splits), or ``None`` when it is missing or unreadable."""
+    try:
+        meta = json.loads((Path(root) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    return {str(cls) for section in meta.values() if isinstance(section, dict) for cls in section}
+
+
+def make_meta_json(
+    root: str | Path,
+    split: str = "test",
+    dataset: str = "meta_json",
+    class_word: str | None = None,
+    strict: bool = True,
+) -> pd.DataFrame:
+    """Manifest of any dataset given as an AnomalyCLIP / AdaCLIP ``meta.json`` (kind ``meta_json``).
+
+    Those repos ship such files for sets medad has no native reader for (HeadCT, BrainMRI, DAGM, ...), and write
+    them for the native ones too. VisA's ``meta.json`` is read by :func:`medad.data.make_visa`.
+
+    Args:
+        root: Folder holding ``meta.json``, or the JSON file itself; relative paths start from its folder.
+        split: Top-level key to read (``test`` or ``train``).
+        dataset: Value of the ``dataset`` column (e.g. ``headct``).
+        class_word: Class word for every row; defaults to each item's ``cls_name``.
+        strict: Raise one DataError listing every problem.
+
+    Returns:
+        The manifest (variant ``meta-json``).
+    """
+    return read_meta_json(root, dataset=dataset, split=split, class_word=class_word, strict=strict)

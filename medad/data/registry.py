@@ -27,6 +27,7 @@ from medad.data.manifest import (
     is_image_file,
     problems_error,
 )
+from medad.data.metajson import make_meta_json, meta_json_classes
 from medad.data.mpdd import MPDD_CLASSES, make_mpdd
 from medad.data.mvtec import MVTEC_CLASSES, category_dirs, make_mvtec
 from medad.data.mvtec_style import make_mvtec_style
@@ -51,6 +52,7 @@ MAKERS: dict[str, Callable[..., pd.DataFrame]] = {
     "folder": make_folder,
     "csv": make_csv,
     "jsonl": make_jsonl,
+    "meta_json": make_meta_json,
     "dicom": make_dicom,
     "nifti": make_nifti,
 }
@@ -63,6 +65,7 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "isic": ("train", "val", "test"),
     "tn3k": ("trainval", "test"),
     "mvtec_style": ("train", "test"),
+    "meta_json": ("train", "test"),
 }
 """The splits a kind's layout can hold on disk (:func:`load_all_splits`); other kinds hold one set, ``test``."""
 _FILE_KINDS = frozenset({"csv", "jsonl"})
@@ -89,7 +92,10 @@ def _detectors() -> list[tuple[str, Callable[[Path], str | None]]]:
         return "visa" if root.is_dir() and (root / SPLIT_CSV).is_file() else None
 
     def meta(root: Path) -> str | None:
-        return "visa" if root.is_dir() and (root / "meta.json").is_file() else None
+        classes = meta_json_classes(root) if root.is_dir() else None
+        if classes is None:
+            return None
+        return "visa" if classes and classes <= set(VISA_CLASSES) else "meta_json"
 
     def isic(root: Path) -> str | None:
         splits = ("test", "train", "val")
@@ -145,7 +151,7 @@ def _detectors() -> list[tuple[str, Callable[[Path], str | None]]]:
         ("Kvasir-SEG/images + masks", kvasir),
         ("images/ + masks/ (ClinicDB/ColonDB PNG, folder)", images_masks),
         ("MVTec-like <class>/test/<type> (mvtec, mpdd, btad, visa_pytorch, mvtec_style)", mvtec_like),
-        ("AnomalyCLIP meta.json (VisA)", meta),
+        ("AnomalyCLIP meta.json (VisA or any other set)", meta),
         ("CVC-ColonDB original <N>.bmp + p<N>.bmp", colondb_bmp),
         ("single CSV / jsonl / NIfTI / DICOM file", single_file),
         ("folder with one .jsonl file", jsonl_folder),

@@ -63,6 +63,22 @@ def test_meta_json_and_jsonl_round_trip(tmp_path: Path, layout: str) -> None:
     assert _key(test_only).equals(_key(manifest[manifest["split"] == "test"]))
 
 
+def test_any_meta_json_reads_as_kind_meta_json(tmp_path: Path) -> None:
+    """A meta.json of a set without a native reader is detected as ``meta_json``; VisA's stays ``visa``."""
+    root = write_layout(tmp_path / "kvasir", "kvasir", n_normal=0, n_abnormal=3, size=32)
+    manifest = load_manifest(root, "kvasir")
+    shared = tmp_path / "shared"
+    write_meta_json(manifest, shared / "meta.json", root=shared)
+    assert detect_kind(shared) == "meta_json"
+    back = load_manifest(shared, dataset="polyps")
+    assert set(back["dataset"]) == {"polyps"} and set(back["variant"]) == {"meta-json"}
+    assert _key(back).equals(_key(manifest))
+    visa = write_layout(tmp_path / "visa", "visa", n_normal=1, n_abnormal=1, size=32)
+    visa_meta = tmp_path / "visa-meta"
+    write_meta_json(load_manifest(visa, "visa"), visa_meta / "meta.json", root=visa_meta)
+    assert detect_kind(visa_meta) == "visa"
+
+
 def test_paths_outside_root_are_absolute_and_read_back(tmp_path: Path) -> None:
     root = write_layout(tmp_path / "tn3k", "tn3k", n_abnormal=2, size=32)
     manifest = load_manifest(root, "tn3k")
