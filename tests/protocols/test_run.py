@@ -59,8 +59,12 @@ def run_to_end(protocol: Path, out: Path) -> Path:
     return Path(stdout.strip().splitlines()[-1])
 
 
-def kill_when_stalled(protocol: Path, out: Path, stall: str) -> None:
-    """Start a run that stalls at ``stall`` (MEDAD_STALL_AT), wait for it, and SIGKILL it."""
+def kill_when_stalled(protocol: Path, out: Path, stall: str, written: str | None = None) -> None:
+    """Start a run that stalls at ``stall`` (MEDAD_STALL_AT), wait for it, and SIGKILL it.
+
+    ``written``: a glob under ``out`` that must match a file before the kill. The scorer's background writer
+    keeps writing finished batches while the main thread stalls, so the test waits for it instead of racing it.
+    """
     proc = medad(["run", str(protocol), "--out", str(out), "--no-progress"], protocol.parent, {"MEDAD_STALL_AT": stall})
     assert proc.stderr is not None
     deadline = time.monotonic() + 240
@@ -70,6 +74,9 @@ def kill_when_stalled(protocol: Path, out: Path, stall: str) -> None:
         assert time.monotonic() < deadline, "the run never reached its stall point"
     else:
         pytest.fail(f"run ended before stalling at {stall}: exit {proc.wait()}")
+    while written is not None and not any(out.glob(written)):
+        assert time.monotonic() < deadline, f"nothing matched {written} while the run stalled"
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
@@ -122,7 +129,7 @@ def test_second_run_reuses_everything_and_metrics_are_byte_identical(protocol: P
 
 def test_killed_during_scoring_and_evaluation_resumes_to_identical_metrics(protocol: Path, baseline: Path) -> None:
     out = protocol.parent / "out-killed"
-    kill_when_stalled(protocol, out, "score:4")
+    kill_when_stalled(protocol, out, "score:4", written="_stages/score/*/predictions/chunks/*.npz")
     stages = out / "_stages"
     score_dirs = list((stages / "score").iterdir())
     assert len(score_dirs) == 1 and not (score_dirs[0] / "_done.json").exists()
