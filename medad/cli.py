@@ -184,12 +184,27 @@ def score_command(
         str | None, typer.Option("--kind", help="Read the one PATH as a dataset root in this layout (e.g. isic).")
     ] = None,
     split: Annotated[str, typer.Option("--split", help="Dataset split with --kind.")] = "test",
+    tile: Annotated[
+        bool,
+        typer.Option(
+            "--tile",
+            help="Score each image at its native size in model-size windows (Gaussian-blended) instead of resizing "
+            "it: for images much larger than the model input (colonoscopy frames, dermoscopy); costs one forward "
+            "pass per window.",
+        ),
+    ] = False,
+    tile_overlap: Annotated[
+        float | None,
+        typer.Option("--tile-overlap", help="With --tile: window overlap, a fraction in [0, 1) (default 0.25)."),
+    ] = None,
 ) -> None:
     """Score images: OUT/scores.csv, OUT/scores.json, OUT/heatmaps/*.png and OUT/predictions/."""
     from medad.engine import distributed
     from medad.engine.scorer import score_files
     from medad.export import export_run
 
+    if tile_overlap is not None and not tile:
+        fail("--tile-overlap only applies with --tile; add --tile or drop --tile-overlap")
     if distributed.launched():  # under torchrun: one shard per rank, rank 0 writes the tables (docs/scaling.md)
         score_files = distributed.score_files_distributed
     table = score_files(
@@ -205,6 +220,8 @@ def score_command(
         compile=compile_backbone,
         kind=kind,
         split=split,
+        tile=tile,
+        tile_overlap=0.25 if tile_overlap is None else tile_overlap,
     )
     if not distributed.is_main_process():
         return

@@ -1,11 +1,12 @@
 """MONAI transforms that turn manifest rows into model-ready samples, and :func:`make_dataset`.
 
 The chain is: :class:`LoadRowd` (the image resized to the model size - Pillow's antialiased bilinear in uint8
-for 8-bit images, area averaging in float for DICOM / NIfTI / 16-bit -, the binarised mask resized by nearest
-neighbour, the original size) -> :class:`ToSampled` (the Sample contract of ``docs/architecture.md``: the image
-normalised with the backbone's mean/std by :func:`normalize_images`, or kept as uint8 for the GPU to
-normalise). Every step is deterministic, so with a cache folder the whole result is stored by MONAI's
-``PersistentDataset`` under a sub-folder named by a hash of the preprocessing config.
+for 8-bit images, area averaging in float for DICOM / NIfTI / 16-bit -, or kept at its native size for tiled
+scoring; the binarised mask resized by nearest neighbour; the original size) -> :class:`ToSampled` (the Sample
+contract of ``docs/architecture.md``: the image normalised with the backbone's mean/std by
+:func:`normalize_images`, or kept as uint8 for the GPU to normalise). Every step is deterministic, so with a
+cache folder the whole result is stored by MONAI's ``PersistentDataset`` under a sub-folder named by a hash of
+the preprocessing config.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from monai.data import Dataset, PersistentDataset
 from monai.transforms import Compose, MapTransform, Transform
 
-from medad.data.readers import read_image_resized, read_mask, resize_mask
+from medad.data.readers import read_image, read_image_resized, read_mask, resize_mask
 from medad.utils.io import hash_config
 
 PREPROCESS_VERSION = 2
@@ -52,28 +53,34 @@ class LoadRow(Transform):
     """Array transform: a manifest row -> (image (3,S,S), mask (1,S,S) float32 {0,1} or None, native (H, W)).
 
     The image is uint8 for 8-bit sources and float32 in [0, 1] otherwise (see
-    :func:`medad.data.readers.read_image_resized`).
+    :func:`medad.data.readers.read_image_resized`). With ``image_size=None`` nothing is resized: the image is
+    the native (3,H,W) float32 in [0, 1] of :func:`medad.data.readers.read_image` and the mask (1,H,W).
 
     Args:
-        image_size: Side S of the square output.
+        image_size: Side S of the square output, or ``None`` for the native size (tiled scoring).
         with_mask: Read and resize the mask (scoring does not need it).
     """
 
-    def __init__(self, image_size: int, with_mask: bool = True) -> None:
-        self.image_size = int(image_size)
+    def __init__(self, image_size: int | None, with_mask: bool = True) -> None:
+        self.image_size = None if image_size is None else int(image_size)
         self.with_mask = with_mask
 
     def __call__(self, row: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
         """Read and resize the row's image (and mask)."""
-        image, native = read_image_resized(row, self.image_size)
-        mask = resize_mask(read_mask(row), self.image_size)[None] if self.with_mask else None
+        if self.image_size is None:
+            image = read_image(row)
+            native = (int(image.shape[0]), int(image.shape[1]))
+            mask = read_mask(row)[None].astype(np.float32) if self.with_mask else None
+        else:
+            image, native = read_image_resized(row, self.image_size)
+            mask = resize_mask(read_mask(row), self.image_size)[None] if self.with_mask else None
         return np.ascontiguousarray(image.transpose(2, 0, 1)), mask, native
 
 
 class LoadRowd(MapTransform):
     """Dictionary transform around :class:`LoadRow`: adds ``image``, ``mask`` (if asked) and ``orig_size``."""
 
-    def __init__(self, image_size: int, with_mask: bool = True) -> None:
+    def __init__(self, image_size: int | None, with_mask: bool = True) -> None:
         super().__init__(("image", "mask"))
         self.loader = LoadRow(image_size, with_mask)
 
@@ -132,9 +139,9 @@ class ToSampled(MapTransform):
 
 
 def preprocessing(
-    image_size: int, mean: Sequence[float], std: Sequence[float], *, masks: bool = True, uint8: bool = False
+    image_size: int | None, mean: Sequence[float], std: Sequence[float], *, masks: bool = True, uint8: bool = False
 ) -> Compose:
-    """The deterministic MONAI chain from a manifest item to a Sample at ``image_size``."""
+    """The deterministic MONAI chain from a manifest item to a Sample at ``image_size`` (``None``: native size)."""
     return Compose([LoadRowd(image_size, with_mask=masks), ToSampled(mean, std, uint8=uint8)])
 
 
@@ -169,7 +176,7 @@ def _items(manifest: pd.DataFrame) -> list[dict[str, Any]]:
 
 def cache_folder(
     cache_dir: str | Path,
-    image_size: int,
+    image_size: int | None,
     mean: Sequence[float],
     std: Sequence[float],
     *,
@@ -178,7 +185,7 @@ def cache_folder(
 ) -> Path:
     """The cache sub-folder for one preprocessing config (a hash of size, mean, std, options and version)."""
     config = {
-        "image_size": int(image_size),
+        "image_size": None if image_size is None else int(image_size),
         "mean": [float(m) for m in mean],
         "std": [float(s) for s in std],
         "masks": masks,
@@ -190,7 +197,7 @@ def cache_folder(
 
 def make_dataset(
     manifest: pd.DataFrame,
-    image_size: int,
+    image_size: int | None,
     mean: Sequence[float],
     std: Sequence[float],
     cache_dir: str | Path | None = None,
@@ -202,7 +209,9 @@ def make_dataset(
 
     Args:
         manifest: A manifest; the row position is the sample's ``index``.
-        image_size: Side of the square model input.
+        image_size: Side of the square model input, or ``None`` to yield every image (and mask) at its native
+            (H, W), unresized, e.g. for tiled scoring (``medad.engine.tiling``); items then differ in size, so
+            a DataLoader over them needs ``batch_size=1``.
         mean: Per-channel mean of the backbone's normalisation.
         std: Per-channel standard deviation of the backbone's normalisation.
         cache_dir: If given, resized tensors are cached on disk (MONAI ``PersistentDataset``) under a

@@ -260,6 +260,8 @@ def score_files_distributed(
     kind: str | None = None,
     split: str = "test",
     shard: str = "strided",
+    tile: bool = False,
+    tile_overlap: float = 0.25,
     **table_options: Any,
 ) -> pd.DataFrame:
     """``medad score`` under torchrun: every rank scores its shard, then rank 0 writes the tables and heatmaps.
@@ -275,7 +277,14 @@ def score_files_distributed(
 
     env = init(device)
     dev = rank_device(device, env)
-    common = {"batch_size": batch_size, "num_workers": num_workers, "compat": compat, "compile": compile}
+    common = {
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "compat": compat,
+        "compile": compile,
+        "tile": tile,
+        "tile_overlap": tile_overlap,
+    }
     if env.world_size > 1:
         manifest = inputs_manifest(paths, kind, split)
         model = load_model(checkpoint, model_name, dev)

@@ -3,7 +3,8 @@
 :func:`score` runs a model over a manifest with a DataLoader (workers, pinned memory and non-blocking copies
 on CUDA, bf16 autocast on CUDA, fp32 on CPU), upsamples every pixel map back to its image's ORIGINAL size on
 the device, and appends the results to a :class:`~medad.engine.predictions.PredictionWriter` folder. An
-interrupted run resumes: indices already stored are skipped.
+interrupted run resumes: indices already stored are skipped. ``tile=True`` scores high-resolution images window
+by window at their native size instead (:mod:`medad.engine.tiling`).
 
 :func:`score_files` is what ``medad score`` runs: any mix of image files, folders, DICOM and NIfTI (via
 ``medad.data.manifest_from_paths``), then ``scores.csv`` / ``scores.json`` and one heatmap PNG per image,
@@ -107,16 +108,59 @@ class _HostBatch:
         writer.add(self.indices, self.scores.tolist(), [m.numpy() for m in self.maps])
 
 
-def predictions_meta(model: Any, manifest: pd.DataFrame, compat: str) -> dict[str, Any]:
-    """The ``meta.json`` of a predictions folder: model card, random-weights flag, data hash, prompt rule."""
+class BackgroundWrites:
+    """Hands :class:`_HostBatch` results to a predictions writer on one background thread.
+
+    At most ``depth`` batches are in flight: ``submit`` waits for the oldest beyond that, so memory stays bounded
+    while the scoring loop goes on. Leaving the block normally waits for every write and raises its error;
+    leaving it on an error still finishes the writes already handed over, so nothing computed is lost.
+    """
+
+    def __init__(self, writer: PredictionWriter, depth: int = 2) -> None:
+        self.writer = writer
+        self.depth = depth
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._in_flight: deque[Future[None]] = deque()
+
+    def __enter__(self) -> BackgroundWrites:
+        return self
+
+    def submit(self, batch: _HostBatch) -> None:
+        """Queue one batch's write; wait while more than ``depth`` are pending."""
+        self._in_flight.append(self._pool.submit(batch.write, self.writer))
+        while len(self._in_flight) > self.depth:
+            self._in_flight.popleft().result()
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        try:
+            while exc_type is None and self._in_flight:
+                self._in_flight.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def predictions_meta(
+    model: Any, manifest: pd.DataFrame, compat: str, *, tile: bool = False, tile_overlap: float = 0.25
+) -> dict[str, Any]:
+    """The ``meta.json`` of a predictions folder: model card, random-weights flag, data hash, prompt rule.
+
+    A tiled run adds ``"scoring": {"tile": true, "tile_overlap": ...}``; an untiled run has no ``scoring`` key
+    (so folders written before tiling existed still resume).
+    """
+    from medad.engine.tiling import tiling_meta
+
     card = model.card()
-    return {
+    meta = {
         "model": card,
         "random_weights": bool(card.get("random_weights", False)),
         "manifest_hash": manifest_fingerprint(manifest),
         "n_images": len(manifest),
         "compat": compat,
     }
+    scoring = tiling_meta(tile, tile_overlap)
+    if scoring is not None:
+        meta["scoring"] = scoring
+    return meta
 
 
 def score(
@@ -134,6 +178,8 @@ def score(
     progress: bool = True,
     compile: bool = False,
     indices: Sequence[int] | None = None,
+    tile: bool = False,
+    tile_overlap: float = 0.25,
 ) -> PredictionReader:
     """Score every row of a manifest into a predictions folder, skipping rows already stored there.
 
@@ -156,6 +202,11 @@ def score(
         compile: ``torch.compile`` the backbone's forward with static shapes (the model alone ran 1.7x faster
             for ViT-L on an H100 after a one-off compilation of a minute or so; worth it for large archives on
             a GPU). A short final batch is padded to ``batch_size`` so that it needs no second compilation.
+        tile: score each image at its native size, window by window (:mod:`medad.engine.tiling`): windows of
+            ``model.image_size`` squared, ``batch_size`` windows per forward pass, Gaussian blending; the image
+            score is the largest window score. For images much larger than the model input (colonoscopy
+            frames, dermoscopy); the cost grows with the number of windows.
+        tile_overlap: overlap of neighbouring windows as a fraction of the window side, in [0, 1).
 
     Workers ship uint8 images (4x fewer bytes than float32), normalised on the device with the same float32
     operations as the CPU path (:func:`medad.data.normalize_images`); DICOM / NIfTI / 16-bit inputs are rounded
@@ -170,8 +221,9 @@ def score(
         A reader over the finished predictions folder.
 
     Raises:
-        DataError: ``out_dir`` already holds predictions of other images or another model.
-        ConfigError: bad ``batch_size`` or device.
+        DataError: ``out_dir`` already holds predictions of other images, another model, or another tiling.
+        ConfigError: bad ``batch_size``, device or tiling (overlap outside [0, 1), a transductive model, or
+            ``tile`` with ``compile``).
     """
     from tqdm.auto import tqdm
 
@@ -179,10 +231,14 @@ def score(
 
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} must be >= 1")
+    if tile:
+        from medad.engine.tiling import check_tiling
+
+        check_tiling(model, tile_overlap, compile)
     dev = resolve_device(device)
     out = Path(out_dir)
     compat = compat or getattr(model, "compat", "clean")
-    meta = predictions_meta(model, manifest, compat)
+    meta = predictions_meta(model, manifest, compat, tile=tile, tile_overlap=tile_overlap)
     _check_same_run(out, meta)
     if meta["random_weights"]:
         print(RANDOM_WEIGHTS_WARNING.format(name=meta["model"].get("name")), file=sys.stderr)
@@ -193,6 +249,15 @@ def score(
     todo = sorted(set(wanted) - writer.done_indices())
     if todo:
         words = prompt_words(manifest, compat, class_words)
+        model.to(dev)
+        model.eval()
+        if tile:  # native-size images, window by window: see medad.engine.tiling
+            from medad.engine.tiling import score_tiled
+
+            native = make_dataset(manifest, None, model.mean, model.std, masks=False, uint8=True)
+            options = {"batch_size": batch_size, "num_workers": num_workers, "dev": dev, "progress": progress}
+            score_tiled(model, native, todo, words, writer, tile_overlap=tile_overlap, **options)
+            return PredictionReader(out)
         dataset = make_dataset(manifest, model.image_size, model.mean, model.std, masks=False, uint8=True)
         loader = DataLoader(
             Subset(dataset, todo),
@@ -202,8 +267,6 @@ def score(
             pin_memory=dev.type == "cuda",
             prefetch_factor=4 if num_workers else None,
         )
-        model.to(dev)
-        model.eval()
         if getattr(model, "transductive", False):  # e.g. dinov3_mutual: see _score_transductive
             _score_transductive(model, manifest, dataset, todo, writer, batch_size, num_workers, dev, progress)
             return PredictionReader(out)
@@ -213,8 +276,7 @@ def score(
             vit._medad_compiled = True
         mean = torch.tensor(model.mean, dtype=torch.float32).to(dev)
         std = torch.tensor(model.std, dtype=torch.float32).to(dev)
-        in_flight: deque[Future[None]] = deque()
-        with writer, ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode(), autocast(dev):
+        with writer, BackgroundWrites(writer) as writes, torch.inference_mode(), autocast(dev):
             for batch in tqdm(loader, desc="scoring", unit="batch", disable=not progress):
                 indices = batch["index"].tolist()
                 images = normalize_images(batch["image"].to(dev, non_blocking=True), mean, std)
@@ -223,11 +285,7 @@ def score(
                     images, batch_words = _pad_to(images, batch_words, batch_size)
                 outputs = {k: v[: len(indices)] for k, v in model(images, batch_words).items()}
                 maps = upsample_batch(outputs["pixel_scores"], batch["orig_size"].tolist())
-                in_flight.append(pool.submit(_HostBatch(indices, outputs["image_scores"], maps).write, writer))
-                while len(in_flight) > 2:
-                    in_flight.popleft().result()
-            while in_flight:
-                in_flight.popleft().result()
+                writes.submit(_HostBatch(indices, outputs["image_scores"], maps))
     return PredictionReader(out)
 
 
@@ -292,6 +350,18 @@ def _check_same_run(out: Path, meta: Mapping[str, Any]) -> None:
         raise DataError(
             f"{out} already holds predictions of {what}; give a new --out folder or delete {out} to re-score"
         )
+    if old.get("scoring") != meta.get("scoring"):
+        raise DataError(
+            f"{out} already holds predictions scored {_tiling_words(old)}, but this run is {_tiling_words(meta)}; "
+            f"re-run with the same --tile / --tile-overlap, give a new --out folder or delete {out} to re-score"
+        )
+
+
+def _tiling_words(meta: Mapping[str, Any]) -> str:
+    scoring = meta.get("scoring") or {}
+    if not scoring.get("tile"):
+        return "untiled (resized to the model input)"
+    return f"tiled (--tile --tile-overlap {scoring.get('tile_overlap')})"
 
 
 def load_model(
@@ -354,6 +424,8 @@ def score_files(
     compile: bool = False,
     kind: str | None = None,
     split: str = "test",
+    tile: bool = False,
+    tile_overlap: float = 0.25,
 ) -> pd.DataFrame:
     """Score image files, folders, DICOM and NIfTI files; write tables and heatmaps (what ``medad score`` does).
 
@@ -377,6 +449,8 @@ def score_files(
         kind: read ``paths[0]`` as a dataset root in this public layout (``medad datasets check`` kinds, e.g.
             ``isic``), so masks are not scored as images and ``medad eval`` can pair the maps with them.
         split: the dataset split when ``kind`` is given.
+        tile: score high-resolution images window by window at their native size (see :func:`score`).
+        tile_overlap: overlap of neighbouring windows, a fraction of the window side in [0, 1).
 
     Returns:
         The scores table.
@@ -394,6 +468,8 @@ def score_files(
         compat=compat,
         progress=progress,
         compile=compile,
+        tile=tile,
+        tile_overlap=tile_overlap,
     )
     names = output_names(manifest)
     rows = []

@@ -299,7 +299,7 @@ def _score_job(args: dict[str, Any], advance: Callable[[int], None] | None) -> d
     else:
         model = load_checkpoint(args["checkpoint"], device=device, image_score=args["image_score"])
     hook = None
-    if advance is not None:
+    if advance is not None and not args["tile"]:  # tiled forwards see windows, not images: advance at the end
         hook = model.register_forward_hook(lambda module, inputs, output: advance(len(inputs[0])))
     try:
         score(
@@ -312,10 +312,14 @@ def _score_job(args: dict[str, Any], advance: Callable[[int], None] | None) -> d
             class_words=args["class_words"],
             chunk_size=args["chunk_size"],
             progress=False,
+            tile=args["tile"],
+            tile_overlap=args["tile_overlap"],
         )
     finally:
         if hook is not None:
             hook.remove()
+    if advance is not None and args["tile"]:
+        advance(len(args["manifest"]))
     if args["checkpoint"] is None:
         return {"n_images": len(args["manifest"]), "card": model.card()}
     return {"n_images": len(args["manifest"])}
@@ -337,6 +341,8 @@ def _score(state: RunState) -> pd.DataFrame:
             "device": torch.device(state.job_device).type,
             "checkpoint_files": None if run.train_key or run.checkpoint is None else run.card,
         }
+        if p.scoring.tile:  # only then: untiled stages keep their keys, so earlier runs are reused
+            config["tiling"] = {"tile": True, "tile_overlap": p.scoring.tile_overlap}
         upstream = [run.train_key] if run.train_key else []
         stage = state.store.stage("score", config, upstream=upstream, data=[d.content_hash for d in targets])
         args = {
@@ -349,6 +355,8 @@ def _score(state: RunState) -> pd.DataFrame:
             "manifest": manifest,
             "batch_size": p.scoring.batch_size,
             "chunk_size": p.scoring.chunk_size,
+            "tile": p.scoring.tile,
+            "tile_overlap": p.scoring.tile_overlap,
             "compat": run.spec.compat,
             "class_words": words,
         }

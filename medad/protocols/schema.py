@@ -145,12 +145,16 @@ class ScoringSpec(_Strict):
     """Batched scoring settings.
 
     Attributes:
-        batch_size: images per forward pass.
+        batch_size: images per forward pass (windows per forward pass with ``tile``).
         chunk_size: images per predictions chunk on disk (the unit of resuming).
+        tile: score every image at its native size, window by window (``medad.engine.tiling``).
+        tile_overlap: with ``tile``: overlap of neighbouring windows, a fraction of the window side.
     """
 
     batch_size: Annotated[int, Field(gt=0)] = 8
     chunk_size: Annotated[int, Field(gt=0)] = 16
+    tile: bool = False
+    tile_overlap: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.25
 
 
 class StatisticsSpec(_Strict):

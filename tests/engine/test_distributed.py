@@ -163,12 +163,14 @@ def test_sharded_scoring_equals_one_process_exactly_once(spawned: Path, tmp_path
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
 
-def test_medad_score_under_torchrun(spawned: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("tile", [False, True])
+def test_medad_score_under_torchrun(spawned: Path, tmp_path: Path, tile: bool) -> None:
     from medad.engine.scorer import score_files
 
     data = Path(str(spawned).replace("ddp", "industrial"))
     ckpt = spawned / "ddp" / "checkpoints" / "epoch_002"
     args = [str(data), "--kind", "mvtec", "--checkpoint", str(ckpt), "--device", "cpu", "--batch-size", "4"]
+    args += ["--tile"] if tile else []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD)]
     cmd += ["--master_port", str(_free_port()), "-m", "medad.cli", "score", *args, "--out", str(tmp_path / "tr")]
@@ -177,7 +179,7 @@ def test_medad_score_under_torchrun(spawned: Path, tmp_path: Path) -> None:
     assert proc.stdout.count("scored 12 images") == 1  # printed by rank 0 only
     tags = {p.name.split("-")[0] for p in (tmp_path / "tr" / "predictions" / "chunks").iterdir()}
     assert tags == {"r0", "r1"}
-    ref = score_files([data], tmp_path / "one", checkpoint=ckpt, device="cpu", kind="mvtec", progress=False)
+    ref = score_files([data], tmp_path / "one", checkpoint=ckpt, device="cpu", kind="mvtec", progress=False, tile=tile)
     got = pd.read_csv(tmp_path / "tr" / "scores.csv")
     assert got["case_id"].astype(str).tolist() == ref["case_id"].astype(str).tolist()
     np.testing.assert_allclose(got["image_score"], ref["image_score"], rtol=0, atol=1e-6)

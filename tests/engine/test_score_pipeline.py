@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from medad.data import manifest_from_paths
-from medad.engine.scorer import score, upsample_batch, upsample_to
+from medad.engine.scorer import BackgroundWrites, _HostBatch, score, upsample_batch, upsample_to
 from medad.export import load_manifest_file
 
 
@@ -26,6 +26,44 @@ def test_grouped_upsampling_equals_one_image_at_a_time():
         reference = torch.nn.functional.interpolate(pixel_map[None, None], size=size, mode="bilinear")[0, 0]
         assert torch.equal(got, reference)
         assert torch.equal(upsample_to(pixel_map, size), reference)
+
+
+class _SlowWriter:
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.added: list[int] = []
+        self.fail_on = fail_on
+
+    def add(self, indices, scores, maps) -> None:
+        import time
+
+        time.sleep(0.05)
+        if indices[0] == self.fail_on:
+            raise OSError("disk full")
+        self.added += indices
+
+
+def _batch(i: int) -> _HostBatch:
+    return _HostBatch([i], torch.tensor([0.5]), [torch.zeros(2, 2)])
+
+
+def test_background_writes_finish_on_exit_and_raise_write_errors():
+    writer = _SlowWriter()
+    with BackgroundWrites(writer, depth=2) as writes:
+        for i in range(5):
+            writes.submit(_batch(i))
+            assert len(writer.added) >= i - 1  # never more than `depth` batches pending
+    assert writer.added == [0, 1, 2, 3, 4]
+
+    with pytest.raises(OSError, match="disk full"), BackgroundWrites(_SlowWriter(fail_on=1)) as writes:
+        writes.submit(_batch(0))
+        writes.submit(_batch(1))
+
+    writer = _SlowWriter()
+    with pytest.raises(RuntimeError, match="scoring broke"), BackgroundWrites(writer) as writes:
+        writes.submit(_batch(0))
+        writes.submit(_batch(1))
+        raise RuntimeError("scoring broke")
+    assert writer.added == [0, 1]  # what was handed over is still written
 
 
 @pytest.fixture
