@@ -84,8 +84,8 @@ def read_image(row: Mapping[str, Any]) -> np.ndarray:
     return (data[..., :3].astype(np.float32) / 255.0).clip(0, 1)
 
 
-def read_image_resized(row: Mapping[str, Any], size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Read a row's image resized to ``size`` x ``size``, and its native (H, W).
+def read_image_resized(row: Mapping[str, Any], size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Read a row's image resized to ``size`` x ``size`` (``None``: kept at its native size), and its native (H, W).
 
     8-bit images are resized in uint8 by Pillow's antialiased bilinear filter (the resize of the released
     AD-DINOv3 code, and several times faster than float area averaging) and returned as uint8 (S, S, 3);
@@ -102,7 +102,7 @@ def read_image_resized(row: Mapping[str, Any], size: int) -> tuple[np.ndarray, t
             image = _IMAGE_READER.read(str(path))
             if image.mode not in _HIGH_BIT_MODES:
                 width, height = image.size
-                resized = image.resize((size, size), Image.Resampling.BILINEAR)
+                resized = image if size is None else image.resize((size, size), Image.Resampling.BILINEAR)
                 return np.asarray(resized, dtype=np.uint8), (height, width)
         except _DECODE_ERRORS as exc:
             raise DataError(
@@ -110,6 +110,8 @@ def read_image_resized(row: Mapping[str, Any], size: int) -> tuple[np.ndarray, t
                 "image - re-export or remove it"
             ) from None
     data = read_image(row)
+    if size is None:
+        return data, (int(data.shape[0]), int(data.shape[1]))
     tensor = torch.from_numpy(np.ascontiguousarray(data.transpose(2, 0, 1)))[None]
     resized = torch.nn.functional.interpolate(tensor, size=(size, size), mode="area")[0]
     return resized.permute(1, 2, 0).numpy(), (int(data.shape[0]), int(data.shape[1]))

@@ -22,7 +22,7 @@ import torch
 from monai.data import Dataset, PersistentDataset
 from monai.transforms import Compose, MapTransform, Transform
 
-from medad.data.readers import read_image, read_image_resized, read_mask, resize_mask
+from medad.data.readers import read_image_resized, read_mask, resize_mask
 from medad.utils.io import hash_config
 
 PREPROCESS_VERSION = 2
@@ -53,8 +53,8 @@ class LoadRow(Transform):
     """Array transform: a manifest row -> (image (3,S,S), mask (1,S,S) float32 {0,1} or None, native (H, W)).
 
     The image is uint8 for 8-bit sources and float32 in [0, 1] otherwise (see
-    :func:`medad.data.readers.read_image_resized`). With ``image_size=None`` nothing is resized: the image is
-    the native (3,H,W) float32 in [0, 1] of :func:`medad.data.readers.read_image` and the mask (1,H,W).
+    :func:`medad.data.readers.read_image_resized`). With ``image_size=None`` nothing is resized: the image and
+    the mask keep their native (H, W).
 
     Args:
         image_size: Side S of the square output, or ``None`` for the native size (tiled scoring).
@@ -67,13 +67,11 @@ class LoadRow(Transform):
 
     def __call__(self, row: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
         """Read and resize the row's image (and mask)."""
-        if self.image_size is None:
-            image = read_image(row)
-            native = (int(image.shape[0]), int(image.shape[1]))
-            mask = read_mask(row)[None].astype(np.float32) if self.with_mask else None
-        else:
-            image, native = read_image_resized(row, self.image_size)
-            mask = resize_mask(read_mask(row), self.image_size)[None] if self.with_mask else None
+        image, native = read_image_resized(row, self.image_size)
+        mask = None
+        if self.with_mask:
+            mask = read_mask(row) if self.image_size is None else resize_mask(read_mask(row), self.image_size)
+            mask = mask[None].astype(np.float32)
         return np.ascontiguousarray(image.transpose(2, 0, 1)), mask, native
 
 
