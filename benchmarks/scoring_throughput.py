@@ -68,8 +68,13 @@ def time_medad(
     model: Any, manifest: Any, device: torch.device, batch_size: int, workers: int, out: Path, compile: bool
 ) -> float:
     """Images/s of ``medad.engine.score`` from files to the predictions store (after a warm-up pass)."""
-    options = {"batch_size": batch_size, "device": device, "num_workers": workers, "compile": compile}
-    options["progress"] = False
+    options = {
+        "batch_size": batch_size,
+        "device": device,
+        "num_workers": workers,
+        "progress": False,
+        "compile": compile,
+    }
     score(model, manifest.iloc[: batch_size * 2].reset_index(drop=True), out / f"warm_{batch_size}", **options)
     sync(device)
     start = time.perf_counter()
