@@ -65,7 +65,14 @@ def sync(device: torch.device) -> None:
 
 
 def time_medad(
-    model: Any, manifest: Any, device: torch.device, batch_size: int, workers: int, out: Path, compile: bool
+    model: Any,
+    manifest: Any,
+    device: torch.device,
+    batch_size: int,
+    workers: int,
+    out: Path,
+    compile: bool,
+    tile: bool = False,
 ) -> float:
     """Images/s of ``medad.engine.score`` from files to the predictions store (after a warm-up pass)."""
     options = {
@@ -74,6 +81,7 @@ def time_medad(
         "num_workers": workers,
         "progress": False,
         "compile": compile,
+        "tile": tile,
     }
     score(model, manifest.iloc[: batch_size * 2].reset_index(drop=True), out / f"warm_{batch_size}", **options)
     sync(device)
@@ -208,6 +216,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="torch.compile the backbone's forward")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--native-size", default="480x640", help="HxW of the synthetic JPEGs")
+    parser.add_argument("--tile", action="store_true", help="score window by window at the native size")
     parser.add_argument(
         "--host-waits", action="store_true", help="CUDA: list where one scored pass makes the host wait for the GPU"
     )
@@ -227,7 +237,8 @@ def main() -> None:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        write_images(tmp_path / "images", n_images, 480, 640)
+        height, width = (int(v) for v in args.native_size.lower().split("x"))
+        write_images(tmp_path / "images", n_images, height, width)
         manifest = manifest_from_paths([str(tmp_path / "images")]).reset_index(drop=True)
         for key in backbones:
             name, layers = BACKBONES[key]
@@ -256,7 +267,7 @@ def main() -> None:
             for batch_size in batch_sizes:
                 if cuda:
                     torch.cuda.reset_peak_memory_stats(device)
-                rate = time_medad(model, manifest, device, batch_size, workers, tmp_path / key, args.compile)
+                rate = time_medad(model, manifest, device, batch_size, workers, tmp_path / key, args.compile, args.tile)
                 ceiling = time_model_only(model, device, batch_size)
                 peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else float("nan")
                 row = {
@@ -272,6 +283,8 @@ def main() -> None:
                     "peak_gpu_gib": round(peak, 2),
                     "backbone_tflops_achieved": round(rate * flops / 1e12, 1),
                     "compiled": args.compile,
+                    "tiled": args.tile,
+                    "native_size": args.native_size,
                     "loader_only_images_per_s": round(loader_rate, 1),
                     "writer_only_maps_per_s": round(writer_rate, 1),
                     **agreement,

@@ -29,4 +29,6 @@ def test_time_medad_scores_with_the_requested_compile_flag(bench, tmp_path, monk
     rate = bench.time_medad(None, manifest, torch.device("cpu"), 2, 0, tmp_path, compile)
     assert rate > 0
     assert len(calls) == 2  # warm-up, then the timed pass
-    assert all(call["compile"] is compile and call["batch_size"] == 2 for call in calls)
+    assert all(call["compile"] is compile and call["batch_size"] == 2 and not call["tile"] for call in calls)
+    bench.time_medad(None, manifest, torch.device("cpu"), 2, 0, tmp_path, False, tile=True)
+    assert [call["tile"] for call in calls[2:]] == [True, True]
