@@ -16,7 +16,7 @@ from medad.data.dicom import looks_like_dicom, make_dicom
 from medad.data.folder import make_folder
 from medad.data.hashing import add_sha256
 from medad.data.isic import find_anomalyclip_skin, find_isic_folders, make_isic
-from medad.data.jsonl import make_jsonl
+from medad.data.jsonl import find_jsonl, make_jsonl
 from medad.data.kvasir import find_kvasir, make_kvasir
 from medad.data.manifest import (
     NO_IMAGES,
@@ -132,8 +132,13 @@ def _detectors() -> list[tuple[str, Callable[[Path], str | None]]]:
         return "nifti" if is_nifti(root) else "dicom" if looks_like_dicom(root) else None
 
     def jsonl_folder(root: Path) -> str | None:
-        found = [p for p in root.glob("*.jsonl") if p.is_file() and not is_ignored(p)] if root.is_dir() else []
-        return "jsonl" if len(found) == 1 else None
+        if not root.is_dir():
+            return None
+        try:
+            find_jsonl(root)
+        except DataError:
+            return None
+        return "jsonl"
 
     def volumes(root: Path) -> str | None:
         if not root.is_dir():
