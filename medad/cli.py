@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
+import typer.core
 
+from medad import __version__
 from medad.errors import MedadError
 
 app = typer.Typer(
@@ -21,6 +23,24 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"medad {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print medad's version and exit.", callback=_version_callback, is_eager=True),
+    ] = False,
+) -> None:
+    """Zero-shot lesion and anomaly detection for medical images."""
+
+
 datasets_app = typer.Typer(help="Inspect and check datasets in their public layouts.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 
@@ -35,6 +55,12 @@ def _jsonl_root(data_root: Path | None) -> dict[str, Path]:
     return {"root": data_root} if data_root is not None else {}
 
 
+THRESHOLD_HELP = (
+    "Mask threshold, one of: fixed:V (a score in [0, 1]) | percentile:P:NORMALS_PRED_DIR (the P-th percentile of "
+    "the pixel scores of a predictions folder of normal images) | f1[:VAL_PRED_DIR] (the best pixel F1, on the "
+    "run's own labelled images, recorded as in-sample, or on a validation predictions folder) | "
+    "youden[:VAL_PRED_DIR] (the same with Youden's J)."
+)
 DATA_ROOT_HELP = "For --kind jsonl: the folder the jsonl's relative paths start from (default: its folder)."
 
 
@@ -174,7 +200,7 @@ def score_command(
         str | None, typer.Option("--export", help="Also export masks: png,nifti,dicom-seg,pmap (into OUT/export).")
     ] = None,
     threshold: Annotated[
-        str, typer.Option("--threshold", help="Mask threshold for --export: fixed:V | percentile:P:NORMALS_DIR.")
+        str, typer.Option("--threshold", help="With --export: " + THRESHOLD_HELP)
     ] = "fixed:0.5",
     deidentify: Annotated[bool, typer.Option("--deidentify", help="De-identify DICOM exports (PS3.15).")] = False,
     compile_backbone: Annotated[
@@ -233,9 +259,24 @@ def score_command(
         typer.echo(f"exported {export} to {folder}")
 
 
+def _model_name(predictions: Path) -> str:
+    """The model name recorded in a predictions folder's metadata (its folder name when none is recorded)."""
+    import json
+
+    meta_file = predictions / "meta.json"
+    card = json.loads(meta_file.read_text()).get("model", {}) if meta_file.is_file() else {}
+    return str(card.get("name") or predictions.resolve().name)
+
+
 @app.command("eval")
 def eval_command(
-    predictions: Annotated[list[str], typer.Argument(help="[MODEL=]PREDICTIONS_DIR (repeat to compare models).")],
+    predictions: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="[MODEL=]DIR",
+            help="Predictions folder(s), optionally named MODEL=DIR (default name: the model in its metadata).",
+        ),
+    ],
     data: Annotated[Path, typer.Option("--data", help="Root of the dataset the predictions were scored on.")],
     kind: Annotated[str, typer.Option("--kind", help="Dataset kind (mvtec, visa, isic, ..., auto detects).")] = "auto",
     split: Annotated[str, typer.Option("--split", help="Split that was scored.")] = "test",
@@ -252,7 +293,7 @@ def eval_command(
     for item in predictions:
         name, _, folder = item.rpartition("=")
         path = Path(folder)
-        folders[name or path.resolve().parent.name or path.name] = path
+        folders[name or _model_name(path)] = path
     if len(folders) != len(predictions):
         fail("two predictions folders got the same model name; name them MODEL=DIR")
     manifest = load_manifest(data, kind, split=split)
@@ -290,7 +331,7 @@ def export_command(
     run_dir: Annotated[Path, typer.Argument(help="Predictions folder (or a `medad score` output folder).")],
     formats: Annotated[str, typer.Option("--format", help="Comma list of png,nifti,dicom-seg,pmap.")] = "png",
     threshold: Annotated[
-        str, typer.Option("--threshold", help="fixed:0.5 | percentile:99:NORMALS_PRED_DIR | f1[:DIR] | youden[:DIR]")
+        str, typer.Option("--threshold", help=THRESHOLD_HELP)
     ] = "fixed:0.5",
     deidentify: Annotated[bool, typer.Option("--deidentify", help="PS3.15 Basic profile on DICOM exports.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Export folder (default RUN_DIR/export).")] = None,
@@ -346,10 +387,40 @@ def run_command(
     typer.echo(str(run_dir))
 
 
+_METAVARS = {Path: "PATH", int: "N", float: "X", str: "TEXT"}
+
+
+def _readable_metavar(param: typer.core.TyperArgument | typer.core.TyperOption) -> str:
+    """A click-style placeholder (PATH, N, X, TEXT) for a parameter, from its annotation."""
+    annotation = param.type_descriptor.annotation
+    element = get_args(annotation)[0] if param.type_descriptor.is_list else annotation
+    return _METAVARS.get(element, "VALUE") + ("..." if param.type_descriptor.is_list else "")
+
+
+def readable_help(command: typer.core.TyperGroup | typer.core.TyperCommand) -> typer.core.TyperGroup:
+    """Give every parameter of ``command`` (recursively) a readable placeholder in ``--help``.
+
+    typer shows Python annotations such as ``<list[Path]>`` or ``<bool>`` in help; users expect ``PATH...``,
+    ``N`` and bare flags. An explicit ``metavar=`` on a parameter wins.
+    """
+    help_option = command.get_help_option(typer.core._click.Context(command))  # made once, cached by the command
+    for param in [*command.params, help_option]:
+        if not isinstance(param, typer.core.TyperArgument | typer.core.TyperOption):
+            continue
+        if isinstance(param, typer.core.TyperArgument):  # typer prints an argument's annotation beside its name
+            param.metavar = param.metavar or param.name.upper()
+            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+        elif param.metavar is None:
+            param.metavar = "" if param.is_flag else _readable_metavar(param)
+    for sub in getattr(command, "commands", {}).values():
+        readable_help(sub)
+    return command  # type: ignore[return-value]
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
-        app()
+        readable_help(typer.main.get_command(app))(prog_name="medad")
     except MedadError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)

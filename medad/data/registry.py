@@ -38,6 +38,16 @@ from medad.data.tn3k import make_tn3k
 from medad.data.visa import SPLIT_CSV, VISA_CLASSES, make_visa
 from medad.errors import DataError
 
+
+
+def make_files(root: str | Path, split: str = "test", strict: bool = True, class_name: str = "object") -> pd.DataFrame:
+    """Manifest of a plain folder (or file) of images, DICOM and NIfTI files, read as ``medad score`` reads it.
+
+    Labels are unknown and there are no masks; ``split`` is accepted for the common interface and ignored.
+    """
+    return manifest_from_paths([root], class_name=class_name, strict=strict)
+
+
 MAKERS: dict[str, Callable[..., pd.DataFrame]] = {
     "mvtec": make_mvtec,
     "mpdd": make_mpdd,
@@ -55,6 +65,7 @@ MAKERS: dict[str, Callable[..., pd.DataFrame]] = {
     "meta_json": make_meta_json,
     "dicom": make_dicom,
     "nifti": make_nifti,
+    "files": make_files,
 }
 KINDS: tuple[str, ...] = (*MAKERS, "auto")
 SPLITS: dict[str, tuple[str, ...]] = {
@@ -148,6 +159,14 @@ def _detectors() -> list[tuple[str, Callable[[Path], str | None]]]:
             return "nifti"
         return "dicom" if files and all(looks_like_dicom(p) for p in files) else None
 
+    def plain_files(root: Path) -> str | None:
+        found = root.is_dir() and any(
+            is_image_file(p) or is_nifti(p) or looks_like_dicom(p)
+            for p in root.rglob("*")
+            if p.is_file() and not is_ignored(p)
+        )
+        return "files" if found else None
+
     return [
         ("VisA split_csv/1cls.csv", visa),
         ("ISIC 2016/2017/2018 folders or AnomalyCLIP skin/test + ISBI2016 ground truth", isic),
@@ -161,6 +180,7 @@ def _detectors() -> list[tuple[str, Callable[[Path], str | None]]]:
         ("single CSV / jsonl / NIfTI / DICOM file", single_file),
         ("folder with one .jsonl file", jsonl_folder),
         ("folder of NIfTI or DICOM files", volumes),
+        ("plain folder of images, DICOM or NIfTI files (read as `medad score` reads it; labels unknown)", plain_files),
     ]
 
 
