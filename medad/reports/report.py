@@ -90,9 +90,16 @@ def _write_table(folder: Path, stem: str, frame: pd.DataFrame) -> None:
 
 
 def _random_weight_models(evaluation: EvaluationResults, sources: Sequence[Any], run_dir: Path | None) -> list[str]:
-    """Models flagged ``random_weights: true`` in predictions meta, model cards in the run, or the settings."""
+    """Models flagged ``random_weights: true`` in predictions meta, model cards in the run, the settings
+    (``random_weights: {model: bool}`` as ``medad.engine.evaluate`` writes it) or the metrics rows."""
     flagged = {s.model for s in sources if s.random_weights}
     settings = evaluation.settings
+    per_model = settings.get("random_weights")
+    if isinstance(per_model, dict):
+        flagged |= {str(name) for name, flag in per_model.items() if flag is True}
+    if "random_weights" in evaluation.results:
+        rows = evaluation.results
+        flagged |= set(rows.loc[rows["random_weights"].fillna(False).astype(bool), "model"].astype(str))
     for key in ("models", "model_cards", "cards"):
         entries = settings.get(key)
         if isinstance(entries, dict):
@@ -162,11 +169,14 @@ def _build_sections(
     else:
         section.paragraphs.append(
             f"Difference model A - model B with its {ci_label}; p-values adjusted for multiple comparisons with "
-            "the correction named in brackets; effect size as recorded by the test."
+            "the correction named in brackets; effect size as recorded by the test. A test that resamples names "
+            "its number of resamples B; its p-value is (count + 1) / (B + 1), never below 1 / (B + 1)."
         )
         shown = comparisons[
-            ["dataset", "class_name", "metric", "comparison", "test", "estimate_ci", "p", "p_adj", "effect", "n"]
-        ].rename(columns={"class_name": "class", "estimate_ci": "estimate [CI]", "p_adj": "p (adjusted)",
+            ["dataset", "class_name", "metric_label", "comparison", "test_label", "estimate_ci", "p", "p_adj",
+             "effect", "n"]
+        ].rename(columns={"class_name": "class", "metric_label": "metric", "test_label": "test (resamples)",
+                          "estimate_ci": "estimate [CI]", "p_adj": "p (adjusted)",
                           "effect": "effect size"})  # fmt: skip
         shown["class"] = shown["class"].map(class_label)
         section.tables.append(("Paired comparisons", shown))
