@@ -40,7 +40,14 @@ from medad.reports.cases import (
     select_cases,
 )
 from medad.reports.loader import EvaluationResults, load_evaluation
-from medad.reports.plots import RESEARCH_NOTICE, cases_figure, curves_figure, histogram_figure
+from medad.reports.plots import (
+    CURVE_METRICS,
+    RESEARCH_NOTICE,
+    CurveAreas,
+    cases_figure,
+    curves_figure,
+    histogram_figure,
+)
 from medad.reports.tables import (
     class_label,
     class_order,
@@ -51,6 +58,7 @@ from medad.reports.tables import (
     results_table,
     settings_table,
 )
+from medad.utils.colors import HEATMAP_CMAP
 from medad.utils.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 DEFAULT_TITLE = "medad evaluation report"
@@ -122,6 +130,20 @@ def _random_weight_models(evaluation: EvaluationResults, sources: Sequence[Any],
     return sorted(flagged)
 
 
+def _curve_areas(results: pd.DataFrame, dataset: str, class_name: str) -> CurveAreas:
+    """Per model and curve key, the metric value shown in the legend, or the reason it is undefined."""
+    part = results[(results["dataset"].astype(str) == dataset) & (results["class_name"].astype(str) == class_name)]
+    areas: dict[str, dict[str, float | str]] = {}
+    for key, (metric, _) in CURVE_METRICS.items():
+        for _, row in part[part["metric"] == metric].iterrows():
+            entry = areas.setdefault(str(row["model"]), {})
+            if row["status"] == "not_applicable" or pd.isna(row["value"]):
+                entry[key] = str(row["reason"]) if isinstance(row["reason"], str) and row["reason"] else "undefined"
+            else:
+                entry[key] = float(row["value"])
+    return areas
+
+
 def _discover_predictions(run_dir: Path) -> list[Path]:
     """Prediction folders (a ``chunks/`` folder next to a ``meta.json``) inside a protocol run folder."""
     return sorted(p.parent for p in run_dir.rglob("chunks") if p.is_dir() and (p.parent / "meta.json").is_file())
@@ -129,7 +151,7 @@ def _discover_predictions(run_dir: Path) -> list[Path]:
 
 def _case_caption(row: pd.Series) -> str:
     label = {0: "normal", 1: "abnormal"}.get(row["label"] if pd.notna(row["label"]) else -1, "unlabelled")
-    dice = f", Dice {fmt_number(row['dice'])}" if pd.notna(row.get("dice")) else ""
+    dice = f", Dice {fmt_number(row['dice'])}" if pd.notna(row.get("dice")) else ", Dice n/a"
     return f"{row['case_id']} ({row['class_name']}, {label})\nimage score {fmt_number(row['image_score'])}{dice}"
 
 
@@ -191,7 +213,7 @@ def _build_sections(
         for class_name in classes:
             per_model = {k[0]: v for k, v in evaluation.curves.items() if k[1] == dataset and k[2] == class_name}
             title = f"{dataset} - {class_label(class_name)}"
-            png = curves_figure(title, per_model, fpr_limit)
+            png = curves_figure(title, per_model, fpr_limit, _curve_areas(evaluation.results, dataset, class_name))
             section.figures.append(_Figure(_safe_name("curves", dataset, class_name), title, png))
     if not section.figures:
         section.paragraphs.append("No curves were recorded (curves.json is absent or empty).")
@@ -208,10 +230,15 @@ def _build_sections(
     sections.append(section)
 
     cases_rows: list[pd.DataFrame] = []
+    threshold = settings.get("threshold")
+    threshold = float(threshold) if isinstance(threshold, (int, float)) else None
+    threshold_text = fmt_number(threshold) if threshold is not None else "recorded in the evaluation"
     sections.append(_Section("Best and worst cases"))
     sections[-1].paragraphs.append(
-        f"Per model and dataset, up to {n_cases} images per group, chosen by image score. Heatmaps use the "
-        "perceptually uniform 'inferno' colormap on a shared scale; the cyan line is the ground-truth contour."
+        f"Per model and dataset, up to {n_cases} images per group. Abnormal images are ranked by their per-image "
+        f"pixel quality (Dice at the threshold {threshold_text}); normal images by image score. Heatmaps use the "
+        f"perceptually uniform '{HEATMAP_CMAP}' colormap on a shared scale; the cyan contour is the predicted mask "
+        "(heatmap >= threshold), the magenta contour the ground truth - the same colours as the exports."
     )
     pairs = per_image[["model", "dataset"]].drop_duplicates().sort_values(["model", "dataset"]).itertuples(index=False)
     for model, dataset in pairs:
@@ -234,7 +261,7 @@ def _build_sections(
                 title = f"{model} on {dataset} - {CASE_GROUPS[group]}"
                 vmax = max(1.0, *(float(v.heatmap.max()) for v in views))
                 vmin = min(0.0, *(float(v.heatmap.min()) for v in views))
-                png = cases_figure(title, views, vmin=vmin, vmax=vmax)
+                png = cases_figure(title, views, vmin=vmin, vmax=vmax, threshold=threshold)
                 section.figures.append(_Figure(_safe_name("cases", model, dataset, group), title, png))
         sections.append(section)
 
