@@ -45,9 +45,10 @@ def select_cases(per_image: pd.DataFrame, model: str, dataset: str, k: int) -> d
 
     Returns:
         Group key (see :data:`CASE_GROUPS`) -> rows in display order (best: Dice descending, missed: Dice
-        ascending, false alarms: image score descending). Abnormal images without a Dice (no mask and no
-        predicted pixel) are not ranked among those with one; when no abnormal image has a Dice, abnormal images
-        are ranked by image score instead. An image appears in at most one abnormal group.
+        ascending, equal Dice broken by image score the same way; false alarms: image score descending).
+        Abnormal images without a Dice (no mask and no predicted pixel) are not ranked among those with one;
+        when no abnormal image has a Dice, abnormal images are ranked by image score instead. An image appears in
+        at most one abnormal group.
     """
     part = per_image[
         (per_image["model"] == model) & (per_image["dataset"] == dataset) & per_image["image_score"].notna()
@@ -56,9 +57,10 @@ def select_cases(per_image: pd.DataFrame, model: str, dataset: str, k: int) -> d
     normal = part[(part["label"] == 0).fillna(False)]
     key = "dice" if "dice" in abnormal and abnormal["dice"].notna().any() else "image_score"
     abnormal = abnormal[abnormal[key].notna()]
-    best = abnormal.sort_values([key, "index"], ascending=[False, True], kind="stable").head(k)
+    order = [key, "image_score", "index"] if key == "dice" else [key, "index"]  # equal Dice: image score decides
+    best = abnormal.sort_values(order, ascending=[False] * (len(order) - 1) + [True], kind="stable").head(k)
     rest = abnormal[~abnormal["index"].isin(best["index"])]
-    missed = rest.sort_values([key, "index"], ascending=[True, True], kind="stable").head(k)
+    missed = rest.sort_values(order, ascending=True, kind="stable").head(k)
     alarms = normal.sort_values(["image_score", "index"], ascending=[False, True], kind="stable").head(k)
     return {"best": best, "missed": missed, "false_alarms": alarms}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -227,11 +228,12 @@ def cases_figure(
                 mask = np.asarray(case.mask, dtype=np.float32)[::step, ::step]
                 ax_overlay.contour(mask, levels=[0.5], colors=GT_CONTOUR, linewidths=1.2)
             ax_image.set_title(case.caption, fontsize="small", loc="left")
-            what = "predicted (cyan), ground truth (magenta)" if threshold is not None else "ground truth (magenta)"
-            ax_overlay.set_title(f"heatmap; contours: {what}", fontsize="small")
+            ax_overlay.set_title("heatmap + contours", fontsize="small")
             for ax in (ax_image, ax_overlay):
                 ax.set_axis_off()
         if mappable is not None:
             fig.colorbar(mappable, ax=axes[:, 1].tolist(), shrink=0.8, label="pixel score")
-        fig.suptitle(f"{title}\n{RESEARCH_NOTICE}", fontsize="medium")
+        what = "predicted mask (cyan), ground truth (magenta)" if threshold is not None else "ground truth (magenta)"
+        heading = textwrap.fill(title, 72)
+        fig.suptitle(f"{heading}\ncontours: {what}\n{RESEARCH_NOTICE}", fontsize="medium")
         return figure_png(fig)

@@ -78,4 +78,4 @@ def test_case_contours_use_the_export_colours(captured) -> None:
     }
     assert {PRED_CONTOUR, GT_CONTOUR} <= colours
     assert PRED_CONTOUR == "#00ffff" and GT_CONTOUR == "#ff00ff"
-    assert "predicted (cyan), ground truth (magenta)" in overlay.get_title()
+    assert "contours: predicted mask (cyan), ground truth (magenta)" in captured[0].get_suptitle()
