@@ -15,6 +15,7 @@ import typer.core
 
 from medad import __version__
 from medad.errors import MedadError
+from medad.stats import defaults as ci_defaults
 
 app = typer.Typer(
     name="medad",
@@ -281,13 +282,24 @@ def eval_command(
     kind: Annotated[str, typer.Option("--kind", help="Dataset kind (mvtec, visa, isic, ..., auto detects).")] = "auto",
     split: Annotated[str, typer.Option("--split", help="Split that was scored.")] = "test",
     out: Annotated[Path | None, typer.Option("--out", help="Evaluation folder (default: DIR/../evaluation).")] = None,
-    ci_resamples: Annotated[int, typer.Option("--ci-resamples", help="Bootstrap resamples (0: no CIs).")] = 2000,
-    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+    ci_resamples: Annotated[int, typer.Option("--ci-resamples", help="Bootstrap resamples (0: no CIs).")] = (
+        ci_defaults.CI_RESAMPLES
+    ),
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = ci_defaults.CI_SEED,
     threshold: Annotated[float, typer.Option("--threshold", help="Score threshold of per-image Dice/IoU.")] = 0.5,
+    ci_method: Annotated[str, typer.Option("--ci-method", help="Bootstrap interval: bca or percentile.")] = (
+        ci_defaults.CI_METHOD
+    ),
+    confidence: Annotated[
+        float, typer.Option("--confidence", help="Confidence level of the intervals, in (0, 1).")
+    ] = ci_defaults.CI_LEVEL,
 ) -> None:
     """Evaluate predictions: metrics.json (with CIs), per_image.csv, curves.json, comparisons.json."""
     from medad.data import load_manifest
     from medad.engine.evaluate import evaluate
+
+    names = ("--ci-resamples", "--confidence", "--ci-method")
+    ci_defaults.check_ci_settings(ci_resamples, confidence, ci_method, names=names)
 
     folders: dict[str, Path] = {}
     for item in predictions:
@@ -298,7 +310,8 @@ def eval_command(
         fail("two predictions folders got the same model name; name them MODEL=DIR")
     manifest = load_manifest(data, kind, split=split)
     target = out or Path(predictions[0].rpartition("=")[2]).resolve().parent / "evaluation"
-    result = evaluate(folders, manifest, target, ci={"n_resamples": ci_resamples, "seed": seed}, threshold=threshold)
+    ci = {"n_resamples": ci_resamples, "seed": seed, "method": ci_method, "level": confidence}
+    result = evaluate(folders, manifest, target, ci=ci, threshold=threshold)
     typer.echo(f"evaluated {len(folders)} model(s) on {len(manifest)} images; results in {result['out_dir']}")
 
 

@@ -4,9 +4,12 @@ One pass over the images, class by class in chunks: masks are read once at nativ
 each model's maps are read chunk by chunk from its predictions store and fed to the exact streaming
 accumulators and to the per-image histograms used by the bootstrap. Output files:
 
-* ``metrics.json`` - per model, dataset and class (plus ``__mean__`` over classes and ``__pooled__``) each metric
-  with its bootstrap CI, or ``not_applicable`` with the reason;
-* ``per_image.csv`` - per image and model: image score, max pixel score, Dice and IoU at the threshold;
+* ``metrics.json`` - per model, dataset and class (plus ``__mean__``, the class mean, and ``__pooled__``, all images
+  pooled; each row names its ``aggregate``) each metric with its bootstrap CI, or ``not_applicable`` with the
+  reason; ``settings.random_weights`` maps every model to whether its frozen weights were random (read from its
+  predictions' ``meta.json``), and every row repeats its model's flag;
+* ``per_image.csv`` - per image and model: image score, max pixel score, Dice and IoU at the threshold, and the
+  model's ``random_weights`` flag;
 * ``curves.json`` - image-level ROC/PR and pixel-level ROC/PR/PRO curves (<= 512 points each);
 * ``comparisons.json`` - paired comparisons of every model pair, with multiple-comparison-adjusted p-values.
 
@@ -47,6 +50,7 @@ from medad.stats import (
     paired_bootstrap_test,
     wilcoxon_test,
 )
+from medad.stats.defaults import CI_LEVEL, CI_METHOD, CI_RESAMPLES, CI_SEED, check_ci_settings
 from medad.utils.io import write_json_atomic, write_text_atomic
 
 IMAGE_METRICS = ("image_auroc", "image_ap", "image_f1_max")
@@ -61,7 +65,14 @@ COMPARED = {
     "dice": "wilcoxon",
     "iou": "wilcoxon",
 }
-DEFAULT_CI = {"n_resamples": 2000, "seed": 0, "method": "bca", "level": 0.95}
+DEFAULT_CI = {"n_resamples": CI_RESAMPLES, "seed": CI_SEED, "method": CI_METHOD, "level": CI_LEVEL}
+#: ``aggregate`` of a metrics row by its ``class_name``: one class, the class mean (macro) or all images (micro).
+AGGREGATES = {MEAN: "class_mean", POOLED: "pooled"}
+AGGREGATE_NOTES = {
+    "class": "one class",
+    "class_mean": f"{MEAN}: unweighted mean of the per-class values (macro average; what papers report per dataset)",
+    "pooled": f"{POOLED}: every image and pixel of the dataset in one set (micro average)",
+}
 
 
 def round_sig(x: Any, digits: int = 10) -> Any:
@@ -115,8 +126,8 @@ def evaluate(
         manifest: the manifest (``medad.data`` contract); its row position is the prediction index.
         out_dir: evaluation folder to write.
         metrics: subset of :data:`ALL_METRICS`.
-        ci: bootstrap settings ``n_resamples`` (2000), ``seed`` (0), ``method`` (``bca``/``percentile``),
-            ``level`` (0.95); ``None`` uses the defaults, ``{"n_resamples": 0}`` turns CIs off.
+        ci: bootstrap settings ``n_resamples``, ``seed``, ``method`` (``bca``/``percentile``), ``level``; missing
+            keys take the defaults of :mod:`medad.stats.defaults`; ``{"n_resamples": 0}`` turns CIs off.
         comparisons: ``"all"`` model pairs, an explicit list of ``(model_a, model_b)``, or None.
         correction: ``holm`` or ``bh`` over all comparisons written (one family).
         threshold: score threshold of the per-image Dice / IoU.
@@ -138,10 +149,13 @@ def evaluate(
     if not predictions:
         raise ConfigError("no predictions to evaluate")
     ci_cfg = {**DEFAULT_CI, **(ci or {})}
+    names = ("ci['n_resamples']", "ci['level']", "ci['method']")
+    check_ci_settings(ci_cfg["n_resamples"], ci_cfg["level"], ci_cfg["method"], names=names)
     models = list(predictions)
     if mask_reader is None:
         from medad.data import read_mask as mask_reader
     readers = {name: PredictionReader(folder) for name, folder in predictions.items()}
+    random_weights = {name: predictions_random_weights(reader.meta) for name, reader in readers.items()}
     manifest = manifest.reset_index(drop=True)
     n = len(manifest)
     expected = manifest_fingerprint(manifest)
@@ -215,12 +229,12 @@ def evaluate(
             "n_resamples": int(ci_cfg["n_resamples"]),
             "seed": int(ci_cfg["seed"]),
             "level": ci_cfg["level"],
-            "resampling_unit": "group_id clusters when any cluster holds >1 image, else image",
-            "stratification": "image metrics: by label (image unit); __mean__: by class_name",
             "pixel_metrics": "per-image histograms on a shared <=2048-bin grid, shifted to the exact estimate",
         },
         "correction": correction,
         "models": models,
+        "random_weights": random_weights,
+        "aggregates": AGGREGATE_NOTES,
         "dice_iou_aggregate": "mean over abnormal images (label 1); per image N/A when mask and prediction are empty",
     }
     hist_positions = {k: (h, np.asarray(pos, dtype=np.int64)) for k, (h, pos) in hists.items()}
@@ -241,12 +255,34 @@ def evaluate(
     rows, curves = ev.rows_and_curves()
     pairs = _pairs(models, comparisons)
     comps = ev.comparisons(pairs, correction)
+    settings["ci"].update(ev.used_settings())
+    for row in rows:
+        row["random_weights"] = random_weights[row["model"]]
+    if any(random_weights.values()):
+        flagged = ", ".join(m for m in models if random_weights[m])
+        settings["warning"] = (
+            f"RANDOM WEIGHTS: {flagged} ran with random frozen weights; these numbers test the pipeline only"
+        )
     out = Path(out_dir)
     write_json_atomic(out / "metrics.json", round_sig({"settings": settings, "rows": rows}))
     write_json_atomic(out / "curves.json", round_sig(curves))
     write_json_atomic(out / "comparisons.json", round_sig(comps))
-    _write_per_image(out / "per_image.csv", manifest, models, image_scores, per_image)
+    _write_per_image(out / "per_image.csv", manifest, models, image_scores, per_image, random_weights)
     return {"settings": settings, "rows": rows, "comparisons": comps, "out_dir": str(out)}
+
+
+def predictions_random_weights(meta: Mapping[str, Any]) -> bool:
+    """Whether a predictions folder's ``meta.json`` says its model's frozen weights were random.
+
+    The top-level ``random_weights`` flag (written by :func:`medad.engine.scorer.predictions_meta`) wins; older
+    folders fall back to the model card's flag. It concerns the frozen backbone / text weights only: adapters
+    trained on a random backbone stay random, adapters trained on real frozen weights do not.
+    """
+    flag = meta.get("random_weights")
+    if isinstance(flag, bool):
+        return flag
+    card = meta.get("model")
+    return bool(card.get("random_weights", False)) if isinstance(card, Mapping) else False
 
 
 def _pairs(models: list[str], comparisons: str | Sequence[tuple[str, str]] | None) -> list[tuple[str, str]]:
@@ -267,6 +303,7 @@ def _write_per_image(
     models: list[str],
     image_scores: dict[str, np.ndarray],
     per_image: dict[str, dict[str, np.ndarray]],
+    random_weights: Mapping[str, bool],
 ) -> None:
     frames = []
     for m in models:
@@ -283,6 +320,7 @@ def _write_per_image(
                     "max_pixel_score": per_image[m]["max"],
                     "dice": per_image[m]["dice"],
                     "iou": per_image[m]["iou"],
+                    "random_weights": bool(random_weights[m]),
                 }
             )
         )
@@ -302,6 +340,24 @@ class _Evaluation:
         self.image_scores, self.per_image = image_scores, per_image
         self.metrics, self.ci, self.fpr_limit = list(metrics), ci, fpr_limit
         self.datasets = sorted({d for d, _ in keys})
+        self.units: set[str] = set()
+        self.strata: set[str] = set()
+        self.methods_used: dict[str, int] = {}
+
+    def used_settings(self) -> dict[str, Any]:
+        """What the bootstrap actually did: resampling unit(s), stratification and interval method(s)."""
+        if not self.units:
+            return {"resampling_unit": "none (no bootstrap was run)", "stratification": "none"}
+        units = sorted(self.units)
+        names = {"image": "image", "group_id": "group_id clusters"}
+        out: dict[str, Any] = {
+            "resampling_unit": " and ".join(names[u] for u in units)
+            + (" (group_id where some cluster holds more than one image)" if len(units) > 1 else ""),
+            "stratification": "; ".join(sorted(self.strata)),
+        }
+        if self.methods_used:
+            out["method_used"] = ", ".join(f"{m} ({n} intervals)" for m, n in sorted(self.methods_used.items()))
+        return out
 
     def _classes(self, dataset: str) -> list[str]:
         return [c for d, c in self.keys if d == dataset]
@@ -369,6 +425,11 @@ class _Evaluation:
         if groups is None:
             lab = self.labels[rows_all].astype(str)
             strata = lab if strata is None else np.char.add(np.char.add(strata.astype(str), "|"), lab)
+        self.units.add("image" if groups is None else "group_id")
+        by = ["class_name"] if mean else []
+        by += ["label"] if groups is None else []
+        scope = f"{MEAN} intervals" if mean else "per-class and pooled intervals"
+        self.strata.add(f"{scope}: by {' and '.join(by)}" if by else f"{scope}: none")
         est = np.array([float(exact[k]) if not isinstance(exact[k], NotApplicable) else np.nan for k in ALL_METRICS])
         res = bootstrap_ci(
             statistic,
@@ -381,6 +442,9 @@ class _Evaluation:
             level=float(self.ci["level"]),
             estimate=est,
         )
+        for k, r in zip(ALL_METRICS, res, strict=True):
+            if k in self.metrics and np.isfinite(r.ci_low):
+                self.methods_used[r.method_used] = self.methods_used.get(r.method_used, 0) + 1
         return {k: (r.ci_low, r.ci_high) for k, r in zip(ALL_METRICS, res, strict=True)}
 
     def rows_and_curves(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -419,6 +483,7 @@ class _Evaluation:
                     "ci_low": low,
                     "ci_high": high,
                     "n_images": n_images,
+                    "aggregate": AGGREGATES.get(class_name, "class"),
                     "status": status,
                     "reason": reason,
                 }
@@ -472,6 +537,7 @@ class _Evaluation:
                 "p_value": r["p_value"],
                 "effect_size": r["estimate"],
                 "n": r["n"],
+                "n_resamples": None,
             }
         if COMPARED[metric] == "wilcoxon":
             va, vb = self.per_image[a][metric][rows[y]], self.per_image[b][metric][rows[y]]
@@ -493,6 +559,8 @@ class _Evaluation:
                 "p_value": r["p_value"],
                 "effect_size": r["effect_size"],
                 "n": r["n"],
+                "n_resamples": None,
+                "ci_n_resamples": n_res if n_res > 0 else None,
             }
         cls = sorted(set(self.manifest["class_name"].astype(str).to_numpy()[rows]))
         pa, pb = self._point(a, dataset, cls)[metric], self._point(b, dataset, cls)[metric]
@@ -502,9 +570,9 @@ class _Evaluation:
         sa, sb = self._stat(a, dataset, rows), self._stat(b, dataset, rows)
         est = np.full(len(ALL_METRICS), np.nan)
         est[k] = float(pa) - float(pb)
-        r = paired_bootstrap_test(
-            sa, sb, rows.size, estimate=est, n_resamples=n_res, seed=seed, groups=self._groups_for(rows)
-        )[k]
+        groups = self._groups_for(rows)
+        self.units.add("image" if groups is None else "group_id")
+        r = paired_bootstrap_test(sa, sb, rows.size, estimate=est, n_resamples=n_res, seed=seed, groups=groups)[k]
         return {
             "test": "paired_bootstrap",
             "estimate": r["estimate"],
@@ -513,4 +581,6 @@ class _Evaluation:
             "p_value": r["p_value"],
             "effect_size": r["estimate"],
             "n": int(rows.size),
+            "n_resamples": n_res,
+            "n_valid": r["n_valid"],
         }

@@ -484,6 +484,7 @@ def score_files(
                 "max_pixel_score": float(pixel_map.max()),
                 "source": str(row["image_path"]) if row["source_format"] == "image" else "",
                 "heatmap": f"heatmaps/{names[index]}.png" if heatmaps else "",
+                "random_weights": bool(reader.meta.get("random_weights", False)),
             }
         )
         if heatmaps:

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from medad.stats.defaults import CI_LEVEL, CI_METHOD, CI_RESAMPLES, CI_SEED
+
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 Scalar = str | int | float | bool | None
 OptionValue = Scalar | list[Scalar]
@@ -170,11 +172,11 @@ class StatisticsSpec(_Strict):
         correction: multiple-comparison correction: ``holm`` or ``bh``.
     """
 
-    ci: Literal["percentile", "bca"] = "percentile"
-    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
-    resamples: Annotated[int, Field(ge=0)] = 1000
+    ci: Literal["percentile", "bca"] = CI_METHOD
+    confidence: Annotated[float, Field(gt=0, lt=1)] = CI_LEVEL
+    resamples: Annotated[int, Field(ge=0)] = CI_RESAMPLES
     unit: Literal["image", "group"] = "image"
-    seed: int = 0
+    seed: int = CI_SEED
     comparisons: list[Annotated[list[Name], Field(min_length=2, max_length=2)]] = Field(default_factory=list)
     correction: Literal["holm", "bh"] = "holm"
 

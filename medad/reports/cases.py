@@ -1,8 +1,10 @@
 """Best and worst cases per model and dataset, and the inputs needed to draw their heatmaps.
 
-Cases are chosen from ``per_image.csv`` by image score only (ties broken by manifest index), so the choice
-does not depend on whether heatmaps can be drawn. Drawing needs the predictions folder of the model (for the
-pixel map) and the dataset's manifest (for :func:`medad.data.read_image` / :func:`medad.data.read_mask`).
+Cases are chosen from ``per_image.csv`` only (ties broken by manifest index), so the choice does not depend on
+whether heatmaps can be drawn: abnormal images by their per-image pixel quality (Dice at the evaluation's
+threshold; image score where no abnormal image has a Dice), normal images by image score. Drawing needs the
+predictions folder of the model (for the pixel map) and the dataset's manifest (for :func:`medad.data.read_image`
+/ :func:`medad.data.read_mask`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ from medad.engine.predictions import PredictionReader
 from medad.errors import ConfigError, DataError
 from medad.reports.plots import CaseView
 
-#: Case groups: key -> heading. "best" are the most confidently detected abnormal images; "missed" the
-#: abnormal images scored lowest; "false_alarms" the normal images scored highest.
+#: Case groups: key -> heading. "best" are the abnormal images best localised (highest Dice); "missed" the
+#: abnormal images worst localised (lowest Dice); "false_alarms" the normal images scored highest.
 CASE_GROUPS = {
-    "best": "Best: abnormal images with the highest image scores",
-    "missed": "Worst: abnormal images with the lowest image scores (missed lesions)",
+    "best": "Best: abnormal images with the highest Dice (pixel quality at the threshold)",
+    "missed": "Worst: abnormal images with the lowest Dice (missed or poorly localised lesions)",
     "false_alarms": "Worst: normal images with the highest image scores (false alarms)",
 }
 
@@ -42,17 +44,23 @@ def select_cases(per_image: pd.DataFrame, model: str, dataset: str, k: int) -> d
         k: cases per group.
 
     Returns:
-        Group key (see :data:`CASE_GROUPS`) -> rows in display order (best: score descending, missed: score
-        ascending, false alarms: score descending). An image appears in at most one abnormal group.
+        Group key (see :data:`CASE_GROUPS`) -> rows in display order (best: Dice descending, missed: Dice
+        ascending, equal Dice broken by image score the same way; false alarms: image score descending).
+        Abnormal images without a Dice (no mask and no predicted pixel) are not ranked among those with one;
+        when no abnormal image has a Dice, abnormal images are ranked by image score instead. An image appears in
+        at most one abnormal group.
     """
     part = per_image[
         (per_image["model"] == model) & (per_image["dataset"] == dataset) & per_image["image_score"].notna()
     ]
     abnormal = part[(part["label"] == 1).fillna(False)]
     normal = part[(part["label"] == 0).fillna(False)]
-    best = abnormal.sort_values(["image_score", "index"], ascending=[False, True], kind="stable").head(k)
+    key = "dice" if "dice" in abnormal and abnormal["dice"].notna().any() else "image_score"
+    abnormal = abnormal[abnormal[key].notna()]
+    order = [key, "image_score", "index"] if key == "dice" else [key, "index"]  # equal Dice: image score decides
+    best = abnormal.sort_values(order, ascending=[False] * (len(order) - 1) + [True], kind="stable").head(k)
     rest = abnormal[~abnormal["index"].isin(best["index"])]
-    missed = rest.sort_values(["image_score", "index"], ascending=[True, True], kind="stable").head(k)
+    missed = rest.sort_values(order, ascending=True, kind="stable").head(k)
     alarms = normal.sort_values(["image_score", "index"], ascending=[False, True], kind="stable").head(k)
     return {"best": best, "missed": missed, "false_alarms": alarms}
 

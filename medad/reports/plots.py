@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -20,9 +21,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from medad.reports.loader import Curve
+from medad.utils.colors import GT_CONTOUR, HEATMAP_CMAP, PRED_CONTOUR
 
-HEATMAP_CMAP = "inferno"
-CONTOUR_COLOR = "#00e5ff"
 RESEARCH_NOTICE = "RESEARCH USE ONLY - not for diagnosis"
 PNG_METADATA = {"Software": "medad report"}
 _DPI = 100
@@ -32,6 +32,17 @@ _CURVE_TITLES = {
     "pr": ("Precision-recall", "recall", "precision"),
     "pro": ("PRO", "false positive rate", "per-region overlap"),
 }
+#: Curve key -> (metric whose value is the curve's area, its short name in legends).
+CURVE_METRICS = {
+    "image/roc": ("image_auroc", "AUROC"),
+    "image/pr": ("image_ap", "AP"),
+    "pixel/roc": ("pixel_auroc", "AUROC"),
+    "pixel/pr": ("pixel_ap", "AP"),
+    "pixel/pro": ("aupro", "AUPRO"),
+}
+
+#: Per model and curve key: the area to print in the legend (a float) or why the metric is undefined (a str).
+CurveAreas = Mapping[str, Mapping[str, float | str]]
 
 
 def figure_png(fig: Figure) -> bytes:
@@ -51,13 +62,21 @@ def _fixed_style() -> contextlib.AbstractContextManager[None]:
     return mpl.style.context("default")
 
 
-def curves_figure(title: str, curves: Mapping[str, Mapping[str, Curve]], fpr_limit: float | None = None) -> bytes:
+def curves_figure(
+    title: str,
+    curves: Mapping[str, Mapping[str, Curve]],
+    fpr_limit: float | None = None,
+    areas: CurveAreas | None = None,
+) -> bytes:
     """ROC, PR and PRO panels with a line per model; one row per level (image-level, pixel-level).
 
     Args:
         title: figure title (dataset and class).
         curves: model -> {key: Curve}, key ``<level>/<kind>`` or ``<kind>`` (see :mod:`medad.reports.loader`).
         fpr_limit: the AUPRO integration limit, drawn as a dashed line on PRO panels whose x-axis it bounds.
+        areas: model -> {key: value or reason} from ``metrics.json``: values go into the legend (``AUROC 0.912``);
+            a model whose metric is undefined gets no (flat, meaningless) line, and a panel where no model is
+            defined says ``n/a: <reason>`` instead.
     """
     keys = {key for per_model in curves.values() for key in per_model}
     levels = [lvl for lvl in ("image", "pixel", "") if any(k.rpartition("/")[0] == lvl for k in keys)]
@@ -74,50 +93,87 @@ def curves_figure(title: str, curves: Mapping[str, Mapping[str, Curve]], fpr_lim
                     continue
                 kind = kinds[c]
                 key = f"{level}/{kind}" if level else kind
-                _draw_curves(ax, kind, level, {model: per_model.get(key) for model, per_model in curves.items()})
-                if kind == "pro" and fpr_limit:
-                    ax.axvline(fpr_limit, color="0.4", lw=0.8, ls="--")
+                panel = {model: per_model.get(key) for model, per_model in curves.items()}
+                drawn = _draw_curves(ax, kind, level, panel, {m: (areas or {}).get(m, {}).get(key) for m in panel})
+                if kind == "pro" and fpr_limit and drawn:
+                    ax.axvline(fpr_limit, color="0.4", lw=0.8, ls="--", label=f"FPR limit {fpr_limit:g}")
                     ax.set_xlim(0, min(1.0, 1.5 * fpr_limit))
+                    ax.legend(fontsize="small", loc="lower right")
         fig.suptitle(title)
         return figure_png(fig)
 
 
-def _draw_curves(ax: Axes, kind: str, level: str, per_model: Mapping[str, Curve | None]) -> None:
+def not_applicable_panel(ax: Axes, title: str, reason: str) -> None:
+    """Replace a panel that would be empty or flat by its title and ``n/a: <reason>``."""
+    ax.set_title(title)
+    ax.text(0.5, 0.5, f"n/a: {reason}", ha="center", va="center", wrap=True, transform=ax.transAxes, color="0.3")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_color("0.8")
+
+
+def _draw_curves(
+    ax: Axes, kind: str, level: str, per_model: Mapping[str, Curve | None], areas: Mapping[str, float | str | None]
+) -> bool:
+    """Draw one panel; return False when it shows ``n/a`` (no model has a defined curve)."""
     name, xlabel, ylabel = _CURVE_TITLES[kind]
+    short = CURVE_METRICS.get(f"{level}/{kind}", ("", name))[1]
+    title = f"{level}-level {name}" if level else name
+    reasons = []
+    lines = 0
     for model in sorted(per_model):
-        curve = per_model[model]
-        if curve is not None:
-            ax.plot(curve.x, curve.y, lw=1.5, label=model if curve.area is None else f"{model} ({curve.area:.3f})")
+        curve, area = per_model[model], areas.get(model)
+        if isinstance(area, str):
+            reasons.append(area)
+            continue
+        if curve is None:
+            continue
+        value = area if area is not None else curve.area
+        ax.plot(curve.x, curve.y, lw=1.5, label=model if value is None else f"{model} ({short} {value:.3f})")
+        lines += 1
+    if not lines:
+        not_applicable_panel(ax, title, "; ".join(dict.fromkeys(reasons)) or "no curve recorded")
+        return False
     if kind == "roc":
-        ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls=":")
-    ax.set(title=f"{level}-level {name}" if level else name, xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=(0, 1.02))
+        ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls=":", label="chance")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=(0, 1.02))
     ax.grid(alpha=0.3)
+    if reasons:
+        ax.text(0.02, 0.02, f"not shown: n/a ({'; '.join(dict.fromkeys(reasons))})", fontsize="x-small",
+                transform=ax.transAxes, color="0.3")  # fmt: skip
     ax.legend(fontsize="small", loc="lower left" if kind == "pr" else "lower right")
+    return True
 
 
 def histogram_figure(title: str, per_image: pd.DataFrame) -> bytes:
-    """Normal vs abnormal image-score histograms, one panel per model, shared bins within a panel.
+    """Normal vs abnormal image-score histograms, one panel per model, on one x-range and bin grid for all panels
+    (so panels side by side compare); a model without scores gets an ``n/a`` panel.
 
     Args:
         title: figure title (the dataset).
         per_image: rows of one dataset with ``model``, ``label`` and ``image_score``.
     """
     models = sorted(per_image["model"].unique())
+    every = per_image["image_score"].dropna().to_numpy(dtype=np.float64)
+    lo, hi = (float(every.min()), float(every.max())) if every.size else (0.0, 1.0)
+    bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 31)
     with _fixed_style():
         fig = _new_figure(4.2 * max(len(models), 1), 3.4)
-        axes = fig.subplots(1, max(len(models), 1), squeeze=False)[0]
+        axes = fig.subplots(1, max(len(models), 1), squeeze=False, sharex=True)[0]
         for ax, model in zip(axes, models, strict=False):
             part = per_image[(per_image["model"] == model) & per_image["image_score"].notna()]
             scores = part["image_score"].to_numpy(dtype=np.float64)
             labels = part["label"]
-            lo, hi = (float(scores.min()), float(scores.max())) if scores.size else (0.0, 1.0)
-            bins = np.linspace(lo, hi if hi > lo else lo + 1e-6, 31)
+            if not scores.size:
+                not_applicable_panel(ax, model, "no image scores")
+                continue
             for value, name, color in ((0, "normal", "#1f77b4"), (1, "abnormal", "#d62728")):
                 chosen = scores[(labels == value).fillna(False).to_numpy()]
                 ax.hist(chosen, bins=bins, alpha=0.55, color=color, label=f"{name} (n={chosen.size})")
             unknown = int(labels.isna().sum())
             ax.set(title=model if not unknown else f"{model} ({unknown} unlabelled not shown)")
-            ax.set(xlabel="image score", ylabel="images")
+            ax.set(xlabel="image score", ylabel="images", xlim=(bins[0], bins[-1]))
             ax.legend(fontsize="small")
         fig.suptitle(title)
         return figure_png(fig)
@@ -137,11 +193,15 @@ def _display_stride(shape: Sequence[int]) -> int:
     return max(1, int(np.ceil(max(shape[:2]) / _MAX_DISPLAY_SIDE)))
 
 
-def cases_figure(title: str, cases: Sequence[CaseView], vmin: float = 0.0, vmax: float = 1.0) -> bytes:
-    """A row per case: the image, and the heatmap overlaid on it with the ground-truth contour.
+def cases_figure(
+    title: str, cases: Sequence[CaseView], vmin: float = 0.0, vmax: float = 1.0, threshold: float | None = None
+) -> bytes:
+    """A row per case: the image, and the heatmap overlaid on it with the predicted-mask and ground-truth contours.
 
     The heatmap uses a perceptually uniform colormap on a fixed ``[vmin, vmax]`` range shared by all rows, so
-    colours compare across cases; a research-use notice is drawn on the figure.
+    colours compare across cases. The predicted mask (``heatmap >= threshold``) is outlined in
+    :data:`~medad.utils.colors.PRED_CONTOUR` (cyan), the ground truth in :data:`~medad.utils.colors.GT_CONTOUR`
+    (magenta), the same colours as the exports; a research-use notice is drawn on the figure.
     """
     with _fixed_style():
         fig = _new_figure(6.4, 2.9 * max(len(cases), 1) + 0.5)
@@ -161,14 +221,19 @@ def cases_figure(title: str, cases: Sequence[CaseView], vmin: float = 0.0, vmax:
             mappable = ax_overlay.imshow(
                 heatmap, cmap=HEATMAP_CMAP, vmin=vmin, vmax=vmax, alpha=0.55, interpolation="nearest"
             )
+            if threshold is not None and np.any(heatmap >= threshold):
+                predicted = (heatmap >= threshold).astype(np.float32)
+                ax_overlay.contour(predicted, levels=[0.5], colors=PRED_CONTOUR, linewidths=1.2)
             if case.mask is not None and np.any(case.mask):
                 mask = np.asarray(case.mask, dtype=np.float32)[::step, ::step]
-                ax_overlay.contour(mask, levels=[0.5], colors=CONTOUR_COLOR, linewidths=1.2)
+                ax_overlay.contour(mask, levels=[0.5], colors=GT_CONTOUR, linewidths=1.2)
             ax_image.set_title(case.caption, fontsize="small", loc="left")
-            ax_overlay.set_title("heatmap + ground-truth contour", fontsize="small")
+            ax_overlay.set_title("heatmap + contours", fontsize="small")
             for ax in (ax_image, ax_overlay):
                 ax.set_axis_off()
         if mappable is not None:
             fig.colorbar(mappable, ax=axes[:, 1].tolist(), shrink=0.8, label="pixel score")
-        fig.suptitle(f"{title}\n{RESEARCH_NOTICE}", fontsize="medium")
+        what = "predicted mask (cyan), ground truth (magenta)" if threshold is not None else "ground truth (magenta)"
+        heading = textwrap.fill(title, 72)
+        fig.suptitle(f"{heading}\ncontours: {what}\n{RESEARCH_NOTICE}", fontsize="medium")
         return figure_png(fig)

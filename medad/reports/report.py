@@ -40,7 +40,14 @@ from medad.reports.cases import (
     select_cases,
 )
 from medad.reports.loader import EvaluationResults, load_evaluation
-from medad.reports.plots import RESEARCH_NOTICE, cases_figure, curves_figure, histogram_figure
+from medad.reports.plots import (
+    CURVE_METRICS,
+    RESEARCH_NOTICE,
+    CurveAreas,
+    cases_figure,
+    curves_figure,
+    histogram_figure,
+)
 from medad.reports.tables import (
     class_label,
     class_order,
@@ -51,6 +58,7 @@ from medad.reports.tables import (
     results_table,
     settings_table,
 )
+from medad.utils.colors import HEATMAP_CMAP
 from medad.utils.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 DEFAULT_TITLE = "medad evaluation report"
@@ -90,9 +98,16 @@ def _write_table(folder: Path, stem: str, frame: pd.DataFrame) -> None:
 
 
 def _random_weight_models(evaluation: EvaluationResults, sources: Sequence[Any], run_dir: Path | None) -> list[str]:
-    """Models flagged ``random_weights: true`` in predictions meta, model cards in the run, or the settings."""
+    """Models flagged ``random_weights: true`` in predictions meta, model cards in the run, the settings
+    (``random_weights: {model: bool}`` as ``medad.engine.evaluate`` writes it) or the metrics rows."""
     flagged = {s.model for s in sources if s.random_weights}
     settings = evaluation.settings
+    per_model = settings.get("random_weights")
+    if isinstance(per_model, dict):
+        flagged |= {str(name) for name, flag in per_model.items() if flag is True}
+    if "random_weights" in evaluation.results:
+        rows = evaluation.results
+        flagged |= set(rows.loc[rows["random_weights"].fillna(False).astype(bool), "model"].astype(str))
     for key in ("models", "model_cards", "cards"):
         entries = settings.get(key)
         if isinstance(entries, dict):
@@ -115,6 +130,20 @@ def _random_weight_models(evaluation: EvaluationResults, sources: Sequence[Any],
     return sorted(flagged)
 
 
+def _curve_areas(results: pd.DataFrame, dataset: str, class_name: str) -> CurveAreas:
+    """Per model and curve key, the metric value shown in the legend, or the reason it is undefined."""
+    part = results[(results["dataset"].astype(str) == dataset) & (results["class_name"].astype(str) == class_name)]
+    areas: dict[str, dict[str, float | str]] = {}
+    for key, (metric, _) in CURVE_METRICS.items():
+        for _, row in part[part["metric"] == metric].iterrows():
+            entry = areas.setdefault(str(row["model"]), {})
+            if row["status"] == "not_applicable" or pd.isna(row["value"]):
+                entry[key] = str(row["reason"]) if isinstance(row["reason"], str) and row["reason"] else "undefined"
+            else:
+                entry[key] = float(row["value"])
+    return areas
+
+
 def _discover_predictions(run_dir: Path) -> list[Path]:
     """Prediction folders (a ``chunks/`` folder next to a ``meta.json``) inside a protocol run folder."""
     return sorted(p.parent for p in run_dir.rglob("chunks") if p.is_dir() and (p.parent / "meta.json").is_file())
@@ -122,7 +151,7 @@ def _discover_predictions(run_dir: Path) -> list[Path]:
 
 def _case_caption(row: pd.Series) -> str:
     label = {0: "normal", 1: "abnormal"}.get(row["label"] if pd.notna(row["label"]) else -1, "unlabelled")
-    dice = f", Dice {fmt_number(row['dice'])}" if pd.notna(row.get("dice")) else ""
+    dice = f", Dice {fmt_number(row['dice'])}" if pd.notna(row.get("dice")) else ", Dice n/a"
     return f"{row['case_id']} ({row['class_name']}, {label})\nimage score {fmt_number(row['image_score'])}{dice}"
 
 
@@ -162,11 +191,14 @@ def _build_sections(
     else:
         section.paragraphs.append(
             f"Difference model A - model B with its {ci_label}; p-values adjusted for multiple comparisons with "
-            "the correction named in brackets; effect size as recorded by the test."
+            "the correction named in brackets; effect size as recorded by the test. A test that resamples names "
+            "its number of resamples B; its p-value is (count + 1) / (B + 1), never below 1 / (B + 1)."
         )
         shown = comparisons[
-            ["dataset", "class_name", "metric", "comparison", "test", "estimate_ci", "p", "p_adj", "effect", "n"]
-        ].rename(columns={"class_name": "class", "estimate_ci": "estimate [CI]", "p_adj": "p (adjusted)",
+            ["dataset", "class_name", "metric_label", "comparison", "test_label", "estimate_ci", "p", "p_adj",
+             "effect", "n"]
+        ].rename(columns={"class_name": "class", "metric_label": "metric", "test_label": "test (resamples)",
+                          "estimate_ci": "estimate [CI]", "p_adj": "p (adjusted)",
                           "effect": "effect size"})  # fmt: skip
         shown["class"] = shown["class"].map(class_label)
         section.tables.append(("Paired comparisons", shown))
@@ -181,7 +213,7 @@ def _build_sections(
         for class_name in classes:
             per_model = {k[0]: v for k, v in evaluation.curves.items() if k[1] == dataset and k[2] == class_name}
             title = f"{dataset} - {class_label(class_name)}"
-            png = curves_figure(title, per_model, fpr_limit)
+            png = curves_figure(title, per_model, fpr_limit, _curve_areas(evaluation.results, dataset, class_name))
             section.figures.append(_Figure(_safe_name("curves", dataset, class_name), title, png))
     if not section.figures:
         section.paragraphs.append("No curves were recorded (curves.json is absent or empty).")
@@ -198,10 +230,15 @@ def _build_sections(
     sections.append(section)
 
     cases_rows: list[pd.DataFrame] = []
+    threshold = settings.get("threshold")
+    threshold = float(threshold) if isinstance(threshold, (int, float)) else None
+    threshold_text = fmt_number(threshold) if threshold is not None else "recorded in the evaluation"
     sections.append(_Section("Best and worst cases"))
     sections[-1].paragraphs.append(
-        f"Per model and dataset, up to {n_cases} images per group, chosen by image score. Heatmaps use the "
-        "perceptually uniform 'inferno' colormap on a shared scale; the cyan line is the ground-truth contour."
+        f"Per model and dataset, up to {n_cases} images per group. Abnormal images are ranked by their per-image "
+        f"pixel quality (Dice at the threshold {threshold_text}); normal images by image score. Heatmaps use the "
+        f"perceptually uniform '{HEATMAP_CMAP}' colormap on a shared scale; the cyan contour is the predicted mask "
+        "(heatmap >= threshold), the magenta contour the ground truth - the same colours as the exports."
     )
     pairs = per_image[["model", "dataset"]].drop_duplicates().sort_values(["model", "dataset"]).itertuples(index=False)
     for model, dataset in pairs:
@@ -224,7 +261,7 @@ def _build_sections(
                 title = f"{model} on {dataset} - {CASE_GROUPS[group]}"
                 vmax = max(1.0, *(float(v.heatmap.max()) for v in views))
                 vmin = min(0.0, *(float(v.heatmap.min()) for v in views))
-                png = cases_figure(title, views, vmin=vmin, vmax=vmax)
+                png = cases_figure(title, views, vmin=vmin, vmax=vmax, threshold=threshold)
                 section.figures.append(_Figure(_safe_name("cases", model, dataset, group), title, png))
         sections.append(section)
 

@@ -16,7 +16,29 @@ from medad.reports.loader import EvaluationResults
 
 MEAN_CLASS = "__mean__"
 POOLED_CLASS = "__pooled__"
-CLASS_LABELS = {MEAN_CLASS: "mean over classes", POOLED_CLASS: "pooled"}
+CLASS_LABELS = {
+    MEAN_CLASS: "class mean (macro: mean over classes)",
+    POOLED_CLASS: "pooled (micro: all images together)",
+}
+#: Readable metric names for tables and figures (``metrics.json`` keeps the machine names).
+METRIC_LABELS = {
+    "image_auroc": "Image AUROC",
+    "image_ap": "Image AP",
+    "image_f1_max": "Image F1-max",
+    "pixel_auroc": "Pixel AUROC",
+    "pixel_ap": "Pixel AP",
+    "pixel_f1_max": "Pixel F1-max",
+    "aupro": "AUPRO",
+    "pixel_aupro": "AUPRO",
+    "dice": "Dice",
+    "iou": "IoU",
+}
+TEST_LABELS = {
+    "delong": "DeLong (analytic)",
+    "paired_bootstrap": "paired bootstrap",
+    "wilcoxon": "Wilcoxon signed-rank",
+    "sign_flip": "sign-flip permutation",
+}
 
 #: Known settings keys (nested keys dotted, e.g. ``ci.method``) and how the report names them; others are shown
 #: under their own key, after these.
@@ -30,6 +52,10 @@ SETTING_LABELS = {
     "ci.resampling_unit": "resampling unit",
     "unit": "resampling unit",
     "resampling_unit": "resampling unit",
+    "ci.method_used": "CI method used",
+    "random_weights": "random frozen weights",
+    "warning": "warning",
+    "ci.stratification": "stratification",
     "ci.seed": "seed",
     "seed": "seed",
     "correction": "multiple-comparison correction",
@@ -94,6 +120,21 @@ def format_result(row: pd.Series | dict[str, Any], digits: int = 3) -> str:
     return f"{value} [{fmt_number(row['ci_low'], digits)}, {fmt_number(row['ci_high'], digits)}]"
 
 
+def metric_label(metric: str) -> str:
+    """Display name of a metric (``pixel_auroc`` -> ``Pixel AUROC``); unknown names are shown as they are."""
+    return METRIC_LABELS.get(metric, metric)
+
+
+def comparison_test_label(test: Any, n_resamples: Any = None, ci_n_resamples: Any = None) -> str:
+    """Display name of a paired test with the resamples it used (``paired bootstrap, 2000 resamples``)."""
+    label = TEST_LABELS.get(str(test), str(test))
+    if not is_missing(n_resamples):
+        return f"{label}, {int(n_resamples)} resamples"
+    if not is_missing(ci_n_resamples):
+        return f"{label} (CI: bootstrap, {int(ci_n_resamples)} resamples)"
+    return label
+
+
 def class_label(class_name: str) -> str:
     """Display name of a ``class_name`` (``__mean__`` -> ``mean over classes``)."""
     return CLASS_LABELS.get(class_name, class_name)
@@ -125,9 +166,9 @@ def results_grids(table: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
     for (model, dataset), part in table.groupby(["model", "dataset"], sort=True):
         metrics = list(dict.fromkeys(part["metric"]))
         classes = list(dict.fromkeys(part["class_name"]))
-        grid = pd.DataFrame("", index=[class_label(c) for c in classes], columns=metrics)
+        grid = pd.DataFrame("", index=[class_label(c) for c in classes], columns=[metric_label(m) for m in metrics])
         for _, row in part.iterrows():
-            grid.loc[class_label(row["class_name"]), row["metric"]] = row["result"]
+            grid.loc[class_label(row["class_name"]), metric_label(row["metric"])] = row["result"]
         n_images = part.groupby("class_name", sort=False)["n_images"].max()
         grid.insert(0, "images", [fmt_number(n_images.get(c), 0) for c in classes])
         grid.index.name = "class"
@@ -139,7 +180,7 @@ def comparisons_table(evaluation: EvaluationResults) -> pd.DataFrame:
     """Comparisons with display columns ``estimate [CI]``, ``p``, ``p (adjusted)`` and ``effect size``."""
     frame = evaluation.comparisons.copy()
     if frame.empty:
-        return frame.assign(comparison="", estimate_ci="", p="", p_adj="", effect="")
+        return frame.assign(comparison="", estimate_ci="", p="", p_adj="", effect="", test_label="", metric_label="")
     frame = frame.sort_values(["dataset", "class_name", "metric", "model_a", "model_b"], kind="stable")
     frame["comparison"] = [f"{a} vs {b}" for a, b in zip(frame["model_a"], frame["model_b"], strict=True)]
     frame["estimate_ci"] = [
@@ -152,6 +193,14 @@ def comparisons_table(evaluation: EvaluationResults) -> pd.DataFrame:
         for p, c in zip(frame["p_adjusted"], frame["correction"], strict=True)
     ]
     frame["effect"] = frame["effect_size"].map(fmt_number)
+    for column in ("n_resamples", "ci_n_resamples"):
+        if column not in frame.columns:
+            frame[column] = None
+    frame["test_label"] = [
+        comparison_test_label(t, b, c)
+        for t, b, c in zip(frame["test"], frame["n_resamples"], frame["ci_n_resamples"], strict=True)
+    ]
+    frame["metric_label"] = frame["metric"].map(metric_label)
     return frame.reset_index(drop=True)
 
 

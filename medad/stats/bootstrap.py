@@ -30,6 +30,7 @@ from scipy.stats import norm
 from medad.errors import ConfigError, DataError
 from medad.metrics import CurveSweep
 from medad.metrics._core import float32_keys
+from medad.stats.defaults import CI_LEVEL, CI_METHOD, CI_RESAMPLES, CI_SEED, check_ci_settings, resampling_p_value
 
 Statistic = Callable[[np.ndarray], np.ndarray]
 
@@ -137,13 +138,13 @@ def bootstrap_ci(
     statistic: Statistic,
     n: int,
     *,
-    n_resamples: int = 2000,
-    seed: int = 0,
+    n_resamples: int = CI_RESAMPLES,
+    seed: int = CI_SEED,
     groups: Sequence[Any] | None = None,
     strata: Sequence[Any] | None = None,
     stratified_by: str | None = None,
-    method: str = "bca",
-    level: float = 0.95,
+    method: str = CI_METHOD,
+    level: float = CI_LEVEL,
     estimate: np.ndarray | None = None,
     batch: int = 250,
 ) -> list[BootstrapResult]:
@@ -166,10 +167,9 @@ def bootstrap_ci(
     Returns:
         One :class:`BootstrapResult` per output of ``statistic``.
     """
-    if method not in ("bca", "percentile"):
-        raise ConfigError(f"unknown CI method {method!r}; use 'bca' or 'percentile'")
-    if n_resamples < 1 or not 0.0 < level < 1.0:
-        raise ConfigError(f"need n_resamples >= 1 and 0 < level < 1, got {n_resamples} and {level}")
+    check_ci_settings(n_resamples, level, method)
+    if n_resamples < 1:
+        raise ConfigError(f"need n_resamples >= 1 to bootstrap, got {n_resamples}")
     if n == 0:
         raise DataError("cannot bootstrap an empty set of images")
     full = np.atleast_2d(statistic(np.ones((1, n))))[0]
@@ -303,17 +303,18 @@ def paired_bootstrap_test(
     n: int,
     *,
     estimate: np.ndarray | None = None,
-    n_resamples: int = 2000,
-    seed: int = 0,
+    n_resamples: int = CI_RESAMPLES,
+    seed: int = CI_SEED,
     groups: Sequence[Any] | None = None,
     strata: Sequence[Any] | None = None,
-    level: float = 0.95,
+    level: float = CI_LEVEL,
     batch: int = 250,
 ) -> list[dict[str, Any]]:
     """Paired bootstrap of the difference a - b: the same resampled images for both models.
 
-    The interval is the percentile interval of the resampled differences; the two-sided p-value is
-    ``min(1, 2 * min(P(diff <= 0), P(diff >= 0)))`` over the resamples where both are defined.
+    The interval is the percentile interval of the resampled differences. The two-sided p-value is
+    ``min(1, 2 * min(#(diff <= 0) + 1, #(diff >= 0) + 1) / (B + 1))`` over the B resamples where both are
+    defined (:func:`~medad.stats.defaults.resampling_p_value`), so it is never below ``1 / (B + 1)``.
 
     Args:
         statistic_a: weighted statistic of model a (see :func:`bootstrap_ci`), outputs (R, M).
@@ -330,6 +331,9 @@ def paired_bootstrap_test(
     Returns:
         One dict per output: ``estimate``, ``ci_low``, ``ci_high``, ``p_value``, ``n_valid`` and ``settings``.
     """
+    check_ci_settings(n_resamples, level)
+    if n_resamples < 1:
+        raise ConfigError(f"need n_resamples >= 1 for a paired bootstrap test, got {n_resamples}")
     ones = np.ones((1, n))
     full = np.atleast_2d(statistic_a(ones))[0] - np.atleast_2d(statistic_b(ones))[0]
     shift = np.zeros_like(full) if estimate is None else np.asarray(estimate, dtype=np.float64) - full
@@ -346,7 +350,8 @@ def paired_bootstrap_test(
         est = float(full[m] + shift[m])
         if r.size and np.isfinite(est):
             low, high = (float(v) for v in np.quantile(r, [alpha, 1.0 - alpha]))
-            p = float(min(1.0, 2.0 * min(np.mean(r <= 0), np.mean(r >= 0))))
+            tail = min(int(np.sum(r <= 0)), int(np.sum(r >= 0)))
+            p = float(min(1.0, 2.0 * resampling_p_value(tail, r.size)))
         else:
             low = high = p = float("nan")
         out.append(
@@ -363,6 +368,7 @@ def paired_bootstrap_test(
                     "level": level,
                     "unit": "group_id" if groups is not None else "image",
                     "interval": "percentile",
+                    "p_value": "(count + 1) / (B + 1), two-sided",
                 },
             }
         )

@@ -15,6 +15,7 @@ from scipy.stats import rankdata, wilcoxon
 
 from medad.errors import DataError
 from medad.metrics._core import as_numpy
+from medad.stats.defaults import resampling_p_value
 
 
 def _differences(a: Any, b: Any) -> np.ndarray:
@@ -88,7 +89,7 @@ def sign_flip_test(a: Any, b: Any, n_resamples: int = 10000, seed: int = 0) -> d
         rng = np.random.default_rng(seed)
         signs = rng.choice((-1.0, 1.0), size=(n_resamples, nz.size))
         means = np.abs(signs @ nz) / d.size
-        p = float((np.sum(means >= obs - 1e-12 * max(obs, 1.0)) + 1) / (n_resamples + 1))
+        p = resampling_p_value(int(np.sum(means >= obs - 1e-12 * max(obs, 1.0))), n_resamples)
     sd = float(d.std(ddof=1)) if d.size > 1 else 0.0
     return {
         "estimate": float(d.mean()),

@@ -74,6 +74,8 @@ def test_evaluate_writes_contract(tmp_path) -> None:
         "n_images",
         "status",
         "reason",
+        "aggregate",
+        "random_weights",
     }
     a_idx = list(range(6))
     pooled_idx = list(range(11))
@@ -103,6 +105,7 @@ def test_evaluate_writes_contract(tmp_path) -> None:
         "max_pixel_score",
         "dice",
         "iou",
+        "random_weights",
     ]
     assert len(table) == 24 and table["label"].isna().sum() == 2
     comps = json.loads((out / "comparisons.json").read_text())

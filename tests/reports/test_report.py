@@ -100,21 +100,25 @@ def test_no_paths_or_patient_names_in_outputs(built) -> None:
     assert study.manifest["case_id"].iloc[4] in html_path.read_text()
 
 
-def test_best_and_worst_cases_are_ordered_by_score(built) -> None:
+def test_best_and_worst_cases_are_ordered_by_pixel_quality(built) -> None:
+    # Abnormal images are ranked by per-image Dice (pixel quality), no longer by image score (issue 13.3): the
+    # image with the highest image score (0.9) has the lowest Dice here, so it is a "missed" case.
     study, html_path = built
     cases = pd.read_csv(html_path.parent / "tables" / "cases.csv")
     part = cases[cases["model"] == MODELS[0]]
     best = part[part["group"] == "best"]
     missed = part[part["group"] == "missed"]
     alarms = part[part["group"] == "false_alarms"]
-    assert best["image_score"].tolist() == [0.9, 0.8]
-    assert missed["image_score"].tolist() == [0.4, 0.7]
+    assert best["dice"].tolist() == pytest.approx([0.85, 0.8]) and best["image_score"].tolist() == [0.7, 0.8]
+    assert missed["dice"].tolist() == pytest.approx([0.7, 0.75]) and missed["image_score"].tolist() == [0.9, 0.4]
     assert alarms["image_score"].tolist() == [0.55, 0.35]
     assert set(best["label"]) == set(missed["label"]) == {1} and set(alarms["label"]) == {0}
     picked = select_cases(study.per_image, MODELS[1], "isic", 10)
-    assert picked["best"]["image_score"].is_monotonic_decreasing
-    assert picked["missed"]["image_score"].is_monotonic_increasing
+    assert picked["best"]["dice"].is_monotonic_decreasing
+    assert picked["missed"]["dice"].is_monotonic_increasing
     assert not set(picked["best"]["index"]) & set(picked["missed"]["index"])
+    no_dice = select_cases(study.per_image.assign(dice=float("nan")), MODELS[0], "isic", 2)
+    assert no_dice["best"]["image_score"].tolist() == [0.9, 0.8]  # no Dice anywhere: image score decides
 
 
 @pytest.mark.parametrize("flagged", [False, True])
