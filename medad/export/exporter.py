@@ -116,6 +116,12 @@ def _reason(exc: BaseException) -> str:
     return f"the source could not be read or converted ({type(exc).__name__})"
 
 
+#: Notes of the DICOM writer saying a requested DICOM object of a DICOM source could not be made: such a source
+#: is listed as skipped (not-applicable formats of plain images and NIfTI stay notes).
+_DICOM_SKIPS = ("dicom-seg skipped: ", "pmap skipped: ")
+_VOLUME_SUFFIXES = ("_mask.nii.gz", "_heatmap.nii.gz", "_seg.dcm", "_seg_fractional.dcm", "_pmap.dcm")
+
+
 class _Skips:
     """Sources skipped by an export: shareable rows for ``skipped.csv``, and their paths for the terminal only."""
 
@@ -265,7 +271,12 @@ def export_predictions(
     ``_overlay.png``, plus an offline ``index.html`` gallery. Per DICOM / NIfTI source file: ``nifti`` writes
     ``_mask.nii.gz`` (uint8) and ``_heatmap.nii.gz`` (float32) in the source geometry; for DICOM sources
     ``dicom-seg`` writes ``_seg.dcm`` (BINARY) and ``_seg_fractional.dcm``, ``pmap`` writes ``_pmap.dcm``.
-    ``export.json`` records the threshold, formats, medad version and per-case files.
+    ``export.json`` records the threshold, formats, medad version, the model and its ``random_weights`` flag
+    (from the predictions' ``meta.json``), the display window, the contour colours and per-case files.
+
+    A source that cannot be exported (unreadable, or a DICOM file lacking what SEG / Parametric Map need) never
+    stops the others: what can be written is, and the rest is listed in ``skipped.csv`` and ``export.json``
+    (``summary``, ``skipped``) by case id and reason; its path is printed on stderr only.
 
     Args:
         predictions_dir: a folder written by :class:`medad.engine.predictions.PredictionWriter`.
@@ -281,8 +292,8 @@ def export_predictions(
         The export folder.
 
     Raises:
-        ExportError: for a bad format, a map whose size differs from its source, a DICOM source lacking
-            what SEG needs, an unwritable folder, or a manifest that does not match the predictions.
+        ExportError: for a bad format, a map whose size differs from its source, an unwritable folder, or a
+            manifest that does not match the predictions.
     """
     formats = parse_formats(formats)
     out_dir = Path(out_dir)
@@ -391,7 +402,14 @@ def export_predictions(
                 if isinstance(exc, OSError) and Path(getattr(exc, "filename", "") or "/").is_relative_to(tmp):
                     raise
                 skips.add(key, group.case, volume_formats, exc)
+                for suffix in _VOLUME_SUFFIXES:  # what was written before the failure is not listed: remove it
+                    (tmp / f"{group.case}{suffix}").unlink(missing_ok=True)
                 files, notes = {}, [f"{volume_formats} skipped: {_reason(exc)}"]
+            else:
+                for note in notes:
+                    if note.startswith(_DICOM_SKIPS):
+                        formats_skipped, _, why = note.partition(" skipped: ")
+                        skips.add(key, group.case, formats_skipped, ExportError(why))
             for member in group.cases:
                 by_case[member]["volume_files"] = files
                 by_case[member]["volume_case"] = group.case
