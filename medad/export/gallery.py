@@ -118,7 +118,7 @@ const cards = cases.map(function (c) {
 function render() {
   const order = sortBox.value;
   const minimum = parseFloat(slider.value);
-  const showAll = minimum <= parseFloat(slider.min);
+  const showAll = minimum <= parseFloat(slider.min) + parseFloat(slider.step) / 2;
   const sorted = cards.slice().sort(function (a, b) {
     if (order === "case") { return a.dataset.caseId < b.dataset.caseId ? -1 : 1; }
     const d = parseFloat(a.dataset.score) - parseFloat(b.dataset.score);
