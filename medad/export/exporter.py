@@ -304,11 +304,13 @@ def export_predictions(
             f"manifest has {len(manifest)} rows; pass the manifest the predictions were scored from"
         )
     algorithm = _algorithm_name(reader.meta)
-    model = {"name": _model_name(reader.meta), "random_weights": random_weights_of(reader.meta)}
+    model: dict[str, Any] = {"name": _model_name(reader.meta), "random_weights": random_weights_of(reader.meta)}
     deid = Deidentifier(deid_salt) if deidentify else None
     tmp = _open_temp(out_dir, overwrite)
     try:
-        cases, groups, skips, sources = [], {}, _Skips(), set()
+        cases: list[dict[str, Any]] = []
+        groups: dict[str, _Group] = {}
+        skips, sources = _Skips(), set()
         counts = manifest["case_id"].value_counts() if "case_id" in manifest else pd.Series(dtype=int)
         for index, pixel_map in reader.iter_maps():
             row = manifest.iloc[index].to_dict()

@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
@@ -138,3 +139,19 @@ def test_gallery_shows_every_case_grouped_with_labels(tmp_path: Path, make_run, 
         assert column in headers
     assert "ad_dinov3_tiny" in dom and 'id="random-weights"' in dom
     assert "<td>normal</td>" in dom and "<td>anomalous</td>" in dom
+
+
+def test_dicom_without_voi_window_gets_the_percentile_window(tmp_path: Path, dicom_sources, make_run) -> None:
+    """A 16-bit CT without a VOI window and one extreme pixel was min-max scaled to near black."""
+    ds = pydicom.dcmread(dicom_sources["ct"])
+    assert "WindowCenter" not in ds
+    pixels = ds.pixel_array.copy()
+    pixels[0, 0] = 32000
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(tmp_path / "hot.dcm")
+    preds, manifest = make_run(
+        [manifest_row(tmp_path / "hot.dcm", "dicom", frame=0)], [np.zeros((128, 128), np.float32)]
+    )
+    out = export_predictions(preds, manifest, tmp_path / "export", formats=("png",), threshold=fixed_threshold(0.5))
+    shown = np.asarray(Image.open(next(out.glob("*_image.png"))), dtype=int)
+    assert shown.mean() > 60 and np.percentile(shown, 99.6) == 255 and shown.min() == 0
