@@ -228,7 +228,7 @@ def score_command(
     """Score images: OUT/scores.csv, OUT/scores.json, OUT/heatmaps/*.png and OUT/predictions/."""
     from medad.engine import distributed
     from medad.engine.scorer import score_files
-    from medad.export import export_run
+    from medad.export import export_run, export_summary
 
     if tile_overlap is not None and not tile:
         fail("--tile-overlap only applies with --tile; add --tile or drop --tile-overlap")
@@ -257,7 +257,10 @@ def score_command(
         folder = export_run(
             out / "predictions", formats=export, threshold=threshold, deidentify=deidentify, out_dir=out / "export"
         )
-        typer.echo(f"exported {export} to {folder}")
+        summary, skipped = export_summary(folder)
+        typer.echo(f"exported {export} to {folder}: {summary}")
+        if skipped:
+            raise typer.Exit(code=2)
 
 
 def _model_name(predictions: Path) -> str:
@@ -352,7 +355,7 @@ def export_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty export folder.")] = False,
 ) -> None:
     """Export masks, heatmaps, overlays, NIfTI, DICOM SEG / Parametric Map and an offline review gallery."""
-    from medad.export import export_run
+    from medad.export import export_run, export_summary
 
     folder = export_run(
         run_dir,
@@ -363,7 +366,10 @@ def export_command(
         manifest_path=manifest,
         overwrite=overwrite,
     )
-    typer.echo(f"export written to {folder} (RESEARCH USE ONLY)")
+    summary, skipped = export_summary(folder)
+    typer.echo(f"export written to {folder} (RESEARCH USE ONLY): {summary}")
+    if skipped:
+        raise typer.Exit(code=2)
 
 
 @app.command("validate")

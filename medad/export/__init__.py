@@ -6,7 +6,14 @@ Entry points: :func:`export_predictions` (library), :func:`export_run` (what ``m
 """
 
 from medad.export.deid import Deidentifier
-from medad.export.exporter import FORMATS, export_predictions, export_run, parse_formats
+from medad.export.exporter import (
+    FORMATS,
+    export_predictions,
+    export_run,
+    export_summary,
+    parse_formats,
+    random_weights_of,
+)
 from medad.export.manifest import find_run_manifest, load_manifest_file, manifest_for_run, predictions_folder
 from medad.export.resolve import optimal_from_predictions, percentile_from_predictions, resolve_threshold
 from medad.export.thresholds import Threshold, fixed_threshold, optimal_threshold, percentile_threshold
@@ -17,6 +24,7 @@ __all__ = [
     "Threshold",
     "export_predictions",
     "export_run",
+    "export_summary",
     "find_run_manifest",
     "fixed_threshold",
     "load_manifest_file",
@@ -27,5 +35,6 @@ __all__ = [
     "percentile_from_predictions",
     "percentile_threshold",
     "predictions_folder",
+    "random_weights_of",
     "resolve_threshold",
 ]

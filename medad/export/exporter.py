@@ -6,9 +6,11 @@ when every file is written, so a failure never leaves a half-written export behi
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -21,7 +23,7 @@ import pydicom
 
 import medad
 from medad.engine.predictions import PredictionReader
-from medad.errors import ExportError
+from medad.errors import ExportError, MedadError
 from medad.export.deid import METHOD, Deidentifier
 from medad.export.dicom import write_dicom_exports
 from medad.export.gallery import write_gallery
@@ -29,14 +31,20 @@ from medad.export.manifest import manifest_for_run, predictions_folder
 from medad.export.nifti import NO_GEOMETRY_AFFINE, dicom_frames_to_volume, write_nifti_pair
 from medad.export.png import write_display_png, write_heatmap_png, write_mask_png, write_overlay_png
 from medad.export.resolve import resolve_threshold
-from medad.export.sources import dicom_geometry, display_image, source_shape
+from medad.export.sources import DISPLAY_PERCENTILES, dicom_geometry, display_image, source_shape
 from medad.export.thresholds import Threshold
-from medad.utils.io import write_json_atomic
+from medad.utils.colors import GT_CONTOUR, HEATMAP_CMAP, PRED_CONTOUR
+from medad.utils.io import write_json_atomic, write_text_atomic
 from medad.utils.privacy import case_id as make_case_id
 
 log = logging.getLogger("medad.export")
 
 FORMATS = ("png", "nifti", "dicom-seg", "pmap")
+#: How images are windowed for display, recorded in ``export.json``.
+DISPLAY_WINDOW = (
+    "8-bit images as stored; DICOM frames with their VOI window (else as below); 16-bit / float images and "
+    f"NIfTI slices between their {DISPLAY_PERCENTILES[0]} and {DISPLAY_PERCENTILES[1]} percentiles"
+)
 
 
 def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
@@ -71,6 +79,79 @@ def _algorithm_name(meta: Mapping[str, Any]) -> str:
     name = model.get("name") if isinstance(model, Mapping) else model
     name = name or meta.get("model_name") or "AD-DINOv3"
     return f"medad {name}"
+
+
+def _model_name(meta: Mapping[str, Any]) -> str:
+    return _algorithm_name(meta).removeprefix("medad ")
+
+
+def random_weights_of(meta: Mapping[str, Any]) -> bool:
+    """The predictions' ``random_weights`` flag, as ``medad score`` records it in ``meta.json`` (top level, else in
+    the model card); False when the metadata records none."""
+    for place in (meta, meta.get("model")):
+        if isinstance(place, Mapping) and isinstance(place.get("random_weights"), bool):
+            return bool(place["random_weights"])
+    return False
+
+
+#: Errors raised while reading a source file (unreadable, undecodable, missing DICOM decoder) or while building
+#: its DICOM objects (highdicom refusing the source): they skip that source, never the whole export.
+_SOURCE_ERRORS = (
+    MedadError,
+    OSError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    RuntimeError,
+    pydicom.errors.InvalidDicomError,
+)
+
+
+def _reason(exc: BaseException) -> str:
+    """A shareable reason for a skipped source: medad's own messages (which name only the case id), else the
+    exception type (library messages may quote source attributes)."""
+    if isinstance(exc, ExportError):
+        return str(exc)
+    return f"the source could not be read or converted ({type(exc).__name__})"
+
+
+#: Notes of the DICOM writer saying a requested DICOM object of a DICOM source could not be made: such a source
+#: is listed as skipped (not-applicable formats of plain images and NIfTI stay notes).
+_DICOM_SKIPS = ("dicom-seg skipped: ", "pmap skipped: ")
+_VOLUME_SUFFIXES = ("_mask.nii.gz", "_heatmap.nii.gz", "_seg.dcm", "_seg_fractional.dcm", "_pmap.dcm")
+
+
+class _Skips:
+    """Sources skipped by an export: shareable rows for ``skipped.csv``, and their paths for the terminal only."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, str]] = []
+        self.paths: set[str] = set()
+
+    def add(self, path: str, case: str, formats: str, exc: BaseException) -> None:
+        reason = _reason(exc)
+        self.rows.append({"case_id": case, "formats": formats, "reason": reason})
+        self.paths.add(path)
+        detail = f" ({exc})" if not isinstance(exc, ExportError) else ""
+        print(f"medad export: skipped {formats} of {path}: {reason}{detail}", file=sys.stderr)
+
+    def write(self, path: Path) -> None:
+        frame = pd.DataFrame(self.rows, columns=["case_id", "formats", "reason"])
+        write_text_atomic(path, frame.to_csv(index=False))
+
+
+def _ground_truth(row: Mapping[str, Any], case: str) -> tuple[np.ndarray | None, str | None]:
+    """The row's ground-truth mask when it has one (else None), and a note when it cannot be read."""
+    if not str(_value(row, "mask_path") or ""):
+        return None, None
+    from medad.data.readers import read_mask
+
+    try:
+        return read_mask(row), None
+    except MedadError as exc:
+        print(f"medad export: ground truth of {row['image_path']} not shown: {exc}", file=sys.stderr)
+        return None, f"ground-truth mask of {case} not shown: it cannot be read or does not match the image"
 
 
 class _Group:
@@ -190,7 +271,12 @@ def export_predictions(
     ``_overlay.png``, plus an offline ``index.html`` gallery. Per DICOM / NIfTI source file: ``nifti`` writes
     ``_mask.nii.gz`` (uint8) and ``_heatmap.nii.gz`` (float32) in the source geometry; for DICOM sources
     ``dicom-seg`` writes ``_seg.dcm`` (BINARY) and ``_seg_fractional.dcm``, ``pmap`` writes ``_pmap.dcm``.
-    ``export.json`` records the threshold, formats, medad version and per-case files.
+    ``export.json`` records the threshold, formats, medad version, the model and its ``random_weights`` flag
+    (from the predictions' ``meta.json``), the display window, the contour colours and per-case files.
+
+    A source that cannot be exported (unreadable, or a DICOM file lacking what SEG / Parametric Map need) never
+    stops the others: what can be written is, and the rest is listed in ``skipped.csv`` and ``export.json``
+    (``summary``, ``skipped``) by case id and reason; its path is printed on stderr only.
 
     Args:
         predictions_dir: a folder written by :class:`medad.engine.predictions.PredictionWriter`.
@@ -206,8 +292,8 @@ def export_predictions(
         The export folder.
 
     Raises:
-        ExportError: for a bad format, a map whose size differs from its source, a DICOM source lacking
-            what SEG needs, an unwritable folder, or a manifest that does not match the predictions.
+        ExportError: for a bad format, a map whose size differs from its source, an unwritable folder, or a
+            manifest that does not match the predictions.
     """
     formats = parse_formats(formats)
     out_dir = Path(out_dir)
@@ -218,19 +304,27 @@ def export_predictions(
             f"manifest has {len(manifest)} rows; pass the manifest the predictions were scored from"
         )
     algorithm = _algorithm_name(reader.meta)
+    model: dict[str, Any] = {"name": _model_name(reader.meta), "random_weights": random_weights_of(reader.meta)}
     deid = Deidentifier(deid_salt) if deidentify else None
     tmp = _open_temp(out_dir, overwrite)
     try:
-        cases, skipped, groups = [], [], {}
+        cases: list[dict[str, Any]] = []
+        groups: dict[str, _Group] = {}
+        skips, sources = _Skips(), set()
         counts = manifest["case_id"].value_counts() if "case_id" in manifest else pd.Series(dtype=int)
         for index, pixel_map in reader.iter_maps():
             row = manifest.iloc[index].to_dict()
             case = _case(row, int(counts.get(row.get("case_id"), 0)) > 1)
             fmt = str(row["source_format"])
-            shape = source_shape(row, case)
+            sources.add(str(row["image_path"]))
+            try:
+                shape = source_shape(row, case)
+            except ExportError as exc:
+                skips.add(str(row["image_path"]), case, ",".join(formats), exc)
+                continue
             if pixel_map.shape != shape:
                 raise ExportError(
-                    f"the prediction map of {case} (manifest index {index}) is "
+                    f"the prediction map of {case} (manifest index {index}, source {row['image_path']}) is "
                     f"{pixel_map.shape[0]}x{pixel_map.shape[1]} but its source image is "
                     f"{shape[0]}x{shape[1]}; re-score with maps at native resolution"
                 )
@@ -242,6 +336,7 @@ def export_predictions(
             entry: dict[str, Any] = {
                 "case_id": case,
                 "index": int(index),
+                "dataset": str(_value(row, "dataset") or ""),
                 "class_name": str(_value(row, "class_name") or ""),
                 "split": str(_value(row, "split") or ""),
                 "label": None if label is None else int(label),
@@ -254,13 +349,32 @@ def export_predictions(
                 "notes": [],
             }
             if "png" in formats:
+                try:
+                    image = display_image(row)
+                except _SOURCE_ERRORS as exc:
+                    skips.add(str(row["image_path"]), case, ",".join(formats), exc)
+                    continue
+                gt_mask, gt_note = _ground_truth(row, case)
+                if gt_note:
+                    entry["notes"].append(gt_note)
                 write_mask_png(mask, tmp / f"{case}_mask.png")
                 lo, hi = write_heatmap_png(pixel_map, tmp / f"{case}_heatmap.png")
                 np.save(tmp / f"{case}_heatmap.npy", pixel_map)
-                image = display_image(row)
                 write_display_png(image, tmp / f"{case}_image.png")
-                write_overlay_png(image, pixel_map, mask, threshold, score, case, tmp / f"{case}_overlay.png")
+                write_overlay_png(
+                    image,
+                    pixel_map,
+                    mask,
+                    threshold,
+                    score,
+                    case,
+                    tmp / f"{case}_overlay.png",
+                    gt_mask=gt_mask,
+                    model=model["name"],
+                    random_weights=model["random_weights"],
+                )
                 entry["heatmap_png_range"] = [lo, hi]
+                entry["ground_truth"] = gt_mask is not None
                 entry["files"] = {
                     "mask": f"{case}_mask.png",
                     "heatmap_png": f"{case}_heatmap.png",
@@ -282,29 +396,55 @@ def export_predictions(
                 entry["notes"].append("dicom-seg/pmap skipped: the source is NIfTI, not DICOM")
             cases.append(entry)
         by_case = {c["case_id"]: c for c in cases}
-        for group in groups.values():
-            files, notes = _write_volume_group(group, formats, tmp, threshold, algorithm, deid)
+        volume_formats = ",".join(f for f in formats if f != "png")
+        for key, group in groups.items():
+            try:
+                files, notes = _write_volume_group(group, formats, tmp, threshold, algorithm, deid)
+            except _SOURCE_ERRORS as exc:
+                if isinstance(exc, OSError) and Path(getattr(exc, "filename", "") or "/").is_relative_to(tmp):
+                    raise
+                skips.add(key, group.case, volume_formats, exc)
+                for suffix in _VOLUME_SUFFIXES:  # what was written before the failure is not listed: remove it
+                    (tmp / f"{group.case}{suffix}").unlink(missing_ok=True)
+                files, notes = {}, [f"{volume_formats} skipped: {_reason(exc)}"]
+            else:
+                for note in notes:
+                    if note.startswith(_DICOM_SKIPS):
+                        formats_skipped, _, why = note.partition(" skipped: ")
+                        skips.add(key, group.case, formats_skipped, ExportError(why))
             for member in group.cases:
                 by_case[member]["volume_files"] = files
                 by_case[member]["volume_case"] = group.case
                 by_case[member]["notes"].extend(notes)
         predicted = set(reader.indices.tolist())
-        skipped = [_case(manifest.iloc[i].to_dict()) for i in range(len(manifest)) if i not in predicted]
+        unscored = [_case(manifest.iloc[i].to_dict()) for i in range(len(manifest)) if i not in predicted]
+        summary = {"sources": len(sources), "written": len(sources - skips.paths), "skipped": len(skips.rows)}
         if "png" in formats:
-            write_gallery(tmp / "index.html", cases, threshold)
+            write_gallery(tmp / "index.html", cases, threshold, model=model)
+        skips.write(tmp / "skipped.csv")
         write_json_atomic(
             tmp / "export.json",
             {
                 "medad_version": medad.__version__,
                 "algorithm": algorithm,
+                "models": [model],
+                "random_weights": model["random_weights"],
                 "formats": list(formats),
                 "threshold": threshold.to_dict(),
                 "mask_rule": "map >= threshold.value",
+                "display_window": DISPLAY_WINDOW,
+                "colors": {
+                    "predicted_contour": PRED_CONTOUR,
+                    "ground_truth_contour": GT_CONTOUR,
+                    "heatmap": HEATMAP_CMAP,
+                },
                 "research_use_only": True,
                 "deidentified": deidentify,
                 "deidentification_method": METHOD if deidentify else None,
+                "summary": summary,
+                "skipped": skips.rows,
                 "cases": cases,
-                "unscored_cases": skipped,
+                "unscored_cases": unscored,
             },
         )
         if out_dir.exists():
@@ -323,6 +463,15 @@ def export_predictions(
         "exported %d cases (%s) to %s with threshold %s", len(cases), ",".join(formats), out_dir, threshold.describe()
     )
     return out_dir
+
+
+def export_summary(out_dir: str | Path) -> tuple[str, bool]:
+    """Return an export's summary line ("N of M sources written ...") and whether any source was skipped."""
+    summary = json.loads((Path(out_dir) / "export.json").read_text())["summary"]
+    line = f"{summary['written']} of {summary['sources']} sources written"
+    if summary["skipped"]:
+        line += f"; {summary['skipped']} skipped, listed with the reason in {Path(out_dir) / 'skipped.csv'}"
+    return line, bool(summary["skipped"])
 
 
 def export_run(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -15,6 +16,7 @@ from PIL import Image, PngImagePlugin
 
 import medad
 from medad.export.thresholds import Threshold
+from medad.utils.colors import GT_CONTOUR, HEATMAP_CMAP, PRED_CONTOUR
 from medad.utils.io import write_bytes_atomic
 
 RESEARCH_NOTICE = "RESEARCH USE ONLY - not for diagnostic use"
@@ -65,6 +67,31 @@ def write_display_png(image: np.ndarray, path: Path) -> None:
     _save(Image.fromarray(arr, mode="L" if arr.ndim == 2 else "RGB"), path)
 
 
+RANDOM_WEIGHTS_NOTICE = "RANDOM WEIGHTS - the model's frozen weights are random: these maps mean nothing"
+
+
+def overlay_caption(
+    case: str,
+    score: float,
+    threshold: Threshold,
+    *,
+    model: str = "",
+    random_weights: bool = False,
+    has_gt: bool = False,
+) -> tuple[str, str]:
+    """Return the overlay's (headline, footer) text: notices, then case, model, score, threshold and contour key."""
+    headline = "RESEARCH USE ONLY" + ("  |  " + RANDOM_WEIGHTS_NOTICE if random_weights else "")
+    key = "cyan contour: predicted mask" + ("; magenta contour: ground truth" if has_gt else "")
+    named = f"{case}  {model}" if model else case
+    footer = f"{named}  score {score:.3f}  threshold {threshold.describe()}\n{key}"
+    return headline, footer
+
+
+def _contours(ax: Any, mask: np.ndarray | None, color: str) -> None:
+    if mask is not None and mask.any() and mask.shape[0] > 1 and mask.shape[1] > 1:
+        ax.contour(mask.astype(float), levels=[0.5], colors=[color], linewidths=1.5)
+
+
 def write_overlay_png(
     image: np.ndarray,
     pixel_map: np.ndarray,
@@ -73,41 +100,63 @@ def write_overlay_png(
     score: float,
     case: str,
     path: Path,
+    *,
+    gt_mask: np.ndarray | None = None,
+    model: str = "",
+    random_weights: bool = False,
 ) -> None:
-    """Write an overlay: image, translucent heatmap, mask fill + contour, colour bar and a research notice.
+    """Write an overlay: the image and the opaque heatmap side by side, both with the contours, a colour bar.
+
+    The heatmap panel is drawn opaque with :data:`~medad.utils.colors.HEATMAP_CMAP` and nothing blended over
+    it, so its colours are exactly the colour bar's. The predicted-mask contour is
+    :data:`~medad.utils.colors.PRED_CONTOUR`, the ground-truth contour :data:`~medad.utils.colors.GT_CONTOUR`
+    (when a mask exists), on both panels.
 
     Args:
         image: display image in [0, 1], (H, W) or (H, W, 3).
         pixel_map: the anomaly map (H, W).
-        mask: the binary mask (H, W).
+        mask: the binary predicted mask (H, W).
         threshold: the threshold that made ``mask`` (shown on the colour bar).
         score: the image-level anomaly score.
         case: the pseudonymous case id (the only identifier shown).
         path: where to write the PNG.
+        gt_mask: the ground-truth mask (H, W), or None when the image has none.
+        model: the model name shown in the caption.
+        random_weights: add the RANDOM WEIGHTS notice to the caption (and a PNG text chunk).
     """
     h, w = mask.shape
     scale = max(1.0, 384.0 / max(h, w))
-    fig = Figure(figsize=(w * scale / 100 + 1.6, h * scale / 100 + 0.9), dpi=100)
+    pw, ph = w * scale / 100, h * scale / 100
+    left, gap, right, top, bottom = 0.15, 0.25, 1.0, 0.55, 0.5
+    fig_w, fig_h = left + 2 * pw + gap + right, bottom + ph + top
+    fig = Figure(figsize=(fig_w, fig_h), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.02, 0.1, 0.76, 0.78))
-    ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    axes = []
+    for k in range(2):
+        x0 = left + k * (pw + gap)
+        axes.append(fig.add_axes((x0 / fig_w, bottom / fig_h, pw / fig_w, ph / fig_h)))
+    axes[0].imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
     lo, hi = heatmap_range(pixel_map)
-    heat = ax.imshow(pixel_map, cmap="inferno", vmin=lo, vmax=hi, alpha=0.4, interpolation="nearest")
-    if mask.any():
-        ax.imshow(np.ma.masked_where(~mask, np.ones_like(pixel_map)), cmap="winter", alpha=0.3, interpolation="nearest")
-        if mask.shape[0] > 1 and mask.shape[1] > 1:
-            ax.contour(mask.astype(float), levels=[0.5], colors=["cyan"], linewidths=1.2)
-    ax.set_axis_off()
-    cax = fig.add_axes((0.82, 0.1, 0.04, 0.78))
+    heat = axes[1].imshow(pixel_map, cmap=HEATMAP_CMAP, vmin=lo, vmax=hi, interpolation="nearest")
+    for ax, title in zip(axes, ("image", "anomaly map"), strict=True):
+        _contours(ax, gt_mask, GT_CONTOUR)
+        _contours(ax, mask, PRED_CONTOUR)
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=7, pad=2)
+    cax = fig.add_axes(((left + 2 * pw + gap + 0.1) / fig_w, bottom / fig_h, 0.15 / fig_w, ph / fig_h))
     bar = fig.colorbar(heat, cax=cax)
     bar.set_label("anomaly score", fontsize=7)
     bar.ax.tick_params(labelsize=6)
     if lo <= threshold.value <= hi:
-        bar.ax.axhline(threshold.value, color="cyan", linewidth=1.5)
-    fig.text(0.02, 0.95, "RESEARCH USE ONLY", color="red", fontsize=10, fontweight="bold")
-    fig.text(0.02, 0.02, f"{case}  score {score:.3f}  threshold {threshold.describe()}", fontsize=6)
-    buffer = io.BytesIO()
-    fig.savefig(
-        buffer, format="png", metadata={"Software": f"medad {medad.__version__}", "Disclaimer": RESEARCH_NOTICE}
+        bar.ax.axhline(threshold.value, color=PRED_CONTOUR, linewidth=1.5)
+    headline, footer = overlay_caption(
+        case, score, threshold, model=model, random_weights=random_weights, has_gt=gt_mask is not None
     )
+    fig.text(0.01, 1 - 0.08 / fig_h, headline, color="red", fontsize=8, fontweight="bold", va="top")
+    fig.text(0.01, 0.04 / fig_h, footer, fontsize=6, va="bottom")
+    metadata = {"Software": f"medad {medad.__version__}", "Disclaimer": RESEARCH_NOTICE}
+    if random_weights:
+        metadata["Warning"] = RANDOM_WEIGHTS_NOTICE
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", metadata=metadata)
     write_bytes_atomic(path, buffer.getvalue())

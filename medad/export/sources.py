@@ -25,6 +25,8 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from medad.errors import ExportError
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: PIL modes of greyscale images with more than 8 bits per pixel (16-bit PNG reads as "I;16" or "I").
+HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 
 
 def _frame(row: Mapping[str, Any]) -> int:
@@ -64,44 +66,76 @@ def source_shape(row: Mapping[str, Any], case: str) -> tuple[int, int]:
         ) from None
 
 
+#: Percentiles of the robust display window of images without a stored window (16-bit PNG, float NIfTI,
+#: DICOM without a VOI window): values below the low one show black, above the high one white.
+DISPLAY_PERCENTILES = (0.5, 99.5)
+
+
 def _normalise(arr: np.ndarray) -> np.ndarray:
+    """Min-max scale to [0, 1] (for values already windowed, e.g. by a DICOM VOI LUT)."""
     arr = arr.astype(np.float64)
     lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
     return np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo)
 
 
+def robust_window(arr: np.ndarray) -> np.ndarray:
+    """Window to [0, 1] between the :data:`DISPLAY_PERCENTILES` of the finite values (min-max if they coincide).
+
+    Used for display of high-bit-depth or float images that carry no window of their own, so that a few extreme
+    pixels (or an unused 16-bit range) do not turn the picture all black or all white.
+    """
+    arr = np.asarray(arr, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    if not finite.size:
+        return np.zeros_like(arr)
+    lo, hi = (float(v) for v in np.percentile(finite, DISPLAY_PERCENTILES))
+    if hi <= lo:
+        lo, hi = float(finite.min()), float(finite.max())
+    if hi <= lo:
+        return np.zeros_like(arr)
+    return np.clip((np.nan_to_num(arr, nan=lo) - lo) / (hi - lo), 0.0, 1.0)
+
+
 def dicom_display(ds: pydicom.Dataset, frame: int) -> np.ndarray:
     """Return one DICOM frame as display values in [0, 1], (H, W) grey or (H, W, 3) colour.
 
-    Grey pipeline: modality LUT (rescale), then VOI LUT / window when present, then MONOCHROME1 inversion
-    last, as PS3.3 defines MONOCHROME1 after the VOI transform.
+    Grey pipeline: modality LUT (rescale), then the file's VOI LUT / window when present (else the robust
+    percentile window of :func:`robust_window`), then MONOCHROME1 inversion last, as PS3.3 defines
+    MONOCHROME1 after the VOI transform.
     """
     arr = ds.pixel_array
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         arr = arr[frame]
     if arr.ndim == 3:
-        return _normalise(arr)
+        return arr / 255.0 if arr.dtype == np.uint8 else robust_window(arr)
     arr = apply_modality_lut(arr, ds)
     if "WindowCenter" in ds or "VOILUTSequence" in ds:
-        arr = apply_voi_lut(arr, ds, index=0)
-    arr = _normalise(arr)
+        arr = _normalise(apply_voi_lut(arr, ds, index=0))
+    else:
+        arr = robust_window(arr)
     if ds.get("PhotometricInterpretation") == "MONOCHROME1":
         arr = 1.0 - arr
     return arr
 
 
 def display_image(row: Mapping[str, Any]) -> np.ndarray:
-    """Return the row's image for display: float in [0, 1], (H, W) grey or (H, W, 3) RGB."""
+    """Return the row's image for display: float in [0, 1], (H, W) grey or (H, W, 3) RGB.
+
+    8-bit images are shown as stored; 16-bit / 32-bit / float PNG or TIFF images and NIfTI slices get the
+    robust percentile window (:func:`robust_window`); DICOM frames their VOI window (see :func:`dicom_display`).
+    """
     fmt, path = row["source_format"], Path(str(row["image_path"]))
     if fmt == "dicom":
         return dicom_display(pydicom.dcmread(path), _frame(row))
     if fmt == "nifti":
         vol = np.asanyarray(nib.load(path).dataobj)
         if vol.ndim == 2:
-            return _normalise(vol)
+            return robust_window(vol)
         axis = int(row["slice_axis"]) if not _isna(row.get("slice_axis")) else 2
-        return _normalise(np.take(vol, _frame(row), axis=axis))
+        return robust_window(np.take(vol, _frame(row), axis=axis))
     with Image.open(path) as img:
+        if img.mode in HIGH_BIT_MODES:
+            return robust_window(np.asarray(img))
         return np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
 
 

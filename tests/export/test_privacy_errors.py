@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
+import json
 import logging
 import sys
 from pathlib import Path
@@ -75,17 +77,69 @@ def test_map_size_mismatch_leaves_nothing(tmp_path, dicom_sources, make_run, png
 
 
 def test_dicom_without_seg_attributes(tmp_path, dicom_sources, make_run) -> None:
+    """A DICOM source lacking what SEG needs is skipped with the reason (it used to abort the whole export)."""
     ds = pydicom.dcmread(dicom_sources["ct"])
     del ds.PixelSpacing
     del ds.FrameOfReferenceUID
     ds.save_as(tmp_path / "broken.dcm")
     preds, manifest = make_run([manifest_row(tmp_path / "broken.dcm", "dicom", frame=0)], [blob((128, 128), (5, 5), 3)])
-    with pytest.raises(ExportError, match="lacks FrameOfReferenceUID, PixelSpacing") as info:
-        export_predictions(
-            preds, manifest, tmp_path / "out", formats=("png", "dicom-seg"), threshold=fixed_threshold(0.5)
-        )
-    assert CT_ID not in str(info.value) and CT_NAME not in str(info.value)
-    _nothing_left(tmp_path, "out")
+    out = export_predictions(
+        preds, manifest, tmp_path / "out", formats=("png", "dicom-seg"), threshold=fixed_threshold(0.5)
+    )
+    skipped = (out / "skipped.csv").read_text()
+    assert "lacks FrameOfReferenceUID, PixelSpacing" in skipped
+    assert CT_ID not in skipped and CT_NAME not in skipped and "broken" not in skipped
+    assert not list(out.glob("*.dcm")) and len(list(out.glob("*_overlay.png"))) == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+def _secondary_capture(ct: Path, target: Path) -> Path:
+    """A secondary-capture copy of a CT: no Frame of Reference, no plane geometry."""
+    ds = pydicom.dcmread(ct)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    for keyword in ("FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+        delattr(ds, keyword)
+    ds.ConversionType = "WSD"
+    ds.save_as(target)
+    return target
+
+
+def test_unexportable_sources_never_abort_the_others(tmp_path, dicom_sources, make_run, monkeypatch, capsys) -> None:
+    secret_dir = tmp_path / "Doe_Jane_1970"
+    secret_dir.mkdir()
+    sc = _secondary_capture(dicom_sources["ct"], secret_dir / "sc_Doe.dcm")
+    ds = pydicom.dcmread(dicom_sources["ct"])
+    del ds.FrameOfReferenceUID
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(secret_dir / "noframe_Doe.dcm")
+    rows = [manifest_row(p, "dicom", frame=0) for p in (dicom_sources["ct"], sc, secret_dir / "noframe_Doe.dcm")]
+    preds, _ = make_run(rows, [blob((128, 128), (40, 70), 10)] * 3)
+    out = tmp_path / "export"
+    argv = ["medad", "export", str(preds), "--format", ALL, "--out", str(out), "--threshold", "fixed:0.4"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    assert done.value.code == 2
+    captured = capsys.readouterr()
+    assert "1 of 3 sources written" in captured.out and "2 skipped" in captured.out
+    assert str(sc) in captured.err and str(secret_dir / "noframe_Doe.dcm") in captured.err
+    report = json.loads((out / "export.json").read_text())
+    assert report["summary"] == {"sources": 3, "written": 1, "skipped": 2}
+    with (out / "skipped.csv").open() as handle:
+        skipped = list(csv.DictReader(handle))
+    by_case = {row["case_id"]: row for row in skipped}
+    cases = {c["index"]: c["case_id"] for c in report["cases"]}
+    assert by_case[cases[1]]["formats"] == "pmap" and "Frame of Reference" in by_case[cases[1]]["reason"]
+    assert by_case[cases[2]]["formats"] == "nifti,dicom-seg,pmap"
+    assert "lacks FrameOfReferenceUID" in by_case[cases[2]]["reason"]
+    assert len(list(out.glob(f"{cases[0]}_*.dcm"))) == 3 and len(list(out.glob(f"{cases[1]}_seg*.dcm"))) == 2
+    assert len(list(out.glob("*_overlay.png"))) == 3 and not list(out.glob(f"{cases[2]}_*.nii.gz"))
+    for path in out.rglob("*"):
+        assert "Doe" not in path.name
+        assert b"Doe" not in path.read_bytes() and str(tmp_path).encode() not in path.read_bytes()
 
 
 def test_unwritable_output_exits_2(tmp_path, make_run, png_source, monkeypatch, capsys) -> None:
