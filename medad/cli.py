@@ -36,6 +36,8 @@ def _jsonl_root(data_root: Path | None) -> dict[str, Path]:
 
 
 DATA_ROOT_HELP = "For --kind jsonl: the folder the jsonl's relative paths start from (default: its folder)."
+TO_HELP = "Store the DICOM SEG / Parametric Map exports on this DICOMweb server (STOW-RS), e.g. http://HOST/dicom-web."
+CA_HELP = "PEM CA bundle to verify the DICOMweb server's TLS certificate (default: the system's)."
 
 
 @datasets_app.command("check")
@@ -197,14 +199,23 @@ def score_command(
         float | None,
         typer.Option("--tile-overlap", help="With --tile: window overlap, a fraction in [0, 1) (default 0.25)."),
     ] = None,
+    to: Annotated[str | None, typer.Option("--to", help=TO_HELP)] = None,
+    ca_bundle: Annotated[Path | None, typer.Option("--ca-bundle", help=CA_HELP)] = None,
 ) -> None:
-    """Score images: OUT/scores.csv, OUT/scores.json, OUT/heatmaps/*.png and OUT/predictions/."""
+    """Score images: OUT/scores.csv, OUT/scores.json, OUT/heatmaps/*.png and OUT/predictions/.
+
+    A PATH may be a DICOMweb study or series URL (http(s)://HOST:PORT/dicom-web/studies/UID[/series/UID]).
+    """
     from medad.engine import distributed
     from medad.engine.scorer import score_files
     from medad.export import export_run
 
     if tile_overlap is not None and not tile:
         fail("--tile-overlap only applies with --tile; add --tile or drop --tile-overlap")
+    if to is not None:
+        from medad.dicomweb import check_target
+
+        check_target(export, deidentify, to)
     if distributed.launched():  # under torchrun: one shard per rank, rank 0 writes the tables (docs/scaling.md)
         score_files = distributed.score_files_distributed
     table = score_files(
@@ -222,15 +233,22 @@ def score_command(
         split=split,
         tile=tile,
         tile_overlap=0.25 if tile_overlap is None else tile_overlap,
+        dicomweb_ca_bundle=ca_bundle,
     )
     if not distributed.is_main_process():
         return
     typer.echo(f"scored {len(table)} images; results in {out}")
     if export:
-        folder = export_run(
+        from medad.dicomweb import finished_export
+
+        folder = finished_export(out / "export", export, to) or export_run(
             out / "predictions", formats=export, threshold=threshold, deidentify=deidentify, out_dir=out / "export"
         )
         typer.echo(f"exported {export} to {folder}")
+        if to is not None:
+            from medad.dicomweb import store_export
+
+            typer.echo(store_export(folder, to, ca_bundle).describe())
 
 
 @app.command("eval")
@@ -296,9 +314,16 @@ def export_command(
     out: Annotated[Path | None, typer.Option("--out", help="Export folder (default RUN_DIR/export).")] = None,
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Manifest if RUN_DIR holds none.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty export folder.")] = False,
+    to: Annotated[str | None, typer.Option("--to", help=TO_HELP)] = None,
+    ca_bundle: Annotated[Path | None, typer.Option("--ca-bundle", help=CA_HELP)] = None,
 ) -> None:
     """Export masks, heatmaps, overlays, NIfTI, DICOM SEG / Parametric Map and an offline review gallery."""
     from medad.export import export_run
+
+    if to is not None:
+        from medad.dicomweb import check_target
+
+        check_target(formats, deidentify, to)
 
     folder = export_run(
         run_dir,
@@ -310,6 +335,10 @@ def export_command(
         overwrite=overwrite,
     )
     typer.echo(f"export written to {folder} (RESEARCH USE ONLY)")
+    if to is not None:
+        from medad.dicomweb import store_export
+
+        typer.echo(store_export(folder, to, ca_bundle).describe())
 
 
 @app.command("validate")
