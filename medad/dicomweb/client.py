@@ -189,7 +189,11 @@ def connect(resource: DicomWebResource, ca_bundle: str | Path | None = None) -> 
     from dicomweb_client.api import DICOMwebClient
 
     session, timeout = make_session(ca_bundle)
-    return DICOMwebClient(resource.base_url, session=session, timeout=timeout)
+    client = DICOMwebClient(resource.base_url, session=session, timeout=timeout)
+    # dicomweb-client's own retry loop retries every exception 5 times with 2-16 s waits (30 s for a refused
+    # connection); the session's urllib3 retries (MEDAD_DICOMWEB_RETRIES, short backoff) are used instead
+    client.set_http_retry_params(retry=False)
+    return client
 
 
 def _status_message(status: int, server: str, what: str) -> str:
