@@ -341,6 +341,20 @@ def export_command(
         typer.echo(store_export(folder, to, ca_bundle).describe())
 
 
+@app.command("export-model")
+def export_model_command(
+    out: Annotated[Path, typer.Option("--out", help="File to write (.onnx or .pt); a FILE.card.json goes beside it.")],
+    class_word: Annotated[str, typer.Option("--class-word", help="Prompt word baked in, e.g. brain, skin, polyp.")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx (onnxruntime) or torchscript.")] = "onnx",
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Folder from `medad train`.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Registered model name, e.g. ad_dinov3_tiny.")] = None,
+) -> None:
+    """Export a scoring model (backbone, adapters and the class's text matrix) for deployment; checked on the CPU."""
+    from medad.deploy import export_model
+
+    typer.echo(export_model(out, class_word, fmt=fmt, checkpoint=checkpoint, model_name=model).describe())
+
+
 @app.command("validate")
 def validate_command(
     protocol: Annotated[Path, typer.Argument(help="Protocol YAML (e.g. protocols/demo.yaml).")],
