@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import warnings
 from collections.abc import Iterator
@@ -149,19 +150,20 @@ def _export_onnx(module: ScoringModule, example: torch.Tensor, out: Path, card: 
     import onnx
 
     axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}}
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
             (example,),
-            str(out),
+            buffer,
             input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES),
             dynamic_axes=axes,
             opset_version=ONNX_OPSET,
             dynamo=False,
         )
-    proto = onnx.load(str(out))
+    proto = onnx.load_model_from_string(buffer.getvalue())
     flat = {
         CARD_KEY: canonical_json(card),
         "class_word": card["class_word"],
