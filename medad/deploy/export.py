@@ -146,6 +146,17 @@ def model_card(model: Any, class_word: str, fmt: str, checkpoint: str | Path | N
     return deploy
 
 
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "--format onnx needs the onnx and onnxruntime packages; pip install 'medad[deploy]' (or use "
+            "--format torchscript)"
+        ) from None
+
+
 def _export_onnx(module: ScoringModule, example: torch.Tensor, out: Path, card: dict[str, Any]) -> None:
     import onnx
 
@@ -257,6 +268,8 @@ def export_model(
         model = load_model(checkpoint, model_name, "cpu")
     model = model.float().eval()
     word = _check(model, class_word, fmt)
+    if fmt == "onnx":
+        _require_onnx()
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
