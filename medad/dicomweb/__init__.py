@@ -7,7 +7,7 @@ error messages live in :mod:`medad.dicomweb.client`.
 """
 
 from medad.dicomweb.client import DicomWebError, DicomWebResource, is_dicomweb_url, parse_store_url, parse_study_url
-from medad.dicomweb.fetch import cache_folder, fetch_resource, localise_inputs
+from medad.dicomweb.fetch import cache_folder, fetch_resource, is_image_sop_class, localise_inputs
 from medad.dicomweb.store import (
     StoreResult,
     check_target,
@@ -27,6 +27,7 @@ __all__ = [
     "fetch_resource",
     "finished_export",
     "is_dicomweb_url",
+    "is_image_sop_class",
     "localise_inputs",
     "parse_store_url",
     "parse_study_url",

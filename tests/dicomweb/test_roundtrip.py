@@ -173,3 +173,26 @@ def test_fetch_resumes_after_a_timeout_without_refetching(credentials, tmp_path,
     folder = fetch_resource(resource, tmp_path / "out")
     assert len(calls) == 3  # the instance fetched before the failure was not fetched again
     assert len(list(folder.glob("*.dcm"))) == 2
+
+
+def test_multiframe_series_url_gives_one_row_per_frame(credentials, tmp_path) -> None:
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    from medad.dicomweb import is_image_sop_class, localise_inputs
+    from medad.engine.scorer import inputs_manifest
+
+    ds = pydicom.dcmread(get_testdata_file("SC_rgb_rle_2frame.dcm"))  # RLE, 2 frames, secondary capture
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    credentials.upload(ds, tmp_path)
+    url = f"{credentials.dicomweb}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+    paths = localise_inputs([url, tmp_path / "elsewhere.png"], tmp_path / "out")
+    assert paths[1] == tmp_path / "elsewhere.png"  # local paths pass through unchanged
+    manifest = inputs_manifest(paths[:1])
+    assert len(manifest) == 2 and sorted(manifest["frame"].tolist()) == [0, 1]
+    assert set(manifest["source_format"]) == {"dicom"}
+    assert str(tmp_path / "out" / "private") in manifest["image_path"].iloc[0]
+    assert is_image_sop_class("1.2.840.10008.5.1.4.1.1.481.1")  # RT Image is scored
+    assert not is_image_sop_class("1.2.840.10008.5.1.4.1.1.481.2")  # RT Dose is not
+    assert not is_image_sop_class(SEG_CLASS) and not is_image_sop_class(PMAP_CLASS)
