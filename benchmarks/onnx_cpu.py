@@ -51,14 +51,21 @@ def images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.stack([np.roll(base, i, axis=2).repeat(8, 1).repeat(8, 2) for i in range(n)])
 
 
-def time_loop(run: Any, batches: list[np.ndarray], repeats: int) -> tuple[float, list[np.ndarray]]:
-    """Best-of-``repeats`` wall time of one pass over ``batches`` (after one warm-up pass), and its outputs."""
-    outputs = [run(b) for b in batches]
-    best = float("inf")
+def time_engines(
+    runs: dict[str, Any], batches: list[np.ndarray], repeats: int
+) -> tuple[dict[str, float], dict[str, list[np.ndarray]]]:
+    """Best-of-``repeats`` wall time of one pass over ``batches`` per engine, and each engine's outputs.
+
+    One warm-up pass each, then the engines take turns pass by pass, so a change in machine load during the
+    run affects both alike.
+    """
+    outputs = {name: [run(b) for b in batches] for name, run in runs.items()}
+    best = dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        outputs = [run(b) for b in batches]
-        best = min(best, time.perf_counter() - start)
+        for name, run in runs.items():
+            start = time.perf_counter()
+            outputs[name] = [run(b) for b in batches]
+            best[name] = min(best[name], time.perf_counter() - start)
     return best, outputs
 
 
@@ -97,9 +104,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         def run_ort(batch: np.ndarray) -> np.ndarray:
             return session.run(["pixel_scores"], {"images": batch})[0]
 
-        torch_s, torch_out = time_loop(run_torch, batches, args.repeats)
-        ort_s, ort_out = time_loop(run_ort, batches, args.repeats)
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(torch_out, ort_out, strict=True))
+        seconds, outputs = time_engines({"torch": run_torch, "ort": run_ort}, batches, args.repeats)
+    torch_s, ort_s = seconds["torch"], seconds["ort"]
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(outputs["torch"], outputs["ort"], strict=True))
     result = {
         "backbone": args.backbone if args.backbone == "tiny" else BACKBONES[args.backbone]["backbone"],
         "image_size": size,
