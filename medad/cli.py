@@ -217,6 +217,8 @@ def score_command(
 
         check_target(export, deidentify, to)
     if distributed.launched():  # under torchrun: one shard per rank, rank 0 writes the tables (docs/scaling.md)
+        if any(str(p).startswith(("http:", "https:")) for p in paths):
+            fail("DICOMweb URLs are fetched and scored by one process; run `medad score URL ...` without torchrun")
         score_files = distributed.score_files_distributed
     table = score_files(
         paths,

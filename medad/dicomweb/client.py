@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
+from pydicom.errors import InvalidDicomError
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -239,7 +240,8 @@ def translated(server: str, what: str) -> Iterator[None]:
     except requests.exceptions.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else 0
         raise DicomWebError(_status_message(status, server, what)) from None
-    except Exception as exc:  # dicomweb-client raises ValueError/JSON/pydicom errors on a non-DICOM answer
+    except (ValueError, KeyError, TypeError, AttributeError, InvalidDicomError, requests.RequestException) as exc:
+        # what dicomweb-client raises on an answer that is not DICOM JSON / multipart DICOM
         raise DicomWebError(
             f"the server {server} did not answer like a DICOMweb service while {what} ({type(exc).__name__}); "
             "check that the URL's root is the server's DICOMweb root (e.g. http://HOST:8042/dicom-web)"
