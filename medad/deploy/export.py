@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import json
 import warnings
 from collections.abc import Iterator
@@ -46,6 +45,8 @@ class ScoringModule(nn.Module):
         model: an AD-DINOv3 model (``medad.models.ad_dinov3.ADDINOv3``), in eval mode.
         class_word: the prompt word of the class the deployment scores (e.g. ``brain``, ``skin``).
     """
+
+    text: torch.Tensor
 
     def __init__(self, model: Any, class_word: str) -> None:
         super().__init__()
@@ -161,20 +162,19 @@ def _export_onnx(module: ScoringModule, example: torch.Tensor, out: Path, card: 
     import onnx
 
     axes = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}}
-    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
             (example,),
-            buffer,
+            str(out),
             input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES),
             dynamic_axes=axes,
             opset_version=ONNX_OPSET,
             dynamo=False,
         )
-    proto = onnx.load_model_from_string(buffer.getvalue())
+    proto = onnx.load(str(out))
     flat = {
         CARD_KEY: canonical_json(card),
         "class_word": card["class_word"],
