@@ -63,6 +63,8 @@ THRESHOLD_HELP = (
     "youden[:VAL_PRED_DIR] (the same with Youden's J)."
 )
 DATA_ROOT_HELP = "For --kind jsonl: the folder the jsonl's relative paths start from (default: its folder)."
+TO_HELP = "Store the DICOM SEG / Parametric Map exports on this DICOMweb server (STOW-RS), e.g. http://HOST/dicom-web."
+CA_HELP = "PEM CA bundle to verify the DICOMweb server's TLS certificate (default: the system's)."
 
 
 @datasets_app.command("check")
@@ -224,15 +226,26 @@ def score_command(
         float | None,
         typer.Option("--tile-overlap", help="With --tile: window overlap, a fraction in [0, 1) (default 0.25)."),
     ] = None,
+    to: Annotated[str | None, typer.Option("--to", help=TO_HELP)] = None,
+    ca_bundle: Annotated[Path | None, typer.Option("--ca-bundle", help=CA_HELP)] = None,
 ) -> None:
-    """Score images: OUT/scores.csv, OUT/scores.json, OUT/heatmaps/*.png and OUT/predictions/."""
+    """Score images: OUT/scores.csv, OUT/scores.json, OUT/heatmaps/*.png and OUT/predictions/.
+
+    A PATH may be a DICOMweb study or series URL (http(s)://HOST:PORT/dicom-web/studies/UID[/series/UID]).
+    """
     from medad.engine import distributed
     from medad.engine.scorer import score_files
     from medad.export import export_run, export_summary
 
     if tile_overlap is not None and not tile:
         fail("--tile-overlap only applies with --tile; add --tile or drop --tile-overlap")
+    if to is not None:
+        from medad.dicomweb import check_target
+
+        check_target(export, deidentify, to)
     if distributed.launched():  # under torchrun: one shard per rank, rank 0 writes the tables (docs/scaling.md)
+        if any(str(p).startswith(("http:", "https:")) for p in paths):
+            fail("DICOMweb URLs are fetched and scored by one process; run `medad score URL ...` without torchrun")
         score_files = distributed.score_files_distributed
     table = score_files(
         paths,
@@ -249,16 +262,23 @@ def score_command(
         split=split,
         tile=tile,
         tile_overlap=0.25 if tile_overlap is None else tile_overlap,
+        dicomweb_ca_bundle=ca_bundle,
     )
     if not distributed.is_main_process():
         return
     typer.echo(f"scored {len(table)} images; results in {out}")
     if export:
-        folder = export_run(
+        from medad.dicomweb import finished_export
+
+        folder = finished_export(out / "export", export, to) or export_run(
             out / "predictions", formats=export, threshold=threshold, deidentify=deidentify, out_dir=out / "export"
         )
         summary, skipped = export_summary(folder)
         typer.echo(f"exported {export} to {folder}: {summary}")
+        if to is not None:
+            from medad.dicomweb import store_export
+
+            typer.echo(store_export(folder, to, ca_bundle).describe())
         if skipped:
             raise typer.Exit(code=2)
 
@@ -353,9 +373,16 @@ def export_command(
     out: Annotated[Path | None, typer.Option("--out", help="Export folder (default RUN_DIR/export).")] = None,
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Manifest if RUN_DIR holds none.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty export folder.")] = False,
+    to: Annotated[str | None, typer.Option("--to", help=TO_HELP)] = None,
+    ca_bundle: Annotated[Path | None, typer.Option("--ca-bundle", help=CA_HELP)] = None,
 ) -> None:
     """Export masks, heatmaps, overlays, NIfTI, DICOM SEG / Parametric Map and an offline review gallery."""
     from medad.export import export_run, export_summary
+
+    if to is not None:
+        from medad.dicomweb import check_target
+
+        check_target(formats, deidentify, to)
 
     folder = export_run(
         run_dir,
@@ -368,8 +395,26 @@ def export_command(
     )
     summary, skipped = export_summary(folder)
     typer.echo(f"export written to {folder} (RESEARCH USE ONLY): {summary}")
+    if to is not None:
+        from medad.dicomweb import store_export
+
+        typer.echo(store_export(folder, to, ca_bundle).describe())
     if skipped:
         raise typer.Exit(code=2)
+
+
+@app.command("export-model")
+def export_model_command(
+    out: Annotated[Path, typer.Option("--out", help="File to write (.onnx or .pt); a FILE.card.json goes beside it.")],
+    class_word: Annotated[str, typer.Option("--class-word", help="Prompt word baked in, e.g. brain, skin, polyp.")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx (onnxruntime) or torchscript.")] = "onnx",
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Folder from `medad train`.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Registered model name, e.g. ad_dinov3_tiny.")] = None,
+) -> None:
+    """Export a scoring model (backbone, adapters and the class's text matrix) for deployment; checked on the CPU."""
+    from medad.deploy import export_model
+
+    typer.echo(export_model(out, class_word, fmt=fmt, checkpoint=checkpoint, model_name=model).describe())
 
 
 @app.command("validate")

@@ -426,6 +426,7 @@ def score_files(
     split: str = "test",
     tile: bool = False,
     tile_overlap: float = 0.25,
+    dicomweb_ca_bundle: str | Path | None = None,
 ) -> pd.DataFrame:
     """Score image files, folders, DICOM and NIfTI files; write tables and heatmaps (what ``medad score`` does).
 
@@ -451,10 +452,15 @@ def score_files(
         split: the dataset split when ``kind`` is given.
         tile: score high-resolution images window by window at their native size (see :func:`score`).
         tile_overlap: overlap of neighbouring windows, a fraction of the window side in [0, 1).
+        dicomweb_ca_bundle: CA bundle for DICOMweb URLs among ``paths`` (fetched into ``out_dir/private/``).
 
     Returns:
         The scores table.
     """
+    from medad.dicomweb import is_dicomweb_url, localise_inputs
+
+    if any(is_dicomweb_url(p) for p in paths):  # study / series URLs -> fetched files in OUT/private/
+        paths = localise_inputs(paths, out_dir, dicomweb_ca_bundle)
     manifest = inputs_manifest(paths, kind, split)
     model = load_model(checkpoint, model_name, device)
     out = Path(out_dir)

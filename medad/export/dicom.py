@@ -9,6 +9,7 @@ it. Objects identify the algorithm (name, version = ``medad.__version__``), use 
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 from collections.abc import Mapping
 from pathlib import Path
@@ -106,6 +107,14 @@ def _segment(label: str, class_name: str, algorithm: hd.AlgorithmIdentificationS
     )
 
 
+def _result_uid(source: Dataset, kind: str, array: np.ndarray, threshold: Threshold, part: str) -> hd.UID:
+    """A UID fixed by the source instance, the object kind and its content, so re-exporting the same result gives
+    the same UIDs (a PACS store can then see it already holds the object and never stores it twice)."""
+    digest = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+    parts = [str(source.SOPInstanceUID), kind, part, digest, threshold.describe(), medad.__version__]
+    return hd.UID(pydicom.uid.generate_uid(entropy_srcs=parts))
+
+
 def _finish(obj: Dataset, source: Dataset, deid: Deidentifier | None, path: Path) -> None:
     """Complete, optionally de-identify (a deep copy: highdicom shares elements with the source) and save."""
     if "FrameOfReferenceUID" not in obj and "PatientOrientation" not in obj:
@@ -184,9 +193,9 @@ def write_dicom_exports(
                     pixel_array=array,
                     segmentation_type=seg_type,
                     segment_descriptions=[_segment(label, class_name, algorithm)],
-                    series_instance_uid=hd.UID(),
+                    series_instance_uid=_result_uid(ds, kind, array, threshold, "series"),
                     series_number=number,
-                    sop_instance_uid=hd.UID(),
+                    sop_instance_uid=_result_uid(ds, kind, array, threshold, "instance"),
                     instance_number=1,
                     fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
                     content_label="MEDAD_ANOMALY",
@@ -219,9 +228,9 @@ def write_dicom_exports(
             pmap = hd.pm.ParametricMap(
                 source_images=[source],
                 pixel_array=values,
-                series_instance_uid=hd.UID(),
+                series_instance_uid=_result_uid(ds, "pmap", values, threshold, "series"),
                 series_number=9003,
-                sop_instance_uid=hd.UID(),
+                sop_instance_uid=_result_uid(ds, "pmap", values, threshold, "instance"),
                 instance_number=1,
                 contains_recognizable_visual_features=False,
                 real_world_value_mappings=[mapping],
