@@ -202,9 +202,7 @@ def score_command(
     export: Annotated[
         str | None, typer.Option("--export", help="Also export masks: png,nifti,dicom-seg,pmap (into OUT/export).")
     ] = None,
-    threshold: Annotated[
-        str, typer.Option("--threshold", help="With --export: " + THRESHOLD_HELP)
-    ] = "fixed:0.5",
+    threshold: Annotated[str, typer.Option("--threshold", help="With --export: " + THRESHOLD_HELP)] = "fixed:0.5",
     deidentify: Annotated[bool, typer.Option("--deidentify", help="De-identify DICOM exports (PS3.15).")] = False,
     compile_backbone: Annotated[
         bool, typer.Option("--compile", help="torch.compile the backbone (GPU: faster after a one-off compile).")
@@ -366,9 +364,7 @@ def report_command(
 def export_command(
     run_dir: Annotated[Path, typer.Argument(help="Predictions folder (or a `medad score` output folder).")],
     formats: Annotated[str, typer.Option("--format", help="Comma list of png,nifti,dicom-seg,pmap.")] = "png",
-    threshold: Annotated[
-        str, typer.Option("--threshold", help=THRESHOLD_HELP)
-    ] = "fixed:0.5",
+    threshold: Annotated[str, typer.Option("--threshold", help=THRESHOLD_HELP)] = "fixed:0.5",
     deidentify: Annotated[bool, typer.Option("--deidentify", help="PS3.15 Basic profile on DICOM exports.")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Export folder (default RUN_DIR/export).")] = None,
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Manifest if RUN_DIR holds none.")] = None,
