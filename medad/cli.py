@@ -229,7 +229,7 @@ def score_command(
 ) -> None:
     """Score images: OUT/scores.csv, OUT/scores.json, OUT/heatmaps/*.png and OUT/predictions/.
 
-    A PATH may be a DICOMweb study or series URL (http(s)://HOST:PORT/dicom-web/studies/UID[/series/UID]).
+    A PATH may be a DICOMweb study URL (http(s)://HOST:PORT/dicom-web/studies/UID) or a series URL (.../series/UID).
     """
     from medad.engine import distributed
     from medad.engine.scorer import score_files
