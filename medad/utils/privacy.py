@@ -145,7 +145,8 @@ def shareable_manifest(manifest: Any) -> Any:
     return out
 
 
-def _path_like(text: str) -> bool:
+def is_path_like(text: str) -> bool:
+    """Whether a word looks like a file or folder path (it holds a folder separator or starts with ``~``)."""
     return os.sep in text or "/" in text or text.startswith("~")
 
 
@@ -155,10 +156,10 @@ def redact_paths(args: Iterable[str]) -> list[str]:
     out = []
     for arg in args:
         head, sep, value = arg.partition("=")
-        if sep and not _path_like(head) and _path_like(value):
+        if sep and not is_path_like(head) and is_path_like(value):
             out.append(f"{head}=<path>")
         else:
-            out.append("<path>" if _path_like(arg) else arg)
+            out.append("<path>" if is_path_like(arg) else arg)
     return out
 
 
