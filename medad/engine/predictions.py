@@ -10,11 +10,12 @@ Layout::
     <folder>/meta.json               what produced the predictions (model, config, random weights or not)
     <folder>/chunks/<tag>-NNNNNN.npz arrays ``indices`` (int64), ``image_scores`` (float32) and ``map_<index>``
     <folder>/manifest.csv            the scored manifest without source paths (shareable)
-    <folder>/../private/manifest.csv the scored manifest with source paths (what export reads; never share)
+    <folder>/../private/<name>.manifest.csv  the scored manifest with source paths (what export reads; never
+                                     share); ``<name>`` is the folder's name, ``predictions`` for ``medad score``
 
 The manifest with paths lives in the ``private/`` folder of the predictions folder's parent (a ``medad score``
-output folder) or grandparent (a run folder's ``predictions/<model>``); :func:`find_private_manifest` takes the
-one whose content hash equals ``meta.json``'s ``manifest_hash``.
+output folder), or is the ``private/manifest.csv`` of its grandparent (a run folder's ``predictions/<model>``);
+:func:`find_private_manifest` takes the one whose content hash equals ``meta.json``'s ``manifest_hash``.
 """
 
 from __future__ import annotations
@@ -36,23 +37,24 @@ MANIFEST_NAME = "manifest.csv"
 
 def save_manifests(folder: str | Path, manifest: Any, private_root: str | Path | None = None) -> Path:
     """Save a predictions folder's manifest twice: without source paths in ``folder`` (shareable), and whole in
-    ``<private_root>/private/manifest.csv`` (``private_root`` defaults to the folder's parent).
+    ``<private_root>/private/<folder name>.manifest.csv`` (``private_root`` defaults to the folder's parent, so
+    two predictions folders side by side keep their own).
 
     Returns:
         The private manifest's path.
     """
     folder = Path(folder)
     csv = {"index": False, "lineterminator": "\n"}
-    private = private_dir(folder.parent if private_root is None else private_root) / MANIFEST_NAME
+    private = private_dir(folder.parent if private_root is None else private_root) / f"{folder.name}.{MANIFEST_NAME}"
     write_text_atomic(private, manifest.to_csv(**csv))
     write_text_atomic(folder / MANIFEST_NAME, shareable_manifest(manifest).to_csv(**csv))
     return private
 
 
 def find_private_manifest(folder: str | Path) -> Path | None:
-    """The manifest with source paths of a predictions folder: ``private/manifest.csv`` of its parent or
-    grandparent whose content hash equals the folder's ``meta.json`` ``manifest_hash`` (any, when the meta has
-    none); ``None`` when there is none."""
+    """The manifest with source paths of a predictions folder: ``private/<folder name>.manifest.csv`` of its
+    parent or ``private/manifest.csv`` of its grandparent (a run folder), the first whose content hash equals the
+    folder's ``meta.json`` ``manifest_hash`` (the first found, when the meta has none); ``None`` when none."""
     import json
 
     import pandas as pd
@@ -62,8 +64,10 @@ def find_private_manifest(folder: str | Path) -> Path | None:
     folder = Path(folder)
     meta_path = folder / "meta.json"
     wanted = json.loads(meta_path.read_text(encoding="utf-8")).get("manifest_hash") if meta_path.is_file() else None
-    for place in (folder.parent, folder.parent.parent):
-        candidate = place / PRIVATE / MANIFEST_NAME
+    for candidate in (
+        folder.parent / PRIVATE / f"{folder.name}.{MANIFEST_NAME}",
+        folder.parent.parent / PRIVATE / MANIFEST_NAME,
+    ):
         if not candidate.is_file():
             continue
         if wanted is None:

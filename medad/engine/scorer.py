@@ -215,7 +215,7 @@ def score(
     flight), while the next batch is already on the GPU. Nothing in the loop copies from pageable host memory
     (mean/std, text matrices, the RoPE table and gather indices live on the device), so the host never waits
     for the GPU and queues the next batch while the current one runs. The manifest is saved beside the predictions
-    (``manifest.csv``, without source paths) and whole in ``../private/manifest.csv`` for later exports.
+    (``manifest.csv``, without source paths) and whole in ``../private/<folder name>.manifest.csv`` for later exports.
 
     Returns:
         A reader over the finished predictions folder.
@@ -244,7 +244,7 @@ def score(
         print(RANDOM_WEIGHTS_WARNING.format(name=meta["model"].get("name")), file=sys.stderr)
     writer = PredictionWriter(out, chunk_size=chunk_size, tag=tag, meta=meta)
     if tag == "p0" or not (out / "manifest.csv").exists():
-        save_manifests(out, manifest)  # paths only in ../private/manifest.csv
+        save_manifests(out, manifest)  # paths only in ../private/
     wanted = range(len(manifest)) if indices is None else indices
     todo = sorted(set(wanted) - writer.done_indices())
     if todo:
@@ -432,7 +432,8 @@ def score_files(
     Writes into ``out_dir``: ``predictions/`` (the predictions store), ``scores.csv`` and ``scores.json``
     (``case_id``, ``frame``, ``image_score``, ``max_pixel_score``; no source path or name),
     ``heatmaps/<case_id>[_fNNNN].png`` (8-bit grey, 0-255 for scores 0-1, at the native image size),
-    ``meta.json`` and ``private/manifest.csv`` (the only file with source paths: case id -> source; never share).
+    ``meta.json`` and ``private/predictions.manifest.csv`` (the only file with source paths, case id -> source;
+    never share it).
 
     Args:
         paths: files and folders to score.

@@ -252,15 +252,15 @@ def outputs(inputs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -
     _cli("score", str(inputs["root"]), "--kind", "folder", "--out", str(labelled), *model)
     _cli("eval", f"tiny={labelled / 'predictions'}", "--data", str(inputs["root"]), "--kind", "folder", "--out",
          str(out / "evaluation"), "--ci-resamples", "20")  # fmt: skip
-    manifest = labelled / "private" / "manifest.csv"
+    manifest = labelled / "private" / "predictions.manifest.csv"
     _cli("report", str(out / "evaluation"), "--out", str(out / "report"), "--predictions",
          f"tiny={labelled / 'predictions'}", "--manifest", f"folder={manifest}")  # fmt: skip
     return out
 
 
 def test_score_export_eval_report_write_no_canary_outside_private(outputs: Path) -> None:
-    assert (outputs / "score" / "private" / "manifest.csv").is_file()
-    assert (outputs / "labelled" / "private" / "manifest.csv").is_file()
+    assert (outputs / "score" / "private" / "predictions.manifest.csv").is_file()
+    assert (outputs / "labelled" / "private" / "predictions.manifest.csv").is_file()
     assert (outputs / "report" / "report.html").is_file() and list((outputs / "export").glob("*_overlay.png"))
     assert {p.suffixes[-1] for p in (outputs / "export").iterdir()} >= {".png", ".gz", ".npy", ".dcm", ".json"}
     assert [h for h in scan(outputs) if ".dcm " not in h] == []
