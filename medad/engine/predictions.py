@@ -9,6 +9,13 @@ Layout::
 
     <folder>/meta.json               what produced the predictions (model, config, random weights or not)
     <folder>/chunks/<tag>-NNNNNN.npz arrays ``indices`` (int64), ``image_scores`` (float32) and ``map_<index>``
+    <folder>/manifest.csv            the scored manifest without source paths (shareable)
+    <folder>/../private/<name>.manifest.csv  the scored manifest with source paths (what export reads; never
+                                     share); ``<name>`` is the folder's name, ``predictions`` for ``medad score``
+
+The manifest with paths lives in the ``private/`` folder of the predictions folder's parent (a ``medad score``
+output folder), or is the ``private/manifest.csv`` of its grandparent (a run folder's ``predictions/<model>``);
+:func:`find_private_manifest` takes the one whose content hash equals ``meta.json``'s ``manifest_hash``.
 """
 
 from __future__ import annotations
@@ -21,9 +28,57 @@ from typing import Any
 import numpy as np
 
 from medad.errors import DataError
-from medad.utils.io import atomic_open, write_json_atomic
+from medad.utils.io import atomic_open, write_json_atomic, write_text_atomic
+from medad.utils.privacy import PRIVATE, private_dir, shareable_manifest
 
 _CHUNK_RE = re.compile(r"^(?P<tag>[A-Za-z0-9_]+)-(?P<seq>\d{6})\.npz$")
+MANIFEST_NAME = "manifest.csv"
+
+
+def save_manifests(folder: str | Path, manifest: Any, private_root: str | Path | None = None) -> Path:
+    """Save a predictions folder's manifest twice: without source paths in ``folder`` (shareable), and whole in
+    ``<private_root>/private/<folder name>.manifest.csv`` (``private_root`` defaults to the folder's parent, so
+    two predictions folders side by side keep their own).
+
+    Returns:
+        The private manifest's path.
+    """
+    folder = Path(folder)
+    csv = {"index": False, "lineterminator": "\n"}
+    private = private_dir(folder.parent if private_root is None else private_root) / f"{folder.name}.{MANIFEST_NAME}"
+    write_text_atomic(private, manifest.to_csv(**csv))
+    write_text_atomic(folder / MANIFEST_NAME, shareable_manifest(manifest).to_csv(**csv))
+    return private
+
+
+def find_private_manifest(folder: str | Path) -> Path | None:
+    """The manifest with source paths of a predictions folder: ``private/<folder name>.manifest.csv`` of its
+    parent or ``private/manifest.csv`` of its grandparent (a run folder), the first whose content hash equals the
+    folder's ``meta.json`` ``manifest_hash`` (the first found, when the meta has none); ``None`` when none."""
+    import json
+
+    import pandas as pd
+
+    from medad.engine.features import manifest_fingerprint
+
+    folder = Path(folder)
+    meta_path = folder / "meta.json"
+    wanted = json.loads(meta_path.read_text(encoding="utf-8")).get("manifest_hash") if meta_path.is_file() else None
+    for candidate in (
+        folder.parent / PRIVATE / f"{folder.name}.{MANIFEST_NAME}",
+        folder.parent.parent / PRIVATE / MANIFEST_NAME,
+    ):
+        if not candidate.is_file():
+            continue
+        if wanted is None:
+            return candidate
+        frame = pd.read_csv(candidate, dtype=str, keep_default_na=False)
+        for column in ("label", "frame", "slice_axis"):
+            if column in frame:
+                frame[column] = pd.to_numeric(frame[column].replace("", None), errors="coerce").astype("Int64")
+        if manifest_fingerprint(frame) == wanted:
+            return candidate
+    return None
 
 
 class PredictionWriter:

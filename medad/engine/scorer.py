@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from medad.engine.features import manifest_fingerprint
-from medad.engine.predictions import PredictionReader, PredictionWriter
+from medad.engine.predictions import PredictionReader, PredictionWriter, save_manifests
 from medad.engine.train import autocast, prompt_words, resolve_device
 from medad.errors import ConfigError, DataError, WeightsError
 from medad.utils.io import write_bytes_atomic, write_json_atomic, write_text_atomic
@@ -215,7 +215,7 @@ def score(
     flight), while the next batch is already on the GPU. Nothing in the loop copies from pageable host memory
     (mean/std, text matrices, the RoPE table and gather indices live on the device), so the host never waits
     for the GPU and queues the next batch while the current one runs. The manifest is saved beside the predictions
-    (``manifest.csv``) for later exports.
+    (``manifest.csv``, without source paths) and whole in ``../private/<folder name>.manifest.csv`` for later exports.
 
     Returns:
         A reader over the finished predictions folder.
@@ -244,7 +244,7 @@ def score(
         print(RANDOM_WEIGHTS_WARNING.format(name=meta["model"].get("name")), file=sys.stderr)
     writer = PredictionWriter(out, chunk_size=chunk_size, tag=tag, meta=meta)
     if tag == "p0" or not (out / "manifest.csv").exists():
-        write_text_atomic(out / "manifest.csv", manifest.to_csv(index=False, lineterminator="\n"))
+        save_manifests(out, manifest)  # paths only in ../private/
     wanted = range(len(manifest)) if indices is None else indices
     todo = sorted(set(wanted) - writer.done_indices())
     if todo:
@@ -431,9 +431,10 @@ def score_files(
     """Score image files, folders, DICOM and NIfTI files; write tables and heatmaps (what ``medad score`` does).
 
     Writes into ``out_dir``: ``predictions/`` (the predictions store), ``scores.csv`` and ``scores.json``
-    (``case_id``, ``frame``, ``image_score``, ``max_pixel_score``, and ``source`` for plain image files only:
-    DICOM/NIfTI source paths are never written), ``heatmaps/<case_id>[_fNNNN].png`` (8-bit grey, 0-255 for
-    scores 0-1, at the native image size) and ``meta.json``.
+    (``case_id``, ``frame``, ``image_score``, ``max_pixel_score``; no source path or name),
+    ``heatmaps/<case_id>[_fNNNN].png`` (8-bit grey, 0-255 for scores 0-1, at the native image size),
+    ``meta.json`` and ``private/predictions.manifest.csv`` (the only file with source paths, case id -> source;
+    never share it).
 
     Args:
         paths: files and folders to score.
@@ -488,7 +489,6 @@ def score_files(
                 "frame": None if pd.isna(row["frame"]) else int(row["frame"]),
                 "image_score": float(reader.image_scores[index]),
                 "max_pixel_score": float(pixel_map.max()),
-                "source": str(row["image_path"]) if row["source_format"] == "image" else "",
                 "heatmap": f"heatmaps/{names[index]}.png" if heatmaps else "",
                 "random_weights": bool(reader.meta.get("random_weights", False)),
             }

@@ -41,14 +41,26 @@ def predictions_folder(run_dir: str | Path) -> Path:
 
 
 def find_run_manifest(run_dir: str | Path) -> Path | None:
-    """Return the manifest saved with a predictions folder (``manifest.csv`` / ``manifest.parquet`` in it, in
-    its ``predictions/`` or in its parent run folder), if any."""
+    """Return the manifest saved with a predictions folder, if any: first the one with source paths in a
+    ``private/`` folder beside it (:func:`medad.engine.predictions.find_private_manifest`), else a
+    ``manifest.csv`` / ``manifest.parquet`` with source paths in it, in its ``predictions/`` or in its parent."""
+    from medad.engine.predictions import find_private_manifest
+
     folder = predictions_folder(run_dir)
+    private = find_private_manifest(folder)
+    if private is not None:
+        return private
     for place in (folder, folder.parent):
         for name in MANIFEST_NAMES:
-            if (place / name).is_file():
+            if (place / name).is_file() and _has_paths(place / name):
                 return place / name
     return None
+
+
+def _has_paths(path: Path) -> bool:
+    """Whether a saved manifest names its sources (a shareable copy has its path columns blanked)."""
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str, keep_default_na=False)
+    return "image_path" in frame and bool((frame["image_path"].astype(str) != "").any())
 
 
 def manifest_for_run(run_dir: str | Path, manifest_path: str | Path | None = None) -> pd.DataFrame:

@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 
 from medad.errors import ConfigError
-from medad.utils.io import hash_config, sha256_file, sha256_text, write_json_atomic
+from medad.utils.io import hash_config, sha256_file, sha256_text, write_json_atomic, write_text_atomic
+from medad.utils.privacy import private_dir, shareable_manifest
 
 HASHED_COLUMNS = ("class_name", "split", "label", "defect_type", "group_id", "frame", "slice_axis", "mask_rule")
 
@@ -114,6 +115,16 @@ def fingerprint(name: str, kind: str, root: Path, manifest: pd.DataFrame, hashes
         {"kind": kind, "columns": ["image", "mask", "sha256", "mask_sha256", *HASHED_COLUMNS], "rows": rows}
     )
     return DatasetData(name, kind, root, manifest, sha, mask_sha, content)
+
+
+def write_data_manifests(run_dir: Path, datasets: dict[str, DatasetData]) -> None:
+    """Write each dataset's table (manifest + file sha256) twice: ``data/<name>.manifest.csv`` without source
+    paths (shareable) and ``private/data/<name>.manifest.csv`` whole."""
+    private = private_dir(run_dir) / "data"
+    for name, data in datasets.items():
+        table = data.table()
+        write_text_atomic(private / f"{name}.manifest.csv", table.to_csv(index=False))
+        write_text_atomic(run_dir / "data" / f"{name}.manifest.csv", shareable_manifest(table).to_csv(index=False))
 
 
 def check_file_overlap(training: list[DatasetData], targets: list[DatasetData], intended: bool) -> list[str]:

@@ -8,6 +8,7 @@ byte-identical metrics.
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import os
 import platform
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from medad.utils.privacy import placeholder, redact_paths
 
 PACKAGES = (
     "medad",
@@ -93,3 +96,22 @@ def device_state(device: torch.device) -> dict[str, Any]:
 def command_line() -> list[str]:
     """The command that started this process (arguments only; no environment)."""
     return [os.path.basename(sys.argv[0]), *sys.argv[1:]]
+
+
+def shareable(record: dict[str, Any]) -> dict[str, Any]:
+    """``provenance.json`` without source paths: data roots, the protocol's folder, weight files and paths on the
+    command line become placeholders (the whole record is kept in ``private/provenance.json``)."""
+    out = copy.deepcopy(record)
+    protocol = out.get("protocol", {})
+    if protocol.get("file"):
+        protocol["file"] = Path(protocol["file"]).name
+    protocol["overrides"] = redact_paths(protocol.get("overrides", []))
+    out["command"] = redact_paths(out.get("command", []))
+    for name, data in out.get("data", {}).items():
+        data["root"] = placeholder("root", name)
+    for label, weights in out.get("weights", {}).items():
+        for role, source in (weights.get("protocol") or {}).items():
+            if isinstance(source, dict) and source.get("file") is not None:
+                source["file"] = placeholder(f"{role} weights file", label)
+    out["private"] = "private/provenance.json holds the real paths (never share the private/ folder)"
+    return out

@@ -26,11 +26,13 @@ import yaml
 from medad.protocols import provenance
 from medad.protocols.cache import Stage, StageStore
 from medad.protocols.executor import Job, job_device, make_executor, run_jobs
-from medad.protocols.manifests import DatasetData, FileHashCache, check_file_overlap, fingerprint
+from medad.protocols.manifests import DatasetData, FileHashCache, check_file_overlap, fingerprint, write_data_manifests
 from medad.protocols.progress import RunDisplay
 from medad.protocols.schema import DatasetSpec, ExportSpec, ModelSpec
 from medad.protocols.validate import LoadedProtocol, config_hash, load_protocol, require_resources, resolved_dict
+from medad.protocols.yamlio import shareable_protocol
 from medad.utils.io import canonical_json, sha256_file, write_json_atomic, write_text_atomic
+from medad.utils.privacy import PRIVATE, private_dir, redact_paths
 from medad.utils.seed import seed_everything
 
 STAGES_FOLDER = "_stages"
@@ -132,7 +134,7 @@ def _load_dataset(state: RunState, spec: DatasetSpec, resolved: dict[str, Any]) 
         root = Path(resolved["root"])
     task = state.display.task("data", spec.name, 1)
     manifest = load_manifest(root, spec.kind, **spec.options)
-    data = fingerprint(spec.name, spec.kind, root, manifest, FileHashCache(state.store.root / "file_sha256"))
+    data = fingerprint(spec.name, spec.kind, root, manifest, FileHashCache(state.store.root / PRIVATE / "file_sha256"))
     state.display.finish(task, "data", spec.name, reused=False)
     return data
 
@@ -144,8 +146,7 @@ def _data(state: RunState) -> None:
         specs += list(zip(p.training.datasets, state.resolved["training"]["datasets"], strict=True))
     for spec, resolved in specs:
         state.datasets[spec.name] = _load_dataset(state, spec, resolved)
-    for name, data in state.datasets.items():
-        write_text_atomic(state.run_dir / "data" / f"{name}.manifest.csv", data.table().to_csv(index=False))
+    write_data_manifests(state.run_dir, state.datasets)  # source paths only in private/data/
     for name, folder in state.synthetic_dirs.items():
         _rel_link(state.run_dir / "data" / name, folder)
     if p.training is not None:
@@ -629,12 +630,15 @@ def run_protocol(
     state.job_device = job_device(lp.protocol.device, executor_spec) or str(device)
     if executor_spec is not None:
         state.executor = make_executor(executor_spec, out_root / "_submitit")
-    write_text_atomic(run_dir / "protocol.resolved.yaml", yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
-    display.log(f"run {lp.name} {chash} started ({' '.join(provenance.command_line())})")
+    for folder, protocol in ((private_dir(run_dir), resolved), (run_dir, shareable_protocol(resolved))):
+        text = yaml.safe_dump(protocol, sort_keys=False, allow_unicode=True)
+        write_text_atomic(folder / "protocol.resolved.yaml", text)
+    display.log(f"run {lp.name} {chash} started ({' '.join(redact_paths(provenance.command_line()))})")
     with display:
         _data(state)
         _train(state)
         manifest = _score(state)
+        write_text_atomic(run_dir / PRIVATE / "manifest.csv", manifest.to_csv(index=False, lineterminator="\n"))
         evaluation = _evaluate(state, manifest)
         stats = _stats(state, evaluation)
         _report(state, evaluation, manifest)
@@ -643,6 +647,8 @@ def run_protocol(
     os.replace(run_dir / ".metrics.json.tmp", run_dir / "metrics.json")
     write_text_atomic(run_dir / "seed_summary.json", (stats.folder / "seed_summary.json").read_text(encoding="utf-8"))
     write_text_atomic(run_dir / "stages.json", canonical_json(state.stage_keys))
-    write_json_atomic(run_dir / "provenance.json", _provenance(state, started))
+    record = _provenance(state, started)
+    write_json_atomic(run_dir / PRIVATE / "provenance.json", record)
+    write_json_atomic(run_dir / "provenance.json", provenance.shareable(record))
     display.log(f"run {lp.name} {chash} finished")
     return run_dir

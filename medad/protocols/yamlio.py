@@ -7,6 +7,7 @@ can point at the line in the file.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 
 from medad.errors import ConfigError
+from medad.utils.privacy import is_path_like, placeholder
 
 Loc = tuple[str | int, ...]
 
@@ -132,3 +134,28 @@ def load_yaml_file(path: str | Path) -> LoadedYaml:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"protocol file {path} cannot be read ({exc}); check the file") from None
     return load_yaml_text(text, str(path))
+
+
+def shareable_protocol(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The resolved protocol with every path replaced by a placeholder (``<root of isic>``, ``<output folder>``),
+    for the run folder's shareable ``protocol.resolved.yaml`` (the real one is in ``private/``)."""
+    data = copy.deepcopy(resolved)
+    data["output"] = placeholder("output folder")
+    training = data.get("training") or {}
+    for dataset in [*data.get("targets", []), *training.get("datasets", [])]:
+        if dataset.get("root") is not None:
+            dataset["root"] = placeholder("root", dataset.get("name"))
+        options = dataset.get("options") or {}
+        for key, value in options.items():
+            if isinstance(value, str) and is_path_like(value):
+                options[key] = placeholder(f"{key}", dataset.get("name"))
+    for model in data.get("models", []):
+        if model.get("checkpoint") is not None:
+            model["checkpoint"] = placeholder("checkpoint", model.get("name"))
+        for role, source in (model.get("weights") or {}).items():
+            if isinstance(source, dict) and source.get("file") is not None:
+                source["file"] = placeholder(f"{role} weights file", model.get("name"))
+    executor = data.get("executor")
+    if isinstance(executor, dict) and executor.get("folder") is not None:
+        executor["folder"] = placeholder("executor folder")
+    return data

@@ -79,7 +79,7 @@ def test_mutual_predictions_equal_the_set_scored_directly(run_dir: Path) -> None
     reader = PredictionReader(run_dir / "predictions" / "mutual")
     from medad.export.manifest import load_manifest_file
 
-    frame = load_manifest_file(run_dir / "predictions" / "mutual" / "manifest.csv")
+    frame = load_manifest_file(run_dir / "private" / "manifest.csv")  # the one with source paths
     model = create_model("dinov3_mutual_tiny", image_score="max")
     dataset = make_dataset(frame, model.image_size, model.mean, model.std, masks=False, uint8=True)
     images = normalize_images(torch.stack([dataset[i]["image"] for i in range(len(frame))]), model.mean, model.std)
