@@ -266,12 +266,6 @@ def test_score_export_eval_report_write_no_canary_outside_private(outputs: Path)
     assert [h for h in scan(outputs) if ".dcm " not in h] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 §4, engineer b-export's part (medad/export/ de-identification): the source's "
-    "DeviceSerialNumber survives --deidentify in SEG / fractional SEG / PMAP (Contributing Equipment Sequence); "
-    "remove this marker once that fix is merged",
-)
 def test_deidentified_dicom_exports_hold_no_canary(outputs: Path) -> None:
     assert list(outputs.rglob("*_seg.dcm")) and list(outputs.rglob("*_pmap.dcm"))
     assert [h for h in scan(outputs) if ".dcm " in h] == []
