@@ -218,7 +218,7 @@ def evaluate(
                     hist.update(maps, sizes, ncomp)
                     positions.extend(scope.rows[-len(maps) :])
 
-    settings = {
+    settings: dict[str, Any] = {
         "metrics": list(metrics),
         "implementation": IMPLEMENTATION_VERSION,
         "fpr_limit": fpr_limit,

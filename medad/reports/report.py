@@ -64,6 +64,8 @@ from medad.utils.io import write_bytes_atomic, write_json_atomic, write_text_ato
 DEFAULT_TITLE = "medad evaluation report"
 _CASE_COLUMNS = ["group", "model", "dataset", "rank", "case_id", "class_name", "label", "image_score",
                  "max_pixel_score", "dice"]  # fmt: skip
+_CASE_HEADERS = {"case_id": "case id", "class_name": "class", "image_score": "image score",
+                 "max_pixel_score": "max pixel score", "dice": "Dice"}  # fmt: skip
 
 
 @dataclass
@@ -255,6 +257,7 @@ def _build_sections(
             for column in ("image_score", "max_pixel_score", "dice"):
                 shown[column] = shown[column].map(fmt_number)
             shown["label"] = shown["label"].astype("string").fillna("")
+            shown = shown.rename(columns=_CASE_HEADERS)
             section.tables.append((CASE_GROUPS[group], shown))
             views = loader.load(model, dataset, rows, _case_caption)
             if views:

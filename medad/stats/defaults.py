@@ -58,8 +58,8 @@ def check_ci_settings(
     if (
         isinstance(level, bool)
         or not isinstance(level, numbers.Real)
-        or not math.isfinite(level)
-        or not 0.0 < level < 1.0
+        or not math.isfinite(float(level))
+        or not 0.0 < float(level) < 1.0
     ):
         raise ConfigError(
             f"{names[1]} must be strictly between 0 and 1, got {level!r}; use e.g. {CI_LEVEL} (a fraction, not a "

@@ -54,7 +54,8 @@ def delong_test(labels: Any, scores_a: Any, scores_b: Any, level: float = 0.95) 
 
     Returns:
         dict with ``auc_a``, ``auc_b``, ``estimate`` (difference), ``se``, ``z``, ``p_value``, ``ci_low``,
-        ``ci_high``, ``n``, ``n_pos``, ``n_neg`` and ``settings``. Identical score vectors give z = 0, p = 1.
+        ``ci_high``, ``n``, ``n_pos``, ``n_neg`` and ``settings``. Identical score vectors give z = 0, p = 1; a
+        difference with zero DeLong variance gives z = p = NaN (the test is undefined there; never p = 0).
     """
     a = as_numpy(scores_a, np.float64).ravel()
     b = as_numpy(scores_b, np.float64).ravel()
@@ -68,8 +69,10 @@ def delong_test(labels: Any, scores_a: Any, scores_b: Any, level: float = 0.95) 
     if se > 0:
         z = diff / se
         p = float(2.0 * norm.sf(abs(z)))
-    else:
-        z, p = 0.0, 1.0 if diff == 0 else 0.0
+    elif diff == 0:
+        z, p = 0.0, 1.0
+    else:  # zero variance but a difference (e.g. AUROC 1 vs 0): the Wald test is undefined, not p = 0
+        z, p = float("nan"), float("nan")
     half = float(norm.ppf(0.5 + level / 2.0)) * se
     n_pos = int(np.sum(y.astype(bool)))
     return {

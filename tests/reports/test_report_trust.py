@@ -52,6 +52,8 @@ def test_readable_names_and_aggregates(report) -> None:
         assert f"<th>{label}</th>" in results
     assert "<th>pixel_auroc</th>" not in results
     assert "class mean (macro: mean over classes)" in results and "pooled (micro: all images together)" in results
+    cases = html.split("<h2>Best and worst cases</h2>", 1)[1]
+    assert "<th>image score</th>" in cases and "<th>Dice</th>" in cases and "<th>image_score</th>" not in cases
 
 
 def test_banner_from_metrics_json_alone(report) -> None:

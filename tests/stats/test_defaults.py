@@ -119,3 +119,12 @@ def test_cli_eval_refuses_before_reading_anything(tmp_path, monkeypatch, capsys,
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and match in err and "Traceback" not in err
+
+
+def test_delong_with_zero_variance_does_not_claim_p_zero() -> None:
+    from medad.stats import delong_test
+
+    y = np.array([0, 0, 1, 1])
+    res = delong_test(y, np.array([0.1, 0.2, 0.8, 0.9]), np.array([0.9, 0.8, 0.2, 0.1]))  # AUROC 1 vs 0
+    assert res["estimate"] == 1.0 and res["se"] == 0.0
+    assert np.isnan(res["p_value"])
