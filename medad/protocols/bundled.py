@@ -1,9 +1,9 @@
 """Find the protocols shipped with medad (``protocols/*.yaml``), in a source checkout or an installed copy.
 
-Search order: the ``MEDAD_PROTOCOLS`` environment variable (a folder), ``medad/protocols/shipped/`` inside the
-installed package (package data: ``pyproject.toml`` ships every ``*.yaml`` under ``medad/``), then the
-``protocols/`` folder of the source checkout that holds this ``medad`` package. Notebooks and scripts use
-:func:`bundled_protocol` instead of guessing a path.
+Search order: the ``MEDAD_PROTOCOLS`` environment variable (a folder), then ``medad/protocols/shipped/``: in a
+source checkout a link to the top-level ``protocols/``, in an installed copy the YAMLs themselves (package data:
+``pyproject.toml`` ships every ``*.yaml`` under ``medad/``). Notebooks and scripts use :func:`bundled_protocol`
+instead of guessing a path.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ def _candidates() -> list[Path]:
     out = []
     if os.environ.get(ENV_VAR):
         out.append(Path(os.environ[ENV_VAR]).expanduser())
-    package = Path(str(resources.files("medad")))
-    out += [package / "protocols" / "shipped", package.parent / "protocols"]
+    out.append(Path(str(resources.files("medad"))) / "protocols" / "shipped")
     return out
 
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_checkout_and_environment_variable(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv(bundled.ENV_VAR, raising=False)
-    assert bundled.bundled_protocol("demo") == ROOT / "protocols" / "demo.yaml"
+    assert bundled.bundled_protocol("demo").resolve() == ROOT / "protocols" / "demo.yaml"
     copy = tmp_path / "elsewhere"
     copy.mkdir()
     shutil.copy(ROOT / "protocols" / "demo.yaml", copy / "demo.yaml")
