@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from medad.errors import MedadError
+from medad.errors import MedadError, as_medad_error, show_data_warnings
 
 app = typer.Typer(
     name="medad",
@@ -231,6 +231,11 @@ def score_command(
             out / "predictions", formats=export, threshold=threshold, deidentify=deidentify, out_dir=out / "export"
         )
         typer.echo(f"exported {export} to {folder}")
+    if table.attrs.get("skipped"):  # some inputs could not be read: the rest is written, the run exits 2
+        from medad.engine.skipped import partial_error
+
+        skipped = table.attrs["skipped"]
+        raise partial_error(len(table), len(table) + len(skipped), skipped, out / "predictions")
 
 
 @app.command("eval")
@@ -348,11 +353,18 @@ def run_command(
 
 def main() -> None:
     """Console-script entry point."""
+    show_data_warnings()
     try:
         app()
     except MedadError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except (RuntimeError, OSError) as exc:  # a user error wrapped by a library, or a full / read-only disk
+        error = as_medad_error(exc)
+        if error is None:
+            raise
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted; finished work is kept on disk and a re-run resumes from it", err=True)
         sys.exit(130)
