@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from medad.errors import MedadError, as_medad_error, show_data_warnings
+from medad.errors import MedadError, as_medad_error, printable, show_data_warnings
 
 app = typer.Typer(
     name="medad",
@@ -357,13 +357,13 @@ def main() -> None:
     try:
         app()
     except MedadError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {printable(exc)}", err=True)
         sys.exit(exc.exit_code)
     except (RuntimeError, OSError) as exc:  # a user error wrapped by a library, or a full / read-only disk
         error = as_medad_error(exc)
         if error is None:
             raise
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(f"error: {printable(error)}", err=True)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted; finished work is kept on disk and a re-run resumes from it", err=True)

@@ -79,6 +79,11 @@ def as_medad_error(exc: BaseException) -> MedadError | None:
     return None
 
 
+def printable(message: object) -> str:
+    """``message`` as text any terminal can take: undecodable path bytes (lone surrogates) shown as escapes."""
+    return str(message).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def show_data_warnings() -> None:
     """Print every :class:`DataWarning` as one ``warning: <message>`` line on stderr (the CLI's format), leaving
     other warnings to Python's default display."""
@@ -91,7 +96,7 @@ def show_data_warnings() -> None:
 
     def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
         if issubclass(category, DataWarning):
-            print(f"warning: {message}", file=sys.stderr if file is None else file)
+            print(f"warning: {printable(message)}", file=sys.stderr if file is None else file)
         else:
             default(message, category, filename, lineno, file, line)
 

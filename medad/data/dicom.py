@@ -19,6 +19,7 @@ import pandas as pd
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.pixels.utils import get_expected_length
 
 from medad.data.manifest import ManifestBuilder, is_ignored, require_dir
 from medad.errors import DataError
@@ -153,7 +154,10 @@ def check_pixel_header(ds: pydicom.Dataset, path: Path) -> None:
         )
     syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
     if "PixelData" in ds and not pydicom.uid.UID(syntax).is_compressed:
-        expected = rows * columns * samples * frames * allocated // 8
+        try:
+            expected = int(get_expected_length(ds, "bytes"))  # knows YBR_FULL_422 and 1-bit packing
+        except (AttributeError, TypeError, ValueError, KeyError):
+            expected = rows * columns * samples * frames * allocated // 8
         actual = len(ds.PixelData)
         if actual < expected or actual > expected + 1:
             raise DataError(

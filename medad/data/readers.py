@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from medad.data.dicom import dicom_frame_shape, looks_like_dicom, read_dicom_frame, read_dicom_mask
 from medad.data.nifti import nifti_slice_shape, read_nifti_image, read_nifti_mask
-from medad.errors import DataError, DataWarning
+from medad.errors import ConfigError, DataError, DataWarning
 
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError)
 _HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
@@ -46,7 +46,7 @@ def max_pixels() -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise DataError(f"MEDAD_MAX_IMAGE_PIXELS={raw!r} is not a positive whole number; set it to e.g. 100000000")
+        raise ConfigError(f"MEDAD_MAX_IMAGE_PIXELS={raw!r} is not a positive whole number; set it to e.g. 100000000")
     return value
 
 

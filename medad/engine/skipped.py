@@ -24,7 +24,7 @@ import pandas as pd
 from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
 
-from medad.errors import MedadError, as_medad_error
+from medad.errors import DataError, MedadError, as_medad_error, printable
 from medad.utils.io import atomic_open, write_json_atomic
 
 SKIPPED_GLOB = "skipped-*.json"
@@ -33,10 +33,13 @@ _MATCH_COLUMNS = ("image_path", "frame", "slice_axis", "source_format", "class_n
 
 
 class SkippingSubset(Dataset):
-    """``Subset(dataset, indices)`` whose items that fail with a user error (a :class:`MedadError`, also when a
+    """``Subset(dataset, indices)`` whose items that fail with a file error (a :class:`DataError`, also when a
     library wraps it) come back as a skip marker instead of ending the DataLoader; other errors still raise."""
 
     def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
+        from medad.data.readers import max_pixels
+
+        max_pixels()  # a bad MEDAD_MAX_IMAGE_PIXELS is refused before any image is read, not once per image
         self.dataset = dataset
         self.indices = list(indices)
 
@@ -49,7 +52,7 @@ class SkippingSubset(Dataset):
             return self.dataset[index]
         except Exception as exc:
             error = as_medad_error(exc)
-            if error is None:
+            if not isinstance(error, DataError):
                 raise
             return {_SKIP_KEY: (index, str(error))}
 
@@ -89,7 +92,7 @@ class SkipLog:
         for index, message in skipped:
             row = self.manifest.iloc[int(index)]
             case = str(row.get("case_id", ""))
-            print(f"warning: skipped image {index} (case {case}): {message}", file=sys.stderr)
+            print(f"warning: skipped image {index} (case {case}): {printable(message)}", file=sys.stderr)
             self.entries.append({"index": int(index), "case_id": case, "reason": _shareable(message, row)})
         if skipped:
             self._save()

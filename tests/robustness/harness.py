@@ -8,6 +8,7 @@ case's :class:`Expect`:
 - ``ERROR``: exit 2, exactly one ``error:`` line on stderr, naming ``Setup.names``; no traceback.
 - ``WARNING``: exit 0, a ``warning:`` line naming ``Setup.names``; no traceback.
 - ``SKIPPED``: exit 2 with ``N of M scored; K skipped``, the bad file named on stderr, the rest scored.
+- ``PROBLEM``: exit 2 and stdout names ``Setup.names`` (``medad datasets check`` listing a problem); no traceback.
 - ``OK``: exit 0, no traceback (a harmless oddity such as ``.DS_Store`` is ignored).
 
 Modules add cases by exposing ``CASES: list[Case]`` (``cases_core.py``, ``cases_protocols.py``).
@@ -32,6 +33,7 @@ class Expect(enum.Enum):
     ERROR = "error"
     WARNING = "warning"
     SKIPPED = "skipped"
+    PROBLEM = "problem"
     OK = "ok"
 
 
@@ -177,6 +179,11 @@ def judge(case: Case, setup: Setup | None, outcome: Outcome) -> Verdict:
             why = f"no 'N of M scored; K skipped' line: {errors[-1:]}"
         elif setup.names not in err:
             why = f"stderr does not name {setup.names!r}"
+    elif expect is Expect.PROBLEM:
+        if outcome.code != 2:
+            why = f"exit {outcome.code}, wanted 2"
+        elif not any(setup.names in line for line in outcome.stdout.splitlines()[1:]):
+            why = f"the check's report does not name {setup.names!r}"
     elif outcome.code != 0:
         why = f"exit {outcome.code}, wanted 0: {(errors or err.strip().splitlines() or [''])[-1]}"
     if not why and setup.check is not None:
