@@ -133,12 +133,17 @@ def slice_affine(row: Mapping[str, Any]) -> np.ndarray:
 
 def read_nifti_slice(path: str | Path, axis: int, index: int) -> np.ndarray:
     """One 2D slice of a NIfTI volume as float32, from the volume cached by :func:`load_volume`."""
-    volume = load_volume(path).data
+    return _slice(load_volume(path).data, path, axis, index)
+
+
+def _slice(volume: np.ndarray, path: str | Path, axis: int, index: int) -> np.ndarray:
     if volume.ndim == 2:
         return volume
     if not 0 <= index < volume.shape[axis]:
         raise DataError(f"NIfTI file {path} has {volume.shape[axis]} slices on axis {axis}; slice {index} was asked")
-    return np.take(volume, index, axis=axis)
+    slicer: list[Any] = [slice(None)] * 3
+    slicer[axis] = index
+    return np.ascontiguousarray(volume[tuple(slicer)])
 
 
 def read_nifti_image(row: Mapping[str, Any]) -> np.ndarray:
@@ -148,7 +153,7 @@ def read_nifti_image(row: Mapping[str, Any]) -> np.ndarray:
     path = Path(str(row["image_path"]))
     axis, index = _axis_and_index(row)
     volume = load_volume(path)
-    data = read_nifti_slice(path, axis, index)
+    data = _slice(volume.data, path, axis, index)
     check_pixel_count(path, data.size, "NIfTI file")
     low, high = volume.low, volume.high
     gray = np.zeros_like(data) if high <= low else np.clip((data - low) / (high - low), 0, 1)
