@@ -14,7 +14,7 @@ import typer
 import typer.core
 
 from medad import __version__
-from medad.errors import MedadError
+from medad.errors import MedadError, as_medad_error, printable, show_data_warnings
 from medad.stats import defaults as ci_defaults
 
 app = typer.Typer(
@@ -265,20 +265,26 @@ def score_command(
     if not distributed.is_main_process():
         return
     typer.echo(f"scored {len(table)} images; results in {out}")
+    export_skipped = False
     if export:
         from medad.dicomweb import finished_export
 
         folder = finished_export(out / "export", export, to) or export_run(
             out / "predictions", formats=export, threshold=threshold, deidentify=deidentify, out_dir=out / "export"
         )
-        summary, skipped = export_summary(folder)
+        summary, export_skipped = export_summary(folder)
         typer.echo(f"exported {export} to {folder}: {summary}")
         if to is not None:
             from medad.dicomweb import store_export
 
             typer.echo(store_export(folder, to, ca_bundle).describe())
-        if skipped:
-            raise typer.Exit(code=2)
+    if table.attrs.get("skipped"):  # some inputs could not be read: the rest is written, the run exits 2
+        from medad.engine.skipped import partial_error
+
+        skipped = table.attrs["skipped"]
+        raise partial_error(len(table), len(table) + len(skipped), skipped, out / "predictions")
+    if export_skipped:
+        raise typer.Exit(code=2)
 
 
 def _model_name(predictions: Path) -> str:
@@ -479,11 +485,18 @@ def readable_help(command: typer.core.TyperGroup | typer.core.TyperCommand) -> t
 
 def main() -> None:
     """Console-script entry point."""
+    show_data_warnings()
     try:
         readable_help(typer.main.get_command(app))(prog_name="medad")
     except MedadError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {printable(exc)}", err=True)
         sys.exit(exc.exit_code)
+    except (RuntimeError, OSError) as exc:  # a user error wrapped by a library, or a full / read-only disk
+        error = as_medad_error(exc)
+        if error is None:
+            raise
+        typer.echo(f"error: {printable(error)}", err=True)
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
         typer.echo("interrupted; finished work is kept on disk and a re-run resumes from it", err=True)
         sys.exit(130)

@@ -9,6 +9,7 @@ Patient identifiers are never read into messages: errors name only the file.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pandas as pd
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.pixels.utils import get_expected_length
 
 from medad.data.manifest import ManifestBuilder, is_ignored, require_dir
 from medad.errors import DataError
@@ -117,6 +119,101 @@ def make_dicom(root: str | Path, split: str = "test", class_name: str = "object"
     return builder.build(strict)
 
 
+_J2K_SYNTAXES = frozenset(
+    {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202",
+     "1.2.840.10008.1.2.4.203"}
+)  # fmt: skip
+_ZERO_RUN = re.compile(rb"\x00{128,}")
+
+
+def _int_attr(ds: pydicom.Dataset, path: Path, keyword: str, default: int) -> int:
+    """An integer header attribute, or a DataError naming the file and the attribute."""
+    try:
+        value = ds.get(keyword, default)
+        return default if value is None or value == "" else int(value)
+    except (TypeError, ValueError):
+        raise DataError(f"DICOM file {path} has a non-numeric {keyword}; fix the header or re-export it") from None
+
+
+def check_pixel_header(ds: pydicom.Dataset, path: Path) -> None:
+    """Refuse a header that would decode into garbage or a traceback: BitsStored > BitsAllocated, a pixel data
+    length that does not match Rows x Columns x samples x frames (uncompressed), RescaleSlope 0 or
+    non-numeric, a window width below 1 or not a number (PS3.3 C.11.2.1.2), a frame over the pixel limit."""
+    from medad.data.readers import check_pixel_count
+
+    rows, columns = _int_attr(ds, path, "Rows", 0), _int_attr(ds, path, "Columns", 0)
+    allocated, stored = _int_attr(ds, path, "BitsAllocated", 8), _int_attr(ds, path, "BitsStored", 8)
+    samples, frames = _int_attr(ds, path, "SamplesPerPixel", 1), number_of_frames(ds)
+    if rows < 1 or columns < 1:
+        raise DataError(f"DICOM file {path} has Rows {rows} x Columns {columns}; it is not an image - remove it")
+    check_pixel_count(path, rows * columns, "DICOM file")
+    if not 1 <= stored <= allocated:
+        raise DataError(
+            f"DICOM file {path} has BitsStored {stored} but BitsAllocated {allocated} (BitsStored must be 1 to "
+            "BitsAllocated); fix the header or re-export it"
+        )
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
+    if "PixelData" in ds and not pydicom.uid.UID(syntax).is_compressed:
+        try:
+            expected = int(get_expected_length(ds, "bytes"))  # knows YBR_FULL_422 and 1-bit packing
+        except (AttributeError, TypeError, ValueError, KeyError):
+            expected = rows * columns * samples * frames * allocated // 8
+        actual = len(ds.PixelData)
+        if actual < expected or actual > expected + 1:
+            raise DataError(
+                f"DICOM file {path} holds {actual} bytes of pixel data but Rows {rows} x Columns {columns} x "
+                f"{samples} sample(s) x {frames} frame(s) at {allocated} bits need {expected}; the header does not "
+                "match the pixels (or the file is truncated) - re-export it"
+            )
+    try:
+        slope = float(ds.get("RescaleSlope", 1) or 0) if "RescaleSlope" in ds else 1.0
+    except (TypeError, ValueError):
+        raise DataError(f"DICOM file {path} has a non-numeric RescaleSlope; fix the header or re-export it") from None
+    if slope == 0 or not np.isfinite(slope):
+        raise DataError(
+            f"DICOM file {path} has RescaleSlope {slope:g}, which maps every pixel to one value (a blank image); fix "
+            "the header (RescaleSlope is usually 1) or re-export it"
+        )
+    if "WindowWidth" in ds and "VOILUTSequence" not in ds:
+        raw = ds["WindowWidth"].value
+        first = raw[0] if isinstance(raw, pydicom.multival.MultiValue) and len(raw) else raw
+        try:
+            width = float(first)
+        except (TypeError, ValueError):
+            width = float("nan")
+        if not width >= 1:
+            raise DataError(
+                f"DICOM file {path} has WindowWidth {str(first)[:20]!r}, which is not a number >= 1 (PS3.3 "
+                "C.11.2.1.2); fix the window in the header or delete WindowCenter/WindowWidth so medad windows by "
+                "the image's range"
+            )
+
+
+def _check_j2k(ds: pydicom.Dataset, path: Path, index: int) -> None:
+    """Refuse a JPEG 2000 frame whose codestream lacks its end marker or holds a long run of zero bytes: a
+    damaged stream that the decoder would otherwise turn silently into a wrong image."""
+    from pydicom.encaps import generate_frames
+
+    frames = number_of_frames(ds)
+    try:
+        for k, stream in enumerate(generate_frames(ds.PixelData, number_of_frames=frames)):
+            if k != index:
+                continue
+            tail = stream[-4:]
+            zeros = _ZERO_RUN.search(stream)
+            if b"\xff\xd9" not in tail or zeros is not None:
+                where = f"{len(zeros.group())} zero bytes at offset {zeros.start()}" if zeros else "no end marker"
+                raise DataError(
+                    f"DICOM file {path} frame {index}: the JPEG 2000 stream is damaged ({where}) and would decode "
+                    "into a wrong image; re-export it from the source"
+                )
+            return
+    except (ValueError, EOFError, KeyError) as exc:
+        raise DataError(
+            f"DICOM file {path} has broken encapsulated pixel data ({type(exc).__name__}); re-export it"
+        ) from None
+
+
 def _decode_frame(path: Path, index: int) -> tuple[np.ndarray, pydicom.Dataset]:
     ds = read_header(path)
     if "PixelData" not in ds:
@@ -124,6 +221,9 @@ def _decode_frame(path: Path, index: int) -> tuple[np.ndarray, pydicom.Dataset]:
     frames = number_of_frames(ds)
     if index >= frames:
         raise DataError(f"DICOM file {path} has {frames} frame(s), frame {index} was asked; rebuild the manifest")
+    check_pixel_header(ds, path)
+    if str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "")) in _J2K_SYNTAXES:
+        _check_j2k(ds, path, index)
     try:
         arr = pixel_array(path, index=index if frames > 1 else None)
     except (RuntimeError, NotImplementedError, ImportError) as exc:
@@ -138,7 +238,7 @@ def _decode_frame(path: Path, index: int) -> tuple[np.ndarray, pydicom.Dataset]:
             f"DICOM file {path} uses a compressed transfer syntax ({syntax}) that no installed decoder handles; "
             f"install {hint} with `pip install 'medad[dicom]'`"
         ) from None
-    except (ValueError, EOFError, OSError) as exc:
+    except (ValueError, EOFError, OSError, TypeError, KeyError, AttributeError) as exc:
         raise DataError(
             f"DICOM file {path} pixel data cannot be decoded ({type(exc).__name__}); the file is truncated or "
             "corrupt - re-export it"
@@ -178,7 +278,7 @@ def dicom_frame_to_rgb(arr: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
         bits = int(ds.get("BitsStored", 8) or 8)
         return (arr.astype(np.float32) / (2**bits - 1)).clip(0, 1)
     values = apply_modality_lut(arr, ds)
-    has_voi = "WindowCenter" in ds or "VOILUTSequence" in ds
+    has_voi = ("WindowCenter" in ds and "WindowWidth" in ds) or "VOILUTSequence" in ds
     if has_voi:
         bounds = apply_voi_lut(apply_modality_lut(_stored_range(ds), ds), ds, index=0)
         values = apply_voi_lut(values, ds, index=0)
@@ -197,9 +297,13 @@ def read_dicom_frame(path: str | Path, frame: int = 0) -> np.ndarray:
 
 
 def dicom_frame_shape(path: str | Path) -> tuple[int, int]:
-    """(Rows, Columns) of a DICOM image without decoding its pixels."""
-    ds = read_header(Path(path))
-    return int(ds.Rows), int(ds.Columns)
+    """(Rows, Columns) of a DICOM image without decoding its pixels; a header that cannot give them is a
+    DataError naming the file."""
+    path = Path(path)
+    ds = read_header(path)
+    if "Rows" not in ds or "Columns" not in ds:
+        raise DataError(f"DICOM file {path} has no Rows/Columns (not an image); remove it from the input")
+    return _int_attr(ds, path, "Rows", 0), _int_attr(ds, path, "Columns", 0)
 
 
 def read_dicom_mask(row: Mapping[str, Any]) -> np.ndarray:

@@ -8,6 +8,7 @@ in ``manifest.attrs["problems"]`` for ``medad datasets check``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,8 @@ COLUMNS: tuple[str, ...] = (
 INT_COLUMNS: tuple[str, ...] = ("label", "frame", "slice_axis")
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 JPEG_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg"})
-IGNORED_NAMES: frozenset[str] = frozenset({"thumbs.db", "desktop.ini"})
+IGNORED_NAMES: frozenset[str] = frozenset({"thumbs.db", "desktop.ini", "dicomdir"})
+"""Names skipped silently: OS clutter, and the DICOMDIR index of a DICOM media folder (it holds no image)."""
 MAX_LISTED_PROBLEMS = 20
 NO_IMAGES = "no images found"
 """Start of the problem :meth:`ManifestBuilder.build` records when a split holds no images at all."""
@@ -67,6 +69,20 @@ def is_image_file(path: Path) -> bool:
 def is_ignored(path: Path) -> bool:
     """Whether a directory entry is OS clutter (hidden files, ``Thumbs.db``) that is skipped silently."""
     return path.name.startswith(".") or path.name.lower() in IGNORED_NAMES
+
+
+def is_utf8(path: Path | str) -> bool:
+    """Whether a path is valid UTF-8 (``os.fsdecode`` keeps undecodable bytes as lone surrogates)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_path(path: Path | str) -> str:
+    """A path that can be printed: undecodable bytes shown as ``\\xNN`` escapes."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
 def require_dir(path: Path, what: str) -> Path:
@@ -224,7 +240,15 @@ class ManifestBuilder:
         slice_axis: int | None = None,
         split: str | None = None,
     ) -> None:
-        """Add one row; ``case_id`` and the default ``group_id`` come from the image's relative path."""
+        """Add one row; ``case_id`` and the default ``group_id`` come from the image's relative path.
+
+        A path that is not valid UTF-8 (a Latin-1 name from an old system) is recorded as a problem instead: it
+        could not be written to the manifest, tables or messages.
+        """
+        for path in (image_path, mask_path):
+            if path and not is_utf8(path):
+                self.problem(printable_path(path), "has a name that is not valid UTF-8; rename it (e.g. convmv)")
+                return
         image = Path(image_path).resolve()
         try:
             rel = image.relative_to(self.root.resolve()).as_posix()

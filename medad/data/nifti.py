@@ -3,11 +3,20 @@
 A slice keeps the array order nibabel gives (the two remaining voxel axes become rows and columns), so a map
 predicted on it goes back into the volume at the same place; :func:`slice_affine` returns the 4x4 matrix that
 maps (row, column) of that slice to world (RAS+) coordinates.
+
+A volume is read from disk once per process (a small cache keyed by path, size and modification time) and its
+intensity range is computed once, so scoring N slices costs N, not N squared, volume reads. NaN or infinite
+voxels are replaced by the volume's smallest finite value with a :class:`~medad.errors.DataWarning` naming the
+file; a volume with no finite voxel is a DataError.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from medad.data.manifest import ManifestBuilder, is_ignored, normalise_stem, require_dir
-from medad.errors import DataError
+from medad.errors import DataError, DataWarning
 from medad.utils.privacy import case_id
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
@@ -37,6 +46,56 @@ def _load(path: Path) -> nib.Nifti1Image:
     if len(image.shape) < 2 or len(image.shape) > 3:
         raise DataError(f"NIfTI file {path} has shape {image.shape}; medad reads 2D or 3D volumes only")
     return image
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A NIfTI volume's voxels as float32 (non-finite voxels replaced) and its finite intensity range."""
+
+    data: np.ndarray
+    low: float
+    high: float
+    replaced: int = 0
+
+
+def load_volume(path: str | Path) -> Volume:
+    """The whole volume of a NIfTI file with its range, read once per process while the file is unchanged."""
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except OSError:
+        _load(path)  # raises the DataError naming the missing file
+        raise
+    volume = _cached_volume(str(path), info.st_size, info.st_mtime_ns)
+    if volume.replaced:
+        warnings.warn(
+            f"NIfTI file {path} has {volume.replaced} NaN or infinite voxel(s); they were replaced by the volume's "
+            f"minimum {volume.low:g} - check the export that wrote it",
+            DataWarning,
+            stacklevel=2,
+        )
+    return volume
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_volume(path: str, size: int, mtime_ns: int) -> Volume:
+    """Read and repair one volume (``size`` and ``mtime_ns`` only key the cache: an edited file is re-read)."""
+    image = _load(Path(path))
+    try:
+        data = np.asarray(image.dataobj, dtype=np.float32)
+    except (OSError, EOFError, ValueError, MemoryError) as exc:
+        raise DataError(
+            f"NIfTI file {path} voxel data cannot be read ({type(exc).__name__}); it is truncated - re-export it"
+        ) from None
+    finite = np.isfinite(data)
+    if not finite.any():
+        raise DataError(f"NIfTI file {path} has no finite voxel (all NaN or infinite); re-export it")
+    low, high = float(data[finite].min()), float(data[finite].max())
+    bad = int(finite.size - np.count_nonzero(finite))
+    if bad:
+        data = np.where(finite, data, np.float32(low))
+    data.setflags(write=False)
+    return Volume(data, low, high, bad)
 
 
 def volume_affine(path: str | Path) -> np.ndarray:
@@ -73,24 +132,30 @@ def slice_affine(row: Mapping[str, Any]) -> np.ndarray:
 
 
 def read_nifti_slice(path: str | Path, axis: int, index: int) -> np.ndarray:
-    """One 2D slice of a NIfTI volume as float32 (only that slice is read from disk)."""
-    image = _load(Path(path))
-    if len(image.shape) == 2:
-        return np.asarray(image.dataobj, dtype=np.float32)
-    if not 0 <= index < image.shape[axis]:
-        raise DataError(f"NIfTI file {path} has {image.shape[axis]} slices on axis {axis}; slice {index} was asked")
+    """One 2D slice of a NIfTI volume as float32, from the volume cached by :func:`load_volume`."""
+    return _slice(load_volume(path).data, path, axis, index)
+
+
+def _slice(volume: np.ndarray, path: str | Path, axis: int, index: int) -> np.ndarray:
+    if volume.ndim == 2:
+        return volume
+    if not 0 <= index < volume.shape[axis]:
+        raise DataError(f"NIfTI file {path} has {volume.shape[axis]} slices on axis {axis}; slice {index} was asked")
     slicer: list[Any] = [slice(None)] * 3
     slicer[axis] = index
-    return np.asarray(image.dataobj[tuple(slicer)], dtype=np.float32)
+    return np.ascontiguousarray(volume[tuple(slicer)])
 
 
 def read_nifti_image(row: Mapping[str, Any]) -> np.ndarray:
-    """A row's slice as an (H, W, 3) float32 image in [0, 1] (min-max over the whole volume)."""
+    """A row's slice as an (H, W, 3) float32 image in [0, 1] (min-max over the whole volume's finite voxels)."""
+    from medad.data.readers import check_pixel_count
+
     path = Path(str(row["image_path"]))
     axis, index = _axis_and_index(row)
-    data = read_nifti_slice(path, axis, index)
-    volume = _load(path).dataobj
-    low, high = float(np.min(volume)), float(np.max(volume))
+    volume = load_volume(path)
+    data = _slice(volume.data, path, axis, index)
+    check_pixel_count(path, data.size, "NIfTI file")
+    low, high = volume.low, volume.high
     gray = np.zeros_like(data) if high <= low else np.clip((data - low) / (high - low), 0, 1)
     return np.repeat(gray.astype(np.float32)[..., None], 3, axis=2)
 

@@ -3,26 +3,69 @@
 Plain images go through MONAI's ``PILReader`` with ``reverse_indexing=False`` so arrays are (H, W[, C]); it
 is named explicitly so TIFF (CVC-ClinicDB originals) is read too. DICOM and NIfTI rows go through
 :mod:`medad.data.dicom` and :mod:`medad.data.nifti`. Every unreadable file is a DataError naming it.
+
+An image larger than :func:`max_pixels` (``MEDAD_MAX_IMAGE_PIXELS``, default 100 million pixels per image or
+frame) is refused before it is decoded, so a decompression bomb cannot exhaust memory; Pillow's own limit and
+its warning are turned off in favour of this one. A mask that is not two-valued is binarised by its rule with a
+:class:`~medad.errors.DataWarning` naming it.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pydicom.uid
 import torch
 from monai.data import PILReader
 from PIL import Image, UnidentifiedImageError
 
 from medad.data.dicom import dicom_frame_shape, looks_like_dicom, read_dicom_frame, read_dicom_mask
 from medad.data.nifti import nifti_slice_shape, read_nifti_image, read_nifti_mask
-from medad.errors import DataError
+from medad.errors import ConfigError, DataError, DataWarning
 
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError)
 _HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+DEFAULT_MAX_PIXELS = 100_000_000
+Image.MAX_IMAGE_PIXELS = None  # medad's own limit (max_pixels) applies, before decoding, with a clear message
+
+
+def max_pixels() -> int:
+    """The largest image (or DICOM frame, NIfTI slice) medad decodes, in pixels: ``MEDAD_MAX_IMAGE_PIXELS`` or
+    :data:`DEFAULT_MAX_PIXELS`."""
+    raw = os.environ.get("MEDAD_MAX_IMAGE_PIXELS", "")
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"MEDAD_MAX_IMAGE_PIXELS={raw!r} is not a positive whole number; set it to e.g. 100000000")
+    return value
+
+
+def check_pixel_count(path: Path | str, pixels: int, what: str = "image") -> None:
+    """Refuse an image of more than :func:`max_pixels` pixels (a decompression bomb or a whole-slide scan)."""
+    limit = max_pixels()
+    if pixels > limit:
+        raise DataError(
+            f"{what} {path} has {pixels:,} pixels, over medad's limit of {limit:,} (a decompression bomb or an "
+            "image too large to score); downscale it, or raise MEDAD_MAX_IMAGE_PIXELS if it is genuine"
+        )
+
+
+def _open_checked(reader: PILReader, path: Path, what: str) -> Image.Image:
+    """Open an image lazily (header only), refusing it when it is over the pixel limit."""
+    image = reader.read(str(path))
+    width, height = image.size
+    check_pixel_count(path, width * height, what)
+    return image
 
 
 def _to_rgb_or_wide(image: Image.Image) -> Image.Image:
@@ -37,7 +80,7 @@ def _read_pil(reader: PILReader, path: Path, what: str) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{what} {path} does not exist; rebuild the manifest or restore the file")
     try:
-        image = reader.read(str(path))
+        image = _open_checked(reader, path, what)
         if not reader.converter:
             image.load()
         data, _ = reader.get_data(image)
@@ -99,7 +142,7 @@ def read_image_resized(row: Mapping[str, Any], size: int | None) -> tuple[np.nda
         if not path.is_file():
             raise DataError(f"image {path} does not exist; rebuild the manifest or restore the file")
         try:
-            image = _IMAGE_READER.read(str(path))
+            image = _open_checked(_IMAGE_READER, path, "image")
             if image.mode not in _HIGH_BIT_MODES:
                 width, height = image.size
                 resized = image if size is None else image.resize((size, size), Image.Resampling.BILINEAR)
@@ -134,6 +177,7 @@ def image_shape(row: Mapping[str, Any]) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
+        check_pixel_count(path, width * height)
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist; rebuild the manifest or restore the file") from None
     except _DECODE_ERRORS as exc:
@@ -152,6 +196,27 @@ def binarise(mask: np.ndarray, rule: str) -> np.ndarray:
     if rule in (">0", ""):
         return mask > 0
     raise DataError(f"unknown mask_rule '{rule}' in the manifest; use '>0' or '>127'")
+
+
+def warn_if_not_binary(mask: np.ndarray, path: Path | str, rule: str = ">0") -> None:
+    """Warn (naming the file) when a mask read with the ``>0`` rule holds more than two values - a gradient,
+    noise, a photo - so that every non-zero pixel becomes lesion; a two-valued mask (0/1, 0/255) passes silently.
+    A ``>127`` rule is a dataset's deliberate choice for noisy (JPEG) masks and is not warned about."""
+    if rule not in ("", ">0"):
+        return
+    flat = mask[..., : min(mask.shape[2], 3)].max(axis=2) if mask.ndim == 3 else mask
+    if flat.dtype == np.uint8:
+        counts = np.bincount(flat.ravel(), minlength=256)
+        levels = np.flatnonzero(counts)
+    else:
+        levels = np.unique(flat)
+    if levels.size > 2:
+        warnings.warn(
+            f"mask {path} is not binary ({levels.size} distinct values from {levels[0]:g} to {levels[-1]:g}); "
+            "binarised at >0 (every non-zero pixel is lesion): check it is a lesion mask, or re-export it as 0/255",
+            DataWarning,
+            stacklevel=2,
+        )
 
 
 def read_mask(row: Mapping[str, Any]) -> np.ndarray:
@@ -177,10 +242,95 @@ def read_mask(row: Mapping[str, Any]) -> np.ndarray:
     elif looks_like_dicom(path):
         mask = read_dicom_mask(row)
     else:
-        mask = binarise(_read_pil(_MASK_READER, path, "mask"), str(row.get("mask_rule") or ">0"))
+        data = _read_pil(_MASK_READER, path, "mask")
+        rule = str(row.get("mask_rule") or ">0")
+        warn_if_not_binary(data, path, rule)
+        mask = binarise(data, rule)
     if mask.shape != (height, width):
         raise DataError(
             f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image {row['image_path']} is "
             f"{width}x{height}; re-export the mask at the image size"
         )
     return mask
+
+
+def _check_plain_image(path: Path, what: str) -> None:
+    """Header, pixel limit and a cheap integrity check of a plain image: PNG chunk CRCs up to IEND, a JPEG's
+    end-of-image marker; other formats (TIFF, BMP...) are decoded in full."""
+    if not path.is_file():
+        raise DataError(f"{what} {path} does not exist; rebuild the manifest or restore the file")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            check_pixel_count(path, width * height, what)
+            fmt = image.format
+            if fmt == "PNG":
+                image.verify()
+            elif fmt != "JPEG":
+                image.load()
+        if fmt == "JPEG":
+            with open(path, "rb") as handle:
+                handle.seek(max(0, path.stat().st_size - 64))
+                if b"\xff\xd9" not in handle.read():
+                    raise OSError("no JPEG end-of-image marker (truncated)")
+    except _DECODE_ERRORS as exc:
+        raise DataError(
+            f"{what} {path} cannot be decoded ({type(exc).__name__}: {exc}); the file is truncated or not an "
+            "image - re-export or remove it"
+        ) from None
+
+
+def check_row(row: Mapping[str, Any]) -> None:
+    """Check that a manifest row's image and mask can be read, without decoding every plain image in full.
+
+    Plain images: :func:`_check_plain_image`. DICOM: the header and its pixel attributes (uncompressed pixel data
+    must have the length the header gives; compressed frames are decoded). NIfTI: the volume is read (once per
+    file). The mask is read as training reads it.
+
+    Raises:
+        DataError: naming the unreadable file.
+    """
+    source = _source(row)
+    path = Path(str(row["image_path"]))
+    if source == "image":
+        _check_plain_image(path, "image")
+    elif source == "dicom":
+        from medad.data.dicom import check_pixel_header, read_header
+
+        ds = read_header(path)
+        check_pixel_header(ds, path)
+        syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
+        if pydicom.uid.UID(syntax).is_compressed:
+            read_dicom_frame(path, _frame(row))
+    else:
+        read_nifti_image(row)
+    if row.get("mask_path"):
+        read_mask(row)
+
+
+def check_files(manifest: pd.DataFrame, what: str = "training") -> None:
+    """Refuse a manifest with any unreadable image or mask before work starts (one check per distinct file).
+
+    Raises:
+        DataError: listing up to five bad files with their reasons, and how many there are.
+    """
+    problems: list[str] = []
+    seen: set[tuple[str, str, int]] = set()
+    for row in manifest.to_dict("records"):
+        key = (str(row["image_path"]), str(row.get("mask_path") or ""), _frame(row))
+        if _source(row) == "nifti":
+            key = (key[0], key[1], 0)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            check_row(row)
+        except DataError as exc:
+            problems.append(str(exc))
+    if problems:
+        shown = "; ".join(problems[:5])
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        raise DataError(
+            f"{len(problems)} {what} file(s) cannot be read, so {what} did not start: {shown}{more}; fix or remove "
+            "them (`medad datasets check` lists all)"
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from medad.data.readers import image_shape, read_image, read_mask
 from medad.data.tabular import make_csv
 from medad.data.tn3k import make_tn3k
 from medad.data.visa import SPLIT_CSV, VISA_CLASSES, make_visa
-from medad.errors import DataError
+from medad.errors import DataError, DataWarning
 
 
 
@@ -295,12 +296,19 @@ def validate_files(manifest: pd.DataFrame, decode: bool = True) -> list[Problem]
             continue
         seen.add(key)
         try:
-            if decode:
-                read_image(row)
-            else:
-                image_shape(row)
-            if row["mask_path"]:
-                read_mask(row)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", DataWarning)
+                if decode:
+                    read_image(row)
+                else:
+                    image_shape(row)
+                if row["mask_path"]:
+                    read_mask(row)
+            problems += [
+                Problem(row["mask_path"] or row["image_path"], f"warning: {w.message}")
+                for w in caught
+                if issubclass(w.category, DataWarning)
+            ]
         except DataError as exc:
             problems.append(Problem(row["mask_path"] or row["image_path"], str(exc)))
     return problems

@@ -169,6 +169,14 @@ def evaluate(
             )
     for name, reader in readers.items():
         missing = np.setdiff1d(np.arange(n), reader.indices)
+        skipped = [e for e in reader.skipped if e["index"] < n]
+        if skipped:  # unreadable at scoring time: never counted (as normal or otherwise) - refuse, naming them
+            shown = ", ".join(f"{e['index']} ({e['case_id']}: {e['reason']})" for e in skipped[:3])
+            raise DataError(
+                f"predictions of {name!r} in {reader.folder} skipped {len(skipped)} unreadable image(s), which "
+                f"would be missing from every metric: {shown}{' ...' if len(skipped) > 3 else ''}; fix or remove "
+                "them and rerun `medad score` (what was scored is reused), then evaluate again"
+            )
         if missing.size:
             raise DataError(
                 f"predictions of {name!r} lack manifest index {int(missing[0])} "

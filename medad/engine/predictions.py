@@ -187,6 +187,14 @@ class PredictionReader:
         path = self.folder / "meta.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        """Images a scoring run could not read (``index``, ``case_id``, ``reason``; see
+        :mod:`medad.engine.skipped`), minus any scored since; empty when none."""
+        from medad.engine.skipped import skipped_entries
+
+        return skipped_entries(self.folder, self.indices)
+
     def __len__(self) -> int:
         return int(self.indices.size)
 

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Subset
 
 from medad.engine.features import manifest_fingerprint
 from medad.engine.predictions import PredictionReader, PredictionWriter, save_manifests
+from medad.engine.skipped import SkipLog, SkippingSubset, carry_over, collate_skipping, finish_carry_over
 from medad.engine.train import autocast, prompt_words, resolve_device
 from medad.errors import ConfigError, DataError, WeightsError
 from medad.utils.io import write_bytes_atomic, write_json_atomic, write_text_atomic
@@ -239,7 +240,8 @@ def score(
     out = Path(out_dir)
     compat = compat or getattr(model, "compat", "clean")
     meta = predictions_meta(model, manifest, compat, tile=tile, tile_overlap=tile_overlap)
-    _check_same_run(out, meta)
+    finish_carry_over(out)
+    _check_same_run(out, meta, manifest)
     if meta["random_weights"]:
         print(RANDOM_WEIGHTS_WARNING.format(name=meta["model"].get("name")), file=sys.stderr)
     writer = PredictionWriter(out, chunk_size=chunk_size, tag=tag, meta=meta)
@@ -260,13 +262,15 @@ def score(
             return PredictionReader(out)
         dataset = make_dataset(manifest, model.image_size, model.mean, model.std, masks=False, uint8=True)
         loader = DataLoader(
-            Subset(dataset, todo),
+            SkippingSubset(dataset, todo),  # an unreadable image is skipped and recorded, not fatal
             batch_size=batch_size,
             shuffle=False,
             num_workers=num_workers,
             pin_memory=dev.type == "cuda",
             prefetch_factor=4 if num_workers else None,
+            collate_fn=collate_skipping,
         )
+        skips = SkipLog(out, tag, manifest, todo)
         if getattr(model, "transductive", False):  # e.g. dinov3_mutual: see _score_transductive
             _score_transductive(model, manifest, dataset, todo, writer, batch_size, num_workers, dev, progress)
             return PredictionReader(out)
@@ -278,6 +282,8 @@ def score(
         std = torch.tensor(model.std, dtype=torch.float32).to(dev)
         with writer, BackgroundWrites(writer) as writes, torch.inference_mode(), autocast(dev):
             for batch in tqdm(loader, desc="scoring", unit="batch", disable=not progress):
+                if skips.record(batch):
+                    continue
                 indices = batch["index"].tolist()
                 images = normalize_images(batch["image"].to(dev, non_blocking=True), mean, std)
                 batch_words = [words[i] for i in indices]
@@ -336,7 +342,7 @@ def _score_transductive(
                 _HostBatch([members[j] for j in chunk], outputs["image_scores"], maps).write(writer)
 
 
-def _check_same_run(out: Path, meta: Mapping[str, Any]) -> None:
+def _check_same_run(out: Path, meta: Mapping[str, Any], manifest: pd.DataFrame | None = None) -> None:
     if not (out / "chunks").is_dir():
         return
     existing = PredictionReader(out)
@@ -345,6 +351,10 @@ def _check_same_run(out: Path, meta: Mapping[str, Any]) -> None:
     old = existing.meta
     same_data = old.get("manifest_hash") == meta["manifest_hash"]
     same_model = old.get("model") == meta["model"] and old.get("compat") == meta["compat"]
+    same_scoring = old.get("scoring") == meta.get("scoring")
+    carry = not same_data and same_model and same_scoring and manifest is not None
+    if carry and carry_over(out, manifest, dict(meta)):  # files removed or added: keep what was scored
+        return
     if not (same_data and same_model):
         what = "other images" if not same_data else "another model or prompt rule"
         raise DataError(
@@ -480,14 +490,15 @@ def score_files(
     )
     names = output_names(manifest)
     rows = []
-    for index, pixel_map in reader.iter_maps(range(len(manifest))):
+    image_score = dict(zip(reader.indices.tolist(), reader.image_scores.tolist(), strict=True))
+    for index, pixel_map in reader.iter_maps() if len(reader) else []:
         row = manifest.iloc[index]
         rows.append(
             {
                 "index": index,
                 "case_id": str(row["case_id"]),
                 "frame": None if pd.isna(row["frame"]) else int(row["frame"]),
-                "image_score": float(reader.image_scores[index]),
+                "image_score": float(image_score[index]),
                 "max_pixel_score": float(pixel_map.max()),
                 "heatmap": f"heatmaps/{names[index]}.png" if heatmaps else "",
                 "random_weights": bool(reader.meta.get("random_weights", False)),
@@ -495,14 +506,18 @@ def score_files(
         )
         if heatmaps:
             write_bytes_atomic(out / "heatmaps" / f"{names[index]}.png", heatmap_png(pixel_map))
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=list(_SCORE_COLUMNS))
     table["frame"] = table["frame"].astype("Int64")
+    table.attrs["skipped"] = reader.skipped
     buffer = io.StringIO()
     table.to_csv(buffer, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
     write_text_atomic(out / "scores.csv", buffer.getvalue())
-    write_json_atomic(out / "scores.json", {"images": rows})
+    write_json_atomic(out / "scores.json", {"images": rows, "skipped": table.attrs["skipped"]})
     write_json_atomic(out / "meta.json", reader.meta)
     return table
+
+
+_SCORE_COLUMNS = ("index", "case_id", "frame", "image_score", "max_pixel_score", "source", "heatmap")
 
 
 def output_names(manifest: pd.DataFrame) -> list[str]:

@@ -40,7 +40,7 @@ from medad.engine.features import (
     manifest_fingerprint,
 )
 from medad.errors import ConfigError, DataError
-from medad.utils.io import hash_config, write_json_atomic
+from medad.utils.io import disk_errors, hash_config, write_json_atomic
 from medad.utils.seed import seed_everything
 
 REFERENCE_LR = 1e-5
@@ -268,11 +268,13 @@ def train(
     from tqdm.auto import tqdm
 
     from medad.data import make_dataset
+    from medad.data.readers import check_files
     from medad.models import save_checkpoint
 
     hooks = distributed or OneProcess()
     manifest = concat_manifests(manifests)
     _check_settings(manifest, epochs, lr, batch_size, micro_batch_size, warmup_fraction)
+    check_files(manifest)  # an unreadable image must stop training before the first step, naming the file
     micro = micro_batch_size or batch_size
     dev = resolve_device(device)
     out = Path(out_dir)
@@ -456,17 +458,18 @@ def _save(
         }
     }
     save_checkpoint(model, tmp, extra=extra)
-    torch.save(
-        {
-            "epoch": epoch,
-            "step": step,
-            "settings_hash": hash_config(settings),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": _rng_state(),
-        },
-        tmp / _STATE_FILE,
-    )
+    with disk_errors(tmp / _STATE_FILE):
+        torch.save(
+            {
+                "epoch": epoch,
+                "step": step,
+                "settings_hash": hash_config(settings),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+            },
+            tmp / _STATE_FILE,
+        )
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

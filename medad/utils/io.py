@@ -1,19 +1,53 @@
 """Atomic file writes and content hashing.
 
 A run killed at any moment must never leave a half-written file that a later run would trust, so every
-result file goes through a temporary file in the same folder followed by :func:`os.replace`.
+result file goes through a temporary file in the same folder followed by :func:`os.replace`. A write that fails
+because the disk is full, a file-size limit is hit or the folder is read-only ends as one
+:class:`~medad.errors.DiskError` naming the file and the fix (:func:`disk_errors`), never as a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import resource
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from medad.errors import disk_error
+
+_SHORT_WRITE_WORDS = ("unexpected pos", "file write failed", "write failed", "PytorchStreamWriter failed")
+
+
+def _short_write_errno() -> int:
+    """Which limit a short write without an errno (torch's zip writer) most likely hit: the file-size limit when
+    one is set and the file reached it, else a full disk."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY:
+        return errno.EFBIG
+    return errno.ENOSPC
+
+
+@contextlib.contextmanager
+def disk_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a failed write of ``path`` (full disk, file-size limit, read-only or forbidden folder; torch's
+    ``unexpected pos`` short write) into a :class:`~medad.errors.DiskError` naming ``path`` and the fix."""
+    try:
+        yield
+    except OSError as exc:
+        error = disk_error(exc, path)
+        if error is None:
+            raise
+        raise error from None
+    except RuntimeError as exc:
+        if not any(word in str(exc) for word in _SHORT_WRITE_WORDS):
+            raise
+        raise (disk_error(OSError(_short_write_errno(), str(exc)), path) or exc) from None
 
 
 @contextlib.contextmanager
@@ -25,19 +59,20 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", durable: bool = 
     (prediction chunks) skips it to stream at disk speed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with disk_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, mode) as handle:
+                yield handle
+                handle.flush()
+                if durable:
+                    os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:

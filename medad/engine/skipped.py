@@ -1,0 +1,208 @@
+"""Scoring goes on past an unreadable image: it is skipped, recorded with its reason, and the rest is scored.
+
+A predictions folder holds, next to ``chunks/``, one ``skipped-<tag>.json`` per writer::
+
+    {"skipped": [{"index": 3, "case_id": "c1a2...", "reason": "image cannot be decoded (...)"}]}
+
+The shareable file names an image only by manifest index and pseudonymous ``case_id``, and its reason has the
+source path removed; the path itself is named once on stderr. A re-run retries every skipped image (it is not a
+prediction), so fixing the file and re-running fills the gap; removing the file changes the manifest, and
+:func:`carry_over` moves the predictions already made to the new manifest's indices so they are not recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch.utils.data import Dataset
+from torch.utils.data._utils.collate import default_collate
+
+from medad.errors import DataError, MedadError, as_medad_error, printable
+from medad.utils.io import atomic_open, write_json_atomic
+
+SKIPPED_GLOB = "skipped-*.json"
+_SKIP_KEY = "__medad_skipped__"
+_MATCH_COLUMNS = ("image_path", "frame", "slice_axis", "source_format", "class_name")
+
+
+class SkippingSubset(Dataset):
+    """``Subset(dataset, indices)`` whose items that fail with a file error (a :class:`DataError`, also when a
+    library wraps it) come back as a skip marker instead of ending the DataLoader; other errors still raise."""
+
+    def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
+        from medad.data.readers import max_pixels
+
+        max_pixels()  # a bad MEDAD_MAX_IMAGE_PIXELS is refused before any image is read, not once per image
+        self.dataset = dataset
+        self.indices = list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        index = self.indices[k]
+        try:
+            return self.dataset[index]
+        except Exception as exc:
+            error = as_medad_error(exc)
+            if not isinstance(error, DataError):
+                raise
+            return {_SKIP_KEY: (index, str(error))}
+
+
+def collate_skipping(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate the readable items as usual; the skip markers go under ``"skipped"`` as ``(index, message)``."""
+    good = [item for item in items if _SKIP_KEY not in item]
+    batch: dict[str, Any] = default_collate(good) if good else {}
+    batch["skipped"] = [item[_SKIP_KEY] for item in items if _SKIP_KEY in item]
+    return batch
+
+
+def _shareable(message: str, row: Any) -> str:
+    """``message`` without the row's source paths (the shareable reason)."""
+    for key in ("image_path", "mask_path"):
+        value = str(row.get(key) or "")
+        if value:
+            message = message.replace(value, "").replace(Path(value).name, "")
+    return " ".join(message.split())
+
+
+class SkipLog:
+    """The skipped images of one writer tag: loaded on start (minus the ones this run retries), saved on every
+    new skip, announced on stderr with the file's path."""
+
+    def __init__(self, folder: Path, tag: str, manifest: pd.DataFrame, retried: Sequence[int]) -> None:
+        self.path = folder / f"skipped-{tag}.json"
+        self.manifest = manifest
+        retry = set(int(i) for i in retried)
+        self.entries = [e for e in _load(self.path) if int(e["index"]) not in retry]
+        if self.path.exists():
+            self._save()
+
+    def record(self, batch: dict[str, Any]) -> bool:
+        """Take the batch's skip markers into the log; ``True`` when the batch has no readable image left."""
+        skipped = batch.pop("skipped", [])
+        for index, message in skipped:
+            row = self.manifest.iloc[int(index)]
+            case = str(row.get("case_id", ""))
+            print(f"warning: skipped image {index} (case {case}): {printable(message)}", file=sys.stderr)
+            self.entries.append({"index": int(index), "case_id": case, "reason": _shareable(message, row)})
+        if skipped:
+            self._save()
+        return "index" not in batch
+
+    def _save(self) -> None:
+        write_json_atomic(self.path, {"skipped": sorted(self.entries, key=lambda e: e["index"])})
+
+
+def _load(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8"))["skipped"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []  # a damaged list only loses the record; the images are retried anyway
+
+
+def skipped_entries(folder: str | Path, scored: np.ndarray) -> list[dict[str, Any]]:
+    """Every writer's skipped images in a predictions folder, minus any a later run scored, by index."""
+    done = set(np.asarray(scored).tolist())
+    entries = [e for path in sorted(Path(folder).glob(SKIPPED_GLOB)) for e in _load(path)]
+    unique = {int(e["index"]): e for e in entries if int(e["index"]) not in done}
+    return [unique[i] for i in sorted(unique)]
+
+
+class PartialScoreError(MedadError):
+    """Some images could not be read; the others were scored and written."""
+
+
+def partial_error(scored: int, total: int, skipped: Sequence[dict[str, Any]], folder: Path) -> PartialScoreError:
+    """The ``N of M scored; K skipped: see ...`` error ending a ``medad score`` that skipped images."""
+    files = ", ".join(str(p) for p in sorted(folder.glob(SKIPPED_GLOB)))
+    return PartialScoreError(
+        f"{scored} of {total} scored; {len(skipped)} skipped: see {files} (each file is named above); fix or "
+        "remove them and rerun the same command - what was scored is reused"
+    )
+
+
+def _keys(manifest: pd.DataFrame) -> list[tuple[str, ...]]:
+    columns = [c for c in _MATCH_COLUMNS if c in manifest.columns]
+    return [tuple("" if pd.isna(v) else str(v) for v in row) for row in manifest[columns].itertuples(index=False)]
+
+
+def saved_manifest(folder: Path) -> Path | None:
+    """The manifest a scoring run saved beside its predictions (``manifest.csv``, or ``private/manifest.csv``)."""
+    for path in (folder / "manifest.csv", folder / "private" / "manifest.csv"):
+        if path.is_file():
+            return path
+    return None
+
+
+def carry_over(folder: Path, new: pd.DataFrame, meta: dict[str, Any]) -> bool:
+    """Move the predictions scored for the manifest saved beside them to ``new``'s indices.
+
+    Used when the inputs changed only by removing or adding files (e.g. a skipped file removed): every image of
+    ``new`` that the old manifest also holds keeps its prediction, under its new index; the rest is scored by the
+    run. The new chunks, ``meta.json`` and manifest are staged in ``.carry/`` and swapped in by renames, so a
+    crash leaves either set whole (:func:`finish_carry_over` completes an interrupted swap).
+
+    Returns:
+        Whether any prediction was carried over (``False``: no saved manifest or nothing in common).
+    """
+    from medad.engine.predictions import PredictionReader, PredictionWriter
+
+    manifest_path = saved_manifest(folder)
+    if manifest_path is None:
+        return False
+    old = pd.read_csv(manifest_path, keep_default_na=False, dtype=str)
+    reader = PredictionReader(folder)
+    old_index = {key: i for i, key in enumerate(_keys(old))}
+    scored = set(reader.indices.tolist())
+    by_old = {old_index[key]: j for j, key in enumerate(_keys(new)) if old_index.get(key) in scored}
+    if not by_old:
+        return False
+    staging = folder / ".carry"
+    shutil.rmtree(staging, ignore_errors=True)
+    writer = PredictionWriter(staging, tag="c0")
+    for old_i, pixel_map in reader.iter_maps(sorted(by_old)):
+        pos = int(np.searchsorted(reader.indices, old_i))
+        writer.add([by_old[old_i]], [float(reader.image_scores[pos])], [pixel_map])
+    writer.close()
+    write_json_atomic(staging / "meta.json", meta)
+    relative = manifest_path.relative_to(folder)
+    with atomic_open(staging / relative.name, "w") as handle:
+        handle.write(new.to_csv(index=False, lineterminator="\n"))
+    write_json_atomic(staging / "COMPLETE", {"manifest": str(relative)})
+    finish_carry_over(folder)
+    return True
+
+
+def finish_carry_over(folder: Path) -> None:
+    """Complete a :func:`carry_over` swap that a crash interrupted, or drop an unfinished staging (no-op when
+    there is none). Every step can be repeated, so a crash inside this function is recovered too."""
+    carry, retired, chunks = folder / ".carry", folder / ".chunks.old", folder / "chunks"
+    if (carry / "COMPLETE").is_file():
+        manifest = Path(json.loads((carry / "COMPLETE").read_text(encoding="utf-8"))["manifest"])
+        if (carry / "chunks").is_dir():
+            if chunks.exists():
+                shutil.rmtree(retired, ignore_errors=True)
+                chunks.rename(retired)
+            (carry / "chunks").rename(chunks)
+        if (carry / "meta.json").is_file():
+            (carry / "meta.json").replace(folder / "meta.json")
+        if (carry / manifest.name).is_file():
+            (carry / manifest.name).replace(folder / manifest)
+        for path in folder.glob(SKIPPED_GLOB):
+            path.unlink()
+        (carry / "COMPLETE").unlink()
+    elif retired.exists() and not chunks.exists():
+        retired.rename(chunks)
+    shutil.rmtree(retired, ignore_errors=True)
+    shutil.rmtree(carry, ignore_errors=True)
