@@ -517,7 +517,7 @@ def score_files(
     return table
 
 
-_SCORE_COLUMNS = ("index", "case_id", "frame", "image_score", "max_pixel_score", "source", "heatmap")
+_SCORE_COLUMNS = ("index", "case_id", "frame", "image_score", "max_pixel_score", "heatmap", "random_weights")
 
 
 def output_names(manifest: pd.DataFrame) -> list[str]:
