@@ -197,14 +197,21 @@ def score_command(
         float | None,
         typer.Option("--tile-overlap", help="With --tile: window overlap, a fraction in [0, 1) (default 0.25)."),
     ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="If another `medad score` is writing OUT, wait for it instead of refusing.")
+    ] = False,
 ) -> None:
     """Score images: OUT/scores.csv, OUT/scores.json, OUT/heatmaps/*.png and OUT/predictions/."""
     from medad.engine import distributed
     from medad.engine.scorer import score_files
     from medad.export import export_run
+    from medad.utils.locking import check_score_request, hold_until_command_ends, score_lock
 
     if tile_overlap is not None and not tile:
         fail("--tile-overlap only applies with --tile; add --tile or drop --tile-overlap")
+    check_score_request(out, export, threshold)  # refused before any scoring: bad --out, --export, --threshold
+    if not distributed.launched():  # under torchrun every rank writes OUT (docs/scaling.md)
+        hold_until_command_ends(score_lock(out, wait))
     if distributed.launched():  # under torchrun: one shard per rank, rank 0 writes the tables (docs/scaling.md)
         score_files = distributed.score_files_distributed
     table = score_files(
@@ -338,11 +345,14 @@ def run_command(
         list[str] | None, typer.Option("--set", help="Override a key, e.g. --set training.epochs=3.")
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress display on stderr.")] = True,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="If another run holds the run folder, wait for it instead of refusing.")
+    ] = False,
 ) -> None:
     """Run a protocol (train, score, evaluate, stats, report, export); re-running resumes. Prints the run folder."""
     from medad.protocols import run_protocol
 
-    run_dir = run_protocol(protocol, out=out, overrides=overrides or [], progress=progress)
+    run_dir = run_protocol(protocol, out=out, overrides=overrides or [], progress=progress, wait=wait)
     typer.echo(str(run_dir))
 
 
