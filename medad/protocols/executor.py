@@ -56,9 +56,13 @@ class Job:
 
 
 def stage_lock(stage: Stage) -> FolderLock:
-    """The lock of a stage folder: a file beside it (a non-resumable stage's folder is deleted and remade), waited
-    for, since the run that holds it is doing the same work this one needs."""
-    return FolderLock(stage.folder.parent / f".{stage.key}.lock", f"stage folder {stage.name}/{stage.key}", wait=True)
+    """The lock of a stage folder, waited for (the run that holds it is doing the work this one needs).
+
+    Its file is ``<store>/.locks/<stage>-<key>.lock``: outside the stage folder, which a non-resumable stage
+    deletes and remakes, and outside ``<store>/<stage>/``, which holds only stage folders.
+    """
+    lock_file = stage.folder.parent.parent / ".locks" / f"{stage.name}-{stage.key}.lock"
+    return FolderLock(lock_file, f"stage folder {stage.name}/{stage.key}", wait=True)
 
 
 def begin_job(job: Job, store: StageStore, display: Any) -> None:
