@@ -602,6 +602,8 @@ def check_output(lp: LoadedProtocol, out: str | Path | None, resolved: Mapping[s
 def require_resources(lp: LoadedProtocol, *, output: bool = True) -> None:
     """Raise one ConfigError listing every missing resource (nothing when all exist)."""
     missing = check_resources(lp, output=output)
+    if len(missing) == 1:
+        raise ConfigError(str(missing[0]))
     if missing:
         lines = "\n  ".join(str(m) for m in missing)
         raise ConfigError(f"protocol {lp.path} cannot run; {len(missing)} missing:\n  {lines}")
