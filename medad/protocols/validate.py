@@ -5,10 +5,14 @@ Three levels of checking, each raising :class:`~medad.errors.ConfigError` with t
 1. structure: the YAML parses safely, every key is known (the closest valid key is suggested), types and
    ranges are right, names are unique, cross-references (synthetic sources, comparisons, exports, class words)
    point at things that exist, dataset kinds / models / metrics / exporters are registered, and training data
-   does not overlap a target unless ``intended_overlap`` is set;
+   does not overlap a target unless ``intended_overlap`` is set; model options fit the model's config and
+   backbone (image size a multiple of the patch size, ...) and export thresholds parse and are possible;
 2. resources (:func:`check_resources`): environment variables are set, data roots, weight files and
-   checkpoints exist; everything missing is listed at once with where the docs say to get it;
-3. at run time the runner also compares training and target files by sha256 (the leakage guard).
+   checkpoints exist, ``output:`` can be a writable folder; everything missing is listed at once with where
+   the docs say to get it;
+3. at run time, after the data stage and before any training, class words name classes the data has
+   (:func:`check_data_settings`), and the runner compares training and target files by sha256 (the leakage
+   guard).
 """
 
 from __future__ import annotations
