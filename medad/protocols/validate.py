@@ -390,8 +390,8 @@ def check_structure(lp: LoadedProtocol) -> None:
     metric_names = registry.metric_names() if p.metrics else []
     for i, metric in enumerate(p.metrics):
         _check_registered(lp, ("metrics", i), metric, metric_names, "metric")
-    for i, m in enumerate(p.models):
-        _check_model(lp, i, m)
+    for i, model_spec in enumerate(p.models):
+        _check_model(lp, i, model_spec)
     formats = registry.export_formats() if p.exports else []
     for i, e in enumerate(p.exports):
         for j, fmt in enumerate(e.formats):
