@@ -222,6 +222,17 @@ def _train_job(args: dict[str, Any], advance: Callable[[int], None] | None) -> d
     return {"checkpoint": result.checkpoint.relative_to(folder).as_posix(), "card": model.card()}
 
 
+def _unusable_training(folder: Path) -> str | None:
+    """Why an interrupted train stage cannot be resumed: checkpoint folders of which none is complete (killed
+    while writing the first epoch's checkpoint; training would refuse to resume them), or ``None``."""
+    from medad.engine.train import _last_checkpoint
+
+    checkpoints = folder / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.iterdir()) and _last_checkpoint(checkpoints) is None:
+        return "checkpoint folders none of which is complete"
+    return None
+
+
 def _train(state: RunState) -> None:
     from medad.models import is_training_free
 
@@ -272,7 +283,7 @@ def _train(state: RunState) -> None:
                 "compat": spec.compat,
                 "class_words": config["class_words"],
             }
-            jobs.append(Job(stage, label, p.training.epochs, config, _train_job, args, resumable=True))
+            jobs.append(Job(stage, label, p.training.epochs, config, _train_job, args, unusable=_unusable_training))
             runs.append(ModelRun(label, spec, seed, train_key=stage.key))
     records = iter(run_jobs(jobs, state.store, state.display, state.stage_keys, state.executor))
     for run in runs:

@@ -178,3 +178,39 @@ def test_score_stage_with_an_index_written_twice_is_detected_and_redone(protocol
     log = (again / "run.log").read_text()
     assert "an interrupted attempt left predictions that cannot be read back" in log and "redoing the stage" in log
     assert not (stage / "predictions" / "chunks" / f"{tag}-000999.npz").exists()
+
+
+def test_train_stage_killed_while_writing_its_first_checkpoint_is_redone(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from medad.data import load_manifest, write_layout
+    from medad.engine.train import train
+    from medad.errors import ConfigError
+    from medad.models import create_model
+    from medad.protocols.cache import StageStore
+    from medad.protocols.executor import Job, begin_job
+    from medad.protocols.runner import _train_job, _unusable_training
+
+    manifest = load_manifest(
+        write_layout(tmp_path / "data", "mvtec", classes=["bottle"], n_normal=2, n_abnormal=2), "mvtec"
+    )
+    store = StageStore(tmp_path / "_stages")
+    stage = store.stage("train", {"case": "killed"})
+    half = stage.folder / "checkpoints" / ".epoch_001.tmp"  # what a kill -9 during the first checkpoint leaves
+    half.mkdir(parents=True)
+    (half / "adapters.safetensors").write_bytes(b"half-written")
+
+    def run_training() -> object:
+        model = create_model("ad_dinov3_tiny", image_size=64)
+        return train(model, manifest, stage.folder, epochs=1, lr=1e-3, batch_size=4, device="cpu", progress=False)
+
+    with pytest.raises(ConfigError, match="holds no complete checkpoint to resume"):
+        run_training()  # resuming it as it is: refused on every rerun (the state the runner must not leave)
+    logged: list[str] = []
+    job = Job(stage, "clean", 1, {"case": "killed"}, _train_job, {}, unusable=_unusable_training)
+    begin_job(job, store, SimpleNamespace(log=logged.append))
+    assert logged == [
+        "train clean: an interrupted attempt left checkpoint folders none of which is complete; redoing the stage"
+    ]
+    assert not half.exists()
+    assert run_training().epochs == 1  # type: ignore[attr-defined]
