@@ -130,15 +130,24 @@ class FolderLock:
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 return False
-            raise
+            raise OutputPathError(
+                f"cannot lock {self.what} ({os.strerror(exc.errno or 0)}): its file system does not support "
+                "file locks; write to a local folder or one on a file system with flock (see docs/protocols.md)"
+            ) from None
         return True
 
     def acquire(self) -> FolderLock:
         """Take the lock (see the class for waiting); record this process as its holder."""
         if self._fd is not None:
             return self
-        self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputPathError(
+                f"cannot create the lock file of {self.what} ({exc.strerror}); make the folder writable or "
+                "write to another one"
+            ) from None
         try:
             if not self._try(fd):
                 holder = _holder_text(self.holder())

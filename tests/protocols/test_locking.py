@@ -214,3 +214,11 @@ def test_train_stage_killed_while_writing_its_first_checkpoint_is_redone(tmp_pat
     ]
     assert not half.exists()
     assert run_training().epochs == 1  # type: ignore[attr-defined]
+
+
+def test_lock_file_that_cannot_be_created_is_one_clear_error(tmp_path: Path) -> None:
+    from medad.utils.locking import OutputPathError
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputPathError, match=r"cannot create the lock file of test folder \(.*\); make the folder writable"):
+        FolderLock(tmp_path / "afile" / LOCK_NAME, "test folder").acquire()
