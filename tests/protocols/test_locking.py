@@ -220,5 +220,7 @@ def test_lock_file_that_cannot_be_created_is_one_clear_error(tmp_path: Path) -> 
     from medad.utils.locking import OutputPathError
 
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(OutputPathError, match=r"cannot create the lock file of test folder \(.*\); make the folder writable"):
+    with pytest.raises(
+        OutputPathError, match=r"cannot create the lock file of test folder \(.*\); make the folder writable"
+    ):
         FolderLock(tmp_path / "afile" / LOCK_NAME, "test folder").acquire()
