@@ -159,6 +159,7 @@ def train_command(
 
 @app.command("score")
 def score_command(
+    ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Image files, folders, DICOM or NIfTI files.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (a re-run with the same inputs resumes).")],
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Folder from `medad train`.")] = None,
@@ -211,7 +212,7 @@ def score_command(
         fail("--tile-overlap only applies with --tile; add --tile or drop --tile-overlap")
     check_score_request(out, export, threshold)  # refused before any scoring: bad --out, --export, --threshold
     if not distributed.launched():  # under torchrun every rank writes OUT (docs/scaling.md)
-        hold_until_command_ends(score_lock(out, wait))
+        hold_until_command_ends(score_lock(out, wait), ctx)
     if distributed.launched():  # under torchrun: one shard per rank, rank 0 writes the tables (docs/scaling.md)
         score_files = distributed.score_files_distributed
     table = score_files(

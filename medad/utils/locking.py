@@ -208,13 +208,11 @@ def score_lock(out: str | Path, wait: bool | float = False) -> FolderLock:
     )
 
 
-def hold_until_command_ends(lock: FolderLock) -> None:
-    """Take ``lock`` and give it back when the running command-line command ends (click's context closes; the
-    kernel releases it anyway when the process ends)."""
-    import click
-
+def hold_until_command_ends(lock: FolderLock, ctx: Any) -> None:
+    """Take ``lock`` and give it back when the command-line command of context ``ctx`` (a ``typer.Context``)
+    ends, however it ends (the kernel releases it anyway when the process ends)."""
     lock.acquire()
-    click.get_current_context().call_on_close(lock.release)
+    ctx.call_on_close(lock.release)
 
 
 def check_score_request(out: str | Path, export: str | None, threshold: str) -> None:

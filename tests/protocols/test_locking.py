@@ -224,3 +224,33 @@ def test_lock_file_that_cannot_be_created_is_one_clear_error(tmp_path: Path) -> 
         OutputPathError, match=r"cannot create the lock file of test folder \(.*\); make the folder writable"
     ):
         FolderLock(tmp_path / "afile" / LOCK_NAME, "test folder").acquire()
+
+
+def test_score_holds_its_out_folder_only_while_it_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from medad.cli import main
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(images / "a.png")
+    out = tmp_path / "out"
+    seen: list[str] = []
+
+    def spy(*args: object, **kwargs: object) -> object:
+        with pytest.raises(FolderBusyError):  # another process / open of the lock is refused while scoring
+            FolderLock(out / LOCK_NAME, "out").acquire()
+        seen.append("busy while scoring")
+        return real(*args, **kwargs)
+
+    import medad.engine.scorer as scorer
+
+    real = scorer.score_files
+    monkeypatch.setattr(scorer, "score_files", spy)
+    monkeypatch.setattr(sys, "argv", ["medad", "score", str(images), "--out", str(out), "--model", "winclip_tiny"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code in (0, None) and seen == ["busy while scoring"]
+    with FolderLock(out / LOCK_NAME, "out") as lock:  # released when the command ended
+        assert lock.held
