@@ -188,6 +188,7 @@ def train_command(
 
 @app.command("score")
 def score_command(
+    ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Image files, folders, DICOM or NIfTI files.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder (a re-run with the same inputs resumes).")],
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Folder from `medad train`.")] = None,
@@ -226,6 +227,9 @@ def score_command(
     ] = None,
     to: Annotated[str | None, typer.Option("--to", help=TO_HELP)] = None,
     ca_bundle: Annotated[Path | None, typer.Option("--ca-bundle", help=CA_HELP)] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="If another `medad score` is writing OUT, wait for it instead of refusing.")
+    ] = False,
 ) -> None:
     """Score images: OUT/scores.csv, OUT/scores.json, OUT/heatmaps/*.png and OUT/predictions/.
 
@@ -234,13 +238,17 @@ def score_command(
     from medad.engine import distributed
     from medad.engine.scorer import score_files
     from medad.export import export_run, export_summary
+    from medad.utils.locking import check_score_request, hold_until_command_ends, score_lock
 
     if tile_overlap is not None and not tile:
         fail("--tile-overlap only applies with --tile; add --tile or drop --tile-overlap")
+    check_score_request(out, export, threshold)  # refused before any scoring: bad --out, --export, --threshold
     if to is not None:
         from medad.dicomweb import check_target
 
         check_target(export, deidentify, to)
+    if not distributed.launched():  # under torchrun every rank writes OUT (docs/scaling.md)
+        hold_until_command_ends(score_lock(out, wait), ctx)
     if distributed.launched():  # under torchrun: one shard per rank, rank 0 writes the tables (docs/scaling.md)
         if any(str(p).startswith(("http:", "https:")) for p in paths):
             fail("DICOMweb URLs are fetched and scored by one process; run `medad score URL ...` without torchrun")
@@ -445,11 +453,14 @@ def run_command(
         list[str] | None, typer.Option("--set", help="Override a key, e.g. --set training.epochs=3.")
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress display on stderr.")] = True,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="If another run holds the run folder, wait for it instead of refusing.")
+    ] = False,
 ) -> None:
     """Run a protocol (train, score, evaluate, stats, report, export); re-running resumes. Prints the run folder."""
     from medad.protocols import run_protocol
 
-    run_dir = run_protocol(protocol, out=out, overrides=overrides or [], progress=progress)
+    run_dir = run_protocol(protocol, out=out, overrides=overrides or [], progress=progress, wait=wait)
     typer.echo(str(run_dir))
 
 

@@ -1,7 +1,8 @@
 """Thresholds that turn soft anomaly maps into binary masks.
 
 Every export records the :class:`Threshold` it used (rule, value and how the value was found), so a mask can
-always be traced back to the rule that made it. Masks are ``map >= value``.
+always be traced back to the rule that made it. Masks are ``map >= value``; every model's maps lie in
+:data:`SCORE_RANGE`, so a fixed threshold outside ``(0, 1]`` (all pixels or none) is refused.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from typing import Any
 import numpy as np
 
 from medad.errors import ExportError
+
+SCORE_RANGE = (0.0, 1.0)
+"""Every model's anomaly maps lie in ``[0, 1]`` (docs/architecture.md)."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,61 @@ def fixed_threshold(value: float) -> Threshold:
     """
     if not np.isfinite(value):
         raise ExportError(f"fixed threshold {value!r} is not a finite number; pass e.g. --threshold fixed:0.5")
+    if not SCORE_RANGE[0] < value <= SCORE_RANGE[1]:
+        effect = "every pixel of every image" if value <= SCORE_RANGE[0] else "no pixel at all"
+        raise ExportError(
+            f"fixed threshold {value:g} is outside the anomaly-score range (0, 1]: masks `map >= {value:g}` would "
+            f"mark {effect}; pass a value in (0, 1], e.g. --threshold fixed:0.5"
+        )
     return Threshold("fixed", float(value), {})
+
+
+THRESHOLD_RULES = ("fixed", "percentile", "f1", "youden")
+SPEC_FORMS = "fixed:VALUE, percentile:P:NORMALS_PRED_DIR, f1[:VAL_PRED_DIR] or youden[:VAL_PRED_DIR]"
+
+
+def check_threshold_spec(spec: str) -> tuple[str, str]:
+    """Check a threshold spec's syntax and values without reading any predictions folder.
+
+    What :func:`medad.export.resolve_threshold` would refuse only after scoring (a rule that does not exist,
+    ``fixed:abc``, ``fixed:-1``, ``percentile:150:DIR``, a percentile without its normals folder) is refused
+    here, so ``medad validate``, ``medad run`` and ``medad score --export`` can check it before any work.
+
+    Args:
+        spec: ``fixed:0.5``, ``percentile:99:DIR``, ``f1``, ``f1:DIR``, ``youden`` or ``youden:DIR``.
+
+    Returns:
+        ``(rule, rest)``: the lower-case rule and what follows its first colon (a folder still to be read for
+        ``percentile`` / ``f1`` / ``youden``).
+
+    Raises:
+        ExportError: naming the spec and the forms it may take.
+    """
+    rule, _, rest = str(spec).strip().partition(":")
+    rule = rule.lower()
+    if rule not in THRESHOLD_RULES:
+        raise ExportError(f"unknown threshold {spec!r}; use {SPEC_FORMS}")
+    if rule == "fixed":
+        try:
+            value = float(rest)
+        except ValueError:
+            raise ExportError(f"threshold {spec!r}: {rest!r} is not a number; use e.g. fixed:0.5") from None
+        fixed_threshold(value)
+    elif rule == "percentile":
+        value_text, _, folder = rest.partition(":")
+        try:
+            percentile = float(value_text)
+        except ValueError:
+            raise ExportError(
+                f"threshold {spec!r}: {value_text!r} is not a percentile; use e.g. percentile:99:DIR"
+            ) from None
+        if not 0.0 < percentile <= 100.0:
+            raise ExportError(
+                f"threshold {spec!r}: percentile {percentile:g} must be in (0, 100]; use e.g. percentile:99:DIR"
+            )
+        if not folder:
+            raise ExportError(f"threshold {spec!r} names no normals folder; use percentile:P:NORMALS_PRED_DIR")
+    return rule, rest
 
 
 def percentile_threshold(normal_maps: Iterable[np.ndarray], percentile: float) -> Threshold:

@@ -180,17 +180,29 @@ def _read_state_dict(file: Path, wanted: set[str]) -> dict[str, torch.Tensor]:
                 return key[len(prefix) :]
         return key
 
+    unreadable = WeightsError(
+        f"text weights file {str(file)!r} is neither a state dict (torch.save / .safetensors) nor a TorchScript "
+        "archive; pass a CLIP checkpoint file (e.g. open_clip's or OpenAI's ViT-B-32 .pt), see docs/models.md"
+    )
     if file.name.lower().endswith(".safetensors"):
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(file), framework="pt") as handle:
-            return {rename(k): handle.get_tensor(k) for k in handle.keys() if rename(k) in wanted}  # noqa: SIM118
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                return {rename(k): handle.get_tensor(k) for k in handle.keys() if rename(k) in wanted}  # noqa: SIM118
+        except (SafetensorError, OSError) as exc:
+            raise unreadable from exc
     try:
         loaded: Any = torch.load(file, map_location="cpu", weights_only=True)
     except Exception:  # an OpenAI TorchScript archive is not a plain pickle
-        loaded = torch.jit.load(str(file), map_location="cpu").state_dict()
+        try:
+            loaded = torch.jit.load(str(file), map_location="cpu").state_dict()
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise unreadable from exc
     if isinstance(loaded, Mapping) and "state_dict" in loaded:
         loaded = loaded["state_dict"]
+    if not isinstance(loaded, Mapping):
+        raise unreadable
     return {rename(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor) and rename(k) in wanted}
 
 

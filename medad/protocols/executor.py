@@ -6,6 +6,10 @@ other, exactly as before. With one, :func:`run_jobs` prepares the stage folders,
 at once (a SLURM job array, or LocalExecutor subprocesses), and waits. Each job runs the same function into the
 same content-hashed stage folder and writes the stage's ``_done.json`` itself, so a job that finishes after
 the runner was killed is reused by the next run, and an interrupted one resumes (epochs, prediction chunks).
+
+Every stage runs under its stage lock (:func:`stage_lock`): two runs that need the same stage (two protocols
+sharing one output folder) never write it at once; the second waits, then reuses the finished stage. A
+resumable stage whose interrupted output cannot be resumed (``Job.unusable`` names why) is redone from scratch.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 from medad import errors
 from medad.errors import ConfigError, MedadError
 from medad.protocols.cache import Stage, StageStore
+from medad.utils.locking import FolderLock
 
 _ERROR_KEY = "__medad_error__"
 SLURM_KEYS = ("partition", "account", "qos", "constraint", "array_parallelism")
@@ -36,6 +41,8 @@ class Job:
         fn: a module-level function (picklable by reference), called as ``fn(args, advance)``.
         args: its picklable arguments (the stage folder under ``"folder"``).
         resumable: whether an interrupted attempt is continued (else restarted clean).
+        unusable: for a resumable stage, ``unusable(folder)`` says why an interrupted attempt's output cannot be
+            resumed (``None`` when it can); such a stage is then restarted clean.
     """
 
     stage: Stage
@@ -45,6 +52,28 @@ class Job:
     fn: Callable[[dict[str, Any], Callable[[int], None] | None], dict[str, Any]]
     args: dict[str, Any]
     resumable: bool = True
+    unusable: Callable[[Path], str | None] | None = None
+
+
+def stage_lock(stage: Stage) -> FolderLock:
+    """The lock of a stage folder, waited for (the run that holds it is doing the work this one needs).
+
+    Its file is ``<store>/.locks/<stage>-<key>.lock``: outside the stage folder, which a non-resumable stage
+    deletes and remakes, and outside ``<store>/<stage>/``, which holds only stage folders.
+    """
+    lock_file = stage.folder.parent.parent / ".locks" / f"{stage.name}-{stage.key}.lock"
+    return FolderLock(lock_file, f"stage folder {stage.name}/{stage.key}", wait=True)
+
+
+def begin_job(job: Job, store: StageStore, display: Any) -> None:
+    """Prepare an unfinished job's stage folder: keep what can be resumed, restart clean what cannot."""
+    resumable = job.resumable
+    if resumable and job.unusable is not None and job.stage.folder.exists():
+        problem = job.unusable(job.stage.folder)
+        if problem is not None:
+            display.log(f"{job.stage.name} {job.item}: an interrupted attempt left {problem}; redoing the stage")
+            resumable = False
+    store.begin(job.stage, job.inputs, resumable=resumable)
 
 
 def job_device(device: str, executor: Mapping[str, Any] | None) -> str | None:
@@ -119,11 +148,14 @@ def run_stage_job(
     as the same one-line error; anything else fails the job with its traceback in the submitit log.
     """
     stage = Stage(stage_name, stage_key, Path(store_root) / stage_name / stage_key)
-    try:
-        info = fn(args, None)
-    except MedadError as exc:
-        return {_ERROR_KEY: [type(exc).__name__, str(exc), traceback.format_exc(limit=3)]}
-    StageStore(store_root).finish(stage, info)
+    with stage_lock(stage):
+        if stage.done:  # another run finished it while this job waited for the lock
+            return stage.record()
+        try:
+            info = fn(args, None)
+        except MedadError as exc:
+            return {_ERROR_KEY: [type(exc).__name__, str(exc), traceback.format_exc(limit=3)]}
+        StageStore(store_root).finish(stage, info)
     return stage.record()
 
 
@@ -158,12 +190,13 @@ def run_jobs(
         stage_keys[f"{job.stage.name}/{job.item}"] = job.stage.key
         if executor is None:
             task = display.task(job.stage.name, job.item, job.total)
-            if job.stage.done:
-                display.finish(task, job.stage.name, job.item, reused=True)
-                continue
-            store.begin(job.stage, job.inputs, resumable=job.resumable)
-            info = job.fn(job.args, lambda n, t=task, s=job.stage.name: display.advance(t, s, n))
-            store.finish(job.stage, info)
+            with stage_lock(job.stage):
+                if job.stage.done:
+                    display.finish(task, job.stage.name, job.item, reused=True)
+                    continue
+                begin_job(job, store, display)
+                info = job.fn(job.args, lambda n, t=task, s=job.stage.name: display.advance(t, s, n))
+                store.finish(job.stage, info)
             display.finish(task, job.stage.name, job.item, reused=False)
             continue
         tasks[id(job)] = display.task(job.stage.name, job.item, job.total)
@@ -173,7 +206,8 @@ def run_jobs(
             if job.stage.done:
                 display.finish(tasks[id(job)], job.stage.name, job.item, reused=True)
         for job in pending:
-            store.begin(job.stage, job.inputs, resumable=job.resumable)
+            with stage_lock(job.stage):  # not held while the job runs: the job takes it itself
+                begin_job(job, store, display)
         submitted = []
         if pending:
             with executor.batch():  # one SLURM job array

@@ -6,6 +6,9 @@ registers; nothing named in a YAML is imported or instantiated by name otherwise
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 def dataset_kinds() -> list[str]:
     """Dataset kinds ``medad.data.load_manifest`` reads (plus ``auto``)."""
@@ -47,3 +50,38 @@ def export_formats() -> list[str]:
     from medad.export import FORMATS
 
     return list(FORMATS)
+
+
+def check_threshold(spec: str) -> None:
+    """Refuse a threshold spec that ``resolve_threshold`` would refuse (syntax and values; no folder is read)."""
+    from medad.export.thresholds import check_threshold_spec
+
+    check_threshold_spec(spec)
+
+
+def check_model_options(name: str, kwargs: Mapping[str, Any]) -> None:
+    """Check ``create_model(name, **kwargs)``'s configuration without building the model or loading weights.
+
+    The options are validated by the model's own config class (unknown keys, ranges), and for the DINOv3
+    models the image size and layers against the backbone architecture (built on the meta device: no memory,
+    no download). Models without a known config class are left to ``create_model``.
+
+    Raises:
+        ConfigError: naming the option and the fix.
+    """
+    from medad.models import ad_dinov3, mutual, winclip
+
+    configs: dict[str, tuple[Any, Mapping[str, Any], bool]] = {
+        "ad_dinov3": (ad_dinov3.ADDINOv3Config, {}, True),
+        "ad_dinov3_tiny": (ad_dinov3.ADDINOv3Config, ad_dinov3.TINY_DEFAULTS, True),
+        "dinov3_mutual": (mutual.MutualConfig, {}, True),
+        "dinov3_mutual_tiny": (mutual.MutualConfig, mutual.TINY_DEFAULTS, True),
+        "winclip": (winclip.WinCLIPConfig, {}, False),
+        "winclip_tiny": (winclip.WinCLIPConfig, winclip.TINY_DEFAULTS, False),
+    }
+    if name not in configs:
+        return
+    cls, defaults, dino = configs[name]
+    config = cls.from_kwargs(**{**defaults, **kwargs})
+    if dino:
+        ad_dinov3._check_geometry(config)

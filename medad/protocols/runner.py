@@ -25,13 +25,22 @@ import yaml
 
 from medad.protocols import provenance
 from medad.protocols.cache import Stage, StageStore
-from medad.protocols.executor import Job, job_device, make_executor, run_jobs
+from medad.protocols.executor import Job, job_device, make_executor, run_jobs, stage_lock
 from medad.protocols.manifests import DatasetData, FileHashCache, check_file_overlap, fingerprint, write_data_manifests
 from medad.protocols.progress import RunDisplay
 from medad.protocols.schema import DatasetSpec, ExportSpec, ModelSpec
-from medad.protocols.validate import LoadedProtocol, config_hash, load_protocol, require_resources, resolved_dict
+from medad.protocols.validate import (
+    LoadedProtocol,
+    check_data_settings,
+    check_output,
+    config_hash,
+    load_protocol,
+    require_resources,
+    resolved_dict,
+)
 from medad.protocols.yamlio import shareable_protocol
 from medad.utils.io import canonical_json, sha256_file, write_json_atomic, write_text_atomic
+from medad.utils.locking import LOCK_NAME, FolderLock
 from medad.utils.privacy import PRIVATE, private_dir, redact_paths
 from medad.utils.seed import seed_everything
 
@@ -95,12 +104,13 @@ def _run_stage(
     """Run ``work`` unless the stage is done; return its ``_done.json`` record."""
     state.stage_keys[f"{stage.name}/{item}"] = stage.key
     task = state.display.task(stage.name, item, total)
-    if stage.done:
-        state.display.finish(task, stage.name, item, reused=True)
-        return stage.record()
-    state.store.begin(stage, inputs, resumable=resumable)
-    info = work(stage, lambda n: state.display.advance(task, stage.name, n))
-    state.store.finish(stage, info)
+    with stage_lock(stage):
+        if stage.done:
+            state.display.finish(task, stage.name, item, reused=True)
+            return stage.record()
+        state.store.begin(stage, inputs, resumable=resumable)
+        info = work(stage, lambda n: state.display.advance(task, stage.name, n))
+        state.store.finish(stage, info)
     state.display.finish(task, stage.name, item, reused=False)
     return stage.record()
 
@@ -213,6 +223,17 @@ def _train_job(args: dict[str, Any], advance: Callable[[int], None] | None) -> d
     return {"checkpoint": result.checkpoint.relative_to(folder).as_posix(), "card": model.card()}
 
 
+def _unusable_training(folder: Path) -> str | None:
+    """Why an interrupted train stage cannot be resumed: checkpoint folders of which none is complete (killed
+    while writing the first epoch's checkpoint; training would refuse to resume them), or ``None``."""
+    from medad.engine.train import _last_checkpoint
+
+    checkpoints = folder / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.iterdir()) and _last_checkpoint(checkpoints) is None:
+        return "checkpoint folders none of which is complete"
+    return None
+
+
 def _train(state: RunState) -> None:
     from medad.models import is_training_free
 
@@ -263,7 +284,7 @@ def _train(state: RunState) -> None:
                 "compat": spec.compat,
                 "class_words": config["class_words"],
             }
-            jobs.append(Job(stage, label, p.training.epochs, config, _train_job, args, resumable=True))
+            jobs.append(Job(stage, label, p.training.epochs, config, _train_job, args, unusable=_unusable_training))
             runs.append(ModelRun(label, spec, seed, train_key=stage.key))
     records = iter(run_jobs(jobs, state.store, state.display, state.stage_keys, state.executor))
     for run in runs:
@@ -326,6 +347,24 @@ def _score_job(args: dict[str, Any], advance: Callable[[int], None] | None) -> d
     return {"n_images": len(args["manifest"])}
 
 
+def _unusable_predictions(folder: Path) -> str | None:
+    """Why an interrupted score stage's predictions cannot be resumed (e.g. an index written twice by two
+    runs that scored into one folder at once before runs were locked), or ``None``."""
+    import zipfile
+
+    from medad.engine.predictions import PredictionReader
+    from medad.errors import DataError
+
+    predictions = folder / "predictions"
+    if not (predictions / "chunks").is_dir():
+        return None
+    try:
+        PredictionReader(predictions)
+    except (DataError, OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        return f"predictions that cannot be read back ({type(exc).__name__}: {str(exc).replace(str(folder), '')})"
+    return None
+
+
 def _score(state: RunState) -> pd.DataFrame:
     p = state.lp.protocol
     manifest = _targets_manifest(state)
@@ -361,7 +400,7 @@ def _score(state: RunState) -> pd.DataFrame:
             "compat": run.spec.compat,
             "class_words": words,
         }
-        jobs.append(Job(stage, run.label, len(manifest), config, _score_job, args, resumable=True))
+        jobs.append(Job(stage, run.label, len(manifest), config, _score_job, args, unusable=_unusable_predictions))
     records = run_jobs(jobs, state.store, state.display, state.stage_keys, state.executor)
     for run, job, record in zip(state.models, jobs, records, strict=True):
         if run.checkpoint is None:
@@ -596,32 +635,53 @@ def run_protocol(
     out: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     progress: bool = True,
+    wait: bool | float = False,
 ) -> Path:
     """Run a protocol (resuming any finished or interrupted work) and return its run folder.
+
+    The run holds the lock of its run folder while it runs (and each stage the lock of its stage folder), so a
+    second run of the same protocol into the same output folder refuses at once, saying which run holds it
+    (``wait``: it waits for that run instead, then reuses its work). A killed run's locks go with its process.
 
     Args:
         path: the protocol YAML.
         out: output folder replacing the protocol's ``output:``.
         overrides: ``key.path=value`` settings applied to the protocol before validation.
         progress: show the rich progress display on stderr.
+        wait: when another run holds the run folder: ``False`` refuse, ``True`` wait, a number: wait at most
+            that many seconds.
 
     Returns:
         ``<output>/<protocol-name>/<config-hash>/``.
 
     Raises:
         ConfigError: a bad protocol, missing data / weights, or unintended train/target overlap.
+        FolderBusyError: another live run holds the run folder (and ``wait`` is off or timed out).
         MedadError: any user-fixable problem raised by the stages.
     """
-    from medad.engine.train import resolve_device
-
     lp = load_protocol(path, overrides)
-    require_resources(lp)
+    require_resources(lp, output=out is None)
     resolved = resolved_dict(lp)
     _check_weight_hashes(lp, resolved)
     chash = config_hash(resolved)
-    out_root = Path(out).resolve() if out is not None else Path(resolved["output"])
+    out_root = check_output(lp, out, resolved)
     run_dir = out_root / lp.name / chash
-    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(
+        run_dir / LOCK_NAME,
+        f"run folder {run_dir}",
+        wait=wait,
+        fix="wait for that run to finish (or rerun with --wait: it then reuses that run's work)",
+    )
+    with lock:
+        return _run_locked(lp, resolved, chash, out_root, run_dir, progress)
+
+
+def _run_locked(
+    lp: LoadedProtocol, resolved: dict[str, Any], chash: str, out_root: Path, run_dir: Path, progress: bool
+) -> Path:
+    """The run itself, under the run folder's lock."""
+    from medad.engine.train import resolve_device
+
     device = resolve_device(None if lp.protocol.device == "auto" else lp.protocol.device)
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     display = RunDisplay(run_dir / "run.log", enabled=progress)
@@ -636,6 +696,7 @@ def run_protocol(
     display.log(f"run {lp.name} {chash} started ({' '.join(redact_paths(provenance.command_line()))})")
     with display:
         _data(state)
+        check_data_settings(lp, state.datasets)
         _train(state)
         manifest = _score(state)
         write_text_atomic(run_dir / PRIVATE / "manifest.csv", manifest.to_csv(index=False, lineterminator="\n"))

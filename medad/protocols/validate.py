@@ -5,10 +5,14 @@ Three levels of checking, each raising :class:`~medad.errors.ConfigError` with t
 1. structure: the YAML parses safely, every key is known (the closest valid key is suggested), types and
    ranges are right, names are unique, cross-references (synthetic sources, comparisons, exports, class words)
    point at things that exist, dataset kinds / models / metrics / exporters are registered, and training data
-   does not overlap a target unless ``intended_overlap`` is set;
+   does not overlap a target unless ``intended_overlap`` is set; model options fit the model's config and
+   backbone (image size a multiple of the patch size, ...) and export thresholds parse and are possible;
 2. resources (:func:`check_resources`): environment variables are set, data roots, weight files and
-   checkpoints exist; everything missing is listed at once with where the docs say to get it;
-3. at run time the runner also compares training and target files by sha256 (the leakage guard).
+   checkpoints exist, ``output:`` can be a writable folder; everything missing is listed at once with where
+   the docs say to get it;
+3. at run time, after the data stage and before any training, class words name classes the data has
+   (:func:`check_data_settings`), and the runner compares training and target files by sha256 (the leakage
+   guard).
 """
 
 from __future__ import annotations
@@ -18,17 +22,19 @@ import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from medad.errors import ConfigError
+from medad.errors import ConfigError, ExportError
 from medad.protocols import registry
 from medad.protocols.schema import DatasetSpec, ModelSpec, Protocol
 from medad.protocols.yamlio import LoadedYaml, Loc, load_yaml_file, load_yaml_text
 from medad.utils.io import hash_config
+from medad.utils.locking import OutputPathError, check_output_folder
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DATASETS_DOC = "docs/datasets.md"
@@ -384,10 +390,16 @@ def check_structure(lp: LoadedProtocol) -> None:
     metric_names = registry.metric_names() if p.metrics else []
     for i, metric in enumerate(p.metrics):
         _check_registered(lp, ("metrics", i), metric, metric_names, "metric")
+    for i, model_spec in enumerate(p.models):
+        _check_model(lp, i, model_spec)
     formats = registry.export_formats() if p.exports else []
     for i, e in enumerate(p.exports):
         for j, fmt in enumerate(e.formats):
             _check_registered(lp, ("exports", i, "formats", j), fmt, formats, "export format")
+        try:
+            registry.check_threshold(e.threshold)
+        except ExportError as exc:
+            raise lp.error(("exports", i, "threshold"), str(exc).replace("--threshold ", "threshold: ")) from None
         for j, m in enumerate(e.models):
             if m not in names:
                 raise lp.error(("exports", i, "models", j), f"no model named {m!r}{suggest(m, names)}")
@@ -398,6 +410,63 @@ def check_structure(lp: LoadedProtocol) -> None:
             "(or device: auto / cpu)",
         )
     check_static_overlap(lp)
+
+
+def _check_model(lp: LoadedProtocol, i: int, m: ModelSpec) -> None:
+    """What building the model would refuse only after the data stage: unknown options, an image size that is
+    not a multiple of the patch size, layers beyond the backbone's depth, empty class words."""
+    for word_key, words in m.class_words.items():
+        for class_name, word in words.items():
+            if not word.strip():
+                raise lp.error(
+                    ("models", i, "class_words", word_key, class_name),
+                    f"the class word of {class_name!r} is empty; write the words the text prompt should use "
+                    f"(e.g. {class_name.replace('_', ' ')!r}) or remove the entry",
+                )
+    if m.checkpoint is not None:  # a checkpoint's own config builds the model
+        return
+    kwargs: dict[str, Any] = {**m.options, "compat": m.compat, "image_score": m.image_score}
+    backbone, text = m.weights.backbone, m.weights.text
+    if backbone is not None and backbone.id is not None:
+        kwargs["backbone"] = backbone.id
+    if backbone is not None and backbone.file is not None:
+        kwargs["backbone_weights"] = backbone.file
+    if text is not None and (text.file or text.id):
+        kwargs["text_weights"] = text.file or text.id
+    try:
+        registry.check_model_options(m.model, kwargs)
+    except ConfigError as exc:
+        key = next((k for k in m.options if f"{k} " in f"{exc} " or f"{k}=" in str(exc)), None)
+        loc: Loc = ("models", i, "options", key) if key is not None else ("models", i)
+        raise lp.error(loc, f"model {m.name!r} ({m.model}): {exc}") from None
+
+
+def check_data_settings(lp: LoadedProtocol, datasets: Mapping[str, Any]) -> None:
+    """Checks that need the datasets' manifests, run right after the data stage, before any training.
+
+    Every class named under a model's ``class_words`` must be a class of a dataset it is keyed by (a typo
+    would silently leave the default word in place).
+
+    Args:
+        lp: the protocol.
+        datasets: dataset name -> its data (with ``kind`` and ``manifest``).
+
+    Raises:
+        ConfigError: naming the key and the classes that exist.
+    """
+    for i, m in enumerate(lp.protocol.models):
+        for word_key, words in m.class_words.items():
+            matching = [d for name, d in datasets.items() if word_key in (name, d.kind)]
+            if not matching:
+                continue
+            classes = sorted({str(c) for d in matching for c in d.manifest["class_name"].dropna().unique()})
+            for class_name in words:
+                if class_name not in classes:
+                    raise lp.error(
+                        ("models", i, "class_words", word_key, class_name),
+                        f"{word_key!r} has no class {class_name!r}{suggest(class_name, classes)} "
+                        f"(its classes: {', '.join(classes)}); fix the class name",
+                    )
 
 
 def dataset_identity(lp: LoadedProtocol, spec: DatasetSpec) -> tuple[str, str]:
@@ -490,12 +559,16 @@ def _model_missing(lp: LoadedProtocol, i: int, m: ModelSpec, out: list[Missing])
         )
 
 
-def check_resources(lp: LoadedProtocol) -> list[Missing]:
-    """Everything the protocol needs from disk that is missing (data roots, weight files, checkpoints).
+def check_resources(lp: LoadedProtocol, *, output: bool = True) -> list[Missing]:
+    """Everything the protocol needs from disk that is missing (data roots, weight files, checkpoints), and an
+    ``output:`` whose variables are unset or that cannot be a writable folder (unless ``output`` is off: the
+    run was given ``--out``).
 
     Synthetic datasets are written by the run, so they are never missing.
     """
     out: list[Missing] = []
+    if output:
+        _output_missing(lp, out)
     for loc, spec in _dataset_locs(lp.protocol):
         if spec.root is not None:
             _check_path(lp, (*loc, "root"), spec.root, f"{spec.name} root", _dataset_hint(spec), out)
@@ -504,9 +577,37 @@ def check_resources(lp: LoadedProtocol) -> list[Missing]:
     return out
 
 
-def require_resources(lp: LoadedProtocol) -> None:
+def _output_missing(lp: LoadedProtocol, out: list[Missing]) -> None:
+    loc: Loc = ("output",)
+    value = lp.protocol.output
+    unset = [v for v in env_vars_in(value) if v not in os.environ]
+    if unset:
+        fix = f"export {unset[0]}=/path/to/folder, or give `medad run --out DIR`"
+        out.append(Missing(lp.where(loc), "output", f"{value!r} uses ${{{unset[0]}}}, which is not set", fix))
+        return
+    try:
+        check_output_folder(resolve_path(value, lp.base_dir), "folder", "")
+    except OutputPathError as exc:
+        what = str(exc).removeprefix("folder ").rstrip("; ")
+        out.append(Missing(lp.where(loc), "output", what, "set `output:` to a folder, or give `medad run --out DIR`"))
+
+
+def check_output(lp: LoadedProtocol, out: str | Path | None, resolved: Mapping[str, Any]) -> Path:
+    """The run's output folder (``--out`` or ``output:``), refused before any work when it cannot be written.
+
+    Raises:
+        OutputPathError: it is a file, lies under one, or cannot be written.
+    """
+    if out is None:
+        return check_output_folder(resolved["output"], f"{lp.where(('output',))}: output:", "set another folder")
+    return check_output_folder(Path(out).resolve(), "--out", "give a folder path (one that exists or can be made)")
+
+
+def require_resources(lp: LoadedProtocol, *, output: bool = True) -> None:
     """Raise one ConfigError listing every missing resource (nothing when all exist)."""
-    missing = check_resources(lp)
+    missing = check_resources(lp, output=output)
+    if len(missing) == 1:
+        raise ConfigError(str(missing[0]))
     if missing:
         lines = "\n  ".join(str(m) for m in missing)
         raise ConfigError(f"protocol {lp.path} cannot run; {len(missing)} missing:\n  {lines}")
@@ -523,7 +624,7 @@ def resolved_dict(lp: LoadedProtocol) -> dict[str, Any]:
     """
     data = lp.protocol.model_dump(mode="json")
     data["name"] = lp.name
-    data["output"] = str(resolve_path(data["output"], lp.base_dir))
+    data["output"] = str(resolve_path(data["output"], lp.base_dir, strict=False))  # checked by require_resources
     datasets = data["targets"] + (data["training"]["datasets"] if data["training"] else [])
     for d in datasets:
         if d["root"] is not None:

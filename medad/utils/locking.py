@@ -1,0 +1,243 @@
+"""Output folders: refuse ones that cannot be written early, and lock them so two runs never write one at once.
+
+A :class:`FolderLock` is an OS lock (``fcntl.flock``) on a small lock file. The kernel releases it when the
+holding process ends in any way (exit, exception, ``kill -9``, a crash), so a dead run never leaves a folder
+stuck. The lock file also records who holds it (pid, host, start time, sub-command), so a second run can say
+which run it is waiting for, or refuse with that information.
+
+Without ``wait`` the second run exits with :class:`FolderBusyError` (exit 2) at once; with ``wait`` it prints
+one line saying which run holds the folder and blocks until that run ends (optionally up to a timeout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from medad.errors import MedadError
+
+LOCK_NAME = ".medad.lock"
+"""The lock file kept inside a locked folder (run folders, ``medad score --out`` folders)."""
+
+
+class FolderBusyError(MedadError):
+    """Another live medad process holds the lock of the folder this one needs."""
+
+
+class OutputPathError(MedadError):
+    """An output path that cannot become a folder (it is a file, lies under a file, or cannot be written)."""
+
+
+def check_output_folder(path: str | Path, what: str, fix: str) -> Path:
+    """Refuse, before any work, an output path that cannot be a writable folder; return it resolved.
+
+    Args:
+        path: the folder to write into (it may not exist yet).
+        what: what the path is, for the message (e.g. ``--out``, ``output:`` at ``study.yaml:3``).
+        fix: how to fix it, appended to the message.
+
+    Raises:
+        OutputPathError: the path is an existing file, lies under a file, or its nearest existing folder
+            cannot be written.
+    """
+    folder = Path(path).expanduser().absolute()
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(f"{what} {folder} is an existing file, not a folder; {fix}")
+    probe = folder
+    while not probe.exists():
+        if probe.is_symlink():
+            raise OutputPathError(f"{what} {folder}: {probe} is a broken symbolic link; {fix}")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputPathError(f"{what} {folder} lies under {probe}, which is a file, not a folder; {fix}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{what} {folder}: the folder {probe} cannot be written by this user; {fix}")
+    return folder
+
+
+def _command() -> str:
+    """``medad run`` / ``medad score``: the program and its sub-command only (arguments may be patient paths)."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    sub = next((a for a in sys.argv[1:] if a.isidentifier()), "")
+    return f"{program} {sub}".strip()
+
+
+def _holder_text(info: dict[str, Any]) -> str:
+    if not info:
+        return "another medad process (it has not recorded itself yet)"
+    command = f" ({info['command']})" if info.get("command") else ""
+    return f"pid {info.get('pid')} on host {info.get('host')}, started {info.get('started')}{command}"
+
+
+class FolderLock:
+    """An exclusive, crash-safe lock on one output folder (a context manager).
+
+    Args:
+        lock_file: the lock file (created with its parent folders if missing; never deleted, so that every
+            process locks the same inode).
+        what: the folder's description for messages (e.g. ``run folder runs/demo/3f...``).
+        wait: ``False``: refuse at once when another process holds it; ``True``: wait until it is free;
+            a number: wait at most that many seconds, then refuse.
+        fix: the advice of the refusal (how to wait or pick another folder).
+        poll_s: how often a timed wait retries.
+
+    Raises:
+        FolderBusyError: (on entering) the folder is held by another live process and waiting is off or
+            timed out.
+    """
+
+    def __init__(
+        self,
+        lock_file: str | Path,
+        what: str,
+        *,
+        wait: bool | float = False,
+        fix: str = "wait for it to finish (or rerun with --wait), or write to another folder",
+        poll_s: float = 0.2,
+    ) -> None:
+        self.lock_file = Path(lock_file)
+        self.what = what
+        self.wait = wait
+        self.fix = fix
+        self.poll_s = poll_s
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this object holds the lock now."""
+        return self._fd is not None
+
+    def holder(self) -> dict[str, Any]:
+        """What the current holder recorded (empty when unreadable or not yet written)."""
+        try:
+            return dict(json.loads(self.lock_file.read_text(encoding="utf-8") or "{}"))
+        except (OSError, ValueError, TypeError):
+            return {}
+
+    def _try(self, fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                return False
+            raise OutputPathError(
+                f"cannot lock {self.what} ({os.strerror(exc.errno or 0)}): its file system does not support "
+                "file locks; write to a local folder or one on a file system with flock (see docs/protocols.md)"
+            ) from None
+        return True
+
+    def acquire(self) -> FolderLock:
+        """Take the lock (see the class for waiting); record this process as its holder."""
+        if self._fd is not None:
+            return self
+        try:
+            self.lock_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputPathError(
+                f"cannot create the lock file of {self.what} ({exc.strerror}); make the folder writable or "
+                "write to another one"
+            ) from None
+        try:
+            if not self._try(fd):
+                holder = _holder_text(self.holder())
+                if self.wait is False:
+                    raise FolderBusyError(f"{self.what} is in use by {holder}; {self.fix}")
+                limit = None if self.wait is True else time.monotonic() + float(self.wait)
+                print(f"medad: {self.what} is in use by {holder}; waiting for it to finish", file=sys.stderr)
+                if limit is None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                else:
+                    while not self._try(fd):
+                        if time.monotonic() >= limit:
+                            raise FolderBusyError(
+                                f"{self.what} is still in use by {holder} after waiting {float(self.wait):g} s; "
+                                f"{self.fix}"
+                            )
+                        time.sleep(self.poll_s)
+            record = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "command": _command(),
+            }
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(record).encode("utf-8"), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Give the lock back (the kernel also does so when the process ends)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):  # the record is informative only
+            os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+def score_lock(out: str | Path, wait: bool | float = False) -> FolderLock:
+    """The lock of a ``medad score --out`` folder (held for the whole command, export included)."""
+    return FolderLock(
+        Path(out) / LOCK_NAME,
+        f"--out folder {out}",
+        wait=wait,
+        fix="wait for that `medad score` to finish (or rerun with --wait), or give another --out folder",
+    )
+
+
+def hold_until_command_ends(lock: FolderLock, ctx: Any) -> None:
+    """Take ``lock`` and give it back when the command-line command of context ``ctx`` (a ``typer.Context``)
+    ends, however it ends (the kernel releases it anyway when the process ends)."""
+    lock.acquire()
+    ctx.call_on_close(lock.release)
+
+
+def check_score_request(out: str | Path, export: str | None, threshold: str) -> None:
+    """What ``medad score`` would refuse only after scoring every image, refused before it starts.
+
+    Raises:
+        OutputPathError: ``--out`` is a file, lies under one, or cannot be written.
+        ExportError: an unknown ``--export`` format, or a ``--threshold`` that does not parse, is impossible
+            (``fixed:-1``) or names a folder that holds no predictions.
+    """
+    from medad.errors import ExportError
+    from medad.export.exporter import parse_formats
+    from medad.export.thresholds import check_threshold_spec
+
+    check_output_folder(out, "--out", "give a folder path (one that exists or can be made)")
+    if not export:
+        return
+    try:
+        parse_formats(export)
+    except ExportError as exc:
+        raise ExportError(f"--export: {exc}") from None
+    rule, rest = check_threshold_spec(threshold)
+    folder = rest.partition(":")[2] if rule == "percentile" else rest if rule in ("f1", "youden") else ""
+    if folder and not (Path(folder) / "chunks").is_dir():
+        raise ExportError(
+            f"--threshold {threshold!r}: {folder} is not a predictions folder (no chunks/ inside); score those "
+            "images first (`medad score ... --out DIR`) and pass DIR/predictions"
+        )
