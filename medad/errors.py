@@ -95,8 +95,10 @@ def show_data_warnings() -> None:
         return
 
     def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
-        if issubclass(category, DataWarning):
-            print(f"warning: {printable(message)}", file=sys.stderr if file is None else file)
+        if issubclass(category, DataWarning):  # tqdm.write: on a line of its own, above any progress bar
+            from tqdm import tqdm
+
+            tqdm.write(f"warning: {printable(message)}", file=sys.stderr if file is None else file)
         else:
             default(message, category, filename, lineno, file, line)
 

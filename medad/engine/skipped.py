@@ -29,7 +29,7 @@ from medad.utils.io import atomic_open, write_json_atomic
 
 SKIPPED_GLOB = "skipped-*.json"
 _SKIP_KEY = "__medad_skipped__"
-_MATCH_COLUMNS = ("image_path", "frame", "slice_axis", "source_format", "class_name")
+_MATCH_COLUMNS = ("case_id", "frame", "slice_axis", "source_format", "class_name")  # case_id: keyed, path-free
 
 
 class SkippingSubset(Dataset):
@@ -157,6 +157,7 @@ def carry_over(folder: Path, new: pd.DataFrame, meta: dict[str, Any]) -> bool:
         Whether any prediction was carried over (``False``: no saved manifest or nothing in common).
     """
     from medad.engine.predictions import PredictionReader, PredictionWriter
+    from medad.utils.privacy import shareable_manifest
 
     manifest_path = saved_manifest(folder)
     if manifest_path is None:
@@ -178,7 +179,7 @@ def carry_over(folder: Path, new: pd.DataFrame, meta: dict[str, Any]) -> bool:
     write_json_atomic(staging / "meta.json", meta)
     relative = manifest_path.relative_to(folder)
     with atomic_open(staging / relative.name, "w") as handle:
-        handle.write(new.to_csv(index=False, lineterminator="\n"))
+        handle.write(shareable_manifest(new).to_csv(index=False, lineterminator="\n"))
     write_json_atomic(staging / "COMPLETE", {"manifest": str(relative)})
     finish_carry_over(folder)
     return True
