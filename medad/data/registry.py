@@ -40,7 +40,6 @@ from medad.data.visa import SPLIT_CSV, VISA_CLASSES, make_visa
 from medad.errors import DataError, DataWarning
 
 
-
 def make_files(root: str | Path, split: str = "test", strict: bool = True, class_name: str = "object") -> pd.DataFrame:
     """Manifest of a plain folder (or file) of images, DICOM and NIfTI files, read as ``medad score`` reads it.
 
