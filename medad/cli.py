@@ -36,6 +36,8 @@ def _jsonl_root(data_root: Path | None) -> dict[str, Path]:
 
 
 DATA_ROOT_HELP = "For --kind jsonl: the folder the jsonl's relative paths start from (default: its folder)."
+BACKBONE_WEIGHTS_HELP = "Backbone weights: a local file (Meta .pth, safetensors, .bin) or a timm / hf-hub id."
+TEXT_WEIGHTS_HELP = "CLIP text weights: a local file (OpenAI .pt, open_clip .safetensors/.bin) or an open_clip tag."
 
 
 @datasets_app.command("check")
@@ -125,12 +127,17 @@ def train_command(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: CUDA if any).")] = None,
     workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 0,
-    compat: Annotated[str, typer.Option("--compat", help="Class word rule: clean or reference.")] = "clean",
+    compat: Annotated[
+        str, typer.Option("--compat", help="Model mode: clean, or reference (the released code, quirks included).")
+    ] = "clean",
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Cache frozen backbone features on disk.")] = True,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT's last checkpoint.")] = True,
+    backbone_weights: Annotated[str | None, typer.Option("--backbone-weights", help=BACKBONE_WEIGHTS_HELP)] = None,
+    text_weights: Annotated[str | None, typer.Option("--text-weights", help=TEXT_WEIGHTS_HELP)] = None,
 ) -> None:
     """Train a model's adapters on auxiliary datasets for a fixed number of epochs (resumable)."""
     from medad.engine import distributed
+    from medad.engine.scorer import weights_options
     from medad.engine.train import train_on_roots
 
     if distributed.launched():  # under torchrun: DDP over the adapters, rank 0 writes (docs/scaling.md)
@@ -151,6 +158,7 @@ def train_command(
         compat=compat,
         cache_features=cache,
         resume=resume,
+        model_config={k: v for k, v in weights_options(backbone_weights, text_weights).items() if v is not None},
     )
     if not distributed.is_main_process():
         return
@@ -167,8 +175,15 @@ def score_command(
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: CUDA if any).")] = None,
     workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 0,
     compat: Annotated[
-        str | None, typer.Option("--compat", help="Class word rule: clean or reference (default: the model's).")
+        str | None,
+        typer.Option("--compat", help="Model mode: clean or reference (default: the checkpoint's or model's)."),
     ] = None,
+    class_word: Annotated[
+        str | None,
+        typer.Option("--class-word", help="Text class word of every image, e.g. 'skin lesion' (default: 'object')."),
+    ] = None,
+    backbone_weights: Annotated[str | None, typer.Option("--backbone-weights", help=BACKBONE_WEIGHTS_HELP)] = None,
+    text_weights: Annotated[str | None, typer.Option("--text-weights", help=TEXT_WEIGHTS_HELP)] = None,
     heatmaps: Annotated[bool, typer.Option("--heatmaps/--no-heatmaps", help="Heatmap PNGs by case id.")] = True,
     export: Annotated[
         str | None, typer.Option("--export", help="Also export masks: png,nifti,dicom-seg,pmap (into OUT/export).")
@@ -205,8 +220,15 @@ def score_command(
 
     if tile_overlap is not None and not tile:
         fail("--tile-overlap only applies with --tile; add --tile or drop --tile-overlap")
+    extra = {"class_word": class_word, "backbone_weights": backbone_weights, "text_weights": text_weights}
     if distributed.launched():  # under torchrun: one shard per rank, rank 0 writes the tables (docs/scaling.md)
+        if any(v is not None for v in extra.values()):
+            fail(
+                "--class-word, --backbone-weights and --text-weights are not supported under torchrun yet; run one "
+                "process"
+            )
         score_files = distributed.score_files_distributed
+        extra = {}
     table = score_files(
         paths,
         out,
@@ -222,6 +244,7 @@ def score_command(
         split=split,
         tile=tile,
         tile_overlap=0.25 if tile_overlap is None else tile_overlap,
+        **extra,
     )
     if not distributed.is_main_process():
         return
@@ -344,6 +367,37 @@ def run_command(
 
     run_dir = run_protocol(protocol, out=out, overrides=overrides or [], progress=progress)
     typer.echo(str(run_dir))
+
+
+weights_app = typer.Typer(help="Check and convert frozen-weights files.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("check")
+def weights_check_command(
+    file: Annotated[Path, typer.Argument(help="Weights file (.pth, .pt, .bin, .safetensors).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Name a weights file's format, the architecture it fits (or why not), parameter count, sha256 and licence."""
+    from medad.models.weights_files import check_weights_file, format_check
+    from medad.utils.io import canonical_json
+
+    report = check_weights_file(file)
+    typer.echo(canonical_json(report).rstrip("\n") if as_json else format_check(report))
+    if report["fits"] is None:
+        raise typer.Exit(code=2)
+
+
+@weights_app.command("convert")
+def weights_convert_command(
+    file: Annotated[Path, typer.Argument(help="Weights file (.pth, .pt, .bin, .safetensors).")],
+    out: Annotated[Path, typer.Option("--out", help="The .safetensors file to write.")],
+) -> None:
+    """Write a safetensors copy of a weights file that fits a known architecture (same tensors, bit for bit)."""
+    from medad.models.weights_files import convert_weights_file
+
+    report = convert_weights_file(file, out)
+    typer.echo(f"wrote {report['tensors']} tensors ({report['fits']['architecture']}) to {out}")
 
 
 def main() -> None:
