@@ -241,6 +241,8 @@ def _train(state: RunState) -> None:
                 "class_words": _class_words(spec, training),
                 "device": torch.device(state.job_device).type,
             }
+            if spec.compat == "reference":  # words from the release's fixed table (earlier: the user's paths)
+                config["reference_words"] = "per-dataset-table"
             stage = state.store.stage("train", config, data=[d.content_hash for d in training])
             args = {
                 "folder": str(stage.folder),
@@ -310,6 +312,7 @@ def _score_job(args: dict[str, Any], advance: Callable[[int], None] | None) -> d
             device=device,
             compat=args["compat"],
             class_words=args["class_words"],
+            dataset_kinds=args["dataset_kinds"],
             chunk_size=args["chunk_size"],
             progress=False,
             tile=args["tile"],
@@ -343,6 +346,8 @@ def _score(state: RunState) -> pd.DataFrame:
         }
         if p.scoring.tile:  # only then: untiled stages keep their keys, so earlier runs are reused
             config["tiling"] = {"tile": True, "tile_overlap": p.scoring.tile_overlap}
+        if run.spec.compat == "reference":  # words from the release's fixed table (earlier: the user's paths)
+            config["reference_words"] = "per-dataset-table"
         upstream = [run.train_key] if run.train_key else []
         stage = state.store.stage("score", config, upstream=upstream, data=[d.content_hash for d in targets])
         args = {
@@ -359,6 +364,7 @@ def _score(state: RunState) -> pd.DataFrame:
             "tile_overlap": p.scoring.tile_overlap,
             "compat": run.spec.compat,
             "class_words": words,
+            "dataset_kinds": {t.name: t.kind for t in targets},
         }
         jobs.append(Job(stage, run.label, len(manifest), config, _score_job, args, resumable=True))
     records = run_jobs(jobs, state.store, state.display, state.stage_keys, state.executor)
