@@ -546,6 +546,8 @@ def weights_options(backbone_weights: str | None, text_weights: str | None) -> d
     from medad.models.weights import is_local_weights
 
     options: dict[str, Any] = {"text_weights": text_weights}
+    if backbone_weights is not None or text_weights is not None:
+        options["random_init"] = False  # weights asked for: never the random frozen weights of a demo preset
     if backbone_weights is not None and not is_local_weights(backbone_weights):
         options["backbone"] = backbone_weights  # a timm / Hugging Face hub id names the backbone itself
     else:

@@ -207,3 +207,35 @@ def test_cli_weights_check_and_convert(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, args)  # medad.cli.main prints a WeightsError as "error: ..." and exits 2
     assert isinstance(bad.exception, WeightsError) and "fits no architecture" in str(bad.exception)
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_cli_score_takes_backbone_and_text_weights_files(tmp_path: Path, dino_source: torch.nn.Module) -> None:
+    """``medad score --model ad_dinov3_tiny --backbone-weights META.pth --text-weights OPENAI.pt``: the model is
+    built from the two files (no random weights), and the card records each file's sha256."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from medad.cli import app
+    from medad.models.weights import text_model_config
+    from medad.utils.io import sha256_file
+
+    torch.save(meta_dinov3_state_dict(dino_source), tmp_path / "dino.pth")
+    text = text_model_config("ViT-B-32", TINY_DEFAULTS["text_overrides"])
+    clip = openai_layout_clip(text["embed_dim"], TINY_CLIP["vision_cfg"], text["text_cfg"])
+    tokens = open_clip.get_tokenizer("ViT-B-32")(["a photo of an object."])
+    save_openai_torchscript(clip, tmp_path / "clip.pt", tokens)
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.full((40, 30, 3), 90, dtype=np.uint8)).save(tmp_path / "images" / "a.png")
+    args = ["score", str(tmp_path / "images"), "--model", "ad_dinov3_tiny", "--out", str(tmp_path / "out"),
+            "--backbone-weights", str(tmp_path / "dino.pth"), "--text-weights", str(tmp_path / "clip.pt"),
+            "--class-word", "skin lesion", "--device", "cpu", "--no-heatmaps"]  # fmt: skip
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["random_weights"] is False
+    assert meta["model"]["backbone"]["sha256"] == sha256_file(tmp_path / "dino.pth")
+    assert meta["model"]["text"]["sha256"] == sha256_file(tmp_path / "clip.pt")
+    assert meta["class_words"] == {"files": {"object": "skin lesion"}}
