@@ -266,6 +266,12 @@ def eval_command(
     ci_resamples: Annotated[int, typer.Option("--ci-resamples", help="Bootstrap resamples (0: no CIs).")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
     threshold: Annotated[float, typer.Option("--threshold", help="Score threshold of per-image Dice/IoU.")] = 0.5,
+    resolution: Annotated[
+        str,
+        typer.Option(
+            "--resolution", help="native (masks at image size) or model (maps and masks resized to the model input)."
+        ),
+    ] = "native",
 ) -> None:
     """Evaluate predictions: metrics.json (with CIs), per_image.csv, curves.json, comparisons.json."""
     from medad.data import load_manifest
@@ -280,7 +286,8 @@ def eval_command(
         fail("two predictions folders got the same model name; name them MODEL=DIR")
     manifest = load_manifest(data, kind, split=split)
     target = out or Path(predictions[0].rpartition("=")[2]).resolve().parent / "evaluation"
-    result = evaluate(folders, manifest, target, ci={"n_resamples": ci_resamples, "seed": seed}, threshold=threshold)
+    ci = {"n_resamples": ci_resamples, "seed": seed}
+    result = evaluate(folders, manifest, target, ci=ci, threshold=threshold, resolution=resolution)
     typer.echo(f"evaluated {len(folders)} model(s) on {len(manifest)} images; results in {result['out_dir']}")
 
 

@@ -403,6 +403,8 @@ def _evaluate(state: RunState, manifest: pd.DataFrame) -> Stage:
         "comparisons": _comparisons(state),
         "models": sorted(state.predictions),
     }
+    if p.evaluation_resolution != "native":  # only then: native stages keep their keys
+        config["resolution"] = p.evaluation_resolution
     stage = state.store.stage("evaluate", config, upstream=sorted(state.score_keys.values()))
     evaluated = manifest.copy()
     if stats.unit == "image":
@@ -424,6 +426,7 @@ def _evaluate(state: RunState, manifest: pd.DataFrame) -> Stage:
             comparisons=config["comparisons"],
             correction=stats.correction,
             mask_reader=counted_read_mask,
+            resolution=p.evaluation_resolution,
         )
         return {}
 

@@ -252,6 +252,8 @@ class Protocol(_Strict):
         targets: the datasets scored and evaluated.
         scoring: batched scoring settings.
         metrics: metric names (empty: the evaluation defaults).
+        evaluation_resolution: ``native`` (maps against masks at each image's size) or ``model`` (both resized
+            to the model's input size, as the released code evaluates).
         statistics: intervals and paired comparisons.
         exports: prediction exports.
         executor: run the train and score jobs through submitit (``local`` or ``slurm``); absent: in-process.
@@ -268,6 +270,7 @@ class Protocol(_Strict):
     targets: Annotated[list[DatasetSpec], Field(min_length=1)]
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     metrics: list[Name] = Field(default_factory=list)
+    evaluation_resolution: Literal["native", "model"] = "native"
     statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
     exports: list[ExportSpec] = Field(default_factory=list)
     executor: ExecutorSpec | None = None
