@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from medad.engine.evaluation_resolution import model_resolution, resize_map, resize_mask, resolution_settings
+from medad.engine.paper_view import paper_view
 from medad.errors import ConfigError, DataError
 from medad.metrics import (
     IMPLEMENTATION_VERSION,
@@ -250,7 +251,8 @@ def evaluate(
     pairs = _pairs(models, comparisons)
     comps = ev.comparisons(pairs, correction)
     out = Path(out_dir)
-    write_json_atomic(out / "metrics.json", round_sig({"settings": settings, "rows": rows}))
+    paper = paper_view(rows)  # the paper's table (medad/engine/paper_view.py)
+    write_json_atomic(out / "metrics.json", round_sig({"settings": settings, "rows": rows, "paper_view": paper}))
     write_json_atomic(out / "curves.json", round_sig(curves))
     write_json_atomic(out / "comparisons.json", round_sig(comps))
     _write_per_image(out / "per_image.csv", manifest, models, image_scores, per_image)

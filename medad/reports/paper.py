@@ -1,4 +1,5 @@
-"""Report sections for reproducing the paper: the text class words each model was prompted with.
+"""Report sections for reproducing the paper: the paper view (the paper's table of pixel metrics beside the
+published figures) and the text class words each model was prompted with.
 
 The class word is the key setting of a text-prompted model (``reference`` mode uses the released code's fixed
 per-dataset words, ``clean`` mode real words), so the report shows the words that were actually used, read from
@@ -40,16 +41,60 @@ def class_words_table(sources: Sequence[PredictionSource]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "dataset", "class", "word", "compat"]).drop_duplicates()
 
 
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and pd.isna(value)) else f"{value:.1f}"
+
+
+def paper_view_tables(evaluation: EvaluationResults) -> list[tuple[str, pd.DataFrame]]:
+    """The measured paper table (one per model) and the published block, as (caption, table) pairs."""
+    from medad.engine.paper_view import PAPER_DATASETS, PAPER_METRICS, paper_view
+
+    view = paper_view(evaluation.results.to_dict("records"))
+    if not view["measured"]:
+        return []
+    labels = dict(PAPER_METRICS)
+    tables = []
+    measured = pd.DataFrame(view["measured"] + view["averages"])
+    for model, frame in measured.groupby("model", sort=False):
+        shown = frame[["dataset", *labels]].rename(columns=labels)
+        for column in labels.values():
+            shown[column] = shown[column].map(_fmt)
+        tables.append((f"{model}: measured by medad (percent, class mean)", shown.reset_index(drop=True)))
+    columns = [name for name, _, _ in PAPER_DATASETS] + ["industrial average", "medical average"]
+    display = {name: shown_name for name, shown_name, _ in PAPER_DATASETS}
+    published = pd.DataFrame(
+        [
+            {"method": r["method"], "source": r["source"], "aux training": r["aux"], "metrics": r["pair"]}
+            | {display.get(c, c): r["values"].get(c, "") for c in columns}
+            for r in view["published"]["rows"]
+        ]
+    )
+    tables.append((f"Pixel level, {view['published']['label']} (quoted from docs/comparison.md)", published))
+    return tables
+
+
 def paper_sections(
     evaluation: EvaluationResults, sources: Sequence[PredictionSource], make_section: Callable[..., Any]
 ) -> list[Any]:
     """The report's reproduction sections, built with ``make_section(heading, paragraphs=..., tables=...)``."""
+    sections = []
+    tables = paper_view_tables(evaluation)
+    if tables:
+        resolution = (evaluation.settings.get("resolution") or {}).get("mode", "native")
+        text = (
+            "The paper's table: per target dataset the pixel metrics as the unweighted mean over its classes, in "
+            f"percent, evaluated at {resolution} resolution; domain averages over the datasets evaluated. The "
+            "published block is quoted from the papers and repositories named in each row, never re-measured; "
+            "the second number of a published pair is a different metric from row to row (PRO, max-F1 or AP), so "
+            "compare it only with the matching medad column."
+        )
+        sections.append(make_section("Paper view", paragraphs=[text], tables=tables))
     words = class_words_table(sources)
     if words.empty:
-        return []
+        return sections
     text = (
         "The word inserted into every prompt of the ensemble, per class. 'reference' mode uses the released "
         "code's fixed words (the class folder for MVTec AD, MPDD and BTAD, 'Data' for VisA, '01' for ISIC and "
         "the CVC sets, 'Medical_Dataset' for TN3K); 'clean' mode real words."
     )
-    return [make_section("Text class words", paragraphs=[text], tables=[("Class words used", words)])]
+    return [*sections, make_section("Text class words", paragraphs=[text], tables=[("Class words used", words)])]
