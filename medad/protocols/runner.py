@@ -25,6 +25,7 @@ import yaml
 
 from medad.protocols import provenance
 from medad.protocols.cache import Stage, StageStore
+from medad.protocols.epoch_sweep import SWEEP_METRICS, SWEEP_NOTE, run_epoch_sweep
 from medad.protocols.executor import Job, job_device, make_executor, run_jobs
 from medad.protocols.manifests import DatasetData, FileHashCache, check_file_overlap, fingerprint
 from medad.protocols.progress import RunDisplay
@@ -231,7 +232,7 @@ def _train(state: RunState) -> None:
             continue
         assert p.training is not None
         training = [state.datasets[d.name] for d in p.training.datasets]
-        tcfg = p.training.model_dump(mode="json", exclude={"datasets", "seeds", "cache_features"})
+        tcfg = p.training.model_dump(mode="json", exclude={"datasets", "seeds", "cache_features", "epoch_sweep"})
         for seed in p.training.seeds:
             label = spec.name if len(p.training.seeds) == 1 else f"{spec.name}-seed{seed}"
             config = {
@@ -405,6 +406,10 @@ def _evaluate(state: RunState, manifest: pd.DataFrame) -> Stage:
     }
     if p.evaluation_resolution != "native":  # only then: native stages keep their keys
         config["resolution"] = p.evaluation_resolution
+    sweep = p.training is not None and p.training.epoch_sweep
+    if sweep:  # the released code's selection on the test data, labelled (medad/protocols/epoch_sweep.py)
+        config["epoch_sweep"] = True
+        state.notes.append(SWEEP_NOTE)
     stage = state.store.stage("evaluate", config, upstream=sorted(state.score_keys.values()))
     evaluated = manifest.copy()
     if stats.unit == "image":
@@ -428,11 +433,39 @@ def _evaluate(state: RunState, manifest: pd.DataFrame) -> Stage:
             mask_reader=counted_read_mask,
             resolution=p.evaluation_resolution,
         )
+        if sweep:
+            _epoch_sweep(state, manifest, evaluated, st.folder / "evaluation", read_mask)
         return {}
 
     _run_stage(state, stage, "all targets", labelled, config, work, resumable=False)
     _rel_link(state.run_dir / "evaluation", stage.folder / "evaluation")
     return stage
+
+
+def _epoch_sweep(
+    state: RunState, manifest: pd.DataFrame, evaluated: pd.DataFrame, out: Path, read_mask: Callable[..., Any]
+) -> None:
+    """Score and evaluate every epoch of every trained model on the targets (``training.epoch_sweep``)."""
+    from medad.engine.evaluate import evaluate
+    from medad.engine.scorer import score
+    from medad.models import load_checkpoint
+
+    p = state.lp.protocol
+    targets = [state.datasets[t.name] for t in p.targets]
+
+    def score_epoch(run: ModelRun, checkpoint: Path, folder: Path) -> None:
+        model = load_checkpoint(checkpoint, device=state.job_device, image_score=run.spec.image_score)
+        score(model, manifest, folder, batch_size=p.scoring.batch_size, device=state.job_device,
+              compat=run.spec.compat, class_words=_class_words(run.spec, targets), chunk_size=p.scoring.chunk_size,
+              progress=False, tile=p.scoring.tile, tile_overlap=p.scoring.tile_overlap,
+              dataset_kinds={t.name: t.kind for t in targets})  # fmt: skip
+
+    def evaluate_epoch(label: str, predictions: Path, folder: Path) -> list[dict[str, Any]]:
+        result = evaluate({label: predictions}, evaluated, folder, metrics=SWEEP_METRICS, ci={"n_resamples": 0},
+                          comparisons=None, mask_reader=read_mask, resolution=p.evaluation_resolution)  # fmt: skip
+        return list(result["rows"])
+
+    run_epoch_sweep(state.models, state.store.root / "train", out, score_epoch, evaluate_epoch)
 
 
 def _seed_summary(rows: list[dict[str, Any]], runs: list[ModelRun]) -> list[dict[str, Any]]:
