@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -220,7 +220,11 @@ def score_command(
 
     if tile_overlap is not None and not tile:
         fail("--tile-overlap only applies with --tile; add --tile or drop --tile-overlap")
-    extra = {"class_word": class_word, "backbone_weights": backbone_weights, "text_weights": text_weights}
+    extra: dict[str, Any] = {
+        "class_word": class_word,
+        "backbone_weights": backbone_weights,
+        "text_weights": text_weights,
+    }
     if distributed.launched():  # under torchrun: one shard per rank, rank 0 writes the tables (docs/scaling.md)
         if any(v is not None for v in extra.values()):
             fail(

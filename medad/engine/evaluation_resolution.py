@@ -45,7 +45,8 @@ def model_resolution(resolution: str, metas: Mapping[str, Mapping[str, Any]]) ->
             f"the models' input sizes differ ({sizes}); 'model' resolution needs one size: evaluate them "
             "separately or at resolution 'native'"
         )
-    return int(next(iter(sizes.values())))
+    (size,) = set(sizes.values())
+    return int(size)  # type: ignore[arg-type]  # checked to be an int above
 
 
 def _resize(array: np.ndarray, size: int) -> np.ndarray:

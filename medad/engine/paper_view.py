@@ -111,8 +111,9 @@ def paper_view(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 continue
             average: dict[str, Any] = {"model": model, "dataset": f"{domain} average ({len(members)} of 4)"}
             for metric, _ in PAPER_METRICS:
-                values = [cells[(model, d)].get(metric) for d in members]
-                average[metric] = None if None in values else round(sum(values) / len(values), 1)  # type: ignore[arg-type]
+                found = [cells[(model, d)].get(metric) for d in members]
+                present = [v for v in found if v is not None]
+                average[metric] = round(sum(present) / len(present), 1) if len(present) == len(found) else None
             averages.append(average)
     return {
         "metrics": [m for m, _ in PAPER_METRICS],
