@@ -83,3 +83,22 @@ def test_protocol_key_evaluation_resolution() -> None:
     assert load_protocol(demo, ["evaluation_resolution=model"]).protocol.evaluation_resolution == "model"
     with pytest.raises(ConfigError, match=r"evaluation_resolution"):
         load_protocol(demo, ["evaluation_resolution=512"])
+
+
+def test_cli_eval_resolution_model(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from medad.cli import app
+    from medad.data import write_layout
+
+    root = write_layout(tmp_path / "isic", "isic2016", n_abnormal=2, size=40, seed=0)
+    scored = CliRunner().invoke(app, ["score", str(root), "--kind", "isic", "--model", "ad_dinov3_tiny",
+                                      "--out", str(tmp_path / "s"), "--device", "cpu", "--no-heatmaps"])  # fmt: skip
+    assert scored.exit_code == 0, scored.output
+    args = ["eval", str(tmp_path / "s" / "predictions"), "--data", str(root), "--kind", "isic", "--ci-resamples", "0"]
+    done = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "e"), "--resolution", "model"])
+    assert done.exit_code == 0, done.output
+    settings = json.loads((tmp_path / "e" / "metrics.json").read_text())["settings"]
+    assert settings["resolution"]["mode"] == "model" and settings["resolution"]["size"] == 112
