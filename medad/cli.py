@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated, Any, get_args
 
 import typer
 import typer.core
@@ -65,6 +65,8 @@ THRESHOLD_HELP = (
 DATA_ROOT_HELP = "For --kind jsonl: the folder the jsonl's relative paths start from (default: its folder)."
 TO_HELP = "Store the DICOM SEG / Parametric Map exports on this DICOMweb server (STOW-RS), e.g. http://HOST/dicom-web."
 CA_HELP = "PEM CA bundle to verify the DICOMweb server's TLS certificate (default: the system's)."
+BACKBONE_WEIGHTS_HELP = "Backbone weights: a local file (Meta .pth, safetensors, .bin) or a timm / hf-hub id."
+TEXT_WEIGHTS_HELP = "CLIP text weights: a local file (OpenAI .pt, open_clip .safetensors/.bin) or an open_clip tag."
 
 
 @datasets_app.command("check")
@@ -154,12 +156,17 @@ def train_command(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: CUDA if any).")] = None,
     workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 0,
-    compat: Annotated[str, typer.Option("--compat", help="Class word rule: clean or reference.")] = "clean",
+    compat: Annotated[
+        str, typer.Option("--compat", help="Model mode: clean, or reference (the released code, quirks included).")
+    ] = "clean",
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Cache frozen backbone features on disk.")] = True,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT's last checkpoint.")] = True,
+    backbone_weights: Annotated[str | None, typer.Option("--backbone-weights", help=BACKBONE_WEIGHTS_HELP)] = None,
+    text_weights: Annotated[str | None, typer.Option("--text-weights", help=TEXT_WEIGHTS_HELP)] = None,
 ) -> None:
     """Train a model's adapters on auxiliary datasets for a fixed number of epochs (resumable)."""
     from medad.engine import distributed
+    from medad.engine.scorer import weights_options
     from medad.engine.train import train_on_roots
 
     if distributed.launched():  # under torchrun: DDP over the adapters, rank 0 writes (docs/scaling.md)
@@ -180,6 +187,7 @@ def train_command(
         compat=compat,
         cache_features=cache,
         resume=resume,
+        model_config={k: v for k, v in weights_options(backbone_weights, text_weights).items() if v is not None},
     )
     if not distributed.is_main_process():
         return
@@ -197,8 +205,15 @@ def score_command(
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: CUDA if any).")] = None,
     workers: Annotated[int, typer.Option("--workers", help="DataLoader worker processes.")] = 0,
     compat: Annotated[
-        str | None, typer.Option("--compat", help="Class word rule: clean or reference (default: the model's).")
+        str | None,
+        typer.Option("--compat", help="Model mode: clean or reference (default: the checkpoint's or model's)."),
     ] = None,
+    class_word: Annotated[
+        str | None,
+        typer.Option("--class-word", help="Text class word of every image, e.g. 'skin lesion' (default: 'object')."),
+    ] = None,
+    backbone_weights: Annotated[str | None, typer.Option("--backbone-weights", help=BACKBONE_WEIGHTS_HELP)] = None,
+    text_weights: Annotated[str | None, typer.Option("--text-weights", help=TEXT_WEIGHTS_HELP)] = None,
     heatmaps: Annotated[bool, typer.Option("--heatmaps/--no-heatmaps", help="Heatmap PNGs by case id.")] = True,
     export: Annotated[
         str | None, typer.Option("--export", help="Also export masks: png,nifti,dicom-seg,pmap (into OUT/export).")
@@ -249,10 +264,21 @@ def score_command(
         check_target(export, deidentify, to)
     if not distributed.launched():  # under torchrun every rank writes OUT (docs/scaling.md)
         hold_until_command_ends(score_lock(out, wait), ctx)
+    extra: dict[str, Any] = {
+        "class_word": class_word,
+        "backbone_weights": backbone_weights,
+        "text_weights": text_weights,
+    }
     if distributed.launched():  # under torchrun: one shard per rank, rank 0 writes the tables (docs/scaling.md)
         if any(str(p).startswith(("http:", "https:")) for p in paths):
             fail("DICOMweb URLs are fetched and scored by one process; run `medad score URL ...` without torchrun")
+        if any(v is not None for v in extra.values()):
+            fail(
+                "--class-word, --backbone-weights and --text-weights are not supported under torchrun yet; run one "
+                "process"
+            )
         score_files = distributed.score_files_distributed
+        extra = {}
     table = score_files(
         paths,
         out,
@@ -269,6 +295,7 @@ def score_command(
         tile=tile,
         tile_overlap=0.25 if tile_overlap is None else tile_overlap,
         dicomweb_ca_bundle=ca_bundle,
+        **extra,
     )
     if not distributed.is_main_process():
         return
@@ -328,6 +355,12 @@ def eval_command(
     confidence: Annotated[
         float, typer.Option("--confidence", help="Confidence level of the intervals, in (0, 1).")
     ] = ci_defaults.CI_LEVEL,
+    resolution: Annotated[
+        str,
+        typer.Option(
+            "--resolution", help="native (masks at image size) or model (maps and masks resized to the model input)."
+        ),
+    ] = "native",
 ) -> None:
     """Evaluate predictions: metrics.json (with CIs), per_image.csv, curves.json, comparisons.json."""
     from medad.data import load_manifest
@@ -346,7 +379,7 @@ def eval_command(
     manifest = load_manifest(data, kind, split=split)
     target = out or Path(predictions[0].rpartition("=")[2]).resolve().parent / "evaluation"
     ci = {"n_resamples": ci_resamples, "seed": seed, "method": ci_method, "level": confidence}
-    result = evaluate(folders, manifest, target, ci=ci, threshold=threshold)
+    result = evaluate(folders, manifest, target, ci=ci, threshold=threshold, resolution=resolution)
     typer.echo(f"evaluated {len(folders)} model(s) on {len(manifest)} images; results in {result['out_dir']}")
 
 
@@ -462,6 +495,37 @@ def run_command(
 
     run_dir = run_protocol(protocol, out=out, overrides=overrides or [], progress=progress, wait=wait)
     typer.echo(str(run_dir))
+
+
+weights_app = typer.Typer(help="Check and convert frozen-weights files.", no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("check")
+def weights_check_command(
+    file: Annotated[Path, typer.Argument(help="Weights file (.pth, .pt, .bin, .safetensors).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Name a weights file's format, the architecture it fits (or why not), parameter count, sha256 and licence."""
+    from medad.models.weights_files import check_weights_file, format_check
+    from medad.utils.io import canonical_json
+
+    report = check_weights_file(file)
+    typer.echo(canonical_json(report).rstrip("\n") if as_json else format_check(report))
+    if report["fits"] is None:
+        raise typer.Exit(code=2)
+
+
+@weights_app.command("convert")
+def weights_convert_command(
+    file: Annotated[Path, typer.Argument(help="Weights file (.pth, .pt, .bin, .safetensors).")],
+    out: Annotated[Path, typer.Option("--out", help="The .safetensors file to write.")],
+) -> None:
+    """Write a safetensors copy of a weights file that fits a known architecture (same tensors, bit for bit)."""
+    from medad.models.weights_files import convert_weights_file
+
+    report = convert_weights_file(file, out)
+    typer.echo(f"wrote {report['tensors']} tensors ({report['fits']['architecture']}) to {out}")
 
 
 _METAVARS = {Path: "PATH", int: "N", float: "X", str: "TEXT"}

@@ -81,6 +81,41 @@ SPLITS: dict[str, tuple[str, ...]] = {
 """The splits a kind's layout can hold on disk (:func:`load_all_splits`); other kinds hold one set, ``test``."""
 _FILE_KINDS = frozenset({"csv", "jsonl"})
 
+REFERENCE_CLASS_WORDS: dict[str, str | None] = {
+    "mvtec": None,
+    "mpdd": None,
+    "btad": None,
+    "visa": "Data",
+    "isic": "01",
+    "clinicdb": "01",
+    "colondb": "01",
+    "tn3k": "Medical_Dataset",
+}
+"""The class word of the released AD-DINOv3 code per dataset kind (``compat: reference``).
+
+The release takes the 4th-last component of each image path, and its loaders only read its own layouts, so the
+words are fixed per dataset whatever a user's folders are called: ``None`` means the class folder name (MVTec AD,
+MPDD, BTAD's ``01``/``02``/``03``), a string is the one word of every class of the dataset.
+"""
+
+CLEAN_CLASS_WORDS: dict[str, dict[str, str]] = {
+    "btad": {"01": "product", "02": "product", "03": "product"},
+}
+"""``clean``-mode words per dataset kind and class name where the class name is no word (BTAD's products are
+numbered); other classes use their class name (see ``medad.models.prompt_word``); protocols override per class."""
+
+
+def reference_class_word(dataset: str, class_name: str) -> str | None:
+    """The released code's class word of a class of dataset kind ``dataset``; ``None`` outside its eight sets."""
+    if dataset not in REFERENCE_CLASS_WORDS:
+        return None
+    return REFERENCE_CLASS_WORDS[dataset] or class_name
+
+
+def clean_class_word(dataset: str, class_name: str) -> str | None:
+    """medad's ``clean`` word for a class whose name is no word (e.g. BTAD ``01``); ``None`` for the others."""
+    return CLEAN_CLASS_WORDS.get(dataset, {}).get(class_name)
+
 
 def _mvtec_like_kind(root: Path) -> str | None:
     categories = category_dirs(root)

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medad.engine.evaluation_resolution import model_resolution, resize_map, resize_mask, resolution_settings
+from medad.engine.paper_view import paper_view
 from medad.errors import ConfigError, DataError
 from medad.metrics import (
     IMPLEMENTATION_VERSION,
@@ -117,6 +119,7 @@ def evaluate(
     chunk_size: int = 32,
     memory_limit_bytes: int = 1 << 30,
     mask_reader: Callable[[Mapping[str, Any]], np.ndarray] | None = None,
+    resolution: str = "native",
 ) -> dict[str, Any]:
     """Compute metrics, CIs, curves and comparisons for several models' predictions on one manifest.
 
@@ -136,6 +139,8 @@ def evaluate(
         chunk_size: images read per chunk.
         memory_limit_bytes: total in-memory budget of the exact pixel accumulators before spilling to disk.
         mask_reader: function reading a manifest row's mask (default ``medad.data.read_mask``).
+        resolution: ``native`` (maps against masks at each image's size) or ``model`` (both resized to the
+            model's input size, as the released code evaluates; :mod:`medad.engine.evaluation_resolution`).
 
     Returns:
         ``{"settings", "rows", "comparisons", "out_dir"}`` - the content of metrics.json and comparisons.json.
@@ -156,6 +161,7 @@ def evaluate(
         from medad.data import read_mask as mask_reader
     readers = {name: PredictionReader(folder) for name, folder in predictions.items()}
     random_weights = {name: predictions_random_weights(reader.meta) for name, reader in readers.items()}
+    size = model_resolution(resolution, {name: reader.meta for name, reader in readers.items()})
     manifest = manifest.reset_index(drop=True)
     n = len(manifest)
     expected = manifest_fingerprint(manifest)
@@ -201,11 +207,13 @@ def evaluate(
         for start in range(0, idx.size, chunk_size):
             chunk = idx[start : start + chunk_size]
             masks = {int(i): mask_reader(manifest.iloc[int(i)].to_dict()) for i in chunk if labelled[i]}
+            masks = {i: resize_mask(mk, size) for i, mk in masks.items()}
             comps = {i: component_sizes(mk, connectivity) for i, mk in masks.items()}
             for m in models:
                 scope = scopes[(m, key)]
                 maps, sizes, ncomp = [], [], []
                 for i, pixel_map in readers[m].iter_maps(chunk):
+                    pixel_map = resize_map(pixel_map, size)
                     per_image[m]["max"][i] = float(pixel_map.max()) if pixel_map.size else np.nan
                     if i not in masks:
                         continue
@@ -232,6 +240,7 @@ def evaluate(
         "fpr_limit": fpr_limit,
         "connectivity": connectivity,
         "threshold": threshold,
+        "resolution": resolution_settings(resolution, size),
         "ci": {
             "method": ci_cfg["method"],
             "n_resamples": int(ci_cfg["n_resamples"]),
@@ -272,7 +281,8 @@ def evaluate(
             f"RANDOM WEIGHTS: {flagged} ran with random frozen weights; these numbers test the pipeline only"
         )
     out = Path(out_dir)
-    write_json_atomic(out / "metrics.json", round_sig({"settings": settings, "rows": rows}))
+    paper = paper_view(rows)  # the paper's table (medad/engine/paper_view.py)
+    write_json_atomic(out / "metrics.json", round_sig({"settings": settings, "rows": rows, "paper_view": paper}))
     write_json_atomic(out / "curves.json", round_sig(curves))
     write_json_atomic(out / "comparisons.json", round_sig(comps))
     _write_per_image(out / "per_image.csv", manifest, models, image_scores, per_image, random_weights)

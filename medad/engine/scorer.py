@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Subset
 from medad.engine.features import manifest_fingerprint
 from medad.engine.predictions import PredictionReader, PredictionWriter, save_manifests
 from medad.engine.skipped import SkipLog, SkippingSubset, carry_over, collate_skipping, finish_carry_over
-from medad.engine.train import autocast, prompt_words, resolve_device
+from medad.engine.train import autocast, check_model_compat, class_words_used, prompt_words, resolve_device
 from medad.errors import ConfigError, DataError, WeightsError
 from medad.utils.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
@@ -141,7 +141,13 @@ class BackgroundWrites:
 
 
 def predictions_meta(
-    model: Any, manifest: pd.DataFrame, compat: str, *, tile: bool = False, tile_overlap: float = 0.25
+    model: Any,
+    manifest: pd.DataFrame,
+    compat: str,
+    *,
+    tile: bool = False,
+    tile_overlap: float = 0.25,
+    class_words: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """The ``meta.json`` of a predictions folder: model card, random-weights flag, data hash, prompt rule.
 
@@ -158,6 +164,8 @@ def predictions_meta(
         "n_images": len(manifest),
         "compat": compat,
     }
+    if class_words is not None:  # the text word of every class, {dataset: {class_name: word}}
+        meta["class_words"] = {d: dict(words) for d, words in class_words.items()}
     scoring = tiling_meta(tile, tile_overlap)
     if scoring is not None:
         meta["scoring"] = scoring
@@ -181,6 +189,8 @@ def score(
     indices: Sequence[int] | None = None,
     tile: bool = False,
     tile_overlap: float = 0.25,
+    class_word: str | None = None,
+    dataset_kinds: Mapping[str, str] | None = None,
 ) -> PredictionReader:
     """Score every row of a manifest into a predictions folder, skipping rows already stored there.
 
@@ -208,6 +218,12 @@ def score(
             score is the largest window score. For images much larger than the model input (colonoscopy
             frames, dermoscopy); the cost grows with the number of windows.
         tile_overlap: overlap of neighbouring windows as a fraction of the window side, in [0, 1).
+        class_word: one text class word for every image (e.g. ``"skin lesion"`` for a folder of dermoscopy
+            images, which would otherwise be ``"object"``), in either mode.
+        dataset_kinds: dataset name -> dataset kind where a manifest names its datasets otherwise (protocol
+            targets), so ``reference`` mode finds the release's fixed word of each dataset.
+
+    The words used are recorded per dataset and class in ``meta.json`` under ``class_words``.
 
     Workers ship uint8 images (4x fewer bytes than float32), normalised on the device with the same float32
     operations as the CPU path (:func:`medad.data.normalize_images`); DICOM / NIfTI / 16-bit inputs are rounded
@@ -238,8 +254,11 @@ def score(
         check_tiling(model, tile_overlap, compile)
     dev = resolve_device(device)
     out = Path(out_dir)
-    compat = compat or getattr(model, "compat", "clean")
-    meta = predictions_meta(model, manifest, compat, tile=tile, tile_overlap=tile_overlap)
+    compat = check_model_compat(model, compat)
+    words = prompt_words(manifest, compat, class_words, dataset_kinds, class_word)
+    meta = predictions_meta(
+        model, manifest, compat, tile=tile, tile_overlap=tile_overlap, class_words=class_words_used(manifest, words)
+    )
     finish_carry_over(out)
     _check_same_run(out, meta, manifest)
     if meta["random_weights"]:
@@ -250,7 +269,6 @@ def score(
     wanted = range(len(manifest)) if indices is None else indices
     todo = sorted(set(wanted) - writer.done_indices())
     if todo:
-        words = prompt_words(manifest, compat, class_words)
         model.to(dev)
         model.eval()
         if tile:  # native-size images, window by window: see medad.engine.tiling
@@ -351,6 +369,7 @@ def _check_same_run(out: Path, meta: Mapping[str, Any], manifest: pd.DataFrame |
     old = existing.meta
     same_data = old.get("manifest_hash") == meta["manifest_hash"]
     same_model = old.get("model") == meta["model"] and old.get("compat") == meta["compat"]
+    same_model = same_model and old.get("class_words", meta.get("class_words")) == meta.get("class_words")
     same_scoring = old.get("scoring") == meta.get("scoring")
     carry = not same_data and same_model and same_scoring and manifest is not None
     if carry and carry_over(out, manifest, dict(meta)):  # files removed or added: keep what was scored
@@ -375,20 +394,30 @@ def _tiling_words(meta: Mapping[str, Any]) -> str:
 
 
 def load_model(
-    checkpoint: str | Path | None = None, model_name: str | None = None, device: str | torch.device | None = None
+    checkpoint: str | Path | None = None,
+    model_name: str | None = None,
+    device: str | torch.device | None = None,
+    **config: Any,
 ) -> Any:
     """Load a trained checkpoint folder, or build a registered model by name (exactly one of the two).
 
+    ``config`` holds model options given on the command line (``compat``, ``backbone_weights``,
+    ``text_weights``; ``None`` values are dropped). With a checkpoint, the weights files say where the card's
+    frozen weights live on this machine (their sha256 must still match the card's), and a ``compat`` other
+    than the checkpoint's is refused.
+
     Raises:
-        ConfigError: neither or both given.
+        ConfigError: neither or both given, or a compat the checkpoint was not trained in.
         WeightsError: the checkpoint folder is missing or not a medad checkpoint.
     """
     from medad.models import create_model, load_checkpoint
+    from medad.models.checkpoint import read_card
 
     if (checkpoint is None) == (model_name is None):
         raise ConfigError("give exactly one of --checkpoint FOLDER (trained adapters) or --model NAME")
+    options = {k: v for k, v in config.items() if v is not None}
     if model_name is not None:
-        return create_model(model_name)
+        return create_model(model_name, **options)
     folder = Path(checkpoint)  # type: ignore[arg-type]
     if not folder.is_dir():
         raise WeightsError(f"checkpoint folder {folder} does not exist; give a folder written by `medad train`")
@@ -396,7 +425,13 @@ def load_model(
         raise WeightsError(
             f"{folder} is not a medad checkpoint (no card.json); give a checkpoints/epoch_NNN folder from `medad train`"
         )
-    return load_checkpoint(folder, device=str(resolve_device(device)))
+    trained = read_card(folder).get("compat")
+    if options.get("compat", trained) != trained:
+        raise ConfigError(
+            f"checkpoint {folder} was trained in compat {trained!r} mode, not {options['compat']!r}: its adapters "
+            f"fit that mode only; drop --compat, or train a checkpoint with --compat {options['compat']}"
+        )
+    return load_checkpoint(folder, device=str(resolve_device(device)), **options)
 
 
 def inputs_manifest(paths: Sequence[str | Path], kind: str | None = None, split: str = "test") -> pd.DataFrame:
@@ -437,6 +472,9 @@ def score_files(
     tile: bool = False,
     tile_overlap: float = 0.25,
     dicomweb_ca_bundle: str | Path | None = None,
+    class_word: str | None = None,
+    backbone_weights: str | None = None,
+    text_weights: str | None = None,
 ) -> pd.DataFrame:
     """Score image files, folders, DICOM and NIfTI files; write tables and heatmaps (what ``medad score`` does).
 
@@ -464,6 +502,9 @@ def score_files(
         tile: score high-resolution images window by window at their native size (see :func:`score`).
         tile_overlap: overlap of neighbouring windows, a fraction of the window side in [0, 1).
         dicomweb_ca_bundle: CA bundle for DICOMweb URLs among ``paths`` (fetched into ``out_dir/private/``).
+        class_word: one text class word for every image (default: each class's word; ``"object"`` for files).
+        backbone_weights: a local backbone weights file or hub id (see :func:`load_model`).
+        text_weights: a local CLIP weights file, open_clip tag or ``hf-hub:`` id (see :func:`load_model`).
 
     Returns:
         The scores table.
@@ -473,7 +514,8 @@ def score_files(
     if any(is_dicomweb_url(p) for p in paths):  # study / series URLs -> fetched files in OUT/private/
         paths = localise_inputs(paths, out_dir, dicomweb_ca_bundle)
     manifest = inputs_manifest(paths, kind, split)
-    model = load_model(checkpoint, model_name, device)
+    weights = weights_options(backbone_weights, text_weights)
+    model = load_model(checkpoint, model_name, device, compat=compat, **weights)
     out = Path(out_dir)
     reader = score(
         model,
@@ -487,6 +529,7 @@ def score_files(
         compile=compile,
         tile=tile,
         tile_overlap=tile_overlap,
+        class_word=class_word,
     )
     names = output_names(manifest)
     rows = []
@@ -515,6 +558,20 @@ def score_files(
     write_json_atomic(out / "scores.json", {"images": rows, "skipped": table.attrs["skipped"]})
     write_json_atomic(out / "meta.json", reader.meta)
     return table
+
+
+def weights_options(backbone_weights: str | None, text_weights: str | None) -> dict[str, Any]:
+    """Model options of ``--backbone-weights`` / ``--text-weights``: a local file or a hub id each."""
+    from medad.models.weights import is_local_weights
+
+    options: dict[str, Any] = {"text_weights": text_weights}
+    if backbone_weights is not None or text_weights is not None:
+        options["random_init"] = False  # weights asked for: never the random frozen weights of a demo preset
+    if backbone_weights is not None and not is_local_weights(backbone_weights):
+        options["backbone"] = backbone_weights  # a timm / Hugging Face hub id names the backbone itself
+    else:
+        options["backbone_weights"] = backbone_weights
+    return options
 
 
 _SCORE_COLUMNS = ("index", "case_id", "frame", "image_score", "max_pixel_score", "heatmap", "random_weights")

@@ -100,11 +100,60 @@ def autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-def prompt_words(manifest: pd.DataFrame, compat: str, class_words: Mapping[str, str] | None) -> list[str]:
-    """Return the text class word of every manifest row (``medad.models.prompt_word``)."""
+def prompt_words(
+    manifest: pd.DataFrame,
+    compat: str,
+    class_words: Mapping[str, str] | None,
+    dataset_kinds: Mapping[str, str] | None = None,
+    class_word: str | None = None,
+) -> list[str]:
+    """Return the text class word of every manifest row (``medad.models.prompt_word``).
+
+    ``dataset_kinds`` maps a manifest's ``dataset`` names to their dataset kinds where they differ (protocol
+    targets are named by the protocol), so that ``reference`` mode finds the release's word of each dataset;
+    ``class_word`` gives every row that one word instead.
+    """
     from medad.models import prompt_word
 
-    return [prompt_word(row, compat, class_words) for row in manifest.to_dict("records")]
+    if class_word is not None:
+        if not class_word.strip():
+            raise ConfigError("the class word is empty; pass a word such as 'skin lesion' or 'polyp'")
+        return [class_word] * len(manifest)
+    kinds = dict(dataset_kinds or {})
+    rows = manifest.to_dict("records")
+    return [
+        prompt_word({**row, "dataset": kinds.get(row.get("dataset"), row.get("dataset"))}, compat, class_words)
+        for row in rows
+    ]
+
+
+def class_words_used(manifest: pd.DataFrame, words: Sequence[str]) -> dict[str, dict[str, str]]:
+    """The words used per dataset and class: ``{dataset: {class_name: word}}`` (for metadata and reports)."""
+    used: dict[str, dict[str, str]] = {}
+    for dataset, name, word in zip(manifest["dataset"], manifest["class_name"], words, strict=True):
+        used.setdefault(str(dataset), {})[str(name)] = word
+    return used
+
+
+def check_model_compat(model: Any, compat: str | None) -> str:
+    """Return the class-word rule of a run: ``compat`` if it is the model's own mode, else refuse.
+
+    A model built in one mode and prompted with the other mode's words would be a hybrid of both (for
+    AD-DINOv3: stacked text columns and QuickGELU with the release's words), so the mode is chosen once, when
+    the model is built.
+
+    Raises:
+        ConfigError: ``compat`` differs from the mode the model (or checkpoint) was built in.
+    """
+    own = getattr(model, "compat", None)
+    if compat is None:
+        return own or "clean"
+    if own is not None and compat != own:
+        raise ConfigError(
+            f"model {getattr(model, 'name', '?')!r} was built in compat {own!r} mode but compat {compat!r} was asked "
+            f"for; build the model with compat={compat!r} (medad train/score --compat {compat}) or drop --compat"
+        )
+    return compat
 
 
 def concat_manifests(manifests: pd.DataFrame | Sequence[pd.DataFrame]) -> pd.DataFrame:
@@ -220,7 +269,7 @@ def train(
     num_workers: int = 0,
     cache_features: bool = True,
     cache_dir: str | Path | None = None,
-    compat: str = "clean",
+    compat: str | None = None,
     class_words: Mapping[str, str] | None = None,
     resume: bool = True,
     progress: bool = True,
@@ -249,7 +298,8 @@ def train(
         num_workers: DataLoader workers.
         cache_features: compute frozen features once and read them from disk in later epochs.
         cache_dir: cache root (default ``$MEDAD_CACHE`` or ``~/.cache/medad``).
-        compat: text class word rule for ``medad.models.prompt_word`` (``clean`` or ``reference``).
+        compat: text class word rule for ``medad.models.prompt_word``; ``None`` is the model's own mode, and
+            another mode than the model's is refused (see :func:`check_model_compat`).
         class_words: optional class-name -> word overrides for ``prompt_word``.
         resume: continue from the last complete checkpoint in ``out_dir`` (refused if its settings differ).
         progress: show tqdm progress bars.
@@ -291,6 +341,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError(f"model {card.get('name')!r} has no trainable parameters; nothing to train")
+    compat = check_model_compat(model, compat)
     words = prompt_words(manifest, compat, class_words)
     manifest_hash = manifest_fingerprint(manifest)
     steps_per_epoch = math.ceil(len(manifest) / batch_size)
@@ -310,6 +361,7 @@ def train(
         "seed": seed,
         "compat": compat,
         "class_words": dict(class_words or {}),
+        "words_used": class_words_used(manifest, words),
     }
 
     optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
@@ -454,6 +506,7 @@ def _save(
             "steps": step,
             "batch_size": settings["batch_size"],
             "compat": settings["compat"],
+            "class_words": settings["words_used"],
             "loss": stats.get("total"),
         }
     }
@@ -517,8 +570,9 @@ def train_on_roots(
         kind: dataset kind of every root for ``medad.data.load_manifest`` (``auto`` detects).
         split: the split to train on; ZSAD practice (and the reference code) uses the TEST split.
         model_name: registered model name.
-        model_config: keyword configuration for ``medad.models.create_model``.
-        **options: passed to :func:`train` (``epochs``, ``lr``, ``batch_size``, ``seed``, ``device``, ...).
+        model_config: keyword configuration for ``medad.models.create_model`` (e.g. ``backbone_weights``,
+            ``text_weights``); a ``compat`` option builds the model in that mode too.
+        **options: passed to :func:`train` (``epochs``, ``lr``, ``batch_size``, ``seed``, ``device``, ``compat``, ...).
 
     Returns:
         The :class:`TrainResult`.
@@ -529,5 +583,8 @@ def train_on_roots(
     if not roots:
         raise ConfigError("no auxiliary dataset given; pass --data ROOT (e.g. an MVTec AD or VisA folder)")
     manifests = [load_manifest(str(root), kind, split=split) for root in roots]
-    model = create_model(model_name, **dict(model_config or {}))
+    config = dict(model_config or {})
+    if options.get("compat") is not None:  # the model is built in the mode it is trained in
+        config.setdefault("compat", options["compat"])
+    model = create_model(model_name, **config)
     return train(model, manifests, out_dir, **options)

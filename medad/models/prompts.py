@@ -99,20 +99,31 @@ def prompt_word(row: Mapping[str, Any], compat: str, class_words: Mapping[str, s
     """Return the text class word for a manifest row.
 
     Args:
-        row: A manifest row (needs ``image_path`` in ``reference`` mode, ``class_name`` in ``clean`` mode).
-        compat: ``reference`` reproduces the release: the path component ``image_path.split('/')[-4]`` (``"Data"``
-            for VisA, ``"01"`` for BTAD and the medical sets). ``clean`` uses the class name: ``class_words`` first,
-            then the medical defaults (``skin_lesion`` -> ``"skin lesion"`` ...), else ``_`` replaced by a space.
+        row: A manifest row (``dataset`` and ``class_name``; ``image_path`` for data outside the release's sets).
+        compat: ``reference`` reproduces the release. Its word is the 4th-last path component of the image in
+            the release's own layouts, so for its eight datasets it is a fixed table
+            (:data:`medad.data.registry.REFERENCE_CLASS_WORDS`: the class folder for MVTec AD, MPDD and BTAD,
+            ``"Data"`` for VisA, ``"01"`` for ISIC / CVC-ClinicDB / CVC-ColonDB, ``"Medical_Dataset"`` for TN3K),
+            whatever the user's folders are called; other data (which the release never read) gets the path
+            rule ``image_path.split('/')[-4]`` itself. ``clean`` uses real words: ``class_words`` first, then the
+            per-dataset words (BTAD's numbered products are ``"product"``), the medical defaults
+            (``skin_lesion`` -> ``"skin lesion"`` ...), else the class name with ``_`` replaced by a space.
         class_words: Optional overrides, class name -> word (``clean`` mode only).
 
     Returns:
         The word inserted into the prompt ensemble.
 
     Raises:
-        ConfigError: On an unknown ``compat`` or a path too short for the ``reference`` rule.
+        ConfigError: On an unknown ``compat`` or a path too short for the ``reference`` path rule.
     """
+    from medad.data.registry import clean_class_word, reference_class_word
+
     check_compat(compat)
+    dataset = str(row.get("dataset") or "")
     if compat == "reference":
+        fixed = reference_class_word(dataset, str(row.get("class_name")))
+        if fixed is not None:
+            return fixed
         path = str(row["image_path"])
         parts = path.split("/")
         if len(parts) < 4:
@@ -124,4 +135,4 @@ def prompt_word(row: Mapping[str, Any], compat: str, class_words: Mapping[str, s
     name = str(row["class_name"])
     if class_words and name in class_words:
         return str(class_words[name])
-    return DEFAULT_CLASS_WORDS.get(name, name.replace("_", " "))
+    return clean_class_word(dataset, name) or DEFAULT_CLASS_WORDS.get(name, name.replace("_", " "))

@@ -8,8 +8,10 @@ identified by the sha256 of the initialised state dict.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import io
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -137,8 +139,9 @@ def build_backbone(
         info.update(source="random", licence=LICENCES["random"], sha256=state_dict_sha256(model))
     elif weights is not None:
         file = _check_file(weights, "backbone")
-        try:
-            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(file)}, **kwargs)
+        try:  # timm's DINOv3 filter prints a line per zero qkv bias it drops from Meta's files: keep stdout clean
+            with contextlib.redirect_stdout(io.StringIO()):
+                model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(file)}, **kwargs)
         except (RuntimeError, KeyError, ValueError) as exc:
             raise WeightsError(
                 f"backbone weights file {str(file)!r} does not fit {name!r} ({str(exc).splitlines()[0][:300]}); "

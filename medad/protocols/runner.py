@@ -25,6 +25,7 @@ import yaml
 
 from medad.protocols import provenance
 from medad.protocols.cache import Stage, StageStore
+from medad.protocols.epoch_sweep import SWEEP_METRICS, SWEEP_NOTE, run_epoch_sweep
 from medad.protocols.executor import Job, job_device, make_executor, run_jobs, stage_lock
 from medad.protocols.manifests import DatasetData, FileHashCache, check_file_overlap, fingerprint, write_data_manifests
 from medad.protocols.progress import RunDisplay
@@ -253,7 +254,7 @@ def _train(state: RunState) -> None:
             continue
         assert p.training is not None
         training = [state.datasets[d.name] for d in p.training.datasets]
-        tcfg = p.training.model_dump(mode="json", exclude={"datasets", "seeds", "cache_features"})
+        tcfg = p.training.model_dump(mode="json", exclude={"datasets", "seeds", "cache_features", "epoch_sweep"})
         for seed in p.training.seeds:
             label = spec.name if len(p.training.seeds) == 1 else f"{spec.name}-seed{seed}"
             config = {
@@ -263,6 +264,8 @@ def _train(state: RunState) -> None:
                 "class_words": _class_words(spec, training),
                 "device": torch.device(state.job_device).type,
             }
+            if spec.compat == "reference":  # words from the release's fixed table (earlier: the user's paths)
+                config["reference_words"] = "per-dataset-table"
             stage = state.store.stage("train", config, data=[d.content_hash for d in training])
             args = {
                 "folder": str(stage.folder),
@@ -332,6 +335,7 @@ def _score_job(args: dict[str, Any], advance: Callable[[int], None] | None) -> d
             device=device,
             compat=args["compat"],
             class_words=args["class_words"],
+            dataset_kinds=args["dataset_kinds"],
             chunk_size=args["chunk_size"],
             progress=False,
             tile=args["tile"],
@@ -383,6 +387,8 @@ def _score(state: RunState) -> pd.DataFrame:
         }
         if p.scoring.tile:  # only then: untiled stages keep their keys, so earlier runs are reused
             config["tiling"] = {"tile": True, "tile_overlap": p.scoring.tile_overlap}
+        if run.spec.compat == "reference":  # words from the release's fixed table (earlier: the user's paths)
+            config["reference_words"] = "per-dataset-table"
         upstream = [run.train_key] if run.train_key else []
         stage = state.store.stage("score", config, upstream=upstream, data=[d.content_hash for d in targets])
         args = {
@@ -399,6 +405,7 @@ def _score(state: RunState) -> pd.DataFrame:
             "tile_overlap": p.scoring.tile_overlap,
             "compat": run.spec.compat,
             "class_words": words,
+            "dataset_kinds": {t.name: t.kind for t in targets},
         }
         jobs.append(Job(stage, run.label, len(manifest), config, _score_job, args, unusable=_unusable_predictions))
     records = run_jobs(jobs, state.store, state.display, state.stage_keys, state.executor)
@@ -437,6 +444,12 @@ def _evaluate(state: RunState, manifest: pd.DataFrame) -> Stage:
         "comparisons": _comparisons(state),
         "models": sorted(state.predictions),
     }
+    if p.evaluation_resolution != "native":  # only then: native stages keep their keys
+        config["resolution"] = p.evaluation_resolution
+    sweep = p.training is not None and p.training.epoch_sweep
+    if sweep:  # the released code's selection on the test data, labelled (medad/protocols/epoch_sweep.py)
+        config["epoch_sweep"] = True
+        state.notes.append(SWEEP_NOTE)
     stage = state.store.stage("evaluate", config, upstream=sorted(state.score_keys.values()))
     evaluated = manifest.copy()
     if stats.unit == "image":
@@ -458,12 +471,41 @@ def _evaluate(state: RunState, manifest: pd.DataFrame) -> Stage:
             comparisons=config["comparisons"],
             correction=stats.correction,
             mask_reader=counted_read_mask,
+            resolution=p.evaluation_resolution,
         )
+        if sweep:
+            _epoch_sweep(state, manifest, evaluated, st.folder / "evaluation", read_mask)
         return {}
 
     _run_stage(state, stage, "all targets", labelled, config, work, resumable=False)
     _rel_link(state.run_dir / "evaluation", stage.folder / "evaluation")
     return stage
+
+
+def _epoch_sweep(
+    state: RunState, manifest: pd.DataFrame, evaluated: pd.DataFrame, out: Path, read_mask: Callable[..., Any]
+) -> None:
+    """Score and evaluate every epoch of every trained model on the targets (``training.epoch_sweep``)."""
+    from medad.engine.evaluate import evaluate
+    from medad.engine.scorer import score
+    from medad.models import load_checkpoint
+
+    p = state.lp.protocol
+    targets = [state.datasets[t.name] for t in p.targets]
+
+    def score_epoch(run: ModelRun, checkpoint: Path, folder: Path) -> None:
+        model = load_checkpoint(checkpoint, device=state.job_device, image_score=run.spec.image_score)
+        score(model, manifest, folder, batch_size=p.scoring.batch_size, device=state.job_device,
+              compat=run.spec.compat, class_words=_class_words(run.spec, targets), chunk_size=p.scoring.chunk_size,
+              progress=False, tile=p.scoring.tile, tile_overlap=p.scoring.tile_overlap,
+              dataset_kinds={t.name: t.kind for t in targets})  # fmt: skip
+
+    def evaluate_epoch(label: str, predictions: Path, folder: Path) -> list[dict[str, Any]]:
+        result = evaluate({label: predictions}, evaluated, folder, metrics=SWEEP_METRICS, ci={"n_resamples": 0},
+                          comparisons=None, mask_reader=read_mask, resolution=p.evaluation_resolution)  # fmt: skip
+        return list(result["rows"])
+
+    run_epoch_sweep(state.models, state.store.root / "train", out, score_epoch, evaluate_epoch)
 
 
 def _seed_summary(rows: list[dict[str, Any]], runs: list[ModelRun]) -> list[dict[str, Any]]:

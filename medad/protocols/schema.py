@@ -130,6 +130,9 @@ class TrainingSpec(_Strict):
         warmup: fraction of the steps with linear warm-up.
         seeds: one trained model per seed.
         cache_features: cache the frozen backbone's features so epochs after the first skip it.
+        epoch_sweep: opt-in: also score every epoch's adapters on the targets and report the best epoch by target
+            pixel AUROC, labelled "selected on the test data (optimistic), as the released code does", beside the
+            fixed-epoch headline (``medad.protocols.epoch_sweep``); never the default, never the headline.
     """
 
     datasets: Annotated[list[DatasetSpec], Field(min_length=1)]
@@ -141,6 +144,7 @@ class TrainingSpec(_Strict):
     warmup: Annotated[float, Field(ge=0, lt=1)] = 0.03
     seeds: Annotated[list[int], Field(min_length=1)] = Field(default_factory=lambda: [0])
     cache_features: bool = True
+    epoch_sweep: bool = False
 
 
 class ScoringSpec(_Strict):
@@ -254,6 +258,8 @@ class Protocol(_Strict):
         targets: the datasets scored and evaluated.
         scoring: batched scoring settings.
         metrics: metric names (empty: the evaluation defaults).
+        evaluation_resolution: ``native`` (maps against masks at each image's size) or ``model`` (both resized
+            to the model's input size, as the released code evaluates).
         statistics: intervals and paired comparisons.
         exports: prediction exports.
         executor: run the train and score jobs through submitit (``local`` or ``slurm``); absent: in-process.
@@ -270,6 +276,7 @@ class Protocol(_Strict):
     targets: Annotated[list[DatasetSpec], Field(min_length=1)]
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     metrics: list[Name] = Field(default_factory=list)
+    evaluation_resolution: Literal["native", "model"] = "native"
     statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
     exports: list[ExportSpec] = Field(default_factory=list)
     executor: ExecutorSpec | None = None

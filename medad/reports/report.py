@@ -40,6 +40,7 @@ from medad.reports.cases import (
     select_cases,
 )
 from medad.reports.loader import EvaluationResults, load_evaluation
+from medad.reports.paper import paper_sections
 from medad.reports.plots import (
     CURVE_METRICS,
     RESEARCH_NOTICE,
@@ -428,6 +429,7 @@ def build_report(
     loader.check(evaluation.per_image)
 
     sections, tables = _build_sections(evaluation, loader, random_models, n_cases)
+    sections[2:2] = paper_sections(evaluation, sources, _Section)  # after the settings: medad/reports/paper.py
     if isinstance(generated_at, dt.datetime):
         stamp = generated_at.isoformat(timespec="seconds")
     elif isinstance(generated_at, str):

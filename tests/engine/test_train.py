@@ -219,3 +219,89 @@ def test_training_learns_on_synthetic_industrial_data(tmp_path):
     assert losses[-1] < 0.7 * losses[0]
     assert after > before + 0.2
     assert after > 0.75
+
+
+def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    import sys
+
+    from medad.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["medad", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    return exc.value.code or 0, capsys.readouterr().err
+
+
+def test_cli_compat_builds_the_model_and_is_refused_on_the_other_mode(tmp_path, monkeypatch, capsys):
+    """``train --compat reference`` trains a reference-mode model (not only its words); scoring its checkpoint in
+    clean mode is refused; ``--class-word`` sets every image's word and is recorded per class."""
+    from medad.data import write_layout
+    from medad.models.checkpoint import read_card
+
+    root = write_layout(tmp_path / "aux", "mvtec", n_normal=1, n_abnormal=1, size=32, seed=0)
+    out = tmp_path / "run"
+    code, err = _cli(
+        monkeypatch, capsys, "train", "--data", str(root), "--model", "ad_dinov3_tiny", "--epochs", "1", "--lr",
+        "1e-3", "--batch-size", "4", "--device", "cpu", "--compat", "reference", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    checkpoint = out / "checkpoints" / "epoch_001"
+    card = read_card(checkpoint)
+    assert card["compat"] == card["config"]["compat"] == "reference"
+    assert any(k.endswith("fc2.weight") for k in _adapter_keys(checkpoint))  # reference mode keeps fc2
+    assert card["extra"]["training"]["class_words"] == {"mvtec": {"bottle": "bottle", "grid": "grid"}}
+    settings = json.loads((out / "train_settings.json").read_text())
+    assert settings["config"]["compat"] == "reference" and settings["compat"] == "reference"
+    code, err = _cli(
+        monkeypatch, capsys, "score", str(root), "--checkpoint", str(checkpoint), "--compat", "clean",
+        "--out", str(tmp_path / "s1"),
+    )  # fmt: skip
+    assert code == 2 and "compat 'reference'" in err and "--compat" in err, err
+    code, err = _cli(
+        monkeypatch, capsys, "score", str(root), "--checkpoint", str(checkpoint), "--class-word", "polyp",
+        "--out", str(tmp_path / "s2"),
+    )  # fmt: skip
+    assert code == 0, err
+    meta = json.loads((tmp_path / "s2" / "meta.json").read_text())
+    assert meta["compat"] == "reference" and meta["class_words"] == {"files": {"object": "polyp"}}
+
+
+def _adapter_keys(checkpoint: Path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(checkpoint / "adapters.safetensors"), framework="pt") as handle:
+        return list(handle.keys())
+
+
+def test_train_refuses_a_compat_other_than_the_models(tmp_path, small_set):
+    with pytest.raises(ConfigError, match=r"built in compat 'clean' mode but compat 'reference'"):
+        train(_model(), small_set, tmp_path / "run", epochs=1, compat="reference", device="cpu", progress=False)
+
+
+def test_reference_training_uses_the_release_words_not_the_users_folders(tmp_path):
+    """A dataset root under a folder named MEDAD_DATA: the released words, never the user's path components."""
+    from medad.data import load_manifest, write_layout
+    from medad.engine.train import class_words_used, prompt_words
+
+    seen = {}
+    for layout, kind, word in [("isic2016", "isic", "01"), ("tn3k", "tn3k", "Medical_Dataset"), ("btad", "btad", None)]:
+        root = write_layout(tmp_path / "MEDAD_DATA" / layout, layout, n_normal=1, n_abnormal=1, size=32, seed=0)
+        manifest = load_manifest(root, kind, split="test")
+        words = prompt_words(manifest, "reference", None)
+        seen[kind] = class_words_used(manifest, words)[kind]
+        if word is not None:
+            assert set(words) == {word}
+    assert set(seen["btad"].values()) <= {"01", "02", "03"} and all(k == v for k, v in seen["btad"].items())
+    assert "MEDAD_DATA" not in {w for words in seen.values() for w in words.values()}
+
+
+def test_pinned_optimiser_schedule_and_epoch_defaults():
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(train).parameters.items()}
+    assert defaults["lr"] == 1e-5 and defaults["betas"] == (0.9, 0.999) and defaults["weight_decay"] == 1e-2
+    assert defaults["warmup_fraction"] == 0.03 and defaults["batch_size"] == 64 and defaults["epochs"] == 100
+    from medad.engine.train import warmup_constant
+
+    factor = warmup_constant(10)  # linear warm-up over 10 steps, then constant
+    assert [factor(s) for s in (0, 4, 9, 10, 500)] == [0.1, 0.5, 1.0, 1.0, 1.0]

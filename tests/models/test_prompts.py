@@ -44,3 +44,70 @@ def test_bad_compat_and_short_path() -> None:
         prompt_word({"class_name": "x"}, "faithful")
     with pytest.raises(ConfigError, match=r"fewer than 4"):
         prompt_word({"image_path": "a/b.png"}, "reference")
+
+
+def test_reference_words_are_the_release_table() -> None:
+    from medad.data.registry import REFERENCE_CLASS_WORDS
+
+    assert REFERENCE_CLASS_WORDS == {
+        "mvtec": None,
+        "mpdd": None,
+        "btad": None,
+        "visa": "Data",
+        "isic": "01",
+        "clinicdb": "01",
+        "colondb": "01",
+        "tn3k": "Medical_Dataset",
+    }
+
+
+@pytest.mark.parametrize(
+    ("dataset", "class_name", "path", "word"),
+    [
+        ("mvtec", "metal_nut", "/u/MEDAD_DATA/mvtec/metal_nut/test/scratch/000.png", "metal_nut"),
+        ("mpdd", "bracket_black", "/u/x/bracket_black/test/hole/000.png", "bracket_black"),
+        ("btad", "02", "/u/MEDAD_DATA/btad/02/test/ko/0001.png", "02"),
+        ("visa", "candle", "/u/visa-pytorch/candle/test/bad/000.JPG", "Data"),
+        ("isic", "skin_lesion", "/u/MEDAD_DATA/isic/ISIC2016_Test/ISIC_0000003.jpg", "01"),
+        ("clinicdb", "polyp", "/u/MEDAD_DATA/CVC-ClinicDB/Original/1.tif", "01"),
+        ("colondb", "polyp", "/u/MEDAD_DATA/CVC-ColonDB/images/1.png", "01"),
+        ("tn3k", "thyroid_nodule", "/u/MEDAD_DATA/tn3k/test-image/0001.jpg", "Medical_Dataset"),
+    ],
+)
+def test_reference_words_do_not_depend_on_the_users_folders(
+    dataset: str, class_name: str, path: str, word: str
+) -> None:
+    row = {"dataset": dataset, "class_name": class_name, "image_path": path}
+    assert prompt_word(row, "reference") == word
+    assert prompt_word(row, "reference", {class_name: "ignored in reference mode"}) == word
+
+
+def test_clean_btad_words_are_words() -> None:
+    for product in ("01", "02", "03"):
+        assert prompt_word({"dataset": "btad", "class_name": product}, "clean") == "product"
+    assert prompt_word({"dataset": "btad", "class_name": "01"}, "clean", {"01": "metal body"}) == "metal body"
+
+
+def test_prompt_lists_identity() -> None:
+    """The exact states and templates of the released ensemble (not only their counts)."""
+    import hashlib
+
+    from medad.models.prompts import ABNORMAL_STATES, NORMAL_STATES, PROMPT_SET_VERSION
+
+    assert NORMAL_STATES == (
+        "{}",
+        "flawless {}",
+        "perfect {}",
+        "unblemished {}",
+        "{} without flaw",
+        "{} without defect",
+        "{} without damage",
+    )
+    assert ABNORMAL_STATES == ("damaged {}", "broken {}", "{} with flaw", "{} with defect", "{} with damage")
+    assert TEMPLATES[0] == "a bad photo of a {}." and TEMPLATES[-1] == "this is one {} in the scene."
+    digest = hashlib.sha256("\n".join(TEMPLATES).encode()).hexdigest()
+    assert digest == TEMPLATES_SHA256, "the template list changed: bump PROMPT_SET_VERSION and this digest"
+    assert PROMPT_SET_VERSION == "ad-dinov3-ensemble-v1"
+
+
+TEMPLATES_SHA256 = "b976c262921bee3ef6023d1fddd4bed3f34887e0612790be043f325f34baa3ee"

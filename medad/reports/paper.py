@@ -1,0 +1,144 @@
+"""Report sections for reproducing the paper: the paper view (the paper's table of pixel metrics beside the
+published figures) and the text class words each model was prompted with.
+
+The class word is the key setting of a text-prompted model (``reference`` mode uses the released code's fixed
+per-dataset words, ``clean`` mode real words), so the report shows the words that were actually used, read from
+each predictions folder's ``meta.json`` (``class_words``: ``{dataset: {class_name: word}}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from medad.reports.cases import PredictionSource
+from medad.reports.loader import EvaluationResults
+
+
+def class_words_table(sources: Sequence[PredictionSource]) -> pd.DataFrame:
+    """One row per model, dataset and class: the prompt word and the model's compat mode."""
+    rows = []
+    for source in sources:
+        meta = source.reader.meta
+        words = meta.get("class_words")
+        if not isinstance(words, dict):
+            continue
+        for dataset, per_class in sorted(words.items()):
+            if source.dataset is not None and dataset != source.dataset:
+                continue
+            for class_name, word in sorted(dict(per_class).items()):
+                rows.append(
+                    {
+                        "model": source.model,
+                        "dataset": dataset,
+                        "class": class_name,
+                        "word": word,
+                        "compat": meta.get("compat", ""),
+                    }
+                )
+    return pd.DataFrame(rows, columns=["model", "dataset", "class", "word", "compat"]).drop_duplicates()
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and pd.isna(value)) else f"{value:.1f}"
+
+
+def paper_view_tables(evaluation: EvaluationResults) -> list[tuple[str, pd.DataFrame]]:
+    """The measured paper table (one per model) and the published block, as (caption, table) pairs."""
+    from medad.engine.paper_view import PAPER_DATASETS, PAPER_METRICS, paper_view
+
+    view = paper_view(evaluation.results.to_dict("records"))
+    if not view["measured"]:
+        return []
+    labels = dict(PAPER_METRICS)
+    tables = []
+    measured = pd.DataFrame(view["measured"] + view["averages"])
+    for model, frame in measured.groupby("model", sort=False):
+        shown = frame[["dataset", *labels]].rename(columns=labels)
+        for column in labels.values():
+            shown[column] = shown[column].map(_fmt)
+        tables.append((f"{model}: measured by medad (percent, class mean)", shown.reset_index(drop=True)))
+    columns = [name for name, _, _ in PAPER_DATASETS] + ["industrial average", "medical average"]
+    display = {name: shown_name for name, shown_name, _ in PAPER_DATASETS}
+    published = pd.DataFrame(
+        [
+            {"method": r["method"], "source": r["source"], "aux training": r["aux"], "metrics": r["pair"]}
+            | {display.get(c, c): r["values"].get(c, "") for c in columns}
+            for r in view["published"]["rows"]
+        ]
+    )
+    tables.append((f"Pixel level, {view['published']['label']} (quoted from docs/comparison.md)", published))
+    return tables
+
+
+def epoch_sweep_tables(evaluation: EvaluationResults) -> list[tuple[str, pd.DataFrame]]:
+    """The released code's best-epoch-on-test figures (``epoch_sweep.json``) beside the fixed-epoch headline."""
+    import json
+
+    from medad.protocols.epoch_sweep import SELECTION_LABEL, SWEEP_FILE
+
+    path = evaluation.folder / SWEEP_FILE
+    if not path.is_file():
+        return []
+    sweep = json.loads(path.read_text(encoding="utf-8"))
+    rows = [
+        {
+            "model": model,
+            "fixed epoch (headline)": entry["fixed_epoch"],
+            "pixel AUROC, fixed epoch": _fmt(
+                None if entry["fixed_criterion"] is None else 100 * entry["fixed_criterion"]
+            ),
+            "best epoch": entry["best_epoch"],
+            f"pixel AUROC, {SELECTION_LABEL}": _fmt(
+                None if entry["best_criterion"] is None else 100 * entry["best_criterion"]
+            ),
+        }
+        for model, entry in sweep["models"].items()
+    ]
+    tables = [(f"Epoch {SELECTION_LABEL}", pd.DataFrame(rows))]
+    for model, entry in sweep["models"].items():
+        best = next((e for e in entry["per_epoch"] if e["epoch"] == entry["best_epoch"]), None)
+        if best and best["paper_view"]:
+            frame = pd.DataFrame(best["paper_view"])[["dataset", "pixel_auroc", "pixel_f1_max", "aupro", "pixel_ap"]]
+            for column in frame.columns[1:]:
+                frame[column] = frame[column].map(_fmt)
+            tables.append((f"{model}, epoch {entry['best_epoch']}: {SELECTION_LABEL}", frame))
+    return tables
+
+
+def paper_sections(
+    evaluation: EvaluationResults, sources: Sequence[PredictionSource], make_section: Callable[..., Any]
+) -> list[Any]:
+    """The report's reproduction sections, built with ``make_section(heading, paragraphs=..., tables=...)``."""
+    sections = []
+    tables = paper_view_tables(evaluation)
+    if tables:
+        resolution = (evaluation.settings.get("resolution") or {}).get("mode", "native")
+        text = (
+            "The paper's table: per target dataset the pixel metrics as the unweighted mean over its classes, in "
+            f"percent, evaluated at {resolution} resolution; domain averages over the datasets evaluated. The "
+            "published block is quoted from the papers and repositories named in each row, never re-measured; "
+            "the second number of a published pair is a different metric from row to row (PRO, max-F1 or AP), so "
+            "compare it only with the matching medad column."
+        )
+        sections.append(make_section("Paper view", paragraphs=[text], tables=tables))
+    sweep = epoch_sweep_tables(evaluation)
+    if sweep:
+        text = (
+            "Every epoch's adapters were scored on the target test data and the best epoch by the mean target pixel "
+            "AUROC (class mean) picked, as the released code's per-epoch test loop allows. These figures are "
+            "optimistic (the epoch was selected on the test data) and are not the headline, which is the fixed "
+            "last epoch above."
+        )
+        sections.append(make_section("Epoch selected on the test data", paragraphs=[text], tables=sweep))
+    words = class_words_table(sources)
+    if words.empty:
+        return sections
+    text = (
+        "The word inserted into every prompt of the ensemble, per class. 'reference' mode uses the released "
+        "code's fixed words (the class folder for MVTec AD, MPDD and BTAD, 'Data' for VisA, '01' for ISIC and "
+        "the CVC sets, 'Medical_Dataset' for TN3K); 'clean' mode real words."
+    )
+    return [*sections, make_section("Text class words", paragraphs=[text], tables=[("Class words used", words)])]

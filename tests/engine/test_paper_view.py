@@ -1,0 +1,49 @@
+"""The paper view: per dataset the four pixel metrics as the class mean, in the paper's order, in percent."""
+
+from __future__ import annotations
+
+import json
+
+from medad.engine.paper_view import PUBLISHED_LABEL, paper_view
+
+
+def _rows():
+    rows = []
+    for dataset, auroc in (("tn3k", 0.7), ("mvtec", 0.9), ("own", 0.5), ("isic", 0.8), ("visa", 0.95)):
+        for metric, value in (("pixel_auroc", auroc), ("pixel_f1_max", 0.4), ("aupro", 0.6), ("pixel_ap", None)):
+            rows.append({"model": "m", "dataset": dataset, "class_name": "__mean__", "metric": metric, "value": value})
+            rows.append({"model": "m", "dataset": dataset, "class_name": "x", "metric": metric, "value": 0.0})
+    rows.append({"model": "m", "dataset": "mvtec", "class_name": "__mean__", "metric": "image_auroc", "value": 0.1})
+    return rows
+
+
+def test_rows_in_paper_order_in_percent_with_domain_averages() -> None:
+    view = paper_view(_rows())
+    assert [r["dataset"] for r in view["measured"]] == ["MVTec AD", "VisA", "ISIC", "TN3K", "own"]
+    mvtec = view["measured"][0]
+    assert mvtec == {"model": "m", "dataset": "MVTec AD", "domain": "industrial", "pixel_auroc": 90.0,
+                     "pixel_f1_max": 40.0, "aupro": 60.0, "pixel_ap": None}  # fmt: skip
+    industrial, medical = view["averages"]
+    assert industrial["dataset"] == "industrial average (2 of 4)" and industrial["pixel_auroc"] == 92.5
+    assert medical["dataset"] == "medical average (2 of 4)" and medical["pixel_auroc"] == 75.0
+    assert medical["pixel_ap"] is None
+    assert view["published"]["label"] == PUBLISHED_LABEL == "published, not re-measured"
+    assert all(r["source"] and r["values"] for r in view["published"]["rows"])
+    assert any(r["method"] == "AD-DINOv3" for r in view["published"]["rows"])
+
+
+def test_evaluate_writes_the_paper_view_into_metrics_json(tmp_path) -> None:
+    from medad.engine.evaluate import evaluate
+    from tests.engine.test_evaluation_resolution import _study
+
+    manifest, masks, _ = _study(tmp_path)
+    manifest["dataset"] = "isic"
+
+    def reader(row):
+        return masks[int(row["image_path"].split("/")[-1][:-4])]
+
+    evaluate({"m": tmp_path / "m"}, manifest, tmp_path / "e", ci={"n_resamples": 0}, mask_reader=reader)
+    doc = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    mean = next(r for r in doc["rows"] if r["metric"] == "aupro" and r["class_name"] == "__mean__")
+    (row,) = doc["paper_view"]["measured"]
+    assert row["dataset"] == "ISIC" and row["aupro"] == round(100 * mean["value"], 1)
