@@ -1,8 +1,11 @@
 """Small synthetic datasets written in each native public layout, with exact masks.
 
-Two content styles: ``industrial`` (stripe / grid textures with rectangular or scratch defects) and
-``medical`` (smooth speckle background with round / elliptical lesions). Everything is deterministic by seed
-and fast (64 px images by default). Used by the tests, the docs and ``medad datasets synth``.
+Two content styles: ``industrial`` (faint stripe / grid textures on shaded surfaces of random colours, with
+rectangular, scratch or blob defects) and ``medical`` (shaded speckle of random skin tones with round /
+elliptical lesions). Both anomalies are the same kind of local darkening, and both backgrounds share their
+brightness, shading and colour spread, so that a head trained on industrial images can find the medical lesions
+zero-shot (the demo, ``protocols/demo.yaml``). Everything is deterministic by seed and fast (64 px images by
+default). Used by the tests, the docs, the demo and ``medad datasets synth``.
 """
 
 from __future__ import annotations
@@ -34,8 +37,27 @@ MEDICAL_LAYOUTS: tuple[str, ...] = (
 LAYOUTS: tuple[str, ...] = (*INDUSTRIAL_LAYOUTS, *MEDICAL_LAYOUTS, "folder")
 
 
+def _shading(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Smooth large-scale brightness variation in [-0.12, 0.12] (uneven lighting, skin tone), shared by both styles."""
+    smooth = gaussian_filter(rng.normal(0, 1, (size, size)), sigma=size / 8)
+    return 0.12 * smooth / (np.abs(smooth).max() + 1e-6)
+
+
+def _darken(rng: np.random.Generator, base: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Darken ``base`` inside ``mask`` by 50-75 % with a 1-pixel soft edge: the anomaly of both styles.
+
+    Industrial defects and medical lesions share this contrast (and the backgrounds their brightness, shading
+    and colour spread), so that a head trained on the industrial style meets the same local intensity anomaly
+    in the medical one: the synthetic stand-in for the zero-shot transfer the method is about.
+    """
+    soft = gaussian_filter(mask.astype(np.float64), 1.0)
+    return base * (1 - soft * rng.uniform(0.5, 0.75))
+
+
 def industrial_image(rng: np.random.Generator, size: int, abnormal: bool) -> tuple[np.ndarray, np.ndarray]:
-    """A stripe or grid texture, with a rectangular or scratch defect when ``abnormal``.
+    """A faint stripe or grid texture on a shaded surface of a random colour, with a dark defect when ``abnormal``.
+
+    The defect is a rectangle, a scratch or an irregular blob (a third each).
 
     Returns:
         (image (size, size, 3) uint8, mask (size, size) bool).
@@ -46,37 +68,43 @@ def industrial_image(rng: np.random.Generator, size: int, abnormal: bool) -> tup
     wave = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period)
     if rng.random() < 0.5:
         wave = wave + np.sin((xx * np.sin(angle) - yy * np.cos(angle)) * 2 * np.pi / period)
-    base = 0.5 + 0.2 * wave / np.abs(wave).max() + rng.normal(0, 0.02, (size, size))
-    tint = rng.uniform(0.6, 1.0, 3)
+    wave = wave / np.abs(wave).max()
+    base = 0.6 + rng.uniform(0.0, 0.1) * wave + _shading(rng, size) + rng.normal(0, 0.03, (size, size))
+    colour = rng.uniform(0.45, 1.0, 3)
     mask = np.zeros((size, size), dtype=bool)
     if abnormal:
-        if rng.random() < 0.5:
+        kind = rng.integers(0, 3)
+        if kind == 0:
             h, w = rng.integers(size // 8, size // 3, 2)
             top, left = rng.integers(0, size - h), rng.integers(0, size - w)
             mask[top : top + h, left : left + w] = True
-        else:
+        elif kind == 1:
             x0, y0 = rng.uniform(0.1, 0.9, 2) * size
             theta = rng.uniform(0, np.pi)
             distance = np.abs((xx - x0) * np.sin(theta) - (yy - y0) * np.cos(theta))
             along = np.abs((xx - x0) * np.cos(theta) + (yy - y0) * np.sin(theta))
-            mask = (distance < max(1.0, size / 40)) & (along < size / 3)
-        base = np.where(mask, rng.uniform(0.0, 0.15), base)
-    image = np.clip(base[..., None] * tint, 0, 1)
+            mask = (distance < max(1.0, size / 25)) & (along < size / 3)
+        else:
+            cy, cx = rng.uniform(0.2, 0.8, 2) * size
+            radius = rng.uniform(0.08, 0.2) * size
+            wobble = gaussian_filter(rng.normal(0, 1, (size, size)), size / 20)
+            wobble = 2 * wobble / (np.abs(wobble).max() + 1e-6)
+            mask = ((yy - cy) ** 2 + (xx - cx) ** 2) / radius**2 + wobble <= 1.0
+        base = _darken(rng, base, mask)
+    image = np.clip(base[..., None] * colour, 0, 1)
     return (image * 255).astype(np.uint8), mask
 
 
 def medical_image(rng: np.random.Generator, size: int, abnormal: bool) -> tuple[np.ndarray, np.ndarray]:
-    """A smooth speckled background, with a round or elliptical lesion when ``abnormal``.
+    """A shaded, speckled skin-like background of a random tone, with a dark round / elliptical lesion if ``abnormal``.
 
     Returns:
         (image (size, size, 3) uint8, mask (size, size) bool).
     """
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    smooth = gaussian_filter(rng.normal(0, 1, (size, size)), sigma=size / 8)
-    smooth = smooth / (np.abs(smooth).max() + 1e-6)
     speckle = rng.gamma(8.0, 1 / 8.0, (size, size))
-    base = (0.55 + 0.15 * smooth) * (0.9 + 0.1 * speckle)
-    color = np.array([0.95, 0.75, 0.65]) * rng.uniform(0.9, 1.1, 3)
+    base = (0.6 + _shading(rng, size)) * (0.9 + 0.1 * speckle)
+    colour = np.clip(np.array([0.95, 0.75, 0.65]) * rng.uniform(0.7, 1.1, 3), 0, 1)
     mask = np.zeros((size, size), dtype=bool)
     if abnormal:
         cy, cx = rng.uniform(0.3, 0.7, 2) * size
@@ -85,8 +113,8 @@ def medical_image(rng: np.random.Generator, size: int, abnormal: bool) -> tuple[
         u = (xx - cx) * np.cos(theta) + (yy - cy) * np.sin(theta)
         v = -(xx - cx) * np.sin(theta) + (yy - cy) * np.cos(theta)
         mask = (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
-        base = np.where(mask, base * 0.45, base)
-    image = np.clip(base[..., None] * color, 0, 1)
+        base = _darken(rng, base, mask)
+    image = np.clip(base[..., None] * colour, 0, 1)
     return (image * 255).astype(np.uint8), mask
 
 
