@@ -74,3 +74,31 @@ def test_eval_names_a_model_from_its_predictions_metadata(tmp_path: Path, monkey
     assert code == 0, log
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert {row["model"] for row in metrics["rows"]} == {"ad_dinov3_tiny"}  # not the parent folder "scored"
+
+
+def test_a_stray_file_in_a_scored_folder_is_a_warning_but_a_named_one_is_an_error(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    folder = tmp_path / "ward"
+    folder.mkdir()
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(folder / "a.png")
+    (folder / "notes.txt").write_text("to do")
+    code, log = _medad(
+        monkeypatch, capsys, "score", str(folder), "--model", "ad_dinov3_tiny", "--out", str(tmp_path / "o")
+    )
+    assert code == 0, log
+    assert any(line.startswith("warning:") and "notes.txt" in line for line in log.splitlines())
+    assert len((tmp_path / "o" / "scores.csv").read_text().splitlines()) == 2  # header + the one image
+    code, log = _medad(monkeypatch, capsys, "datasets", "check", str(folder))
+    assert code == 2 and "notes.txt" in log  # the check lists it
+    code, log = _medad(
+        monkeypatch,
+        capsys,
+        "score",
+        str(folder / "notes.txt"),
+        "--model",
+        "ad_dinov3_tiny",
+        "--out",
+        str(tmp_path / "p"),
+    )
+    assert code == 2 and "notes.txt" in log and "error:" in log

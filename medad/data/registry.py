@@ -369,8 +369,11 @@ def check_dataset(
         DataError: The root is missing or not a known layout, or (``sha256``) a file cannot be read.
     """
     resolved = detect_kind(root) if kind == "auto" else kind
-    manifest = load_manifest(root, resolved, split=split, strict=False, **options)
-    problems = list(manifest.attrs.get("problems", [])) + validate_files(manifest)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        manifest = load_manifest(root, resolved, split=split, strict=False, **options)
+    left_out = [Problem(str(root), f"warning: {w.message}") for w in caught if issubclass(w.category, DataWarning)]
+    problems = list(manifest.attrs.get("problems", [])) + left_out + validate_files(manifest)
     files: list[dict[str, str]] | None = None
     if sha256:
         columns = ["image_path", "sha256", "mask_path", "mask_sha256"]
@@ -432,8 +435,15 @@ def manifest_from_paths(paths: Sequence[str | Path], class_name: str = "object",
                 frames.append(make_nifti(file, class_name=class_name, strict=False))
             elif looks_like_dicom(file):
                 frames.append(make_dicom(file, class_name=class_name, strict=False))
-            else:
+            elif file == path:  # named on the command line: an error
                 images.problem(file, "is not an image, DICOM or NIfTI file; remove it from the inputs")
+            else:  # a stray file in a folder (notes, exports of other tools): left out, said once
+                warnings.warn(
+                    f"{file} is not an image, DICOM or NIfTI file; it was left out (move it out of the folder to "
+                    "silence this)",
+                    DataWarning,
+                    stacklevel=2,
+                )
     if images.rows or images.problems or not frames:
         frames.insert(0, images.build(strict=False))
     manifest = concat(frames)

@@ -1,6 +1,6 @@
 """AD-DINOv3: frozen DINOv3 patch/CLS tokens + frozen CLIP text ensemble + trained linear adapters.
 
-See ``docs/models.md`` and ``shared/reference/ad-dinov3-method.md``. Two behaviours (``compat``):
+See ``docs/models.md`` (the method as released, and how medad treats its quirks). Two behaviours (``compat``):
 ``reference`` reproduces the released code (interleaving text reshape, GELU text tower, path-derived class
 word, ``fc2`` kept registered); ``clean`` fixes those quirks (stacked text columns, the activation the text
 weights were trained with, real class words).
