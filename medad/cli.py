@@ -353,9 +353,9 @@ def run_command(
 
 def main() -> None:
     """Console-script entry point."""
-    show_data_warnings()
     try:
-        app()
+        with show_data_warnings():
+            app()
     except MedadError as exc:
         typer.echo(f"error: {printable(exc)}", err=True)
         sys.exit(exc.exit_code)
