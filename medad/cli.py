@@ -560,9 +560,9 @@ def readable_help(command: typer.core.TyperGroup | typer.core.TyperCommand) -> t
 
 def main() -> None:
     """Console-script entry point."""
-    show_data_warnings()
     try:
-        readable_help(typer.main.get_command(app))(prog_name="medad")
+        with show_data_warnings():
+            readable_help(typer.main.get_command(app))(prog_name="medad")
     except MedadError as exc:
         typer.echo(f"error: {printable(exc)}", err=True)
         sys.exit(exc.exit_code)

@@ -7,7 +7,9 @@ it into one line on stderr and exit code 2; library callers can catch it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Iterator
 
 
 class MedadError(Exception):
@@ -84,23 +86,24 @@ def printable(message: object) -> str:
     return str(message).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def show_data_warnings() -> None:
-    """Print every :class:`DataWarning` as one ``warning: <message>`` line on stderr (the CLI's format), leaving
-    other warnings to Python's default display."""
+@contextlib.contextmanager
+def show_data_warnings() -> Iterator[None]:
+    """Within the block, print every :class:`DataWarning` once as one ``warning: <message>`` line on stderr (the
+    CLI's format), leaving other warnings to Python's display; the previous warning settings come back after."""
     import sys
     import warnings
 
-    default = warnings.showwarning
-    if getattr(default, "medad", False):
-        return
+    with warnings.catch_warnings():
+        default = warnings.showwarning
+        warnings.simplefilter("default", DataWarning)
 
-    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
-        if issubclass(category, DataWarning):  # tqdm.write: on a line of its own, above any progress bar
-            from tqdm import tqdm
+        def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+            if issubclass(category, DataWarning):  # through tqdm, so a progress bar does not share the line
+                from tqdm.auto import tqdm
 
-            tqdm.write(f"warning: {printable(message)}", file=sys.stderr if file is None else file)
-        else:
-            default(message, category, filename, lineno, file, line)
+                tqdm.write(f"warning: {printable(message)}", file=sys.stderr if file is None else file)
+            else:
+                default(message, category, filename, lineno, file, line)
 
-    show.medad = True  # type: ignore[attr-defined]
-    warnings.showwarning = show
+        warnings.showwarning = show
+        yield

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
+from tqdm.auto import tqdm
 
 from medad.errors import DataError, MedadError, as_medad_error, printable
 from medad.utils.io import atomic_open, write_json_atomic
@@ -92,7 +93,7 @@ class SkipLog:
         for index, message in skipped:
             row = self.manifest.iloc[int(index)]
             case = str(row.get("case_id", ""))
-            print(f"warning: skipped image {index} (case {case}): {printable(message)}", file=sys.stderr)
+            tqdm.write(f"warning: skipped image {index} (case {case}): {printable(message)}", file=sys.stderr)
             self.entries.append({"index": int(index), "case_id": case, "reason": _shareable(message, row)})
         if skipped:
             self._save()

@@ -332,14 +332,38 @@ def _eval_skipped(tmp: Path) -> Setup:
     return Setup(["eval", str(tmp / "out" / "predictions"), "--data", str(root), "--kind", "mvtec"], names="skipped")
 
 
+def rerun_matches_clean_run(tmp: Path, folder: Path) -> Callable[[str], str | None]:
+    """A check: once the fault is gone, rerunning into the same folder succeeds with the scores of a clean run
+    (both runs draw the tiny model's random weights from the same seed)."""
+
+    def check(_: str) -> str | None:
+        import torch
+
+        from tests.robustness.harness import _run_in_process
+
+        torch.manual_seed(0)
+        again = _run_in_process(score_argv(tmp, folder))
+        torch.manual_seed(0)
+        clean = _run_in_process(["score", str(folder), "--out", str(tmp / "clean"), *TINY])
+        if again.code != 0 or clean.code != 0:
+            return f"rerun after the fault: exit {again.code}: {again.stderr.strip()[-200:]}"
+        first = pd.read_csv(tmp / "out" / "scores.csv")["image_score"].tolist()
+        second = pd.read_csv(tmp / "clean" / "scores.csv")["image_score"].tolist()
+        return None if first == second else "the rerun's scores differ from a clean run's"
+
+    return check
+
+
 def _score_fsize(tmp: Path) -> Setup:
     folder = good_folder(tmp, n=2, size=(400, 400))
-    return Setup(score_argv(tmp, folder), names="file-size limit", preexec=fsize_limit(400_000))
+    check = rerun_matches_clean_run(tmp, folder)
+    return Setup(score_argv(tmp, folder), names="file-size limit", preexec=fsize_limit(400_000), check=check)
 
 
 def _score_disk_full(tmp: Path) -> Setup:
     folder = good_folder(tmp)
-    return Setup(score_argv(tmp, folder), names="is full", env=failing_mkstemp(tmp, "chunks", errno.ENOSPC))
+    env = failing_mkstemp(tmp, "chunks", errno.ENOSPC)
+    return Setup(score_argv(tmp, folder), names="is full", env=env, check=rerun_matches_clean_run(tmp, folder))
 
 
 def _score_read_only(tmp: Path) -> Setup:
