@@ -459,6 +459,7 @@ class _Evaluation:
             method=self.ci["method"],
             level=float(self.ci["level"]),
             estimate=est,
+            bounds=(0.0, 1.0),  # every metric here is a fraction
         )
         for k, r in zip(ALL_METRICS, res, strict=True):
             if k in self.metrics and np.isfinite(r.ci_low):

@@ -146,6 +146,7 @@ def bootstrap_ci(
     method: str = CI_METHOD,
     level: float = CI_LEVEL,
     estimate: np.ndarray | None = None,
+    bounds: tuple[float, float] | None = None,
     batch: int = 250,
 ) -> list[BootstrapResult]:
     """Bootstrap intervals for the M outputs of a weighted statistic.
@@ -162,6 +163,8 @@ def bootstrap_ci(
         level: confidence level.
         estimate: exact full-sample values (M,) when ``statistic`` is an approximation (binned grid); the
             replicates are shifted by ``estimate - statistic(ones)``.
+        bounds: the range the statistic cannot leave (e.g. ``(0, 1)`` for AUROC, AP, Dice); shifted replicates
+            are clipped to it, so an interval never claims an impossible value such as a negative AUPRO.
         batch: resamples evaluated per call of ``statistic`` (bounds memory).
 
     Returns:
@@ -181,6 +184,8 @@ def bootstrap_ci(
         w = resample_weights(n, min(batch, n_resamples - start), rng, groups, strata)
         reps.append(np.atleast_2d(statistic(w)))
     rep = np.concatenate(reps) + shift
+    if bounds is not None:
+        rep = np.clip(rep, *bounds)
     if method == "bca":
         jw = jackknife_weights(n, groups)
         jack = np.concatenate([np.atleast_2d(statistic(jw[s : s + batch])) for s in range(0, len(jw), batch)])
