@@ -58,8 +58,8 @@ const cases = JSON.parse(document.getElementById("cases").textContent);
 const grid = document.getElementById("grid");
 const sortBox = document.getElementById("sort");
 const slider = document.getElementById("min-score");
-const COLUMNS = ["case", "image", "anomaly map (grey: black 0 to white 1)", "predicted mask", "overlay (contours)", "score",
-  "label", "ground truth"];
+const COLUMNS = ["case", "image", "anomaly map (grey: black 0 to white 1)", "predicted mask", "overlay (contours)",
+  "score", "label", "ground truth"];
 const LABELS = {"0": "normal", "1": "anomalous"};
 const bodies = {};
 function cell(row, child) {
