@@ -276,7 +276,8 @@ def score(
 
             native = make_dataset(manifest, None, model.mean, model.std, masks=False, uint8=True)
             options = {"batch_size": batch_size, "num_workers": num_workers, "dev": dev, "progress": progress}
-            score_tiled(model, native, todo, words, writer, tile_overlap=tile_overlap, **options)
+            skip_log = SkipLog(out, tag, manifest, todo)
+            score_tiled(model, native, todo, words, writer, tile_overlap=tile_overlap, skips=skip_log, **options)
             return PredictionReader(out)
         dataset = make_dataset(manifest, model.image_size, model.mean, model.std, masks=False, uint8=True)
         loader = DataLoader(

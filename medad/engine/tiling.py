@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from medad.engine.predictions import PredictionWriter
+from medad.engine.skipped import SkipLog, SkippingSubset, collate_skipping
 from medad.engine.train import autocast
 from medad.errors import ConfigError
 
@@ -68,6 +69,7 @@ def score_tiled(
     dev: torch.device,
     tile_overlap: float,
     progress: bool,
+    skips: SkipLog | None = None,
 ) -> None:
     """Score the ``todo`` rows of a native-size dataset window by window into ``writer``.
 
@@ -82,6 +84,7 @@ def score_tiled(
         dev: the device.
         tile_overlap: overlap of neighbouring windows, a fraction of the window side in [0, 1).
         progress: show a tqdm bar.
+        skips: where an unreadable image is recorded and skipped (``None``: it ends the run).
     """
     from monai.data.utils import compute_importance_map
     from monai.inferers import sliding_window_inference
@@ -91,12 +94,13 @@ def score_tiled(
     from medad.engine.scorer import BackgroundWrites, _HostBatch
 
     loader = DataLoader(
-        Subset(dataset, list(todo)),
+        Subset(dataset, list(todo)) if skips is None else SkippingSubset(dataset, list(todo)),
         batch_size=1,
         shuffle=False,
         num_workers=num_workers,
         pin_memory=dev.type == "cuda",
         prefetch_factor=2 if num_workers else None,
+        collate_fn=None if skips is None else collate_skipping,
     )
     mean = torch.tensor(model.mean, dtype=torch.float32).to(dev)
     std = torch.tensor(model.std, dtype=torch.float32).to(dev)
@@ -113,6 +117,8 @@ def score_tiled(
 
     with writer, BackgroundWrites(writer) as writes, torch.inference_mode(), autocast(dev):
         for batch in tqdm(loader, desc="scoring tiles", unit="image", disable=not progress):
+            if skips is not None and skips.record(batch):
+                continue
             index = int(batch["index"][0])
             word[0] = words[index]
             window_scores.clear()

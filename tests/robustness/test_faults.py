@@ -50,6 +50,15 @@ def test_score_skips_an_unreadable_image_records_it_and_scores_the_rest(tmp_path
     assert [e["index"] for e in scores["skipped"]] == [1]
 
 
+def test_tiled_scoring_skips_an_unreadable_image_too(tmp_path):
+    folder = _folder(tmp_path)
+    _break(folder / "img_1.png")
+    table = score_files([folder], tmp_path / "out", tile=True, **TINY)
+    assert len(table) == 2 and [e["index"] for e in table.attrs["skipped"]] == [1]
+    record = json.loads((tmp_path / "out" / "predictions" / "skipped-p0.json").read_text())["skipped"]
+    assert [e["index"] for e in record] == [1]
+
+
 def test_medad_score_exits_2_with_n_of_m_and_a_rerun_after_removal_reuses_the_scores(tmp_path, monkeypatch):
     folder = _folder(tmp_path)
     _break(folder / "img_1.png")
