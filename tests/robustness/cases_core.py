@@ -463,6 +463,12 @@ def _non_image_file(tmp: Path) -> Setup:
     return Setup(score_argv(tmp, folder), names="report.pdf")
 
 
+def _named_non_image_file(tmp: Path) -> Setup:
+    folder = good_folder(tmp)
+    (folder / "report.pdf").write_bytes(b"%PDF-1.4\n")
+    return Setup(score_argv(tmp, folder / "good_0.png", folder / "report.pdf"), names="report.pdf")
+
+
 def _same_file_twice(tmp: Path) -> Setup:
     folder = good_folder(tmp)
     return Setup(score_argv(tmp, folder / "good_0.png", folder / "good_0.png"), names="case_id")
@@ -760,7 +766,8 @@ CASES: list[Case] = [
     error_case("h-missing-path", _missing_path, "a path that does not exist", fast=True),
     error_case("h-empty-folder", _empty_folder, "no images at all"),
     error_case("h-only-clutter", _only_clutter, "only .DS_Store and Thumbs.db"),
-    error_case("h-pdf-in-folder", _non_image_file, "a PDF among the images: refused before scoring"),
+    Case("h-pdf-in-folder", _non_image_file, Expect.WARNING, note="a PDF among the images: left out, with a warning"),
+    error_case("h-pdf-named", _named_non_image_file, "a PDF named on the command line: refused before scoring"),
     error_case("h-same-file-twice", _same_file_twice, "one file given twice"),
     error_case("h-batch-size-0", _batch_zero, "--batch-size 0"),
     error_case("h-png-named-dcm", _dicom_as_png, "a PNG named .dcm"),
