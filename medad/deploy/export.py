@@ -143,7 +143,10 @@ def model_card(model: Any, class_word: str, fmt: str, checkpoint: str | Path | N
     else:
         deploy["weights"]["adapters"] = {"file": None, "sha256": None, "note": "untrained adapters of --model"}
     if deploy.get("random_weights"):
-        deploy["warning"] = "RANDOM (untrained) weights: scores are meaningless except for testing the pipeline"
+        deploy["warning"] = (
+            "RANDOM WEIGHTS: the frozen backbone / text weights are random, not pretrained; the scores test the "
+            "pipeline only"
+        )
     return deploy
 
 

@@ -36,7 +36,8 @@ from medad.errors import ConfigError, DataError, WeightsError
 from medad.utils.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 RANDOM_WEIGHTS_WARNING = (
-    "warning: model {name!r} has RANDOM (untrained) weights; its scores are meaningless except for testing the pipeline"
+    "warning: model {name!r} has RANDOM WEIGHTS (random frozen backbone / text weights, not pretrained); its scores "
+    "test the pipeline only and say nothing about the method"
 )
 
 
