@@ -13,8 +13,6 @@ import pandas as pd
 
 from medad.data.mvtec import scan_mvtec_like
 
-BTAD_CLASSES: tuple[str, ...] = ("01", "02", "03")
-
 
 def make_btad(
     root: str | Path, split: str = "test", classes: Sequence[str] | None = None, strict: bool = True

@@ -26,7 +26,6 @@ from medad.data.readers import read_image_resized, read_mask, resize_mask
 from medad.utils.io import hash_config
 
 PREPROCESS_VERSION = 2
-SAMPLE_KEYS: tuple[str, ...] = ("image", "mask", "label", "class_name", "index", "orig_size")
 
 
 def normalize_images(

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -481,8 +480,3 @@ TINY_DEFAULTS: dict[str, Any] = {
 def winclip_tiny(**cfg: Any) -> WinCLIP:
     """A tiny random-weights WinCLIP (2-layer 32-d ViT/16, 1-layer text tower, 64 px) for tests and demos."""
     return WinCLIP(WinCLIPConfig.from_kwargs(**{**TINY_DEFAULTS, **cfg}), name="winclip_tiny")
-
-
-def expected_windows(grid: int, size: int, stride: int = 1) -> int:
-    """Number of windows per scale (``ceil((grid - size) / stride) + 1`` squared)."""
-    return (math.ceil((grid - size) / stride) + 1) ** 2

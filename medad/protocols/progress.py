@@ -71,11 +71,6 @@ class RunDisplay:
     ) -> None:
         self.progress.stop()
 
-    def set_log(self, log_path: Path) -> None:
-        """Start writing the log to ``log_path`` (appending)."""
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_path
-
     def log(self, message: str) -> None:
         """Append a timestamped line to the run log (timestamps live only here and in provenance)."""
         if self.log_path is None:
