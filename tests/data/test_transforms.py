@@ -55,3 +55,17 @@ def test_cache_is_written_reused_and_keyed_by_config(tmp_path: Path) -> None:
     assert torch.equal(second["image"], first[2]["image"]) and second["class_name"] == first[2]["class_name"]
     uncached = make_dataset(manifest, 32, MEAN, STD)[2]
     assert torch.allclose(uncached["image"], first[2]["image"])
+
+
+def test_image_is_normalised_with_the_given_mean_and_std(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from medad.data import manifest_from_paths
+
+    colour = (200, 100, 50)
+    Image.fromarray(np.full((40, 56, 3), colour, np.uint8)).save(tmp_path / "flat.png")
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    sample = make_dataset(manifest_from_paths([tmp_path / "flat.png"]), 32, mean, std)[0]
+    expected = torch.tensor([(c / 255 - m) / s for c, m, s in zip(colour, mean, std, strict=True)])
+    assert torch.allclose(sample["image"].mean(dim=(1, 2)), expected, atol=1e-5)
+    assert torch.allclose(sample["image"].std(dim=(1, 2)), torch.zeros(3), atol=1e-5)  # a flat image stays flat
