@@ -219,3 +219,22 @@ def test_checkpoint_of_another_backbone_is_refused(tmp_path, monkeypatch, capsys
     assert code == 2 and "Traceback" not in err
     assert "backbone" in err and str(folder) in err
     assert not (tmp_path / "o" / "scores.csv").exists()
+
+
+def test_native_maps_are_the_bilinear_upsampling_of_the_model_map(tmp_path, tiny_model):
+    import torch
+    import torch.nn.functional as F
+
+    from medad.data import make_dataset, manifest_from_paths, normalize_images
+
+    folder = _png_folder(tmp_path / "imgs", [(40, 56)])
+    manifest = manifest_from_paths([str(folder)])
+    reader = score(tiny_model, manifest, tmp_path / "pred", device="cpu", progress=False)
+    sample = make_dataset(manifest, tiny_model.image_size, tiny_model.mean, tiny_model.std, masks=False, uint8=True)[0]
+    with torch.inference_mode():
+        images = normalize_images(sample["image"][None], tiny_model.mean, tiny_model.std)
+        model_map = tiny_model(images, ["object"])["pixel_scores"][0]
+    expected = F.interpolate(model_map[None, None], size=(40, 56), mode="bilinear", align_corners=False)[0, 0]
+    np.testing.assert_allclose(reader.get_map(0), expected.numpy(), atol=1e-5)
+    nearest = F.interpolate(model_map[None, None], size=(40, 56), mode="nearest")[0, 0].numpy()
+    assert np.abs(reader.get_map(0) - nearest).max() > 1e-3  # the check can tell the two apart
