@@ -538,7 +538,7 @@ def _readable_metavar(param: typer.core.TyperArgument | typer.core.TyperOption) 
     return _METAVARS.get(element, "VALUE") + ("..." if param.type_descriptor.is_list else "")
 
 
-def readable_help(command: typer.core.TyperGroup | typer.core.TyperCommand) -> typer.core.TyperGroup:
+def readable_help(command: typer.core._click.Command) -> typer.core._click.Command:
     """Give every parameter of ``command`` (recursively) a readable placeholder in ``--help``.
 
     typer shows Python annotations such as ``<list[Path]>`` or ``<bool>`` in help; users expect ``PATH...``,
@@ -555,7 +555,7 @@ def readable_help(command: typer.core.TyperGroup | typer.core.TyperCommand) -> t
             param.metavar = "" if param.is_flag else _readable_metavar(param)
     for sub in getattr(command, "commands", {}).values():
         readable_help(sub)
-    return command  # type: ignore[return-value]
+    return command
 
 
 def main() -> None:
