@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,17 +10,12 @@ import pytest
 from PIL import Image
 
 import medad
+from tests.cli import run_medad
 
 
 def _medad(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    from medad.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["medad", *args])
-    monkeypatch.setenv("COLUMNS", "160")
-    with pytest.raises(SystemExit) as exc:
-        main()
-    captured = capsys.readouterr()
-    return int(exc.value.code or 0), captured.out + captured.err
+    monkeypatch.setenv("COLUMNS", "160")  # help tables wide enough to read whole
+    return run_medad(monkeypatch, capsys, *args)
 
 
 def test_version(monkeypatch, capsys) -> None:

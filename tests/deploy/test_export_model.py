@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 import numpy as np
@@ -14,19 +13,7 @@ import medad
 from medad.deploy import export_model, read_card, run_exported
 from medad.errors import ConfigError
 from medad.models import create_model, save_checkpoint
-
-
-def _run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    from medad.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["medad", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+from tests.cli import run_medad
 
 
 def _batch(n: int, size: int, seed: int = 1) -> torch.Tensor:
@@ -92,7 +79,7 @@ def test_onnx_metadata_props_and_no_text_tower(tmp_path) -> None:
 
 def test_cli_export_model_and_bad_input(tmp_path, monkeypatch, capsys) -> None:
     out = tmp_path / "deploy" / "tiny.onnx"
-    code, text = _run_cli(
+    code, text = run_medad(
         monkeypatch, capsys, "export-model", "--model", "ad_dinov3_tiny", "--class-word", "skin", "--out", str(out)
     )
     assert code == 0, text
@@ -106,7 +93,7 @@ def test_cli_export_model_and_bad_input(tmp_path, monkeypatch, capsys) -> None:
         base = {"--model": "ad_dinov3_tiny", "--class-word": "skin", "--out": str(tmp_path / "x.onnx")}
         extra = dict(zip(args[::2], args[1::2], strict=True))
         flat = [item for pair in {**base, **extra}.items() for item in pair]
-        code, text = _run_cli(monkeypatch, capsys, "export-model", *flat)
+        code, text = run_medad(monkeypatch, capsys, "export-model", *flat)
         assert code == 2 and message in text and "Traceback" not in text, text
     with pytest.raises(ConfigError, match="exports AD-DINOv3 models"):
         export_model(tmp_path / "w.onnx", "skin", model=create_model("winclip_tiny"))

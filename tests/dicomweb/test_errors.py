@@ -11,12 +11,12 @@ import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from tests.cli import run_medad
 from tests.dicomweb.conftest import PASSWORD, free_port
-from tests.dicomweb.test_roundtrip import run_cli
 
 
 def _score(monkeypatch, capsys, url: str, out, *extra: str) -> tuple[int, str]:
-    return run_cli(
+    return run_medad(
         monkeypatch, capsys, "score", url, "--model", "ad_dinov3_tiny", "--out", str(out), "--device", "cpu", *extra
     )
 
@@ -108,7 +108,7 @@ def test_deidentify_with_a_pacs_target_is_refused_before_scoring(tmp_path, monke
     )
     assert "--deidentify cannot be combined with a PACS target" in line
     assert not (tmp_path / "out").exists()
-    code, text = run_cli(
+    code, text = run_medad(
         monkeypatch, capsys, "export", str(tmp_path), "--format", "dicom-seg", "--deidentify", "--to", url
     )
     assert "--deidentify cannot be combined" in _one_error_line(code, text)

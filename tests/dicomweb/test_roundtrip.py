@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import highdicom as hd
@@ -13,23 +12,10 @@ import numpy as np
 import pydicom
 import pytest
 
+from tests.cli import run_medad
 from tests.dicomweb.conftest import PASSWORD, Orthanc, ct_mr_study
 
 SEG_CLASS, PMAP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.30"
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
-    """Run ``medad ARGS`` in this process; return (exit code, stdout + stderr)."""
-    from medad.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["medad", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
 
 
 def _score_args(url: str, out: Path) -> list[str]:
@@ -53,7 +39,7 @@ def test_score_url_then_store_seg_and_pmap_in_the_study(credentials, tmp_path, m
     study = ct_mr_study(orthanc, tmp_path)
     url = f"{orthanc.dicomweb}/studies/{study}"
     out = tmp_path / "run"
-    code, text = run_cli(
+    code, text = run_medad(
         monkeypatch, capsys, *_score_args(url, out), "--export", "dicom-seg,pmap", "--to", orthanc.dicomweb
     )
     assert code == 0, text
@@ -99,7 +85,7 @@ def test_score_url_then_store_seg_and_pmap_in_the_study(credentials, tmp_path, m
             assert errors == [], errors
     assert sorted(kinds) == ["pmap", "pmap", "seg-BINARY", "seg-BINARY", "seg-FRACTIONAL", "seg-FRACTIONAL"]
 
-    again, text = run_cli(
+    again, text = run_medad(
         monkeypatch, capsys, *_score_args(url, out), "--export", "dicom-seg,pmap", "--to", orthanc.dicomweb
     )
     assert again == 0, text
@@ -130,14 +116,14 @@ def test_export_to_resumes_after_a_failure_and_never_stores_twice(credentials, t
 
     monkeypatch.setattr(DICOMwebClient, "store_instances", flaky_store)
     args = ["export", str(run), "--format", "dicom-seg,pmap", "--to", orthanc.dicomweb]
-    code, text = run_cli(monkeypatch, capsys, *args)
+    code, text = run_medad(monkeypatch, capsys, *args)
     assert code == 2 and "cannot reach the DICOMweb server" in text and "re-run resumes" in text
     assert "Traceback" not in text
     assert len(_results(orthanc, study)) == 1
     first_uids = {pydicom.dcmread(p).SOPInstanceUID for p in (run / "export").glob("*.dcm")}
 
     calls.clear()
-    code, text = run_cli(monkeypatch, capsys, *args, "--overwrite")
+    code, text = run_medad(monkeypatch, capsys, *args, "--overwrite")
     assert code == 0, text
     assert "stored 5 DICOM object(s); 1 were already on the server" in text
     # the re-export gave the same UIDs, so the object stored before the failure was found and not sent again

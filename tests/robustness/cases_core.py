@@ -457,16 +457,16 @@ def _only_clutter(tmp: Path) -> Setup:
     return Setup(score_argv(tmp, folder), names=str(folder))
 
 
-def _non_image_file(tmp: Path) -> Setup:
-    folder = good_folder(tmp)
-    (folder / "report.pdf").write_bytes(b"%PDF-1.4\n")
-    return Setup(score_argv(tmp, folder), names="report.pdf")
+def _pdf_among_images(named: bool) -> Callable[[Path], Setup]:
+    """A PDF beside the images: the folder is scored, or (``named``) the PDF is given on the command line."""
 
+    def make(tmp: Path) -> Setup:
+        folder = good_folder(tmp)
+        (folder / "report.pdf").write_bytes(b"%PDF-1.4\n")
+        inputs = (folder / "good_0.png", folder / "report.pdf") if named else (folder,)
+        return Setup(score_argv(tmp, *inputs), names="report.pdf")
 
-def _named_non_image_file(tmp: Path) -> Setup:
-    folder = good_folder(tmp)
-    (folder / "report.pdf").write_bytes(b"%PDF-1.4\n")
-    return Setup(score_argv(tmp, folder / "good_0.png", folder / "report.pdf"), names="report.pdf")
+    return make
 
 
 def _same_file_twice(tmp: Path) -> Setup:
@@ -766,8 +766,8 @@ CASES: list[Case] = [
     error_case("h-missing-path", _missing_path, "a path that does not exist", fast=True),
     error_case("h-empty-folder", _empty_folder, "no images at all"),
     error_case("h-only-clutter", _only_clutter, "only .DS_Store and Thumbs.db"),
-    Case("h-pdf-in-folder", _non_image_file, Expect.WARNING, note="a PDF among the images: left out, with a warning"),
-    error_case("h-pdf-named", _named_non_image_file, "a PDF named on the command line: refused before scoring"),
+    Case("h-pdf-in-folder", _pdf_among_images(named=False), Expect.WARNING, note="a PDF among the images: left out"),
+    error_case("h-pdf-named", _pdf_among_images(named=True), "a PDF named on the command line: refused before scoring"),
     error_case("h-same-file-twice", _same_file_twice, "one file given twice"),
     error_case("h-batch-size-0", _batch_zero, "--batch-size 0"),
     error_case("h-png-named-dcm", _dicom_as_png, "a PNG named .dcm"),
