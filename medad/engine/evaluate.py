@@ -29,6 +29,7 @@ import pandas as pd
 
 from medad.engine.evaluation_resolution import model_resolution, resize_map, resize_mask, resolution_settings
 from medad.engine.paper_view import paper_view
+from medad.engine.predictions import predictions_random_weights
 from medad.errors import ConfigError, DataError
 from medad.metrics import (
     IMPLEMENTATION_VERSION,
@@ -287,20 +288,6 @@ def evaluate(
     write_json_atomic(out / "comparisons.json", round_sig(comps))
     _write_per_image(out / "per_image.csv", manifest, models, image_scores, per_image, random_weights)
     return {"settings": settings, "rows": rows, "comparisons": comps, "out_dir": str(out)}
-
-
-def predictions_random_weights(meta: Mapping[str, Any]) -> bool:
-    """Whether a predictions folder's ``meta.json`` says its model's frozen weights were random.
-
-    The top-level ``random_weights`` flag (written by :func:`medad.engine.scorer.predictions_meta`) wins; older
-    folders fall back to the model card's flag. It concerns the frozen backbone / text weights only: adapters
-    trained on a random backbone stay random, adapters trained on real frozen weights do not.
-    """
-    flag = meta.get("random_weights")
-    if isinstance(flag, bool):
-        return flag
-    card = meta.get("model")
-    return bool(card.get("random_weights", False)) if isinstance(card, Mapping) else False
 
 
 def _pairs(models: list[str], comparisons: str | Sequence[tuple[str, str]] | None) -> list[tuple[str, str]]:

@@ -21,7 +21,7 @@ output folder), or is the ``private/manifest.csv`` of its grandparent (a run fol
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,20 @@ def find_private_manifest(folder: str | Path) -> Path | None:
         if manifest_fingerprint(frame) == wanted:
             return candidate
     return None
+
+
+def predictions_random_weights(meta: Mapping[str, Any]) -> bool:
+    """Whether a predictions folder's ``meta.json`` says its model's frozen weights were random.
+
+    The top-level ``random_weights`` flag (written by :func:`medad.engine.scorer.predictions_meta`) wins; older
+    folders fall back to the model card's flag. It concerns the frozen backbone / text weights only: adapters
+    trained on a random backbone stay random, adapters trained on real frozen weights do not.
+    """
+    flag = meta.get("random_weights")
+    if isinstance(flag, bool):
+        return flag
+    card = meta.get("model")
+    return bool(card.get("random_weights", False)) if isinstance(card, Mapping) else False
 
 
 class PredictionWriter:

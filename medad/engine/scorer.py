@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from medad.engine.features import manifest_fingerprint
-from medad.engine.predictions import PredictionReader, PredictionWriter, save_manifests
+from medad.engine.predictions import PredictionReader, PredictionWriter, predictions_random_weights, save_manifests
 from medad.engine.skipped import SkipLog, SkippingSubset, carry_over, collate_skipping, finish_carry_over
 from medad.engine.train import autocast, check_model_compat, class_words_used, prompt_words, resolve_device
 from medad.errors import ConfigError, DataError, WeightsError
@@ -546,7 +546,7 @@ def score_files(
                 "image_score": float(image_score[index]),
                 "max_pixel_score": float(pixel_map.max()),
                 "heatmap": f"heatmaps/{names[index]}.png" if heatmaps else "",
-                "random_weights": bool(reader.meta.get("random_weights", False)),
+                "random_weights": predictions_random_weights(reader.meta),
             }
         )
         if heatmaps:

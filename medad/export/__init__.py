@@ -12,7 +12,6 @@ from medad.export.exporter import (
     export_run,
     export_summary,
     parse_formats,
-    random_weights_of,
 )
 from medad.export.manifest import find_run_manifest, load_manifest_file, manifest_for_run, predictions_folder
 from medad.export.resolve import optimal_from_predictions, percentile_from_predictions, resolve_threshold
@@ -35,6 +34,5 @@ __all__ = [
     "percentile_from_predictions",
     "percentile_threshold",
     "predictions_folder",
-    "random_weights_of",
     "resolve_threshold",
 ]

@@ -22,7 +22,7 @@ import pandas as pd
 import pydicom
 
 import medad
-from medad.engine.predictions import PredictionReader
+from medad.engine.predictions import PredictionReader, predictions_random_weights
 from medad.errors import ExportError, MedadError
 from medad.export.deid import METHOD, Deidentifier
 from medad.export.dicom import write_dicom_exports
@@ -83,15 +83,6 @@ def _algorithm_name(meta: Mapping[str, Any]) -> str:
 
 def _model_name(meta: Mapping[str, Any]) -> str:
     return _algorithm_name(meta).removeprefix("medad ")
-
-
-def random_weights_of(meta: Mapping[str, Any]) -> bool:
-    """The predictions' ``random_weights`` flag, as ``medad score`` records it in ``meta.json`` (top level, else in
-    the model card); False when the metadata records none."""
-    for place in (meta, meta.get("model")):
-        if isinstance(place, Mapping) and isinstance(place.get("random_weights"), bool):
-            return bool(place["random_weights"])
-    return False
 
 
 #: Errors raised while reading a source file (unreadable, undecodable, missing DICOM decoder) or while building
@@ -304,7 +295,10 @@ def export_predictions(
             f"manifest has {len(manifest)} rows; pass the manifest the predictions were scored from"
         )
     algorithm = _algorithm_name(reader.meta)
-    model: dict[str, Any] = {"name": _model_name(reader.meta), "random_weights": random_weights_of(reader.meta)}
+    model: dict[str, Any] = {
+        "name": _model_name(reader.meta),
+        "random_weights": predictions_random_weights(reader.meta),
+    }
     deid = Deidentifier(deid_salt) if deidentify else None
     tmp = _open_temp(out_dir, overwrite)
     try:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medad.engine.predictions import PredictionReader
+from medad.engine.predictions import PredictionReader, predictions_random_weights
 from medad.errors import ConfigError, DataError
 from medad.reports.plots import CaseView
 
@@ -97,7 +97,7 @@ class PredictionSource:
     @property
     def random_weights(self) -> bool:
         """Whether the folder's ``meta.json`` says the model ran with random weights."""
-        return has_random_weights(self.reader.meta)
+        return predictions_random_weights(self.reader.meta)
 
 
 def resolve_predictions(predictions: PredictionsArg, models: Sequence[str]) -> list[PredictionSource]:
