@@ -139,11 +139,9 @@ def _keys(manifest: pd.DataFrame) -> list[tuple[str, ...]]:
 
 
 def saved_manifest(folder: Path) -> Path | None:
-    """The manifest a scoring run saved beside its predictions (``manifest.csv``, or ``private/manifest.csv``)."""
-    for path in (folder / "manifest.csv", folder / "private" / "manifest.csv"):
-        if path.is_file():
-            return path
-    return None
+    """The shareable manifest a scoring run saved beside its predictions (``manifest.csv``: case ids, no paths)."""
+    path = folder / "manifest.csv"
+    return path if path.is_file() else None
 
 
 def carry_over(folder: Path, new: pd.DataFrame, meta: dict[str, Any]) -> bool:
