@@ -270,7 +270,9 @@ def score_command(
         "text_weights": text_weights,
     }
     if distributed.launched():  # under torchrun: one shard per rank, rank 0 writes the tables (docs/scaling.md)
-        if any(str(p).startswith(("http:", "https:")) for p in paths):
+        from medad.dicomweb import is_dicomweb_url
+
+        if any(is_dicomweb_url(p) for p in paths):
             fail("DICOMweb URLs are fetched and scored by one process; run `medad score URL ...` without torchrun")
         if any(v is not None for v in extra.values()):
             fail(
