@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -38,6 +39,8 @@ from medad.data.tabular import make_csv
 from medad.data.tn3k import make_tn3k
 from medad.data.visa import SPLIT_CSV, VISA_CLASSES, make_visa
 from medad.errors import DataError, DataWarning
+
+T = TypeVar("T")
 
 
 def make_files(root: str | Path, split: str = "test", strict: bool = True, class_name: str = "object") -> pd.DataFrame:
@@ -312,6 +315,25 @@ def load_all_splits(root: str | Path, /, kind: str = "auto", **options: Any) -> 
     return concat(frames)
 
 
+def _with_warnings_as_problems(path: str, action: Callable[[], T]) -> tuple[T, list[Problem]]:
+    """Run ``action``; every :class:`DataWarning` it raises (a repair such as NaN voxels or a file left out)
+    becomes a ``warning:`` problem of ``path``, so a check lists it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        result = action()
+    return result, [Problem(path, f"warning: {w.message}") for w in caught if issubclass(w.category, DataWarning)]
+
+
+def _read(row: dict[str, Any], decode: bool) -> None:
+    """Read a row's image (fully, or its header only) and its mask, raising on a bad file."""
+    if decode:
+        read_image(row)
+    else:
+        image_shape(row)
+    if row["mask_path"]:
+        read_mask(row)
+
+
 def validate_files(manifest: pd.DataFrame, decode: bool = True) -> list[Problem]:
     """Open every image (and mask) of a manifest and report each unreadable file or size mismatch.
 
@@ -330,19 +352,8 @@ def validate_files(manifest: pd.DataFrame, decode: bool = True) -> list[Problem]
             continue
         seen.add(key)
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", DataWarning)
-                if decode:
-                    read_image(row)
-                else:
-                    image_shape(row)
-                if row["mask_path"]:
-                    read_mask(row)
-            problems += [
-                Problem(row["mask_path"] or row["image_path"], f"warning: {w.message}")
-                for w in caught
-                if issubclass(w.category, DataWarning)
-            ]
+            where = row["mask_path"] or row["image_path"]
+            problems += _with_warnings_as_problems(where, functools.partial(_read, row, decode))[1]
         except DataError as exc:
             problems.append(Problem(row["mask_path"] or row["image_path"], str(exc)))
     return problems
@@ -369,10 +380,9 @@ def check_dataset(
         DataError: The root is missing or not a known layout, or (``sha256``) a file cannot be read.
     """
     resolved = detect_kind(root) if kind == "auto" else kind
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DataWarning)
-        manifest = load_manifest(root, resolved, split=split, strict=False, **options)
-    left_out = [Problem(str(root), f"warning: {w.message}") for w in caught if issubclass(w.category, DataWarning)]
+    manifest, left_out = _with_warnings_as_problems(
+        str(root), lambda: load_manifest(root, resolved, split=split, strict=False, **options)
+    )
     problems = list(manifest.attrs.get("problems", [])) + left_out + validate_files(manifest)
     files: list[dict[str, str]] | None = None
     if sha256:
