@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from medad.data.mvtec import scan_mvtec_like
+from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
+from medad.data.mvtec import category_dirs, scan_mvtec_like
+from medad.data.synthetic import sampler, write_mvtec_tree
 
 
 def make_btad(
@@ -37,3 +39,45 @@ def make_btad(
         classes=classes,
         strict=strict,
     )
+
+
+_SYNTHETIC_EXTENSIONS: dict[str, tuple[str, str]] = {
+    "01": (".bmp", ".png"),
+    "02": (".png", ".png"),
+    "03": (".bmp", ".bmp"),
+}
+"""(image, mask) extensions of the synthetic products, mixed as in the release."""
+
+
+def _has_ok_folders(root: Path) -> bool:
+    """An MVTec-like root whose normal folders are BTAD's ``ok``."""
+    categories = category_dirs(root) if root.is_dir() else []
+    return any((c / "test" / "ok").is_dir() or (c / "train" / "ok").is_dir() for c in categories)
+
+
+def _write_btad(root: Path, request: SyntheticRequest) -> None:
+    write_mvtec_tree(
+        root,
+        sampler(request, "industrial"),
+        request.classes or ("01", "02", "03"),
+        request.n_normal,
+        request.n_abnormal,
+        normal="ok",
+        defect="ko",
+        image_ext=lambda c: _SYNTHETIC_EXTENSIONS.get(c, (".png", ".png"))[0],
+        mask_ext=lambda c: _SYNTHETIC_EXTENSIONS.get(c, (".png", ".png"))[1],
+        mask_suffix="",
+    )
+
+
+register_dataset(
+    DatasetDescription(
+        name="btad",
+        make=make_btad,
+        splits=("train", "test"),
+        detectors=(Detector(70, "MVTec-like <class>/{train,test}/ok (BTAD)", _has_ok_folders),),
+        in_release=True,
+        clean_words={"01": "product", "02": "product", "03": "product"},
+        layouts={"btad": _write_btad},
+    )
+)

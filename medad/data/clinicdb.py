@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from medad.data.manifest import CLASS_WORDS, ManifestBuilder, add_paired_folders, require_dir
+from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
+from medad.data.manifest import CLASS_WORDS, ManifestBuilder, add_paired_folders, has_images_folder, require_dir
+from medad.data.synthetic import sampler, write_pairs
 from medad.errors import DataError
 
 _LAYOUTS: tuple[tuple[str, str, str], ...] = (
@@ -52,3 +54,44 @@ def make_clinicdb(root: str | Path, split: str = "test", strict: bool = True) ->
     builder = ManifestBuilder("clinicdb", root, split, variant)
     add_paired_folders(builder, image_dir, mask_dir, class_name=CLASS_WORDS["clinicdb"])
     return builder.build(strict)
+
+
+def _write_tiff(root: Path, request: SyntheticRequest) -> None:
+    """The original release: ``Original/N.tif`` + ``Ground Truth/N.tif``."""
+    samples = sampler(request, "medical")
+    write_pairs(
+        root,
+        samples,
+        request.n_abnormal,
+        "Original",
+        "Ground Truth",
+        lambda i: f"{i + 1}.tif",
+        lambda i: f"{i + 1}.tif",
+    )
+
+
+def _write_png(root: Path, request: SyntheticRequest) -> None:
+    """The PNG copy: ``images/N.png`` + ``masks/N.png``."""
+    samples = sampler(request, "medical")
+    write_pairs(
+        root, samples, request.n_abnormal, "images", "masks", lambda i: f"{i + 1}.png", lambda i: f"{i + 1}.png"
+    )
+
+
+register_dataset(
+    DatasetDescription(
+        name="clinicdb",
+        make=make_clinicdb,
+        detectors=(
+            Detector(40, "CVC-ClinicDB Original/ + Ground Truth/", lambda r: r.is_dir() and (r / "Original").is_dir()),
+            Detector(
+                60,
+                "images/ + masks/ in a folder named *clinic* (ClinicDB PNG)",
+                lambda r: has_images_folder(r, "clinic"),
+            ),
+        ),
+        in_release=True,
+        reference_word="01",
+        layouts={"clinicdb-tiff": _write_tiff, "clinicdb-png": _write_png},
+    )
+)

@@ -9,15 +9,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
 from medad.data.manifest import (
     CLASS_WORDS,
     ManifestBuilder,
     add_paired_folders,
+    has_images_folder,
     is_ignored,
     pair_by_stem,
     pairing_problems,
     require_dir,
 )
+from medad.data.synthetic import sampler, write_pairs
 from medad.errors import DataError
 
 _FRAME = re.compile(r"^(\d+)\.bmp$", re.IGNORECASE)
@@ -72,3 +75,38 @@ def make_colondb(root: str | Path, split: str = "test", strict: bool = True) -> 
         if frame in pairing.pairs:
             builder.add(frame, class_name=word, label=1, mask_path=pairing.pairs[frame])
     return builder.build(strict)
+
+
+def _write_pranet(root: Path, request: SyntheticRequest) -> None:
+    """PraNet's copy: ``images/N.png`` + ``masks/N.png``."""
+    samples = sampler(request, "medical")
+    write_pairs(
+        root, samples, request.n_abnormal, "images", "masks", lambda i: f"{i + 1}.png", lambda i: f"{i + 1}.png"
+    )
+
+
+def _write_bmp(root: Path, request: SyntheticRequest) -> None:
+    """The original release: ``N.bmp`` frames with ``pN.bmp`` masks."""
+    samples = sampler(request, "medical")
+    write_pairs(root, samples, request.n_abnormal, ".", ".", lambda i: f"{i + 1}.bmp", lambda i: f"p{i + 1}.bmp")
+
+
+register_dataset(
+    DatasetDescription(
+        name="colondb",
+        make=make_colondb,
+        detectors=(
+            Detector(
+                61, "images/ + masks/ in a folder named *colon* (ColonDB PNG)", lambda r: has_images_folder(r, "colon")
+            ),
+            Detector(
+                90,
+                "CVC-ColonDB original <N>.bmp + p<N>.bmp",
+                lambda r: r.is_dir() and detect_colondb(r) == "original-bmp",
+            ),
+        ),
+        in_release=True,
+        reference_word="01",
+        layouts={"colondb-pranet": _write_pranet, "colondb-bmp": _write_bmp},
+    )
+)

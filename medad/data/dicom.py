@@ -21,7 +21,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 from pydicom.pixels.utils import get_expected_length
 
-from medad.data.manifest import ManifestBuilder, is_ignored, require_dir
+from medad.data.description import DatasetDescription, Detector, register_dataset
+from medad.data.manifest import ManifestBuilder, holds_only, is_ignored, require_dir
 from medad.errors import DataError
 from medad.utils.privacy import case_id
 
@@ -313,3 +314,15 @@ def read_dicom_mask(row: Mapping[str, Any]) -> np.ndarray:
     index = 0 if frame is None or pd.isna(frame) else int(frame)
     arr, _ = _decode_frame(mask_path, index)
     return arr.reshape(arr.shape[0], arr.shape[1], -1).max(axis=2) > 0
+
+
+register_dataset(
+    DatasetDescription(
+        name="dicom",
+        make=make_dicom,
+        detectors=(
+            Detector(103, "a DICOM file", lambda r: r.is_file() and looks_like_dicom(r)),
+            Detector(121, "folder of DICOM files", lambda r: holds_only(r, looks_like_dicom)),
+        ),
+    )
+)

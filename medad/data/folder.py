@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from medad.data.manifest import ManifestBuilder, add_paired_folders, list_images, require_dir
+from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
+from medad.data.manifest import ManifestBuilder, add_paired_folders, has_images_folder, list_images, require_dir
+from medad.data.synthetic import sampler, save_image, write_pairs
 
 
 def make_folder(
@@ -52,3 +54,23 @@ def make_folder(
         for image in list_images(normal_dir, builder.problems):
             builder.add(image, class_name=class_name, label=0, defect_type="good")
     return builder.build(strict)
+
+
+def _write_folder(root: Path, request: SyntheticRequest) -> None:
+    """``images/`` + ``masks/`` of abnormal images and ``normals/`` of normal ones."""
+    samples = sampler(request, "medical")
+    write_pairs(
+        root, samples, request.n_abnormal, "images", "masks", lambda i: f"img{i:03d}.png", lambda i: f"img{i:03d}.png"
+    )
+    for i in range(request.n_normal):
+        save_image(samples.sample(False)[0], root / "normals" / f"normal{i:03d}.png")
+
+
+register_dataset(
+    DatasetDescription(
+        name="folder",
+        make=make_folder,
+        detectors=(Detector(62, "images/ (+ masks/, normals/) folder", has_images_folder),),
+        layouts={"folder": _write_folder},
+    )
+)

@@ -11,11 +11,15 @@ would hold normal images.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
 from medad.data.manifest import (
     CLASS_WORDS,
     ManifestBuilder,
@@ -25,6 +29,7 @@ from medad.data.manifest import (
     pairing_problems,
     require_dir,
 )
+from medad.data.synthetic import mask_u8, sampler, save_image, write_pairs
 from medad.errors import DataError
 
 _SPLIT_WORDS: dict[str, tuple[str, ...]] = {
@@ -143,3 +148,67 @@ def make_isic(root: str | Path, split: str = "test", strict: bool = True) -> pd.
     builder = ManifestBuilder("isic", split_dir.parent, split, "anomalyclip-skin")  # same ids from skin/ or above
     _add_anomalyclip(builder, split_dir, mask_dir)
     return builder.build(strict)
+
+
+def _has_isic_layout(root: Path) -> bool:
+    return root.is_dir() and any(
+        find_isic_folders(root, s) or find_anomalyclip_skin(root, s) for s in ("test", "train", "val")
+    )
+
+
+_SYNTHETIC_FOLDERS: dict[str, tuple[str, str, str]] = {
+    "isic2016": ("ISBI2016_ISIC_Part1_Test_Data", "ISBI2016_ISIC_Part1_Test_GroundTruth", "Segmentation"),
+    "isic2017": ("ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part1_GroundTruth", "segmentation"),
+    "isic2018": ("ISIC2018_Task1-2_Test_Input", "ISIC2018_Task1_Test_GroundTruth", "segmentation"),
+}
+"""(image folder, mask folder, mask word) of each synthetic ISIC year's test set."""
+
+
+def _write_year(root: Path, request: SyntheticRequest, year: str) -> None:
+    """One challenge year's test folders (2017 with its ``*_superpixels.png`` beside the images)."""
+    image_dir, mask_dir, word = _SYNTHETIC_FOLDERS[year]
+    samples = sampler(request, "medical")
+    n = request.n_abnormal
+    write_pairs(
+        root, samples, n, image_dir, mask_dir, lambda i: f"ISIC_{i:07d}.jpg", lambda i: f"ISIC_{i:07d}_{word}.png"
+    )
+    if year == "isic2017":
+        blank = np.zeros((request.size, request.size, 3), np.uint8)
+        for i in range(n):
+            save_image(blank, root / image_dir / f"ISIC_{i:07d}_superpixels.png")
+
+
+def _write_anomalyclip(out: Path, request: SyntheticRequest) -> None:
+    """AnomalyCLIP's ISIC copy: ``skin/test/anomaly/*.jpg``, the ISBI 2016 ground truth and a ``meta.json``."""
+    samples = sampler(request, "medical")
+    items = []
+    for i in range(request.n_abnormal):
+        image, mask = samples.sample(True)
+        rel = f"skin/test/anomaly/ISIC_{i:07d}.jpg"
+        mask_rel = f"skin/ISBI2016_ISIC_Part1_Test_GroundTruth/ISIC_{i:07d}_Segmentation.png"
+        save_image(image, out / rel)
+        save_image(mask_u8(mask), out / mask_rel)
+        item = {"img_path": rel, "mask_path": mask_rel, "cls_name": "skin", "specie_name": "anomaly", "anomaly": 1}
+        items.append(item)
+    meta = {"train": {}, "test": {"skin": items}}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
+register_dataset(
+    DatasetDescription(
+        name="isic",
+        make=make_isic,
+        splits=("train", "val", "test"),
+        detectors=(
+            Detector(
+                20, "ISIC 2016/2017/2018 folders or AnomalyCLIP skin/test + ISBI2016 ground truth", _has_isic_layout
+            ),
+        ),
+        in_release=True,
+        reference_word="01",
+        layouts={
+            **{year: functools.partial(_write_year, year=year) for year in _SYNTHETIC_FOLDERS},
+            "isic-anomalyclip": _write_anomalyclip,
+        },
+    )
+)

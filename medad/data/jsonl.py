@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from medad.data.description import DatasetDescription, Detector, register_dataset
 from medad.data.manifest import ManifestBuilder, is_ignored, is_image_file
 from medad.errors import DataError
 
@@ -118,3 +119,26 @@ def make_jsonl(
             split=str(line_split or split or "test"),
         )
     return builder.build(strict)
+
+
+def _is_jsonl_folder(root: Path) -> bool:
+    if not root.is_dir():
+        return False
+    try:
+        find_jsonl(root)
+    except DataError:
+        return False
+    return True
+
+
+register_dataset(
+    DatasetDescription(
+        name="jsonl",
+        make=make_jsonl,
+        detectors=(
+            Detector(101, "a jsonl manifest file", lambda r: r.is_file() and r.suffix.lower() == ".jsonl"),
+            Detector(110, "folder with one .jsonl file", _is_jsonl_folder),
+        ),
+        whole_file=True,
+    )
+)

@@ -7,11 +7,15 @@ they are binarised with ``>127`` (JPEG ringing would make ``>0`` grow the polyp)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
 from medad.data.manifest import CLASS_WORDS, ManifestBuilder, add_paired_folders, require_dir
+from medad.data.synthetic import mask_u8, sampler, save_image
 from medad.errors import DataError
 
 KVASIR_FOLDER = "Kvasir-SEG"
@@ -55,3 +59,31 @@ def make_kvasir(root: str | Path, split: str = "test", strict: bool = True) -> p
     builder = ManifestBuilder("kvasir", base, split, variant)
     add_paired_folders(builder, image_dir, base / "masks", class_name=CLASS_WORDS["kvasir"])
     return builder.build(strict)
+
+
+def _write_kvasir(out: Path, request: SyntheticRequest) -> None:
+    """``Kvasir-SEG/{images,masks}/<id>.jpg`` (JPEG masks) and a ``kavsir_bboxes.json`` of the lesion boxes."""
+    samples = sampler(request, "medical")
+    base = out / KVASIR_FOLDER
+    alphabet = np.array(list("abcdefghijklmnopqrstuvwxyz0123456789"))
+    boxes: dict[str, object] = {}
+    for _ in range(request.n_abnormal):
+        name = "c" + "".join(samples.rng.choice(alphabet, 24))
+        image, mask = samples.sample(True)
+        save_image(image, base / "images" / f"{name}.jpg")
+        save_image(mask_u8(mask), base / "masks" / f"{name}.jpg")
+        rows, cols = np.nonzero(mask)
+        box = {"label": "polyp", "xmin": int(cols.min()), "ymin": int(rows.min())}
+        box |= {"xmax": int(cols.max()), "ymax": int(rows.max())}
+        boxes[name] = {"height": int(mask.shape[0]), "width": int(mask.shape[1]), "bbox": [box]}
+    (base / BBOXES_JSON).write_text(json.dumps(boxes, indent=2), encoding="utf-8")
+
+
+register_dataset(
+    DatasetDescription(
+        name="kvasir",
+        make=make_kvasir,
+        detectors=(Detector(50, "Kvasir-SEG/images + masks", lambda r: find_kvasir(r) is not None),),
+        layouts={"kvasir": _write_kvasir},
+    )
+)

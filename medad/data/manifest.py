@@ -9,7 +9,7 @@ in ``manifest.attrs["problems"]`` for ``medad datasets check``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -357,3 +357,16 @@ def add_paired_folders(
     for image in images:
         if image in pairing.pairs:
             builder.add(image, class_name=class_name, label=1, mask_path=pairing.pairs[image])
+
+
+def has_images_folder(root: Path, name_part: str = "") -> bool:
+    """Whether ``root`` is a folder holding ``images/`` whose name contains ``name_part`` (case-insensitive)."""
+    return root.is_dir() and (root / "images").is_dir() and name_part in root.name.lower()
+
+
+def holds_only(root: Path, test: Callable[[Path], bool]) -> bool:
+    """Whether ``root`` is a folder whose files (directly in it, hidden ones aside) all pass ``test``; not empty."""
+    if not root.is_dir():
+        return False
+    files = [p for p in root.iterdir() if p.is_file() and not is_ignored(p)]
+    return bool(files) and all(test(p) for p in files)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from medad.data.description import DatasetDescription, Detector, register_dataset
 from medad.data.manifest import ManifestBuilder, is_image_file
 from medad.errors import DataError
 
@@ -116,3 +117,15 @@ def make_meta_json(
         The manifest (variant ``meta-json``).
     """
     return read_meta_json(root, dataset=dataset, split=split, class_word=class_word, strict=strict)
+
+
+register_dataset(
+    DatasetDescription(
+        name="meta_json",
+        make=make_meta_json,
+        splits=("train", "test"),
+        detectors=(
+            Detector(81, "AnomalyCLIP meta.json (any set)", lambda r: r.is_dir() and meta_json_classes(r) is not None),
+        ),
+    )
+)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from medad.data.mvtec import scan_mvtec_like
+from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
+from medad.data.mvtec import holds_mvtec_like, scan_mvtec_like
+from medad.data.synthetic import sampler, write_mvtec_tree
 
 MPDD_CLASSES: tuple[str, ...] = (
     "bracket_black",
@@ -34,3 +36,22 @@ def make_mpdd(
         The manifest (dataset ``mpdd``, variant ``mvtec``).
     """
     return scan_mvtec_like(root, dataset="mpdd", split=split, classes=classes, strict=strict)
+
+
+def _write_mpdd(root: Path, request: SyntheticRequest) -> None:
+    classes = request.classes or ("tubes", "connector")
+    write_mvtec_tree(root, sampler(request, "industrial"), classes, request.n_normal, request.n_abnormal)
+
+
+register_dataset(
+    DatasetDescription(
+        name="mpdd",
+        make=make_mpdd,
+        splits=("train", "test"),
+        detectors=(
+            Detector(71, "MVTec-like <class>/test/<type> of MPDD classes", lambda r: holds_mvtec_like(r, MPDD_CLASSES)),
+        ),
+        in_release=True,
+        layouts={"mpdd": _write_mpdd},
+    )
+)

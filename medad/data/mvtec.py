@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
 from medad.data.manifest import ManifestBuilder, list_images, pair_by_stem, pairing_problems, require_dir
+from medad.data.synthetic import sampler, write_mvtec_tree
 from medad.errors import DataError
 
 MVTEC_CLASSES: tuple[str, ...] = (
@@ -129,3 +131,30 @@ def make_mvtec(
         The manifest (variant ``mvtec``).
     """
     return scan_mvtec_like(root, dataset="mvtec", split=split, classes=classes, strict=strict)
+
+
+def holds_mvtec_like(root: Path, classes: Sequence[str]) -> bool:
+    """Whether ``root`` is an MVTec-like folder (or one category) whose category names are all in ``classes``."""
+    names = {c.name for c in category_dirs(root)} if root.is_dir() else set()
+    return bool(names) and names <= set(classes)
+
+
+def _write_mvtec(root: Path, request: SyntheticRequest) -> None:
+    classes = request.classes or ("bottle", "grid")
+    write_mvtec_tree(root, sampler(request, "industrial"), classes, request.n_normal, request.n_abnormal)
+
+
+register_dataset(
+    DatasetDescription(
+        name="mvtec",
+        make=make_mvtec,
+        splits=("train", "test"),
+        detectors=(
+            Detector(
+                72, "MVTec AD <class>/test/<type> (MVTec AD classes)", lambda r: holds_mvtec_like(r, MVTEC_CLASSES)
+            ),
+        ),
+        in_release=True,
+        layouts={"mvtec": _write_mvtec},
+    )
+)

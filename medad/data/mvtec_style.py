@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
 from medad.data.manifest import CLASS_WORDS
-from medad.data.mvtec import scan_mvtec_like
+from medad.data.mvtec import category_dirs, scan_mvtec_like
+from medad.data.synthetic import sampler, write_mvtec_tree
 from medad.errors import DataError
 
 
@@ -45,3 +47,27 @@ def make_mvtec_style(
         class_name=(lambda _category: word) if word else None,
         strict=strict,
     )
+
+
+def _write_mvtec_style(root: Path, request: SyntheticRequest) -> None:
+    """A medical set re-packaged as ``<cls>/test/<type>`` + ``<cls>/ground_truth/<type>`` (no train split)."""
+    samples = sampler(request, "medical")
+    classes = request.classes or ("skin",)
+    write_mvtec_tree(root, samples, classes, request.n_normal, request.n_abnormal, train=False, mask_suffix="")
+
+
+register_dataset(
+    DatasetDescription(
+        name="mvtec_style",
+        make=make_mvtec_style,
+        splits=("train", "test"),
+        detectors=(
+            Detector(
+                74,
+                "MVTec-like <class>/test/<type> of other classes (mvtec_style)",
+                lambda r: r.is_dir() and bool(category_dirs(r)),
+            ),
+        ),
+        layouts={"mvtec_style": _write_mvtec_style},
+    )
+)

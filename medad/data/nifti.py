@@ -24,7 +24,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from medad.data.manifest import ManifestBuilder, is_ignored, normalise_stem, require_dir
+from medad.data.description import DatasetDescription, Detector, register_dataset
+from medad.data.manifest import ManifestBuilder, holds_only, is_ignored, normalise_stem, require_dir
 from medad.errors import DataError, DataWarning
 from medad.utils.privacy import case_id
 
@@ -259,3 +260,15 @@ def make_nifti(
                 slice_axis=axis if len(shape) == 3 else None,
             )
     return builder.build(strict)
+
+
+register_dataset(
+    DatasetDescription(
+        name="nifti",
+        make=make_nifti,
+        detectors=(
+            Detector(102, "a NIfTI file", lambda r: r.is_file() and is_nifti(r)),
+            Detector(120, "folder of NIfTI files", lambda r: holds_only(r, is_nifti)),
+        ),
+    )
+)

@@ -6,12 +6,14 @@ elliptical lesions). Both anomalies are the same kind of local darkening, and bo
 brightness, shading and colour spread, so that a head trained on industrial images can find the medical lesions
 zero-shot (the demo, ``protocols/demo.yaml``). Everything is deterministic by seed and fast (64 px images by
 default). Used by the tests, the docs, the demo and ``medad datasets synth``.
+
+This module holds the image content and the writers' building blocks; each dataset module writes its own
+layouts with them and registers the writers (``DatasetDescription.layouts``); ``medad.data.write_layout``
+dispatches by layout name.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,22 +21,9 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from medad.errors import DataError
+from medad.data.description import SyntheticRequest
 
-INDUSTRIAL_LAYOUTS: tuple[str, ...] = ("mvtec", "mpdd", "btad", "visa", "visa-meta", "mvtec_style")
-MEDICAL_LAYOUTS: tuple[str, ...] = (
-    "isic2016",
-    "isic2017",
-    "isic2018",
-    "clinicdb-tiff",
-    "clinicdb-png",
-    "colondb-pranet",
-    "colondb-bmp",
-    "tn3k",
-    "kvasir",
-    "isic-anomalyclip",
-)
-LAYOUTS: tuple[str, ...] = (*INDUSTRIAL_LAYOUTS, *MEDICAL_LAYOUTS, "folder")
+STYLES: tuple[str, ...] = ("industrial", "medical")
 
 
 def _shading(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -118,7 +107,28 @@ def medical_image(rng: np.random.Generator, size: int, abnormal: bool) -> tuple[
     return (image * 255).astype(np.uint8), mask
 
 
-def _save(array: np.ndarray, path: Path) -> Path:
+class Sampler:
+    """Draws (image, mask) pairs of one content style from one seeded generator, in order."""
+
+    def __init__(self, style: str, size: int, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.size = size
+        self.draw: Callable[[np.random.Generator, int, bool], tuple[np.ndarray, np.ndarray]] = (
+            industrial_image if style == "industrial" else medical_image
+        )
+
+    def sample(self, abnormal: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The next image and its mask (all False for a normal image)."""
+        return self.draw(self.rng, self.size, abnormal)
+
+
+def sampler(request: SyntheticRequest, style: str) -> Sampler:
+    """A :class:`Sampler` of ``style`` (``industrial`` or ``medical``) at the request's size and seed."""
+    return Sampler(style, request.size, request.seed)
+
+
+def save_image(array: np.ndarray, path: Path) -> Path:
+    """Write an image (or mask) array in the format its extension names, creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     ext = path.suffix.lower()
     image = Image.fromarray(array)
@@ -131,25 +141,14 @@ def _save(array: np.ndarray, path: Path) -> Path:
     return path
 
 
-def _mask_u8(mask: np.ndarray, value: int = 255) -> np.ndarray:
+def mask_u8(mask: np.ndarray, value: int = 255) -> np.ndarray:
+    """A boolean mask as uint8 with ``value`` inside (VisA stores small label values, the others 255)."""
     return (mask.astype(np.uint8) * value).astype(np.uint8)
 
 
-class _Writer:
-    def __init__(self, style: str, size: int, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.size = size
-        self.make: Callable[..., tuple[np.ndarray, np.ndarray]] = (
-            industrial_image if style == "industrial" else medical_image
-        )
-
-    def sample(self, abnormal: bool) -> tuple[np.ndarray, np.ndarray]:
-        return self.make(self.rng, self.size, abnormal)
-
-
-def _mvtec_tree(
+def write_mvtec_tree(
     out: Path,
-    writer: _Writer,
+    samples: Sampler,
     classes: Sequence[str],
     n_normal: int,
     n_abnormal: int,
@@ -161,195 +160,31 @@ def _mvtec_tree(
     mask_suffix: str = "_mask",
     train: bool = True,
 ) -> None:
+    """Write ``<cls>/{train,test}/<normal>``, ``<cls>/test/<defect>`` and ``<cls>/ground_truth/<defect>``."""
     for cls in classes:
         if train:
             for i in range(n_normal):
-                _save(writer.sample(False)[0], out / cls / "train" / normal / f"{i:03d}{image_ext(cls)}")
+                save_image(samples.sample(False)[0], out / cls / "train" / normal / f"{i:03d}{image_ext(cls)}")
         for i in range(n_normal):
-            _save(writer.sample(False)[0], out / cls / "test" / normal / f"{i:03d}{image_ext(cls)}")
+            save_image(samples.sample(False)[0], out / cls / "test" / normal / f"{i:03d}{image_ext(cls)}")
         for i in range(n_abnormal):
-            image, mask = writer.sample(True)
-            _save(image, out / cls / "test" / defect / f"{i:03d}{image_ext(cls)}")
-            _save(_mask_u8(mask), out / cls / "ground_truth" / defect / f"{i:03d}{mask_suffix}{mask_ext(cls)}")
+            image, mask = samples.sample(True)
+            save_image(image, out / cls / "test" / defect / f"{i:03d}{image_ext(cls)}")
+            save_image(mask_u8(mask), out / cls / "ground_truth" / defect / f"{i:03d}{mask_suffix}{mask_ext(cls)}")
 
 
-def _visa(out: Path, writer: _Writer, classes: Sequence[str], n_normal: int, n_abnormal: int, meta: bool) -> None:
-    rows: list[dict[str, str]] = []
-    meta_json: dict[str, dict[str, list[dict[str, object]]]] = {"train": {}, "test": {}}
-    for cls in classes:
-        for i in range(n_normal + n_abnormal):
-            abnormal = i >= n_normal
-            image, mask = writer.sample(abnormal)
-            folder = "Anomaly" if abnormal else "Normal"
-            rel = f"{cls}/Data/Images/{folder}/{i:03d}.JPG"
-            _save(image, out / rel)
-            mask_rel = ""
-            if abnormal:
-                mask_rel = f"{cls}/Data/Masks/Anomaly/{i:03d}.png"
-                _save(_mask_u8(mask, value=int(writer.rng.integers(1, 9))), out / mask_rel)
-            rows.append(
-                {
-                    "object": cls,
-                    "split": "test",
-                    "label": "anomaly" if abnormal else "normal",
-                    "image": rel,
-                    "mask": mask_rel,
-                }
-            )
-            meta_json["test"].setdefault(cls, []).append(
-                {
-                    "img_path": rel,
-                    "mask_path": mask_rel,
-                    "cls_name": cls,
-                    "specie_name": "bad" if abnormal else "good",
-                    "anomaly": int(abnormal),
-                }
-            )
-    if meta:
-        (out / "meta.json").write_text(json.dumps(meta_json, indent=2), encoding="utf-8")
-        return
-    (out / "split_csv").mkdir(parents=True, exist_ok=True)
-    with open(out / "split_csv" / "1cls.csv", "w", newline="", encoding="utf-8") as handle:
-        table = csv.DictWriter(handle, fieldnames=["object", "split", "label", "image", "mask"])
-        table.writeheader()
-        table.writerows(rows)
-
-
-def _pairs(
+def write_pairs(
     out: Path,
-    writer: _Writer,
+    samples: Sampler,
     n: int,
     image_dir: str,
     mask_dir: str,
     image_name: Callable[[int], str],
     mask_name: Callable[[int], str],
 ) -> None:
+    """Write ``n`` abnormal images into ``image_dir`` and their masks into ``mask_dir`` (names by index)."""
     for i in range(n):
-        image, mask = writer.sample(True)
+        image, mask = samples.sample(True)
         if mask_name(i).lower().endswith((".tif", ".tiff", ".png", ".bmp", ".jpg")):
-            _save(image, out / image_dir / image_name(i))
-            _save(_mask_u8(mask), out / mask_dir / mask_name(i))
-
-
-def _kvasir(out: Path, writer: _Writer, n: int) -> None:
-    """``Kvasir-SEG/{images,masks}/<id>.jpg`` (JPEG masks) and a ``kavsir_bboxes.json`` of the lesion boxes."""
-    base = out / "Kvasir-SEG"
-    alphabet = np.array(list("abcdefghijklmnopqrstuvwxyz0123456789"))
-    boxes: dict[str, object] = {}
-    for _ in range(n):
-        name = "c" + "".join(writer.rng.choice(alphabet, 24))
-        image, mask = writer.sample(True)
-        _save(image, base / "images" / f"{name}.jpg")
-        _save(_mask_u8(mask), base / "masks" / f"{name}.jpg")
-        rows, cols = np.nonzero(mask)
-        box = {"label": "polyp", "xmin": int(cols.min()), "ymin": int(rows.min())}
-        box |= {"xmax": int(cols.max()), "ymax": int(rows.max())}
-        boxes[name] = {"height": int(mask.shape[0]), "width": int(mask.shape[1]), "bbox": [box]}
-    (base / "kavsir_bboxes.json").write_text(json.dumps(boxes, indent=2), encoding="utf-8")
-
-
-def _isic_anomalyclip(out: Path, writer: _Writer, n: int) -> None:
-    """AnomalyCLIP's ISIC copy: ``skin/test/anomaly/*.jpg``, the ISBI 2016 ground truth and a ``meta.json``."""
-    items = []
-    for i in range(n):
-        image, mask = writer.sample(True)
-        rel = f"skin/test/anomaly/ISIC_{i:07d}.jpg"
-        mask_rel = f"skin/ISBI2016_ISIC_Part1_Test_GroundTruth/ISIC_{i:07d}_Segmentation.png"
-        _save(image, out / rel)
-        _save(_mask_u8(mask), out / mask_rel)
-        item = {"img_path": rel, "mask_path": mask_rel, "cls_name": "skin", "specie_name": "anomaly", "anomaly": 1}
-        items.append(item)
-    meta = {"train": {}, "test": {"skin": items}}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-
-
-def write_layout(
-    out: str | Path,
-    layout: str,
-    n_normal: int = 2,
-    n_abnormal: int = 3,
-    size: int = 64,
-    seed: int = 0,
-    classes: Sequence[str] | None = None,
-) -> Path:
-    """Write a synthetic dataset in a native layout.
-
-    Args:
-        out: Output root (created).
-        layout: One of :data:`LAYOUTS`.
-        n_normal: Normal images per class (industrial layouts and ``folder``; the medical sets have none).
-        n_abnormal: Abnormal images per class.
-        size: Image side in pixels.
-        seed: Random seed (same seed, same bytes).
-        classes: Category names for the industrial layouts (defaults per layout).
-
-    Returns:
-        The root to pass to :func:`medad.data.load_manifest` (always ``out``; for ``kvasir`` it holds
-        ``Kvasir-SEG/``, for ``isic-anomalyclip`` ``skin/`` and ``meta.json``).
-    """
-    if layout not in LAYOUTS:
-        raise DataError(f"unknown synthetic layout '{layout}'; use one of {', '.join(LAYOUTS)}")
-    if size < 16 or n_normal < 0 or n_abnormal < 0:
-        raise DataError("synthetic datasets need size >= 16 and non-negative image counts")
-    root = Path(out).expanduser()
-    root.mkdir(parents=True, exist_ok=True)
-    industrial = layout in INDUSTRIAL_LAYOUTS
-    writer = _Writer("industrial" if industrial else "medical", size, seed)
-    if layout == "mvtec":
-        _mvtec_tree(root, writer, classes or ("bottle", "grid"), n_normal, n_abnormal)
-    elif layout == "mpdd":
-        _mvtec_tree(root, writer, classes or ("tubes", "connector"), n_normal, n_abnormal)
-    elif layout == "btad":
-        exts = {"01": (".bmp", ".png"), "02": (".png", ".png"), "03": (".bmp", ".bmp")}
-        _mvtec_tree(
-            root,
-            writer,
-            classes or ("01", "02", "03"),
-            n_normal,
-            n_abnormal,
-            normal="ok",
-            defect="ko",
-            image_ext=lambda c: exts.get(c, (".png", ".png"))[0],
-            mask_ext=lambda c: exts.get(c, (".png", ".png"))[1],
-            mask_suffix="",
-        )
-    elif layout in ("visa", "visa-meta"):
-        _visa(root, writer, classes or ("candle", "pcb1"), n_normal, n_abnormal, meta=layout == "visa-meta")
-    elif layout == "mvtec_style":
-        medical = _Writer("medical", size, seed)
-        _mvtec_tree(root, medical, classes or ("skin",), n_normal, n_abnormal, train=False, mask_suffix="")
-    elif layout in ("isic2016", "isic2017", "isic2018"):
-        image_dir, mask_dir, word = {
-            "isic2016": ("ISBI2016_ISIC_Part1_Test_Data", "ISBI2016_ISIC_Part1_Test_GroundTruth", "Segmentation"),
-            "isic2017": ("ISIC-2017_Test_v2_Data", "ISIC-2017_Test_v2_Part1_GroundTruth", "segmentation"),
-            "isic2018": ("ISIC2018_Task1-2_Test_Input", "ISIC2018_Task1_Test_GroundTruth", "segmentation"),
-        }[layout]
-        _pairs(
-            root,
-            writer,
-            n_abnormal,
-            image_dir,
-            mask_dir,
-            lambda i: f"ISIC_{i:07d}.jpg",
-            lambda i: f"ISIC_{i:07d}_{word}.png",
-        )
-        if layout == "isic2017":
-            for i in range(n_abnormal):
-                _save(np.zeros((size, size, 3), np.uint8), root / image_dir / f"ISIC_{i:07d}_superpixels.png")
-    elif layout == "clinicdb-tiff":
-        _pairs(root, writer, n_abnormal, "Original", "Ground Truth", lambda i: f"{i + 1}.tif", lambda i: f"{i + 1}.tif")
-    elif layout in ("clinicdb-png", "colondb-pranet"):
-        _pairs(root, writer, n_abnormal, "images", "masks", lambda i: f"{i + 1}.png", lambda i: f"{i + 1}.png")
-    elif layout == "colondb-bmp":
-        _pairs(root, writer, n_abnormal, ".", ".", lambda i: f"{i + 1}.bmp", lambda i: f"p{i + 1}.bmp")
-    elif layout == "tn3k":
-        _pairs(root, writer, n_abnormal, "test-image", "test-mask", lambda i: f"{i:04d}.jpg", lambda i: f"{i:04d}.jpg")
-    elif layout == "kvasir":
-        _kvasir(root, writer, n_abnormal)
-    elif layout == "isic-anomalyclip":
-        _isic_anomalyclip(root, writer, n_abnormal)
-    else:
-        _pairs(root, writer, n_abnormal, "images", "masks", lambda i: f"img{i:03d}.png", lambda i: f"img{i:03d}.png")
-        for i in range(n_normal):
-            _save(writer.sample(False)[0], root / "normals" / f"normal{i:03d}.png")
-    return root
+            save_image(image, out / image_dir / image_name(i))
+            save_image(mask_u8(mask), out / mask_dir / mask_name(i))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from medad.data.description import DatasetDescription, Detector, register_dataset
 from medad.data.manifest import ManifestBuilder
 from medad.errors import DataError
 
@@ -82,3 +83,13 @@ def make_csv(
             split=row_split,
         )
     return builder.build(strict)
+
+
+register_dataset(
+    DatasetDescription(
+        name="csv",
+        make=make_csv,
+        detectors=(Detector(100, "a CSV manifest file", lambda r: r.is_file() and r.suffix.lower() == ".csv"),),
+        whole_file=True,
+    )
+)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
 from medad.data.manifest import CLASS_WORDS, ManifestBuilder, add_paired_folders, require_dir
+from medad.data.synthetic import sampler, write_pairs
 from medad.errors import DataError
 
 _SPLIT_PREFIX: dict[str, str] = {"test": "test", "trainval": "trainval", "train": "trainval"}
@@ -36,3 +38,28 @@ def make_tn3k(root: str | Path, split: str = "test", strict: bool = True) -> pd.
     builder = ManifestBuilder("tn3k", root, prefix, "tn3k")
     add_paired_folders(builder, image_dir, root / f"{prefix}-mask", class_name=CLASS_WORDS["tn3k"])
     return builder.build(strict)
+
+
+def _write_tn3k(root: Path, request: SyntheticRequest) -> None:
+    """The test split: ``test-image/NNNN.jpg`` + ``test-mask/NNNN.jpg``."""
+    samples = sampler(request, "medical")
+    write_pairs(
+        root, samples, request.n_abnormal, "test-image", "test-mask", lambda i: f"{i:04d}.jpg", lambda i: f"{i:04d}.jpg"
+    )
+
+
+def _has_tn3k_folders(root: Path) -> bool:
+    return root.is_dir() and ((root / "test-image").is_dir() or (root / "trainval-image").is_dir())
+
+
+register_dataset(
+    DatasetDescription(
+        name="tn3k",
+        make=make_tn3k,
+        splits=("trainval", "test"),
+        detectors=(Detector(30, "TN3K test-image/ + test-mask/", _has_tn3k_folders),),
+        in_release=True,
+        reference_word="Medical_Dataset",
+        layouts={"tn3k": _write_tn3k},
+    )
+)

@@ -8,14 +8,18 @@ Native images are upper-case ``.JPG``; masks are PNG whose anomalous pixels are 
 from __future__ import annotations
 
 import csv
+import functools
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
 from medad.data.manifest import ManifestBuilder, is_image_file, require_dir
-from medad.data.metajson import read_meta_json
-from medad.data.mvtec import category_dirs, scan_mvtec_like
+from medad.data.metajson import meta_json_classes, read_meta_json
+from medad.data.mvtec import category_dirs, holds_mvtec_like, scan_mvtec_like
+from medad.data.synthetic import mask_u8, sampler, save_image
 from medad.errors import DataError
 
 VISA_CLASSES: tuple[str, ...] = (
@@ -111,3 +115,71 @@ def make_visa(
         f"VisA root {root} has neither {SPLIT_CSV}, meta.json nor <category>/test folders; point to the folder "
         "that holds split_csv/ and the category folders"
     )
+
+
+def _has_split_csv(root: Path) -> bool:
+    return root.is_dir() and (root / SPLIT_CSV).is_file()
+
+
+def _has_visa_meta_json(root: Path) -> bool:
+    classes = meta_json_classes(root) if root.is_dir() else None
+    return classes is not None and bool(classes) and classes <= set(VISA_CLASSES)
+
+
+def _write_visa(out: Path, request: SyntheticRequest, meta: bool) -> None:
+    """VisA with ``split_csv/1cls.csv`` (or, ``meta``, AnomalyCLIP's ``meta.json``): every image in ``test``."""
+    samples = sampler(request, "industrial")
+    rows: list[dict[str, str]] = []
+    meta_json: dict[str, dict[str, list[dict[str, object]]]] = {"train": {}, "test": {}}
+    for cls in request.classes or ("candle", "pcb1"):
+        for i in range(request.n_normal + request.n_abnormal):
+            abnormal = i >= request.n_normal
+            image, mask = samples.sample(abnormal)
+            folder = "Anomaly" if abnormal else "Normal"
+            rel = f"{cls}/Data/Images/{folder}/{i:03d}.JPG"
+            save_image(image, out / rel)
+            mask_rel = ""
+            if abnormal:
+                mask_rel = f"{cls}/Data/Masks/Anomaly/{i:03d}.png"
+                save_image(mask_u8(mask, value=int(samples.rng.integers(1, 9))), out / mask_rel)
+            label = "anomaly" if abnormal else "normal"
+            rows.append({"object": cls, "split": "test", "label": label, "image": rel, "mask": mask_rel})
+            meta_json["test"].setdefault(cls, []).append(
+                {
+                    "img_path": rel,
+                    "mask_path": mask_rel,
+                    "cls_name": cls,
+                    "specie_name": "bad" if abnormal else "good",
+                    "anomaly": int(abnormal),
+                }
+            )
+    if meta:
+        (out / "meta.json").write_text(json.dumps(meta_json, indent=2), encoding="utf-8")
+        return
+    (out / "split_csv").mkdir(parents=True, exist_ok=True)
+    with open(out / "split_csv" / "1cls.csv", "w", newline="", encoding="utf-8") as handle:
+        table = csv.DictWriter(handle, fieldnames=["object", "split", "label", "image", "mask"])
+        table.writeheader()
+        table.writerows(rows)
+
+
+register_dataset(
+    DatasetDescription(
+        name="visa",
+        make=make_visa,
+        splits=("train", "test"),
+        detectors=(
+            Detector(10, "VisA split_csv/1cls.csv", _has_split_csv),
+            Detector(
+                73, "VisA visa_pytorch <class>/test/<type> (VisA classes)", lambda r: holds_mvtec_like(r, VISA_CLASSES)
+            ),
+            Detector(80, "AnomalyCLIP meta.json of VisA classes", _has_visa_meta_json),
+        ),
+        in_release=True,
+        reference_word="Data",
+        layouts={
+            "visa": functools.partial(_write_visa, meta=False),
+            "visa-meta": functools.partial(_write_visa, meta=True),
+        },
+    )
+)

@@ -102,7 +102,7 @@ def prompt_word(row: Mapping[str, Any], compat: str, class_words: Mapping[str, s
         row: A manifest row (``dataset`` and ``class_name``; ``image_path`` for data outside the release's sets).
         compat: ``reference`` reproduces the release. Its word is the 4th-last path component of the image in
             the release's own layouts, so for its eight datasets it is a fixed table
-            (:data:`medad.data.registry.REFERENCE_CLASS_WORDS`: the class folder for MVTec AD, MPDD and BTAD,
+            (:func:`medad.data.registry.reference_class_words`: the class folder for MVTec AD, MPDD and BTAD,
             ``"Data"`` for VisA, ``"01"`` for ISIC / CVC-ClinicDB / CVC-ColonDB, ``"Medical_Dataset"`` for TN3K),
             whatever the user's folders are called; other data (which the release never read) gets the path
             rule ``image_path.split('/')[-4]`` itself. ``clean`` uses real words: ``class_words`` first, then the

@@ -12,16 +12,16 @@ from typing import Any
 
 def dataset_kinds() -> list[str]:
     """Dataset kinds ``medad.data.load_manifest`` reads (plus ``auto``)."""
-    from medad.data import KINDS
+    from medad.data import list_datasets
 
-    return sorted(KINDS)
+    return sorted([*list_datasets(), "auto"])
 
 
 def synthetic_layouts() -> list[str]:
-    """Layouts ``medad.data.synthetic.write_layout`` can write."""
-    from medad.data import LAYOUTS
+    """Layouts ``medad.data.write_layout`` can write."""
+    from medad.data import list_layouts
 
-    return list(LAYOUTS)
+    return list_layouts()
 
 
 def model_names() -> list[str]:

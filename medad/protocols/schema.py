@@ -24,7 +24,7 @@ class _Strict(BaseModel):
 
 
 class SyntheticSource(_Strict):
-    """A synthetic dataset that the run writes itself (``medad.data.synthetic.write_layout``).
+    """A synthetic dataset that the run writes itself (``medad.data.write_layout``).
 
     Attributes:
         layout: the public layout to imitate (``mvtec``, ``visa``, ``isic2016``, ``mvtec_style``, ...).

@@ -14,7 +14,8 @@ from pydicom.data import get_testdata_file
 from typer.testing import CliRunner
 
 from medad.cli import app, main
-from medad.data import check_dataset, load_manifest, make_dicom, read_image, read_mask, write_layout
+from medad.data import check_dataset, load_manifest, read_image, read_mask, write_layout
+from medad.data.dicom import make_dicom
 from medad.errors import DataError
 
 runner = CliRunner()

@@ -18,13 +18,13 @@ from medad.data import (
     detect_kind,
     load_all_splits,
     load_manifest,
-    make_jsonl,
     manifest_from_paths,
-    read_meta_json,
     write_jsonl,
     write_layout,
     write_meta_json,
 )
+from medad.data.jsonl import make_jsonl
+from medad.data.metajson import read_meta_json
 from medad.errors import DataError
 
 runner = CliRunner()

@@ -10,17 +10,17 @@ import pytest
 from PIL import Image
 
 from medad.data import (
-    COLUMNS,
     check_dataset,
     detect_kind,
     load_manifest,
-    make_csv,
-    make_mvtec_style,
     manifest_from_paths,
     read_image,
     read_mask,
     write_layout,
 )
+from medad.data.manifest import COLUMNS
+from medad.data.mvtec_style import make_mvtec_style
+from medad.data.tabular import make_csv
 from medad.errors import DataError
 
 # layout -> (kind, variant, class names, normal count, abnormal count) with n_normal=2, n_abnormal=3

@@ -12,7 +12,9 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from medad.data import dicom as dicom_module
-from medad.data import load_manifest, make_dicom, make_nifti, read_image, read_mask, slice_affine
+from medad.data import load_manifest, read_image, read_mask, slice_affine
+from medad.data.dicom import make_dicom
+from medad.data.nifti import make_nifti
 from medad.errors import DataError
 
 

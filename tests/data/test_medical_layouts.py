@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medad.data import detect_kind, load_manifest, make_isic, make_kvasir, read_mask, read_meta_json, write_layout
+from medad.data import detect_kind, load_manifest, read_mask, write_layout
+from medad.data.isic import make_isic
+from medad.data.kvasir import make_kvasir
+from medad.data.metajson import read_meta_json
 from medad.errors import DataError
 
 
