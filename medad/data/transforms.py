@@ -1,12 +1,14 @@
 """MONAI transforms that turn manifest rows into model-ready samples, and :func:`make_dataset`.
 
-The chain is: :class:`LoadRowd` (the image resized to the model size - Pillow's antialiased bilinear in uint8
+The chain is: :class:`LoadRowItem` (the image resized to the model size - Pillow's antialiased bilinear in uint8
 for 8-bit images, area averaging in float for DICOM / NIfTI / 16-bit -, or kept at its native size for tiled
-scoring; the binarised mask resized by nearest neighbour; the original size) -> :class:`ToSampled` (the Sample
-contract of ``docs/architecture.md``: the image normalised with the backbone's mean/std by
-:func:`normalize_images`, or kept as uint8 for the GPU to normalise). Every step is deterministic, so with a
-cache folder the whole result is stored by MONAI's ``PersistentDataset`` under a sub-folder named by a hash of
-the preprocessing config.
+scoring; the binarised mask resized by nearest neighbour; the original size) -> :class:`ToSampled` (the image
+normalised with the backbone's mean/std by :func:`normalize_images`, or kept as uint8 for the GPU to normalise)
+-> MONAI's ``EnsureTyped`` and ``SelectItemsd`` (the Sample contract of ``docs/architecture.md``: its keys and
+dtypes). ``ToSampled`` follows MONAI's dictionary contract (``keys``, ``allow_missing_keys``, the work done by
+the array transform :class:`ToSample`); :class:`LoadRowItem` reads several fields of a row, so it is a plain
+transform of the item. Every step is deterministic, so with a cache folder the whole result is stored by MONAI's
+``PersistentDataset`` under a sub-folder named by a hash of the preprocessing config.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from monai.config import KeysCollection
 from monai.data import Dataset, PersistentDataset
-from monai.transforms import Compose, MapTransform, Transform
+from monai.transforms import Compose, EnsureTyped, MapTransform, SelectItemsd, Transform
 
 from medad.data.readers import read_image_resized, read_mask, resize_mask
 from medad.utils.io import hash_config
@@ -74,11 +77,14 @@ class LoadRow(Transform):
         return np.ascontiguousarray(image.transpose(2, 0, 1)), mask, native
 
 
-class LoadRowd(MapTransform):
-    """Dictionary transform around :class:`LoadRow`: adds ``image``, ``mask`` (if asked) and ``orig_size``."""
+class LoadRowItem(Transform):
+    """Item transform around :class:`LoadRow`: adds ``image``, ``mask`` (if asked) and ``orig_size``.
+
+    Not a ``MapTransform``: it reads the row's path fields (``image_path``, ``frame``, ``mask_path``, ...)
+    together rather than transforming one key.
+    """
 
     def __init__(self, image_size: int | None, with_mask: bool = True) -> None:
-        super().__init__(("image", "mask"))
         self.loader = LoadRow(image_size, with_mask)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -115,31 +121,55 @@ class ToSample(Transform):
 
 
 class ToSampled(MapTransform):
-    """Dictionary transform: keep only the Sample contract's keys with their dtypes."""
+    """Dictionary wrapper of :class:`ToSample`: each of ``keys`` (the image) becomes a model input tensor.
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], uint8: bool = False) -> None:
-        super().__init__(("image", "mask", "label", "index", "orig_size"))
-        self.image = ToSample(mean, std, uint8)
+    Args:
+        keys: Keys of the images to convert.
+        mean: Per-channel mean of the backbone's normalisation.
+        std: Per-channel std of the backbone's normalisation.
+        uint8: See :class:`ToSample`.
+        allow_missing_keys: Skip a key the item lacks instead of raising.
+    """
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[str, Any]:
-        """Return the sample dict: image, mask float32 (when loaded), label/index/orig_size int64, class_name."""
-        sample = {
-            "image": self.image(data["image"]),
-            "label": torch.tensor(int(data["label"]), dtype=torch.int64),
-            "class_name": str(data["class_name"]),
-            "index": torch.tensor(int(data["index"]), dtype=torch.int64),
-            "orig_size": torch.as_tensor(data["orig_size"], dtype=torch.int64),
-        }
-        if "mask" in data:
-            sample["mask"] = torch.from_numpy(np.ascontiguousarray(data["mask"], dtype=np.float32))
-        return sample
+    def __init__(
+        self,
+        keys: KeysCollection,
+        mean: Sequence[float],
+        std: Sequence[float],
+        uint8: bool = False,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.converter = ToSample(mean, std, uint8)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        """Convert every present key; the other fields pass through."""
+        item = dict(data)
+        for key in self.key_iterator(item):
+            item[key] = self.converter(item[key])
+        return item
+
+
+SAMPLE_FIELDS: tuple[str, ...] = ("image", "label", "class_name", "index", "orig_size", "mask")
+"""The keys of a Sample (``mask`` only when loaded); everything else of the item is dropped."""
 
 
 def preprocessing(
     image_size: int | None, mean: Sequence[float], std: Sequence[float], *, masks: bool = True, uint8: bool = False
 ) -> Compose:
-    """The deterministic MONAI chain from a manifest item to a Sample at ``image_size`` (``None``: native size)."""
-    return Compose([LoadRowd(image_size, with_mask=masks), ToSampled(mean, std, uint8=uint8)])
+    """The deterministic MONAI chain from a manifest item to a Sample at ``image_size`` (``None``: native size).
+
+    The Sample's dtypes: image float32 (uint8 with ``uint8``), mask float32, label / index / orig_size int64.
+    """
+    return Compose(
+        [
+            LoadRowItem(image_size, with_mask=masks),
+            ToSampled("image", mean, std, uint8=uint8),
+            EnsureTyped(("label", "index", "orig_size"), dtype=torch.int64, track_meta=False),
+            EnsureTyped("mask", dtype=torch.float32, track_meta=False, allow_missing_keys=True),
+            SelectItemsd(SAMPLE_FIELDS, allow_missing_keys=True),
+        ]
+    )
 
 
 def _file_stamp(path: str) -> str:

@@ -152,7 +152,7 @@ def test_monai_wrapped_errors_are_unwrapped():
         try:
             raise inner
         except DataError as exc:
-            raise RuntimeError("applying transform <LoadRowd>") from exc
+            raise RuntimeError("applying transform <LoadRowItem>") from exc
     except RuntimeError as wrapped:
         assert as_medad_error(wrapped) is inner
     assert as_medad_error(RuntimeError("a bug")) is None
