@@ -23,6 +23,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from nibabel.spatialimages import SpatialImage
 
 from medad.data.description import DatasetDescription, Detector, register_dataset
 from medad.data.manifest import ManifestBuilder, holds_only, is_ignored, normalise_stem, require_dir
@@ -37,13 +38,16 @@ def is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
-def _load(path: Path) -> nib.Nifti1Image:
+def _load(path: Path) -> SpatialImage:
     try:
-        image = nib.load(str(path))
+        loaded = nib.load(str(path))
     except (FileNotFoundError, nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as exc:
         raise DataError(
             f"NIfTI file {path} cannot be read ({type(exc).__name__}); it is truncated or not NIfTI - re-export it"
         ) from None
+    if not isinstance(loaded, SpatialImage):  # what a .nii holds; nibabel's loader is typed for any image file
+        raise DataError(f"file {path} is a {type(loaded).__name__}, not a NIfTI volume; re-export it as .nii")
+    image = loaded
     if len(image.shape) < 2 or len(image.shape) > 3:
         raise DataError(f"NIfTI file {path} has shape {image.shape}; medad reads 2D or 3D volumes only")
     return image
@@ -245,7 +249,7 @@ def make_nifti(
                 )
                 continue
             other = tuple(a for a in range(mask.ndim) if a != axis) if mask.ndim == 3 else (0, 1)
-            flags = (mask > 0).any(axis=other) if mask.ndim == 3 else np.array([(mask > 0).any()])
+            flags = np.asarray((mask > 0).any(axis=other)) if mask.ndim == 3 else np.array([(mask > 0).any()])
             labels = [int(f) for f in flags]
         group = case_id(f"volume/{path.name}")
         for index in range(n_slices):

@@ -156,8 +156,8 @@ def read_image_resized(row: Mapping[str, Any], size: int | None) -> tuple[np.nda
     if size is None:
         return data, (int(data.shape[0]), int(data.shape[1]))
     tensor = torch.from_numpy(np.ascontiguousarray(data.transpose(2, 0, 1)))[None]
-    resized = torch.nn.functional.interpolate(tensor, size=(size, size), mode="area")[0]
-    return resized.permute(1, 2, 0).numpy(), (int(data.shape[0]), int(data.shape[1]))
+    area = torch.nn.functional.interpolate(tensor, size=(size, size), mode="area")[0]
+    return area.permute(1, 2, 0).numpy(), (int(data.shape[0]), int(data.shape[1]))
 
 
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:

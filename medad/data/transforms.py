@@ -87,7 +87,7 @@ class LoadRowItem(Transform):
     def __init__(self, image_size: int | None, with_mask: bool = True) -> None:
         self.loader = LoadRow(image_size, with_mask)
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+    def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """Load the item's image and mask (the item holds the manifest row's fields)."""
         item = dict(data)
         item["image"], mask, native = self.loader(item)
