@@ -97,7 +97,8 @@ def register_dataset(description: DatasetDescription) -> DatasetDescription:
     """Add a dataset kind to the catalogue (at the import of the module that defines it) and return it.
 
     Raises:
-        DataError: The kind or one of its synthetic layouts is registered already, or the name is ``auto``.
+        DataError: The kind, one of its synthetic layouts or one of its detector orders is registered already
+            (detection order must not depend on import order), or the name is ``auto``.
     """
     if description.name == "auto" or description.name in _CATALOGUE:
         raise DataError(f"dataset kind '{description.name}' is registered already; give the new kind another name")
@@ -105,6 +106,12 @@ def register_dataset(description: DatasetDescription) -> DatasetDescription:
     clash = sorted(taken & set(description.layouts))
     if clash:
         raise DataError(f"synthetic layout(s) {clash} are registered already; give '{description.name}' others")
+    orders = {detector.order: known.name for known in _CATALOGUE.values() for detector in known.detectors}
+    shared = sorted(orders.keys() & {detector.order for detector in description.detectors})
+    if shared:
+        raise DataError(
+            f"detector order(s) {shared} of '{description.name}' are taken (by '{orders[shared[0]]}'); pick free ones"
+        )
     _CATALOGUE[description.name] = description
     return description
 
