@@ -105,7 +105,7 @@ def write_jsonl(manifest: pd.DataFrame, path: str | Path, root: str | Path | Non
     """Write ``manifest`` as AA-CLIP jsonl: one ``{image_path, label, class_name, mask_path}`` object per line.
 
     Each line also carries ``split`` and ``defect_type`` (and ``sha256``/``mask_sha256`` when the manifest has
-    them), which :func:`medad.data.make_jsonl` reads back.
+    them), which :func:`medad.data.jsonl.make_jsonl` reads back.
 
     Args:
         manifest: A manifest (every label known).

@@ -104,7 +104,7 @@ def make_meta_json(
     """Manifest of any dataset given as an AnomalyCLIP / AdaCLIP ``meta.json`` (kind ``meta_json``).
 
     Those repos ship such files for sets medad has no native reader for (HeadCT, BrainMRI, DAGM, ...), and write
-    them for the native ones too. VisA's ``meta.json`` is read by :func:`medad.data.make_visa`.
+    them for the native ones too. VisA's ``meta.json`` is read by :func:`medad.data.visa.make_visa`.
 
     Args:
         root: Folder holding ``meta.json``, or the JSON file itself; relative paths start from its folder.
