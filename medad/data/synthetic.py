@@ -23,8 +23,6 @@ from scipy.ndimage import gaussian_filter
 
 from medad.data.description import SyntheticRequest
 
-STYLES: tuple[str, ...] = ("industrial", "medical")
-
 
 def _shading(rng: np.random.Generator, size: int) -> np.ndarray:
     """Smooth large-scale brightness variation in [-0.12, 0.12] (uneven lighting, skin tone), shared by both styles."""
