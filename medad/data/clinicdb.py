@@ -10,9 +10,12 @@ from pathlib import Path
 import pandas as pd
 
 from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
-from medad.data.manifest import CLASS_WORDS, ManifestBuilder, add_paired_folders, has_images_folder, require_dir
+from medad.data.manifest import ManifestBuilder, add_paired_folders, has_images_folder, require_dir
 from medad.data.synthetic import sampler, write_pairs
 from medad.errors import DataError
+
+CLASS_NAME = "polyp"
+"""The ``class_name`` of every row (used in place of folder names)."""
 
 _LAYOUTS: tuple[tuple[str, str, str], ...] = (
     ("original-tiff", "Original", "Ground Truth"),
@@ -52,7 +55,7 @@ def make_clinicdb(root: str | Path, split: str = "test", strict: bool = True) ->
         )
     variant, image_dir, mask_dir = found
     builder = ManifestBuilder("clinicdb", root, split, variant)
-    add_paired_folders(builder, image_dir, mask_dir, class_name=CLASS_WORDS["clinicdb"])
+    add_paired_folders(builder, image_dir, mask_dir, class_name=CLASS_NAME)
     return builder.build(strict)
 
 
@@ -81,6 +84,7 @@ def _write_png(root: Path, request: SyntheticRequest) -> None:
 register_dataset(
     DatasetDescription(
         name="clinicdb",
+        class_name=CLASS_NAME,
         make=make_clinicdb,
         detectors=(
             Detector(40, "CVC-ClinicDB Original/ + Ground Truth/", lambda r: r.is_dir() and (r / "Original").is_dir()),

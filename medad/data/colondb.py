@@ -11,7 +11,6 @@ import pandas as pd
 
 from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
 from medad.data.manifest import (
-    CLASS_WORDS,
     ManifestBuilder,
     add_paired_folders,
     has_images_folder,
@@ -22,6 +21,9 @@ from medad.data.manifest import (
 )
 from medad.data.synthetic import sampler, write_pairs
 from medad.errors import DataError
+
+CLASS_NAME = "polyp"
+"""The ``class_name`` of every row (used in place of folder names)."""
 
 _FRAME = re.compile(r"^(\d+)\.bmp$", re.IGNORECASE)
 _POLYP_MASK = re.compile(r"^p(\d+)\.bmp$", re.IGNORECASE)
@@ -64,7 +66,7 @@ def make_colondb(root: str | Path, split: str = "test", strict: bool = True) -> 
             "'p<N>.bmp' masks (original); point to the folder that holds them"
         )
     builder = ManifestBuilder("colondb", root, split, variant)
-    word = CLASS_WORDS["colondb"]
+    word = CLASS_NAME
     if variant == "pranet":
         add_paired_folders(builder, root / "images", root / "masks", class_name=word)
         return builder.build(strict)
@@ -94,6 +96,7 @@ def _write_bmp(root: Path, request: SyntheticRequest) -> None:
 register_dataset(
     DatasetDescription(
         name="colondb",
+        class_name=CLASS_NAME,
         make=make_colondb,
         detectors=(
             Detector(

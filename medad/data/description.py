@@ -70,6 +70,8 @@ class DatasetDescription:
             after ``root`` are the options ``load_manifest`` accepts for this kind.
         splits: The splits its layout can hold on disk, in the order ``load_all_splits`` reads them.
         detectors: How ``auto`` recognises it (none: only by name).
+        class_name: The ``class_name`` of every row when the set has one class (the medical sets: ``polyp``,
+            ...); ``mvtec_style``'s ``medical=`` option takes the kinds that have one.
         whole_file: A manifest file (CSV, jsonl) whose rows carry their split: ``split=None`` keeps them all
             and ``load_all_splits`` reads it once.
         in_release: One of the eight sets the released AD-DINOv3 code reads (``compat: reference``).
@@ -83,6 +85,7 @@ class DatasetDescription:
     make: Callable[..., pd.DataFrame]
     splits: tuple[str, ...] = ("test",)
     detectors: tuple[Detector, ...] = ()
+    class_name: str | None = None
     whole_file: bool = False
     in_release: bool = False
     reference_word: str | None = None

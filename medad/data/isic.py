@@ -21,7 +21,6 @@ import pandas as pd
 
 from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
 from medad.data.manifest import (
-    CLASS_WORDS,
     ManifestBuilder,
     is_ignored,
     list_images,
@@ -31,6 +30,9 @@ from medad.data.manifest import (
 )
 from medad.data.synthetic import mask_u8, sampler, save_image, write_pairs
 from medad.errors import DataError
+
+CLASS_NAME = "skin_lesion"
+"""The ``class_name`` of every row (used in place of folder names)."""
 
 _SPLIT_WORDS: dict[str, tuple[str, ...]] = {
     "test": ("Test_v2", "Test"),
@@ -95,7 +97,7 @@ def _add_released(builder: ManifestBuilder, image_dir: Path, mask_dir: Path) -> 
     builder.problems.extend(pairing_problems(pairing, mask_dir))
     for image in images:
         if image in pairing.pairs:
-            builder.add(image, class_name=CLASS_WORDS["isic"], label=1, mask_path=pairing.pairs[image])
+            builder.add(image, class_name=CLASS_NAME, label=1, mask_path=pairing.pairs[image])
 
 
 def _add_anomalyclip(builder: ManifestBuilder, split_dir: Path, mask_dir: Path) -> None:
@@ -107,12 +109,10 @@ def _add_anomalyclip(builder: ManifestBuilder, split_dir: Path, mask_dir: Path) 
     pairing = pair_by_stem([image for image, _ in lesions], _isic_masks(mask_dir), key=_isic_key)
     builder.problems.extend(pairing_problems(pairing, mask_dir))
     for image, defect in normals:
-        builder.add(image, class_name=CLASS_WORDS["isic"], label=0, defect_type=defect)
+        builder.add(image, class_name=CLASS_NAME, label=0, defect_type=defect)
     for image, defect in lesions:
         if image in pairing.pairs:
-            builder.add(
-                image, class_name=CLASS_WORDS["isic"], label=1, mask_path=pairing.pairs[image], defect_type=defect
-            )
+            builder.add(image, class_name=CLASS_NAME, label=1, mask_path=pairing.pairs[image], defect_type=defect)
 
 
 def make_isic(root: str | Path, split: str = "test", strict: bool = True) -> pd.DataFrame:
@@ -197,6 +197,7 @@ def _write_anomalyclip(out: Path, request: SyntheticRequest) -> None:
 register_dataset(
     DatasetDescription(
         name="isic",
+        class_name=CLASS_NAME,
         make=make_isic,
         splits=("train", "val", "test"),
         detectors=(

@@ -14,9 +14,12 @@ import numpy as np
 import pandas as pd
 
 from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
-from medad.data.manifest import CLASS_WORDS, ManifestBuilder, add_paired_folders, require_dir
+from medad.data.manifest import ManifestBuilder, add_paired_folders, require_dir
 from medad.data.synthetic import mask_u8, sampler, save_image
 from medad.errors import DataError
+
+CLASS_NAME = "polyp"
+"""The ``class_name`` of every row (used in place of folder names)."""
 
 KVASIR_FOLDER = "Kvasir-SEG"
 BBOXES_JSON = "kavsir_bboxes.json"
@@ -57,7 +60,7 @@ def make_kvasir(root: str | Path, split: str = "test", strict: bool = True) -> p
     image_dir = base / "images"
     variant = "pranet" if any(image_dir.glob("*.png")) else "kvasir-seg"
     builder = ManifestBuilder("kvasir", base, split, variant)
-    add_paired_folders(builder, image_dir, base / "masks", class_name=CLASS_WORDS["kvasir"])
+    add_paired_folders(builder, image_dir, base / "masks", class_name=CLASS_NAME)
     return builder.build(strict)
 
 
@@ -82,6 +85,7 @@ def _write_kvasir(out: Path, request: SyntheticRequest) -> None:
 register_dataset(
     DatasetDescription(
         name="kvasir",
+        class_name=CLASS_NAME,
         make=make_kvasir,
         detectors=(Detector(50, "Kvasir-SEG/images + masks", lambda r: find_kvasir(r) is not None),),
         layouts={"kvasir": _write_kvasir},

@@ -323,16 +323,6 @@ def concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     return to_frame([{k: (None if v is pd.NA else v) for k, v in r.items()} for r in rows], problems)
 
 
-CLASS_WORDS: dict[str, str] = {
-    "isic": "skin_lesion",
-    "clinicdb": "polyp",
-    "colondb": "polyp",
-    "kvasir": "polyp",
-    "tn3k": "thyroid_nodule",
-}
-"""Canonical class words of the medical sets (used in place of folder names)."""
-
-
 def add_paired_folders(
     builder: ManifestBuilder,
     image_dir: Path,

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
-from medad.data.manifest import CLASS_WORDS
+from medad.data.description import DatasetDescription, Detector, SyntheticRequest, catalogue, register_dataset
 from medad.data.mvtec import category_dirs, scan_mvtec_like
 from medad.data.synthetic import sampler, write_mvtec_tree
 from medad.errors import DataError
@@ -34,9 +33,10 @@ def make_mvtec_style(
     Returns:
         The manifest (variant ``mvtec-style``).
     """
-    if medical is not None and medical not in CLASS_WORDS:
-        raise DataError(f"unknown medical set '{medical}' for mvtec_style; use one of {sorted(CLASS_WORDS)}")
-    word = CLASS_WORDS.get(medical) if medical else None
+    words = {d.name: d.class_name for d in catalogue().values() if d.class_name}
+    if medical is not None and medical not in words:
+        raise DataError(f"unknown medical set '{medical}' for mvtec_style; use one of {sorted(words)}")
+    word = words.get(medical) if medical else None
     return scan_mvtec_like(
         root,
         dataset=medical or "mvtec_style",

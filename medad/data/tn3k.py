@@ -10,9 +10,12 @@ from pathlib import Path
 import pandas as pd
 
 from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
-from medad.data.manifest import CLASS_WORDS, ManifestBuilder, add_paired_folders, require_dir
+from medad.data.manifest import ManifestBuilder, add_paired_folders, require_dir
 from medad.data.synthetic import sampler, write_pairs
 from medad.errors import DataError
+
+CLASS_NAME = "thyroid_nodule"
+"""The ``class_name`` of every row (used in place of folder names)."""
 
 _SPLIT_PREFIX: dict[str, str] = {"test": "test", "trainval": "trainval", "train": "trainval"}
 
@@ -36,7 +39,7 @@ def make_tn3k(root: str | Path, split: str = "test", strict: bool = True) -> pd.
     if not image_dir.is_dir():
         raise DataError(f"TN3K root {root} has no '{prefix}-image/' folder; point to the folder that holds it")
     builder = ManifestBuilder("tn3k", root, prefix, "tn3k")
-    add_paired_folders(builder, image_dir, root / f"{prefix}-mask", class_name=CLASS_WORDS["tn3k"])
+    add_paired_folders(builder, image_dir, root / f"{prefix}-mask", class_name=CLASS_NAME)
     return builder.build(strict)
 
 
@@ -55,6 +58,7 @@ def _has_tn3k_folders(root: Path) -> bool:
 register_dataset(
     DatasetDescription(
         name="tn3k",
+        class_name=CLASS_NAME,
         make=make_tn3k,
         splits=("trainval", "test"),
         detectors=(Detector(30, "TN3K test-image/ + test-mask/", _has_tn3k_folders),),
