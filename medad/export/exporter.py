@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pydicom
@@ -31,7 +30,7 @@ from medad.export.manifest import manifest_for_run, predictions_folder
 from medad.export.nifti import NO_GEOMETRY_AFFINE, dicom_frames_to_volume, write_nifti_pair
 from medad.export.png import write_display_png, write_heatmap_png, write_mask_png, write_overlay_png
 from medad.export.resolve import resolve_threshold
-from medad.export.sources import DISPLAY_PERCENTILES, dicom_geometry, display_image, source_shape
+from medad.export.sources import DISPLAY_PERCENTILES, dicom_geometry, display_image, load_nifti, source_shape
 from medad.export.thresholds import Threshold
 from medad.utils.colors import GT_CONTOUR, HEATMAP_CMAP, PRED_CONTOUR
 from medad.utils.io import write_json_atomic, write_text_atomic
@@ -163,7 +162,7 @@ def _write_volume_group(
     files: dict[str, str] = {}
     notes: list[str] = []
     if row["source_format"] == "nifti":
-        img = nib.load(path)
+        img = load_nifti(path)
         if len(img.shape) not in (2, 3):
             raise ExportError(f"the NIfTI source of {case} is {len(img.shape)}-D; medad exports 2-D/3-D images only")
         axis = int(_value(row, "slice_axis") if _value(row, "slice_axis") is not None else 2)

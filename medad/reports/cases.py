@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -30,8 +30,8 @@ CASE_GROUPS = {
     "false_alarms": "Worst: normal images with the highest image scores (false alarms)",
 }
 
-PredictionsArg = str | Path | Sequence[str | Path] | Mapping[Any, str | Path] | None
-ManifestArg = pd.DataFrame | str | Path | Mapping[str, pd.DataFrame | str | Path] | None
+PredictionsArg: TypeAlias = str | Path | Sequence[str | Path] | Mapping[Any, str | Path] | None
+ManifestArg: TypeAlias = pd.DataFrame | str | Path | Mapping[str, pd.DataFrame | str | Path] | None
 
 
 def select_cases(per_image: pd.DataFrame, model: str, dataset: str, k: int) -> dict[str, pd.DataFrame]:
@@ -191,7 +191,7 @@ class CaseLoader:
     def _source(self, model: str, dataset: str) -> PredictionSource | None:
         exact = [s for s in self.sources if s.model == model and s.dataset == dataset]
         loose = [s for s in self.sources if s.model == model and s.dataset is None]
-        return (exact or loose or [None])[0]
+        return next(iter(exact or loose), None)
 
     def _manifest(self, dataset: str) -> pd.DataFrame | None:
         if dataset in self.manifests:
