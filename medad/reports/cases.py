@@ -10,6 +10,7 @@ predictions folder of the model (for the pixel map) and the dataset's manifest (
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,30 @@ def resolve_predictions(predictions: PredictionsArg, models: Sequence[str]) -> l
         dataset = meta.get("dataset") if isinstance(meta.get("dataset"), str) else None
         sources.append(PredictionSource(model, dataset, reader))
     return sources
+
+
+def named_predictions(values: Sequence[str]) -> dict[str, Path]:
+    """Name predictions folders given as ``[MODEL=]DIR`` (``medad eval``'s arguments), for ``evaluate``.
+
+    An unnamed folder takes the model name recorded in its ``meta.json`` (its folder's name when none is).
+
+    Raises:
+        ConfigError: two folders get the same model name.
+    """
+    folders: dict[str, Path] = {}
+    for item in values:
+        name, _, folder = item.rpartition("=")
+        path = Path(folder)
+        folders[name or _recorded_model_name(path)] = path
+    if len(folders) != len(values):
+        raise ConfigError("two predictions folders got the same model name; name them MODEL=DIR")
+    return folders
+
+
+def _recorded_model_name(folder: Path) -> str:
+    meta_file = folder / "meta.json"
+    card = json.loads(meta_file.read_text()).get("model", {}) if meta_file.is_file() else {}
+    return str(card.get("name") or folder.resolve().name)
 
 
 def parse_keyed_paths(values: Sequence[str], option: str) -> list[Path] | dict[str, Path] | None:
