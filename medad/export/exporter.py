@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pydicom
@@ -163,6 +164,10 @@ def _write_volume_group(
     notes: list[str] = []
     if row["source_format"] == "nifti":
         img = load_nifti(path)
+        if not isinstance(img, nib.Nifti1Pair):  # NIfTI-1 / NIfTI-2, single file or .hdr/.img pair
+            raise ExportError(
+                f"the source of {case} is a {type(img).__name__}, not NIfTI; its NIfTI export needs a NIfTI source"
+            )
         if len(img.shape) not in (2, 3):
             raise ExportError(f"the NIfTI source of {case} is {len(img.shape)}-D; medad exports 2-D/3-D images only")
         axis = int(_value(row, "slice_axis") if _value(row, "slice_axis") is not None else 2)

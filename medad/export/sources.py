@@ -19,6 +19,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pydicom
+from nibabel.dataobj_images import DataobjImage
 from PIL import Image
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -41,16 +42,16 @@ def _isna(value: Any) -> bool:
         return value is None or str(value) == "<NA>"
 
 
-def load_nifti(path: Path) -> nib.Nifti1Image:
-    """Open a NIfTI-1 or NIfTI-2 source image (header and lazy data) with nibabel.
+def load_nifti(path: Path) -> DataobjImage:
+    """Open the source image of a ``nifti`` manifest row (header and lazy pixel data) with nibabel.
 
     Raises:
-        ExportError: if the file is an image of another kind (e.g. a lone Analyze header).
+        ExportError: if nibabel reads the file as an image without pixel data (e.g. a surface).
     """
     image = nib.load(path)
-    if not isinstance(image, nib.Nifti1Image):  # NIfTI-2 images subclass NIfTI-1 images
+    if not isinstance(image, DataobjImage):
         raise ExportError(
-            f"a source marked source_format nifti is a {type(image).__name__}, not a NIfTI image; "
+            f"a source marked source_format nifti is a {type(image).__name__}, not an image volume; "
             "convert it to .nii/.nii.gz or fix the manifest's source_format"
         )
     return image
