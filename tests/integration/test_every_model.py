@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -75,14 +75,6 @@ def _native_shape(row: pd.Series) -> tuple[int, int]:
         return int(shape[0]), int(shape[1])
     with Image.open(row["image_path"]) as image:
         return image.height, image.width
-
-
-@pytest.fixture(scope="module")
-def _module_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Keep medad's caches (text embeddings, resized images) out of the home folder for module fixtures too."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MEDAD_CACHE", str(tmp_path_factory.mktemp("integration_cache")))
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +186,9 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory, data: Data, _module_cache: None) -> Callable[[str], Run]:
-    """``pipeline(name)``: the run of ``name``'s tiny preset, one per preset for the whole module."""
+def pipeline(tmp_path_factory: pytest.TempPathFactory, data: Data) -> Callable[[str], Run]:
+    """``pipeline(name)``: the run of ``name``'s tiny preset, one per preset for the whole module (its stages run
+    inside the tests, under conftest's per-test cache isolation)."""
     runs: dict[str, Run] = {}
 
     def get(name: str) -> Run:
