@@ -67,13 +67,15 @@ def select_cases(per_image: pd.DataFrame, model: str, dataset: str, k: int) -> d
 
 
 def _model_name(meta: Mapping[str, Any], folder: Path) -> str:
+    """The model name a predictions folder's ``meta.json`` records (``model``, ``card`` or ``model_card``: a name
+    or a card with one), else the folder's own name."""
     for key in ("model", "card", "model_card"):
         value = meta.get(key)
         if isinstance(value, str) and value:
             return value
         if isinstance(value, Mapping) and isinstance(value.get("name"), str):
             return value["name"]
-    return folder.name
+    return folder.resolve().name
 
 
 def has_random_weights(meta: Any) -> bool:
@@ -138,16 +140,11 @@ def named_predictions(values: Sequence[str]) -> dict[str, Path]:
     for item in values:
         name, _, folder = item.rpartition("=")
         path = Path(folder)
-        folders[name or _recorded_model_name(path)] = path
+        meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() else {}
+        folders[name or _model_name(meta, path)] = path
     if len(folders) != len(values):
         raise ConfigError("two predictions folders got the same model name; name them MODEL=DIR")
     return folders
-
-
-def _recorded_model_name(folder: Path) -> str:
-    meta_file = folder / "meta.json"
-    card = json.loads(meta_file.read_text()).get("model", {}) if meta_file.is_file() else {}
-    return str(card.get("name") or folder.resolve().name)
 
 
 def parse_keyed_paths(values: Sequence[str], option: str) -> list[Path] | dict[str, Path] | None:
