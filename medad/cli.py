@@ -324,15 +324,6 @@ def score_command(
         raise typer.Exit(code=2)
 
 
-def _model_name(predictions: Path) -> str:
-    """The model name recorded in a predictions folder's metadata (its folder name when none is recorded)."""
-    import json
-
-    meta_file = predictions / "meta.json"
-    card = json.loads(meta_file.read_text()).get("model", {}) if meta_file.is_file() else {}
-    return str(card.get("name") or predictions.resolve().name)
-
-
 @app.command("eval")
 def eval_command(
     predictions: Annotated[
@@ -367,17 +358,12 @@ def eval_command(
     """Evaluate predictions: metrics.json (with CIs), per_image.csv, curves.json, comparisons.json."""
     from medad.data import load_manifest
     from medad.engine.evaluate import evaluate
+    from medad.reports.cases import named_predictions
 
     names = ("--ci-resamples", "--confidence", "--ci-method")
     ci_defaults.check_ci_settings(ci_resamples, confidence, ci_method, names=names)
 
-    folders: dict[str, Path] = {}
-    for item in predictions:
-        name, _, folder = item.rpartition("=")
-        path = Path(folder)
-        folders[name or _model_name(path)] = path
-    if len(folders) != len(predictions):
-        fail("two predictions folders got the same model name; name them MODEL=DIR")
+    folders = named_predictions(predictions)
     manifest = load_manifest(data, kind, split=split)
     target = out or Path(predictions[0].rpartition("=")[2]).resolve().parent / "evaluation"
     ci = {"n_resamples": ci_resamples, "seed": seed, "method": ci_method, "level": confidence}

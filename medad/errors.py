@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 from collections.abc import Iterator
+from typing import TextIO
 
 
 class MedadError(Exception):
@@ -97,7 +98,14 @@ def show_data_warnings() -> Iterator[None]:
         default = warnings.showwarning
         warnings.simplefilter("default", DataWarning)
 
-        def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        def show(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: TextIO | None = None,
+            line: str | None = None,
+        ) -> None:
             if issubclass(category, DataWarning):  # through tqdm, so a progress bar does not share the line
                 from tqdm.auto import tqdm
 

@@ -13,6 +13,7 @@ import hashlib
 import io
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypedDict
 
 import highdicom as hd
 import numpy as np
@@ -44,6 +45,15 @@ NEEDS_GEOMETRY = frozenset(
 )
 ANATOMY = {"skin_lesion": "Skin", "polyp": "Colon", "thyroid_nodule": "Thyroid"}
 MANUFACTURER = "medad"
+
+
+class _Equipment(TypedDict):
+    """The equipment attributes every SEG / Parametric Map object gets (typed so ``**`` keeps their types)."""
+
+    manufacturer: str
+    manufacturer_model_name: str
+    software_versions: str
+    device_serial_number: str
 
 
 def check_seg_source(ds: Dataset, case: str) -> None:
@@ -167,7 +177,7 @@ def write_dicom_exports(
     algorithm = hd.AlgorithmIdentificationSequence(
         name=algorithm_name, version=medad.__version__, family=codes.cid7162.ArtificialIntelligence
     )
-    common = {
+    common: _Equipment = {
         "manufacturer": MANUFACTURER,
         "manufacturer_model_name": algorithm_name[:64],
         "software_versions": medad.__version__,

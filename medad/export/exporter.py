@@ -31,7 +31,7 @@ from medad.export.manifest import manifest_for_run, predictions_folder
 from medad.export.nifti import NO_GEOMETRY_AFFINE, dicom_frames_to_volume, write_nifti_pair
 from medad.export.png import write_display_png, write_heatmap_png, write_mask_png, write_overlay_png
 from medad.export.resolve import resolve_threshold
-from medad.export.sources import DISPLAY_PERCENTILES, dicom_geometry, display_image, source_shape
+from medad.export.sources import DISPLAY_PERCENTILES, dicom_geometry, display_image, load_nifti, source_shape
 from medad.export.thresholds import Threshold
 from medad.utils.colors import GT_CONTOUR, HEATMAP_CMAP, PRED_CONTOUR
 from medad.utils.io import write_json_atomic, write_text_atomic
@@ -163,7 +163,11 @@ def _write_volume_group(
     files: dict[str, str] = {}
     notes: list[str] = []
     if row["source_format"] == "nifti":
-        img = nib.load(path)
+        img = load_nifti(path)
+        if not isinstance(img, nib.Nifti1Pair):  # NIfTI-1 / NIfTI-2, single file or .hdr/.img pair
+            raise ExportError(
+                f"the source of {case} is a {type(img).__name__}, not NIfTI; its NIfTI export needs a NIfTI source"
+            )
         if len(img.shape) not in (2, 3):
             raise ExportError(f"the NIfTI source of {case} is {len(img.shape)}-D; medad exports 2-D/3-D images only")
         axis = int(_value(row, "slice_axis") if _value(row, "slice_axis") is not None else 2)
@@ -302,114 +306,10 @@ def export_predictions(
     deid = Deidentifier(deid_salt) if deidentify else None
     tmp = _open_temp(out_dir, overwrite)
     try:
-        cases: list[dict[str, Any]] = []
         groups: dict[str, _Group] = {}
-        skips, sources = _Skips(), set()
-        counts = manifest["case_id"].value_counts() if "case_id" in manifest else pd.Series(dtype=int)
-        for index, pixel_map in reader.iter_maps():
-            row = manifest.iloc[index].to_dict()
-            case = _case(row, int(counts.get(row.get("case_id"), 0)) > 1)
-            fmt = str(row["source_format"])
-            sources.add(str(row["image_path"]))
-            try:
-                shape = source_shape(row, case)
-            except ExportError as exc:
-                skips.add(str(row["image_path"]), case, ",".join(formats), exc)
-                continue
-            if pixel_map.shape != shape:
-                raise ExportError(
-                    f"the prediction map of {case} (manifest index {index}, source {row['image_path']}) is "
-                    f"{pixel_map.shape[0]}x{pixel_map.shape[1]} but its source image is "
-                    f"{shape[0]}x{shape[1]}; re-score with maps at native resolution"
-                )
-            pixel_map = pixel_map.astype(np.float32)
-            mask = pixel_map >= threshold.value
-            score = float(reader.image_scores[np.searchsorted(reader.indices, index)])
-            label = _value(row, "label")
-            frame = _value(row, "frame")
-            entry: dict[str, Any] = {
-                "case_id": case,
-                "index": int(index),
-                "dataset": str(_value(row, "dataset") or ""),
-                "class_name": str(_value(row, "class_name") or ""),
-                "split": str(_value(row, "split") or ""),
-                "label": None if label is None else int(label),
-                "source_format": fmt,
-                "frame": None if frame is None else int(frame),
-                "image_score": score,
-                "mask_pixels": int(mask.sum()),
-                "size": list(shape),
-                "files": {},
-                "notes": [],
-            }
-            if "png" in formats:
-                try:
-                    image = display_image(row)
-                except _SOURCE_ERRORS as exc:
-                    skips.add(str(row["image_path"]), case, ",".join(formats), exc)
-                    continue
-                gt_mask, gt_note = _ground_truth(row, case)
-                if gt_note:
-                    entry["notes"].append(gt_note)
-                write_mask_png(mask, tmp / f"{case}_mask.png")
-                lo, hi = write_heatmap_png(pixel_map, tmp / f"{case}_heatmap.png")
-                np.save(tmp / f"{case}_heatmap.npy", pixel_map)
-                write_display_png(image, tmp / f"{case}_image.png")
-                write_overlay_png(
-                    image,
-                    pixel_map,
-                    mask,
-                    threshold,
-                    score,
-                    case,
-                    tmp / f"{case}_overlay.png",
-                    gt_mask=gt_mask,
-                    model=model["name"],
-                    random_weights=model["random_weights"],
-                )
-                entry["heatmap_png_range"] = [lo, hi]
-                entry["ground_truth"] = gt_mask is not None
-                entry["files"] = {
-                    "mask": f"{case}_mask.png",
-                    "heatmap_png": f"{case}_heatmap.png",
-                    "heatmap_npy": f"{case}_heatmap.npy",
-                    "image": f"{case}_image.png",
-                    "overlay": f"{case}_overlay.png",
-                }
-            if fmt in ("dicom", "nifti") and any(f != "png" for f in formats):
-                key = str(row["image_path"])
-                group = groups.setdefault(key, _Group(case, row))
-                group.frames[0 if frame is None else int(frame)] = (mask, pixel_map)
-                group.cases.append(case)
-            elif fmt == "image" and any(f != "png" for f in formats):
-                entry["notes"].append(
-                    "nifti/dicom-seg/pmap skipped: plain images carry no physical geometry or "
-                    "DICOM references (use the PNG exports)"
-                )
-            if fmt == "nifti" and {"dicom-seg", "pmap"} & set(formats):
-                entry["notes"].append("dicom-seg/pmap skipped: the source is NIfTI, not DICOM")
-            cases.append(entry)
-        by_case = {c["case_id"]: c for c in cases}
-        volume_formats = ",".join(f for f in formats if f != "png")
-        for key, group in groups.items():
-            try:
-                files, notes = _write_volume_group(group, formats, tmp, threshold, algorithm, deid)
-            except _SOURCE_ERRORS as exc:
-                if isinstance(exc, OSError) and Path(getattr(exc, "filename", "") or "/").is_relative_to(tmp):
-                    raise
-                skips.add(key, group.case, volume_formats, exc)
-                for suffix in _VOLUME_SUFFIXES:  # what was written before the failure is not listed: remove it
-                    (tmp / f"{group.case}{suffix}").unlink(missing_ok=True)
-                files, notes = {}, [f"{volume_formats} skipped: {_reason(exc)}"]
-            else:
-                for note in notes:
-                    if note.startswith(_DICOM_SKIPS):
-                        formats_skipped, _, why = note.partition(" skipped: ")
-                        skips.add(key, group.case, formats_skipped, ExportError(why))
-            for member in group.cases:
-                by_case[member]["volume_files"] = files
-                by_case[member]["volume_case"] = group.case
-                by_case[member]["notes"].extend(notes)
+        skips, sources = _Skips(), set[str]()
+        cases = _export_cases(reader, manifest, formats, threshold, model, tmp, skips, groups, sources)
+        _export_volumes(groups, cases, formats, tmp, threshold, algorithm, deid, skips)
         predicted = set(reader.indices.tolist())
         unscored = [_case(manifest.iloc[i].to_dict()) for i in range(len(manifest)) if i not in predicted]
         summary = {"sources": len(sources), "written": len(sources - skips.paths), "skipped": len(skips.rows)}
@@ -457,6 +357,176 @@ def export_predictions(
         "exported %d cases (%s) to %s with threshold %s", len(cases), ",".join(formats), out_dir, threshold.describe()
     )
     return out_dir
+
+
+def _export_cases(
+    reader: PredictionReader,
+    manifest: pd.DataFrame,
+    formats: Sequence[str],
+    threshold: Threshold,
+    model: Mapping[str, Any],
+    tmp: Path,
+    skips: _Skips,
+    groups: dict[str, _Group],
+    sources: set[str],
+) -> list[dict[str, Any]]:
+    """Step 1 of an export: per predicted image, its ``export.json`` entry and PNGs; DICOM / NIfTI rows are
+    gathered into ``groups`` (one per source file) for the volume step. Unreadable sources go to ``skips``."""
+    cases: list[dict[str, Any]] = []
+    counts = manifest["case_id"].value_counts() if "case_id" in manifest else pd.Series(dtype=int)
+    for index, pixel_map in reader.iter_maps():
+        row = manifest.iloc[index].to_dict()
+        case = _case(row, int(counts.get(row.get("case_id"), 0)) > 1)
+        sources.add(str(row["image_path"]))
+        try:
+            shape = source_shape(row, case)
+        except ExportError as exc:
+            skips.add(str(row["image_path"]), case, ",".join(formats), exc)
+            continue
+        if pixel_map.shape != shape:
+            raise ExportError(
+                f"the prediction map of {case} (manifest index {index}, source {row['image_path']}) is "
+                f"{pixel_map.shape[0]}x{pixel_map.shape[1]} but its source image is "
+                f"{shape[0]}x{shape[1]}; re-score with maps at native resolution"
+            )
+        pixel_map = pixel_map.astype(np.float32)
+        mask = pixel_map >= threshold.value
+        score = float(reader.image_scores[np.searchsorted(reader.indices, index)])
+        entry = _case_entry(row, case, int(index), shape, score, mask)
+        if "png" in formats:
+            try:
+                image = display_image(row)
+            except _SOURCE_ERRORS as exc:
+                skips.add(str(row["image_path"]), case, ",".join(formats), exc)
+                continue
+            _write_case_pngs(entry, row, image, pixel_map, mask, threshold, model, tmp)
+        _gather_volume(entry, row, pixel_map, mask, formats, groups)
+        cases.append(entry)
+    return cases
+
+
+def _case_entry(
+    row: Mapping[str, Any], case: str, index: int, shape: tuple[int, int], score: float, mask: np.ndarray
+) -> dict[str, Any]:
+    """A case's ``export.json`` entry before any file is written (``files`` and ``notes`` filled later)."""
+    label = _value(row, "label")
+    frame = _value(row, "frame")
+    return {
+        "case_id": case,
+        "index": index,
+        "dataset": str(_value(row, "dataset") or ""),
+        "class_name": str(_value(row, "class_name") or ""),
+        "split": str(_value(row, "split") or ""),
+        "label": None if label is None else int(label),
+        "source_format": str(row["source_format"]),
+        "frame": None if frame is None else int(frame),
+        "image_score": score,
+        "mask_pixels": int(mask.sum()),
+        "size": list(shape),
+        "files": {},
+        "notes": [],
+    }
+
+
+def _write_case_pngs(
+    entry: dict[str, Any],
+    row: Mapping[str, Any],
+    image: np.ndarray,
+    pixel_map: np.ndarray,
+    mask: np.ndarray,
+    threshold: Threshold,
+    model: Mapping[str, Any],
+    tmp: Path,
+) -> None:
+    """The ``png`` format of one case: mask, 16-bit heatmap (+ float ``.npy``), display image and overlay."""
+    case = entry["case_id"]
+    gt_mask, gt_note = _ground_truth(row, case)
+    if gt_note:
+        entry["notes"].append(gt_note)
+    write_mask_png(mask, tmp / f"{case}_mask.png")
+    lo, hi = write_heatmap_png(pixel_map, tmp / f"{case}_heatmap.png")
+    np.save(tmp / f"{case}_heatmap.npy", pixel_map)
+    write_display_png(image, tmp / f"{case}_image.png")
+    write_overlay_png(
+        image,
+        pixel_map,
+        mask,
+        threshold,
+        entry["image_score"],
+        case,
+        tmp / f"{case}_overlay.png",
+        gt_mask=gt_mask,
+        model=model["name"],
+        random_weights=model["random_weights"],
+    )
+    entry["heatmap_png_range"] = [lo, hi]
+    entry["ground_truth"] = gt_mask is not None
+    entry["files"] = {
+        "mask": f"{case}_mask.png",
+        "heatmap_png": f"{case}_heatmap.png",
+        "heatmap_npy": f"{case}_heatmap.npy",
+        "image": f"{case}_image.png",
+        "overlay": f"{case}_overlay.png",
+    }
+
+
+def _gather_volume(
+    entry: dict[str, Any],
+    row: Mapping[str, Any],
+    pixel_map: np.ndarray,
+    mask: np.ndarray,
+    formats: Sequence[str],
+    groups: dict[str, _Group],
+) -> None:
+    """Add a DICOM / NIfTI case to its source file's group for the volume formats; note the formats that do not
+    apply to its source."""
+    fmt, frame = entry["source_format"], entry["frame"]
+    if fmt in ("dicom", "nifti") and any(f != "png" for f in formats):
+        group = groups.setdefault(str(row["image_path"]), _Group(entry["case_id"], row))
+        group.frames[0 if frame is None else frame] = (mask, pixel_map)
+        group.cases.append(entry["case_id"])
+    elif fmt == "image" and any(f != "png" for f in formats):
+        entry["notes"].append(
+            "nifti/dicom-seg/pmap skipped: plain images carry no physical geometry or "
+            "DICOM references (use the PNG exports)"
+        )
+    if fmt == "nifti" and {"dicom-seg", "pmap"} & set(formats):
+        entry["notes"].append("dicom-seg/pmap skipped: the source is NIfTI, not DICOM")
+
+
+def _export_volumes(
+    groups: Mapping[str, _Group],
+    cases: list[dict[str, Any]],
+    formats: Sequence[str],
+    tmp: Path,
+    threshold: Threshold,
+    algorithm: str,
+    deid: Deidentifier | None,
+    skips: _Skips,
+) -> None:
+    """Step 2 of an export: the NIfTI / DICOM SEG / Parametric Map files of each source file, recorded in its
+    cases' entries; a source that fails is skipped (its partial files removed), never the whole export."""
+    by_case = {c["case_id"]: c for c in cases}
+    volume_formats = ",".join(f for f in formats if f != "png")
+    for key, group in groups.items():
+        try:
+            files, notes = _write_volume_group(group, formats, tmp, threshold, algorithm, deid)
+        except _SOURCE_ERRORS as exc:
+            if isinstance(exc, OSError) and Path(getattr(exc, "filename", "") or "/").is_relative_to(tmp):
+                raise
+            skips.add(key, group.case, volume_formats, exc)
+            for suffix in _VOLUME_SUFFIXES:  # what was written before the failure is not listed: remove it
+                (tmp / f"{group.case}{suffix}").unlink(missing_ok=True)
+            files, notes = {}, [f"{volume_formats} skipped: {_reason(exc)}"]
+        else:
+            for note in notes:
+                if note.startswith(_DICOM_SKIPS):
+                    formats_skipped, _, why = note.partition(" skipped: ")
+                    skips.add(key, group.case, formats_skipped, ExportError(why))
+        for member in group.cases:
+            by_case[member]["volume_files"] = files
+            by_case[member]["volume_case"] = group.case
+            by_case[member]["notes"].extend(notes)
 
 
 def export_summary(out_dir: str | Path) -> tuple[str, bool]:

@@ -50,7 +50,7 @@ def percentile_from_predictions(normals_dir: str | Path, percentile: float) -> T
             if labels.notna().any()
             else indices
         )
-    threshold = percentile_threshold((m for _, m in reader.iter_maps(indices)), percentile)
+    threshold = percentile_threshold((m for _, m in reader.iter_maps(indices.tolist())), percentile)
     return Threshold(threshold.rule, threshold.value, {**threshold.details, "normals": Path(normals_dir).name})
 
 
@@ -68,7 +68,8 @@ def optimal_from_predictions(val_dir: str | Path, manifest: pd.DataFrame, criter
             f"{criterion} needs labelled validation images but the manifest of {val_dir} has no "
             "labels; use fixed:VALUE or percentile:P:NORMALS_PRED_DIR"
         )
-    maps, masks = [], []
+    maps: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
     for i, m in reader.iter_maps([i for i, _ in labelled]):
         mask = _read_mask(dict(manifest.iloc[i]), m.shape)
         if mask is None:

@@ -19,6 +19,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pydicom
+from nibabel.dataobj_images import DataobjImage
 from PIL import Image
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -41,6 +42,21 @@ def _isna(value: Any) -> bool:
         return value is None or str(value) == "<NA>"
 
 
+def load_nifti(path: Path) -> DataobjImage:
+    """Open the source image of a ``nifti`` manifest row (header and lazy pixel data) with nibabel.
+
+    Raises:
+        ExportError: if nibabel reads the file as an image without pixel data (e.g. a surface).
+    """
+    image = nib.load(path)
+    if not isinstance(image, DataobjImage):
+        raise ExportError(
+            f"a source marked source_format nifti is a {type(image).__name__}, not an image volume; "
+            "convert it to .nii/.nii.gz or fix the manifest's source_format"
+        )
+    return image
+
+
 def source_shape(row: Mapping[str, Any], case: str) -> tuple[int, int]:
     """Return the native (H, W) of a manifest row's image without decoding its pixels.
 
@@ -53,7 +69,7 @@ def source_shape(row: Mapping[str, Any], case: str) -> tuple[int, int]:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             return int(ds.Rows), int(ds.Columns)
         if fmt == "nifti":
-            shape = list(nib.load(path).shape)
+            shape = list(load_nifti(path).shape)
             if len(shape) == 3:
                 del shape[int(row["slice_axis"]) if not _isna(row.get("slice_axis")) else 2]
             return int(shape[0]), int(shape[1])
@@ -128,7 +144,7 @@ def display_image(row: Mapping[str, Any]) -> np.ndarray:
     if fmt == "dicom":
         return dicom_display(pydicom.dcmread(path), _frame(row))
     if fmt == "nifti":
-        vol = np.asanyarray(nib.load(path).dataobj)
+        vol = np.asanyarray(load_nifti(path).dataobj)
         if vol.ndim == 2:
             return robust_window(vol)
         axis = int(row["slice_axis"]) if not _isna(row.get("slice_axis")) else 2

@@ -226,15 +226,15 @@ class PixelMetrics:
         self._spill_if_needed()
 
     def _spill_if_needed(self) -> None:
-        in_memory = [k for k, r in enumerate(self._runs) if not isinstance(r, _SpilledRun)]
-        if sum(self._runs[k].nbytes for k in in_memory) <= self.memory_limit_bytes:
+        in_memory = [(k, r) for k, r in enumerate(self._runs) if not isinstance(r, _SpilledRun)]
+        if sum(r.nbytes for _, r in in_memory) <= self.memory_limit_bytes:
             return
         if self._tmp is None:
             self._tmp = tempfile.mkdtemp(prefix="medad-pixelmetrics-", dir=self.spill_dir)
             weakref.finalize(self, shutil.rmtree, self._tmp, True)
-        for k in in_memory:
-            path = Path(self._tmp) / f"run-{id(self._runs[k])}-{k}.npy"
-            np.save(path, self._runs[k])
+        for k, r in in_memory:
+            path = Path(self._tmp) / f"run-{id(r)}-{k}.npy"
+            np.save(path, r)
             self._runs[k] = _SpilledRun(path)
 
     @classmethod

@@ -10,10 +10,11 @@ predictions folder of the model (for the pixel map) and the dataset's manifest (
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -30,8 +31,8 @@ CASE_GROUPS = {
     "false_alarms": "Worst: normal images with the highest image scores (false alarms)",
 }
 
-PredictionsArg = str | Path | Sequence[str | Path] | Mapping[Any, str | Path] | None
-ManifestArg = pd.DataFrame | str | Path | Mapping[str, pd.DataFrame | str | Path] | None
+PredictionsArg: TypeAlias = str | Path | Sequence[str | Path] | Mapping[Any, str | Path] | None
+ManifestArg: TypeAlias = pd.DataFrame | str | Path | Mapping[str, pd.DataFrame | str | Path] | None
 
 
 def select_cases(per_image: pd.DataFrame, model: str, dataset: str, k: int) -> dict[str, pd.DataFrame]:
@@ -66,13 +67,15 @@ def select_cases(per_image: pd.DataFrame, model: str, dataset: str, k: int) -> d
 
 
 def _model_name(meta: Mapping[str, Any], folder: Path) -> str:
+    """The model name a predictions folder's ``meta.json`` records (``model``, ``card`` or ``model_card``: a name
+    or a card with one), else the folder's own name."""
     for key in ("model", "card", "model_card"):
         value = meta.get(key)
         if isinstance(value, str) and value:
             return value
         if isinstance(value, Mapping) and isinstance(value.get("name"), str):
             return value["name"]
-    return folder.name
+    return folder.resolve().name
 
 
 def has_random_weights(meta: Any) -> bool:
@@ -123,6 +126,25 @@ def resolve_predictions(predictions: PredictionsArg, models: Sequence[str]) -> l
         dataset = meta.get("dataset") if isinstance(meta.get("dataset"), str) else None
         sources.append(PredictionSource(model, dataset, reader))
     return sources
+
+
+def named_predictions(values: Sequence[str]) -> dict[str, Path]:
+    """Name predictions folders given as ``[MODEL=]DIR`` (``medad eval``'s arguments), for ``evaluate``.
+
+    An unnamed folder takes the model name recorded in its ``meta.json`` (its folder's name when none is).
+
+    Raises:
+        ConfigError: two folders get the same model name.
+    """
+    folders: dict[str, Path] = {}
+    for item in values:
+        name, _, folder = item.rpartition("=")
+        path = Path(folder)
+        meta = json.loads((path / "meta.json").read_text()) if (path / "meta.json").is_file() else {}
+        folders[name or _model_name(meta, path)] = path
+    if len(folders) != len(values):
+        raise ConfigError("two predictions folders got the same model name; name them MODEL=DIR")
+    return folders
 
 
 def parse_keyed_paths(values: Sequence[str], option: str) -> list[Path] | dict[str, Path] | None:
@@ -191,7 +213,7 @@ class CaseLoader:
     def _source(self, model: str, dataset: str) -> PredictionSource | None:
         exact = [s for s in self.sources if s.model == model and s.dataset == dataset]
         loose = [s for s in self.sources if s.model == model and s.dataset is None]
-        return (exact or loose or [None])[0]
+        return next(iter(exact or loose), None)
 
     def _manifest(self, dataset: str) -> pd.DataFrame | None:
         if dataset in self.manifests:

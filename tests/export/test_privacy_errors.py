@@ -157,3 +157,23 @@ def test_unwritable_output_exits_2(tmp_path, make_run, png_source, monkeypatch, 
     with pytest.raises(SystemExit) as info:
         cli.main()
     assert info.value.code == 2 and "--manifest" in capsys.readouterr().err
+
+
+def test_a_non_nifti_volume_keeps_its_pngs_and_its_nifti_export_is_skipped_with_the_reason(tmp_path, make_run) -> None:
+    import nibabel as nib
+
+    volume = np.random.default_rng(0).random((12, 10, 2)).astype(np.float32)
+    analyze, real = tmp_path / "analyze.img", tmp_path / "real.nii.gz"
+    nib.save(nib.AnalyzeImage(volume, np.eye(4)), analyze)  # an Analyze 7.5 pair: no sform / qform
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), real)
+    rows = [manifest_row(p, "nifti", frame=k, axis=2) for p in (analyze, real) for k in range(2)]
+    preds, manifest = make_run(rows, [blob((12, 10), (5, 5), 3)] * 4)
+    out = export_predictions(
+        preds, manifest, tmp_path / "export", formats=("png", "nifti"), threshold=fixed_threshold(0.5)
+    )
+    report = json.loads((out / "export.json").read_text())
+    assert report["summary"] == {"sources": 2, "written": 1, "skipped": 1}
+    assert len(list(out.glob("*_overlay.png"))) == 4  # the PNGs of every slice, the Analyze ones included
+    (skipped,) = report["skipped"]
+    assert skipped["formats"] == "nifti" and "AnalyzeImage, not NIfTI" in skipped["reason"]
+    assert len(list(out.glob("*_mask.nii.gz"))) == 1

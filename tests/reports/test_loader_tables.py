@@ -9,7 +9,7 @@ import pytest
 
 from medad.errors import ConfigError
 from medad.reports import format_result, load_evaluation
-from medad.reports.cases import parse_keyed_paths
+from medad.reports.cases import named_predictions, parse_keyed_paths
 from medad.reports.tables import confidence_percent, fmt_p, settings_table
 from medad.utils.io import write_json_atomic
 
@@ -75,3 +75,16 @@ def test_parse_keyed_paths() -> None:
     assert parse_keyed_paths(["/p/a=b"], "--x") == [Path("/p/a=b")]
     with pytest.raises(ConfigError, match="not a mix"):
         parse_keyed_paths(["a=/p", "/q"], "--x")
+
+
+def test_named_predictions_take_the_recorded_model_name_and_refuse_a_clash(tmp_path: Path) -> None:
+    recorded, bare = tmp_path / "pred_a", tmp_path / "pred_b"
+    write_json_atomic(recorded / "meta.json", {"model": {"name": "winclip_tiny"}})
+    bare.mkdir()
+    assert named_predictions([str(recorded), f"mine={bare}", f"{tmp_path}/pred_b/."]) == {
+        "winclip_tiny": recorded,
+        "mine": bare,
+        "pred_b": bare,  # no meta.json: the folder's own name, resolved
+    }
+    with pytest.raises(ConfigError, match="same model name; name them MODEL=DIR"):
+        named_predictions([str(recorded), f"winclip_tiny={bare}"])
