@@ -11,10 +11,9 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
-from medad.protocols.validate import config_hash, load_protocol, resolved_dict
-from medad.protocols.yamlio import shareable_protocol
+from medad.protocols.loading import load_protocol
+from medad.protocols.resolve import config_hash, resolve_protocol, resolved_yaml
 from medad.utils.io import hash_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,18 +35,17 @@ def test_resolved_protocol_and_config_hash_are_unchanged(
         path = tmp_path / f"{name}.yaml"
         path.write_text(entry["text"], encoding="utf-8")
     base = str(path.resolve().parent)
-    resolved = resolved_dict(load_protocol(path, entry["overrides"]))
-    private = yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True)
-    shareable = yaml.safe_dump(shareable_protocol(resolved), sort_keys=False, allow_unicode=True)
+    resolved = resolve_protocol(load_protocol(path, entry["overrides"]))
+    private = resolved_yaml(resolved, shareable=False)
+    shareable = resolved_yaml(resolved, shareable=True)
     assert private.replace(base, "{base}") == entry["private"]
     assert shareable.replace(base, "{base}") == entry["shareable"]
     if entry["config_hash"] is not None:
         assert config_hash(resolved) == entry["config_hash"]
     if "placeholder_hash" in entry:  # hashed paths relative to the protocol's folder: pin the hashed content
-        located = json.loads(json.dumps(resolved).replace(base, "{base}"))
-        assert config_hash(resolved) == hash_config(
-            {k: v for k, v in resolved.items() if k not in ("output", "executor")}
-        )
+        dump = resolved.dump()
+        located = json.loads(json.dumps(dump).replace(base, "{base}"))
+        assert config_hash(resolved) == hash_config({k: v for k, v in dump.items() if k not in ("output", "executor")})
         assert (
             hash_config({k: v for k, v in located.items() if k not in ("output", "executor")})
             == entry["placeholder_hash"]
