@@ -100,7 +100,7 @@ def unusable_predictions(folder: Path) -> str | None:
     return None
 
 
-def targets_manifest(state: RunState) -> pd.DataFrame:
+def _targets_manifest(state: RunState) -> pd.DataFrame:
     """All targets in one manifest (``dataset`` = the target's protocol name; row position = index)."""
     frames = []
     for target in state.resolved.targets:
@@ -153,7 +153,7 @@ def _task(state: RunState, run: ModelRun, manifest: pd.DataFrame) -> StageTask:
 
 def run(state: RunState) -> None:
     """Score the targets with every model run; link the predictions and write the targets manifest."""
-    manifest = targets_manifest(state)
+    manifest = _targets_manifest(state)
     tasks = [_task(state, model_run, manifest) for model_run in state.models]
     records = run_tasks(state, tasks)
     for model_run, task, record in zip(state.models, tasks, records, strict=True):
