@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medad.utils.io import hash_config, write_json_atomic
+from medad.utils.locking import FolderLock
 
 DONE = "_done.json"
 INPUTS = "_inputs.json"
@@ -42,6 +43,15 @@ class Stage:
         if not self.done:
             return {}
         return json.loads((self.folder / DONE).read_text(encoding="utf-8"))
+
+    def lock(self) -> FolderLock:
+        """The lock of the stage folder, waited for (the run that holds it is doing the work this one needs).
+
+        Its file is ``<store>/.locks/<stage>-<key>.lock``: outside the stage folder, which a non-resumable stage
+        deletes and remakes, and outside ``<store>/<stage>/``, which holds only stage folders.
+        """
+        lock_file = self.folder.parent.parent / ".locks" / f"{self.name}-{self.key}.lock"
+        return FolderLock(lock_file, f"stage folder {self.name}/{self.key}", wait=True)
 
 
 class StageStore:

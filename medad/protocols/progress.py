@@ -1,18 +1,12 @@
 """Progress display of a protocol run (rich: stage, dataset, bar, ETA) and the run log.
 
 The display writes to stderr so that a run's last line on stdout is its folder. Every unit of work a stage
-reports goes through :meth:`RunDisplay.advance`, which is also where the ``MEDAD_STALL_AT`` fault hook lives:
-``MEDAD_STALL_AT=score:3`` makes the run stop responding after the third unit of the ``score`` stage (it prints
-``medad: stalled ...`` on stderr and sleeps), so tests can kill it (SIGKILL) at a known point mid-stage and
-check that the resumed run ends with the same results.
+reports goes through :meth:`RunDisplay.advance`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import sys
-import time
 from pathlib import Path
 from types import TracebackType
 
@@ -26,14 +20,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-
-STALL_ENV = "MEDAD_STALL_AT"
-
-
-def _stall_point() -> tuple[str, int] | None:
-    value = os.environ.get(STALL_ENV, "")
-    stage, _, count = value.partition(":")
-    return (stage, int(count)) if stage and count.isdigit() else None
 
 
 class RunDisplay:
@@ -59,8 +45,6 @@ class RunDisplay:
             transient=False,
         )
         self.log_path = log_path
-        self.counts: dict[str, int] = {}
-        self.stall = _stall_point()
 
     def __enter__(self) -> RunDisplay:
         self.progress.start()
@@ -85,16 +69,8 @@ class RunDisplay:
         return self.progress.add_task(item, total=total, stage=stage)
 
     def advance(self, task: TaskID, stage: str, units: int = 1) -> None:
-        """Count ``units`` of work done in ``stage`` (and stall here if ``MEDAD_STALL_AT`` says so)."""
+        """Count ``units`` of work done in ``stage`` (an item's bar)."""
         self.progress.advance(task, units)
-        before = self.counts.get(stage, 0)
-        self.counts[stage] = before + units
-        if self.stall is not None and self.stall[0] == stage and before < self.stall[1] <= before + units:
-            self.log(f"{stage}: stalled after {self.counts[stage]} units ({STALL_ENV})")
-            print(f"medad: stalled in stage {stage} after {self.counts[stage]} units ({STALL_ENV})", file=sys.stderr)
-            sys.stderr.flush()
-            while True:
-                time.sleep(3600)
 
     def finish(self, task: TaskID, stage: str, item: str, reused: bool) -> None:
         """Complete a bar and log whether the work was done now or reused from the stage store."""

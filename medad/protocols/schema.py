@@ -7,7 +7,7 @@ is listed in ``docs/protocols.md``. Nothing in a protocol is ever evaluated as c
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -17,6 +17,7 @@ Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
 Scalar = str | int | float | bool | None
 OptionValue = Scalar | list[Scalar]
 Options = dict[str, OptionValue]
+CIMethod = Literal["percentile", "bca"]
 
 
 class _Strict(BaseModel):
@@ -176,7 +177,7 @@ class StatisticsSpec(_Strict):
         correction: multiple-comparison correction: ``holm`` or ``bh``.
     """
 
-    ci: Literal["percentile", "bca"] = CI_METHOD
+    ci: CIMethod = cast(CIMethod, CI_METHOD)
     confidence: Annotated[float, Field(gt=0, lt=1)] = CI_LEVEL
     resamples: Annotated[int, Field(ge=0)] = CI_RESAMPLES
     unit: Literal["image", "group"] = "image"

@@ -70,19 +70,21 @@ def _walk(loader: yaml.SafeLoader, node: yaml.Node, loc: Loc, lines: dict[Loc, i
             key = loader.construct_object(key_node)
             if not isinstance(key, (str, int)) or isinstance(key, bool):
                 key = str(key_node.value)
+            child: Loc = (*loc, key)
             if key in out:
                 raise ConfigError(
                     f"{source}:{key_node.start_mark.line + 1}: key {key!r} appears twice in the same mapping "
-                    f"(first at line {lines[(*loc, key)]}); keep only one"
+                    f"(first at line {lines[child]}); keep only one"
                 )
-            lines[(*loc, key)] = key_node.start_mark.line + 1
-            out[key] = _walk(loader, value_node, (*loc, key), lines, source)
+            lines[child] = key_node.start_mark.line + 1
+            out[key] = _walk(loader, value_node, child, lines, source)
         return out
     if isinstance(node, yaml.SequenceNode):
         items = []
         for i, item in enumerate(node.value):
-            lines[(*loc, i)] = item.start_mark.line + 1
-            items.append(_walk(loader, item, (*loc, i), lines, source))
+            item_loc: Loc = (*loc, i)
+            lines[item_loc] = item.start_mark.line + 1
+            items.append(_walk(loader, item, item_loc, lines, source))
         return items
     return loader.construct_object(node, deep=True)
 

@@ -76,7 +76,7 @@ def test_model_resolution_needs_a_recorded_input_size(tmp_path) -> None:
 def test_protocol_key_evaluation_resolution() -> None:
     from pathlib import Path
 
-    from medad.protocols.validate import load_protocol
+    from medad.protocols.loading import load_protocol
 
     demo = Path(__file__).parents[2] / "protocols" / "demo.yaml"
     assert load_protocol(demo).protocol.evaluation_resolution == "native"

@@ -48,7 +48,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("study") / "baselines-test.yaml"
     path.write_text(PROTOCOL, encoding="utf-8")
-    return run_protocol(path, progress=False)
+    with pytest.MonkeyPatch.context() as patch:  # a fixed case-id key: the stage keys can be pinned
+        patch.setenv("MEDAD_CASE_ID_KEY", CASE_ID_KEY)
+        return run_protocol(path, progress=False)
 
 
 def test_baselines_are_scored_evaluated_and_compared(run_dir: Path) -> None:
@@ -69,6 +71,29 @@ def test_baselines_are_scored_evaluated_and_compared(run_dir: Path) -> None:
     assert prov["weights"]["winclip"]["card"]["random_weights"] is True
     assert prov["weights"]["mutual"]["card"]["transductive"] is True
     assert list((run_dir / "exports").glob("*mutual/*_overlay.png"))
+
+
+# The stage keys the code before the issue-16 redesign gave this protocol (its run of this study on the CPU, with
+# the case-id key below: the data's content hash covers the keyed group ids): a stage store written by older
+# medad stays reusable only while they do not change.
+CASE_ID_KEY = "0123456789abcdef0123456789abcdef"
+STAGE_KEYS = {
+    "evaluate/all targets": "6236159fc02e1b7e",
+    "export/mutual #0": "17825301e9c5f930",
+    "report/report": "0965916028d3aeb7",
+    "score/ad": "de1294d3261986e1",
+    "score/mutual": "2533d4c7e0bc065a",
+    "score/winclip": "320f25375905601b",
+    "stats/seeds": "5b1e80d053bdf855",
+    "synthetic/industrial": "6b16ddb8170be2bd",
+    "synthetic/medical": "a41228a22165900e",
+    "train/ad": "c2b807882f3b3523",
+}
+
+
+def test_run_folder_and_stage_keys_are_those_of_earlier_versions(run_dir: Path) -> None:
+    assert run_dir.name == "22c6d517366ec319"
+    assert json.loads((run_dir / "stages.json").read_text()) == STAGE_KEYS
 
 
 def test_mutual_predictions_equal_the_set_scored_directly(run_dir: Path) -> None:

@@ -12,7 +12,9 @@ import torch
 from medad.errors import ConfigError
 from medad.protocols import run_protocol
 from medad.protocols.executor import make_executor
-from medad.protocols.validate import load_protocol, resolved_dict
+from medad.protocols.loading import LoadedProtocol, load_protocol
+from medad.protocols.resolve import config_hash, resolve_protocol
+from medad.protocols.schema import ExecutorSpec
 
 # two training seeds -> two independent train jobs and two score jobs
 PROTOCOL = """\
@@ -46,6 +48,12 @@ def protocol(tmp_path: Path) -> Path:
     return path
 
 
+def _executor_spec(lp: LoadedProtocol) -> ExecutorSpec:
+    spec = resolve_protocol(lp).executor
+    assert spec is not None
+    return spec
+
+
 def _error(protocol: Path, *overrides: str) -> str:
     with pytest.raises(ConfigError) as info:
         load_protocol(protocol, list(overrides))
@@ -63,16 +71,14 @@ def test_executor_keys_are_validated(protocol: Path) -> None:
 
 
 def test_executor_does_not_change_the_run_folder_hash(protocol: Path) -> None:
-    from medad.protocols.validate import config_hash
-
-    plain = config_hash(resolved_dict(load_protocol(protocol)))
-    assert config_hash(resolved_dict(load_protocol(protocol, ["executor.kind=local"]))) == plain
+    plain = config_hash(resolve_protocol(load_protocol(protocol)))
+    assert config_hash(resolve_protocol(load_protocol(protocol, ["executor.kind=local"]))) == plain
 
 
 def test_slurm_options_reach_sbatch(protocol: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lp = load_protocol(protocol, ["executor={kind: slurm}"])
     with pytest.raises(ConfigError, match=r"executor\.kind=local"):
-        make_executor(resolved_dict(lp)["executor"], tmp_path / "jobs")  # no srun on this machine
+        make_executor(_executor_spec(lp), tmp_path / "jobs")  # no srun on this machine
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
@@ -85,7 +91,7 @@ def test_slurm_options_reach_sbatch(protocol: Path, tmp_path: Path, monkeypatch:
             " account: proj, setup: [module load cuda], slurm_additional_parameters: {reservation: r1}}"
         ],
     )
-    executor = make_executor(resolved_dict(lp)["executor"], tmp_path / "jobs")
+    executor = make_executor(_executor_spec(lp), tmp_path / "jobs")
     text = executor._executor._make_submission_file_text("CMD", "uid")
     for line in (
         "#SBATCH --partition=gpu",

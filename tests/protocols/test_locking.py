@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from medad.utils.locking import LOCK_NAME, FolderBusyError, FolderLock
+from tests.protocols.stall_run import command
 
 # A training-free model on a small synthetic target: no training stage, so a run takes seconds. Chunks of 2 make
 # the scoring stage resumable part-way.
@@ -54,11 +55,15 @@ def holder(lock_file: Path, seconds: float) -> subprocess.Popen[str]:
     return proc
 
 
-def medad(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def medad(args: list[str], cwd: Path, stall: str | None = None) -> subprocess.Popen[str]:
+    """A ``medad`` subprocess; ``stall`` (``STAGE:N``): it stops responding there (tests/protocols/stall_run.py)."""
+    argv = (
+        [sys.executable, "-c", "from medad.cli import main; main()", *args] if stall is None else command(stall, args)
+    )
     return subprocess.Popen(
-        [sys.executable, "-c", "from medad.cli import main; main()", *args],
+        argv,
         cwd=cwd,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -67,9 +72,7 @@ def medad(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subp
 
 def start_stalled(protocol: Path, out: Path) -> subprocess.Popen[str]:
     """A ``medad run`` that stops responding part-way through scoring (holding its locks)."""
-    proc = medad(
-        ["run", str(protocol), "--out", str(out), "--no-progress"], protocol.parent, {"MEDAD_STALL_AT": "score:2"}
-    )
+    proc = medad(["run", str(protocol), "--out", str(out), "--no-progress"], protocol.parent, "score:2")
     assert proc.stderr is not None
     deadline = time.monotonic() + 240
     for line in proc.stderr:
@@ -188,8 +191,8 @@ def test_train_stage_killed_while_writing_its_first_checkpoint_is_redone(tmp_pat
     from medad.errors import ConfigError
     from medad.models import create_model
     from medad.protocols.cache import StageStore
-    from medad.protocols.executor import Job, begin_job
-    from medad.protocols.runner import _train_job, _unusable_training
+    from medad.protocols.stages.base import StageTask, begin_task
+    from medad.protocols.stages.train import unusable_training
 
     manifest = load_manifest(
         write_layout(tmp_path / "data", "mvtec", classes=["bottle"], n_normal=2, n_abnormal=2), "mvtec"
@@ -207,8 +210,10 @@ def test_train_stage_killed_while_writing_its_first_checkpoint_is_redone(tmp_pat
     with pytest.raises(ConfigError, match="holds no complete checkpoint to resume"):
         run_training()  # resuming it as it is: refused on every rerun (the state the runner must not leave)
     logged: list[str] = []
-    job = Job(stage, "clean", 1, {"case": "killed"}, _train_job, {}, unusable=_unusable_training)
-    begin_job(job, store, SimpleNamespace(log=logged.append))
+    task = StageTask(
+        stage, "clean", 1, {"case": "killed"}, lambda advance: {}, resumable=True, unusable=unusable_training
+    )
+    begin_task(task, store, SimpleNamespace(log=logged.append))
     assert logged == [
         "train clean: an interrupted attempt left checkpoint folders none of which is complete; redoing the stage"
     ]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.protocols.stall_run import command
+
 # A small protocol through the same code as protocols/demo.yaml: synthetic industrial training data, a
 # synthetic medical target with normals, the tiny model at 64 px, small chunks so that scoring is resumable
 # mid-way, and a PNG export.
@@ -40,10 +42,14 @@ exports:
 """
 
 
-def medad(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+def medad(args: list[str], cwd: Path, stall: str | None = None) -> subprocess.Popen[str]:
+    """A ``medad`` subprocess; ``stall`` (``STAGE:N``): it stops responding there (tests/protocols/stall_run.py)."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    argv = (
+        [sys.executable, "-c", "from medad.cli import main; main()", *args] if stall is None else command(stall, args)
+    )
     return subprocess.Popen(
-        [sys.executable, "-c", "from medad.cli import main; main()", *args],
+        argv,
         cwd=cwd,
         env=full_env,
         stdout=subprocess.PIPE,
@@ -60,12 +66,12 @@ def run_to_end(protocol: Path, out: Path) -> Path:
 
 
 def kill_when_stalled(protocol: Path, out: Path, stall: str, written: str | None = None) -> None:
-    """Start a run that stalls at ``stall`` (MEDAD_STALL_AT), wait for it, and SIGKILL it.
+    """Start a run that stalls at ``stall`` (``STAGE:N``), wait for it, and SIGKILL it.
 
     ``written``: a glob under ``out`` that must match a file before the kill. The scorer's background writer
     keeps writing finished batches while the main thread stalls, so the test waits for it instead of racing it.
     """
-    proc = medad(["run", str(protocol), "--out", str(out), "--no-progress"], protocol.parent, {"MEDAD_STALL_AT": stall})
+    proc = medad(["run", str(protocol), "--out", str(out), "--no-progress"], protocol.parent, stall)
     assert proc.stderr is not None
     deadline = time.monotonic() + 240
     for line in proc.stderr:

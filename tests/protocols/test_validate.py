@@ -9,7 +9,9 @@ import pytest
 
 from medad.cli import main
 from medad.errors import ConfigError
-from medad.protocols.validate import apply_override, config_hash, load_protocol, resolved_dict
+from medad.protocols.loading import load_protocol
+from medad.protocols.overrides import apply_override
+from medad.protocols.resolve import config_hash, resolve_protocol
 from medad.protocols.yamlio import load_yaml_text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,8 +163,8 @@ def test_set_overrides_change_values_hash_and_error_location(tmp_path: Path) -> 
     changed = load_protocol(path, ["training.epochs=5", "models.clean.compat=reference"])
     assert changed.protocol.training is not None and changed.protocol.training.epochs == 5
     assert changed.protocol.models[0].compat == "reference"
-    assert config_hash(resolved_dict(base)) != config_hash(resolved_dict(changed))
-    assert config_hash(resolved_dict(base)) == config_hash(resolved_dict(load_protocol(path)))
+    assert config_hash(resolve_protocol(base)) != config_hash(resolve_protocol(changed))
+    assert config_hash(resolve_protocol(base)) == config_hash(resolve_protocol(load_protocol(path)))
     with pytest.raises(ConfigError, match=r"^--set training.epochs=-1: training.epochs"):
         load_protocol(path, ["training.epochs=-1"])
     with pytest.raises(ConfigError, match="no item 'dirty'"):
@@ -172,7 +174,8 @@ def test_set_overrides_change_values_hash_and_error_location(tmp_path: Path) -> 
 def test_paths_resolve_against_the_yaml_folder_and_env_vars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDAD_DATA", "/datasets")
     path = write(tmp_path, BASE.replace("root: data/lesions", "root: ${MEDAD_DATA}/ISIC2016"))
-    resolved = resolved_dict(load_protocol(path))
-    assert resolved["training"]["datasets"][0]["root"] == str(tmp_path / "data" / "industrial")
-    assert resolved["targets"][0]["root"] == "/datasets/ISIC2016"
-    assert resolved["output"] == str(tmp_path / "runs")
+    resolved = resolve_protocol(load_protocol(path))
+    assert resolved.training is not None
+    assert resolved.training.datasets[0].root == str(tmp_path / "data" / "industrial")
+    assert resolved.targets[0].root == "/datasets/ISIC2016"
+    assert resolved.output == str(tmp_path / "runs")

@@ -167,11 +167,11 @@ def _hold(lock_file: Path) -> Callable[[str], str | None]:
 
 
 def _run_folder_held(folder: Path) -> Setup:
-    from medad.protocols.validate import config_hash, load_protocol, resolved_dict
+    from medad.protocols import config_hash, load_protocol, resolve_protocol
     from medad.utils.locking import LOCK_NAME
 
     path = _protocol(folder, BASE)
-    run_dir = folder / "runs" / "misuse" / config_hash(resolved_dict(load_protocol(path)))
+    run_dir = folder / "runs" / "misuse" / config_hash(resolve_protocol(load_protocol(path)))
     check = _hold(run_dir / LOCK_NAME)
     return Setup(["run", str(path), "--out", str(folder / "runs"), "--no-progress"], names="--wait", check=check)
 

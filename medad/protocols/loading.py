@@ -1,0 +1,82 @@
+"""Loading a protocol: parse the YAML safely, apply ``--set`` overrides, validate the schema and the structure."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from medad.errors import ConfigError
+from medad.protocols.messages import format_loc, from_validation_error
+from medad.protocols.overrides import apply_override
+from medad.protocols.schema import Protocol
+from medad.protocols.structure import check_structure
+from medad.protocols.yamlio import LoadedYaml, Loc, load_yaml_file
+
+
+@dataclass
+class LoadedProtocol:
+    """A validated protocol with its source.
+
+    Attributes:
+        protocol: the validated schema object.
+        yaml: the parsed YAML (after ``--set`` overrides) with key lines.
+        path: the protocol file.
+        name: the protocol name (``name:`` or the file stem).
+        overrides: the ``--set`` strings applied, by location.
+    """
+
+    protocol: Protocol
+    yaml: LoadedYaml
+    path: Path
+    name: str
+    overrides: dict[Loc, str] = field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths are resolved against (the protocol file's folder)."""
+        return self.path.resolve().parent
+
+    def where(self, loc: Loc) -> str:
+        """Where a key came from: ``file:line`` or the ``--set`` option that set it."""
+        for depth in range(len(loc), 0, -1):
+            if loc[:depth] in self.overrides:
+                return f"--set {self.overrides[loc[:depth]]}"
+        return self.yaml.where(loc)
+
+    def error(self, loc: Loc, message: str) -> ConfigError:
+        """A ConfigError naming the location and key."""
+        return ConfigError(f"{self.where(loc)}: {format_loc(loc)}: {message}")
+
+
+def load_protocol(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedProtocol:
+    """Parse and validate a protocol's structure (no file-system checks beyond reading it).
+
+    Args:
+        path: the protocol YAML.
+        overrides: ``key.path=value`` strings applied before validation.
+
+    Returns:
+        The validated protocol.
+
+    Raises:
+        ConfigError: naming the file, line, key and fix for the first problem.
+    """
+    path = Path(path)
+    loaded = load_yaml_file(path)
+    if not isinstance(loaded.data, dict):
+        raise ConfigError(
+            f"{path}: a protocol must be a mapping of keys (models:, targets:, ...); see docs/protocols.md"
+        )
+    origins = {apply_override(loaded.data, item): item for item in overrides}
+    lp = LoadedProtocol(Protocol.model_construct(), loaded, path, path.stem, origins)
+    try:
+        protocol = Protocol.model_validate(loaded.data)
+    except ValidationError as exc:
+        raise from_validation_error(exc, lp) from None
+    lp.protocol = protocol
+    lp.name = protocol.name or re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)
+    check_structure(lp)
+    return lp

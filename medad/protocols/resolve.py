@@ -1,0 +1,100 @@
+"""Resolution: the validated protocol with its name set and every path made absolute, as a typed object whose
+dump is what a run records (``protocol.resolved.yaml``) and hashes (the run folder's config hash).
+
+The dump of :class:`ResolvedProtocol` is byte-identical to the plain dict the runner hashed before resolution
+was typed (pinned by ``tests/protocols/test_resolved_golden.py``), so existing run folders and stage stores
+keep their keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from medad.protocols.loading import LoadedProtocol
+from medad.protocols.paths import resolve_path
+from medad.protocols.schema import DatasetSpec, ExecutorSpec, ModelSpec, Name, Protocol, WeightSource
+from medad.protocols.yamlio import shareable_protocol
+from medad.utils.io import hash_config
+
+UNHASHED = ("output", "executor")
+"""Keys the config hash leaves out: where the outputs go (``--out``) and where the jobs run do not change results."""
+
+
+class ResolvedProtocol(Protocol):
+    """A protocol ready to run: ``name`` set (``name:`` or the file stem), ``output``, data roots, checkpoints,
+    weight files and the executor folder absolute, environment variables expanded."""
+
+    name: Name
+
+    def dump(self) -> dict[str, Any]:
+        """The plain (JSON) form: what ``protocol.resolved.yaml`` holds and the config hash is computed from."""
+        return self.model_dump(mode="json")
+
+    def model_index(self, name: str) -> int:
+        """The position of the model named ``name`` in ``models``."""
+        return [m.name for m in self.models].index(name)
+
+
+def _dataset(spec: DatasetSpec, lp: LoadedProtocol) -> DatasetSpec:
+    if spec.root is None:
+        return spec
+    return spec.model_copy(update={"root": str(resolve_path(spec.root, lp.base_dir))})
+
+
+def _source(source: WeightSource | None, lp: LoadedProtocol) -> WeightSource | None:
+    if source is None or source.file is None:
+        return source
+    return source.model_copy(update={"file": str(resolve_path(source.file, lp.base_dir))})
+
+
+def _model(spec: ModelSpec, lp: LoadedProtocol) -> ModelSpec:
+    update: dict[str, Any] = {}
+    if spec.checkpoint is not None:
+        update["checkpoint"] = str(resolve_path(spec.checkpoint, lp.base_dir))
+    backbone, text = _source(spec.weights.backbone, lp), _source(spec.weights.text, lp)
+    update["weights"] = spec.weights.model_copy(update={"backbone": backbone, "text": text})
+    return spec.model_copy(update=update)
+
+
+def _executor(spec: ExecutorSpec | None, lp: LoadedProtocol) -> ExecutorSpec | None:
+    if spec is None or spec.folder is None:
+        return spec
+    return spec.model_copy(update={"folder": str(resolve_path(spec.folder, lp.base_dir))})
+
+
+def resolve_protocol(lp: LoadedProtocol) -> ResolvedProtocol:
+    """The protocol with defaults filled in, the name set and every path made absolute (variables expanded).
+
+    Raises:
+        ConfigError: when a referenced environment variable is unset (``output:`` excepted: the run's resource
+            check reports that one, and ``--out`` replaces it).
+    """
+    p = lp.protocol
+    output = str(resolve_path(p.output, lp.base_dir, strict=False))
+    targets = [_dataset(d, lp) for d in p.targets]
+    training = None
+    if p.training is not None:
+        training = p.training.model_copy(update={"datasets": [_dataset(d, lp) for d in p.training.datasets]})
+    models = [_model(m, lp) for m in p.models]
+    fields = dict(p) | {
+        "name": lp.name,
+        "output": output,
+        "targets": targets,
+        "training": training,
+        "models": models,
+        "executor": _executor(p.executor, lp),
+    }
+    return ResolvedProtocol.model_validate(fields)
+
+
+def config_hash(resolved: ResolvedProtocol) -> str:
+    """The run's config hash: the resolved protocol's dump without :data:`UNHASHED` keys."""
+    return hash_config({k: v for k, v in resolved.dump().items() if k not in UNHASHED})
+
+
+def resolved_yaml(resolved: ResolvedProtocol, *, shareable: bool) -> str:
+    """``protocol.resolved.yaml``: the whole dump (``private/``), or with every path a placeholder (shareable)."""
+    data = resolved.dump()
+    return yaml.safe_dump(shareable_protocol(data) if shareable else data, sort_keys=False, allow_unicode=True)

@@ -1,0 +1,152 @@
+"""Resource checks of a protocol: environment variables set, data roots, weight files and checkpoints present,
+``output:`` a writable folder; everything missing is listed at once with where the docs say to get it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medad.errors import ConfigError
+from medad.protocols.loading import LoadedProtocol
+from medad.protocols.messages import format_loc
+from medad.protocols.paths import DATASETS_DOC, MODELS_DOC, env_vars_in, resolve_path
+from medad.protocols.schema import DatasetSpec, ModelSpec, WeightSource
+from medad.protocols.structure import dataset_locs
+from medad.protocols.yamlio import Loc
+from medad.utils.io import sha256_file
+from medad.utils.locking import OutputPathError, check_output_folder
+
+if TYPE_CHECKING:
+    from medad.protocols.resolve import ResolvedProtocol
+
+
+@dataclass
+class Missing:
+    """One missing resource: where it is referenced, what is missing, and where the docs say to get it."""
+
+    where: str
+    key: str
+    what: str
+    hint: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.key}: {self.what}; {self.hint}"
+
+
+def _check_path(lp: LoadedProtocol, loc: Loc, value: str, what: str, hint: str, out: list[Missing]) -> None:
+    unset = [v for v in env_vars_in(value) if v not in os.environ]
+    if unset:
+        out.append(
+            Missing(
+                lp.where(loc),
+                format_loc(loc),
+                f"{what} {value!r} uses ${{{unset[0]}}}, which is not set",
+                f"export {unset[0]}=/path/to/folder; {hint}",
+            )
+        )
+        return
+    path = resolve_path(value, lp.base_dir)
+    if not path.exists():
+        out.append(Missing(lp.where(loc), format_loc(loc), f"{what} {path} does not exist", hint))
+
+
+def _dataset_hint(spec: DatasetSpec) -> str:
+    return f"get the {spec.kind} dataset as described in {DATASETS_DOC}#{spec.kind}"
+
+
+def _model_missing(lp: LoadedProtocol, i: int, m: ModelSpec, out: list[Missing]) -> None:
+    hint = f"download the weights as described in {MODELS_DOC}"
+    sources: tuple[tuple[str, WeightSource | None], ...] = (("backbone", m.weights.backbone), ("text", m.weights.text))
+    for role, source in sources:
+        if source is None:
+            continue
+        loc: Loc = ("models", i, "weights", role)
+        if source.file is not None:
+            _check_path(lp, (*loc, "file"), source.file, f"{role} weights file", hint, out)
+        elif source.id is None:
+            out.append(Missing(lp.where(loc), format_loc(loc), f"{role} weights name neither `id:` nor `file:`", hint))
+    if m.checkpoint is not None:
+        _check_path(
+            lp,
+            ("models", i, "checkpoint"),
+            m.checkpoint,
+            "checkpoint folder",
+            "train one with a protocol that has a `training:` section, or fix the path",
+            out,
+        )
+
+
+def _output_missing(lp: LoadedProtocol, out: list[Missing]) -> None:
+    loc: Loc = ("output",)
+    value = lp.protocol.output
+    unset = [v for v in env_vars_in(value) if v not in os.environ]
+    if unset:
+        fix = f"export {unset[0]}=/path/to/folder, or give `medad run --out DIR`"
+        out.append(Missing(lp.where(loc), "output", f"{value!r} uses ${{{unset[0]}}}, which is not set", fix))
+        return
+    try:
+        check_output_folder(resolve_path(value, lp.base_dir), "folder", "")
+    except OutputPathError as exc:
+        what = str(exc).removeprefix("folder ").rstrip("; ")
+        out.append(Missing(lp.where(loc), "output", what, "set `output:` to a folder, or give `medad run --out DIR`"))
+
+
+def check_resources(lp: LoadedProtocol, *, output: bool = True) -> list[Missing]:
+    """Everything the protocol needs from disk that is missing (data roots, weight files, checkpoints), and an
+    ``output:`` whose variables are unset or that cannot be a writable folder (unless ``output`` is off: the
+    run was given ``--out``).
+
+    Synthetic datasets are written by the run, so they are never missing.
+    """
+    out: list[Missing] = []
+    if output:
+        _output_missing(lp, out)
+    for loc, spec in dataset_locs(lp.protocol):
+        if spec.root is not None:
+            _check_path(lp, (*loc, "root"), spec.root, f"{spec.name} root", _dataset_hint(spec), out)
+    for i, m in enumerate(lp.protocol.models):
+        _model_missing(lp, i, m, out)
+    return out
+
+
+def require_resources(lp: LoadedProtocol, *, output: bool = True) -> None:
+    """Raise one ConfigError listing every missing resource (nothing when all exist)."""
+    missing = check_resources(lp, output=output)
+    if len(missing) == 1:
+        raise ConfigError(str(missing[0]))
+    if missing:
+        lines = "\n  ".join(str(m) for m in missing)
+        raise ConfigError(f"protocol {lp.path} cannot run; {len(missing)} missing:\n  {lines}")
+
+
+def check_output(lp: LoadedProtocol, out: str | Path | None, resolved: ResolvedProtocol) -> Path:
+    """The run's output folder (``--out`` or ``output:``), refused before any work when it cannot be written.
+
+    Raises:
+        OutputPathError: it is a file, lies under one, or cannot be written.
+    """
+    if out is None:
+        return check_output_folder(resolved.output, f"{lp.where(('output',))}: output:", "set another folder")
+    return check_output_folder(Path(out).resolve(), "--out", "give a folder path (one that exists or can be made)")
+
+
+def check_weight_hashes(lp: LoadedProtocol, resolved: ResolvedProtocol) -> None:
+    """Refuse, before any work, a weights file whose sha256 is not the one the protocol expects.
+
+    Raises:
+        ConfigError: naming the key, both hashes and the fix.
+    """
+    for i, model in enumerate(resolved.models):
+        for role in ("backbone", "text"):
+            source: WeightSource | None = getattr(model.weights, role)
+            if source is None or source.file is None or source.sha256 is None:
+                continue
+            actual = sha256_file(source.file)
+            if actual != source.sha256:
+                raise lp.error(
+                    ("models", i, "weights", role, "sha256"),
+                    f"{source.file} has sha256 {actual}, not {source.sha256}; download the file again "
+                    f"(see docs/models.md) or fix the expected hash",
+                )

@@ -1,0 +1,72 @@
+"""The data stage: write the synthetic sources (stored stages), read every dataset's manifest, fingerprint it by
+content, write the run's data manifests, and run the content leakage guard and the checks that need the data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medad.protocols.manifests import DatasetData, FileHashCache, check_file_overlap, fingerprint, write_data_manifests
+from medad.protocols.schema import DatasetSpec
+from medad.protocols.stages.base import Advance, RunState, StageTask, ignore, rel_link, run_tasks
+from medad.protocols.structure import check_data_settings
+from medad.utils.privacy import PRIVATE
+
+
+@dataclass(frozen=True)
+class SyntheticJob:
+    """Write one synthetic source into its stage folder (``medad.data.write_layout``)."""
+
+    folder: Path
+    config: dict[str, Any]
+
+    def __call__(self, advance: Advance | None) -> dict[str, Any]:
+        from medad.data import write_layout
+
+        write_layout(self.folder / "data", **self.config)
+        (advance or ignore)(1)
+        return {}
+
+
+def _synthetic(state: RunState, name: str) -> Path:
+    config = state.resolved.synthetic[name].model_dump(mode="json")
+    stage = state.store.stage("synthetic", config)
+    run_tasks(state, [StageTask(stage, name, 1, config, SyntheticJob(stage.folder, config))])
+    return stage.folder / "data"
+
+
+def _load_dataset(state: RunState, spec: DatasetSpec) -> DatasetData:
+    from medad.data import load_manifest
+
+    if spec.synthetic is not None:
+        if spec.synthetic not in state.synthetic_dirs:
+            state.synthetic_dirs[spec.synthetic] = _synthetic(state, spec.synthetic)
+        root = state.synthetic_dirs[spec.synthetic]
+    else:
+        assert spec.root is not None  # the structure check: exactly one of root / synthetic
+        root = Path(spec.root)
+    task = state.display.task("data", spec.name, 1)
+    options: dict[str, Any] = dict(spec.options)  # load_manifest checks its own keywords
+    manifest = load_manifest(root, spec.kind, **options)
+    data = fingerprint(spec.name, spec.kind, root, manifest, FileHashCache(state.store.root / PRIVATE / "file_sha256"))
+    state.display.finish(task, "data", spec.name, reused=False)
+    return data
+
+
+def run(state: RunState) -> None:
+    """Load the targets and training datasets (resolved roots), then check them against the protocol."""
+    p = state.resolved
+    specs = list(p.targets) + (list(p.training.datasets) if p.training is not None else [])
+    for spec in specs:
+        state.datasets[spec.name] = _load_dataset(state, spec)
+    write_data_manifests(state.run_dir, state.datasets)  # source paths only in private/data/
+    for name, folder in state.synthetic_dirs.items():
+        rel_link(state.run_dir / "data" / name, folder)
+    if p.training is not None:
+        training = [state.datasets[d.name] for d in p.training.datasets]
+        targets = [state.datasets[d.name] for d in p.targets]
+        state.notes += check_file_overlap(training, targets, p.intended_overlap)
+        if p.intended_overlap:
+            state.notes.append("the protocol sets intended_overlap: training data may overlap the targets")
+    check_data_settings(state.lp, state.datasets)

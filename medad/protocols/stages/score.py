@@ -1,0 +1,166 @@
+"""The score stage: one stored, resumable (by predictions chunk), distributable stage per model run, scoring
+every target image; then the run's targets manifest (``private/manifest.csv``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from medad.protocols.stages.base import (
+    Advance,
+    ModelRun,
+    RunState,
+    StageTask,
+    class_words,
+    create_kwargs,
+    model_config,
+    rel_link,
+    run_tasks,
+)
+from medad.utils.io import write_text_atomic
+from medad.utils.privacy import PRIVATE
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """One score stage (model run): load its checkpoint (or build a training-free model) and score every target
+    image into the stage folder."""
+
+    folder: Path
+    checkpoint: Path | None
+    model: str
+    create_kwargs: Mapping[str, Any]
+    image_score: str
+    device: str
+    manifest: pd.DataFrame
+    batch_size: int
+    chunk_size: int
+    tile: bool
+    tile_overlap: float
+    compat: str
+    class_words: Mapping[str, str]
+    dataset_kinds: Mapping[str, str]
+
+    def __call__(self, advance: Advance | None) -> dict[str, Any]:
+        from medad.engine.scorer import score
+        from medad.models import create_model, load_checkpoint
+
+        if self.checkpoint is None:  # training-free model (no adapters): build it from the protocol's settings
+            model = create_model(self.model, **self.create_kwargs)
+        else:
+            model = load_checkpoint(str(self.checkpoint), device=self.device, image_score=self.image_score)
+        hook = None
+        if advance is not None and not self.tile:  # tiled forwards see windows, not images: advance at the end
+            hook = model.register_forward_hook(lambda module, inputs, output: advance(len(inputs[0])))
+        try:
+            score(
+                model,
+                self.manifest,
+                self.folder / "predictions",
+                batch_size=self.batch_size,
+                device=self.device,
+                compat=self.compat,
+                class_words=dict(self.class_words),
+                dataset_kinds=dict(self.dataset_kinds),
+                chunk_size=self.chunk_size,
+                progress=False,
+                tile=self.tile,
+                tile_overlap=self.tile_overlap,
+            )
+        finally:
+            if hook is not None:
+                hook.remove()
+        if advance is not None and self.tile:
+            advance(len(self.manifest))
+        if self.checkpoint is None:
+            return {"n_images": len(self.manifest), "card": model.card()}
+        return {"n_images": len(self.manifest)}
+
+
+def unusable_predictions(folder: Path) -> str | None:
+    """Why an interrupted score stage's predictions cannot be resumed (e.g. an index written twice by two
+    runs that scored into one folder at once before runs were locked), or ``None``."""
+    import zipfile
+
+    from medad.engine.predictions import PredictionReader
+    from medad.errors import DataError
+
+    predictions = folder / "predictions"
+    if not (predictions / "chunks").is_dir():
+        return None
+    try:
+        PredictionReader(predictions)
+    except (DataError, OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        return f"predictions that cannot be read back ({type(exc).__name__}: {str(exc).replace(str(folder), '')})"
+    return None
+
+
+def _targets_manifest(state: RunState) -> pd.DataFrame:
+    """All targets in one manifest (``dataset`` = the target's protocol name; row position = index)."""
+    frames = []
+    for target in state.resolved.targets:
+        frame = state.datasets[target.name].manifest.copy()
+        frame["dataset"] = target.name
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _task(state: RunState, run: ModelRun, manifest: pd.DataFrame) -> StageTask:
+    """The score task of one model run."""
+    p = state.resolved
+    targets = [state.datasets[t.name] for t in p.targets]
+    spec = p.models[p.model_index(run.spec.name)]
+    words = class_words(run.spec, targets)
+    config: dict[str, Any] = {
+        "model": model_config(spec),
+        "image_score": run.spec.image_score,
+        "class_words": words,
+        "targets": [t.name for t in p.targets],
+        "device": torch.device(state.job_device).type,
+        "checkpoint_files": None if run.train_key or run.checkpoint is None else run.card,
+    }
+    if p.scoring.tile:  # only then: untiled stages keep their keys, so earlier runs are reused
+        config["tiling"] = {"tile": True, "tile_overlap": p.scoring.tile_overlap}
+    if run.spec.compat == "reference":  # words from the release's fixed table (earlier: the user's paths)
+        config["reference_words"] = "per-dataset-table"
+    upstream = [run.train_key] if run.train_key else []
+    stage = state.store.stage("score", config, upstream=upstream, data=[d.content_hash for d in targets])
+    job = ScoreJob(
+        folder=stage.folder,
+        checkpoint=run.checkpoint,
+        model=run.spec.model,
+        create_kwargs=create_kwargs(spec),
+        image_score=run.spec.image_score,
+        device=state.job_device,
+        manifest=manifest,
+        batch_size=p.scoring.batch_size,
+        chunk_size=p.scoring.chunk_size,
+        tile=p.scoring.tile,
+        tile_overlap=p.scoring.tile_overlap,
+        compat=run.spec.compat,
+        class_words=words,
+        dataset_kinds={t.name: t.kind for t in targets},
+    )
+    return StageTask(
+        stage, run.label, len(manifest), config, job, resumable=True, unusable=unusable_predictions, distributable=True
+    )
+
+
+def run(state: RunState) -> None:
+    """Score the targets with every model run; link the predictions and write the targets manifest."""
+    manifest = _targets_manifest(state)
+    tasks = [_task(state, model_run, manifest) for model_run in state.models]
+    records = run_tasks(state, tasks)
+    for model_run, task, record in zip(state.models, tasks, records, strict=True):
+        if model_run.checkpoint is None:
+            model_run.card = record.get("card", {})
+        state.predictions[model_run.label] = task.stage.folder / "predictions"
+        state.score_keys[model_run.label] = task.stage.key
+        rel_link(state.run_dir / "predictions" / model_run.label, task.stage.folder / "predictions")
+    state.manifest = manifest
+    write_text_atomic(state.run_dir / PRIVATE / "manifest.csv", manifest.to_csv(index=False, lineterminator="\n"))

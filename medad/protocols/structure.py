@@ -1,0 +1,254 @@
+"""Structure checks of a validated protocol: unique names, cross-references, registered names, model options
+and the static leakage guard; and, right after the data stage, the checks that need the manifests.
+
+Each raises a :class:`~medad.errors.ConfigError` naming the file, line, key and fix of the first problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from medad.errors import ConfigError, ExportError
+from medad.protocols import registry
+from medad.protocols.messages import suggest
+from medad.protocols.paths import resolve_path
+from medad.protocols.schema import DatasetSpec, ModelSpec, Protocol
+from medad.protocols.yamlio import Loc
+
+if TYPE_CHECKING:
+    from medad.protocols.loading import LoadedProtocol
+
+
+def dataset_locs(p: Protocol) -> list[tuple[Loc, DatasetSpec]]:
+    """Every dataset of the protocol (targets, then training datasets) with its location."""
+    out: list[tuple[Loc, DatasetSpec]] = [(("targets", i), d) for i, d in enumerate(p.targets)]
+    if p.training is not None:
+        out += [(("training", "datasets", i), d) for i, d in enumerate(p.training.datasets)]
+    return out
+
+
+def _check_unique(lp: LoadedProtocol, items: Sequence[tuple[Loc, str]], what: str) -> None:
+    seen: dict[str, Loc] = {}
+    for loc, name in items:
+        if name in seen:
+            raise lp.error(
+                (*loc, "name"),
+                f"{what} name {name!r} is used twice (also at {lp.where((*seen[name], 'name'))}); "
+                f"give each {what} its own name",
+            )
+        seen[name] = loc
+
+
+def _check_registered(lp: LoadedProtocol, loc: Loc, value: str, known: list[str], what: str) -> None:
+    if value not in known:
+        raise lp.error(loc, f"unknown {what} {value!r}{suggest(value, known)} (known: {', '.join(known)})")
+
+
+def _check_names(lp: LoadedProtocol) -> None:
+    """Model, target and training dataset names are unique; training seeds do not repeat."""
+    p = lp.protocol
+    _check_unique(lp, [(("models", i), m.name) for i, m in enumerate(p.models)], "model")
+    _check_unique(lp, [(("targets", i), d.name) for i, d in enumerate(p.targets)], "target")
+    if p.training is not None:
+        train_items = [(("training", "datasets", i), d.name) for i, d in enumerate(p.training.datasets)]
+        _check_unique(lp, train_items, "training dataset")
+        if len(set(p.training.seeds)) != len(p.training.seeds):
+            raise lp.error(("training", "seeds"), f"seeds {p.training.seeds} repeat a seed; list each seed once")
+
+
+def _check_datasets(lp: LoadedProtocol) -> None:
+    """Synthetic layouts and dataset kinds are registered; each dataset names one root or synthetic source."""
+    p = lp.protocol
+    kinds = registry.dataset_kinds()
+    layouts = registry.synthetic_layouts()
+    for name, source in p.synthetic.items():
+        _check_registered(lp, ("synthetic", name, "layout"), source.layout, layouts, "synthetic layout")
+    for loc, spec in dataset_locs(p):
+        _check_registered(lp, (*loc, "kind"), spec.kind, kinds, "dataset kind")
+        if (spec.root is None) == (spec.synthetic is None):
+            raise lp.error(loc, f"dataset {spec.name!r} needs exactly one of `root:` (a folder) or `synthetic:`")
+        if spec.synthetic is not None and spec.synthetic not in p.synthetic:
+            raise lp.error(
+                (*loc, "synthetic"),
+                f"no synthetic source named {spec.synthetic!r}{suggest(spec.synthetic, list(p.synthetic))}; "
+                f"declare it under `synthetic:`",
+            )
+
+
+def _check_models(lp: LoadedProtocol) -> None:
+    """Models are registered, trained or loaded as their kind allows, and key class words by known datasets."""
+    p = lp.protocol
+    model_names = registry.model_names()
+    dataset_names = {d.name for _, d in dataset_locs(p)} | {d.kind for _, d in dataset_locs(p)}
+    for i, m in enumerate(p.models):
+        _check_registered(lp, ("models", i, "model"), m.model, model_names, "model")
+        if registry.is_training_free(m.model):
+            if m.checkpoint is not None:
+                raise lp.error(
+                    ("models", i, "checkpoint"),
+                    f"model {m.name!r} ({m.model}) is training-free and loads no checkpoint; remove `checkpoint:`",
+                )
+        elif m.checkpoint is None and p.training is None:
+            raise lp.error(
+                ("models", i),
+                f"model {m.name!r} has no `checkpoint:` and the protocol has no `training:` section; add one of them",
+            )
+        for word_key in m.class_words:
+            if word_key not in dataset_names:
+                raise lp.error(
+                    ("models", i, "class_words", word_key),
+                    f"{word_key!r} is not a dataset name or kind of this protocol"
+                    f"{suggest(word_key, sorted(dataset_names))}",
+                )
+
+
+def _check_comparisons_and_metrics(lp: LoadedProtocol) -> None:
+    """Compared models exist and differ; metrics are registered."""
+    p = lp.protocol
+    names = [m.name for m in p.models]
+    for i, pair in enumerate(p.statistics.comparisons):
+        for j, name in enumerate(pair):
+            if name not in names:
+                raise lp.error(
+                    ("statistics", "comparisons", i, j),
+                    f"no model named {name!r}{suggest(name, names)} (models: {', '.join(names)})",
+                )
+        if pair[0] == pair[1]:
+            raise lp.error(("statistics", "comparisons", i), f"compares model {pair[0]!r} with itself")
+    metric_names = registry.metric_names() if p.metrics else []
+    for i, metric in enumerate(p.metrics):
+        _check_registered(lp, ("metrics", i), metric, metric_names, "metric")
+
+
+def _check_exports(lp: LoadedProtocol) -> None:
+    """Export formats are registered, thresholds parse, exported models exist."""
+    p = lp.protocol
+    names = [m.name for m in p.models]
+    formats = registry.export_formats() if p.exports else []
+    for i, e in enumerate(p.exports):
+        for j, fmt in enumerate(e.formats):
+            _check_registered(lp, ("exports", i, "formats", j), fmt, formats, "export format")
+        try:
+            registry.check_threshold(e.threshold)
+        except ExportError as exc:
+            raise lp.error(("exports", i, "threshold"), str(exc).replace("--threshold ", "threshold: ")) from None
+        for j, m in enumerate(e.models):
+            if m not in names:
+                raise lp.error(("exports", i, "models", j), f"no model named {m!r}{suggest(m, names)}")
+
+
+def _check_executor(lp: LoadedProtocol) -> None:
+    """A CUDA device needs executor jobs with a GPU."""
+    p = lp.protocol
+    if p.executor is not None and p.device.startswith("cuda") and p.executor.gpus_per_node == 0:
+        raise lp.error(
+            ("executor", "gpus_per_node"),
+            f"device is {p.device!r} but the executor's jobs get no GPU; set executor.gpus_per_node to 1 or more "
+            "(or device: auto / cpu)",
+        )
+
+
+def check_structure(lp: LoadedProtocol) -> None:
+    """Cross-references, unique names, registries and the static leakage guard.
+
+    Raises:
+        ConfigError: for the first problem found.
+    """
+    _check_names(lp)
+    _check_datasets(lp)
+    _check_models(lp)
+    _check_comparisons_and_metrics(lp)
+    for i, model_spec in enumerate(lp.protocol.models):
+        _check_model(lp, i, model_spec)
+    _check_exports(lp)
+    _check_executor(lp)
+    check_static_overlap(lp)
+
+
+def _check_model(lp: LoadedProtocol, i: int, m: ModelSpec) -> None:
+    """What building the model would refuse only after the data stage: unknown options, an image size that is
+    not a multiple of the patch size, layers beyond the backbone's depth, empty class words."""
+    for word_key, words in m.class_words.items():
+        for class_name, word in words.items():
+            if not word.strip():
+                raise lp.error(
+                    ("models", i, "class_words", word_key, class_name),
+                    f"the class word of {class_name!r} is empty; write the words the text prompt should use "
+                    f"(e.g. {class_name.replace('_', ' ')!r}) or remove the entry",
+                )
+    if m.checkpoint is not None:  # a checkpoint's own config builds the model
+        return
+    kwargs: dict[str, Any] = {**m.options, "compat": m.compat, "image_score": m.image_score}
+    backbone, text = m.weights.backbone, m.weights.text
+    if backbone is not None and backbone.id is not None:
+        kwargs["backbone"] = backbone.id
+    if backbone is not None and backbone.file is not None:
+        kwargs["backbone_weights"] = backbone.file
+    if text is not None and (text.file or text.id):
+        kwargs["text_weights"] = text.file or text.id
+    try:
+        registry.check_model_options(m.model, kwargs)
+    except ConfigError as exc:
+        key = next((k for k in m.options if f"{k} " in f"{exc} " or f"{k}=" in str(exc)), None)
+        loc: Loc = ("models", i, "options", key) if key is not None else ("models", i)
+        raise lp.error(loc, f"model {m.name!r} ({m.model}): {exc}") from None
+
+
+def check_data_settings(lp: LoadedProtocol, datasets: Mapping[str, Any]) -> None:
+    """Checks that need the datasets' manifests, run right after the data stage, before any training.
+
+    Every class named under a model's ``class_words`` must be a class of a dataset it is keyed by (a typo
+    would silently leave the default word in place).
+
+    Args:
+        lp: the protocol.
+        datasets: dataset name -> its data (with ``kind`` and ``manifest``).
+
+    Raises:
+        ConfigError: naming the key and the classes that exist.
+    """
+    for i, m in enumerate(lp.protocol.models):
+        for word_key, words in m.class_words.items():
+            matching = [d for name, d in datasets.items() if word_key in (name, d.kind)]
+            if not matching:
+                continue
+            classes = sorted({str(c) for d in matching for c in d.manifest["class_name"].dropna().unique()})
+            for class_name in words:
+                if class_name not in classes:
+                    raise lp.error(
+                        ("models", i, "class_words", word_key, class_name),
+                        f"{word_key!r} has no class {class_name!r}{suggest(class_name, classes)} "
+                        f"(its classes: {', '.join(classes)}); fix the class name",
+                    )
+
+
+def dataset_identity(lp: LoadedProtocol, spec: DatasetSpec) -> tuple[str, str]:
+    """(kind, resolved root or ``synthetic:<name>``); unset variables stay as written."""
+    if spec.synthetic is not None:
+        return spec.kind, f"synthetic:{spec.synthetic}"
+    assert spec.root is not None
+    return spec.kind, str(resolve_path(spec.root, lp.base_dir, strict=False))
+
+
+def check_static_overlap(lp: LoadedProtocol) -> None:
+    """Leakage guard, static part: a training dataset with the same kind and root as a target.
+
+    Raises:
+        ConfigError: unless the protocol sets ``intended_overlap: true``.
+    """
+    p = lp.protocol
+    if p.training is None or p.intended_overlap:
+        return
+    targets = {dataset_identity(lp, d): (i, d) for i, d in enumerate(p.targets)}
+    for i, d in enumerate(p.training.datasets):
+        ident = dataset_identity(lp, d)
+        if ident in targets:
+            ti, target = targets[ident]
+            raise lp.error(
+                ("training", "datasets", i),
+                f"training dataset {d.name!r} is the same data as target {target.name!r} "
+                f"({ident[0]} at {ident[1]}; target at {lp.where(('targets', ti))}): the evaluation would not be "
+                f"zero-shot. Use other training data, or set `intended_overlap: true` to allow it (the report "
+                f"states it)",
+            )
