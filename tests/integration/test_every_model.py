@@ -28,7 +28,9 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from sklearn.metrics import roc_auc_score
 
-from medad.data import load_manifest, make_dicom, make_nifti, read_mask, write_layout
+from medad.data import load_manifest, read_mask, write_layout
+from medad.data.dicom import make_dicom
+from medad.data.nifti import make_nifti
 from medad.engine import PredictionReader, evaluate, score, train
 from medad.engine.predictions import predictions_random_weights
 from medad.export import export_predictions, fixed_threshold
