@@ -227,18 +227,17 @@ class ADDINOv3(TrainableAnomalyModel):
     def _training_outputs(
         self, patch_tokens: torch.Tensor, cls_tokens: torch.Tensor, text: torch.Tensor
     ) -> TrainingBatch:
-        seg = aacm = logits = None
+        segs, aacms, layer_logits = [], [], []
         for i in range(len(self.layers)):
             p = F.normalize(self.patch_adapters[i](patch_tokens[:, i]), dim=-1)
             c = F.normalize(self.cls_adapters[i](cls_tokens[:, i]), dim=-1)
-            seg_l = head.cmcl_map(p, text, self.image_size)
-            aacm_l = head.aacm_map(p, c, self.image_size)
-            logits_l = head.global_logits(c, text)
-            seg = seg_l if seg is None else seg + seg_l
-            aacm = aacm_l if aacm is None else aacm + aacm_l
-            logits = logits_l if logits is None else logits + logits_l
-        n = len(self.layers)
-        seg, aacm, logits = seg / n, aacm / n, logits / n
+            segs.append(head.cmcl_map(p, text, self.image_size))
+            aacms.append(head.aacm_map(p, c, self.image_size))
+            layer_logits.append(head.global_logits(c, text))
+        n = len(self.layers)  # layer means, summed in layer order as the release does
+        seg = sum(segs[1:], segs[0]) / n
+        aacm = sum(aacms[1:], aacms[0]) / n
+        logits = sum(layer_logits[1:], layer_logits[0]) / n
         pixel = head.gaussian_blur(seg[:, 1], self.config.smoothing_sigma).clamp(0.0, 1.0)
         return TrainingBatch(pixel, self.image_scores(logits, pixel), seg, aacm, logits)
 

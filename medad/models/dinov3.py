@@ -56,7 +56,7 @@ def check_geometry(config: DinoConfig) -> None:
     if arch not in timm.list_models():
         raise ConfigError(f"unknown timm backbone {config.backbone!r}; pick one of timm.list_models('*dinov3*')")
     with torch.device("meta"):
-        probe = timm.create_model(arch, pretrained=False, num_classes=0, **config.backbone_overrides)
+        probe: Any = timm.create_model(arch, pretrained=False, num_classes=0, **config.backbone_overrides)
     patch = probe.patch_embed.patch_size[0]
     depth = len(probe.blocks)
     if config.image_size % patch:
@@ -73,23 +73,29 @@ def check_geometry(config: DinoConfig) -> None:
         )
 
 
-class DinoBackbone(nn.Module):
-    """Frozen timm DINOv3 ViT returning standardised patch tokens and CLS tokens of the tapped layers.
+class FrozenDino(nn.Module):
+    """A frozen timm DINOv3 ViT (``.model``, always in eval mode) and the 0-based indices of its tapped blocks.
 
     Args:
         model: The timm model.
         layers: 1-based block numbers.
     """
 
+    model: Any  # the timm ViT (see medad.models.weights.build_backbone)
+
     def __init__(self, model: nn.Module, layers: tuple[int, ...]) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.indices = [v - 1 for v in layers]
 
-    def train(self, mode: bool = True) -> DinoBackbone:
+    def train(self, mode: bool = True) -> FrozenDino:
         """Keep the frozen backbone in eval mode whatever ``mode`` is."""
         super().train(False)
         return self
+
+
+class DinoBackbone(FrozenDino):
+    """AD-DINOv3's features: standardised patch tokens and CLS tokens of the tapped layers."""
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> Features:
@@ -116,12 +122,13 @@ class DinoBackbone(nn.Module):
         return {"patch_tokens": patch, "cls_tokens": cls}
 
 
-def build_frozen_dino(config: DinoConfig) -> tuple[nn.Module, dict[str, Any], RGB, RGB]:
+def build_frozen_dino(config: DinoConfig) -> tuple[Any, dict[str, Any], RGB, RGB]:
     """Build the frozen timm DINOv3 of a config (``backbone``, ``backbone_weights``, ``backbone_overrides``,
     ``image_size``, ``random_init``, ``init_seed``).
 
     Returns:
-        The ViT, its weights info (id, sha256, licence, source), and its normalisation mean and std.
+        The timm ViT (``Any``, see :func:`~medad.models.weights.build_backbone`), its weights info (id, sha256,
+        licence, source), and its normalisation mean and std.
     """
     vit, info = build_backbone(
         config.backbone,
@@ -136,12 +143,12 @@ def build_frozen_dino(config: DinoConfig) -> tuple[nn.Module, dict[str, Any], RG
     return vit, info, mean, std
 
 
-class DinoPatchBackbone(DinoBackbone):
+class DinoPatchBackbone(FrozenDino):
     """Frozen timm DINOv3 ViT (``.model``) returning L2-normalised final-norm patch tokens of the tapped layers
     (``dinov3_mutual``'s features; no CLS token, no standardisation)."""
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, L, P, C)`` unit patch vectors of the tapped layers."""
         outs = self.model.forward_intermediates(
             images, indices=self.indices, norm=True, intermediates_only=True, output_fmt="NLC"

@@ -235,18 +235,18 @@ def _clip_hint(name: str, tag: str) -> str:
     )
 
 
-def build_clip(config: WinCLIPConfig) -> tuple[nn.Module, dict[str, Any]]:
+def build_clip(config: WinCLIPConfig) -> tuple[Any, dict[str, Any]]:
     """Build the open_clip model of ``config`` with its weights (hub tag, local file or seeded random).
 
     Returns:
-        ``(clip, info)``; info holds ``id``, ``source`` (``hub``/``file``/``random``), ``file``, ``sha256`` and
-        ``licence``.
+        ``(clip, info)``: the open_clip model (``Any``: open_clip is untyped) and its info, which holds ``id``,
+        ``source`` (``hub``/``file``/``random``), ``file``, ``sha256`` and ``licence``.
     """
     cfg = clip_model_config(config.clip_model, config.clip_overrides, config.image_size)
     kwargs = {k: cfg[k] for k in ("embed_dim", "vision_cfg", "text_cfg")}
     info: dict[str, Any] = {"id": config.clip_model, "file": None, "sha256": None}
 
-    def create(pretrained: str | None) -> nn.Module:
+    def create(pretrained: str | None) -> Any:
         return open_clip.create_model(config.clip_model, pretrained=pretrained, **kwargs)
 
     if config.random_init:
