@@ -330,7 +330,7 @@ class _Adapters(nn.Module):
         self, features: Any, words: list[str], masks: torch.Tensor, labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         model = self._model[0]
-        return model.compute_loss(model.forward_features(features, words), masks, labels)
+        return model.compute_loss(model.forward_head(features, words), masks, labels)
 
 
 class DDPTraining:

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ from medad.engine.skipped import SkipLog, SkippingSubset, carry_over, collate_sk
 from medad.engine.train import autocast, check_model_compat, class_words_used, prompt_words, resolve_device
 from medad.errors import ConfigError, DataError, WeightsError
 from medad.utils.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    from medad.models import AnomalyModel, TransductiveAnomalyModel
 
 RANDOM_WEIGHTS_WARNING = (
     "warning: model {name!r} has RANDOM WEIGHTS (random frozen backbone / text weights, not pretrained); its scores "
@@ -174,7 +177,7 @@ def predictions_meta(
 
 
 def score(
-    model: Any,
+    model: AnomalyModel,
     manifest: pd.DataFrame,
     out_dir: str | Path,
     *,
@@ -246,6 +249,7 @@ def score(
     from tqdm.auto import tqdm
 
     from medad.data import make_dataset, normalize_images
+    from medad.models import ModelKind, TransductiveAnomalyModel
 
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} must be >= 1")
@@ -291,13 +295,12 @@ def score(
             collate_fn=collate_skipping,
         )
         skips = SkipLog(out, tag, manifest, todo)
-        if getattr(model, "transductive", False):  # e.g. dinov3_mutual: see _score_transductive
+        if model.kind is ModelKind.TRANSDUCTIVE:  # e.g. dinov3_mutual: see _score_transductive
+            assert isinstance(model, TransductiveAnomalyModel)
             _score_transductive(model, manifest, dataset, todo, writer, batch_size, num_workers, dev, progress)
             return PredictionReader(out)
-        vit = model.backbone.model
-        if compile and not getattr(vit, "_medad_compiled", False):
-            vit.forward_intermediates = torch.compile(vit.forward_intermediates, dynamic=False)
-            vit._medad_compiled = True
+        if compile:
+            model.compile()
         mean = torch.tensor(model.mean, dtype=torch.float32).to(dev)
         std = torch.tensor(model.std, dtype=torch.float32).to(dev)
         with writer, BackgroundWrites(writer) as writes, torch.inference_mode(), autocast(dev):
@@ -309,14 +312,14 @@ def score(
                 batch_words = [words[i] for i in indices]
                 if compile:
                     images, batch_words = _pad_to(images, batch_words, batch_size)
-                outputs = {k: v[: len(indices)] for k, v in model(images, batch_words).items()}
-                maps = upsample_batch(outputs["pixel_scores"], batch["orig_size"].tolist())
-                writes.submit(_HostBatch(indices, outputs["image_scores"], maps))
+                outputs = model(images, batch_words)
+                maps = upsample_batch(outputs.pixel_scores[: len(indices)], batch["orig_size"].tolist())
+                writes.submit(_HostBatch(indices, outputs.image_scores[: len(indices)], maps))
     return PredictionReader(out)
 
 
 def _score_transductive(
-    model: Any,
+    model: TransductiveAnomalyModel,
     manifest: pd.DataFrame,
     dataset: Any,
     todo: Sequence[int],
@@ -326,12 +329,12 @@ def _score_transductive(
     dev: torch.device,
     progress: bool,
 ) -> None:
-    """Score a transductive model (``model.transductive``; e.g. ``dinov3_mutual``), one scoring set at a time.
+    """Score a transductive model (``model.kind`` is ``TRANSDUCTIVE``; e.g. ``dinov3_mutual``), one set at a time.
 
     A scoring set is every manifest row with the same (``dataset``, ``class_name``), also rows outside ``todo``
     (an image is scored against all the others of its set, so a resumed or sharded run gives the same scores).
-    Pass 1 runs ``model.extract_features`` over the whole set in batches; pass 2 calls
-    ``model.score_set(features, query)`` for the set's not-yet-stored images, ``batch_size`` at a time.
+    Pass 1 runs ``model.forward_features`` over the whole set in batches; pass 2 calls
+    ``model.score_set(features, positions)`` for the set's not-yet-stored images, ``batch_size`` at a time.
     """
     from tqdm.auto import tqdm
 
@@ -351,15 +354,15 @@ def _score_transductive(
             sizes: list[list[int]] = []
             for batch in loader:
                 images = normalize_images(batch["image"].to(dev), model.mean, model.std)
-                parts.append(model.extract_features(images))
+                parts.append(model.forward_features(images))
                 sizes += batch["orig_size"].tolist()
             features = {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
             query = [j for j, i in enumerate(members) if i in pending]
             for start in range(0, len(query), batch_size):
                 chunk = query[start : start + batch_size]
                 outputs = model.score_set(features, chunk)
-                maps = upsample_batch(outputs["pixel_scores"], [sizes[j] for j in chunk])
-                _HostBatch([members[j] for j in chunk], outputs["image_scores"], maps).write(writer)
+                maps = upsample_batch(outputs.pixel_scores, [sizes[j] for j in chunk])
+                _HostBatch([members[j] for j in chunk], outputs.image_scores, maps).write(writer)
 
 
 def _check_same_run(out: Path, meta: Mapping[str, Any], manifest: pd.DataFrame | None = None) -> None:

@@ -17,7 +17,7 @@ mode.)
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -27,8 +27,11 @@ from medad.engine.skipped import SkipLog, SkippingSubset, collate_skipping
 from medad.engine.train import autocast
 from medad.errors import ConfigError
 
+if TYPE_CHECKING:
+    from medad.models import AnomalyModel
 
-def check_tiling(model: Any, tile_overlap: float, compile: bool) -> None:
+
+def check_tiling(model: AnomalyModel, tile_overlap: float, compile: bool) -> None:
     """Refuse settings tiled scoring cannot honour.
 
     Raises:
@@ -38,9 +41,11 @@ def check_tiling(model: Any, tile_overlap: float, compile: bool) -> None:
         raise ConfigError(
             f"tile_overlap={tile_overlap} must be in [0, 1) (a fraction of the window side); 0.25 is the default"
         )
-    if getattr(model, "transductive", False):
+    from medad.models import ModelKind
+
+    if model.kind is ModelKind.TRANSDUCTIVE:
         raise ConfigError(
-            f"model {model.card().get('name')!r} is transductive (it scores whole images against each other), so "
+            f"model {model.name!r} is transductive (it scores whole images against each other), so "
             "it cannot score tiles; score it without --tile"
         )
     if compile:
@@ -58,7 +63,7 @@ def tiling_meta(tile: bool, tile_overlap: float) -> dict[str, Any] | None:
 
 
 def score_tiled(
-    model: Any,
+    model: AnomalyModel,
     dataset: Any,
     todo: Sequence[int],
     words: Sequence[str],
@@ -112,8 +117,8 @@ def score_tiled(
 
     def predict(windows: torch.Tensor) -> torch.Tensor:
         outputs = model(windows, word * windows.shape[0])
-        window_scores.append(outputs["image_scores"].float())
-        return outputs["pixel_scores"][:, None].float()
+        window_scores.append(outputs.image_scores.float())
+        return outputs.pixel_scores[:, None].float()
 
     with writer, BackgroundWrites(writer) as writes, torch.inference_mode(), autocast(dev):
         for batch in tqdm(loader, desc="scoring tiles", unit="image", disable=not progress):

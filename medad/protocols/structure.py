@@ -78,12 +78,14 @@ def _check_datasets(lp: LoadedProtocol) -> None:
 
 def _check_models(lp: LoadedProtocol) -> None:
     """Models are registered, trained or loaded as their kind allows, and key class words by known datasets."""
+    from medad.models import ModelKind
+
     p = lp.protocol
     model_names = registry.model_names()
     dataset_names = {d.name for _, d in dataset_locs(p)} | {d.kind for _, d in dataset_locs(p)}
     for i, m in enumerate(p.models):
         _check_registered(lp, ("models", i, "model"), m.model, model_names, "model")
-        if registry.is_training_free(m.model):
+        if registry.model_kind(m.model) is not ModelKind.TRAINABLE:
             if m.checkpoint is not None:
                 raise lp.error(
                     ("models", i, "checkpoint"),

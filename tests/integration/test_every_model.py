@@ -34,7 +34,7 @@ from medad.data.nifti import make_nifti
 from medad.engine import PredictionReader, evaluate, score, train
 from medad.engine.predictions import predictions_random_weights
 from medad.export import export_predictions, fixed_threshold
-from medad.models import create_model, is_training_free, list_models, load_checkpoint
+from medad.models import ModelKind, create_model, list_models, load_checkpoint, model_kind
 from medad.reports import build_report
 
 MODEL_SIZE = 64  # model input side: small for CPU
@@ -122,7 +122,7 @@ class Run:
         what training did (steps, checkpoint, adapters before / after / reloaded; None if training-free)."""
         torch.manual_seed(0)
         model = create_model(self.preset, image_size=MODEL_SIZE)
-        if is_training_free(self.preset):
+        if model_kind(self.preset) is not ModelKind.TRAINABLE:
             return model, None
         before = _adapters(model)
         result = train(
@@ -218,7 +218,7 @@ def test_train_stage(name: str, pipeline: Callable[[str], Run]) -> None:
     card = model.card()
     assert card["name"] == run.preset and card["random_weights"] is True
     if trained is None:
-        assert is_training_free(run.preset) and card["trainable_parameters"] == 0
+        assert model_kind(run.preset) is not ModelKind.TRAINABLE and card["trainable_parameters"] == 0
         return
     assert trained["steps"] == 2 and trained["checkpoint"].is_dir()
     before, after, reloaded = trained["before"], trained["after"], trained["reloaded"]

@@ -152,13 +152,13 @@ def _seed_tasks(state: RunState, spec: ModelSpec, training: TrainingSpec) -> lis
 
 def run(state: RunState) -> None:
     """Train every trainable model of the protocol (reusing finished seeds); record the model runs."""
-    from medad.models import is_training_free
+    from medad.models import ModelKind, model_kind
 
     p = state.resolved
     tasks: list[StageTask] = []
     runs: list[ModelRun] = []
     for spec in p.models:
-        if is_training_free(spec.model):  # baselines without adapters: built directly in the score stage
+        if model_kind(spec.model) is not ModelKind.TRAINABLE:  # baselines without adapters: built directly in the score stage
             runs.append(ModelRun(spec.name, spec, None))
         elif spec.checkpoint is not None:
             runs.append(_checkpoint_run(spec))
