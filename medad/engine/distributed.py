@@ -77,7 +77,7 @@ def rank_device(device: str | torch.device | None, env: DistEnv) -> torch.device
     Raises:
         ConfigError: a device index was given with several ranks (they would all share one GPU).
     """
-    from medad.engine.train import resolve_device
+    from medad.engine.runtime import resolve_device
 
     resolved = resolve_device(device)
     if env.world_size == 1 or resolved.type != "cuda":

@@ -30,8 +30,9 @@ from torch.utils.data import DataLoader, Subset
 
 from medad.engine.features import manifest_fingerprint
 from medad.engine.predictions import PredictionReader, PredictionWriter, predictions_random_weights, save_manifests
+from medad.engine.prompting import check_model_compat, class_words_used, prompt_words
+from medad.engine.runtime import autocast, resolve_device
 from medad.engine.skipped import SkipLog, SkippingSubset, carry_over, collate_skipping, finish_carry_over
-from medad.engine.train import autocast, check_model_compat, class_words_used, prompt_words, resolve_device
 from medad.errors import ConfigError, DataError, WeightsError
 from medad.utils.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 

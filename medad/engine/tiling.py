@@ -23,8 +23,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from medad.engine.predictions import PredictionWriter
+from medad.engine.runtime import autocast
 from medad.engine.skipped import SkipLog, SkippingSubset, collate_skipping
-from medad.engine.train import autocast
 from medad.errors import ConfigError
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
 import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
@@ -39,9 +37,10 @@ from medad.engine.features import (
     feature_cache_key,
     manifest_fingerprint,
 )
+from medad.engine.prompting import check_model_compat, class_words_used, prompt_words
+from medad.engine.runtime import autocast, autocast_dtype, resolve_device, rng_state, seed_everything, set_rng_state
 from medad.errors import ConfigError, DataError
 from medad.utils.io import disk_errors, hash_config, write_json_atomic
-from medad.utils.seed import seed_everything
 
 REFERENCE_LR = 1e-5
 """The paper's learning rate (for ViT-L scale models). Tiny demo models need far more, e.g. 1e-3."""
@@ -72,90 +71,6 @@ class TrainResult:
     resumed_from: int = 0
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """Return the device to run on: the given one, else CUDA when available, else CPU.
-
-    Raises:
-        ConfigError: a CUDA device was asked for on a machine without one.
-    """
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"device {device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use --device cpu")
-    return resolved
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 on CUDA; ``None`` (plain fp32) on CPU, where bf16 autocast is several times slower."""
-    return torch.bfloat16 if device.type == "cuda" else None
-
-
-def autocast(device: torch.device) -> torch.autocast:
-    """The autocast context for ``device``: bf16 on CUDA, disabled (fp32) on CPU."""
-    dtype = autocast_dtype(device)
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
-def prompt_words(
-    manifest: pd.DataFrame,
-    compat: str,
-    class_words: Mapping[str, str] | None,
-    dataset_kinds: Mapping[str, str] | None = None,
-    class_word: str | None = None,
-) -> list[str]:
-    """Return the text class word of every manifest row (``medad.models.prompt_word``).
-
-    ``dataset_kinds`` maps a manifest's ``dataset`` names to their dataset kinds where they differ (protocol
-    targets are named by the protocol), so that ``reference`` mode finds the release's word of each dataset;
-    ``class_word`` gives every row that one word instead.
-    """
-    from medad.models import prompt_word
-
-    if class_word is not None:
-        if not class_word.strip():
-            raise ConfigError("the class word is empty; pass a word such as 'skin lesion' or 'polyp'")
-        return [class_word] * len(manifest)
-    kinds = dict(dataset_kinds or {})
-    rows = manifest.to_dict("records")
-    return [
-        prompt_word({**row, "dataset": kinds.get(row.get("dataset"), row.get("dataset"))}, compat, class_words)
-        for row in rows
-    ]
-
-
-def class_words_used(manifest: pd.DataFrame, words: Sequence[str]) -> dict[str, dict[str, str]]:
-    """The words used per dataset and class: ``{dataset: {class_name: word}}`` (for metadata and reports)."""
-    used: dict[str, dict[str, str]] = {}
-    for dataset, name, word in zip(manifest["dataset"], manifest["class_name"], words, strict=True):
-        used.setdefault(str(dataset), {})[str(name)] = word
-    return used
-
-
-def check_model_compat(model: Any, compat: str | None) -> str:
-    """Return the class-word rule of a run: ``compat`` if it is the model's own mode, else refuse.
-
-    A model built in one mode and prompted with the other mode's words would be a hybrid of both (for
-    AD-DINOv3: stacked text columns and QuickGELU with the release's words), so the mode is chosen once, when
-    the model is built.
-
-    Raises:
-        ConfigError: ``compat`` differs from the mode the model (or checkpoint) was built in.
-    """
-    own = getattr(model, "compat", None)
-    if compat is None:
-        return own or "clean"
-    if own is not None and compat != own:
-        raise ConfigError(
-            f"model {getattr(model, 'name', '?')!r} was built in compat {own!r} mode but compat {compat!r} was asked "
-            f"for; build the model with compat={compat!r} (medad train/score --compat {compat}) or drop --compat"
-        )
-    return compat
-
-
 def concat_manifests(manifests: pd.DataFrame | Sequence[pd.DataFrame]) -> pd.DataFrame:
     """Concatenate manifests (e.g. several auxiliary datasets) into one with a fresh 0..N-1 index."""
     if isinstance(manifests, pd.DataFrame):
@@ -178,28 +93,6 @@ def warmup_constant(warmup_steps: int) -> Callable[[int], float]:
         return min(1.0, (step + 1) / warmup_steps)
 
     return factor
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _to_device(value: Any, device: torch.device) -> Any:
@@ -519,7 +412,7 @@ def _save(
                 "settings_hash": hash_config(settings),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(),
+                "rng": rng_state(),
             },
             tmp / _STATE_FILE,
         )
@@ -548,7 +441,7 @@ def _restore(
     model.load_trainable_state_dict(load_file(str(folder / "adapters.safetensors"), device=str(device)))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(state["rng"])
+    set_rng_state(state["rng"])
     return int(state["epoch"]), int(state["step"])
 
 

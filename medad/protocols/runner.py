@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 import yaml
 
+from medad.engine.runtime import seed_everything
 from medad.protocols import provenance
 from medad.protocols.cache import Stage, StageStore
 from medad.protocols.epoch_sweep import SWEEP_METRICS, SWEEP_NOTE, run_epoch_sweep
@@ -43,7 +44,6 @@ from medad.protocols.yamlio import shareable_protocol
 from medad.utils.io import canonical_json, sha256_file, write_json_atomic, write_text_atomic
 from medad.utils.locking import LOCK_NAME, FolderLock
 from medad.utils.privacy import PRIVATE, private_dir, redact_paths
-from medad.utils.seed import seed_everything
 
 STAGES_FOLDER = "_stages"
 
@@ -722,7 +722,7 @@ def _run_locked(
     lp: LoadedProtocol, resolved: dict[str, Any], chash: str, out_root: Path, run_dir: Path, progress: bool
 ) -> Path:
     """The run itself, under the run folder's lock."""
-    from medad.engine.train import resolve_device
+    from medad.engine.runtime import resolve_device
 
     device = resolve_device(None if lp.protocol.device == "auto" else lp.protocol.device)
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
