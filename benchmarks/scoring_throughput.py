@@ -28,7 +28,8 @@ import torch
 from PIL import Image
 
 from medad.data import manifest_from_paths, read_image
-from medad.engine.scorer import score, upsample_to
+from medad.engine.inferers import upsample_to
+from medad.engine.scorer import score
 from medad.models import create_model
 
 BACKBONES: dict[str, tuple[str, tuple[int, ...]]] = {

@@ -16,23 +16,23 @@ from __future__ import annotations
 import csv
 import io
 import sys
-from collections import deque
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
 
+from medad.engine.carry_over import carry_over, finish_carry_over
 from medad.engine.features import manifest_fingerprint
+from medad.engine.host_writes import BackgroundWrites
+from medad.engine.inferers import Inferer, PlainInferer, ScoringRun, TransductiveInferer
 from medad.engine.predictions import PredictionReader, PredictionWriter, predictions_random_weights, save_manifests
 from medad.engine.prompting import check_model_compat, class_words_used, prompt_words
 from medad.engine.runtime import autocast, resolve_device
-from medad.engine.skipped import SkipLog, SkippingSubset, carry_over, collate_skipping, finish_carry_over
+from medad.engine.skipped import SkipLog
+from medad.engine.tiling import TiledInferer, check_tiling, tiling_meta
 from medad.errors import ConfigError, DataError, WeightsError
 from medad.utils.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
@@ -40,106 +40,6 @@ RANDOM_WEIGHTS_WARNING = (
     "warning: model {name!r} has RANDOM WEIGHTS (random frozen backbone / text weights, not pretrained); its scores "
     "test the pipeline only and say nothing about the method"
 )
-
-
-def upsample_to(pixel_map: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinearly resize one (S,S) map to ``size`` = (H, W) on its own device, as float32."""
-    return upsample_batch(pixel_map[None], [size])[0]
-
-
-def upsample_batch(pixel_maps: torch.Tensor, sizes: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-    """Resize (B,S,S) maps to their native (H, W) sizes on their device: one interpolation per distinct size.
-
-    The rows of a size group are gathered with an index copied from pinned memory without blocking (indexing with
-    a Python list would copy from pageable memory, which waits for the GPU's queued work).
-    """
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, size in enumerate(sizes):
-        groups.setdefault((int(size[0]), int(size[1])), []).append(i)
-    out: list[torch.Tensor] = [pixel_maps[0]] * len(sizes)
-    for (height, width), members in groups.items():
-        rows = pixel_maps
-        if len(members) < len(sizes):
-            rows = pixel_maps.index_select(0, _device_index(members, pixel_maps))
-        resized = F.interpolate(rows.float().unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)
-        for j, i in enumerate(members):
-            out[i] = resized[j, 0]
-    return out
-
-
-def _device_index(members: list[int], like: torch.Tensor) -> torch.Tensor:
-    """``members`` as an int64 index on ``like``'s device, copied without making the host wait."""
-    index = torch.tensor(members, dtype=torch.int64)
-    if like.device.type == "cuda":
-        return index.pin_memory().to(like.device, non_blocking=True)
-    return index.to(like.device)
-
-
-def _pad_to(images: torch.Tensor, words: list[str], size: int) -> tuple[torch.Tensor, list[str]]:
-    """Repeat the last image and word up to ``size`` rows, so a compiled backbone always sees one batch shape
-    (a short final batch would otherwise trigger a second compilation)."""
-    missing = size - images.shape[0]
-    if missing <= 0:
-        return images, words
-    return torch.cat([images, images[-1:].expand(missing, *images.shape[1:])]), words + [words[-1]] * missing
-
-
-class _HostBatch:
-    """One batch's results on their way from the device to the predictions store.
-
-    On CUDA the copies go into pinned host memory without blocking, and an event marks their end, so the
-    next batch's forward pass starts at once; the writer thread waits on the event, not the main loop.
-    """
-
-    def __init__(self, indices: list[int], scores: torch.Tensor, maps: list[torch.Tensor]) -> None:
-        self.indices = indices
-        self.event: torch.cuda.Event | None = None
-        if scores.device.type == "cuda":
-            host = [torch.empty(t.shape, dtype=torch.float32, pin_memory=True) for t in [scores, *maps]]
-            for dst, src in zip(host, [scores, *maps], strict=True):
-                dst.copy_(src, non_blocking=True)
-            self.event = torch.cuda.Event()
-            self.event.record()
-            self.scores, self.maps = host[0], host[1:]
-        else:
-            self.scores, self.maps = scores.float(), [m.float() for m in maps]
-
-    def write(self, writer: PredictionWriter) -> None:
-        """Wait for the copies, then hand the batch to the writer (runs on the writer thread)."""
-        if self.event is not None:
-            self.event.synchronize()
-        writer.add(self.indices, self.scores.tolist(), [m.numpy() for m in self.maps])
-
-
-class BackgroundWrites:
-    """Hands :class:`_HostBatch` results to a predictions writer on one background thread.
-
-    At most ``depth`` batches are in flight: ``submit`` waits for the oldest beyond that, so memory stays bounded
-    while the scoring loop goes on. Leaving the block normally waits for every write and raises its error;
-    leaving it on an error still finishes the writes already handed over, so nothing computed is lost.
-    """
-
-    def __init__(self, writer: PredictionWriter, depth: int = 2) -> None:
-        self.writer = writer
-        self.depth = depth
-        self._pool = ThreadPoolExecutor(max_workers=1)
-        self._in_flight: deque[Future[None]] = deque()
-
-    def __enter__(self) -> BackgroundWrites:
-        return self
-
-    def submit(self, batch: _HostBatch) -> None:
-        """Queue one batch's write; wait while more than ``depth`` are pending."""
-        self._in_flight.append(self._pool.submit(batch.write, self.writer))
-        while len(self._in_flight) > self.depth:
-            self._in_flight.popleft().result()
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        try:
-            while exc_type is None and self._in_flight:
-                self._in_flight.popleft().result()
-        finally:
-            self._pool.shutdown(wait=True)
 
 
 def predictions_meta(
@@ -156,8 +56,6 @@ def predictions_meta(
     A tiled run adds ``"scoring": {"tile": true, "tile_overlap": ...}``; an untiled run has no ``scoring`` key
     (so folders written before tiling existed still resume).
     """
-    from medad.engine.tiling import tiling_meta
-
     card = model.card()
     meta = {
         "model": card,
@@ -186,7 +84,7 @@ def score(
     class_words: Mapping[str, str] | None = None,
     chunk_size: int = 64,
     tag: str = "p0",
-    progress: bool = True,
+    progress: bool | Callable[[int], None] = True,
     compile: bool = False,
     indices: Sequence[int] | None = None,
     tile: bool = False,
@@ -209,7 +107,8 @@ def score(
         class_words: optional class-name -> word overrides.
         chunk_size: images per predictions chunk file.
         tag: writer tag (one per process when sharding).
-        progress: show a tqdm bar.
+        progress: ``True`` shows a tqdm bar; a callable is called with the number of images just scored after
+            each batch (no bar; e.g. a protocol run's display); ``False`` reports nothing.
         indices: score only these manifest indices (e.g. one shard per process, each with its own ``tag``);
             default all rows.
         compile: ``torch.compile`` the backbone's forward with static shapes (the model alone ran 1.7x faster
@@ -244,16 +143,9 @@ def score(
         ConfigError: bad ``batch_size``, device or tiling (overlap outside [0, 1), a transductive model, or
             ``tile`` with ``compile``).
     """
-    from tqdm.auto import tqdm
-
-    from medad.data import make_dataset, normalize_images
-
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} must be >= 1")
-    if tile:
-        from medad.engine.tiling import check_tiling
-
-        check_tiling(model, tile_overlap, compile)
+    inferer = select_inferer(model, tile=tile, tile_overlap=tile_overlap, compile=compile)
     dev = resolve_device(device)
     out = Path(out_dir)
     compat = check_model_compat(model, compat)
@@ -273,94 +165,29 @@ def score(
     if todo:
         model.to(dev)
         model.eval()
-        if tile:  # native-size images, window by window: see medad.engine.tiling
-            from medad.engine.tiling import score_tiled
-
-            native = make_dataset(manifest, None, model.mean, model.std, masks=False, uint8=True)
-            options = {"batch_size": batch_size, "num_workers": num_workers, "dev": dev, "progress": progress}
-            skip_log = SkipLog(out, tag, manifest, todo)
-            score_tiled(model, native, todo, words, writer, tile_overlap=tile_overlap, skips=skip_log, **options)
-            return PredictionReader(out)
-        dataset = make_dataset(manifest, model.image_size, model.mean, model.std, masks=False, uint8=True)
-        loader = DataLoader(
-            SkippingSubset(dataset, todo),  # an unreadable image is skipped and recorded, not fatal
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=num_workers,
-            pin_memory=dev.type == "cuda",
-            prefetch_factor=4 if num_workers else None,
-            collate_fn=collate_skipping,
-        )
-        skips = SkipLog(out, tag, manifest, todo)
-        if getattr(model, "transductive", False):  # e.g. dinov3_mutual: see _score_transductive
-            _score_transductive(model, manifest, dataset, todo, writer, batch_size, num_workers, dev, progress)
-            return PredictionReader(out)
-        vit = model.backbone.model
-        if compile and not getattr(vit, "_medad_compiled", False):
-            vit.forward_intermediates = torch.compile(vit.forward_intermediates, dynamic=False)
-            vit._medad_compiled = True
-        mean = torch.tensor(model.mean, dtype=torch.float32).to(dev)
-        std = torch.tensor(model.std, dtype=torch.float32).to(dev)
+        skips = SkipLog(out, tag, manifest, todo)  # an unreadable image is skipped and recorded, not fatal
+        run = ScoringRun(manifest, todo, words, skips, dev, batch_size, num_workers, bar=progress is True)
+        done = progress if callable(progress) else None
         with writer, BackgroundWrites(writer) as writes, torch.inference_mode(), autocast(dev):
-            for batch in tqdm(loader, desc="scoring", unit="batch", disable=not progress):
-                if skips.record(batch):
-                    continue
-                indices = batch["index"].tolist()
-                images = normalize_images(batch["image"].to(dev, non_blocking=True), mean, std)
-                batch_words = [words[i] for i in indices]
-                if compile:
-                    images, batch_words = _pad_to(images, batch_words, batch_size)
-                outputs = {k: v[: len(indices)] for k, v in model(images, batch_words).items()}
-                maps = upsample_batch(outputs["pixel_scores"], batch["orig_size"].tolist())
-                writes.submit(_HostBatch(indices, outputs["image_scores"], maps))
+            for batch in inferer(model, run):
+                writes.submit(batch)
+                if done is not None:
+                    done(len(batch.indices))
     return PredictionReader(out)
 
 
-def _score_transductive(
-    model: Any,
-    manifest: pd.DataFrame,
-    dataset: Any,
-    todo: Sequence[int],
-    writer: PredictionWriter,
-    batch_size: int,
-    num_workers: int,
-    dev: torch.device,
-    progress: bool,
-) -> None:
-    """Score a transductive model (``model.transductive``; e.g. ``dinov3_mutual``), one scoring set at a time.
+def select_inferer(model: Any, *, tile: bool, tile_overlap: float, compile: bool) -> Inferer:
+    """The one place a scoring strategy is chosen: tiled when asked for, else by whether the model is transductive.
 
-    A scoring set is every manifest row with the same (``dataset``, ``class_name``), also rows outside ``todo``
-    (an image is scored against all the others of its set, so a resumed or sharded run gives the same scores).
-    Pass 1 runs ``model.extract_features`` over the whole set in batches; pass 2 calls
-    ``model.score_set(features, query)`` for the set's not-yet-stored images, ``batch_size`` at a time.
+    Raises:
+        ConfigError: tiling settings the model or options cannot honour (:func:`~medad.engine.tiling.check_tiling`).
     """
-    from tqdm.auto import tqdm
-
-    from medad.data import normalize_images
-
-    columns = [c for c in ("dataset", "class_name") if c in manifest.columns]
-    keys = manifest[columns].astype(str).agg("\x1f".join, axis=1).tolist() if columns else [""] * len(manifest)
-    sets: dict[str, list[int]] = {}
-    for i, key in enumerate(keys):
-        sets.setdefault(key, []).append(i)
-    pending = set(todo)
-    with writer, torch.inference_mode(), autocast(dev):
-        for key in tqdm(sorted({keys[i] for i in pending}), desc="scoring sets", disable=not progress):
-            members = sets[key]
-            loader = DataLoader(Subset(dataset, members), batch_size=batch_size, num_workers=num_workers)
-            parts: list[dict[str, torch.Tensor]] = []
-            sizes: list[list[int]] = []
-            for batch in loader:
-                images = normalize_images(batch["image"].to(dev), model.mean, model.std)
-                parts.append(model.extract_features(images))
-                sizes += batch["orig_size"].tolist()
-            features = {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
-            query = [j for j, i in enumerate(members) if i in pending]
-            for start in range(0, len(query), batch_size):
-                chunk = query[start : start + batch_size]
-                outputs = model.score_set(features, chunk)
-                maps = upsample_batch(outputs["pixel_scores"], [sizes[j] for j in chunk])
-                _HostBatch([members[j] for j in chunk], outputs["image_scores"], maps).write(writer)
+    if tile:
+        check_tiling(model, tile_overlap, compile)
+        return TiledInferer(tile_overlap)
+    if getattr(model, "transductive", False):  # e.g. dinov3_mutual
+        return TransductiveInferer()
+    return PlainInferer(compile=compile)
 
 
 def _check_same_run(out: Path, meta: Mapping[str, Any], manifest: pd.DataFrame | None = None) -> None:

@@ -323,29 +323,20 @@ def _score_job(args: dict[str, Any], advance: Callable[[int], None] | None) -> d
         model = create_model(args["model"], **args["create_kwargs"])
     else:
         model = load_checkpoint(args["checkpoint"], device=device, image_score=args["image_score"])
-    hook = None
-    if advance is not None and not args["tile"]:  # tiled forwards see windows, not images: advance at the end
-        hook = model.register_forward_hook(lambda module, inputs, output: advance(len(inputs[0])))
-    try:
-        score(
-            model,
-            args["manifest"],
-            Path(args["folder"]) / "predictions",
-            batch_size=args["batch_size"],
-            device=device,
-            compat=args["compat"],
-            class_words=args["class_words"],
-            dataset_kinds=args["dataset_kinds"],
-            chunk_size=args["chunk_size"],
-            progress=False,
-            tile=args["tile"],
-            tile_overlap=args["tile_overlap"],
-        )
-    finally:
-        if hook is not None:
-            hook.remove()
-    if advance is not None and args["tile"]:
-        advance(len(args["manifest"]))
+    score(
+        model,
+        args["manifest"],
+        Path(args["folder"]) / "predictions",
+        batch_size=args["batch_size"],
+        device=device,
+        compat=args["compat"],
+        class_words=args["class_words"],
+        dataset_kinds=args["dataset_kinds"],
+        chunk_size=args["chunk_size"],
+        progress=advance or False,  # images scored, batch by batch
+        tile=args["tile"],
+        tile_overlap=args["tile_overlap"],
+    )
     if args["checkpoint"] is None:
         return {"n_images": len(args["manifest"]), "card": model.card()}
     return {"n_images": len(args["manifest"])}
