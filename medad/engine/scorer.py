@@ -13,28 +13,26 @@ named by the pseudonymous ``case_id`` (never by a DICOM/NIfTI source name).
 
 from __future__ import annotations
 
-import csv
-import io
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
 from medad.engine.carry_over import carry_over, finish_carry_over
+from medad.engine.distributed import ScoreShard, barrier
 from medad.engine.features import manifest_fingerprint
 from medad.engine.host_writes import BackgroundWrites
 from medad.engine.inferers import Inferer, PlainInferer, ScoringRun, TransductiveInferer
-from medad.engine.predictions import PredictionReader, PredictionWriter, predictions_random_weights, save_manifests
+from medad.engine.predictions import PredictionReader, PredictionWriter, save_manifests
 from medad.engine.prompting import check_model_compat, class_words_used, prompt_words
 from medad.engine.runtime import autocast, resolve_device
+from medad.engine.score_tables import read_score_table, write_score_tables
 from medad.engine.skipped import SkipLog
 from medad.engine.tiling import TiledInferer, check_tiling, tiling_meta
 from medad.errors import ConfigError, DataError, WeightsError
-from medad.utils.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 RANDOM_WEIGHTS_WARNING = (
     "warning: model {name!r} has RANDOM WEIGHTS (random frozen backbone / text weights, not pretrained); its scores "
@@ -91,6 +89,8 @@ def score(
     tile_overlap: float = 0.25,
     class_word: str | None = None,
     dataset_kinds: Mapping[str, str] | None = None,
+    distributed: bool = False,
+    shard: str = "strided",
 ) -> PredictionReader:
     """Score every row of a manifest into a predictions folder, skipping rows already stored there.
 
@@ -123,6 +123,13 @@ def score(
             images, which would otherwise be ``"object"``), in either mode.
         dataset_kinds: dataset name -> dataset kind where a manifest names its datasets otherwise (protocol
             targets), so ``reference`` mode finds the release's fixed word of each dataset.
+        distributed: under ``torchrun``, every rank scores its own shard of the manifest into this one folder
+            (:class:`medad.engine.distributed.ScoreShard`: writer tag ``r<rank>``, rank 0's trainable parameters
+            broadcast first, ``None``/``cuda`` devices become ``cuda:LOCAL_RANK``, progress on rank 0 only); after a
+            barrier every rank checks that each index is stored exactly once. Without torchrun: one process, and
+            the same check. ``tag`` and ``indices`` are then set per rank and must not be given.
+        shard: how ``distributed`` cuts the manifest: ``strided`` or ``contiguous``
+            (:func:`medad.engine.distributed.shard_indices`).
 
     The words used are recorded per dataset and class in ``meta.json`` under ``class_words``.
 
@@ -141,11 +148,17 @@ def score(
     Raises:
         DataError: ``out_dir`` already holds predictions of other images, another model, or another tiling.
         ConfigError: bad ``batch_size``, device or tiling (overlap outside [0, 1), a transductive model, or
-            ``tile`` with ``compile``).
+            ``tile`` with ``compile``); ``tag`` or ``indices`` with ``distributed``.
+        DataError: with ``distributed``, some index is missing or stored twice after scoring (on every rank).
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} must be >= 1")
     inferer = select_inferer(model, tile=tile, tile_overlap=tile_overlap, compile=compile)
+    sharding = _join_shard(shard, tag, indices, device) if distributed else None
+    if sharding is not None:
+        device, tag, indices = sharding.device, sharding.tag, sharding.indices(len(manifest))
+        progress = progress if sharding.env.is_main else False
+        sharding.prepare(model)
     dev = resolve_device(device)
     out = Path(out_dir)
     compat = check_model_compat(model, compat)
@@ -163,17 +176,33 @@ def score(
     wanted = range(len(manifest)) if indices is None else indices
     todo = sorted(set(wanted) - writer.done_indices())
     if todo:
-        model.to(dev)
-        model.eval()
         skips = SkipLog(out, tag, manifest, todo)  # an unreadable image is skipped and recorded, not fatal
         run = ScoringRun(manifest, todo, words, skips, dev, batch_size, num_workers, bar=progress is True)
-        done = progress if callable(progress) else None
-        with writer, BackgroundWrites(writer) as writes, torch.inference_mode(), autocast(dev):
-            for batch in inferer(model, run):
-                writes.submit(batch)
-                if done is not None:
-                    done(len(batch.indices))
+        _run_inferer(inferer, model, run, writer, progress if callable(progress) else None)
+    if sharding is not None:
+        sharding.finish(out, len(manifest))
     return PredictionReader(out)
+
+
+def _join_shard(shard: str, tag: str, indices: Sequence[int] | None, device: str | torch.device | None) -> ScoreShard:
+    """This rank's share of a ``distributed`` scoring run (refusing a ``tag`` or ``indices`` of the caller's)."""
+    for key, given in (("tag", tag != "p0"), ("indices", indices is not None)):
+        if given:
+            raise ConfigError(f"score(distributed=True) sets {key!r} per rank; do not pass it")
+    return ScoreShard.join(device, shard)
+
+
+def _run_inferer(
+    inferer: Inferer, model: Any, run: ScoringRun, writer: PredictionWriter, done: Callable[[int], None] | None
+) -> None:
+    """Run the strategy over ``run.todo``, writing each batch in the background and reporting it to ``done``."""
+    model.to(run.device)
+    model.eval()
+    with writer, BackgroundWrites(writer) as writes, torch.inference_mode(), autocast(run.device):
+        for batch in inferer(model, run):
+            writes.submit(batch)
+            if done is not None:
+                done(len(batch.indices))
 
 
 def select_inferer(model: Any, *, tile: bool, tile_overlap: float, compile: bool) -> Inferer:
@@ -305,12 +334,15 @@ def score_files(
     class_word: str | None = None,
     backbone_weights: str | None = None,
     text_weights: str | None = None,
+    distributed: bool = False,
+    shard: str = "strided",
 ) -> pd.DataFrame:
     """Score image files, folders, DICOM and NIfTI files; write tables and heatmaps (what ``medad score`` does).
 
     Writes into ``out_dir``: ``predictions/`` (the predictions store), ``scores.csv`` and ``scores.json``
     (``case_id``, ``frame``, ``image_score``, ``max_pixel_score``; no source path or name),
-    ``heatmaps/<case_id>[_fNNNN].png`` (8-bit grey, 0-255 for scores 0-1, at the native image size),
+    ``heatmaps/<case_id>[_fNNNN].png`` (8-bit grey, 0-255 for scores 0-1, at the native image size; all three
+    by :func:`medad.engine.score_tables.write_score_tables`),
     ``meta.json`` and ``private/predictions.manifest.csv`` (the only file with source paths, case id -> source;
     never share it).
 
@@ -335,14 +367,20 @@ def score_files(
         class_word: one text class word for every image (default: each class's word; ``"object"`` for files).
         backbone_weights: a local backbone weights file or hub id (see :func:`load_model`).
         text_weights: a local CLIP weights file, open_clip tag or ``hf-hub:`` id (see :func:`load_model`).
+        distributed: under ``torchrun``, every rank scores its shard (see :func:`score`), then rank 0 writes the
+            tables and heatmaps, so the outputs are those of a one-process run.
+        shard: ``strided`` or ``contiguous`` with ``distributed``.
 
     Returns:
-        The scores table.
+        The scores table (on every rank; read back from ``scores.csv`` on ranks other than 0).
     """
     from medad.dicomweb import is_dicomweb_url, localise_inputs
 
     if any(is_dicomweb_url(p) for p in paths):  # study / series URLs -> fetched files in OUT/private/
         paths = localise_inputs(paths, out_dir, dicomweb_ca_bundle)
+    sharding = ScoreShard.join(device, shard) if distributed else None
+    if sharding is not None:
+        device = sharding.device
     manifest = inputs_manifest(paths, kind, split)
     weights = weights_options(backbone_weights, text_weights)
     model = load_model(checkpoint, model_name, device, compat=compat, **weights)
@@ -360,33 +398,15 @@ def score_files(
         tile=tile,
         tile_overlap=tile_overlap,
         class_word=class_word,
+        distributed=distributed,
+        shard=shard,
     )
-    names = output_names(manifest)
-    rows = []
-    image_score = dict(zip(reader.indices.tolist(), reader.image_scores.tolist(), strict=True))
-    for index, pixel_map in reader.iter_maps() if len(reader) else []:
-        row = manifest.iloc[index]
-        rows.append(
-            {
-                "index": index,
-                "case_id": str(row["case_id"]),
-                "frame": None if pd.isna(row["frame"]) else int(row["frame"]),
-                "image_score": float(image_score[index]),
-                "max_pixel_score": float(pixel_map.max()),
-                "heatmap": f"heatmaps/{names[index]}.png" if heatmaps else "",
-                "random_weights": predictions_random_weights(reader.meta),
-            }
-        )
-        if heatmaps:
-            write_bytes_atomic(out / "heatmaps" / f"{names[index]}.png", heatmap_png(pixel_map))
-    table = pd.DataFrame(rows, columns=list(_SCORE_COLUMNS))
-    table["frame"] = table["frame"].astype("Int64")
-    table.attrs["skipped"] = reader.skipped
-    buffer = io.StringIO()
-    table.to_csv(buffer, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
-    write_text_atomic(out / "scores.csv", buffer.getvalue())
-    write_json_atomic(out / "scores.json", {"images": rows, "skipped": table.attrs["skipped"]})
-    write_json_atomic(out / "meta.json", reader.meta)
+    if sharding is not None and not sharding.env.is_main:  # rank 0 writes the tables (after every shard is in)
+        barrier()
+        return read_score_table(out)
+    table = write_score_tables(out, manifest, reader, heatmaps)
+    if sharding is not None:
+        barrier()
     return table
 
 
@@ -402,30 +422,3 @@ def weights_options(backbone_weights: str | None, text_weights: str | None) -> d
     else:
         options["backbone_weights"] = backbone_weights
     return options
-
-
-_SCORE_COLUMNS = ("index", "case_id", "frame", "image_score", "max_pixel_score", "heatmap", "random_weights")
-
-
-def output_names(manifest: pd.DataFrame) -> list[str]:
-    """File stems for per-image outputs: the ``case_id``, plus ``_fNNNN`` when one case has several frames/slices."""
-    counts = manifest["case_id"].value_counts()
-    names = []
-    for case, frame in zip(manifest["case_id"], manifest["frame"], strict=True):
-        if counts[case] > 1 and not pd.isna(frame):
-            names.append(f"{case}_f{int(frame):04d}")
-        else:
-            names.append(str(case))
-    if len(set(names)) != len(names):
-        raise DataError("two inputs share a case_id; give each file once")
-    return names
-
-
-def heatmap_png(pixel_map: np.ndarray) -> bytes:
-    """Encode a [0,1] score map as an 8-bit greyscale PNG (values clipped)."""
-    from PIL import Image
-
-    grey = np.round(np.clip(pixel_map, 0.0, 1.0) * 255.0).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(grey).save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -16,7 +16,6 @@ and cached on disk (:mod:`medad.engine.features`).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shutil
@@ -30,6 +29,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from medad.engine.distributed import OneProcess, training_hooks
 from medad.engine.features import (
     CachedFeatureDataset,
     FeatureCache,
@@ -105,41 +105,6 @@ def _to_device(value: Any, device: torch.device) -> Any:
     return value
 
 
-class OneProcess:
-    """How :func:`train` shares its work between processes: here, one process does all of it (the default).
-
-    :class:`medad.engine.distributed.DDPTraining` is the ``torchrun`` counterpart with the same methods.
-    """
-
-    is_main = True
-
-    def split(self, batch: list[int], micro: int) -> list[tuple[list[int], float, bool]]:
-        """This process's micro-batches of one global batch: ``(indices, loss weight, counts in the stats)``."""
-        parts = [batch[s : s + micro] for s in range(0, len(batch), micro)]
-        return [(part, len(part) / len(batch), True) for part in parts]
-
-    def loss_fn(self, model: Any) -> Callable[..., dict[str, Any]]:
-        """``loss_fn(features, words, masks, labels) -> losses`` through the trainable head."""
-        return lambda features, words, masks, labels: model.compute_loss(
-            model.forward_features(features, words), masks, labels
-        )
-
-    def sync(self, last: bool) -> Any:
-        """Context of one micro-batch's forward and backward (``last``: the step's final one)."""
-        return contextlib.nullcontext()
-
-    def reduce(self, sums: dict[str, float], count: int) -> tuple[dict[str, float], int]:
-        """Loss sums and micro-batch count over all processes."""
-        return sums, count
-
-    def build_cache(self, cache: FeatureCache, *args: Any, **kwargs: Any) -> None:
-        """Compute the missing feature chunks (``FeatureCache.build`` arguments)."""
-        cache.build(*args, **kwargs)
-
-    def barrier(self) -> None:
-        """Wait for every process."""
-
-
 def _last_checkpoint(folder: Path) -> Path | None:
     done = [p for p in folder.glob("epoch_*") if p.name[6:].isdigit() and (p / _STATE_FILE).exists()]
     return max(done, key=lambda p: int(p.name[6:]), default=None)
@@ -167,7 +132,7 @@ def train(
     resume: bool = True,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-    distributed: Any | None = None,
+    distributed: bool = False,
 ) -> TrainResult:
     """Train a model's adapters for a fixed number of epochs; resume from ``out_dir`` if it holds checkpoints.
 
@@ -197,9 +162,11 @@ def train(
         resume: continue from the last complete checkpoint in ``out_dir`` (refused if its settings differ).
         progress: show tqdm progress bars.
         on_epoch_end: called as ``on_epoch_end(epoch, stats)`` after each epoch's checkpoint is on disk.
-        distributed: how the work is shared between processes; ``None`` is one process (:class:`OneProcess`).
-            Under ``torchrun`` use :func:`medad.engine.distributed.train_distributed`, which passes its
-            ``DDPTraining`` here.
+        distributed: under ``torchrun``, train on every rank with DDP over the adapters
+            (:func:`medad.engine.distributed.training_hooks`): ``device`` ``None``/``cuda`` puts rank r on
+            ``cuda:LOCAL_RANK``, the effective batch stays ``batch_size`` (each rank runs ``1/W`` of each batch's
+            micro-batches), rank 0 writes the checkpoints and shows progress; gradients, steps and checkpoints
+            equal those of one process. Without torchrun it is one process.
 
     Returns:
         A :class:`TrainResult`.
@@ -214,7 +181,7 @@ def train(
     from medad.data.readers import check_files
     from medad.models import save_checkpoint
 
-    hooks = distributed or OneProcess()
+    hooks, device, progress = training_hooks(device, progress) if distributed else (OneProcess(), device, progress)
     manifest = concat_manifests(manifests)
     _check_settings(manifest, epochs, lr, batch_size, micro_batch_size, warmup_fraction)
     check_files(manifest)  # an unreadable image must stop training before the first step, naming the file
