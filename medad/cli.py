@@ -365,7 +365,7 @@ def eval_command(
 ) -> None:
     """Evaluate predictions: metrics.json (with CIs), per_image.csv, curves.json, comparisons.json."""
     from medad.data import load_manifest
-    from medad.engine.evaluate import evaluate
+    from medad.evaluation import evaluate
 
     names = ("--ci-resamples", "--confidence", "--ci-method")
     ci_defaults.check_ci_settings(ci_resamples, confidence, ci_method, names=names)

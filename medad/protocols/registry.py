@@ -40,7 +40,7 @@ def is_training_free(name: str) -> bool:
 
 def metric_names() -> list[str]:
     """Metric names the evaluation computes."""
-    from medad.engine.evaluate import ALL_METRICS
+    from medad.evaluation.rows import ALL_METRICS
 
     return list(ALL_METRICS)
 

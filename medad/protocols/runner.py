@@ -425,7 +425,7 @@ def _comparisons(state: RunState) -> list[tuple[str, str]]:
 
 def _evaluate(state: RunState, manifest: pd.DataFrame) -> Stage:
     from medad.data import read_mask
-    from medad.engine.evaluate import evaluate
+    from medad.evaluation import evaluate
 
     p = state.lp.protocol
     stats = p.statistics
@@ -477,7 +477,7 @@ def _epoch_sweep(
     state: RunState, manifest: pd.DataFrame, evaluated: pd.DataFrame, out: Path, read_mask: Callable[..., Any]
 ) -> None:
     """Score and evaluate every epoch of every trained model on the targets (``training.epoch_sweep``)."""
-    from medad.engine.evaluate import evaluate
+    from medad.evaluation import evaluate
     from medad.engine.scorer import score
     from medad.models import load_checkpoint
 

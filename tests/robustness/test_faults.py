@@ -121,7 +121,7 @@ def test_interrupted_carry_over_is_completed_on_the_next_run(tmp_path):
 
 def test_eval_refuses_skipped_images_naming_them(tmp_path):
     from medad.data import load_manifest, write_layout
-    from medad.engine.evaluate import evaluate
+    from medad.evaluation import evaluate
 
     root = Path(write_layout(tmp_path / "data", "mvtec", n_normal=2, n_abnormal=2, size=32, seed=0))
     bad = sorted(root.rglob("test/good/*.png"))[0]
