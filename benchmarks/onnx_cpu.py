@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         def run_torch(batch: np.ndarray) -> np.ndarray:
             with torch.no_grad():
-                return model(torch.from_numpy(batch), [word] * len(batch))["pixel_scores"].numpy()
+                return model(torch.from_numpy(batch), [word] * len(batch)).pixel_scores.numpy()
 
         def run_ort(batch: np.ndarray) -> np.ndarray:
             return session.run(["pixel_scores"], {"images": batch})[0]

@@ -172,11 +172,11 @@ def bf16_agreement(model: Any, device: torch.device, n_images: int = 8) -> dict[
         with autocast(device):
             half = model(x, words)
     torch.backends.cuda.matmul.allow_tf32 = tf32
-    pixel = (full["pixel_scores"] - half["pixel_scores"]).abs()
+    pixel = (full.pixel_scores - half.pixel_scores).abs()
     return {
         "bf16_max_abs_pixel_diff": round(float(pixel.max()), 5),
         "bf16_mean_abs_pixel_diff": round(float(pixel.mean()), 6),
-        "bf16_max_abs_image_score_diff": round(float((full["image_scores"] - half["image_scores"]).abs().max()), 5),
+        "bf16_max_abs_image_score_diff": round(float((full.image_scores - half.image_scores).abs().max()), 5),
     }
 
 
@@ -194,7 +194,7 @@ def time_reference(model: Any, manifest: Any, device: torch.device, n_images: in
         x = (x - mean) / std
         model.text_encoder.clear_cache()
         outputs = model(x, words)
-        upsample_to(outputs["pixel_scores"][0], (height, width)).cpu().numpy()
+        upsample_to(outputs.pixel_scores[0], (height, width)).cpu().numpy()
 
     with torch.inference_mode():
         one(rows[0])

@@ -18,7 +18,7 @@ import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from torch import nn
 import medad
 from medad.errors import ConfigError, ExportError
 from medad.utils.io import canonical_json, sha256_file, write_json_atomic
+
+if TYPE_CHECKING:
+    from medad.models import ADDINOv3, AnomalyModel
 
 FORMATS = ("onnx", "torchscript")
 INPUT_NAME = "images"
@@ -48,7 +51,7 @@ class ScoringModule(nn.Module):
 
     text: torch.Tensor
 
-    def __init__(self, model: Any, class_word: str) -> None:
+    def __init__(self, model: ADDINOv3, class_word: str) -> None:
         super().__init__()
         from medad.models import head
 
@@ -64,7 +67,7 @@ class ScoringModule(nn.Module):
         features = self.model.backbone(images)
         text = self.text.expand(images.shape[0], -1, -1)
         out = self.model._inference_outputs(features["patch_tokens"].float(), features["cls_tokens"].float(), text)
-        return out["pixel_scores"], out["image_scores"]
+        return out.pixel_scores, out.image_scores
 
 
 @dataclasses.dataclass
@@ -84,15 +87,14 @@ class ExportResult:
         )
 
 
-def _check(model: Any, class_word: str, fmt: str) -> str:
+def _check(model: AnomalyModel, class_word: str, fmt: str) -> str:
     from medad.models.ad_dinov3 import ADDINOv3
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is not an export format; choose {' or '.join(FORMATS)}")
     if not isinstance(model, ADDINOv3):
-        name = getattr(model, "name", type(model).__name__)
         raise ConfigError(
-            f"export-model exports AD-DINOv3 models (ad_dinov3, ad_dinov3_tiny or their checkpoints); {name!r} "
+            f"export-model exports AD-DINOv3 models (ad_dinov3, ad_dinov3_tiny or their checkpoints); {model.name!r} "
             "is not one (training-free and transductive baselines have no fixed per-class graph)"
         )
     word = class_word.strip()
@@ -102,7 +104,7 @@ def _check(model: Any, class_word: str, fmt: str) -> str:
 
 
 @contextlib.contextmanager
-def _without_text_tower(model: Any) -> Iterator[None]:
+def _without_text_tower(model: ADDINOv3) -> Iterator[None]:
     """Detach the text tower while exporting, so none of its weights end up in the exported file."""
     tower = model._modules["text_encoder"]
     model._modules["text_encoder"] = nn.Identity()  # keeps model.train()/eval() working
@@ -112,7 +114,7 @@ def _without_text_tower(model: Any) -> Iterator[None]:
         model._modules["text_encoder"] = tower
 
 
-def model_card(model: Any, class_word: str, fmt: str, checkpoint: str | Path | None) -> dict[str, Any]:
+def model_card(model: AnomalyModel, class_word: str, fmt: str, checkpoint: str | Path | None) -> dict[str, Any]:
     """The deployment card: the model's own card plus the class word, format, I/O contract and medad version."""
     card = model.card()
     size = int(model.image_size)
@@ -241,7 +243,7 @@ def export_model(
     fmt: str = "onnx",
     checkpoint: str | Path | None = None,
     model_name: str | None = None,
-    model: Any = None,
+    model: AnomalyModel | None = None,
     check_batch: int = 2,
     seed: int = 0,
 ) -> ExportResult:
@@ -292,8 +294,8 @@ def export_model(
             (_export_onnx if fmt == "onnx" else _export_torchscript)(module, example, partial, card)
         pixel, score = run_exported(partial, fmt, check.numpy())
         diff = max(
-            float(np.abs(pixel - expected["pixel_scores"].numpy()).max()),
-            float(np.abs(score - expected["image_scores"].numpy()).max()),
+            float(np.abs(pixel - expected.pixel_scores.numpy()).max()),
+            float(np.abs(score - expected.image_scores.numpy()).max()),
         )
         if not diff <= TOLERANCE:
             raise ExportError(

@@ -252,7 +252,7 @@ class OneProcess:
     def loss_fn(self, model: Any) -> Callable[..., dict[str, Any]]:
         """``loss_fn(features, words, masks, labels) -> losses`` through the trainable head."""
         return lambda features, words, masks, labels: model.compute_loss(
-            model.forward_features(features, words), masks, labels
+            model.forward_head(features, words), masks, labels
         )
 
     def sync(self, last: bool) -> Any:
@@ -287,7 +287,7 @@ class _Adapters(nn.Module):
         self, features: Any, words: list[str], masks: torch.Tensor, labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         model = self._model[0]
-        return model.compute_loss(model.forward_features(features, words), masks, labels)
+        return model.compute_loss(model.forward_head(features, words), masks, labels)
 
 
 class DDPTraining:

@@ -1,7 +1,7 @@
 """On-disk cache of frozen-backbone features, so training epochs after the first skip the backbone.
 
 AD-DINOv3 trains only small adapters on top of a frozen DINOv3 backbone, and training uses no augmentation,
-so ``model.extract_features(images)`` gives the same tensors every epoch. :class:`FeatureCache` computes them
+so ``model.forward_features(images)`` gives the same tensors every epoch. :class:`FeatureCache` computes them
 once, in manifest order, and stores them as safetensors chunks (one file per ``chunk_size`` manifest indices,
 each written atomically, so an interrupted extraction resumes at the first missing chunk). Each chunk also
 holds the training masks and labels, so later epochs read no image file at all.
@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from medad.utils.io import hash_config, write_bytes_atomic
 
 Features = dict[str, Any]
-"""What ``model.extract_features`` returns: a dict of batch-first tensors (or lists/tuples of them)."""
+"""What ``model.forward_features`` returns: a dict of batch-first tensors (or lists/tuples of them)."""
 
 _MANIFEST_KEY_COLUMNS = ("image_path", "frame", "slice_axis", "mask_path", "mask_rule", "label", "class_name")
 
@@ -129,7 +129,7 @@ def flatten_features(features: Mapping[str, Any]) -> tuple[dict[str, torch.Tenso
                 flat[f"f.{name}.{k}"] = v
             structure[name] = len(value)
         else:
-            raise TypeError(f"extract_features output {name!r} is a {type(value).__name__}; expected tensors")
+            raise TypeError(f"forward_features output {name!r} is a {type(value).__name__}; expected tensors")
     return flat, structure
 
 
@@ -183,7 +183,7 @@ class FeatureCache:
         Args:
             dataset: the ``make_dataset`` dataset of the manifest (samples with ``image``, ``mask``, ``label``,
                 ``index``), indexed by manifest position.
-            extract: ``model.extract_features`` (already under the wanted autocast).
+            extract: ``model.forward_features`` (already under the wanted autocast).
             batch_size: images per backbone forward pass.
             device: where the backbone runs.
             num_workers: DataLoader workers.

@@ -19,7 +19,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -28,6 +28,9 @@ from torch.utils.data import DataLoader, Subset
 
 from medad.engine.host_writes import HostBatch
 from medad.engine.skipped import SkipLog, SkippingSubset, collate_skipping
+
+if TYPE_CHECKING:
+    from medad.models import AnomalyModel, TransductiveAnomalyModel
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class Inferer(ABC):
     """A scoring strategy: ``inferer(model, run)`` yields the results of ``run.todo``, batch by batch."""
 
     @abstractmethod
-    def __call__(self, model: Any, run: ScoringRun) -> Iterator[HostBatch]:
+    def __call__(self, model: AnomalyModel, run: ScoringRun) -> Iterator[HostBatch]:
         """Score ``run.todo`` with ``model``; each yielded batch holds native-size maps and image scores."""
 
 
@@ -105,7 +108,7 @@ def _pad_to(images: torch.Tensor, words: list[str], size: int) -> tuple[torch.Te
     return torch.cat([images, images[-1:].expand(missing, *images.shape[1:])]), words + [words[-1]] * missing
 
 
-def model_input_dataset(model: Any, manifest: pd.DataFrame) -> Any:
+def model_input_dataset(model: AnomalyModel, manifest: pd.DataFrame) -> Any:
     """The manifest's images as uint8 samples resized to the model input (normalised later, on the device)."""
     from medad.data import make_dataset
 
@@ -123,7 +126,7 @@ class PlainInferer(Inferer):
     def __init__(self, compile: bool = False) -> None:
         self.compile = compile
 
-    def __call__(self, model: Any, run: ScoringRun) -> Iterator[HostBatch]:
+    def __call__(self, model: AnomalyModel, run: ScoringRun) -> Iterator[HostBatch]:
         """Yield one :class:`HostBatch` per DataLoader batch; unreadable images are recorded in ``run.skips``."""
         from tqdm.auto import tqdm
 
@@ -140,7 +143,7 @@ class PlainInferer(Inferer):
             collate_fn=collate_skipping,
         )
         if self.compile:
-            _compile_backbone(model)
+            model.compile()
         mean = torch.tensor(model.mean, dtype=torch.float32).to(dev)
         std = torch.tensor(model.std, dtype=torch.float32).to(dev)
         for batch in tqdm(loader, desc="scoring", unit="batch", disable=not run.bar):
@@ -151,17 +154,9 @@ class PlainInferer(Inferer):
             batch_words = [run.words[i] for i in indices]
             if self.compile:
                 images, batch_words = _pad_to(images, batch_words, run.batch_size)
-            outputs = {k: v[: len(indices)] for k, v in model(images, batch_words).items()}
-            maps = upsample_batch(outputs["pixel_scores"], batch["orig_size"].tolist())
-            yield HostBatch(indices, outputs["image_scores"], maps)
-
-
-def _compile_backbone(model: Any) -> None:
-    """``torch.compile`` the backbone's forward once (static shapes); a second call leaves it as it is."""
-    vit = model.backbone.model
-    if not getattr(vit, "_medad_compiled", False):
-        vit.forward_intermediates = torch.compile(vit.forward_intermediates, dynamic=False)
-        vit._medad_compiled = True
+            outputs = model(images, batch_words)
+            maps = upsample_batch(outputs.pixel_scores[: len(indices)], batch["orig_size"].tolist())
+            yield HostBatch(indices, outputs.image_scores[: len(indices)], maps)
 
 
 def scoring_sets(manifest: pd.DataFrame) -> dict[str, list[int]]:
@@ -179,13 +174,18 @@ class TransductiveInferer(Inferer):
 
     A scoring set is every manifest row with the same (``dataset``, ``class_name``), also rows outside ``todo``
     (an image is scored against all the others of its set, so a resumed or sharded run gives the same scores).
-    Pass 1 runs ``model.extract_features`` over the whole set in batches; pass 2 calls
-    ``model.score_set(features, query)`` for the set's not-yet-stored images, ``batch_size`` at a time.
+    Pass 1 runs ``model.forward_features`` over the whole set in batches; pass 2 calls
+    ``model.score_set(features, positions)`` for the set's not-yet-stored images, ``batch_size`` at a time.
     """
 
-    def __call__(self, model: Any, run: ScoringRun) -> Iterator[HostBatch]:
+    def __call__(self, model: AnomalyModel, run: ScoringRun) -> Iterator[HostBatch]:
         """Yield the set's query images ``batch_size`` at a time, set after set (in sorted set order)."""
         from tqdm.auto import tqdm
+
+        from medad.models import TransductiveAnomalyModel
+
+        if not isinstance(model, TransductiveAnomalyModel):
+            raise TypeError(f"{type(model).__name__} is not a TransductiveAnomalyModel")
 
         dataset = model_input_dataset(model, run.manifest)
         sets = scoring_sets(run.manifest)
@@ -198,12 +198,12 @@ class TransductiveInferer(Inferer):
             for start in range(0, len(query), run.batch_size):
                 chunk = query[start : start + run.batch_size]
                 outputs = model.score_set(features, chunk)
-                maps = upsample_batch(outputs["pixel_scores"], [sizes[j] for j in chunk])
-                yield HostBatch([members[j] for j in chunk], outputs["image_scores"], maps)
+                maps = upsample_batch(outputs.pixel_scores, [sizes[j] for j in chunk])
+                yield HostBatch([members[j] for j in chunk], outputs.image_scores, maps)
 
     @staticmethod
     def _set_features(
-        model: Any, dataset: Any, members: list[int], run: ScoringRun
+        model: TransductiveAnomalyModel, dataset: Any, members: list[int], run: ScoringRun
     ) -> tuple[dict[str, torch.Tensor], list[list[int]]]:
         """Pass 1: the features of every image of one set, and the images' native sizes."""
         from medad.data import normalize_images
@@ -213,6 +213,6 @@ class TransductiveInferer(Inferer):
         sizes: list[list[int]] = []
         for batch in loader:
             images = normalize_images(batch["image"].to(run.device), model.mean, model.std)
-            parts.append(model.extract_features(images))
+            parts.append(model.forward_features(images))
             sizes += batch["orig_size"].tolist()
         return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}, sizes

@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -33,6 +33,9 @@ from medad.engine.score_tables import read_score_table, write_score_tables
 from medad.engine.skipped import SkipLog
 from medad.engine.tiling import TiledInferer, check_tiling, tiling_meta
 from medad.errors import ConfigError, DataError, WeightsError
+
+if TYPE_CHECKING:
+    from medad.models import AnomalyModel
 
 RANDOM_WEIGHTS_WARNING = (
     "warning: model {name!r} has RANDOM WEIGHTS (random frozen backbone / text weights, not pretrained); its scores "
@@ -71,7 +74,7 @@ def predictions_meta(
 
 
 def score(
-    model: Any,
+    model: AnomalyModel,
     manifest: pd.DataFrame,
     out_dir: str | Path,
     *,
@@ -205,8 +208,8 @@ def _run_inferer(
                 done(len(batch.indices))
 
 
-def select_inferer(model: Any, *, tile: bool, tile_overlap: float, compile: bool) -> Inferer:
-    """The one place a scoring strategy is chosen: tiled when asked for, else by whether the model is transductive.
+def select_inferer(model: AnomalyModel, *, tile: bool, tile_overlap: float, compile: bool) -> Inferer:
+    """The one place a scoring strategy is chosen: tiled when asked for, else by the model's kind.
 
     Raises:
         ConfigError: tiling settings the model or options cannot honour (:func:`~medad.engine.tiling.check_tiling`).
@@ -214,7 +217,9 @@ def select_inferer(model: Any, *, tile: bool, tile_overlap: float, compile: bool
     if tile:
         check_tiling(model, tile_overlap, compile)
         return TiledInferer(tile_overlap)
-    if getattr(model, "transductive", False):  # e.g. dinov3_mutual
+    from medad.models import ModelKind
+
+    if model.kind is ModelKind.TRANSDUCTIVE:  # e.g. dinov3_mutual
         return TransductiveInferer()
     return PlainInferer(compile=compile)
 

@@ -17,7 +17,7 @@ mode.)
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -27,8 +27,11 @@ from medad.engine.inferers import Inferer, ScoringRun
 from medad.engine.skipped import SkippingSubset, collate_skipping
 from medad.errors import ConfigError
 
+if TYPE_CHECKING:
+    from medad.models import AnomalyModel
 
-def check_tiling(model: Any, tile_overlap: float, compile: bool) -> None:
+
+def check_tiling(model: AnomalyModel, tile_overlap: float, compile: bool) -> None:
     """Refuse settings tiled scoring cannot honour.
 
     Raises:
@@ -38,9 +41,11 @@ def check_tiling(model: Any, tile_overlap: float, compile: bool) -> None:
         raise ConfigError(
             f"tile_overlap={tile_overlap} must be in [0, 1) (a fraction of the window side); 0.25 is the default"
         )
-    if getattr(model, "transductive", False):
+    from medad.models import ModelKind
+
+    if model.kind is ModelKind.TRANSDUCTIVE:
         raise ConfigError(
-            f"model {model.card().get('name')!r} is transductive (it scores whole images against each other), so "
+            f"model {model.name!r} is transductive (it scores whole images against each other), so "
             "it cannot score tiles; score it without --tile"
         )
     if compile:
@@ -71,7 +76,7 @@ class TiledInferer(Inferer):
     def __init__(self, tile_overlap: float) -> None:
         self.tile_overlap = tile_overlap
 
-    def __call__(self, model: Any, run: ScoringRun) -> Iterator[HostBatch]:
+    def __call__(self, model: AnomalyModel, run: ScoringRun) -> Iterator[HostBatch]:
         """Yield one :class:`HostBatch` per image (DataLoader batches of one native image each)."""
         from monai.data.utils import compute_importance_map
         from monai.inferers import sliding_window_inference
@@ -100,8 +105,8 @@ class TiledInferer(Inferer):
 
         def predict(windows: torch.Tensor) -> torch.Tensor:
             outputs = model(windows, word * windows.shape[0])
-            window_scores.append(outputs["image_scores"].float())
-            return outputs["pixel_scores"][:, None].float()
+            window_scores.append(outputs.image_scores.float())
+            return outputs.pixel_scores[:, None].float()
 
         for batch in tqdm(loader, desc="scoring tiles", unit="image", disable=not run.bar):
             if run.skips.record(batch):

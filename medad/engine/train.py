@@ -137,7 +137,7 @@ def train(
     """Train a model's adapters for a fixed number of epochs; resume from ``out_dir`` if it holds checkpoints.
 
     Args:
-        model: a trainable medad model (``extract_features``, ``forward_features``, ``compute_loss``,
+        model: a trainable medad model (``forward_features``, ``forward_head``, ``compute_loss``,
             ``trainable_state_dict``, ...). Its frozen parts must have ``requires_grad=False``.
         manifests: the auxiliary training data, one manifest or several (concatenated). ZSAD practice, as in
             the reference code, trains on the auxiliary dataset's TEST split (all classes).
@@ -247,7 +247,7 @@ def train(
         cache = FeatureCache(root / "features" / feature_cache_key(model, manifest, autocast_dtype(dev)), len(manifest))
         with autocast(dev):
             hooks.build_cache(
-                cache, dataset, model.extract_features, micro, dev, num_workers=num_workers, progress=progress
+                cache, dataset, model.forward_features, micro, dev, num_workers=num_workers, progress=progress
             )
         dataset = CachedFeatureDataset(cache)
 
@@ -277,7 +277,7 @@ def train(
                     if "features" in sample:
                         features = _to_device(sample["features"], dev)
                     else:
-                        features = model.extract_features(sample["image"].to(dev, non_blocking=True))
+                        features = model.forward_features(sample["image"].to(dev, non_blocking=True))
                     losses = loss_fn(features, [words[i] for i in indices], masks, labels)
                 (losses["total"] * weight).backward()
             if real:  # summed on the device in float64: reading a loss each step would make the host wait

@@ -1,26 +1,40 @@
-"""medad.models: model registry, AD-DINOv3, the WinCLIP and dinov3_mutual baselines, prompt words, weights and
-checkpoints."""
+"""medad.models: the model contract, the model registry, AD-DINOv3, the WinCLIP and dinov3_mutual baselines,
+prompt words, weights and checkpoints."""
 
 from medad.models.ad_dinov3 import ADDINOv3, ADDINOv3Config
+from medad.models.base import (
+    AnomalyModel,
+    InferenceBatch,
+    ModelKind,
+    TrainableAnomalyModel,
+    TrainingBatch,
+    TransductiveAnomalyModel,
+)
 from medad.models.checkpoint import load_checkpoint, save_checkpoint
 from medad.models.mutual import MutualConfig, MutualScorer
 from medad.models.prompts import prompt_word
-from medad.models.registry import create_model, is_training_free, list_models, register_model, training_free
+from medad.models.registry import create_model, list_models, model_class, model_kind, register_model
 from medad.models.winclip import WinCLIP, WinCLIPConfig
 
 __all__ = [
     "ADDINOv3",
     "ADDINOv3Config",
+    "AnomalyModel",
+    "InferenceBatch",
+    "ModelKind",
     "MutualConfig",
     "MutualScorer",
+    "TrainableAnomalyModel",
+    "TrainingBatch",
+    "TransductiveAnomalyModel",
     "WinCLIP",
     "WinCLIPConfig",
     "create_model",
-    "is_training_free",
     "list_models",
     "load_checkpoint",
+    "model_class",
+    "model_kind",
     "prompt_word",
     "register_model",
     "save_checkpoint",
-    "training_free",
 ]

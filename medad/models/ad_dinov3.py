@@ -20,6 +20,15 @@ from torch import nn
 
 from medad.errors import ConfigError, WeightsError
 from medad.models import head
+from medad.models.base import (
+    RGB,
+    Features,
+    InferenceBatch,
+    TrainableAnomalyModel,
+    TrainingBatch,
+    policy_image_scores,
+    rgb,
+)
 from medad.models.config import ModelConfig, check_layers
 from medad.models.losses import ad_dinov3_loss
 from medad.models.registry import register_model
@@ -84,12 +93,6 @@ class ADDINOv3Config(ModelConfig):
         if self.image_size <= 0 or self.adapter_dim <= 0 or self.smoothing_sigma < 0:
             raise ConfigError("image_size and adapter_dim must be positive and smoothing_sigma >= 0")
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (``create_model(name, **to_dict())`` rebuilds the model)."""
-        out = dataclasses.asdict(self)
-        out["layers"] = list(self.layers)
-        return out
-
     def resolved_quick_gelu(self) -> bool:
         """Whether the text tower uses QuickGELU under this config (see ``text_activation``)."""
         if self.text_activation != "auto":
@@ -147,7 +150,7 @@ class DinoBackbone(nn.Module):
         return self
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> Features:
         """Run all tapped layers in one batched forward.
 
         Args:
@@ -171,7 +174,7 @@ class DinoBackbone(nn.Module):
         return {"patch_tokens": patch, "cls_tokens": cls}
 
 
-def build_frozen_dino(config: Any) -> tuple[nn.Module, dict[str, Any], tuple[float, ...], tuple[float, ...]]:
+def build_frozen_dino(config: Any) -> tuple[nn.Module, dict[str, Any], RGB, RGB]:
     """Build the frozen timm DINOv3 of a config (``backbone``, ``backbone_weights``, ``backbone_overrides``,
     ``image_size``, ``random_init``, ``init_seed``).
 
@@ -186,27 +189,25 @@ def build_frozen_dino(config: Any) -> tuple[nn.Module, dict[str, Any], tuple[flo
         overrides=config.backbone_overrides,
         init_seed=config.init_seed,
     )
-    mean = tuple(float(v) for v in vit.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))
-    std = tuple(float(v) for v in vit.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))
+    mean = rgb(vit.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))
+    std = rgb(vit.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))
     return vit, info, mean, std
 
 
-class ADDINOv3(nn.Module):
-    """The AD-DINOv3 model.
+class ADDINOv3(TrainableAnomalyModel):
+    """The AD-DINOv3 model (trainable: adapters on a frozen DINOv3 and a frozen CLIP text tower).
 
     Args:
         config: The configuration.
         name: Registry name recorded in the card.
     """
 
+    config: ADDINOv3Config
+
     def __init__(self, config: ADDINOv3Config, name: str = "ad_dinov3") -> None:
-        super().__init__()
         _check_geometry(config)
-        self.name = name
-        self.config = config
-        self.compat = config.compat
+        super().__init__(config, name)
         self.layers = tuple(config.layers)
-        self.image_size = config.image_size
         vit, self.backbone_info, self.mean, self.std = build_frozen_dino(config)
         self.backbone = DinoBackbone(vit, self.layers)
         tower, text_info = build_text_tower(
@@ -234,67 +235,82 @@ class ADDINOv3(nn.Module):
         self.text_encoder.train(False)
         return self
 
-    def extract_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Run the frozen backbone (no grad); the result can be cached and fed to :meth:`forward_features`."""
-        if images.dim() != 4 or images.shape[-2:] != (self.image_size, self.image_size):
-            raise ConfigError(
-                f"images must be (B, 3, {self.image_size}, {self.image_size}) for this model, got "
-                f"{tuple(images.shape)}; resize them with make_dataset(image_size=model.image_size)"
-            )
+    def forward_features(self, images: torch.Tensor) -> Features:
+        """Run the frozen backbone (no grad); the result can be cached and fed to :meth:`forward_head`.
+
+        Returns:
+            ``patch_tokens`` ``(B, L, N, C)`` and ``cls_tokens`` ``(B, L, C)`` (see :class:`DinoBackbone`).
+        """
+        self.check_images(images)
         return self.backbone(images)
 
     def text_features(self, class_names: list[str], device: torch.device) -> torch.Tensor:
         """Return the frozen ``(B, D_text, 2)`` prompt-ensemble matrices of the class words."""
         return self.text_encoder(class_names, device)
 
-    def forward_features(self, features: Mapping[str, torch.Tensor], class_names: list[str]) -> dict[str, torch.Tensor]:
+    def forward_head(
+        self, features: Mapping[str, torch.Tensor], class_names: list[str]
+    ) -> InferenceBatch | TrainingBatch:
         """Run the trainable head on backbone features, in fp32 even under autocast (it is cheap, and bf16 logits
         scaled by 100 would visibly move the maps).
 
         Args:
-            features: Output of :meth:`extract_features`.
+            features: Output of :meth:`forward_features`.
             class_names: One prompt word per image (see :func:`medad.models.prompt_word`).
 
         Returns:
-            ``pixel_scores`` (B, S, S) in [0, 1] (CMCL anomaly channel, smoothed if configured), ``image_scores`` (B,),
-            ``global_logits`` (B, 2); in training mode also what the loss needs: ``seg_probs`` (B, 2, S, S) CMCL map
-            M and ``aacm_probs`` (B, 2, S, S) AACM map A. In eval mode the AACM map, unused at inference, is
-            skipped and the pixel map takes the equivalent one-channel path
-            (:func:`medad.models.head.cmcl_anomaly_probability`).
+            In eval mode an :class:`InferenceBatch`: ``pixel_scores`` (B, S, S) in [0, 1] (CMCL anomaly channel,
+            smoothed if configured) and ``image_scores`` (B,); the AACM map, unused at inference, is skipped and the
+            pixel map takes the equivalent one-channel path (:func:`medad.models.head.cmcl_anomaly_probability`).
+            In training mode a :class:`TrainingBatch` with also what the loss needs: ``seg_probs`` (B, 2, S, S)
+            CMCL map M, ``aacm_probs`` (B, 2, S, S) AACM map A and ``global_logits`` (B, 2).
         """
         patch_tokens = features["patch_tokens"].float()
         cls_tokens = features["cls_tokens"].float()
-        batch = patch_tokens.shape[0]
-        if len(class_names) != batch:
-            raise ConfigError(f"got {len(class_names)} class names for {batch} images; pass one word per image")
         with torch.autocast(patch_tokens.device.type, enabled=False):
-            t0 = self.text_features(list(class_names), patch_tokens.device)
-            u_n = self.text_adapters[0](t0[..., 0])
-            u_a = self.text_adapters[1](t0[..., 1])
-            text = head.combine_text(u_n, u_a, self.compat)
+            text = self._head_text(class_names, patch_tokens)
             if self.training:
                 return self._training_outputs(patch_tokens, cls_tokens, text)
             return self._inference_outputs(patch_tokens, cls_tokens, text)
 
-    def _inference_outputs(
-        self, patch_tokens: torch.Tensor, cls_tokens: torch.Tensor, text: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        patches = torch.stack(
-            [F.normalize(adapter(patch_tokens[:, i]), dim=-1) for i, adapter in enumerate(self.patch_adapters)], dim=1
-        )
-        logits = torch.stack(
+    def global_logits(self, features: Mapping[str, torch.Tensor], class_names: list[str]) -> torch.Tensor:
+        """The ``(B, 2)`` [normal, anomalous] CLS-vs-text logits averaged over the tapped layers, as the eval-mode
+        head computes them for the ``global`` image score (fp32)."""
+        cls_tokens = features["cls_tokens"].float()
+        with torch.autocast(cls_tokens.device.type, enabled=False):
+            return self._mean_global_logits(cls_tokens, self._head_text(class_names, cls_tokens))
+
+    def _head_text(self, class_names: list[str], tokens: torch.Tensor) -> torch.Tensor:
+        """The adapted ``(B, D, 2)`` text matrix of one word per image of ``tokens`` (call with autocast off)."""
+        if len(class_names) != tokens.shape[0]:
+            raise ConfigError(
+                f"got {len(class_names)} class names for {tokens.shape[0]} images; pass one word per image"
+            )
+        t0 = self.text_features(list(class_names), tokens.device)
+        return head.combine_text(self.text_adapters[0](t0[..., 0]), self.text_adapters[1](t0[..., 1]), self.compat)
+
+    def _mean_global_logits(self, cls_tokens: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return torch.stack(
             [
                 head.global_logits(F.normalize(adapter(cls_tokens[:, i]), dim=-1), text)
                 for i, adapter in enumerate(self.cls_adapters)
             ]
         ).mean(dim=0)
+
+    def _inference_outputs(
+        self, patch_tokens: torch.Tensor, cls_tokens: torch.Tensor, text: torch.Tensor
+    ) -> InferenceBatch:
+        patches = torch.stack(
+            [F.normalize(adapter(patch_tokens[:, i]), dim=-1) for i, adapter in enumerate(self.patch_adapters)], dim=1
+        )
+        logits = self._mean_global_logits(cls_tokens, text)
         anomaly = head.cmcl_anomaly_probability(patches, text, self.image_size)
         pixel = head.gaussian_blur(anomaly, self.config.smoothing_sigma).clamp(0.0, 1.0)
-        return {"pixel_scores": pixel, "image_scores": self.image_scores(logits, pixel), "global_logits": logits}
+        return InferenceBatch(pixel, self.image_scores(logits, pixel))
 
     def _training_outputs(
         self, patch_tokens: torch.Tensor, cls_tokens: torch.Tensor, text: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
+    ) -> TrainingBatch:
         seg = aacm = logits = None
         for i in range(len(self.layers)):
             p = F.normalize(self.patch_adapters[i](patch_tokens[:, i]), dim=-1)
@@ -308,27 +324,12 @@ class ADDINOv3(nn.Module):
         n = len(self.layers)
         seg, aacm, logits = seg / n, aacm / n, logits / n
         pixel = head.gaussian_blur(seg[:, 1], self.config.smoothing_sigma).clamp(0.0, 1.0)
-        return {
-            "pixel_scores": pixel,
-            "image_scores": self.image_scores(logits, pixel),
-            "seg_probs": seg,
-            "aacm_probs": aacm,
-            "global_logits": logits,
-        }
+        return TrainingBatch(pixel, self.image_scores(logits, pixel), seg, aacm, logits)
 
     def image_scores(self, logits: torch.Tensor, pixel_scores: torch.Tensor) -> torch.Tensor:
-        """Image score under the configured policy (``global``, ``max`` or ``blend`` = mean of both)."""
-        global_score = torch.softmax(logits, dim=-1)[:, 1]
-        max_score = pixel_scores.flatten(1).amax(dim=1)
-        if self.config.image_score == "global":
-            return global_score
-        if self.config.image_score == "max":
-            return max_score
-        return 0.5 * (global_score + max_score)
-
-    def forward(self, images: torch.Tensor, class_names: list[str]) -> dict[str, torch.Tensor]:
-        """``forward_features(extract_features(images), class_names)``."""
-        return self.forward_features(self.extract_features(images), class_names)
+        """Image score under the configured policy (:func:`~medad.models.base.policy_image_scores`; the global
+        score is the softmax anomalous probability of the CLS-vs-text logits)."""
+        return policy_image_scores(self.config.image_score, torch.softmax(logits, dim=-1)[:, 1], pixel_scores)
 
     @torch.no_grad()
     def explain(self, images: torch.Tensor, class_names: list[str]) -> dict[str, Any]:
@@ -344,16 +345,11 @@ class ADDINOv3(nn.Module):
             the AACM map (CLS-patch similarity, used only by the loss), ``global_scores`` (B,) the CLS-vs-text
             anomaly probability, and ``pixel_scores`` / ``image_scores`` exactly as :meth:`forward` returns them.
         """
-        features = self.extract_features(images)
+        features = self.forward_features(images)
         patch_tokens = features["patch_tokens"].float()
         cls_tokens = features["cls_tokens"].float()
-        if len(class_names) != patch_tokens.shape[0]:
-            raise ConfigError(
-                f"got {len(class_names)} class names for {patch_tokens.shape[0]} images; pass one word per image"
-            )
         with torch.autocast(patch_tokens.device.type, enabled=False):
-            t0 = self.text_features(list(class_names), patch_tokens.device)
-            text = head.combine_text(self.text_adapters[0](t0[..., 0]), self.text_adapters[1](t0[..., 1]), self.compat)
+            text = self._head_text(class_names, patch_tokens)
             cmcl, aacm, logits = [], [], []
             for i in range(len(self.layers)):
                 p = F.normalize(self.patch_adapters[i](patch_tokens[:, i]), dim=-1)
@@ -376,24 +372,24 @@ class ADDINOv3(nn.Module):
         }
 
     def compute_loss(
-        self, outputs: Mapping[str, torch.Tensor], masks: torch.Tensor, labels: torch.Tensor
+        self, outputs: InferenceBatch | TrainingBatch, masks: torch.Tensor, labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """The released loss (see :func:`medad.models.losses.ad_dinov3_loss`).
 
         Args:
-            outputs: Output of :meth:`forward_features`.
+            outputs: Output of :meth:`forward_head` in training mode.
             masks: ``(B, 1, H, W)`` float masks in {0, 1} (resized to the model size bilinearly, then > 0.5).
             labels: ``(B,)`` int64 image labels in {0, 1}.
 
         Returns:
             ``total`` plus the named terms.
         """
-        if "aacm_probs" not in outputs:
+        if not isinstance(outputs, TrainingBatch):
             raise ConfigError("the loss needs training-mode outputs; call model.train() before the forward pass")
         if labels.numel() and (labels.min() < 0 or labels.max() > 1):
             raise ConfigError("training labels must be 0 (normal) or 1 (abnormal); drop images with unknown labels")
         return ad_dinov3_loss(
-            outputs["seg_probs"], outputs["aacm_probs"], outputs["global_logits"], masks, labels.to(masks.device)
+            outputs.seg_probs, outputs.aacm_probs, outputs.global_logits, masks, labels.to(masks.device)
         )
 
     def trainable_modules(self) -> nn.ModuleDict:
@@ -405,10 +401,6 @@ class ADDINOv3(nn.Module):
                 "text_adapters": self.text_adapters,
             }
         )
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """State dict of the adapters only (``fc2`` included in ``reference`` mode)."""
-        return {k: v.detach().clone() for k, v in self.trainable_modules().state_dict().items()}
 
     def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         """Load adapter weights; a missing/extra key or wrong shape raises :class:`WeightsError`."""
@@ -429,27 +421,20 @@ class ADDINOv3(nn.Module):
                 )
         self.trainable_modules().load_state_dict(dict(state))
 
-    def card(self) -> dict[str, Any]:
-        """JSON-serialisable description: name, config, frozen weights (ids, sha256, licences), random flag."""
-        n_trainable = sum(p.numel() for p in self.trainable_modules().parameters())
-        return {
-            "name": self.name,
-            "config": self.config.to_dict(),
-            "compat": self.compat,
-            "layers": list(self.layers),
-            "image_size": self.image_size,
-            "adapter_dim": self.config.adapter_dim,
-            "image_score": self.config.image_score,
-            "backbone": dict(self.backbone_info),
-            "text": dict(self.text_encoder.info),
-            "random_weights": self.backbone_info["source"] == "random" or self.text_encoder.info["source"] == "random",
-            "trainable_parameters": int(n_trainable),
-            "mean": list(self.mean),
-            "std": list(self.std),
-        }
+    def frozen_weights(self) -> dict[str, dict[str, Any]]:
+        """The frozen DINOv3 (``backbone``) and CLIP text tower (``text``) weights."""
+        return {"backbone": self.backbone_info, "text": self.text_encoder.info}
+
+    def compile_targets(self) -> list[tuple[nn.Module, str]]:
+        """The ViT's ``forward_intermediates`` (all the backbone's work)."""
+        return [(self.backbone.model, "forward_intermediates")]
+
+    def card_extras(self) -> dict[str, Any]:
+        """``compat``, the tapped ``layers`` and ``adapter_dim``."""
+        return {"compat": self.compat, "layers": list(self.layers), "adapter_dim": self.config.adapter_dim}
 
 
-@register_model
+@register_model(ADDINOv3)
 def ad_dinov3(**cfg: Any) -> ADDINOv3:
     """AD-DINOv3 with DINOv3 ViT-L/16 (layers 6/12/18/24, 512 px) and the CLIP ViT-L-14-336 text tower."""
     return ADDINOv3(ADDINOv3Config.from_kwargs(**cfg), name="ad_dinov3")
@@ -468,7 +453,7 @@ TINY_DEFAULTS: dict[str, Any] = {
 }
 
 
-@register_model
+@register_model(ADDINOv3)
 def ad_dinov3_tiny(**cfg: Any) -> ADDINOv3:
     """A tiny random-weights AD-DINOv3 (4-block 64-d DINOv3-like ViT, 1-layer 32-d text tower) for tests/demos."""
     return ADDINOv3(ADDINOv3Config.from_kwargs(**{**TINY_DEFAULTS, **cfg}), name="ad_dinov3_tiny")

@@ -23,6 +23,10 @@ class ModelConfig:
     :meth:`validate` after calling :meth:`check_common`.
     """
 
+    compat: str
+    image_size: int
+    image_score: str
+
     label: ClassVar[str] = "model"
     tuple_fields: ClassVar[tuple[str, ...]] = ()
     path_fields: ClassVar[tuple[str, ...]] = ()
@@ -54,17 +58,22 @@ class ModelConfig:
         config.validate()
         return config
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (``create_model(name, **to_dict())`` rebuilds the model); tuples become lists."""
+        out: dict[str, Any] = dataclasses.asdict(self)  # type: ignore[call-overload]
+        for key in self.tuple_fields:
+            out[key] = list(out[key])
+        return out
+
     def validate(self) -> None:
         """Check the values; raise :class:`ConfigError` naming the key and the fix."""
         self.check_common()
 
     def check_common(self) -> None:
         """The checks every model shares: ``compat`` and ``image_score``."""
-        check_compat(self.compat)  # type: ignore[attr-defined]
-        if self.image_score not in IMAGE_SCORE_POLICIES:  # type: ignore[attr-defined]
-            raise ConfigError(
-                f"image_score must be one of {', '.join(IMAGE_SCORE_POLICIES)}, got {self.image_score!r}"  # type: ignore[attr-defined]
-            )
+        check_compat(self.compat)
+        if self.image_score not in IMAGE_SCORE_POLICIES:
+            raise ConfigError(f"image_score must be one of {', '.join(IMAGE_SCORE_POLICIES)}, got {self.image_score!r}")
 
 
 def check_layers(layers: Sequence[int]) -> None:

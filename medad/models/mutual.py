@@ -19,8 +19,8 @@ Memory: distances are computed with :func:`torch.cdist` in blocks of at most ``b
 images x reference images x P x P), reduced to per-image minima at once, and the per-query minima (``Q x P x N``)
 are reduced to scores before the next query block; all pairwise patch distances never exist at once.
 
-The model is transductive (``transductive = True``): ``model(images, class_names)`` treats the batch as the
-scoring set; :func:`medad.engine.scorer.score` calls :meth:`MutualScorer.extract_features` on every image of a
+The model is transductive (kind ``ModelKind.TRANSDUCTIVE``): ``model(images, class_names)`` treats the batch as
+the scoring set; :func:`medad.engine.scorer.score` calls :meth:`MutualScorer.forward_features` on every image of a
 set and then :meth:`MutualScorer.score_set`.
 """
 
@@ -38,8 +38,9 @@ from torch import nn
 from medad.errors import ConfigError
 from medad.models import head
 from medad.models.ad_dinov3 import DinoBackbone, _check_geometry, build_frozen_dino
+from medad.models.base import Features, InferenceBatch, TransductiveAnomalyModel, policy_image_scores
 from medad.models.config import ModelConfig, check_layers
-from medad.models.registry import register_model, training_free
+from medad.models.registry import register_model
 
 FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -161,12 +162,6 @@ class MutualConfig(ModelConfig):
         if self.image_size <= 0 or self.block_elements < 1 or self.smoothing_sigma < 0:
             raise ConfigError("image_size and block_elements must be positive and smoothing_sigma >= 0")
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        out = dataclasses.asdict(self)
-        out["layers"] = list(self.layers)
-        return out
-
 
 class _Backbone(DinoBackbone):
     """Frozen timm DINOv3 ViT (``.model``) returning L2-normalised final-norm patch tokens of the tapped layers."""
@@ -179,47 +174,35 @@ class _Backbone(DinoBackbone):
         return F.normalize(torch.stack(outs, dim=1).float(), dim=-1)  # (B, L, P, C)
 
 
-class MutualScorer(nn.Module):
+class MutualScorer(TransductiveAnomalyModel):
     """The ``dinov3_mutual`` model (training-free, transductive)."""
 
-    transductive = True
+    config: MutualConfig
 
     def __init__(self, config: MutualConfig, name: str = "dinov3_mutual") -> None:
-        super().__init__()
         _check_geometry(config)  # type: ignore[arg-type]  (duck-typed: backbone, overrides, image_size, layers)
-        self.name = name
-        self.config = config
-        self.compat = config.compat
+        super().__init__(config, name)
         self.layers = tuple(config.layers)
-        self.image_size = config.image_size
         vit, self.backbone_info, self.mean, self.std = build_frozen_dino(config)
         self.grid = config.image_size // vit.patch_embed.patch_size[0]
         self.backbone = _Backbone(vit, self.layers)
 
-    def train(self, mode: bool = True) -> MutualScorer:
-        """Frozen: always eval mode."""
-        return super().train(False)
-
-    def extract_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward_features(self, images: torch.Tensor) -> Features:
         """Per-image features of a batch: ``patch_tokens`` ``(B, L, P, C)`` unit vectors in ``feature_dtype``."""
-        if images.dim() != 4 or images.shape[-2:] != (self.image_size, self.image_size):
-            raise ConfigError(
-                f"images must be (B, 3, {self.image_size}, {self.image_size}) for this model, got "
-                f"{tuple(images.shape)}; resize them with make_dataset(image_size=model.image_size)"
-            )
+        self.check_images(images)
         return {"patch_tokens": self.backbone(images).to(FEATURE_DTYPES[self.config.feature_dtype])}
 
-    def score_set(
-        self, features: Mapping[str, torch.Tensor], query: Sequence[int] | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Mutually score images of one scoring set.
+    def patch_scores(
+        self, features: Mapping[str, torch.Tensor], positions: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """Mutual patch scores of images of one scoring set.
 
         Args:
-            features: ``patch_tokens`` ``(N, L, P, C)`` of the WHOLE set (concatenated :meth:`extract_features`).
-            query: Positions of the images to return (default all); each is scored against the other ``N - 1``.
+            features: ``patch_tokens`` ``(N, L, P, C)`` of the WHOLE set (concatenated :meth:`forward_features`).
+            positions: Positions of the images to score (default all); each is scored against the other ``N - 1``.
 
         Returns:
-            ``pixel_scores`` (Q, S, S) in [0, 1], ``image_scores`` (Q,), ``patch_scores`` (Q, g, g).
+            ``(Q, g, g)`` float32 patch scores in [0, 1] (the mean over layers of the mutual score, halved).
         """
         tokens = features["patch_tokens"]
         n = tokens.shape[0]
@@ -228,56 +211,57 @@ class MutualScorer(nn.Module):
                 f"{self.name} is transductive: it scores each image against the others of its set and needs at least "
                 "2 images per (dataset, class) set; score more images together"
             )
-        query = list(range(n)) if query is None else list(query)
+        query = list(range(n)) if positions is None else list(positions)
         with torch.autocast(tokens.device.type, enabled=False):
             per_layer = [
                 mutual_patch_scores(tokens[:, i], query, self.config.k_fraction, self.config.block_elements)
                 for i in range(tokens.shape[1])
             ]
             patch = (torch.stack(per_layer).mean(dim=0) / 2.0).clamp(0.0, 1.0)
-            grid = patch.reshape(len(query), self.grid, self.grid)
+        return patch.reshape(len(query), self.grid, self.grid)
+
+    def score_set(self, features: Mapping[str, torch.Tensor], positions: Sequence[int] | None = None) -> InferenceBatch:
+        """Mutually score images of one scoring set (:meth:`patch_scores`, upsampled to the input side).
+
+        Returns:
+            ``pixel_scores`` (Q, S, S) in [0, 1] and ``image_scores`` (Q,): ``global`` is the mean of the top
+            ``image_topk`` fraction of an image's patch scores.
+        """
+        grid = self.patch_scores(features, positions)
+        with torch.autocast(grid.device.type, enabled=False):
             pixel = F.interpolate(grid[:, None], size=self.image_size, mode="bilinear")[:, 0]
             pixel = head.gaussian_blur(pixel, self.config.smoothing_sigma).clamp(0.0, 1.0)
+            patch = grid.flatten(1)
             top = max(1, math.ceil(self.config.image_topk * patch.shape[1]))
             global_score = torch.topk(patch, top, dim=1).values.mean(dim=1)
-            max_score = pixel.flatten(1).amax(dim=1)
-        policy = self.config.image_score
-        blend = 0.5 * (global_score + max_score)
-        image = global_score if policy == "global" else max_score if policy == "max" else blend
-        return {"pixel_scores": pixel, "image_scores": image, "patch_scores": grid}
+        return InferenceBatch(pixel, policy_image_scores(self.config.image_score, global_score, pixel))
 
-    def score_images(self, batches: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
+    def score_images(self, batches: Iterable[torch.Tensor]) -> InferenceBatch:
         """Score one set given as an iterable of image batches (features are accumulated, then scored)."""
-        parts = [self.extract_features(b)["patch_tokens"] for b in batches]
+        parts = [self.forward_features(b)["patch_tokens"] for b in batches]
         if not parts:
             raise ConfigError("score_images got no images")
         return self.score_set({"patch_tokens": torch.cat(parts)})
 
-    def forward(self, images: torch.Tensor, class_names: list[str] | None = None) -> dict[str, torch.Tensor]:
-        """Treat the batch as the scoring set (``class_names`` is ignored: no text)."""
-        return self.score_set(self.extract_features(images))
+    def frozen_weights(self) -> dict[str, dict[str, Any]]:
+        """The frozen DINOv3 (``backbone``) weights."""
+        return {"backbone": self.backbone_info}
 
-    def card(self) -> dict[str, Any]:
-        """JSON-serialisable description (``transductive: True``)."""
+    def compile_targets(self) -> list[tuple[nn.Module, str]]:
+        """The ViT's ``forward_intermediates``."""
+        return [(self.backbone.model, "forward_intermediates")]
+
+    def card_extras(self) -> dict[str, Any]:
+        """The tapped ``layers``, the patch grid, ``transductive: True`` and what a scoring set is."""
         return {
-            "name": self.name,
-            "config": self.config.to_dict(),
             "layers": list(self.layers),
-            "image_size": self.image_size,
             "patch_grid": self.grid,
-            "image_score": self.config.image_score,
-            "backbone": dict(self.backbone_info),
-            "random_weights": self.backbone_info["source"] == "random",
-            "trainable_parameters": 0,
             "transductive": True,
             "scoring_set": "one set per (dataset, class_name) of the scored manifest",
-            "mean": list(self.mean),
-            "std": list(self.std),
         }
 
 
-@training_free
-@register_model
+@register_model(MutualScorer)
 def dinov3_mutual(**cfg: Any) -> MutualScorer:
     """MuSc-style mutual scoring on frozen DINOv3 ViT-L/16 (layers 6/12/18/24, 512 px); transductive, no text."""
     return MutualScorer(MutualConfig.from_kwargs(**cfg), name="dinov3_mutual")
@@ -292,8 +276,7 @@ TINY_DEFAULTS: dict[str, Any] = {
 }
 
 
-@training_free
-@register_model
+@register_model(MutualScorer)
 def dinov3_mutual_tiny(**cfg: Any) -> MutualScorer:
     """A tiny random-weights ``dinov3_mutual`` (4-block 64-d DINOv3-like ViT, 64 px) for tests and demos."""
     return MutualScorer(MutualConfig.from_kwargs(**{**TINY_DEFAULTS, **cfg}), name="dinov3_mutual_tiny")

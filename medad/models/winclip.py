@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import open_clip
 import torch
@@ -41,9 +41,10 @@ from torch import nn
 
 from medad.errors import ConfigError, WeightsError
 from medad.models import head
+from medad.models.base import AnomalyModel, InferenceBatch, ModelKind, policy_image_scores, rgb
 from medad.models.config import ModelConfig
 from medad.models.prompts import NORMAL_STATES  # WinCLIP's normal state words, shared with the ensemble
-from medad.models.registry import register_model, training_free
+from medad.models.registry import register_model
 from medad.models.weights import LICENCES, _check_file, is_local_weights, open_clip_hub_file, seeded, state_dict_sha256
 from medad.utils.io import sha256_file
 
@@ -204,12 +205,6 @@ class WinCLIPConfig(ModelConfig):
         if self.clip_weights is None and not self.random_init:
             raise ConfigError("clip_weights is None: give an open_clip tag, a local file, or random_init=True")
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        out = dataclasses.asdict(self)
-        out["scales"] = list(self.scales)
-        return out
-
 
 def clip_model_config(name: str, overrides: Mapping[str, Any] | None, image_size: int) -> dict[str, Any]:
     """open_clip's config of ``name`` with ``overrides`` merged (``vision_cfg``/``text_cfg`` key-wise) and the
@@ -282,19 +277,23 @@ def build_clip(config: WinCLIPConfig) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval().requires_grad_(False), info
 
 
-class _Vision(nn.Module):
-    """Holds the frozen open_clip visual tower (``.model``, as the scorer expects of ``model.backbone``)."""
+class WinCLIPMaps(NamedTuple):
+    """Everything one WinCLIP pass computes (:meth:`WinCLIP.explain`).
 
-    def __init__(self, visual: nn.Module) -> None:
-        super().__init__()
-        self.model = visual
+    Attributes:
+        pixel_scores: ``(B, S, S)`` the pixel map in [0, 1].
+        image_scores: ``(B,)`` under the ``image_score`` policy.
+        global_scores: ``(B,)`` the CLS zero-shot score.
+        scale_maps: ``(B, n_terms, g, g)`` the grid maps averaged into the pixel map.
+    """
 
-    def train(self, mode: bool = True) -> _Vision:
-        super().train(False)
-        return self
+    pixel_scores: torch.Tensor
+    image_scores: torch.Tensor
+    global_scores: torch.Tensor
+    scale_maps: torch.Tensor
 
 
-class WinCLIP(nn.Module):
+class WinCLIP(AnomalyModel):
     """WinCLIP zero-shot model (training-free).
 
     Args:
@@ -302,14 +301,11 @@ class WinCLIP(nn.Module):
         name: Registry name recorded in the card.
     """
 
-    transductive = False
+    kind: ClassVar[ModelKind] = ModelKind.TRAINING_FREE
+    config: WinCLIPConfig
 
     def __init__(self, config: WinCLIPConfig, name: str = "winclip") -> None:
-        super().__init__()
-        self.name = name
-        self.config = config
-        self.compat = config.compat
-        self.image_size = config.image_size
+        super().__init__(config, name)
         clip, self.clip_info = build_clip(config)
         visual = clip.visual
         if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
@@ -322,20 +318,16 @@ class WinCLIP(nn.Module):
                 f"window scales {too_big} exceed the {self.grid}x{self.grid} patch grid of {config.clip_model!r} at "
                 f"{config.image_size} px; use smaller scales or a larger image_size"
             )
-        clip.visual = nn.Identity()  # the text side keeps the rest; the visual tower lives in self.backbone
-        self.backbone = _Vision(visual)
+        clip.visual = nn.Identity()  # the text side keeps the rest; the visual tower lives in self.visual
+        self.visual = visual
         self.clip_text = clip.eval().requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(config.clip_model)
         for k in config.scales:
             self.register_buffer(f"windows_{k}", window_indices(self.grid, k, config.window_stride), persistent=False)
         pre = getattr(visual, "preprocess_cfg", None) or {}
-        self.mean = tuple(float(v) for v in pre.get("mean", OPENAI_MEAN))
-        self.std = tuple(float(v) for v in pre.get("std", OPENAI_STD))
+        self.mean = rgb(pre.get("mean", OPENAI_MEAN))
+        self.std = rgb(pre.get("std", OPENAI_STD))
         self._text_cache: dict[tuple[str, str], torch.Tensor] = {}
-
-    def train(self, mode: bool = True) -> WinCLIP:
-        """Frozen: always eval mode."""
-        return super().train(False)
 
     # ----------------------------------------------------------------- text
 
@@ -361,14 +353,14 @@ class WinCLIP(nn.Module):
 
     def _tokens(self, images: torch.Tensor) -> torch.Tensor:
         """Class + patch tokens with positional embeddings, before ``ln_pre``: ``(B, 1 + g*g, D)``."""
-        visual = self.backbone.model
+        visual = self.visual
         x = visual.conv1(images.to(visual.conv1.weight.dtype)).flatten(2).transpose(1, 2)
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         return torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
 
     def _encode_sequences(self, x: torch.Tensor) -> torch.Tensor:
         """Run ``ln_pre`` + transformer on token sequences; return all outputs after ``ln_post`` and ``proj``."""
-        visual = self.backbone.model
+        visual = self.visual
         x = visual.transformer(visual.ln_pre(x))
         x = visual.ln_post(x)
         return x @ visual.proj if visual.proj is not None else x
@@ -397,18 +389,14 @@ class WinCLIP(nn.Module):
         logits = torch.bmm(emb.reshape(shape[0], -1, shape[-1]), text.float()) / self.config.temperature
         return torch.softmax(logits, dim=-1)[..., 1].reshape(shape[:-1])
 
-    def forward(self, images: torch.Tensor, class_names: list[str]) -> dict[str, torch.Tensor]:
-        """Score images.
+    def forward(self, images: torch.Tensor, class_names: list[str]) -> InferenceBatch:
+        """Score images: ``pixel_scores`` (B, S, S) in [0, 1] and ``image_scores`` (B,) of :meth:`explain`."""
+        maps = self.explain(images, class_names)
+        return InferenceBatch(maps.pixel_scores, maps.image_scores)
 
-        Returns:
-            ``pixel_scores`` (B, S, S) in [0, 1], ``image_scores`` (B,), ``global_scores`` (B,) (the CLS zero-shot
-            score) and ``scale_maps`` (B, n_terms, g, g) (the grid maps averaged into the pixel map).
-        """
-        if images.dim() != 4 or images.shape[-2:] != (self.image_size, self.image_size):
-            raise ConfigError(
-                f"images must be (B, 3, {self.image_size}, {self.image_size}) for this model, got "
-                f"{tuple(images.shape)}; resize them with make_dataset(image_size=model.image_size)"
-            )
+    def explain(self, images: torch.Tensor, class_names: list[str]) -> WinCLIPMaps:
+        """Score images and keep the CLS zero-shot score and the grid maps (:class:`WinCLIPMaps`)."""
+        self.check_images(images)
         if len(class_names) != images.shape[0]:
             raise ConfigError(f"got {len(class_names)} class names for {images.shape[0]} images; one word per image")
         with torch.no_grad(), torch.autocast(images.device.type, enabled=images.device.type == "cuda"):
@@ -429,34 +417,29 @@ class WinCLIP(nn.Module):
         grid = torch.stack(maps, dim=1).float().reshape(images.shape[0], len(maps), self.grid, self.grid)
         pixel = F.interpolate(grid.mean(dim=1, keepdim=True), size=self.image_size, mode="bilinear")[:, 0]
         pixel = head.gaussian_blur(pixel, self.config.smoothing_sigma).clamp(0.0, 1.0)
-        max_score = pixel.flatten(1).amax(dim=1)
-        policy = self.config.image_score
-        blend = 0.5 * (global_score + max_score)
-        image = global_score if policy == "global" else max_score if policy == "max" else blend
-        return {"pixel_scores": pixel, "image_scores": image, "global_scores": global_score, "scale_maps": grid}
+        image = policy_image_scores(self.config.image_score, global_score, pixel)
+        return WinCLIPMaps(pixel, image, global_score, grid)
 
-    def card(self) -> dict[str, Any]:
-        """JSON-serialisable description: name, config, CLIP weights (id, sha256, licence), random flag."""
+    def frozen_weights(self) -> dict[str, dict[str, Any]]:
+        """The frozen open_clip weights (``clip``, both towers)."""
+        return {"clip": self.clip_info}
+
+    def compile_targets(self) -> list[tuple[nn.Module, str]]:
+        """The visual transformer's ``forward`` (the whole image and every window run through it)."""
+        return [(self.visual.transformer, "forward")]
+
+    def card_extras(self) -> dict[str, Any]:
+        """``compat``, the patch grid, windows per scale, the prompt set, ``transductive: False``."""
         return {
-            "name": self.name,
-            "config": self.config.to_dict(),
             "compat": self.compat,
-            "image_size": self.image_size,
             "patch_grid": self.grid,
             "windows_per_scale": {str(k): int(getattr(self, f"windows_{k}").shape[0]) for k in self.config.scales},
-            "image_score": self.config.image_score,
-            "clip": dict(self.clip_info),
             "prompt_set": PROMPT_SET_VERSION,
-            "random_weights": self.clip_info["source"] == "random",
-            "trainable_parameters": 0,
             "transductive": False,
-            "mean": list(self.mean),
-            "std": list(self.std),
         }
 
 
-@training_free
-@register_model
+@register_model(WinCLIP)
 def winclip(**cfg: Any) -> WinCLIP:
     """WinCLIP with open_clip ViT-B-16-plus-240 (``laion400m_e31``) at 240 px, windows 2x2 and 3x3."""
     return WinCLIP(WinCLIPConfig.from_kwargs(**cfg), name="winclip")
@@ -475,8 +458,7 @@ TINY_DEFAULTS: dict[str, Any] = {
 }
 
 
-@training_free
-@register_model
+@register_model(WinCLIP)
 def winclip_tiny(**cfg: Any) -> WinCLIP:
     """A tiny random-weights WinCLIP (2-layer 32-d ViT/16, 1-layer text tower, 64 px) for tests and demos."""
     return WinCLIP(WinCLIPConfig.from_kwargs(**{**TINY_DEFAULTS, **cfg}), name="winclip_tiny")

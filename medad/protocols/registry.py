@@ -7,7 +7,10 @@ registers; nothing named in a YAML is imported or instantiated by name otherwise
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medad.models import ModelKind
 
 
 def dataset_kinds() -> list[str]:
@@ -31,11 +34,11 @@ def model_names() -> list[str]:
     return list_models()
 
 
-def is_training_free(name: str) -> bool:
-    """Whether a registered model has nothing to train (no `training:` or `checkpoint:` needed)."""
-    from medad.models import is_training_free as _is_training_free
+def model_kind(name: str) -> ModelKind:
+    """Whether a registered model is trainable (needs `training:` or `checkpoint:`), training-free or transductive."""
+    from medad.models import model_kind as _model_kind
 
-    return _is_training_free(name)
+    return _model_kind(name)
 
 
 def metric_names() -> list[str]:

@@ -236,14 +236,14 @@ def _unusable_training(folder: Path) -> str | None:
 
 
 def _train(state: RunState) -> None:
-    from medad.models import is_training_free
+    from medad.models import ModelKind, model_kind
 
     p = state.lp.protocol
     jobs: list[Job] = []
     runs: list[ModelRun] = []
     for i, spec in enumerate(p.models):
         resolved_model = state.resolved["models"][i]
-        if is_training_free(spec.model):  # baselines without adapters: built directly in _score
+        if model_kind(spec.model) is not ModelKind.TRAINABLE:  # baselines without adapters: built directly in _score
             runs.append(ModelRun(spec.name, spec, None))
             continue
         if spec.checkpoint is not None:

@@ -331,6 +331,8 @@ def check_structure(lp: LoadedProtocol) -> None:
     Raises:
         ConfigError: for the first problem found.
     """
+    from medad.models import ModelKind
+
     p = lp.protocol
     _check_unique(lp, [(("models", i), m.name) for i, m in enumerate(p.models)], "model")
     _check_unique(lp, [(("targets", i), d.name) for i, d in enumerate(p.targets)], "target")
@@ -360,7 +362,7 @@ def check_structure(lp: LoadedProtocol) -> None:
     dataset_names = {d.name for _, d in _dataset_locs(p)} | {d.kind for _, d in _dataset_locs(p)}
     for i, m in enumerate(p.models):
         _check_registered(lp, ("models", i, "model"), m.model, model_names, "model")
-        if registry.is_training_free(m.model):
+        if registry.model_kind(m.model) is not ModelKind.TRAINABLE:
             if m.checkpoint is not None:
                 raise lp.error(
                     ("models", i, "checkpoint"),

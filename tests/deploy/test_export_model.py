@@ -23,7 +23,7 @@ def _batch(n: int, size: int, seed: int = 1) -> torch.Tensor:
 def _expected(model, images: torch.Tensor, word: str) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
         out = model.eval()(images, [word] * images.shape[0])
-    return out["pixel_scores"].numpy(), out["image_scores"].numpy()
+    return out.pixel_scores.numpy(), out.image_scores.numpy()
 
 
 @pytest.fixture(scope="module")

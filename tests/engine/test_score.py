@@ -233,7 +233,7 @@ def test_native_maps_are_the_bilinear_upsampling_of_the_model_map(tmp_path, tiny
     sample = make_dataset(manifest, tiny_model.image_size, tiny_model.mean, tiny_model.std, masks=False, uint8=True)[0]
     with torch.inference_mode():
         images = normalize_images(sample["image"][None], tiny_model.mean, tiny_model.std)
-        model_map = tiny_model(images, ["object"])["pixel_scores"][0]
+        model_map = tiny_model(images, ["object"]).pixel_scores[0]
     expected = F.interpolate(model_map[None, None], size=(40, 56), mode="bilinear", align_corners=False)[0, 0]
     np.testing.assert_allclose(reader.get_map(0), expected.numpy(), atol=1e-5)
     nearest = F.interpolate(model_map[None, None], size=(40, 56), mode="nearest")[0, 0].numpy()

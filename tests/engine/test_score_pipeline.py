@@ -85,8 +85,8 @@ def test_manifest_saved_and_prompt_rule_follows_the_model(tmp_path, folder, monk
     model = create_model("ad_dinov3_tiny", compat="reference")
     manifest = manifest_from_paths([str(folder)]).reset_index(drop=True)
     seen: list[list[str]] = []
-    original = model.forward_features
-    monkeypatch.setattr(model, "forward_features", lambda f, words: seen.append(list(words)) or original(f, words))
+    original = model.forward_head
+    monkeypatch.setattr(model, "forward_head", lambda f, words: seen.append(list(words)) or original(f, words))
     reader = score(model, manifest, tmp_path / "pred", batch_size=2, progress=False)
     assert reader.meta["compat"] == "reference"
     expected = [row["image_path"].split("/")[-4] for _, row in manifest.iterrows()]

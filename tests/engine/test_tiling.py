@@ -93,9 +93,9 @@ def test_two_windows_without_overlap_are_the_crops_maps_and_max_score(tmp_path, 
     ref = _direct(model, [image[:, :S], image[:, S:]], _word(model, manifest))
     stitched = reader.get_map(0)
     assert stitched.shape == (S, 2 * S)
-    np.testing.assert_allclose(stitched[:, :S], ref["pixel_scores"][0].numpy(), atol=1e-5)
-    np.testing.assert_allclose(stitched[:, S:], ref["pixel_scores"][1].numpy(), atol=1e-5)
-    scores = ref["image_scores"].numpy()
+    np.testing.assert_allclose(stitched[:, :S], ref.pixel_scores[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(stitched[:, S:], ref.pixel_scores[1].numpy(), atol=1e-5)
+    scores = ref.image_scores.numpy()
     assert abs(scores[0] - scores[1]) > 1e-3  # the rule below is visible: max, not mean or last
     np.testing.assert_allclose(reader.image_scores[0], scores.max(), atol=1e-6)
 
@@ -118,7 +118,7 @@ def test_non_multiple_size_native_map_batches_and_blends(tmp_path, model):
     assert not np.isnan(stitched).any() and 0.0 <= stitched.min() <= stitched.max() <= 1.0
     starts = [(r, c) for r in (0, 38) for c in (0, 84, 148)]
     ref = _direct(model, [image[r : r + S, c : c + S] for r, c in starts], _word(model, manifest))
-    maps = ref["pixel_scores"].numpy()
+    maps = ref.pixel_scores.numpy()
     # pixels one window covers alone carry its map; the others a weighted mean of the covering windows' maps
     np.testing.assert_allclose(stitched[:38, :84], maps[0][:38, :84], atol=1e-5)
     np.testing.assert_allclose(stitched[112:, 196:], maps[5][112 - 38 :, 196 - 148 :], atol=1e-5)
@@ -129,7 +129,7 @@ def test_non_multiple_size_native_map_batches_and_blends(tmp_path, model):
     near, far = maps[0][37, 90], maps[1][37, 90 - 84]
     assert abs(far - near) > 1e-3
     assert abs(stitched[37, 90] - near) < 0.15 * abs(far - near)
-    np.testing.assert_allclose(reader.image_scores[0], ref["image_scores"].max().item(), atol=1e-6)
+    np.testing.assert_allclose(reader.image_scores[0], ref.image_scores.max().item(), atol=1e-6)
 
 
 def test_image_smaller_than_a_window_is_padded_and_cropped_back(tmp_path, model):
@@ -142,7 +142,7 @@ def test_image_smaller_than_a_window_is_padded_and_cropped_back(tmp_path, model)
     padded = torch.nn.functional.pad(x, (16, 16, 26, 26))
     with torch.inference_mode():
         ref = model(padded, [_word(model, manifest)])
-    np.testing.assert_allclose(reader.get_map(0), ref["pixel_scores"][0, 26:86, 16:96].numpy(), atol=1e-5)
+    np.testing.assert_allclose(reader.get_map(0), ref.pixel_scores[0, 26:86, 16:96].numpy(), atol=1e-5)
 
 
 def test_resume_and_tiled_untiled_refusal(tmp_path, model):

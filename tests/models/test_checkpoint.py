@@ -24,8 +24,8 @@ def test_round_trip(tmp_path: Path, tiny_reference: ADDINOv3, images: torch.Tens
     loaded = load_checkpoint(folder)
     for key, value in tiny_reference.trainable_state_dict().items():
         assert torch.equal(loaded.trainable_state_dict()[key], value)
-    expected = tiny_reference(images, ["x", "y"])["pixel_scores"]
-    assert torch.allclose(loaded(images, ["x", "y"])["pixel_scores"], expected, atol=1e-6)
+    expected = tiny_reference(images, ["x", "y"]).pixel_scores
+    assert torch.allclose(loaded(images, ["x", "y"]).pixel_scores, expected, atol=1e-6)
 
 
 def test_checkpoint_from_another_backbone(tmp_path: Path, tiny_clean: ADDINOv3) -> None:

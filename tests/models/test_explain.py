@@ -32,13 +32,13 @@ def test_explain_matches_forward_in_both_modes(compat: str, images: torch.Tensor
         model.train()
         trained = model(images, words)
         model.eval()
-    torch.testing.assert_close(out["pixel_scores"], evaluated["pixel_scores"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(out["image_scores"], evaluated["image_scores"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(out["cmcl"], trained["seg_probs"][:, 1], atol=1e-6, rtol=0)
-    torch.testing.assert_close(out["aacm"], trained["aacm_probs"][:, 1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out["pixel_scores"], evaluated.pixel_scores, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out["image_scores"], evaluated.image_scores, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out["cmcl"], trained.seg_probs[:, 1], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out["aacm"], trained.aacm_probs[:, 1], atol=1e-6, rtol=0)
     torch.testing.assert_close(out["cmcl_layers"].mean(dim=1), out["cmcl"])
     torch.testing.assert_close(
-        out["global_scores"], torch.softmax(trained["global_logits"], dim=-1)[:, 1], atol=1e-6, rtol=0
+        out["global_scores"], torch.softmax(trained.global_logits, dim=-1)[:, 1], atol=1e-6, rtol=0
     )
 
 

@@ -13,13 +13,13 @@ from medad.models.text import TextEncoder
 
 def test_forward_contract(tiny_clean: ADDINOv3, images: torch.Tensor) -> None:
     out = tiny_clean(images, ["bottle", "skin lesion"])
-    assert out["pixel_scores"].shape == (2, 112, 112)
-    assert out["image_scores"].shape == (2,)
-    assert out["seg_probs"].shape == out["aacm_probs"].shape == (2, 2, 112, 112)
-    assert out["global_logits"].shape == (2, 2)
-    assert out["pixel_scores"].min() >= 0 and out["pixel_scores"].max() <= 1
-    assert torch.allclose(out["seg_probs"].sum(1), torch.ones(2, 112, 112), atol=1e-5)
-    assert torch.equal(out["pixel_scores"], out["seg_probs"][:, 1])
+    assert out.pixel_scores.shape == (2, 112, 112)
+    assert out.image_scores.shape == (2,)
+    assert out.seg_probs.shape == out.aacm_probs.shape == (2, 2, 112, 112)
+    assert out.global_logits.shape == (2, 2)
+    assert out.pixel_scores.min() >= 0 and out.pixel_scores.max() <= 1
+    assert torch.allclose(out.seg_probs.sum(1), torch.ones(2, 112, 112), atol=1e-5)
+    assert torch.equal(out.pixel_scores, out.seg_probs[:, 1])
     assert (tiny_clean.image_size, tiny_clean.mean, tiny_clean.std) == (
         112,
         (0.485, 0.456, 0.406),
@@ -28,7 +28,7 @@ def test_forward_contract(tiny_clean: ADDINOv3, images: torch.Tensor) -> None:
 
 
 def test_features_match_one_forward_intermediates(tiny_clean: ADDINOv3, images: torch.Tensor) -> None:
-    feats = tiny_clean.extract_features(images)
+    feats = tiny_clean.forward_features(images)
     assert feats["patch_tokens"].shape == (2, 4, 49, 64) and feats["cls_tokens"].shape == (2, 4, 64)
     assert not feats["patch_tokens"].requires_grad
     vit = tiny_clean.backbone.model
@@ -41,20 +41,20 @@ def test_features_match_one_forward_intermediates(tiny_clean: ADDINOv3, images: 
     expected = (patch - patch.mean(1, keepdim=True)) / (patch.std(1, keepdim=True) + 1e-6)
     assert torch.allclose(feats["patch_tokens"][:, 2], expected, atol=1e-5)
     # batched == one image at a time
-    single = tiny_clean.extract_features(images[1:])
+    single = tiny_clean.forward_features(images[1:])
     assert torch.allclose(single["patch_tokens"][0], feats["patch_tokens"][1], atol=1e-5)
 
 
 def test_cached_features_path_equals_forward(tiny_clean: ADDINOv3, images: torch.Tensor) -> None:
     direct = tiny_clean(images, ["a", "b"])
-    feats = {k: v.half() for k, v in tiny_clean.extract_features(images).items()}
-    via = tiny_clean.forward_features({k: v.float() for k, v in feats.items()}, ["a", "b"])
-    assert torch.allclose(direct["pixel_scores"], via["pixel_scores"], atol=1e-2)
+    feats = {k: v.half() for k, v in tiny_clean.forward_features(images).items()}
+    via = tiny_clean.forward_head({k: v.float() for k, v in feats.items()}, ["a", "b"])
+    assert torch.allclose(direct.pixel_scores, via.pixel_scores, atol=1e-2)
 
 
 def test_maps_are_the_mean_over_layers(tiny_clean: ADDINOv3, images: torch.Tensor) -> None:
-    feats = tiny_clean.extract_features(images)
-    out = tiny_clean.forward_features(feats, ["cable", "cable"])
+    feats = tiny_clean.forward_features(images)
+    out = tiny_clean.forward_head(feats, ["cable", "cable"])
     t0 = tiny_clean.text_features(["cable", "cable"], images.device)
     text = torch.stack([tiny_clean.text_adapters[0](t0[..., 0]), tiny_clean.text_adapters[1](t0[..., 1])], dim=-1)
     segs, aacms, logits = [], [], []
@@ -64,10 +64,10 @@ def test_maps_are_the_mean_over_layers(tiny_clean: ADDINOv3, images: torch.Tenso
         segs.append(head.cmcl_map(p, text, 112))
         aacms.append(head.aacm_map(p, c, 112))
         logits.append(head.global_logits(c, text))
-    assert torch.allclose(out["seg_probs"], torch.stack(segs).mean(0), atol=1e-6)
-    assert torch.allclose(out["aacm_probs"], torch.stack(aacms).mean(0), atol=1e-6)
-    assert torch.allclose(out["global_logits"], torch.stack(logits).mean(0), atol=1e-4)
-    assert not torch.allclose(out["seg_probs"], segs[0], atol=1e-4)
+    assert torch.allclose(out.seg_probs, torch.stack(segs).mean(0), atol=1e-6)
+    assert torch.allclose(out.aacm_probs, torch.stack(aacms).mean(0), atol=1e-6)
+    assert torch.allclose(out.global_logits, torch.stack(logits).mean(0), atol=1e-4)
+    assert not torch.allclose(out.seg_probs, segs[0], atol=1e-4)
 
 
 def test_image_score_policies(images: torch.Tensor) -> None:
@@ -75,11 +75,11 @@ def test_image_score_policies(images: torch.Tensor) -> None:
     for policy in ("global", "max", "blend"):
         torch.manual_seed(0)  # same adapter initialisation for the three models
         outs[policy] = create_model("ad_dinov3_tiny", image_score=policy)(images, ["x", "x"])
-    g = torch.softmax(outs["global"]["global_logits"], dim=-1)[:, 1]
-    m = outs["max"]["pixel_scores"].flatten(1).amax(1)
-    assert torch.allclose(outs["global"]["image_scores"], g)
-    assert torch.allclose(outs["max"]["image_scores"], m)
-    assert torch.allclose(outs["blend"]["image_scores"], (g + m) / 2)
+    g = torch.softmax(outs["global"].global_logits, dim=-1)[:, 1]
+    m = outs["max"].pixel_scores.flatten(1).amax(1)
+    assert torch.allclose(outs["global"].image_scores, g)
+    assert torch.allclose(outs["max"].image_scores, m)
+    assert torch.allclose(outs["blend"].image_scores, (g + m) / 2)
 
 
 def test_smoothing_changes_only_the_pixel_map(images: torch.Tensor) -> None:
@@ -87,8 +87,8 @@ def test_smoothing_changes_only_the_pixel_map(images: torch.Tensor) -> None:
     plain = create_model("ad_dinov3_tiny")(images, ["x", "x"])
     torch.manual_seed(0)
     smooth = create_model("ad_dinov3_tiny", smoothing_sigma=4.0)(images, ["x", "x"])
-    assert torch.allclose(plain["seg_probs"], smooth["seg_probs"])
-    assert torch.allclose(smooth["pixel_scores"], head.gaussian_blur(plain["seg_probs"][:, 1], 4.0), atol=1e-6)
+    assert torch.allclose(plain.seg_probs, smooth.seg_probs)
+    assert torch.allclose(smooth.pixel_scores, head.gaussian_blur(plain.seg_probs[:, 1], 4.0), atol=1e-6)
 
 
 def test_loss_backprops_only_into_adapters(images: torch.Tensor) -> None:
@@ -114,8 +114,8 @@ def test_reference_vs_clean(tiny_clean: ADDINOv3, tiny_reference: ADDINOv3, imag
     tiny_reference.load_trainable_state_dict(
         {**tiny_reference.trainable_state_dict(), **tiny_clean.trainable_state_dict()}
     )
-    a = tiny_clean(images, ["x", "x"])["seg_probs"]
-    b = tiny_reference(images, ["x", "x"])["seg_probs"]
+    a = tiny_clean(images, ["x", "x"]).seg_probs
+    b = tiny_reference(images, ["x", "x"]).seg_probs
     assert not torch.allclose(a, b, atol=1e-4)  # same weights, only the text reshape differs
     assert tiny_clean.card()["random_weights"] is True
     assert tiny_reference.card()["text"]["activation"] == "gelu"
@@ -202,10 +202,11 @@ def test_eval_fast_path_equals_training_path(compat: str, sigma: float, images: 
     with torch.no_grad():
         literal = model.train()(images, words)
         fast = model.eval()(images, words)
-    assert "aacm_probs" not in fast and "seg_probs" not in fast
-    torch.testing.assert_close(fast["pixel_scores"], literal["pixel_scores"], atol=2e-6, rtol=0)
-    torch.testing.assert_close(fast["image_scores"], literal["image_scores"], atol=2e-6, rtol=0)
-    torch.testing.assert_close(fast["global_logits"], literal["global_logits"], atol=1e-4, rtol=1e-6)
+        fast_logits = model.global_logits(model.forward_features(images), words)
+    assert "aacm_probs" not in fast._fields and "seg_probs" not in fast._fields
+    torch.testing.assert_close(fast.pixel_scores, literal.pixel_scores, atol=2e-6, rtol=0)
+    torch.testing.assert_close(fast.image_scores, literal.image_scores, atol=2e-6, rtol=0)
+    torch.testing.assert_close(fast_logits, literal.global_logits, atol=1e-4, rtol=1e-6)
 
 
 def test_cmcl_anomaly_probability_is_the_softmax_channel_of_the_layer_mean() -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from medad.errors import ConfigError
-from medad.models import MutualScorer, create_model, is_training_free
+from medad.models import ModelKind, MutualScorer, create_model, model_kind
 from medad.models.mutual import mutual_patch_scores, nearest_distances
 
 # three images, two 2-d patches each (hand-placed; distances checkable by hand)
@@ -78,20 +78,21 @@ def tiny() -> MutualScorer:
 
 
 def test_score_set_layers_scaling_and_image_score(tiny: MutualScorer) -> None:
-    assert tiny.grid == 4 and is_training_free("dinov3_mutual")
+    assert tiny.grid == 4 and model_kind("dinov3_mutual") is not ModelKind.TRAINABLE
     tokens = torch.zeros(3, 2, 16, 2)
     tokens[..., 0] = 1.0  # every patch (1, 0) in both layers
     tokens[2, 0, 5] = torch.tensor([0.0, 1.0])  # image 2, patch 5 odd in layer 1: distance sqrt(2)
     tokens[2, 1, 5] = torch.tensor([-1.0, 0.0])  # ... and opposite in layer 2: distance 2
     model = create_model("dinov3_mutual_tiny", image_score="global", image_topk=1 / 16)
     out = model.score_set({"patch_tokens": tokens})
+    patch_scores = model.patch_scores({"patch_tokens": tokens})
     expected = (math.sqrt(2) + 2.0) / 2 / 2  # mean over layers, halved into [0, 1]
-    assert out["patch_scores"][2].flatten()[5].item() == pytest.approx(expected)
-    assert out["patch_scores"].flatten().count_nonzero().item() == 1
-    assert out["image_scores"].tolist() == pytest.approx([0.0, 0.0, expected])
-    assert out["pixel_scores"].shape == (3, 64, 64) and out["pixel_scores"].max() <= 1
+    assert patch_scores[2].flatten()[5].item() == pytest.approx(expected)
+    assert patch_scores.flatten().count_nonzero().item() == 1
+    assert out.image_scores.tolist() == pytest.approx([0.0, 0.0, expected])
+    assert out.pixel_scores.shape == (3, 64, 64) and out.pixel_scores.max() <= 1
     part = model.score_set({"patch_tokens": tokens}, [2])
-    assert torch.equal(part["pixel_scores"][0], out["pixel_scores"][2])
+    assert torch.equal(part.pixel_scores[0], out.pixel_scores[2])
 
 
 def test_forward_treats_the_batch_as_the_set(tiny: MutualScorer) -> None:
@@ -99,8 +100,8 @@ def test_forward_treats_the_batch_as_the_set(tiny: MutualScorer) -> None:
     out = tiny(images, ["a"] * 4)
     perm = [2, 0, 3, 1]
     again = tiny(images[perm], ["a"] * 4)
-    assert torch.allclose(again["image_scores"], out["image_scores"][perm], atol=1e-6)
-    assert torch.allclose(tiny.score_images([images[:2], images[2:]])["pixel_scores"], out["pixel_scores"], atol=1e-6)
+    assert torch.allclose(again.image_scores, out.image_scores[perm], atol=1e-6)
+    assert torch.allclose(tiny.score_images([images[:2], images[2:]]).pixel_scores, out.pixel_scores, atol=1e-6)
     with pytest.raises(ConfigError, match="at least 2 images"):
         tiny(images[:1], ["a"])
     card = tiny.card()
@@ -128,7 +129,7 @@ def test_scorer_scores_each_dataset_class_set_separately_and_resumes(tiny: Mutua
     images = normalize_images(torch.stack([dataset[i]["image"] for i in range(5)]), tiny.mean, tiny.std)
     for members in ([0, 2, 4], [1, 3]):
         direct = tiny(images[members])
-        assert np.allclose(reader.image_scores[members], direct["image_scores"].numpy(), atol=1e-5)
+        assert np.allclose(reader.image_scores[members], direct.image_scores.numpy(), atol=1e-5)
     assert reader.get_map(1).shape == (48, 40)
     # resume: with images 0 and 1 already stored, the others are still scored against their whole set
     folder = tmp_path / "resumed"

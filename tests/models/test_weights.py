@@ -75,7 +75,7 @@ def test_real_sized_reference_model_from_local_files(real_files: dict[str, Any])
     assert type(tower.transformer.resblocks[0].mlp.gelu) is nn.GELU  # the release's GELU
     assert sum(p.numel() for p in model.trainable_modules().parameters()) == 14_942_208  # fc2 kept registered
     assert not any("visual" in n for n, _ in model.named_parameters())
-    feats = model.extract_features(torch.zeros(1, 3, 64, 64))
+    feats = model.forward_features(torch.zeros(1, 3, 64, 64))
     assert feats["patch_tokens"].shape == (1, 4, 16, 1024) and feats["cls_tokens"].shape == (1, 4, 1024)
 
 
@@ -99,7 +99,7 @@ def test_real_sized_clean_model_from_local_files(real_files: dict[str, Any]) -> 
     assert torch.equal(tower.transformer.resblocks[11].mlp.c_fc.weight, real_files["text_probe"])
     assert sum(p.numel() for p in model.trainable_modules().parameters()) == 7_471_104  # fc1 only
     assert tower(torch.zeros(1, 77, dtype=torch.long)).shape == (1, 768)
-    feats = model.extract_features(torch.zeros(1, 3, 64, 64))
+    feats = model.forward_features(torch.zeros(1, 3, 64, 64))
     assert feats["patch_tokens"].shape == (1, 4, 16, 1024) and feats["cls_tokens"].shape == (1, 4, 1024)
 
 

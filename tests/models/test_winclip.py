@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from medad.errors import ConfigError, WeightsError
-from medad.models import WinCLIP, create_model, is_training_free
+from medad.models import ModelKind, WinCLIP, create_model, model_kind
 from medad.models.winclip import harmonic_aggregate, winclip_sentences, window_indices
 from medad.utils.io import sha256_file
 
@@ -68,22 +68,22 @@ def test_batched_window_embeddings_equal_one_window_at_a_time(tiny: WinCLIP) -> 
 
 def test_forward_contract_and_policies(tiny: WinCLIP) -> None:
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    out = tiny(images, ["bottle", "skin lesion"])
-    assert out["pixel_scores"].shape == (2, 64, 64) and out["image_scores"].shape == (2,)
-    assert out["pixel_scores"].min() >= 0 and out["pixel_scores"].max() <= 1
-    assert torch.equal(out["image_scores"], out["global_scores"])  # winclip's default: the CLS zero-shot score
-    assert out["scale_maps"].shape == (2, 4, 4, 4)  # scales 2, 3 + patch map + image scale
-    assert torch.allclose(out["scale_maps"][:, 3], out["global_scores"][:, None, None].expand(-1, 4, 4))
+    out = tiny.explain(images, ["bottle", "skin lesion"])
+    assert out.pixel_scores.shape == (2, 64, 64) and out.image_scores.shape == (2,)
+    assert out.pixel_scores.min() >= 0 and out.pixel_scores.max() <= 1
+    assert torch.equal(out.image_scores, out.global_scores)  # winclip's default: the CLS zero-shot score
+    assert out.scale_maps.shape == (2, 4, 4, 4)  # scales 2, 3 + patch map + image scale
+    assert torch.allclose(out.scale_maps[:, 3], out.global_scores[:, None, None].expand(-1, 4, 4))
     # the CLS score is the softmax of cosine / temperature against the averaged prompt vectors
     text = tiny.text_features(["bottle", "skin lesion"], images.device)
     cls = F.normalize(tiny._encode_sequences(tiny._tokens(images))[:, 0], dim=-1)
     logits = torch.einsum("be,bek->bk", cls, text) / 0.01
-    assert torch.allclose(out["global_scores"], torch.softmax(logits, -1)[:, 1], atol=1e-5)
+    assert torch.allclose(out.global_scores, torch.softmax(logits, -1)[:, 1], atol=1e-5)
     # one window covering the whole grid + the image scale: every term is the CLS score -> a constant map
     whole = create_model("winclip_tiny", scales=[4], patch_map=False, image_score="max")
     out2 = whole(images, ["bottle", "skin lesion"])
-    assert torch.allclose(out2["pixel_scores"], out["global_scores"][:, None, None].expand(-1, 64, 64), atol=1e-5)
-    assert torch.allclose(out2["image_scores"], out["global_scores"], atol=1e-5)
+    assert torch.allclose(out2.pixel_scores, out.global_scores[:, None, None].expand(-1, 64, 64), atol=1e-5)
+    assert torch.allclose(out2.image_scores, out.global_scores, atol=1e-5)
     with pytest.raises(ConfigError):
         tiny(images, ["bottle"])
 
@@ -101,7 +101,7 @@ def test_prompt_ensemble_is_the_normalised_mean_of_normalised_sentences(tiny: Wi
 def test_resolution_scales_the_grid_and_window_counts() -> None:
     model = create_model("winclip_tiny", image_size=96)
     assert model.grid == 6 and model.card()["windows_per_scale"] == {"2": 25, "3": 16}
-    assert model(torch.zeros(1, 3, 96, 96), ["x"])["pixel_scores"].shape == (1, 96, 96)
+    assert model(torch.zeros(1, 3, 96, 96), ["x"]).pixel_scores.shape == (1, 96, 96)
     with pytest.raises(ConfigError, match="multiple of the patch size"):
         create_model("winclip_tiny", image_size=100)
     with pytest.raises(ConfigError, match="exceed"):
@@ -109,7 +109,7 @@ def test_resolution_scales_the_grid_and_window_counts() -> None:
 
 
 def test_local_weights_file_sha256_and_positional_resize(tiny: WinCLIP, tmp_path: Path) -> None:
-    assert is_training_free("winclip") and is_training_free("winclip_tiny")
+    assert model_kind("winclip") is not ModelKind.TRAINABLE and model_kind("winclip_tiny") is not ModelKind.TRAINABLE
     card = tiny.card()
     assert card["random_weights"] is True and card["clip"]["source"] == "random" and card["trainable_parameters"] == 0
     import open_clip
@@ -126,9 +126,9 @@ def test_local_weights_file_sha256_and_positional_resize(tiny: WinCLIP, tmp_path
     loaded = create_model("winclip_tiny", random_init=False, clip_weights=str(file))
     info = loaded.card()["clip"]
     assert info["source"] == "file" and info["sha256"] == sha256_file(file) and loaded.card()["random_weights"] is False
-    assert torch.equal(loaded.backbone.model.conv1.weight, source.visual.conv1.weight)
+    assert torch.equal(loaded.visual.conv1.weight, source.visual.conv1.weight)
     bigger = create_model("winclip_tiny", random_init=False, clip_weights=str(file), image_size=128)  # 8x8 grid
-    assert bigger.backbone.model.positional_embedding.shape == (65, 32)
+    assert bigger.visual.positional_embedding.shape == (65, 32)
     with pytest.raises(WeightsError, match="does not exist"):
         create_model("winclip_tiny", random_init=False, clip_weights=str(tmp_path / "missing.pt"))
     with pytest.raises(ConfigError, match="no separate backbone"):

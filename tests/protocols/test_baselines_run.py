@@ -84,7 +84,7 @@ def test_mutual_predictions_equal_the_set_scored_directly(run_dir: Path) -> None
     dataset = make_dataset(frame, model.image_size, model.mean, model.std, masks=False, uint8=True)
     images = normalize_images(torch.stack([dataset[i]["image"] for i in range(len(frame))]), model.mean, model.std)
     direct = model(images)
-    assert np.allclose(reader.image_scores, direct["image_scores"].numpy(), atol=1e-5)
+    assert np.allclose(reader.image_scores, direct.image_scores.numpy(), atol=1e-5)
 
 
 def test_training_free_models_need_no_training_and_refuse_a_checkpoint(tmp_path: Path) -> None:

@@ -1,0 +1,248 @@
+"""The model contract: what every medad model is, what it returns, and what the engine may branch on.
+
+Every registered model is an :class:`AnomalyModel` (an ``nn.Module``) with a ``kind`` (:class:`ModelKind`, the
+way anomalib's ``learning_type`` tells its Engine how to fit and score a model), an input side, a normalisation,
+a JSON card and a ``forward(images, class_names) -> InferenceBatch``. The three kinds:
+
+* :class:`TrainableAnomalyModel` (``TRAINABLE``, e.g. AD-DINOv3): timm's names, ``forward_features(images)``
+  runs ONLY the frozen backbone (no grad, so its output can be cached across epochs) and
+  ``forward_head(features, class_names)`` the trained head; ``forward`` is the two in a row. In training mode the
+  head returns a :class:`TrainingBatch` (what the loss needs), in eval mode an :class:`InferenceBatch`.
+* ``TRAINING_FREE`` models (e.g. WinCLIP): nothing to train, no checkpoint; ``forward`` scores images one at a time.
+* :class:`TransductiveAnomalyModel` (``TRANSDUCTIVE``, e.g. ``dinov3_mutual``): training-free, and an image is
+  scored against the other images of its scoring set: ``forward_features(images)`` per batch, then
+  ``score_set(features, positions)`` once the whole set's features are known.
+
+Outputs are NamedTuples of tensors, so ``torch.compile``, ``torch.jit.trace`` and ONNX export see plain tuples.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+from medad.errors import ConfigError
+from medad.models.config import ModelConfig
+
+Features = dict[str, torch.Tensor]
+"""What ``forward_features`` returns: named batch-first tensors of the frozen backbone (cacheable)."""
+
+RGB = tuple[float, float, float]
+
+
+class ModelKind(str, enum.Enum):
+    """How a model learns, which decides how the engine trains and scores it."""
+
+    TRAINABLE = "trainable"
+    TRAINING_FREE = "training-free"
+    TRANSDUCTIVE = "transductive"
+
+
+class InferenceBatch(NamedTuple):
+    """What a model returns for a batch of ``B`` images of side ``S``.
+
+    Attributes:
+        pixel_scores: ``(B, S, S)`` anomaly map in [0, 1].
+        image_scores: ``(B,)`` image anomaly score (under the model's ``image_score`` policy).
+    """
+
+    pixel_scores: torch.Tensor
+    image_scores: torch.Tensor
+
+
+class TrainingBatch(NamedTuple):
+    """What a trainable model's head returns in training mode: the inference outputs plus what the loss needs.
+
+    Attributes:
+        pixel_scores: ``(B, S, S)`` anomaly map in [0, 1].
+        image_scores: ``(B,)`` image anomaly score.
+        seg_probs: ``(B, 2, S, S)`` [normal, anomalous] segmentation probabilities (AD-DINOv3: the CMCL map).
+        aacm_probs: ``(B, 2, S, S)`` [normal, anomalous] CLS-patch map (AD-DINOv3: the AACM map).
+        global_logits: ``(B, 2)`` [normal, anomalous] image logits.
+    """
+
+    pixel_scores: torch.Tensor
+    image_scores: torch.Tensor
+    seg_probs: torch.Tensor
+    aacm_probs: torch.Tensor
+    global_logits: torch.Tensor
+
+
+def rgb(values: Sequence[float]) -> RGB:
+    """Three floats (a per-channel mean or std) from any sequence; refuses another length."""
+    if len(values) != 3:
+        raise ConfigError(f"a normalisation mean/std needs 3 values (R, G, B), got {list(values)}")
+    return float(values[0]), float(values[1]), float(values[2])
+
+
+def policy_image_scores(policy: str, global_scores: torch.Tensor, pixel_scores: torch.Tensor) -> torch.Tensor:
+    """The image-score policy every model shares (``image_score`` in its config).
+
+    Args:
+        policy: ``global`` (the model's own image-level score), ``max`` (of the pixel map) or ``blend`` (their mean).
+        global_scores: ``(B,)`` the model's image-level score (AD-DINOv3: CLS vs text; WinCLIP: the CLS zero-shot
+            score; ``dinov3_mutual``: the top-fraction mean of its patch scores).
+        pixel_scores: ``(B, S, S)`` the pixel map.
+
+    Returns:
+        ``(B,)`` image scores.
+    """
+    if policy == "global":
+        return global_scores
+    max_scores = pixel_scores.flatten(1).amax(dim=1)
+    if policy == "max":
+        return max_scores
+    return 0.5 * (global_scores + max_scores)
+
+
+class AnomalyModel(nn.Module, abc.ABC):
+    """Base of every medad model.
+
+    Args:
+        config: The model's configuration (recorded in the card); gives ``compat`` and ``image_size``.
+        name: Registry name recorded in the card.
+
+    Subclasses set ``mean`` / ``std`` (the normalisation of their frozen weights) and implement
+    :meth:`forward`, :meth:`frozen_weights` and :meth:`compile_targets`; they may add card entries with
+    :meth:`card_extras`.
+    """
+
+    kind: ClassVar[ModelKind]
+    mean: RGB
+    std: RGB
+
+    def __init__(self, config: ModelConfig, name: str) -> None:
+        super().__init__()
+        self.name = name
+        self.config = config
+        self.compat: str = config.compat
+        self.image_size: int = config.image_size
+        self._compiled = False
+
+    def train(self, mode: bool = True) -> AnomalyModel:
+        """Frozen models stay in eval mode; a trainable model sets its head's mode (its frozen parts stay eval)."""
+        return super().train(mode and self.kind is ModelKind.TRAINABLE)
+
+    def check_images(self, images: torch.Tensor) -> None:
+        """Refuse a batch that is not ``(B, 3, S, S)`` at this model's side ``S``."""
+        if images.dim() != 4 or images.shape[-2:] != (self.image_size, self.image_size):
+            raise ConfigError(
+                f"images must be (B, 3, {self.image_size}, {self.image_size}) for this model, got "
+                f"{tuple(images.shape)}; resize them with make_dataset(image_size=model.image_size)"
+            )
+
+    @abc.abstractmethod
+    def forward(self, images: torch.Tensor, class_names: list[str]) -> InferenceBatch | TrainingBatch:
+        """Score normalised ``(B, 3, S, S)`` images, one prompt word per image: an :class:`InferenceBatch` (a
+        :class:`TrainingBatch` only from a trainable model in training mode; both have ``pixel_scores`` and
+        ``image_scores``)."""
+
+    @abc.abstractmethod
+    def frozen_weights(self) -> dict[str, dict[str, Any]]:
+        """The frozen weights, by card key (``backbone``, ``text``, ``clip``): id, sha256, licence, source."""
+
+    @abc.abstractmethod
+    def compile_targets(self) -> list[tuple[nn.Module, str]]:
+        """The (module, method name) pairs :meth:`compile` replaces by their compiled form (the backbone)."""
+
+    def compile(self) -> None:
+        """``torch.compile`` the frozen backbone's forward once, with static shapes (``dynamic=False``).
+
+        Unlike ``nn.Module.compile`` this compiles only the backbone (where the time goes), so a caller pads the
+        last batch to the batch size to keep one graph. Idempotent: a second call does nothing.
+        """
+        if self._compiled:
+            return
+        for module, method in self.compile_targets():
+            setattr(module, method, torch.compile(getattr(module, method), dynamic=False))
+        self._compiled = True
+
+    def trainable_parameters(self) -> int:
+        """How many parameters training updates (0 for a training-free model)."""
+        return 0
+
+    def card_extras(self) -> dict[str, Any]:
+        """Model-specific card entries (default: none)."""
+        return {}
+
+    def card(self) -> dict[str, Any]:
+        """JSON-serialisable description: name, config, frozen weights (ids, sha256, licences), random flag."""
+        weights = self.frozen_weights()
+        return {
+            "name": self.name,
+            "config": self.config.to_dict(),
+            "image_size": self.image_size,
+            "image_score": self.config.image_score,
+            **{key: dict(info) for key, info in weights.items()},
+            "random_weights": any(info["source"] == "random" for info in weights.values()),
+            "trainable_parameters": self.trainable_parameters(),
+            **self.card_extras(),
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+class TrainableAnomalyModel(AnomalyModel):
+    """A model with a trained head on a frozen backbone (kind ``TRAINABLE``)."""
+
+    kind: ClassVar[ModelKind] = ModelKind.TRAINABLE
+
+    @abc.abstractmethod
+    def forward_features(self, images: torch.Tensor) -> Features:
+        """Run only the frozen backbone (no grad); the result can be cached and fed to :meth:`forward_head`."""
+
+    @abc.abstractmethod
+    def forward_head(
+        self, features: Mapping[str, torch.Tensor], class_names: list[str]
+    ) -> InferenceBatch | TrainingBatch:
+        """Run the head on backbone features: a :class:`TrainingBatch` in training mode, else an
+        :class:`InferenceBatch`."""
+
+    def forward(self, images: torch.Tensor, class_names: list[str]) -> InferenceBatch | TrainingBatch:
+        """``forward_head(forward_features(images), class_names)``."""
+        return self.forward_head(self.forward_features(images), class_names)
+
+    @abc.abstractmethod
+    def compute_loss(
+        self, outputs: InferenceBatch | TrainingBatch, masks: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The training loss of a training-mode head output: ``total`` plus the named terms."""
+
+    @abc.abstractmethod
+    def trainable_modules(self) -> nn.ModuleDict:
+        """The modules training updates (everything else is frozen)."""
+
+    def trainable_parameters(self) -> int:
+        """How many parameters :meth:`trainable_modules` hold."""
+        return int(sum(p.numel() for p in self.trainable_modules().parameters()))
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """State dict of the trained modules only (what a checkpoint stores)."""
+        return {k: v.detach().clone() for k, v in self.trainable_modules().state_dict().items()}
+
+    @abc.abstractmethod
+    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load trained weights; refuse (``WeightsError``) weights that do not fit this model."""
+
+
+class TransductiveAnomalyModel(AnomalyModel):
+    """A training-free model that scores each image against the other images of its scoring set."""
+
+    kind: ClassVar[ModelKind] = ModelKind.TRANSDUCTIVE
+
+    @abc.abstractmethod
+    def forward_features(self, images: torch.Tensor) -> Features:
+        """Per-image frozen features of a batch (no grad); a set's batches are concatenated for :meth:`score_set`."""
+
+    @abc.abstractmethod
+    def score_set(self, features: Mapping[str, torch.Tensor], positions: Sequence[int] | None = None) -> InferenceBatch:
+        """Score the images at ``positions`` (default all) of a whole set's concatenated features."""
+
+    def forward(self, images: torch.Tensor, class_names: list[str] | None = None) -> InferenceBatch:
+        """Treat the batch as the scoring set (``class_names`` is ignored)."""
+        return self.score_set(self.forward_features(images))
