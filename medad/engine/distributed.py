@@ -26,18 +26,23 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from medad.engine.features import FeatureCache
 from medad.engine.predictions import PredictionReader
 from medad.engine.runtime import resolve_device
 from medad.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from medad.models import TrainableAnomalyModel
 
 _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -249,13 +254,13 @@ class OneProcess:
         parts = [batch[s : s + micro] for s in range(0, len(batch), micro)]
         return [(part, len(part) / len(batch), True) for part in parts]
 
-    def loss_fn(self, model: Any) -> Callable[..., dict[str, Any]]:
+    def loss_fn(self, model: TrainableAnomalyModel) -> Callable[..., dict[str, Any]]:
         """``loss_fn(features, words, masks, labels) -> losses`` through the trainable head."""
         return lambda features, words, masks, labels: model.compute_loss(
             model.forward_head(features, words), masks, labels
         )
 
-    def sync(self, last: bool) -> Any:
+    def sync(self, last: bool) -> AbstractContextManager[None]:
         """Context of one micro-batch's forward and backward (``last``: the step's final one)."""
         return contextlib.nullcontext()
 
@@ -278,10 +283,10 @@ class _Adapters(nn.Module):
     backbone or text tower.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: TrainableAnomalyModel) -> None:
         super().__init__()
         self.trainable = nn.ParameterList([p for p in model.parameters() if p.requires_grad])
-        self._model = (model,)
+        self._model: tuple[TrainableAnomalyModel] = (model,)
 
     def forward(
         self, features: Any, words: list[str], masks: torch.Tensor, labels: torch.Tensor
@@ -302,7 +307,7 @@ class DDPTraining:
         self.env = env
         self.device = device
         self.is_main = env.is_main
-        self._ddp: nn.Module | None = None
+        self._ddp: DistributedDataParallel | None = None
 
     def split(self, batch: list[int], micro: int) -> list[tuple[list[int], float, bool]]:
         """Micro-batches ``rank, rank+W, ...`` of the single-process cut, weighted so the average is the sum."""
@@ -314,20 +319,18 @@ class DDPTraining:
         mine += [(parts[0], 0.0, False)] * (rounds - len(mine))
         return mine
 
-    def loss_fn(self, model: nn.Module) -> Callable[..., dict[str, Any]]:
+    def loss_fn(self, model: TrainableAnomalyModel) -> Callable[..., dict[str, Any]]:
         """Wrap the adapters in DDP (rank 0's values are broadcast) and return the loss through it."""
-        from torch.nn.parallel import DistributedDataParallel
-
         module = _Adapters(model)
         ids = [self.device.index] if self.device.type == "cuda" else None
         # find_unused_parameters: `reference` adapters register an fc2 that never gets a gradient
         self._ddp = DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
         return self._ddp
 
-    def sync(self, last: bool) -> Any:
+    def sync(self, last: bool) -> AbstractContextManager[None]:
         """All-reduce the accumulated gradients only in the step's last backward pass."""
         assert self._ddp is not None, "loss_fn() first"
-        return contextlib.nullcontext() if last else self._ddp.no_sync()  # type: ignore[operator]
+        return contextlib.nullcontext() if last else self._ddp.no_sync()
 
     def reduce(self, sums: dict[str, float], count: int) -> tuple[dict[str, float], int]:
         """Sum the loss statistics over ranks (every rank logs the same epoch means)."""

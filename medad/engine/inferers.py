@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from medad.engine.host_writes import HostBatch
 from medad.engine.skipped import SkipLog, SkippingSubset, collate_skipping
@@ -108,7 +108,7 @@ def _pad_to(images: torch.Tensor, words: list[str], size: int) -> tuple[torch.Te
     return torch.cat([images, images[-1:].expand(missing, *images.shape[1:])]), words + [words[-1]] * missing
 
 
-def model_input_dataset(model: AnomalyModel, manifest: pd.DataFrame) -> Any:
+def model_input_dataset(model: AnomalyModel, manifest: pd.DataFrame) -> Dataset[Any]:
     """The manifest's images as uint8 samples resized to the model input (normalised later, on the device)."""
     from medad.data import make_dataset
 

@@ -7,11 +7,14 @@ used are recorded per dataset and class in checkpoints and predictions folders.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from medad.errors import ConfigError
+
+if TYPE_CHECKING:
+    from medad.models import AnomalyModel
 
 
 def prompt_words(
@@ -49,7 +52,7 @@ def class_words_used(manifest: pd.DataFrame, words: Sequence[str]) -> dict[str, 
     return used
 
 
-def check_model_compat(model: Any, compat: str | None) -> str:
+def check_model_compat(model: AnomalyModel, compat: str | None) -> str:
     """Return the class-word rule of a run: ``compat`` if it is the model's own mode, else refuse.
 
     A model built in one mode and prompted with the other mode's words would be a hybrid of both (for

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -60,10 +60,10 @@ def rng_state() -> dict[str, Any]:
 
     NumPy's key array is stored as an int64 tensor so the whole state loads with ``torch.load(weights_only=True)``.
     """
-    np_state = np.random.get_state()
+    kind, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state(legacy=True))
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), *map(float, (pos, has_gauss, cached))],
         "python": random.getstate(),
     }
     if torch.cuda.is_available():

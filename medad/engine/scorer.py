@@ -44,7 +44,7 @@ RANDOM_WEIGHTS_WARNING = (
 
 
 def predictions_meta(
-    model: Any,
+    model: AnomalyModel,
     manifest: pd.DataFrame,
     compat: str,
     *,
@@ -196,7 +196,7 @@ def _join_shard(shard: str, tag: str, indices: Sequence[int] | None, device: str
 
 
 def _run_inferer(
-    inferer: Inferer, model: Any, run: ScoringRun, writer: PredictionWriter, done: Callable[[int], None] | None
+    inferer: Inferer, model: AnomalyModel, run: ScoringRun, writer: PredictionWriter, done: Callable[[int], None] | None
 ) -> None:
     """Run the strategy over ``run.todo``, writing each batch in the background and reporting it to ``done``."""
     model.to(run.device)

@@ -126,6 +126,7 @@ class TiledInferer(Inferer):
                 cval=0.0,
                 roi_weight_map=weights,
             )
+            assert isinstance(stitched, torch.Tensor)  # one output map per window: one stitched tensor
             # The blend is a weighted mean of [0, 1] maps; the clamp only removes float rounding.
             pixel_map = stitched[0, 0].clamp(0.0, 1.0)
             image_score = torch.cat(window_scores).max().reshape(1)

@@ -23,13 +23,13 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from medad.engine.distributed import OneProcess, training_hooks
+from medad.engine.distributed import DDPTraining, OneProcess, training_hooks
 from medad.engine.features import (
     CachedFeatureDataset,
     FeatureCache,
@@ -41,6 +41,9 @@ from medad.engine.prompting import check_model_compat, class_words_used, prompt_
 from medad.engine.runtime import autocast, autocast_dtype, resolve_device, rng_state, seed_everything, set_rng_state
 from medad.errors import ConfigError, DataError
 from medad.utils.io import disk_errors, hash_config, write_json_atomic
+
+if TYPE_CHECKING:
+    from medad.models import TrainableAnomalyModel
 
 REFERENCE_LR = 1e-5
 """The paper's learning rate (for ViT-L scale models). Tiny demo models need far more, e.g. 1e-3."""
@@ -111,7 +114,7 @@ def _last_checkpoint(folder: Path) -> Path | None:
 
 
 def train(
-    model: Any,
+    model: TrainableAnomalyModel,
     manifests: pd.DataFrame | Sequence[pd.DataFrame],
     out_dir: str | Path,
     *,
@@ -175,8 +178,6 @@ def train(
         ConfigError: bad settings, or ``out_dir`` holds a run with other settings.
         DataError: the manifest is empty or has rows without a 0/1 label.
     """
-    from tqdm.auto import tqdm
-
     from medad.data import make_dataset
     from medad.data.readers import check_files
     from medad.models import save_checkpoint
@@ -185,7 +186,6 @@ def train(
     manifest = concat_manifests(manifests)
     _check_settings(manifest, epochs, lr, batch_size, micro_batch_size, warmup_fraction)
     check_files(manifest)  # an unreadable image must stop training before the first step, naming the file
-    micro = micro_batch_size or batch_size
     dev = resolve_device(device)
     out = Path(out_dir)
     ckpt_root = out / "checkpoints"
@@ -203,14 +203,11 @@ def train(
         raise ConfigError(f"model {card.get('name')!r} has no trainable parameters; nothing to train")
     compat = check_model_compat(model, compat)
     words = prompt_words(manifest, compat, class_words)
-    manifest_hash = manifest_fingerprint(manifest)
-    steps_per_epoch = math.ceil(len(manifest) / batch_size)
-    total_steps = epochs * steps_per_epoch
-    warmup_steps = max(1, round(warmup_fraction * total_steps))
+    warmup_steps = max(1, round(warmup_fraction * epochs * math.ceil(len(manifest) / batch_size)))
     settings = {
         "model": card.get("name"),
         "config": card.get("config"),
-        "manifest_hash": manifest_hash,
+        "manifest_hash": manifest_fingerprint(manifest),
         "n_images": len(manifest),
         "epochs": epochs,
         "lr": lr,
@@ -238,64 +235,23 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     if hooks.is_main:
         write_json_atomic(out / "train_settings.json", settings)
-    loss_fn = hooks.loss_fn(model)
+    loop = _Loop(model, optimizer, scheduler, hooks, hooks.loss_fn(model), words, dev, batch_size,
+                 micro_batch_size or batch_size, num_workers, progress)  # fmt: skip
 
-    dataset = make_dataset(manifest, model.image_size, model.mean, model.std)
-    pin = dev.type == "cuda"
+    dataset: Dataset[Any] = make_dataset(manifest, model.image_size, model.mean, model.std)
     if cache_features and start_epoch < epochs:
         root = Path(cache_dir) if cache_dir is not None else default_cache_root()
         cache = FeatureCache(root / "features" / feature_cache_key(model, manifest, autocast_dtype(dev)), len(manifest))
         with autocast(dev):
             hooks.build_cache(
-                cache, dataset, model.forward_features, micro, dev, num_workers=num_workers, progress=progress
+                cache, dataset, model.forward_features, loop.micro, dev, num_workers=num_workers, progress=progress
             )
         dataset = CachedFeatureDataset(cache)
 
     history: list[dict[str, float]] = []
     checkpoint = last
     for epoch in range(start_epoch, epochs):
-        model.train()
-        order = epoch_order(seed, epoch, len(manifest))
-        batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-        # (micro-batch, loss weight, counts in the stats, last of its step), in the order this process runs them
-        plan = [
-            (part, weight, real, k == len(parts) - 1)
-            for parts in (hooks.split(b, micro) for b in batches)
-            for k, (part, weight, real) in enumerate(parts)
-        ]
-        loader = DataLoader(dataset, batch_sampler=[p[0] for p in plan], num_workers=num_workers, pin_memory=pin)
-        sums: dict[str, float] = {}
-        n_micro = 0
-        bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{epochs}", unit="step", disable=not progress)
-        optimizer.zero_grad(set_to_none=True)
-        for sample, (_, weight, real, last) in zip(loader, plan, strict=True):
-            indices = sample["index"].tolist()
-            labels = sample["label"].to(dev, non_blocking=True)
-            masks = sample["mask"].to(dev, non_blocking=True)
-            with hooks.sync(last):
-                with autocast(dev):
-                    if "features" in sample:
-                        features = _to_device(sample["features"], dev)
-                    else:
-                        features = model.forward_features(sample["image"].to(dev, non_blocking=True))
-                    losses = loss_fn(features, [words[i] for i in indices], masks, labels)
-                (losses["total"] * weight).backward()
-            if real:  # summed on the device in float64: reading a loss each step would make the host wait
-                n_micro += 1
-                for name, value in losses.items():
-                    term = torch.as_tensor(value).detach().double()
-                    sums[name] = sums[name] + term if name in sums else term
-            if last:
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                bar.update(1)
-                if bar.n % LOSS_DISPLAY_EVERY == 0 or bar.n == len(batches):
-                    bar.set_postfix(loss=f"{float(losses['total'].detach()):.4f}")
-        bar.close()
-        sums, n_micro = hooks.reduce({name: float(total) for name, total in sums.items()}, n_micro)
-        stats = {name: total / n_micro for name, total in sums.items()}
+        stats, step = loop.epoch(dataset, epoch_order(seed, epoch, len(manifest)), f"epoch {epoch + 1}/{epochs}", step)
         stats.update(epoch=float(epoch + 1), steps=float(step), lr=float(scheduler.get_last_lr()[0]))
         history.append(stats)
         checkpoint = ckpt_root / f"epoch_{epoch + 1:03d}"
@@ -307,6 +263,76 @@ def train(
     if checkpoint is None:
         raise ConfigError(f"{out} holds no checkpoint and epochs={epochs}; ask for at least one epoch")
     return TrainResult(checkpoint=checkpoint, epochs=epochs, steps=step, history=history, resumed_from=start_epoch)
+
+
+@dataclass
+class _Loop:
+    """The optimiser loop of one :func:`train` call: one epoch of accumulated micro-batch steps at a time."""
+
+    model: TrainableAnomalyModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    hooks: OneProcess | DDPTraining
+    loss_fn: Callable[..., dict[str, Any]]
+    words: list[str]
+    dev: torch.device
+    batch_size: int
+    micro: int
+    num_workers: int
+    progress: bool
+
+    def epoch(self, dataset: Dataset[Any], order: list[int], desc: str, step: int) -> tuple[dict[str, float], int]:
+        """Run one epoch over ``order``; return the mean of each loss term over its micro-batches and the step."""
+        from tqdm.auto import tqdm
+
+        self.model.train()
+        batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        # (micro-batch, loss weight, counts in the stats, last of its step), in the order this process runs them
+        plan = [
+            (part, weight, real, k == len(parts) - 1)
+            for parts in (self.hooks.split(b, self.micro) for b in batches)
+            for k, (part, weight, real) in enumerate(parts)
+        ]
+        pin = self.dev.type == "cuda"
+        loader = DataLoader(dataset, batch_sampler=[p[0] for p in plan], num_workers=self.num_workers, pin_memory=pin)
+        sums: dict[str, torch.Tensor] = {}
+        n_micro = 0
+        bar = tqdm(total=len(batches), desc=desc, unit="step", disable=not self.progress)
+        self.optimizer.zero_grad(set_to_none=True)
+        for sample, (_, weight, real, closes_step) in zip(loader, plan, strict=True):
+            losses = self._micro_batch(sample, weight, closes_step)
+            if real:  # summed on the device in float64: reading a loss each step would make the host wait
+                n_micro += 1
+                for name, value in losses.items():
+                    term = torch.as_tensor(value).detach().double()
+                    sums[name] = sums[name] + term if name in sums else term
+            if closes_step:
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                step += 1
+                bar.update(1)
+                if bar.n % LOSS_DISPLAY_EVERY == 0 or bar.n == len(batches):
+                    bar.set_postfix(loss=f"{float(losses['total'].detach()):.4f}")
+        bar.close()
+        totals, n_micro = self.hooks.reduce({name: float(total) for name, total in sums.items()}, n_micro)
+        return {name: total / n_micro for name, total in totals.items()}, step
+
+    def _micro_batch(self, sample: Mapping[str, Any], weight: float, closes_step: bool) -> dict[str, Any]:
+        """Forward and backward of one micro-batch (gradients all-reduced only when it closes a step)."""
+        dev = self.dev
+        indices = sample["index"].tolist()
+        labels = sample["label"].to(dev, non_blocking=True)
+        masks = sample["mask"].to(dev, non_blocking=True)
+        with self.hooks.sync(closes_step):
+            with autocast(dev):
+                if "features" in sample:
+                    features = _to_device(sample["features"], dev)
+                else:
+                    features = self.model.forward_features(sample["image"].to(dev, non_blocking=True))
+                losses = self.loss_fn(features, [self.words[i] for i in indices], masks, labels)
+            (losses["total"] * weight).backward()
+        return losses
 
 
 def _check_settings(
@@ -438,7 +464,7 @@ def train_on_roots(
         The :class:`TrainResult`.
     """
     from medad.data import load_manifest
-    from medad.models import create_model
+    from medad.models import TrainableAnomalyModel, create_model
 
     if not roots:
         raise ConfigError("no auxiliary dataset given; pass --data ROOT (e.g. an MVTec AD or VisA folder)")
@@ -447,4 +473,6 @@ def train_on_roots(
     if options.get("compat") is not None:  # the model is built in the mode it is trained in
         config.setdefault("compat", options["compat"])
     model = create_model(model_name, **config)
+    if not isinstance(model, TrainableAnomalyModel):  # the words train() uses for a model without adapters
+        raise ConfigError(f"model {model_name!r} has no trainable parameters; nothing to train")
     return train(model, manifests, out_dir, **options)

@@ -101,10 +101,10 @@ class Accumulated:
             )
         return out
 
-    def groups_for(self, rows: np.ndarray) -> np.ndarray | None:
+    def groups_for(self, rows: np.ndarray) -> list[str] | None:
         """The clusters of ``rows`` when some cluster holds more than one image, else ``None`` (resample images)."""
         g = self.groups[rows]
-        return g if np.unique(g).size < g.size else None
+        return g.tolist() if np.unique(g).size < g.size else None
 
     def statistic(self, model: str, dataset: str, rows: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         """Bootstrap statistic over ``rows`` (labelled images of one scope) with outputs in ALL_METRICS order."""

@@ -41,6 +41,8 @@ def model_pairs(models: list[str], comparisons: str | Sequence[tuple[str, str]] 
         return []
     if comparisons == "all":
         return list(itertools.combinations(models, 2))
+    if isinstance(comparisons, str):
+        raise ConfigError(f"comparisons={comparisons!r}: give 'all', a list of (model_a, model_b) pairs, or None")
     pairs = [(str(a), str(b)) for a, b in comparisons]
     bad = sorted({x for p in pairs for x in p} - set(models))
     if bad:

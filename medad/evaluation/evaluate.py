@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -92,7 +92,9 @@ def evaluate(
     check_ci_settings(ci_cfg["n_resamples"], ci_cfg["level"], ci_cfg["method"], names=names)
     models = list(predictions)
     if mask_reader is None:
-        from medad.data import read_mask as mask_reader
+        from medad.data import read_mask
+
+        mask_reader = read_mask
     readers = {name: PredictionReader(folder) for name, folder in predictions.items()}
     random_weights = {name: predictions_random_weights(reader.meta) for name, reader in readers.items()}
     size = model_resolution(resolution, {name: reader.meta for name, reader in readers.items()})
@@ -218,10 +220,13 @@ def _metric_row(
     random_weights: bool,
 ) -> MetricRow:
     """One typed metrics row: the value or why it is not applicable, and its interval where there is one."""
+    status: Literal["ok", "not_applicable"] = "ok"
+    point: float | None = None
+    reason: str | None = None
     if isinstance(value, NotApplicable):
-        point, status, reason = None, "not_applicable", value.reason
+        status, reason = "not_applicable", value.reason
     else:
-        point, status, reason = float(value), "ok", None
+        point = float(value)
     low, high = cis.get(metric, (None, None)) if point is not None else (None, None)
     return MetricRow(
         model=model,

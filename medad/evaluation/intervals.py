@@ -8,7 +8,7 @@ actually used, which ``metrics.json`` reports beside the requested settings.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -72,12 +72,8 @@ class Intervals:
             return {}
         cls = acc.manifest["class_name"].astype(str).to_numpy()[rows_all]
         if mean:
-            stats = [(np.flatnonzero(cls == c), acc.statistic(model, dataset, rows_all[cls == c])) for c in classes]
-
-            def statistic(w: np.ndarray) -> np.ndarray:
-                return np.mean([f(w[:, cols]) for cols, f in stats], axis=0)
-
-            strata = cls
+            statistic = _class_mean_statistic(acc, model, dataset, rows_all, cls, classes)
+            strata: np.ndarray | None = cls
         else:
             statistic = acc.statistic(model, dataset, rows_all)
             strata = None
@@ -93,7 +89,7 @@ class Intervals:
             n_resamples=int(self.ci["n_resamples"]),
             seed=int(self.ci["seed"]),
             groups=groups,
-            strata=strata,
+            strata=None if strata is None else strata.tolist(),
             method=self.ci["method"],
             level=float(self.ci["level"]),
             estimate=est,
@@ -114,3 +110,15 @@ class Intervals:
         by += ["label"] if by_image else []
         scope = f"{MEAN} intervals" if mean else "per-class and pooled intervals"
         self.strata.add(f"{scope}: by {' and '.join(by)}" if by else f"{scope}: none")
+
+
+def _class_mean_statistic(
+    acc: Accumulated, model: str, dataset: str, rows: np.ndarray, cls: np.ndarray, classes: list[str]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The bootstrap statistic of the class mean: each class's statistic on its own columns, averaged."""
+    stats = [(np.flatnonzero(cls == c), acc.statistic(model, dataset, rows[cls == c])) for c in classes]
+
+    def statistic(w: np.ndarray) -> np.ndarray:
+        return np.mean([f(w[:, cols]) for cols, f in stats], axis=0)
+
+    return statistic
