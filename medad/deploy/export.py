@@ -87,7 +87,8 @@ class ExportResult:
         )
 
 
-def _check(model: AnomalyModel, class_word: str, fmt: str) -> str:
+def _check(model: AnomalyModel, class_word: str, fmt: str) -> tuple[ADDINOv3, str]:
+    """The model as an AD-DINOv3 and the stripped class word; refuse another format, model kind or empty word."""
     from medad.models.ad_dinov3 import ADDINOv3
 
     if fmt not in FORMATS:
@@ -100,7 +101,7 @@ def _check(model: AnomalyModel, class_word: str, fmt: str) -> str:
     word = class_word.strip()
     if not word:
         raise ConfigError("--class-word is empty; give the prompt word of the class to score, e.g. --class-word brain")
-    return word
+    return model, word
 
 
 @contextlib.contextmanager
@@ -271,8 +272,7 @@ def export_model(
 
     if model is None:
         model = load_model(checkpoint, model_name, "cpu")
-    model = model.float().eval()
-    word = _check(model, class_word, fmt)
+    model, word = _check(model.float().eval(), class_word, fmt)
     if fmt == "onnx":
         _require_onnx()
     out = Path(out)

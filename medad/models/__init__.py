@@ -13,7 +13,15 @@ from medad.models.base import (
 from medad.models.checkpoint import load_checkpoint, save_checkpoint
 from medad.models.mutual import MutualConfig, MutualScorer
 from medad.models.prompts import prompt_word
-from medad.models.registry import create_model, list_models, model_class, model_kind, register_model
+from medad.models.registry import (
+    check_model_config,
+    create_model,
+    list_models,
+    model_class,
+    model_config,
+    model_kind,
+    register_model,
+)
 from medad.models.winclip import WinCLIP, WinCLIPConfig
 
 __all__ = [
@@ -29,10 +37,12 @@ __all__ = [
     "TransductiveAnomalyModel",
     "WinCLIP",
     "WinCLIPConfig",
+    "check_model_config",
     "create_model",
     "list_models",
     "load_checkpoint",
     "model_class",
+    "model_config",
     "model_kind",
     "prompt_word",
     "register_model",

@@ -8,37 +8,34 @@ weights were trained with, real class words).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import open_clip
-import timm
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from medad.errors import ConfigError, WeightsError
 from medad.models import head
 from medad.models.base import (
-    RGB,
     Features,
     InferenceBatch,
     TrainableAnomalyModel,
     TrainingBatch,
     policy_image_scores,
-    rgb,
 )
-from medad.models.config import ModelConfig, check_layers
+from medad.models.config import IntTuple, ModelConfig, PathText, check_layers
+from medad.models.dinov3 import DinoBackbone, build_frozen_dino, check_geometry
 from medad.models.losses import ad_dinov3_loss
-from medad.models.registry import register_model
+from medad.models.registry import model_config, register_model
 from medad.models.text import TextEncoder
-from medad.models.weights import build_backbone, build_text_tower, is_local_weights, text_model_config
+from medad.models.weights import build_text_tower, is_local_weights, text_model_config
 
 TEXT_ACTIVATIONS = ("auto", "gelu", "quickgelu")
 
 
-@dataclasses.dataclass
 class ADDINOv3Config(ModelConfig):
     """Configuration of an AD-DINOv3 model (every field is recorded in the model card).
 
@@ -64,13 +61,13 @@ class ADDINOv3Config(ModelConfig):
     """
 
     backbone: str = "vit_large_patch16_dinov3.lvd1689m"
-    backbone_weights: str | None = None
-    backbone_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-    layers: tuple[int, ...] = (6, 12, 18, 24)
+    backbone_weights: PathText = None
+    backbone_overrides: dict[str, Any] = Field(default_factory=dict)
+    layers: IntTuple = (6, 12, 18, 24)
     image_size: int = 512
     text_model: str = "ViT-L-14-336"
-    text_weights: str | None = "openai"
-    text_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    text_weights: PathText = "openai"
+    text_overrides: dict[str, Any] = Field(default_factory=dict)
     text_activation: str = "auto"
     compat: str = "clean"
     image_score: str = "blend"
@@ -81,10 +78,8 @@ class ADDINOv3Config(ModelConfig):
     text_disk_cache: bool = True
 
     label: ClassVar[str] = "AD-DINOv3"
-    tuple_fields: ClassVar[tuple[str, ...]] = ("layers",)
-    path_fields: ClassVar[tuple[str, ...]] = ("backbone_weights", "text_weights")
 
-    def validate(self) -> None:
+    def check(self) -> None:
         """Check the values that need no backbone; raise :class:`ConfigError` naming the key and the fix."""
         self.check_common()
         if self.text_activation not in TEXT_ACTIVATIONS:
@@ -108,92 +103,6 @@ class ADDINOv3Config(ModelConfig):
         return bool(text_model_config(self.text_model, self.text_overrides).get("quick_gelu", False))
 
 
-def _check_geometry(config: ADDINOv3Config) -> None:
-    """Validate layers and image size against the backbone architecture (built on the meta device)."""
-    arch = config.backbone.split(".")[0]
-    if arch not in timm.list_models():
-        raise ConfigError(f"unknown timm backbone {config.backbone!r}; pick one of timm.list_models('*dinov3*')")
-    with torch.device("meta"):
-        probe = timm.create_model(arch, pretrained=False, num_classes=0, **config.backbone_overrides)
-    patch = probe.patch_embed.patch_size[0]
-    depth = len(probe.blocks)
-    if config.image_size % patch:
-        lower, upper = config.image_size // patch * patch, (config.image_size // patch + 1) * patch
-        raise ConfigError(
-            f"image_size {config.image_size} is not a multiple of the patch size {patch} of {config.backbone!r}; "
-            f"use e.g. {lower or upper} or {upper}"
-        )
-    beyond = [v for v in config.layers if v > depth]
-    if beyond:
-        raise ConfigError(
-            f"layers {beyond} are beyond the depth {depth} of backbone {config.backbone!r}; use 1-based block "
-            f"numbers in 1..{depth}"
-        )
-
-
-class DinoBackbone(nn.Module):
-    """Frozen timm DINOv3 ViT returning standardised patch tokens and CLS tokens of the tapped layers.
-
-    Args:
-        model: The timm model.
-        layers: 1-based block numbers.
-    """
-
-    def __init__(self, model: nn.Module, layers: tuple[int, ...]) -> None:
-        super().__init__()
-        self.model = model.eval().requires_grad_(False)
-        self.indices = [v - 1 for v in layers]
-
-    def train(self, mode: bool = True) -> DinoBackbone:
-        """Keep the frozen backbone in eval mode whatever ``mode`` is."""
-        super().train(False)
-        return self
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> Features:
-        """Run all tapped layers in one batched forward.
-
-        Args:
-            images: ``(B, 3, S, S)`` normalised images.
-
-        Returns:
-            ``patch_tokens`` ``(B, L, N, C)``: final-norm patch tokens standardised per image and channel over the
-            N tokens (unbiased std + 1e-6), prefix tokens (CLS + registers) removed; ``cls_tokens`` ``(B, L, C)``:
-            final-norm CLS tokens, not standardised.
-        """
-        outs = self.model.forward_intermediates(
-            images,
-            indices=self.indices,
-            norm=True,
-            return_prefix_tokens=True,
-            intermediates_only=True,
-            output_fmt="NLC",
-        )
-        patch = torch.stack([head.standardise_tokens(p) for p, _ in outs], dim=1)
-        cls = torch.stack([prefix[:, 0] for _, prefix in outs], dim=1)
-        return {"patch_tokens": patch, "cls_tokens": cls}
-
-
-def build_frozen_dino(config: Any) -> tuple[nn.Module, dict[str, Any], RGB, RGB]:
-    """Build the frozen timm DINOv3 of a config (``backbone``, ``backbone_weights``, ``backbone_overrides``,
-    ``image_size``, ``random_init``, ``init_seed``).
-
-    Returns:
-        The ViT, its weights info (id, sha256, licence, source), and its normalisation mean and std.
-    """
-    vit, info = build_backbone(
-        config.backbone,
-        None if config.random_init else config.backbone_weights,
-        random_init=config.random_init,
-        img_size=config.image_size,
-        overrides=config.backbone_overrides,
-        init_seed=config.init_seed,
-    )
-    mean = rgb(vit.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))
-    std = rgb(vit.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))
-    return vit, info, mean, std
-
-
 class ADDINOv3(TrainableAnomalyModel):
     """The AD-DINOv3 model (trainable: adapters on a frozen DINOv3 and a frozen CLIP text tower).
 
@@ -202,10 +111,11 @@ class ADDINOv3(TrainableAnomalyModel):
         name: Registry name recorded in the card.
     """
 
+    config_class = ADDINOv3Config
     config: ADDINOv3Config
 
     def __init__(self, config: ADDINOv3Config, name: str = "ad_dinov3") -> None:
-        _check_geometry(config)
+        self.check_config(config)
         super().__init__(config, name)
         self.layers = tuple(config.layers)
         vit, self.backbone_info, self.mean, self.std = build_frozen_dino(config)
@@ -227,6 +137,12 @@ class ADDINOv3(TrainableAnomalyModel):
         self.patch_adapters = nn.ModuleList(head.Adapter(vis_dim, dim, keep_fc2) for _ in self.layers)
         self.cls_adapters = nn.ModuleList(head.Adapter(vis_dim, dim, keep_fc2) for _ in self.layers)
         self.text_adapters = nn.ModuleList(head.Adapter(text_dim, dim, keep_fc2) for _ in range(2))
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        """Layers and image size against the DINOv3 architecture (:func:`~medad.models.dinov3.check_geometry`)."""
+        assert isinstance(config, ADDINOv3Config)
+        check_geometry(config)
 
     def train(self, mode: bool = True) -> ADDINOv3:
         """Set the adapters' mode; the frozen backbone and text tower always stay in eval mode."""
@@ -311,18 +227,17 @@ class ADDINOv3(TrainableAnomalyModel):
     def _training_outputs(
         self, patch_tokens: torch.Tensor, cls_tokens: torch.Tensor, text: torch.Tensor
     ) -> TrainingBatch:
-        seg = aacm = logits = None
+        segs, aacms, layer_logits = [], [], []
         for i in range(len(self.layers)):
             p = F.normalize(self.patch_adapters[i](patch_tokens[:, i]), dim=-1)
             c = F.normalize(self.cls_adapters[i](cls_tokens[:, i]), dim=-1)
-            seg_l = head.cmcl_map(p, text, self.image_size)
-            aacm_l = head.aacm_map(p, c, self.image_size)
-            logits_l = head.global_logits(c, text)
-            seg = seg_l if seg is None else seg + seg_l
-            aacm = aacm_l if aacm is None else aacm + aacm_l
-            logits = logits_l if logits is None else logits + logits_l
-        n = len(self.layers)
-        seg, aacm, logits = seg / n, aacm / n, logits / n
+            segs.append(head.cmcl_map(p, text, self.image_size))
+            aacms.append(head.aacm_map(p, c, self.image_size))
+            layer_logits.append(head.global_logits(c, text))
+        n = len(self.layers)  # layer means, summed in layer order as the release does
+        seg = sum(segs[1:], segs[0]) / n
+        aacm = sum(aacms[1:], aacms[0]) / n
+        logits = sum(layer_logits[1:], layer_logits[0]) / n
         pixel = head.gaussian_blur(seg[:, 1], self.config.smoothing_sigma).clamp(0.0, 1.0)
         return TrainingBatch(pixel, self.image_scores(logits, pixel), seg, aacm, logits)
 
@@ -437,7 +352,7 @@ class ADDINOv3(TrainableAnomalyModel):
 @register_model(ADDINOv3)
 def ad_dinov3(**cfg: Any) -> ADDINOv3:
     """AD-DINOv3 with DINOv3 ViT-L/16 (layers 6/12/18/24, 512 px) and the CLIP ViT-L-14-336 text tower."""
-    return ADDINOv3(ADDINOv3Config.from_kwargs(**cfg), name="ad_dinov3")
+    return ADDINOv3(model_config("ad_dinov3", ADDINOv3Config, **cfg), name="ad_dinov3")
 
 
 TINY_DEFAULTS: dict[str, Any] = {
@@ -453,7 +368,7 @@ TINY_DEFAULTS: dict[str, Any] = {
 }
 
 
-@register_model(ADDINOv3)
+@register_model(ADDINOv3, defaults=TINY_DEFAULTS)
 def ad_dinov3_tiny(**cfg: Any) -> ADDINOv3:
     """A tiny random-weights AD-DINOv3 (4-block 64-d DINOv3-like ViT, 1-layer 32-d text tower) for tests/demos."""
-    return ADDINOv3(ADDINOv3Config.from_kwargs(**{**TINY_DEFAULTS, **cfg}), name="ad_dinov3_tiny")
+    return ADDINOv3(model_config("ad_dinov3_tiny", ADDINOv3Config, **cfg), name="ad_dinov3_tiny")

@@ -107,12 +107,14 @@ class AnomalyModel(nn.Module, abc.ABC):
         config: The model's configuration (recorded in the card); gives ``compat`` and ``image_size``.
         name: Registry name recorded in the card.
 
-    Subclasses set ``mean`` / ``std`` (the normalisation of their frozen weights) and implement
+    Subclasses name their config class (``config_class``), set ``mean`` / ``std`` (the normalisation of their
+    frozen weights), may check a config against their architecture (:meth:`check_config`) and implement
     :meth:`forward`, :meth:`frozen_weights` and :meth:`compile_targets`; they may add card entries with
     :meth:`card_extras`.
     """
 
     kind: ClassVar[ModelKind]
+    config_class: ClassVar[type[ModelConfig]]
     mean: RGB
     std: RGB
 
@@ -123,6 +125,10 @@ class AnomalyModel(nn.Module, abc.ABC):
         self.compat: str = config.compat
         self.image_size: int = config.image_size
         self._compiled = False
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        """Checks of a config that need the architecture but no weights (default: none beyond the config's own)."""
 
     def train(self, mode: bool = True) -> AnomalyModel:
         """Frozen models stay in eval mode; a trainable model sets its head's mode (its frozen parts stay eval)."""

@@ -13,6 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from medad.errors import WeightsError
+from medad.models.base import TrainableAnomalyModel
 from medad.models.registry import create_model
 from medad.utils.io import sha256_file, write_bytes_atomic, write_json_atomic
 
@@ -22,7 +23,9 @@ CHECKPOINT_FORMAT = "medad-adapters/1"
 _IDENTITY_KEYS = ("compat", "layers", "image_size", "adapter_dim")
 
 
-def save_checkpoint(model: Any, folder: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    model: TrainableAnomalyModel, folder: str | os.PathLike[str], extra: Mapping[str, Any] | None = None
+) -> Path:
     """Write the adapters and the model card.
 
     Args:
@@ -90,9 +93,9 @@ def _check_compatible(card: Mapping[str, Any], model_card: Mapping[str, Any], fo
 def load_checkpoint(
     folder: str | os.PathLike[str],
     device: str | torch.device = "cpu",
-    model: Any | None = None,
+    model: TrainableAnomalyModel | None = None,
     **overrides: Any,
-) -> Any:
+) -> TrainableAnomalyModel:
     """Rebuild a model from a checkpoint's card, verify its frozen weights and load the adapters.
 
     Args:
@@ -117,7 +120,12 @@ def load_checkpoint(
     if sha256_file(adapters) != card.get("adapters_sha256"):
         raise WeightsError(f"{str(adapters)!r} does not match the sha256 in its card; the file is corrupt, re-save it")
     if model is None:
-        model = create_model(card["name"], **{**card["config"], **overrides})
+        built = create_model(card["name"], **{**card["config"], **overrides})
+        if not isinstance(built, TrainableAnomalyModel):
+            raise WeightsError(
+                f"{folder} names model {card['name']!r}, which has nothing to train; it is no checkpoint"
+            )
+        model = built
     _check_compatible(card, model.card(), folder)
     try:
         state = load_file(str(adapters))

@@ -1,71 +1,90 @@
-"""The shared base of model configs: keyword construction with clear errors, and the checks every model shares."""
+"""The shared base of model configs: pydantic models on medad's strict base, with the checks every model shares.
+
+A model config is a :class:`ModelConfig` (unknown keys refused, strict types, frozen). :meth:`ModelConfig.from_kwargs`
+turns pydantic's errors into one :class:`~medad.errors.ConfigError` that names the option and the fix (an unknown
+key with its closest valid one); each config adds its value checks in ``check`` (run on every construction).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
+import os
 from collections.abc import Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
+
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from medad.errors import ConfigError
 from medad.models.prompts import check_compat
+from medad.utils.config import StrictModel
 
 IMAGE_SCORE_POLICIES = ("global", "max", "blend")
 
 C = TypeVar("C", bound="ModelConfig")
 
 
-class ModelConfig:
-    """Mixin for a model's config dataclass.
+def _path_text(value: object) -> object:
+    """A path given as ``os.PathLike`` is stored as its string (configs and cards are JSON)."""
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
-    Subclasses name themselves (``label``), list the fields given as sequences of ints (``tuple_fields``) and
-    as paths (``path_fields``), may rewrite the keywords first (:meth:`prepare`) and add their own checks in
-    :meth:`validate` after calling :meth:`check_common`.
+
+IntTuple = Annotated[tuple[int, ...], Field(strict=False)]
+"""A sequence of ints (a YAML / JSON list is accepted and stored as a tuple)."""
+
+PathText = Annotated[str | None, BeforeValidator(_path_text)]
+"""A weights path or tag: a string, an ``os.PathLike`` (stored as its string) or ``None``."""
+
+
+class ModelConfig(StrictModel):
+    """Base of a model's config.
+
+    Subclasses name themselves (``label``, used in messages), declare their fields (with ``compat``,
+    ``image_size`` and ``image_score`` among them), may rewrite the keywords first (:meth:`prepare`) and add
+    their value checks in :meth:`check` after calling :meth:`check_common`.
     """
 
-    compat: str
-    image_size: int
-    image_score: str
+    if TYPE_CHECKING:  # fields every model declares (each with its own default)
+        compat: str
+        image_size: int
+        image_score: str
 
     label: ClassVar[str] = "model"
-    tuple_fields: ClassVar[tuple[str, ...]] = ()
-    path_fields: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def prepare(cls, cfg: dict[str, Any]) -> dict[str, Any]:
-        """Rewrite or refuse model-specific keywords before the generic checks (default: unchanged)."""
+        """Rewrite or refuse model-specific keywords before validation (default: unchanged)."""
         return cfg
 
     @classmethod
     def from_kwargs(cls: type[C], **cfg: Any) -> C:
-        """Build and validate a config; unknown keys raise a :class:`ConfigError` naming the closest valid one."""
-        cfg = cls.prepare(dict(cfg))
-        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-        unknown = sorted(set(cfg) - set(names))
+        """Build and check a config; a bad key or value raises one :class:`ConfigError` naming it."""
+        try:
+            return cls.model_validate(cls.prepare(dict(cfg)))
+        except ValidationError as exc:
+            raise ConfigError(cls.describe_errors(exc.errors())) from None
+
+    @classmethod
+    def describe_errors(cls, errors: Sequence[ErrorDetails]) -> str:
+        """One message for pydantic's errors: unknown keys with their closest valid key, else the first bad value."""
+        names = list(cls.model_fields)
+        unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
         if unknown:
             hints = [
                 f"{key} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(key, names, 1)) else key
                 for key in unknown
             ]
-            raise ConfigError(f"unknown {cls.label} option(s) {', '.join(hints)}; valid options: {', '.join(names)}")
-        for key in cls.tuple_fields:
-            if key in cfg:
-                cfg[key] = tuple(int(v) for v in cfg[key])
-        for key in cls.path_fields:
-            if cfg.get(key) is not None:
-                cfg[key] = str(cfg[key])
-        config = cls(**cfg)
-        config.validate()
-        return config
+            return f"unknown {cls.label} option(s) {', '.join(hints)}; valid options: {', '.join(names)}"
+        first = errors[0]
+        key = ".".join(str(part) for part in first["loc"])
+        return f"{cls.label} option {key} (got {first['input']!r}): {first['msg'][0].lower()}{first['msg'][1:]}"
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (``create_model(name, **to_dict())`` rebuilds the model); tuples become lists."""
-        out: dict[str, Any] = dataclasses.asdict(self)  # type: ignore[call-overload]
-        for key in self.tuple_fields:
-            out[key] = list(out[key])
-        return out
+    @model_validator(mode="after")
+    def _run_checks(self) -> ModelConfig:
+        self.check()
+        return self
 
-    def validate(self) -> None:
+    def check(self) -> None:
         """Check the values; raise :class:`ConfigError` naming the key and the fix."""
         self.check_common()
 
@@ -74,6 +93,10 @@ class ModelConfig:
         check_compat(self.compat)
         if self.image_score not in IMAGE_SCORE_POLICIES:
             raise ConfigError(f"image_score must be one of {', '.join(IMAGE_SCORE_POLICIES)}, got {self.image_score!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (``create_model(name, **to_dict())`` rebuilds the model); tuples become lists."""
+        return self.model_dump(mode="json")
 
 
 def check_layers(layers: Sequence[int]) -> None:

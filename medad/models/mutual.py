@@ -26,21 +26,21 @@ set and then :meth:`MutualScorer.score_set`.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from medad.errors import ConfigError
 from medad.models import head
-from medad.models.ad_dinov3 import DinoBackbone, _check_geometry, build_frozen_dino
 from medad.models.base import Features, InferenceBatch, TransductiveAnomalyModel, policy_image_scores
-from medad.models.config import ModelConfig, check_layers
-from medad.models.registry import register_model
+from medad.models.config import IntTuple, ModelConfig, PathText, check_layers
+from medad.models.dinov3 import DinoPatchBackbone, build_frozen_dino, check_geometry
+from medad.models.registry import model_config, register_model
 
 FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -103,7 +103,6 @@ def mutual_patch_scores(
     return torch.cat(parts) if parts else features.new_zeros(0, p, dtype=torch.float32)
 
 
-@dataclasses.dataclass
 class MutualConfig(ModelConfig):
     """Configuration of ``dinov3_mutual`` (recorded in the card).
 
@@ -125,9 +124,9 @@ class MutualConfig(ModelConfig):
     """
 
     backbone: str = "vit_large_patch16_dinov3.lvd1689m"
-    backbone_weights: str | None = None
-    backbone_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-    layers: tuple[int, ...] = (6, 12, 18, 24)
+    backbone_weights: PathText = None
+    backbone_overrides: dict[str, Any] = Field(default_factory=dict)
+    layers: IntTuple = (6, 12, 18, 24)
     image_size: int = 512
     k_fraction: float = 0.3
     image_score: str = "blend"
@@ -140,8 +139,6 @@ class MutualConfig(ModelConfig):
     init_seed: int = 0
 
     label: ClassVar[str] = "dinov3_mutual"
-    tuple_fields: ClassVar[tuple[str, ...]] = ("layers",)
-    path_fields: ClassVar[tuple[str, ...]] = ("backbone_weights",)
 
     @classmethod
     def prepare(cls, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +148,7 @@ class MutualConfig(ModelConfig):
         cfg.pop("text_weights", None)
         return cfg
 
-    def validate(self) -> None:
+    def check(self) -> None:
         """Check values that need no backbone."""
         self.check_common()
         check_layers(self.layers)
@@ -163,29 +160,25 @@ class MutualConfig(ModelConfig):
             raise ConfigError("image_size and block_elements must be positive and smoothing_sigma >= 0")
 
 
-class _Backbone(DinoBackbone):
-    """Frozen timm DINOv3 ViT (``.model``) returning L2-normalised final-norm patch tokens of the tapped layers."""
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        outs = self.model.forward_intermediates(
-            images, indices=self.indices, norm=True, intermediates_only=True, output_fmt="NLC"
-        )
-        return F.normalize(torch.stack(outs, dim=1).float(), dim=-1)  # (B, L, P, C)
-
-
 class MutualScorer(TransductiveAnomalyModel):
     """The ``dinov3_mutual`` model (training-free, transductive)."""
 
+    config_class = MutualConfig
     config: MutualConfig
 
     def __init__(self, config: MutualConfig, name: str = "dinov3_mutual") -> None:
-        _check_geometry(config)  # type: ignore[arg-type]  (duck-typed: backbone, overrides, image_size, layers)
+        self.check_config(config)
         super().__init__(config, name)
         self.layers = tuple(config.layers)
         vit, self.backbone_info, self.mean, self.std = build_frozen_dino(config)
         self.grid = config.image_size // vit.patch_embed.patch_size[0]
-        self.backbone = _Backbone(vit, self.layers)
+        self.backbone = DinoPatchBackbone(vit, self.layers)
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        """Layers and image size against the DINOv3 architecture (:func:`~medad.models.dinov3.check_geometry`)."""
+        assert isinstance(config, MutualConfig)
+        check_geometry(config)
 
     def forward_features(self, images: torch.Tensor) -> Features:
         """Per-image features of a batch: ``patch_tokens`` ``(B, L, P, C)`` unit vectors in ``feature_dtype``."""
@@ -264,7 +257,7 @@ class MutualScorer(TransductiveAnomalyModel):
 @register_model(MutualScorer)
 def dinov3_mutual(**cfg: Any) -> MutualScorer:
     """MuSc-style mutual scoring on frozen DINOv3 ViT-L/16 (layers 6/12/18/24, 512 px); transductive, no text."""
-    return MutualScorer(MutualConfig.from_kwargs(**cfg), name="dinov3_mutual")
+    return MutualScorer(model_config("dinov3_mutual", MutualConfig, **cfg), name="dinov3_mutual")
 
 
 TINY_DEFAULTS: dict[str, Any] = {
@@ -276,7 +269,7 @@ TINY_DEFAULTS: dict[str, Any] = {
 }
 
 
-@register_model(MutualScorer)
+@register_model(MutualScorer, defaults=TINY_DEFAULTS)
 def dinov3_mutual_tiny(**cfg: Any) -> MutualScorer:
     """A tiny random-weights ``dinov3_mutual`` (4-block 64-d DINOv3-like ViT, 64 px) for tests and demos."""
-    return MutualScorer(MutualConfig.from_kwargs(**{**TINY_DEFAULTS, **cfg}), name="dinov3_mutual_tiny")
+    return MutualScorer(model_config("dinov3_mutual_tiny", MutualConfig, **cfg), name="dinov3_mutual_tiny")

@@ -1,38 +1,45 @@
 """A timm-style model registry: ``register_model``, ``list_models``, ``create_model`` and ``model_kind``.
 
-Each factory is registered with the model class it builds, so what a model is (its :class:`ModelKind`) is read
-from the class, never from a side list.
+Each factory is registered with the model class it builds and the option defaults it applies, so what a model is
+(its :class:`ModelKind`) and which options it takes (its class's ``config_class``) are read from the class, never
+from a side list; :func:`check_model_config` checks options without building the model.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from medad.errors import ConfigError
 from medad.models.base import AnomalyModel, ModelKind
+from medad.models.config import ModelConfig
 
 F = TypeVar("F", bound=Callable[..., AnomalyModel])
+C = TypeVar("C", bound=ModelConfig)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
-    """One registered model: its factory and the class the factory builds."""
+    """One registered model: its factory, the class the factory builds and the option defaults it applies."""
 
     factory: Callable[..., AnomalyModel]
     model_class: type[AnomalyModel]
+    defaults: Mapping[str, Any]
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(model_class: type[AnomalyModel]) -> Callable[[F], F]:
+def register_model(model_class: type[AnomalyModel], defaults: Mapping[str, Any] | None = None) -> Callable[[F], F]:
     """Register a model factory under its function name, with the class it builds.
 
     Args:
-        model_class: The :class:`AnomalyModel` subclass ``fn`` returns (gives the model's ``kind``).
+        model_class: The :class:`AnomalyModel` subclass ``fn`` returns (gives the model's ``kind`` and
+            ``config_class``).
+        defaults: Options the factory sets unless given (a preset such as the tiny models'); the factory builds
+            its config with :func:`model_config`, which applies them.
 
     Returns:
         A decorator that registers ``fn(**cfg) -> model`` (its ``__name__`` becomes the model name) and returns
@@ -46,7 +53,7 @@ def register_model(model_class: type[AnomalyModel]) -> Callable[[F], F]:
         name = fn.__name__
         if name in _REGISTRY and _REGISTRY[name].factory is not fn:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelEntry(fn, model_class)
+        _REGISTRY[name] = ModelEntry(fn, model_class, dict(defaults or {}))
         return fn
 
     return register
@@ -75,6 +82,39 @@ def model_class(name: str) -> type[AnomalyModel]:
 def model_kind(name: str) -> ModelKind:
     """Whether the registered model ``name`` is trainable, training-free or transductive (without building it)."""
     return model_class(name).kind
+
+
+def model_config(name: str, config_class: type[C], **cfg: Any) -> C:
+    """The validated config of ``create_model(name, **cfg)``: the registered defaults, then ``cfg``.
+
+    Args:
+        name: A registered name.
+        config_class: The config class the caller expects (the model class's ``config_class``).
+        **cfg: Model options.
+
+    Raises:
+        ConfigError: an unknown name, an unknown option (with the closest valid one) or a bad value.
+    """
+    entry = _entry(name)
+    config = entry.model_class.config_class.from_kwargs(**{**entry.defaults, **cfg})
+    if not isinstance(config, config_class):
+        raise TypeError(f"model {name!r} is configured by {type(config).__name__}, not {config_class.__name__}")
+    return config
+
+
+def check_model_config(name: str, **cfg: Any) -> ModelConfig:
+    """Check ``create_model(name, **cfg)``'s options without building the model or reading weights.
+
+    The model's config class checks the keys and values, then the model class checks the config against its
+    architecture where that needs no weights (DINOv3 models: image size and layers, on the meta device).
+
+    Raises:
+        ConfigError: naming the option and the fix.
+    """
+    model_cls = model_class(name)
+    config = model_config(name, model_cls.config_class, **cfg)
+    model_cls.check_config(config)
+    return config
 
 
 def create_model(name: str, **cfg: Any) -> AnomalyModel:

@@ -106,7 +106,7 @@ def build_backbone(
     img_size: int = 512,
     overrides: Mapping[str, Any] | None = None,
     init_seed: int = 0,
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[Any, dict[str, Any]]:
     """Build a timm ViT backbone with its weights.
 
     Args:
@@ -118,8 +118,9 @@ def build_backbone(
         init_seed: Seed of the random initialisation.
 
     Returns:
-        ``(model, info)`` where info holds ``id``, ``source`` (``hub``/``file``/``random``), ``file``, ``sha256``,
-        ``licence``.
+        ``(model, info)``: the timm model (typed ``Any``: torch types a module's submodules and attributes as
+        ``Tensor | Module``, and medad reads timm's own ones, ``patch_embed``, ``blocks``, ``pretrained_cfg``),
+        and info with ``id``, ``source`` (``hub``/``file``/``random``), ``file``, ``sha256``, ``licence``.
 
     Raises:
         ConfigError: Unknown timm name, or both ``weights`` and ``random_init``.
@@ -134,6 +135,7 @@ def build_backbone(
     # is rebuilt on the CPU and copied to the GPU every forward, which makes the host wait for the GPU each batch.
     kwargs = {"img_size": img_size, "num_classes": 0, "dynamic_img_size": False, **dict(overrides or {})}
     info: dict[str, Any] = {"id": name, "licence": _backbone_licence(name), "file": None, "sha256": None}
+    model: Any
     if random_init:
         model = seeded(lambda: timm.create_model(arch, pretrained=False, **kwargs), init_seed)
         info.update(source="random", licence=LICENCES["random"], sha256=state_dict_sha256(model))

@@ -30,21 +30,21 @@ sequences (chunked by ``window_batch``); there is no per-window or per-image Pyt
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
 import open_clip
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from medad.errors import ConfigError, WeightsError
 from medad.models import head
 from medad.models.base import AnomalyModel, InferenceBatch, ModelKind, policy_image_scores, rgb
-from medad.models.config import ModelConfig
+from medad.models.config import IntTuple, ModelConfig, PathText
 from medad.models.prompts import NORMAL_STATES  # WinCLIP's normal state words, shared with the ensemble
-from medad.models.registry import register_model
+from medad.models.registry import model_config, register_model
 from medad.models.weights import LICENCES, _check_file, is_local_weights, open_clip_hub_file, seeded, state_dict_sha256
 from medad.utils.io import sha256_file
 
@@ -134,7 +134,6 @@ def harmonic_aggregate(window_scores: torch.Tensor, indices: torch.Tensor, n_pat
     return torch.where(counts > 0, counts / sums.clamp_min(1e-12), torch.zeros_like(sums))
 
 
-@dataclasses.dataclass
 class WinCLIPConfig(ModelConfig):
     """Configuration of a WinCLIP model (every field is recorded in the card).
 
@@ -159,10 +158,10 @@ class WinCLIPConfig(ModelConfig):
     """
 
     clip_model: str = "ViT-B-16-plus-240"
-    clip_weights: str | None = "laion400m_e31"
-    clip_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    clip_weights: PathText = "laion400m_e31"
+    clip_overrides: dict[str, Any] = Field(default_factory=dict)
     image_size: int = 240
-    scales: tuple[int, ...] = (2, 3)
+    scales: IntTuple = (2, 3)
     window_stride: int = 1
     patch_map: bool = True
     image_in_map: bool = True
@@ -175,8 +174,6 @@ class WinCLIPConfig(ModelConfig):
     init_seed: int = 0
 
     label: ClassVar[str] = "WinCLIP"
-    tuple_fields: ClassVar[tuple[str, ...]] = ("scales",)
-    path_fields: ClassVar[tuple[str, ...]] = ("clip_weights",)
 
     @classmethod
     def prepare(cls, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -193,7 +190,7 @@ class WinCLIPConfig(ModelConfig):
             cfg["clip_weights"] = None
         return cfg
 
-    def validate(self) -> None:
+    def check(self) -> None:
         """Check the values that need no model; raise :class:`ConfigError` naming the key."""
         self.check_common()
         if not self.scales and not self.patch_map:
@@ -238,18 +235,18 @@ def _clip_hint(name: str, tag: str) -> str:
     )
 
 
-def build_clip(config: WinCLIPConfig) -> tuple[nn.Module, dict[str, Any]]:
+def build_clip(config: WinCLIPConfig) -> tuple[Any, dict[str, Any]]:
     """Build the open_clip model of ``config`` with its weights (hub tag, local file or seeded random).
 
     Returns:
-        ``(clip, info)``; info holds ``id``, ``source`` (``hub``/``file``/``random``), ``file``, ``sha256`` and
-        ``licence``.
+        ``(clip, info)``: the open_clip model (``Any``: open_clip is untyped) and its info, which holds ``id``,
+        ``source`` (``hub``/``file``/``random``), ``file``, ``sha256`` and ``licence``.
     """
     cfg = clip_model_config(config.clip_model, config.clip_overrides, config.image_size)
     kwargs = {k: cfg[k] for k in ("embed_dim", "vision_cfg", "text_cfg")}
     info: dict[str, Any] = {"id": config.clip_model, "file": None, "sha256": None}
 
-    def create(pretrained: str | None) -> nn.Module:
+    def create(pretrained: str | None) -> Any:
         return open_clip.create_model(config.clip_model, pretrained=pretrained, **kwargs)
 
     if config.random_init:
@@ -302,6 +299,7 @@ class WinCLIP(AnomalyModel):
     """
 
     kind: ClassVar[ModelKind] = ModelKind.TRAINING_FREE
+    config_class = WinCLIPConfig
     config: WinCLIPConfig
 
     def __init__(self, config: WinCLIPConfig, name: str = "winclip") -> None:
@@ -442,7 +440,7 @@ class WinCLIP(AnomalyModel):
 @register_model(WinCLIP)
 def winclip(**cfg: Any) -> WinCLIP:
     """WinCLIP with open_clip ViT-B-16-plus-240 (``laion400m_e31``) at 240 px, windows 2x2 and 3x3."""
-    return WinCLIP(WinCLIPConfig.from_kwargs(**cfg), name="winclip")
+    return WinCLIP(model_config("winclip", WinCLIPConfig, **cfg), name="winclip")
 
 
 TINY_DEFAULTS: dict[str, Any] = {
@@ -458,7 +456,7 @@ TINY_DEFAULTS: dict[str, Any] = {
 }
 
 
-@register_model(WinCLIP)
+@register_model(WinCLIP, defaults=TINY_DEFAULTS)
 def winclip_tiny(**cfg: Any) -> WinCLIP:
     """A tiny random-weights WinCLIP (2-layer 32-d ViT/16, 1-layer text tower, 64 px) for tests and demos."""
-    return WinCLIP(WinCLIPConfig.from_kwargs(**{**TINY_DEFAULTS, **cfg}), name="winclip_tiny")
+    return WinCLIP(model_config("winclip_tiny", WinCLIPConfig, **cfg), name="winclip_tiny")

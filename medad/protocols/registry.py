@@ -63,28 +63,12 @@ def check_threshold(spec: str) -> None:
 
 
 def check_model_options(name: str, kwargs: Mapping[str, Any]) -> None:
-    """Check ``create_model(name, **kwargs)``'s configuration without building the model or loading weights.
-
-    The options are validated by the model's own config class (unknown keys, ranges), and for the DINOv3
-    models the image size and layers against the backbone architecture (built on the meta device: no memory,
-    no download). Models without a known config class are left to ``create_model``.
+    """Check ``create_model(name, **kwargs)``'s configuration without building the model or loading weights
+    (``medad.models.check_model_config``: the model's own config class, then its architecture check).
 
     Raises:
         ConfigError: naming the option and the fix.
     """
-    from medad.models import ad_dinov3, mutual, winclip
+    from medad.models import check_model_config
 
-    configs: dict[str, tuple[Any, Mapping[str, Any], bool]] = {
-        "ad_dinov3": (ad_dinov3.ADDINOv3Config, {}, True),
-        "ad_dinov3_tiny": (ad_dinov3.ADDINOv3Config, ad_dinov3.TINY_DEFAULTS, True),
-        "dinov3_mutual": (mutual.MutualConfig, {}, True),
-        "dinov3_mutual_tiny": (mutual.MutualConfig, mutual.TINY_DEFAULTS, True),
-        "winclip": (winclip.WinCLIPConfig, {}, False),
-        "winclip_tiny": (winclip.WinCLIPConfig, winclip.TINY_DEFAULTS, False),
-    }
-    if name not in configs:
-        return
-    cls, defaults, dino = configs[name]
-    config = cls.from_kwargs(**{**defaults, **kwargs})
-    if dino:
-        ad_dinov3._check_geometry(config)
+    check_model_config(name, **kwargs)
