@@ -262,7 +262,7 @@ def load_model(
     model_name: str | None = None,
     device: str | torch.device | None = None,
     **config: Any,
-) -> Any:
+) -> AnomalyModel:
     """Load a trained checkpoint folder, or build a registered model by name (exactly one of the two).
 
     ``config`` holds model options given on the command line (``compat``, ``backbone_weights``,
@@ -280,9 +280,9 @@ def load_model(
     if (checkpoint is None) == (model_name is None):
         raise ConfigError("give exactly one of --checkpoint FOLDER (trained adapters) or --model NAME")
     options = {k: v for k, v in config.items() if v is not None}
-    if model_name is not None:
-        return create_model(model_name, **options)
-    folder = Path(checkpoint)  # type: ignore[arg-type]
+    if checkpoint is None:
+        return create_model(str(model_name), **options)
+    folder = Path(checkpoint)
     if not folder.is_dir():
         raise WeightsError(f"checkpoint folder {folder} does not exist; give a folder written by `medad train`")
     if not (folder / "card.json").is_file():

@@ -370,7 +370,7 @@ def _check_settings(
 def _save(
     root: Path,
     epoch: int,
-    model: Any,
+    model: TrainableAnomalyModel,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     step: int,
@@ -417,7 +417,7 @@ def _save(
 
 def _restore(
     folder: Path,
-    model: Any,
+    model: TrainableAnomalyModel,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     settings: Mapping[str, Any],
