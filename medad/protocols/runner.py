@@ -477,8 +477,8 @@ def _epoch_sweep(
     state: RunState, manifest: pd.DataFrame, evaluated: pd.DataFrame, out: Path, read_mask: Callable[..., Any]
 ) -> None:
     """Score and evaluate every epoch of every trained model on the targets (``training.epoch_sweep``)."""
-    from medad.evaluation import evaluate
     from medad.engine.scorer import score
+    from medad.evaluation import evaluate
     from medad.models import load_checkpoint
 
     p = state.lp.protocol
