@@ -28,7 +28,8 @@ import torch
 from PIL import Image
 
 from medad.data import manifest_from_paths, read_image
-from medad.engine.scorer import score, upsample_to
+from medad.engine.inferers import upsample_to
+from medad.engine.scorer import score
 from medad.models import create_model
 
 BACKBONES: dict[str, tuple[str, tuple[int, ...]]] = {
@@ -111,7 +112,7 @@ def host_waits(model: Any, manifest: Any, device: torch.device, batch_size: int,
 
 def time_model_only(model: Any, device: torch.device, batch_size: int, repeats: int = 5) -> float:
     """Images/s of the model alone on a device-resident batch (bf16 autocast on CUDA): the compute ceiling."""
-    from medad.engine.train import autocast
+    from medad.engine.runtime import autocast
 
     x = torch.randn(batch_size, 3, model.image_size, model.image_size, device=device)
     words = ["object"] * batch_size
@@ -159,7 +160,7 @@ def time_writer(n_maps: int, height: int, width: int, out: Path) -> float:
 
 def bf16_agreement(model: Any, device: torch.device, n_images: int = 8) -> dict[str, float]:
     """How far bf16 autocast moves the outputs from fp32 (TF32 off) on the same random images."""
-    from medad.engine.train import autocast
+    from medad.engine.runtime import autocast
 
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(n_images, 3, model.image_size, model.image_size, generator=generator).to(device)

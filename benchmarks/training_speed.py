@@ -27,7 +27,7 @@ import torch
 
 from medad.data import load_manifest, write_layout
 from medad.engine import train
-from medad.engine.train import prompt_words
+from medad.engine.prompting import prompt_words
 from medad.models import create_model
 
 

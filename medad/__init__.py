@@ -2,6 +2,7 @@
 
 The public API is organised by concern: :mod:`medad.data` (datasets and loaders), :mod:`medad.models`
 (model registry and ``create_model``), :mod:`medad.engine` (training and batched scoring),
+:mod:`medad.evaluation`,
 :mod:`medad.metrics`, :mod:`medad.stats`, :mod:`medad.reports`, :mod:`medad.export` and
 :mod:`medad.protocols`.
 
@@ -25,7 +26,7 @@ _ENTRY_POINTS: dict[str, str] = {
     "make_dataset": "medad.data",
     "train": "medad.engine",
     "score": "medad.engine",
-    "evaluate": "medad.engine",
+    "evaluate": "medad.evaluation",
     "run_protocol": "medad.protocols",
 }
 """Top-level name -> the package that defines it (the name is looked up there on first use)."""
@@ -46,7 +47,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from medad.data import load_manifest, make_dataset, manifest_from_paths
-    from medad.engine import evaluate, score, train
+    from medad.engine import score, train
+    from medad.evaluation import evaluate
     from medad.models import create_model, list_models, load_checkpoint
     from medad.protocols import run_protocol
 

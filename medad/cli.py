@@ -169,8 +169,6 @@ def train_command(
     from medad.engine.scorer import weights_options
     from medad.engine.train import train_on_roots
 
-    if distributed.launched():  # under torchrun: DDP over the adapters, rank 0 writes (docs/scaling.md)
-        train_on_roots = distributed.train_on_roots_distributed
     result = train_on_roots(
         [str(p) for p in data],
         out,
@@ -188,6 +186,7 @@ def train_command(
         cache_features=cache,
         resume=resume,
         model_config={k: v for k, v in weights_options(backbone_weights, text_weights).items() if v is not None},
+        distributed=distributed.launched(),  # under torchrun: DDP over the adapters, rank 0 writes (docs/scaling.md)
     )
     if not distributed.is_main_process():
         return
@@ -279,7 +278,6 @@ def score_command(
                 "--class-word, --backbone-weights and --text-weights are not supported under torchrun yet; run one "
                 "process"
             )
-        score_files = distributed.score_files_distributed
         extra = {}
     table = score_files(
         paths,
@@ -297,6 +295,7 @@ def score_command(
         tile=tile,
         tile_overlap=0.25 if tile_overlap is None else tile_overlap,
         dicomweb_ca_bundle=ca_bundle,
+        distributed=distributed.launched(),
         **extra,
     )
     if not distributed.is_main_process():
@@ -357,7 +356,7 @@ def eval_command(
 ) -> None:
     """Evaluate predictions: metrics.json (with CIs), per_image.csv, curves.json, comparisons.json."""
     from medad.data import load_manifest
-    from medad.engine.evaluate import evaluate
+    from medad.evaluation import evaluate
     from medad.reports.cases import named_predictions
 
     names = ("--ci-resamples", "--confidence", "--ci-method")

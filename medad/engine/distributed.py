@@ -4,13 +4,14 @@ Every function here reads the process group from torchrun's environment (``RANK`
 ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) and joins it on first use (NCCL on GPUs, gloo on CPU). Without
 those variables (one process) they do exactly what the single-process functions do.
 
-Scoring (:func:`score_distributed`, :func:`score_files_distributed`, ``torchrun ... -m medad.cli score``): each
-rank scores a disjoint shard of the manifest into the SAME predictions folder under its own writer tag
-``r<rank>``; after a barrier rank 0 checks that every manifest index is stored exactly once (the reader refuses
-duplicates) and writes the tables. A resumed run skips indices already stored by any writer, whatever the
-number of ranks was before.
+Scoring (``score(..., distributed=True)``, ``score_files(..., distributed=True)``, ``torchrun ... -m medad.cli
+score``; :class:`ScoreShard`): each rank scores a disjoint shard of the manifest into the SAME predictions folder
+under its own writer tag ``r<rank>``; after a barrier rank 0 checks that every manifest index is stored exactly
+once (the reader refuses duplicates) and writes the tables. A resumed run skips indices already stored by any
+writer, whatever the number of ranks was before.
 
-Training (:func:`train_distributed`): :class:`DDPTraining` plugs into :func:`medad.engine.train.train`. Each
+Training (``train(..., distributed=True)``, :func:`training_hooks`): :class:`DDPTraining` plugs into
+:func:`medad.engine.train.train` in place of :class:`OneProcess`. Each
 global batch is cut into the same micro-batches as in one process, and rank ``r`` runs micro-batches ``r, r+W,
 ...``; only a small module holding the trainable adapters is wrapped in ``DistributedDataParallel`` (the frozen
 backbone is never wrapped or broadcast). Each loss is weighted by ``W * len(micro) / len(batch)``, so the
@@ -24,17 +25,24 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from medad.engine.features import FeatureCache
+from medad.engine.predictions import PredictionReader
+from medad.engine.runtime import resolve_device
 from medad.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from medad.models import TrainableAnomalyModel
 
 _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -77,8 +85,6 @@ def rank_device(device: str | torch.device | None, env: DistEnv) -> torch.device
     Raises:
         ConfigError: a device index was given with several ranks (they would all share one GPU).
     """
-    from medad.engine.train import resolve_device
-
     resolved = resolve_device(device)
     if env.world_size == 1 or resolved.type != "cuda":
         return resolved
@@ -170,8 +176,6 @@ def _agree(message: str | None) -> None:
 
 def check_complete(folder: str | Path, n_items: int) -> str | None:
     """Why a predictions folder does not hold every index ``0..n_items-1`` exactly once (``None`` if it does)."""
-    from medad.engine.predictions import PredictionReader
-
     try:
         indices = PredictionReader(folder).indices
     except DataError as exc:  # an index written twice
@@ -186,132 +190,90 @@ def check_complete(folder: str | Path, n_items: int) -> str | None:
     return None
 
 
-def score_distributed(
-    model: Any,
-    manifest: pd.DataFrame,
-    out_dir: str | Path,
-    *,
-    device: str | torch.device | None = None,
-    shard: str = "strided",
-    progress: bool = True,
-    **options: Any,
-) -> Any:
-    """Score a manifest with every torchrun rank, each its own shard, into one predictions folder.
+@dataclass(frozen=True)
+class ScoreShard:
+    """One rank's part of ``score(..., distributed=True)``: its device, writer tag and manifest indices.
 
-    Args:
-        model: a medad model (as for :func:`medad.engine.scorer.score`); rank 0's trainable parameters are
-            broadcast to every rank first.
-        manifest: the rows to score.
-        out_dir: the predictions folder.
-        device: ``None``/``cuda`` (rank r on ``cuda:LOCAL_RANK``) or ``cpu``.
-        shard: ``strided`` or ``contiguous`` (see :func:`shard_indices`).
-        progress: progress bar (rank 0 only).
-        **options: other :func:`~medad.engine.scorer.score` arguments (``batch_size``, ``compat``, ...; not
-            ``tag`` or ``indices``, which are set per rank).
-
-    Returns:
-        A :class:`~medad.engine.predictions.PredictionReader` over the complete folder (on every rank).
-
-    Raises:
-        DataError: after scoring some index is missing or stored twice (on every rank).
+    With one process (no torchrun) the tag and indices are the single-process ones (``p0``, every row), and
+    :meth:`finish` only checks that the folder holds every index once.
     """
-    from medad.engine.predictions import PredictionReader
-    from medad.engine.scorer import score
 
-    for key in ("tag", "indices"):
-        if key in options:
-            raise ConfigError(f"score_distributed sets {key!r} per rank; do not pass it")
-    env = init(device)
-    dev = rank_device(device, env)
-    if env.world_size == 1:
-        reader = score(model, manifest, out_dir, device=dev, progress=progress, **options)
-        _agree(check_complete(out_dir, len(manifest)))
-        return reader
-    model.to(dev)
-    _broadcast_trainable(model)
-    indices = shard_indices(len(manifest), env.rank, env.world_size, shard)
-    score(
-        model,
-        manifest,
-        out_dir,
-        device=dev,
-        tag=f"r{env.rank}",
-        indices=indices,
-        progress=progress and env.is_main,
-        **options,
-    )
-    barrier()
-    _agree(check_complete(out_dir, len(manifest)) if env.is_main else None)
-    return PredictionReader(out_dir)
+    env: DistEnv
+    device: torch.device
+    shard: str = "strided"
 
+    @classmethod
+    def join(cls, device: str | torch.device | None, shard: str = "strided") -> ScoreShard:
+        """Join the torchrun process group (if launched) and return this rank's share of the scoring."""
+        env = init(device)
+        return cls(env, rank_device(device, env), shard)
 
-def score_files_distributed(
-    paths: Sequence[str | Path],
-    out_dir: str | Path,
-    *,
-    checkpoint: str | Path | None = None,
-    model_name: str | None = None,
-    device: str | torch.device | None = None,
-    batch_size: int = 8,
-    num_workers: int = 0,
-    compat: str | None = None,
-    progress: bool = True,
-    compile: bool = False,
-    kind: str | None = None,
-    split: str = "test",
-    shard: str = "strided",
-    tile: bool = False,
-    tile_overlap: float = 0.25,
-    **table_options: Any,
-) -> pd.DataFrame:
-    """``medad score`` under torchrun: every rank scores its shard, then rank 0 writes the tables and heatmaps.
+    @property
+    def tag(self) -> str:
+        """The predictions writer tag of this rank (``r<rank>``; ``p0`` for one process)."""
+        return "p0" if self.env.world_size == 1 else f"r{self.env.rank}"
 
-    Takes the arguments of :func:`medad.engine.scorer.score_files` (plus ``shard``). Rank 0 writes
-    ``scores.csv``, ``scores.json``, ``meta.json`` and the heatmaps through ``score_files`` itself, which finds
-    every image already scored, so the outputs are those of a one-process run.
+    def indices(self, n_items: int) -> list[int] | None:
+        """The manifest indices this rank scores (``None``: all of them, one process)."""
+        if self.env.world_size == 1:
+            return None
+        return shard_indices(n_items, self.env.rank, self.env.world_size, self.shard)
 
-    Returns:
-        The scores table (on every rank, read back from ``scores.csv`` on ranks other than 0).
-    """
-    from medad.engine.scorer import inputs_manifest, load_model, score_files
+    def prepare(self, model: nn.Module) -> None:
+        """Move the model to this rank's device and give it rank 0's trainable parameters (several ranks only)."""
+        if self.env.world_size > 1:
+            model.to(self.device)
+            _broadcast_trainable(model)
 
-    env = init(device)
-    dev = rank_device(device, env)
-    common = {
-        "batch_size": batch_size,
-        "num_workers": num_workers,
-        "compat": compat,
-        "compile": compile,
-        "tile": tile,
-        "tile_overlap": tile_overlap,
-    }
-    if env.world_size > 1:
-        manifest = inputs_manifest(paths, kind, split)
-        model = load_model(checkpoint, model_name, dev)
-        score_distributed(
-            model, manifest, Path(out_dir) / "predictions", device=dev, shard=shard, progress=progress, **common
-        )
-    table = None
-    if env.is_main:
-        table = score_files(
-            paths,
-            out_dir,
-            checkpoint=checkpoint,
-            model_name=model_name,
-            device=dev,
-            progress=progress,
-            kind=kind,
-            split=split,
-            **common,
-            **table_options,
-        )
-    barrier()
-    if table is None:
-        table = pd.read_csv(Path(out_dir) / "scores.csv", dtype={"case_id": str}, keep_default_na=False)
-    return table
+    def finish(self, folder: str | Path, n_items: int) -> None:
+        """Wait for every rank, then raise on every rank if some index is missing or stored twice.
+
+        Raises:
+            DataError: the folder does not hold every index ``0..n_items-1`` exactly once.
+        """
+        if self.env.world_size == 1:
+            _agree(check_complete(folder, n_items))
+            return
+        barrier()
+        _agree(check_complete(folder, n_items) if self.env.is_main else None)
 
 
 # ---------------------------------------------------------------- training
+
+
+class OneProcess:
+    """How :func:`medad.engine.train.train` shares its work between processes: one process does all of it.
+
+    :class:`DDPTraining` is the ``torchrun`` counterpart with the same methods.
+    """
+
+    is_main = True
+
+    def split(self, batch: list[int], micro: int) -> list[tuple[list[int], float, bool]]:
+        """This process's micro-batches of one global batch: ``(indices, loss weight, counts in the stats)``."""
+        parts = [batch[s : s + micro] for s in range(0, len(batch), micro)]
+        return [(part, len(part) / len(batch), True) for part in parts]
+
+    def loss_fn(self, model: TrainableAnomalyModel) -> Callable[..., dict[str, Any]]:
+        """``loss_fn(features, words, masks, labels) -> losses`` through the trainable head."""
+        return lambda features, words, masks, labels: model.compute_loss(
+            model.forward_head(features, words), masks, labels
+        )
+
+    def sync(self, last: bool) -> AbstractContextManager[None]:
+        """Context of one micro-batch's forward and backward (``last``: the step's final one)."""
+        return contextlib.nullcontext()
+
+    def reduce(self, sums: dict[str, float], count: int) -> tuple[dict[str, float], int]:
+        """Loss sums and micro-batch count over all processes."""
+        return sums, count
+
+    def build_cache(self, cache: FeatureCache, *args: Any, **kwargs: Any) -> None:
+        """Compute the missing feature chunks (``FeatureCache.build`` arguments)."""
+        cache.build(*args, **kwargs)
+
+    def barrier(self) -> None:
+        """Wait for every process."""
 
 
 class _Adapters(nn.Module):
@@ -321,10 +283,10 @@ class _Adapters(nn.Module):
     backbone or text tower.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: TrainableAnomalyModel) -> None:
         super().__init__()
         self.trainable = nn.ParameterList([p for p in model.parameters() if p.requires_grad])
-        self._model = (model,)
+        self._model: tuple[TrainableAnomalyModel] = (model,)
 
     def forward(
         self, features: Any, words: list[str], masks: torch.Tensor, labels: torch.Tensor
@@ -345,7 +307,7 @@ class DDPTraining:
         self.env = env
         self.device = device
         self.is_main = env.is_main
-        self._ddp: nn.Module | None = None
+        self._ddp: DistributedDataParallel | None = None
 
     def split(self, batch: list[int], micro: int) -> list[tuple[list[int], float, bool]]:
         """Micro-batches ``rank, rank+W, ...`` of the single-process cut, weighted so the average is the sum."""
@@ -357,20 +319,18 @@ class DDPTraining:
         mine += [(parts[0], 0.0, False)] * (rounds - len(mine))
         return mine
 
-    def loss_fn(self, model: nn.Module) -> Callable[..., dict[str, Any]]:
+    def loss_fn(self, model: TrainableAnomalyModel) -> Callable[..., dict[str, Any]]:
         """Wrap the adapters in DDP (rank 0's values are broadcast) and return the loss through it."""
-        from torch.nn.parallel import DistributedDataParallel
-
         module = _Adapters(model)
         ids = [self.device.index] if self.device.type == "cuda" else None
         # find_unused_parameters: `reference` adapters register an fc2 that never gets a gradient
         self._ddp = DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
         return self._ddp
 
-    def sync(self, last: bool) -> Any:
+    def sync(self, last: bool) -> AbstractContextManager[None]:
         """All-reduce the accumulated gradients only in the step's last backward pass."""
         assert self._ddp is not None, "loss_fn() first"
-        return contextlib.nullcontext() if last else self._ddp.no_sync()  # type: ignore[operator]
+        return contextlib.nullcontext() if last else self._ddp.no_sync()
 
     def reduce(self, sums: dict[str, float], count: int) -> tuple[dict[str, float], int]:
         """Sum the loss statistics over ranks (every rank logs the same epoch means)."""
@@ -381,8 +341,6 @@ class DDPTraining:
 
     def build_cache(self, cache: Any, *args: Any, **kwargs: Any) -> None:
         """Each rank computes its share of the missing feature chunks, then all wait for the whole cache."""
-        from medad.engine.features import FeatureCache
-
         mine = [k for k in cache.missing_chunks() if k % self.env.world_size == self.env.rank]
 
         class _Share(FeatureCache):
@@ -397,42 +355,19 @@ class DDPTraining:
         barrier()
 
 
-def train_distributed(
-    model: Any, manifests: pd.DataFrame | Sequence[pd.DataFrame], out_dir: str | Path, **options: Any
-) -> Any:
-    """:func:`medad.engine.train.train` on every torchrun rank (DDP over the adapters); one process: plain ``train``.
+def training_hooks(
+    device: str | torch.device | None, progress: bool
+) -> tuple[OneProcess | DDPTraining, torch.device, bool]:
+    """What ``train(..., distributed=True)`` runs with: the hooks, this rank's device and its progress flag.
 
-    Takes the arguments of ``train``. ``device`` ``None``/``cuda`` puts rank r on ``cuda:LOCAL_RANK``. The
-    effective batch is ``batch_size`` whatever the number of ranks (each rank runs ``1/W`` of each batch's
-    micro-batches), and the gradients, optimiser steps and checkpoints equal those of one process.
-
-    Returns:
-        The :class:`~medad.engine.train.TrainResult` (on every rank).
+    Joins the torchrun process group; with one process (no torchrun) the hooks are :class:`OneProcess`. Only
+    rank 0 shows progress.
     """
-    from medad.engine.train import train
-
-    device = options.pop("device", None)
     env = init(device)
     dev = rank_device(device, env)
     if env.world_size == 1:
-        return train(model, manifests, out_dir, device=dev, **options)
-    if env.rank != 0:
-        options["progress"] = False
-    return train(model, manifests, out_dir, device=dev, distributed=DDPTraining(env, dev), **options)
-
-
-def train_on_roots_distributed(roots: Sequence[str | Path], out_dir: str | Path, **options: Any) -> Any:
-    """``medad train`` under torchrun: :func:`medad.engine.train.train_on_roots` with :class:`DDPTraining`."""
-    from medad.engine.train import train_on_roots
-
-    device = options.pop("device", None)
-    env = init(device)
-    dev = rank_device(device, env)
-    if env.world_size == 1:
-        return train_on_roots(roots, out_dir, device=dev, **options)
-    if env.rank != 0:
-        options["progress"] = False
-    return train_on_roots(roots, out_dir, device=dev, distributed=DDPTraining(env, dev), **options)
+        return OneProcess(), dev, progress
+    return DDPTraining(env, dev), dev, progress and env.is_main
 
 
 def cleanup() -> None:
@@ -444,6 +379,8 @@ def cleanup() -> None:
 __all__ = [
     "DDPTraining",
     "DistEnv",
+    "OneProcess",
+    "ScoreShard",
     "barrier",
     "check_complete",
     "cleanup",
@@ -451,9 +388,6 @@ __all__ = [
     "is_main_process",
     "launched",
     "rank_device",
-    "score_distributed",
-    "score_files_distributed",
     "shard_indices",
-    "train_distributed",
-    "train_on_roots_distributed",
+    "training_hooks",
 ]

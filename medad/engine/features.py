@@ -24,7 +24,7 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -33,6 +33,9 @@ from safetensors.torch import save as safetensors_save
 from torch.utils.data import DataLoader, Dataset
 
 from medad.utils.io import hash_config, write_bytes_atomic
+
+if TYPE_CHECKING:
+    from medad.models import TrainableAnomalyModel
 
 Features = dict[str, Any]
 """What ``model.forward_features`` returns: a dict of batch-first tensors (or lists/tuples of them)."""
@@ -95,7 +98,7 @@ def frozen_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def feature_cache_key(model: Any, manifest: pd.DataFrame, amp_dtype: torch.dtype | None) -> str:
+def feature_cache_key(model: TrainableAnomalyModel, manifest: pd.DataFrame, amp_dtype: torch.dtype | None) -> str:
     """Return the cache folder name for a model's features of a manifest.
 
     Args:

@@ -153,7 +153,7 @@ class PredictionWriter:
         for idx, pixel_map in zip(self._indices, self._maps, strict=True):
             arrays[f"map_{idx}"] = pixel_map
         with atomic_open(self.chunks / f"{self.tag}-{self._seq:06d}.npz", "wb", durable=False) as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, allow_pickle=False, **arrays)
         self._seq += 1
         self._indices, self._scores, self._maps = [], [], []
 
@@ -220,7 +220,7 @@ class PredictionReader:
         with np.load(self._chunks[self._owner[pos]]) as data:
             return data[f"map_{index}"]
 
-    def iter_maps(self, indices: Sequence[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    def iter_maps(self, indices: Sequence[int] | np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(index, map)`` in ascending index order, opening each chunk file once per run of indices."""
         wanted = self.indices if indices is None else np.sort(np.asarray(indices, dtype=np.int64))
         pos = np.searchsorted(self.indices, wanted)

@@ -13,30 +13,29 @@ named by the pseudonymous ``case_id`` (never by a DICOM/NIfTI source name).
 
 from __future__ import annotations
 
-import csv
-import io
 import sys
-from collections import deque
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
 
+from medad.engine.carry_over import carry_over, finish_carry_over
+from medad.engine.distributed import ScoreShard, barrier
 from medad.engine.features import manifest_fingerprint
-from medad.engine.predictions import PredictionReader, PredictionWriter, predictions_random_weights, save_manifests
-from medad.engine.skipped import SkipLog, SkippingSubset, carry_over, collate_skipping, finish_carry_over
-from medad.engine.train import autocast, check_model_compat, class_words_used, prompt_words, resolve_device
+from medad.engine.host_writes import BackgroundWrites
+from medad.engine.inferers import Inferer, PlainInferer, ScoringRun, TransductiveInferer
+from medad.engine.predictions import PredictionReader, PredictionWriter, save_manifests
+from medad.engine.prompting import check_model_compat, class_words_used, prompt_words
+from medad.engine.runtime import autocast, resolve_device
+from medad.engine.score_tables import read_score_table, write_score_tables
+from medad.engine.skipped import SkipLog
+from medad.engine.tiling import TiledInferer, check_tiling, tiling_meta
 from medad.errors import ConfigError, DataError, WeightsError
-from medad.utils.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
-    from medad.models import AnomalyModel, TransductiveAnomalyModel
+    from medad.models import AnomalyModel
 
 RANDOM_WEIGHTS_WARNING = (
     "warning: model {name!r} has RANDOM WEIGHTS (random frozen backbone / text weights, not pretrained); its scores "
@@ -44,108 +43,8 @@ RANDOM_WEIGHTS_WARNING = (
 )
 
 
-def upsample_to(pixel_map: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinearly resize one (S,S) map to ``size`` = (H, W) on its own device, as float32."""
-    return upsample_batch(pixel_map[None], [size])[0]
-
-
-def upsample_batch(pixel_maps: torch.Tensor, sizes: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-    """Resize (B,S,S) maps to their native (H, W) sizes on their device: one interpolation per distinct size.
-
-    The rows of a size group are gathered with an index copied from pinned memory without blocking (indexing with
-    a Python list would copy from pageable memory, which waits for the GPU's queued work).
-    """
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, size in enumerate(sizes):
-        groups.setdefault((int(size[0]), int(size[1])), []).append(i)
-    out: list[torch.Tensor] = [pixel_maps[0]] * len(sizes)
-    for (height, width), members in groups.items():
-        rows = pixel_maps
-        if len(members) < len(sizes):
-            rows = pixel_maps.index_select(0, _device_index(members, pixel_maps))
-        resized = F.interpolate(rows.float().unsqueeze(1), size=(height, width), mode="bilinear", align_corners=False)
-        for j, i in enumerate(members):
-            out[i] = resized[j, 0]
-    return out
-
-
-def _device_index(members: list[int], like: torch.Tensor) -> torch.Tensor:
-    """``members`` as an int64 index on ``like``'s device, copied without making the host wait."""
-    index = torch.tensor(members, dtype=torch.int64)
-    if like.device.type == "cuda":
-        return index.pin_memory().to(like.device, non_blocking=True)
-    return index.to(like.device)
-
-
-def _pad_to(images: torch.Tensor, words: list[str], size: int) -> tuple[torch.Tensor, list[str]]:
-    """Repeat the last image and word up to ``size`` rows, so a compiled backbone always sees one batch shape
-    (a short final batch would otherwise trigger a second compilation)."""
-    missing = size - images.shape[0]
-    if missing <= 0:
-        return images, words
-    return torch.cat([images, images[-1:].expand(missing, *images.shape[1:])]), words + [words[-1]] * missing
-
-
-class _HostBatch:
-    """One batch's results on their way from the device to the predictions store.
-
-    On CUDA the copies go into pinned host memory without blocking, and an event marks their end, so the
-    next batch's forward pass starts at once; the writer thread waits on the event, not the main loop.
-    """
-
-    def __init__(self, indices: list[int], scores: torch.Tensor, maps: list[torch.Tensor]) -> None:
-        self.indices = indices
-        self.event: torch.cuda.Event | None = None
-        if scores.device.type == "cuda":
-            host = [torch.empty(t.shape, dtype=torch.float32, pin_memory=True) for t in [scores, *maps]]
-            for dst, src in zip(host, [scores, *maps], strict=True):
-                dst.copy_(src, non_blocking=True)
-            self.event = torch.cuda.Event()
-            self.event.record()
-            self.scores, self.maps = host[0], host[1:]
-        else:
-            self.scores, self.maps = scores.float(), [m.float() for m in maps]
-
-    def write(self, writer: PredictionWriter) -> None:
-        """Wait for the copies, then hand the batch to the writer (runs on the writer thread)."""
-        if self.event is not None:
-            self.event.synchronize()
-        writer.add(self.indices, self.scores.tolist(), [m.numpy() for m in self.maps])
-
-
-class BackgroundWrites:
-    """Hands :class:`_HostBatch` results to a predictions writer on one background thread.
-
-    At most ``depth`` batches are in flight: ``submit`` waits for the oldest beyond that, so memory stays bounded
-    while the scoring loop goes on. Leaving the block normally waits for every write and raises its error;
-    leaving it on an error still finishes the writes already handed over, so nothing computed is lost.
-    """
-
-    def __init__(self, writer: PredictionWriter, depth: int = 2) -> None:
-        self.writer = writer
-        self.depth = depth
-        self._pool = ThreadPoolExecutor(max_workers=1)
-        self._in_flight: deque[Future[None]] = deque()
-
-    def __enter__(self) -> BackgroundWrites:
-        return self
-
-    def submit(self, batch: _HostBatch) -> None:
-        """Queue one batch's write; wait while more than ``depth`` are pending."""
-        self._in_flight.append(self._pool.submit(batch.write, self.writer))
-        while len(self._in_flight) > self.depth:
-            self._in_flight.popleft().result()
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        try:
-            while exc_type is None and self._in_flight:
-                self._in_flight.popleft().result()
-        finally:
-            self._pool.shutdown(wait=True)
-
-
 def predictions_meta(
-    model: Any,
+    model: AnomalyModel,
     manifest: pd.DataFrame,
     compat: str,
     *,
@@ -158,8 +57,6 @@ def predictions_meta(
     A tiled run adds ``"scoring": {"tile": true, "tile_overlap": ...}``; an untiled run has no ``scoring`` key
     (so folders written before tiling existed still resume).
     """
-    from medad.engine.tiling import tiling_meta
-
     card = model.card()
     meta = {
         "model": card,
@@ -188,13 +85,15 @@ def score(
     class_words: Mapping[str, str] | None = None,
     chunk_size: int = 64,
     tag: str = "p0",
-    progress: bool = True,
+    progress: bool | Callable[[int], None] = True,
     compile: bool = False,
     indices: Sequence[int] | None = None,
     tile: bool = False,
     tile_overlap: float = 0.25,
     class_word: str | None = None,
     dataset_kinds: Mapping[str, str] | None = None,
+    distributed: bool = False,
+    shard: str = "strided",
 ) -> PredictionReader:
     """Score every row of a manifest into a predictions folder, skipping rows already stored there.
 
@@ -211,7 +110,8 @@ def score(
         class_words: optional class-name -> word overrides.
         chunk_size: images per predictions chunk file.
         tag: writer tag (one per process when sharding).
-        progress: show a tqdm bar.
+        progress: ``True`` shows a tqdm bar; a callable is called with the number of images just scored after
+            each batch (no bar; e.g. a protocol run's display); ``False`` reports nothing.
         indices: score only these manifest indices (e.g. one shard per process, each with its own ``tag``);
             default all rows.
         compile: ``torch.compile`` the backbone's forward with static shapes (the model alone ran 1.7x faster
@@ -226,6 +126,13 @@ def score(
             images, which would otherwise be ``"object"``), in either mode.
         dataset_kinds: dataset name -> dataset kind where a manifest names its datasets otherwise (protocol
             targets), so ``reference`` mode finds the release's fixed word of each dataset.
+        distributed: under ``torchrun``, every rank scores its own shard of the manifest into this one folder
+            (:class:`medad.engine.distributed.ScoreShard`: writer tag ``r<rank>``, rank 0's trainable parameters
+            broadcast first, ``None``/``cuda`` devices become ``cuda:LOCAL_RANK``, progress on rank 0 only); after a
+            barrier every rank checks that each index is stored exactly once. Without torchrun: one process, and
+            the same check. ``tag`` and ``indices`` are then set per rank and must not be given.
+        shard: how ``distributed`` cuts the manifest: ``strided`` or ``contiguous``
+            (:func:`medad.engine.distributed.shard_indices`).
 
     The words used are recorded per dataset and class in ``meta.json`` under ``class_words``.
 
@@ -244,19 +151,17 @@ def score(
     Raises:
         DataError: ``out_dir`` already holds predictions of other images, another model, or another tiling.
         ConfigError: bad ``batch_size``, device or tiling (overlap outside [0, 1), a transductive model, or
-            ``tile`` with ``compile``).
+            ``tile`` with ``compile``); ``tag`` or ``indices`` with ``distributed``.
+        DataError: with ``distributed``, some index is missing or stored twice after scoring (on every rank).
     """
-    from tqdm.auto import tqdm
-
-    from medad.data import make_dataset, normalize_images
-    from medad.models import ModelKind, TransductiveAnomalyModel
-
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} must be >= 1")
-    if tile:
-        from medad.engine.tiling import check_tiling
-
-        check_tiling(model, tile_overlap, compile)
+    inferer = select_inferer(model, tile=tile, tile_overlap=tile_overlap, compile=compile)
+    sharding = _join_shard(shard, tag, indices, device) if distributed else None
+    if sharding is not None:
+        device, tag, indices = sharding.device, sharding.tag, sharding.indices(len(manifest))
+        progress = progress if sharding.env.is_main else False
+        sharding.prepare(model)
     dev = resolve_device(device)
     out = Path(out_dir)
     compat = check_model_compat(model, compat)
@@ -274,95 +179,49 @@ def score(
     wanted = range(len(manifest)) if indices is None else indices
     todo = sorted(set(wanted) - writer.done_indices())
     if todo:
-        model.to(dev)
-        model.eval()
-        if tile:  # native-size images, window by window: see medad.engine.tiling
-            from medad.engine.tiling import score_tiled
-
-            native = make_dataset(manifest, None, model.mean, model.std, masks=False, uint8=True)
-            options = {"batch_size": batch_size, "num_workers": num_workers, "dev": dev, "progress": progress}
-            skip_log = SkipLog(out, tag, manifest, todo)
-            score_tiled(model, native, todo, words, writer, tile_overlap=tile_overlap, skips=skip_log, **options)
-            return PredictionReader(out)
-        dataset = make_dataset(manifest, model.image_size, model.mean, model.std, masks=False, uint8=True)
-        loader = DataLoader(
-            SkippingSubset(dataset, todo),  # an unreadable image is skipped and recorded, not fatal
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=num_workers,
-            pin_memory=dev.type == "cuda",
-            prefetch_factor=4 if num_workers else None,
-            collate_fn=collate_skipping,
-        )
-        skips = SkipLog(out, tag, manifest, todo)
-        if model.kind is ModelKind.TRANSDUCTIVE:  # e.g. dinov3_mutual: see _score_transductive
-            assert isinstance(model, TransductiveAnomalyModel)
-            _score_transductive(model, manifest, dataset, todo, writer, batch_size, num_workers, dev, progress)
-            return PredictionReader(out)
-        if compile:
-            model.compile()
-        mean = torch.tensor(model.mean, dtype=torch.float32).to(dev)
-        std = torch.tensor(model.std, dtype=torch.float32).to(dev)
-        with writer, BackgroundWrites(writer) as writes, torch.inference_mode(), autocast(dev):
-            for batch in tqdm(loader, desc="scoring", unit="batch", disable=not progress):
-                if skips.record(batch):
-                    continue
-                indices = batch["index"].tolist()
-                images = normalize_images(batch["image"].to(dev, non_blocking=True), mean, std)
-                batch_words = [words[i] for i in indices]
-                if compile:
-                    images, batch_words = _pad_to(images, batch_words, batch_size)
-                outputs = model(images, batch_words)
-                maps = upsample_batch(outputs.pixel_scores[: len(indices)], batch["orig_size"].tolist())
-                writes.submit(_HostBatch(indices, outputs.image_scores[: len(indices)], maps))
+        skips = SkipLog(out, tag, manifest, todo)  # an unreadable image is skipped and recorded, not fatal
+        run = ScoringRun(manifest, todo, words, skips, dev, batch_size, num_workers, bar=progress is True)
+        _run_inferer(inferer, model, run, writer, progress if callable(progress) else None)
+    if sharding is not None:
+        sharding.finish(out, len(manifest))
     return PredictionReader(out)
 
 
-def _score_transductive(
-    model: TransductiveAnomalyModel,
-    manifest: pd.DataFrame,
-    dataset: Any,
-    todo: Sequence[int],
-    writer: PredictionWriter,
-    batch_size: int,
-    num_workers: int,
-    dev: torch.device,
-    progress: bool,
+def _join_shard(shard: str, tag: str, indices: Sequence[int] | None, device: str | torch.device | None) -> ScoreShard:
+    """This rank's share of a ``distributed`` scoring run (refusing a ``tag`` or ``indices`` of the caller's)."""
+    for key, given in (("tag", tag != "p0"), ("indices", indices is not None)):
+        if given:
+            raise ConfigError(f"score(distributed=True) sets {key!r} per rank; do not pass it")
+    return ScoreShard.join(device, shard)
+
+
+def _run_inferer(
+    inferer: Inferer, model: AnomalyModel, run: ScoringRun, writer: PredictionWriter, done: Callable[[int], None] | None
 ) -> None:
-    """Score a transductive model (``model.kind`` is ``TRANSDUCTIVE``; e.g. ``dinov3_mutual``), one set at a time.
+    """Run the strategy over ``run.todo``, writing each batch in the background and reporting it to ``done``."""
+    model.to(run.device)
+    model.eval()
+    with writer, BackgroundWrites(writer) as writes, torch.inference_mode(), autocast(run.device):
+        for batch in inferer(model, run):
+            writes.submit(batch)
+            if done is not None:
+                done(len(batch.indices))
 
-    A scoring set is every manifest row with the same (``dataset``, ``class_name``), also rows outside ``todo``
-    (an image is scored against all the others of its set, so a resumed or sharded run gives the same scores).
-    Pass 1 runs ``model.forward_features`` over the whole set in batches; pass 2 calls
-    ``model.score_set(features, positions)`` for the set's not-yet-stored images, ``batch_size`` at a time.
+
+def select_inferer(model: AnomalyModel, *, tile: bool, tile_overlap: float, compile: bool) -> Inferer:
+    """The one place a scoring strategy is chosen: tiled when asked for, else by the model's kind.
+
+    Raises:
+        ConfigError: tiling settings the model or options cannot honour (:func:`~medad.engine.tiling.check_tiling`).
     """
-    from tqdm.auto import tqdm
+    if tile:
+        check_tiling(model, tile_overlap, compile)
+        return TiledInferer(tile_overlap)
+    from medad.models import ModelKind
 
-    from medad.data import normalize_images
-
-    columns = [c for c in ("dataset", "class_name") if c in manifest.columns]
-    keys = manifest[columns].astype(str).agg("\x1f".join, axis=1).tolist() if columns else [""] * len(manifest)
-    sets: dict[str, list[int]] = {}
-    for i, key in enumerate(keys):
-        sets.setdefault(key, []).append(i)
-    pending = set(todo)
-    with writer, torch.inference_mode(), autocast(dev):
-        for key in tqdm(sorted({keys[i] for i in pending}), desc="scoring sets", disable=not progress):
-            members = sets[key]
-            loader = DataLoader(Subset(dataset, members), batch_size=batch_size, num_workers=num_workers)
-            parts: list[dict[str, torch.Tensor]] = []
-            sizes: list[list[int]] = []
-            for batch in loader:
-                images = normalize_images(batch["image"].to(dev), model.mean, model.std)
-                parts.append(model.forward_features(images))
-                sizes += batch["orig_size"].tolist()
-            features = {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
-            query = [j for j, i in enumerate(members) if i in pending]
-            for start in range(0, len(query), batch_size):
-                chunk = query[start : start + batch_size]
-                outputs = model.score_set(features, chunk)
-                maps = upsample_batch(outputs.pixel_scores, [sizes[j] for j in chunk])
-                _HostBatch([members[j] for j in chunk], outputs.image_scores, maps).write(writer)
+    if model.kind is ModelKind.TRANSDUCTIVE:  # e.g. dinov3_mutual
+        return TransductiveInferer()
+    return PlainInferer(compile=compile)
 
 
 def _check_same_run(out: Path, meta: Mapping[str, Any], manifest: pd.DataFrame | None = None) -> None:
@@ -403,7 +262,7 @@ def load_model(
     model_name: str | None = None,
     device: str | torch.device | None = None,
     **config: Any,
-) -> Any:
+) -> AnomalyModel:
     """Load a trained checkpoint folder, or build a registered model by name (exactly one of the two).
 
     ``config`` holds model options given on the command line (``compat``, ``backbone_weights``,
@@ -421,9 +280,9 @@ def load_model(
     if (checkpoint is None) == (model_name is None):
         raise ConfigError("give exactly one of --checkpoint FOLDER (trained adapters) or --model NAME")
     options = {k: v for k, v in config.items() if v is not None}
-    if model_name is not None:
-        return create_model(model_name, **options)
-    folder = Path(checkpoint)  # type: ignore[arg-type]
+    if checkpoint is None:
+        return create_model(str(model_name), **options)
+    folder = Path(checkpoint)
     if not folder.is_dir():
         raise WeightsError(f"checkpoint folder {folder} does not exist; give a folder written by `medad train`")
     if not (folder / "card.json").is_file():
@@ -480,12 +339,15 @@ def score_files(
     class_word: str | None = None,
     backbone_weights: str | None = None,
     text_weights: str | None = None,
+    distributed: bool = False,
+    shard: str = "strided",
 ) -> pd.DataFrame:
     """Score image files, folders, DICOM and NIfTI files; write tables and heatmaps (what ``medad score`` does).
 
     Writes into ``out_dir``: ``predictions/`` (the predictions store), ``scores.csv`` and ``scores.json``
     (``case_id``, ``frame``, ``image_score``, ``max_pixel_score``; no source path or name),
-    ``heatmaps/<case_id>[_fNNNN].png`` (8-bit grey, 0-255 for scores 0-1, at the native image size),
+    ``heatmaps/<case_id>[_fNNNN].png`` (8-bit grey, 0-255 for scores 0-1, at the native image size; all three
+    by :func:`medad.engine.score_tables.write_score_tables`),
     ``meta.json`` and ``private/predictions.manifest.csv`` (the only file with source paths, case id -> source;
     never share it).
 
@@ -510,14 +372,20 @@ def score_files(
         class_word: one text class word for every image (default: each class's word; ``"object"`` for files).
         backbone_weights: a local backbone weights file or hub id (see :func:`load_model`).
         text_weights: a local CLIP weights file, open_clip tag or ``hf-hub:`` id (see :func:`load_model`).
+        distributed: under ``torchrun``, every rank scores its shard (see :func:`score`), then rank 0 writes the
+            tables and heatmaps, so the outputs are those of a one-process run.
+        shard: ``strided`` or ``contiguous`` with ``distributed``.
 
     Returns:
-        The scores table.
+        The scores table (on every rank; read back from ``scores.csv`` on ranks other than 0).
     """
     from medad.dicomweb import is_dicomweb_url, localise_inputs
 
     if any(is_dicomweb_url(p) for p in paths):  # study / series URLs -> fetched files in OUT/private/
         paths = localise_inputs(paths, out_dir, dicomweb_ca_bundle)
+    sharding = ScoreShard.join(device, shard) if distributed else None
+    if sharding is not None:
+        device = sharding.device
     manifest = inputs_manifest(paths, kind, split)
     weights = weights_options(backbone_weights, text_weights)
     model = load_model(checkpoint, model_name, device, compat=compat, **weights)
@@ -535,33 +403,15 @@ def score_files(
         tile=tile,
         tile_overlap=tile_overlap,
         class_word=class_word,
+        distributed=distributed,
+        shard=shard,
     )
-    names = output_names(manifest)
-    rows = []
-    image_score = dict(zip(reader.indices.tolist(), reader.image_scores.tolist(), strict=True))
-    for index, pixel_map in reader.iter_maps() if len(reader) else []:
-        row = manifest.iloc[index]
-        rows.append(
-            {
-                "index": index,
-                "case_id": str(row["case_id"]),
-                "frame": None if pd.isna(row["frame"]) else int(row["frame"]),
-                "image_score": float(image_score[index]),
-                "max_pixel_score": float(pixel_map.max()),
-                "heatmap": f"heatmaps/{names[index]}.png" if heatmaps else "",
-                "random_weights": predictions_random_weights(reader.meta),
-            }
-        )
-        if heatmaps:
-            write_bytes_atomic(out / "heatmaps" / f"{names[index]}.png", heatmap_png(pixel_map))
-    table = pd.DataFrame(rows, columns=list(_SCORE_COLUMNS))
-    table["frame"] = table["frame"].astype("Int64")
-    table.attrs["skipped"] = reader.skipped
-    buffer = io.StringIO()
-    table.to_csv(buffer, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
-    write_text_atomic(out / "scores.csv", buffer.getvalue())
-    write_json_atomic(out / "scores.json", {"images": rows, "skipped": table.attrs["skipped"]})
-    write_json_atomic(out / "meta.json", reader.meta)
+    if sharding is not None and not sharding.env.is_main:  # rank 0 writes the tables (after every shard is in)
+        barrier()
+        return read_score_table(out)
+    table = write_score_tables(out, manifest, reader, heatmaps)
+    if sharding is not None:
+        barrier()
     return table
 
 
@@ -577,30 +427,3 @@ def weights_options(backbone_weights: str | None, text_weights: str | None) -> d
     else:
         options["backbone_weights"] = backbone_weights
     return options
-
-
-_SCORE_COLUMNS = ("index", "case_id", "frame", "image_score", "max_pixel_score", "heatmap", "random_weights")
-
-
-def output_names(manifest: pd.DataFrame) -> list[str]:
-    """File stems for per-image outputs: the ``case_id``, plus ``_fNNNN`` when one case has several frames/slices."""
-    counts = manifest["case_id"].value_counts()
-    names = []
-    for case, frame in zip(manifest["case_id"], manifest["frame"], strict=True):
-        if counts[case] > 1 and not pd.isna(frame):
-            names.append(f"{case}_f{int(frame):04d}")
-        else:
-            names.append(str(case))
-    if len(set(names)) != len(names):
-        raise DataError("two inputs share a case_id; give each file once")
-    return names
-
-
-def heatmap_png(pixel_map: np.ndarray) -> bytes:
-    """Encode a [0,1] score map as an 8-bit greyscale PNG (values clipped)."""
-    from PIL import Image
-
-    grey = np.round(np.clip(pixel_map, 0.0, 1.0) * 255.0).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(grey).save(buffer, format="PNG")
-    return buffer.getvalue()

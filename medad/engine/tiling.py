@@ -16,15 +16,15 @@ mode.)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
-from medad.engine.predictions import PredictionWriter
-from medad.engine.skipped import SkipLog, SkippingSubset, collate_skipping
-from medad.engine.train import autocast
+from medad.engine.host_writes import HostBatch
+from medad.engine.inferers import Inferer, ScoringRun
+from medad.engine.skipped import SkippingSubset, collate_skipping
 from medad.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -62,84 +62,72 @@ def tiling_meta(tile: bool, tile_overlap: float) -> dict[str, Any] | None:
     return {"tile": True, "tile_overlap": float(tile_overlap)}
 
 
-def score_tiled(
-    model: AnomalyModel,
-    dataset: Any,
-    todo: Sequence[int],
-    words: Sequence[str],
-    writer: PredictionWriter,
-    *,
-    batch_size: int,
-    num_workers: int,
-    dev: torch.device,
-    tile_overlap: float,
-    progress: bool,
-    skips: SkipLog | None = None,
-) -> None:
-    """Score the ``todo`` rows of a native-size dataset window by window into ``writer``.
+class TiledInferer(Inferer):
+    """Score native-size images window by window (``score(..., tile=True)``).
+
+    Windows of ``model.image_size`` squared, ``run.batch_size`` windows per forward pass, ``tile_overlap`` of a
+    window apart, Gaussian blending; the image score is the largest window score. The model must not be
+    transductive (:func:`check_tiling`).
 
     Args:
-        model: a non-transductive medad model (already on ``dev``, in eval mode).
-        dataset: yields native-size samples (``medad.data.make_dataset(..., image_size=None, uint8=True)``).
-        todo: manifest indices to score.
-        words: the text class word of every manifest row.
-        writer: the predictions store.
-        batch_size: windows per forward pass.
-        num_workers: DataLoader workers (each reads one native image at a time).
-        dev: the device.
         tile_overlap: overlap of neighbouring windows, a fraction of the window side in [0, 1).
-        progress: show a tqdm bar.
-        skips: where an unreadable image is recorded and skipped (``None``: it ends the run).
     """
-    from monai.data.utils import compute_importance_map
-    from monai.inferers import sliding_window_inference
-    from tqdm.auto import tqdm
 
-    from medad.data import normalize_images
-    from medad.engine.scorer import BackgroundWrites, _HostBatch
+    def __init__(self, tile_overlap: float) -> None:
+        self.tile_overlap = tile_overlap
 
-    loader = DataLoader(
-        Subset(dataset, list(todo)) if skips is None else SkippingSubset(dataset, list(todo)),
-        batch_size=1,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=dev.type == "cuda",
-        prefetch_factor=2 if num_workers else None,
-        collate_fn=None if skips is None else collate_skipping,
-    )
-    mean = torch.tensor(model.mean, dtype=torch.float32).to(dev)
-    std = torch.tensor(model.std, dtype=torch.float32).to(dev)
-    size = int(model.image_size)
-    # the Gaussian window weight (sigma = size / 8), made once in fp32 rather than per image under autocast
-    weights = compute_importance_map((size, size), mode="gaussian", sigma_scale=0.125, device=dev)
-    window_scores: list[torch.Tensor] = []
-    word: list[str] = [""]
+    def __call__(self, model: AnomalyModel, run: ScoringRun) -> Iterator[HostBatch]:
+        """Yield one :class:`HostBatch` per image (DataLoader batches of one native image each)."""
+        from monai.data.utils import compute_importance_map
+        from monai.inferers import sliding_window_inference
+        from tqdm.auto import tqdm
 
-    def predict(windows: torch.Tensor) -> torch.Tensor:
-        outputs = model(windows, word * windows.shape[0])
-        window_scores.append(outputs.image_scores.float())
-        return outputs.pixel_scores[:, None].float()
+        from medad.data import make_dataset, normalize_images
 
-    with writer, BackgroundWrites(writer) as writes, torch.inference_mode(), autocast(dev):
-        for batch in tqdm(loader, desc="scoring tiles", unit="image", disable=not progress):
-            if skips is not None and skips.record(batch):
+        dev = run.device
+        native = make_dataset(run.manifest, None, model.mean, model.std, masks=False, uint8=True)
+        loader = DataLoader(
+            SkippingSubset(native, list(run.todo)),
+            batch_size=1,
+            shuffle=False,
+            num_workers=run.num_workers,
+            pin_memory=dev.type == "cuda",
+            prefetch_factor=2 if run.num_workers else None,
+            collate_fn=collate_skipping,
+        )
+        mean = torch.tensor(model.mean, dtype=torch.float32).to(dev)
+        std = torch.tensor(model.std, dtype=torch.float32).to(dev)
+        size = int(model.image_size)
+        # the Gaussian window weight (sigma = size / 8), made once in fp32 rather than per image under autocast
+        weights = compute_importance_map((size, size), mode="gaussian", sigma_scale=0.125, device=dev)
+        window_scores: list[torch.Tensor] = []
+        word: list[str] = [""]
+
+        def predict(windows: torch.Tensor) -> torch.Tensor:
+            outputs = model(windows, word * windows.shape[0])
+            window_scores.append(outputs.image_scores.float())
+            return outputs.pixel_scores[:, None].float()
+
+        for batch in tqdm(loader, desc="scoring tiles", unit="image", disable=not run.bar):
+            if run.skips.record(batch):
                 continue
             index = int(batch["index"][0])
-            word[0] = words[index]
+            word[0] = run.words[index]
             window_scores.clear()
             image = normalize_images(batch["image"].to(dev, non_blocking=True), mean, std)
             stitched = sliding_window_inference(
                 image,
                 roi_size=(size, size),
-                sw_batch_size=batch_size,
+                sw_batch_size=run.batch_size,
                 predictor=predict,
-                overlap=tile_overlap,
+                overlap=self.tile_overlap,
                 mode="gaussian",
                 padding_mode="constant",
                 cval=0.0,
                 roi_weight_map=weights,
             )
+            assert isinstance(stitched, torch.Tensor)  # one output map per window: one stitched tensor
             # The blend is a weighted mean of [0, 1] maps; the clamp only removes float rounding.
             pixel_map = stitched[0, 0].clamp(0.0, 1.0)
             image_score = torch.cat(window_scores).max().reshape(1)
-            writes.submit(_HostBatch([index], image_score, [pixel_map]))
+            yield HostBatch([index], image_score, [pixel_map])

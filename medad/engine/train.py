@@ -16,22 +16,20 @@ and cached on disk (:mod:`medad.engine.features`).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import random
 import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
+from medad.engine.distributed import DDPTraining, OneProcess, training_hooks
 from medad.engine.features import (
     CachedFeatureDataset,
     FeatureCache,
@@ -39,9 +37,13 @@ from medad.engine.features import (
     feature_cache_key,
     manifest_fingerprint,
 )
+from medad.engine.prompting import check_model_compat, class_words_used, prompt_words
+from medad.engine.runtime import autocast, autocast_dtype, resolve_device, rng_state, seed_everything, set_rng_state
 from medad.errors import ConfigError, DataError
 from medad.utils.io import disk_errors, hash_config, write_json_atomic
-from medad.utils.seed import seed_everything
+
+if TYPE_CHECKING:
+    from medad.models import TrainableAnomalyModel
 
 REFERENCE_LR = 1e-5
 """The paper's learning rate (for ViT-L scale models). Tiny demo models need far more, e.g. 1e-3."""
@@ -72,90 +74,6 @@ class TrainResult:
     resumed_from: int = 0
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """Return the device to run on: the given one, else CUDA when available, else CPU.
-
-    Raises:
-        ConfigError: a CUDA device was asked for on a machine without one.
-    """
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"device {device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use --device cpu")
-    return resolved
-
-
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 on CUDA; ``None`` (plain fp32) on CPU, where bf16 autocast is several times slower."""
-    return torch.bfloat16 if device.type == "cuda" else None
-
-
-def autocast(device: torch.device) -> torch.autocast:
-    """The autocast context for ``device``: bf16 on CUDA, disabled (fp32) on CPU."""
-    dtype = autocast_dtype(device)
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
-
-
-def prompt_words(
-    manifest: pd.DataFrame,
-    compat: str,
-    class_words: Mapping[str, str] | None,
-    dataset_kinds: Mapping[str, str] | None = None,
-    class_word: str | None = None,
-) -> list[str]:
-    """Return the text class word of every manifest row (``medad.models.prompt_word``).
-
-    ``dataset_kinds`` maps a manifest's ``dataset`` names to their dataset kinds where they differ (protocol
-    targets are named by the protocol), so that ``reference`` mode finds the release's word of each dataset;
-    ``class_word`` gives every row that one word instead.
-    """
-    from medad.models import prompt_word
-
-    if class_word is not None:
-        if not class_word.strip():
-            raise ConfigError("the class word is empty; pass a word such as 'skin lesion' or 'polyp'")
-        return [class_word] * len(manifest)
-    kinds = dict(dataset_kinds or {})
-    rows = manifest.to_dict("records")
-    return [
-        prompt_word({**row, "dataset": kinds.get(row.get("dataset"), row.get("dataset"))}, compat, class_words)
-        for row in rows
-    ]
-
-
-def class_words_used(manifest: pd.DataFrame, words: Sequence[str]) -> dict[str, dict[str, str]]:
-    """The words used per dataset and class: ``{dataset: {class_name: word}}`` (for metadata and reports)."""
-    used: dict[str, dict[str, str]] = {}
-    for dataset, name, word in zip(manifest["dataset"], manifest["class_name"], words, strict=True):
-        used.setdefault(str(dataset), {})[str(name)] = word
-    return used
-
-
-def check_model_compat(model: Any, compat: str | None) -> str:
-    """Return the class-word rule of a run: ``compat`` if it is the model's own mode, else refuse.
-
-    A model built in one mode and prompted with the other mode's words would be a hybrid of both (for
-    AD-DINOv3: stacked text columns and QuickGELU with the release's words), so the mode is chosen once, when
-    the model is built.
-
-    Raises:
-        ConfigError: ``compat`` differs from the mode the model (or checkpoint) was built in.
-    """
-    own = getattr(model, "compat", None)
-    if compat is None:
-        return own or "clean"
-    if own is not None and compat != own:
-        raise ConfigError(
-            f"model {getattr(model, 'name', '?')!r} was built in compat {own!r} mode but compat {compat!r} was asked "
-            f"for; build the model with compat={compat!r} (medad train/score --compat {compat}) or drop --compat"
-        )
-    return compat
-
-
 def concat_manifests(manifests: pd.DataFrame | Sequence[pd.DataFrame]) -> pd.DataFrame:
     """Concatenate manifests (e.g. several auxiliary datasets) into one with a fresh 0..N-1 index."""
     if isinstance(manifests, pd.DataFrame):
@@ -180,28 +98,6 @@ def warmup_constant(warmup_steps: int) -> Callable[[int], float]:
     return factor
 
 
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, torch.Tensor):
         return value.to(device, non_blocking=True)
@@ -212,48 +108,13 @@ def _to_device(value: Any, device: torch.device) -> Any:
     return value
 
 
-class OneProcess:
-    """How :func:`train` shares its work between processes: here, one process does all of it (the default).
-
-    :class:`medad.engine.distributed.DDPTraining` is the ``torchrun`` counterpart with the same methods.
-    """
-
-    is_main = True
-
-    def split(self, batch: list[int], micro: int) -> list[tuple[list[int], float, bool]]:
-        """This process's micro-batches of one global batch: ``(indices, loss weight, counts in the stats)``."""
-        parts = [batch[s : s + micro] for s in range(0, len(batch), micro)]
-        return [(part, len(part) / len(batch), True) for part in parts]
-
-    def loss_fn(self, model: Any) -> Callable[..., dict[str, Any]]:
-        """``loss_fn(features, words, masks, labels) -> losses`` through the trainable head."""
-        return lambda features, words, masks, labels: model.compute_loss(
-            model.forward_head(features, words), masks, labels
-        )
-
-    def sync(self, last: bool) -> Any:
-        """Context of one micro-batch's forward and backward (``last``: the step's final one)."""
-        return contextlib.nullcontext()
-
-    def reduce(self, sums: dict[str, float], count: int) -> tuple[dict[str, float], int]:
-        """Loss sums and micro-batch count over all processes."""
-        return sums, count
-
-    def build_cache(self, cache: FeatureCache, *args: Any, **kwargs: Any) -> None:
-        """Compute the missing feature chunks (``FeatureCache.build`` arguments)."""
-        cache.build(*args, **kwargs)
-
-    def barrier(self) -> None:
-        """Wait for every process."""
-
-
 def _last_checkpoint(folder: Path) -> Path | None:
     done = [p for p in folder.glob("epoch_*") if p.name[6:].isdigit() and (p / _STATE_FILE).exists()]
     return max(done, key=lambda p: int(p.name[6:]), default=None)
 
 
 def train(
-    model: Any,
+    model: TrainableAnomalyModel,
     manifests: pd.DataFrame | Sequence[pd.DataFrame],
     out_dir: str | Path,
     *,
@@ -274,7 +135,7 @@ def train(
     resume: bool = True,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-    distributed: Any | None = None,
+    distributed: bool = False,
 ) -> TrainResult:
     """Train a model's adapters for a fixed number of epochs; resume from ``out_dir`` if it holds checkpoints.
 
@@ -304,9 +165,11 @@ def train(
         resume: continue from the last complete checkpoint in ``out_dir`` (refused if its settings differ).
         progress: show tqdm progress bars.
         on_epoch_end: called as ``on_epoch_end(epoch, stats)`` after each epoch's checkpoint is on disk.
-        distributed: how the work is shared between processes; ``None`` is one process (:class:`OneProcess`).
-            Under ``torchrun`` use :func:`medad.engine.distributed.train_distributed`, which passes its
-            ``DDPTraining`` here.
+        distributed: under ``torchrun``, train on every rank with DDP over the adapters
+            (:func:`medad.engine.distributed.training_hooks`): ``device`` ``None``/``cuda`` puts rank r on
+            ``cuda:LOCAL_RANK``, the effective batch stays ``batch_size`` (each rank runs ``1/W`` of each batch's
+            micro-batches), rank 0 writes the checkpoints and shows progress; gradients, steps and checkpoints
+            equal those of one process. Without torchrun it is one process.
 
     Returns:
         A :class:`TrainResult`.
@@ -315,17 +178,14 @@ def train(
         ConfigError: bad settings, or ``out_dir`` holds a run with other settings.
         DataError: the manifest is empty or has rows without a 0/1 label.
     """
-    from tqdm.auto import tqdm
-
     from medad.data import make_dataset
     from medad.data.readers import check_files
     from medad.models import save_checkpoint
 
-    hooks = distributed or OneProcess()
+    hooks, device, progress = training_hooks(device, progress) if distributed else (OneProcess(), device, progress)
     manifest = concat_manifests(manifests)
     _check_settings(manifest, epochs, lr, batch_size, micro_batch_size, warmup_fraction)
     check_files(manifest)  # an unreadable image must stop training before the first step, naming the file
-    micro = micro_batch_size or batch_size
     dev = resolve_device(device)
     out = Path(out_dir)
     ckpt_root = out / "checkpoints"
@@ -343,14 +203,11 @@ def train(
         raise ConfigError(f"model {card.get('name')!r} has no trainable parameters; nothing to train")
     compat = check_model_compat(model, compat)
     words = prompt_words(manifest, compat, class_words)
-    manifest_hash = manifest_fingerprint(manifest)
-    steps_per_epoch = math.ceil(len(manifest) / batch_size)
-    total_steps = epochs * steps_per_epoch
-    warmup_steps = max(1, round(warmup_fraction * total_steps))
+    warmup_steps = max(1, round(warmup_fraction * epochs * math.ceil(len(manifest) / batch_size)))
     settings = {
         "model": card.get("name"),
         "config": card.get("config"),
-        "manifest_hash": manifest_hash,
+        "manifest_hash": manifest_fingerprint(manifest),
         "n_images": len(manifest),
         "epochs": epochs,
         "lr": lr,
@@ -378,64 +235,23 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     if hooks.is_main:
         write_json_atomic(out / "train_settings.json", settings)
-    loss_fn = hooks.loss_fn(model)
+    loop = _Loop(model, optimizer, scheduler, hooks, hooks.loss_fn(model), words, dev, batch_size,
+                 micro_batch_size or batch_size, num_workers, progress)  # fmt: skip
 
-    dataset = make_dataset(manifest, model.image_size, model.mean, model.std)
-    pin = dev.type == "cuda"
+    dataset: Dataset[Any] = make_dataset(manifest, model.image_size, model.mean, model.std)
     if cache_features and start_epoch < epochs:
         root = Path(cache_dir) if cache_dir is not None else default_cache_root()
         cache = FeatureCache(root / "features" / feature_cache_key(model, manifest, autocast_dtype(dev)), len(manifest))
         with autocast(dev):
             hooks.build_cache(
-                cache, dataset, model.forward_features, micro, dev, num_workers=num_workers, progress=progress
+                cache, dataset, model.forward_features, loop.micro, dev, num_workers=num_workers, progress=progress
             )
         dataset = CachedFeatureDataset(cache)
 
     history: list[dict[str, float]] = []
     checkpoint = last
     for epoch in range(start_epoch, epochs):
-        model.train()
-        order = epoch_order(seed, epoch, len(manifest))
-        batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
-        # (micro-batch, loss weight, counts in the stats, last of its step), in the order this process runs them
-        plan = [
-            (part, weight, real, k == len(parts) - 1)
-            for parts in (hooks.split(b, micro) for b in batches)
-            for k, (part, weight, real) in enumerate(parts)
-        ]
-        loader = DataLoader(dataset, batch_sampler=[p[0] for p in plan], num_workers=num_workers, pin_memory=pin)
-        sums: dict[str, float] = {}
-        n_micro = 0
-        bar = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{epochs}", unit="step", disable=not progress)
-        optimizer.zero_grad(set_to_none=True)
-        for sample, (_, weight, real, last) in zip(loader, plan, strict=True):
-            indices = sample["index"].tolist()
-            labels = sample["label"].to(dev, non_blocking=True)
-            masks = sample["mask"].to(dev, non_blocking=True)
-            with hooks.sync(last):
-                with autocast(dev):
-                    if "features" in sample:
-                        features = _to_device(sample["features"], dev)
-                    else:
-                        features = model.forward_features(sample["image"].to(dev, non_blocking=True))
-                    losses = loss_fn(features, [words[i] for i in indices], masks, labels)
-                (losses["total"] * weight).backward()
-            if real:  # summed on the device in float64: reading a loss each step would make the host wait
-                n_micro += 1
-                for name, value in losses.items():
-                    term = torch.as_tensor(value).detach().double()
-                    sums[name] = sums[name] + term if name in sums else term
-            if last:
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                bar.update(1)
-                if bar.n % LOSS_DISPLAY_EVERY == 0 or bar.n == len(batches):
-                    bar.set_postfix(loss=f"{float(losses['total'].detach()):.4f}")
-        bar.close()
-        sums, n_micro = hooks.reduce({name: float(total) for name, total in sums.items()}, n_micro)
-        stats = {name: total / n_micro for name, total in sums.items()}
+        stats, step = loop.epoch(dataset, epoch_order(seed, epoch, len(manifest)), f"epoch {epoch + 1}/{epochs}", step)
         stats.update(epoch=float(epoch + 1), steps=float(step), lr=float(scheduler.get_last_lr()[0]))
         history.append(stats)
         checkpoint = ckpt_root / f"epoch_{epoch + 1:03d}"
@@ -447,6 +263,76 @@ def train(
     if checkpoint is None:
         raise ConfigError(f"{out} holds no checkpoint and epochs={epochs}; ask for at least one epoch")
     return TrainResult(checkpoint=checkpoint, epochs=epochs, steps=step, history=history, resumed_from=start_epoch)
+
+
+@dataclass
+class _Loop:
+    """The optimiser loop of one :func:`train` call: one epoch of accumulated micro-batch steps at a time."""
+
+    model: TrainableAnomalyModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    hooks: OneProcess | DDPTraining
+    loss_fn: Callable[..., dict[str, Any]]
+    words: list[str]
+    dev: torch.device
+    batch_size: int
+    micro: int
+    num_workers: int
+    progress: bool
+
+    def epoch(self, dataset: Dataset[Any], order: list[int], desc: str, step: int) -> tuple[dict[str, float], int]:
+        """Run one epoch over ``order``; return the mean of each loss term over its micro-batches and the step."""
+        from tqdm.auto import tqdm
+
+        self.model.train()
+        batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        # (micro-batch, loss weight, counts in the stats, last of its step), in the order this process runs them
+        plan = [
+            (part, weight, real, k == len(parts) - 1)
+            for parts in (self.hooks.split(b, self.micro) for b in batches)
+            for k, (part, weight, real) in enumerate(parts)
+        ]
+        pin = self.dev.type == "cuda"
+        loader = DataLoader(dataset, batch_sampler=[p[0] for p in plan], num_workers=self.num_workers, pin_memory=pin)
+        sums: dict[str, torch.Tensor] = {}
+        n_micro = 0
+        bar = tqdm(total=len(batches), desc=desc, unit="step", disable=not self.progress)
+        self.optimizer.zero_grad(set_to_none=True)
+        for sample, (_, weight, real, closes_step) in zip(loader, plan, strict=True):
+            losses = self._micro_batch(sample, weight, closes_step)
+            if real:  # summed on the device in float64: reading a loss each step would make the host wait
+                n_micro += 1
+                for name, value in losses.items():
+                    term = torch.as_tensor(value).detach().double()
+                    sums[name] = sums[name] + term if name in sums else term
+            if closes_step:
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                step += 1
+                bar.update(1)
+                if bar.n % LOSS_DISPLAY_EVERY == 0 or bar.n == len(batches):
+                    bar.set_postfix(loss=f"{float(losses['total'].detach()):.4f}")
+        bar.close()
+        totals, n_micro = self.hooks.reduce({name: float(total) for name, total in sums.items()}, n_micro)
+        return {name: total / n_micro for name, total in totals.items()}, step
+
+    def _micro_batch(self, sample: Mapping[str, Any], weight: float, closes_step: bool) -> dict[str, Any]:
+        """Forward and backward of one micro-batch (gradients all-reduced only when it closes a step)."""
+        dev = self.dev
+        indices = sample["index"].tolist()
+        labels = sample["label"].to(dev, non_blocking=True)
+        masks = sample["mask"].to(dev, non_blocking=True)
+        with self.hooks.sync(closes_step):
+            with autocast(dev):
+                if "features" in sample:
+                    features = _to_device(sample["features"], dev)
+                else:
+                    features = self.model.forward_features(sample["image"].to(dev, non_blocking=True))
+                losses = self.loss_fn(features, [self.words[i] for i in indices], masks, labels)
+            (losses["total"] * weight).backward()
+        return losses
 
 
 def _check_settings(
@@ -484,7 +370,7 @@ def _check_settings(
 def _save(
     root: Path,
     epoch: int,
-    model: Any,
+    model: TrainableAnomalyModel,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     step: int,
@@ -519,7 +405,7 @@ def _save(
                 "settings_hash": hash_config(settings),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
-                "rng": _rng_state(),
+                "rng": rng_state(),
             },
             tmp / _STATE_FILE,
         )
@@ -531,7 +417,7 @@ def _save(
 
 def _restore(
     folder: Path,
-    model: Any,
+    model: TrainableAnomalyModel,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     settings: Mapping[str, Any],
@@ -548,7 +434,7 @@ def _restore(
     model.load_trainable_state_dict(load_file(str(folder / "adapters.safetensors"), device=str(device)))
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    _set_rng_state(state["rng"])
+    set_rng_state(state["rng"])
     return int(state["epoch"]), int(state["step"])
 
 
@@ -578,7 +464,7 @@ def train_on_roots(
         The :class:`TrainResult`.
     """
     from medad.data import load_manifest
-    from medad.models import create_model
+    from medad.models import TrainableAnomalyModel, create_model
 
     if not roots:
         raise ConfigError("no auxiliary dataset given; pass --data ROOT (e.g. an MVTec AD or VisA folder)")
@@ -587,4 +473,6 @@ def train_on_roots(
     if options.get("compat") is not None:  # the model is built in the mode it is trained in
         config.setdefault("compat", options["compat"])
     model = create_model(model_name, **config)
+    if not isinstance(model, TrainableAnomalyModel):  # the words train() uses for a model without adapters
+        raise ConfigError(f"model {model_name!r} has no trainable parameters; nothing to train")
     return train(model, manifests, out_dir, **options)

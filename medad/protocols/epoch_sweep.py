@@ -65,7 +65,7 @@ def run_epoch_sweep(
     Returns:
         The content of ``epoch_sweep.json``.
     """
-    from medad.engine.paper_view import paper_view
+    from medad.evaluation.paper_view import paper_view
 
     result: dict[str, Any] = {
         "label": SELECTION_LABEL,

@@ -43,7 +43,7 @@ def model_kind(name: str) -> ModelKind:
 
 def metric_names() -> list[str]:
     """Metric names the evaluation computes."""
-    from medad.engine.evaluate import ALL_METRICS
+    from medad.evaluation.rows import ALL_METRICS
 
     return list(ALL_METRICS)
 

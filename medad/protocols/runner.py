@@ -130,7 +130,7 @@ def _run_locked(
     lp: LoadedProtocol, resolved: ResolvedProtocol, chash: str, out_root: Path, run_dir: Path, progress: bool
 ) -> Path:
     """The run itself, under the run folder's lock: the stages in order, then the run folder's records."""
-    from medad.engine.train import resolve_device
+    from medad.engine.runtime import resolve_device
 
     device = resolve_device(None if resolved.device == "auto" else resolved.device)
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -3,7 +3,7 @@
 Curves in ``curves.json`` are accepted in the shapes an evaluation may reasonably write them: a list of
 entries carrying ``model``/``dataset``/``class_name`` (optionally wrapped as ``{"curves": [...]}``), or a
 nested mapping ``model -> dataset -> class_name -> curves``. Curves may be grouped by level (``{"image":
-{"roc", "pr"}, "pixel": {"roc", "pr", "pro"}}``, as ``medad.engine.evaluate`` writes them) or not. Each curve
+{"roc", "pr"}, "pixel": {"roc", "pr", "pro"}}``, as ``medad.evaluation.evaluate`` writes them) or not. Each curve
 is either a mapping of coordinate arrays (``fpr``/``tpr``, ``recall``/``precision``, ``fpr``/``pro``) or a
 list of ``[x, y]`` pairs.
 """
@@ -20,47 +20,11 @@ import numpy as np
 import pandas as pd
 
 from medad.errors import DataError
+from medad.evaluation.rows import COMPARISON_KEYS, METRIC_ROW_KEYS, PER_IMAGE_KEYS
 
-RESULT_COLUMNS = [
-    "model",
-    "dataset",
-    "class_name",
-    "metric",
-    "value",
-    "ci_low",
-    "ci_high",
-    "n_images",
-    "status",
-    "reason",
-]
-PER_IMAGE_COLUMNS = [
-    "model",
-    "dataset",
-    "index",
-    "case_id",
-    "class_name",
-    "label",
-    "image_score",
-    "max_pixel_score",
-    "dice",
-    "iou",
-]
-COMPARISON_COLUMNS = [
-    "dataset",
-    "class_name",
-    "metric",
-    "model_a",
-    "model_b",
-    "test",
-    "estimate",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "p_adjusted",
-    "correction",
-    "effect_size",
-    "n",
-]
+RESULT_COLUMNS = list(METRIC_ROW_KEYS)
+PER_IMAGE_COLUMNS = list(PER_IMAGE_KEYS)
+COMPARISON_COLUMNS = list(COMPARISON_KEYS)
 
 #: Curve kind -> (x key, y key) and the alternative key names accepted for each axis.
 CURVE_AXES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

@@ -47,7 +47,7 @@ def _fmt(value: Any) -> str:
 
 def paper_view_tables(evaluation: EvaluationResults) -> list[tuple[str, pd.DataFrame]]:
     """The measured paper table (one per model) and the published block, as (caption, table) pairs."""
-    from medad.engine.paper_view import PAPER_DATASETS, PAPER_METRICS, paper_view
+    from medad.evaluation.paper_view import PAPER_DATASETS, PAPER_METRICS, paper_view
 
     view = paper_view(evaluation.results.to_dict("records"))
     if not view["measured"]:

@@ -102,7 +102,7 @@ def _write_table(folder: Path, stem: str, frame: pd.DataFrame) -> None:
 
 def _random_weight_models(evaluation: EvaluationResults, sources: Sequence[Any], run_dir: Path | None) -> list[str]:
     """Models flagged ``random_weights: true`` in predictions meta, model cards in the run, the settings
-    (``random_weights: {model: bool}`` as ``medad.engine.evaluate`` writes it) or the metrics rows."""
+    (``random_weights: {model: bool}`` as ``medad.evaluation.evaluate`` writes it) or the metrics rows."""
     flagged = {s.model for s in sources if s.random_weights}
     settings = evaluation.settings
     per_model = settings.get("random_weights")

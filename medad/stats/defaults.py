@@ -1,6 +1,6 @@
 """The one definition of the statistics defaults and of what a valid bootstrap setting is.
 
-``medad.engine.evaluate``, the protocol schema (``statistics:``) and ``medad eval`` all read these constants, and
+``medad.evaluation.evaluate``, the protocol schema (``statistics:``) and ``medad eval`` all read these constants, and
 a test holds docs/metrics.md and docs/protocols.md to them, so the three entry points and the docs cannot drift.
 """
 

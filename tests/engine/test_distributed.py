@@ -56,7 +56,9 @@ def _worker(rank: int, port: int, data: str, work: str) -> None:
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
-    from medad.engine.distributed import cleanup, score_distributed, train_distributed
+    from medad.engine.distributed import cleanup
+    from medad.engine.scorer import score
+    from medad.engine.train import train
 
     work_dir = Path(work)
     manifest = _manifest(Path(data))
@@ -67,15 +69,15 @@ def _worker(rank: int, port: int, data: str, work: str) -> None:
 
     options = dict(SETTINGS, device="cpu", cache_dir=work_dir / "cache")
     with contextlib.suppress(_StopError):
-        train_distributed(_model(), manifest, work_dir / "ddp", on_epoch_end=stop, **options)
+        train(_model(), manifest, work_dir / "ddp", on_epoch_end=stop, distributed=True, **options)
     # a fresh model with other initial adapters: the resumed run must load them from the checkpoint
-    result = train_distributed(_model(seed=100 + rank), manifest, work_dir / "ddp", **options)
+    result = train(_model(seed=100 + rank), manifest, work_dir / "ddp", distributed=True, **options)
     torch.save(
         {"resumed_from": result.resumed_from, "steps": result.steps, "history": result.history},
         work_dir / f"train_rank{rank}.pt",
     )
     # scoring: rank 1 starts from other adapters; rank 0's are broadcast before scoring
-    score_distributed(
+    score(
         _model(seed=0 if rank == 0 else 7),
         manifest.iloc[:11],
         work_dir / "pred",
@@ -83,6 +85,7 @@ def _worker(rank: int, port: int, data: str, work: str) -> None:
         batch_size=3,
         chunk_size=2,
         progress=False,
+        distributed=True,
     )
     cleanup()
 

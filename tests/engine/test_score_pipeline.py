@@ -12,7 +12,9 @@ import torch
 from PIL import Image
 
 from medad.data import manifest_from_paths
-from medad.engine.scorer import BackgroundWrites, _HostBatch, score, upsample_batch, upsample_to
+from medad.engine.host_writes import BackgroundWrites, HostBatch
+from medad.engine.inferers import upsample_batch, upsample_to
+from medad.engine.scorer import score
 from medad.export import load_manifest_file
 
 
@@ -42,8 +44,8 @@ class _SlowWriter:
         self.added += indices
 
 
-def _batch(i: int) -> _HostBatch:
-    return _HostBatch([i], torch.tensor([0.5]), [torch.zeros(2, 2)])
+def _batch(i: int) -> HostBatch:
+    return HostBatch([i], torch.tensor([0.5]), [torch.zeros(2, 2)])
 
 
 def test_background_writes_finish_on_exit_and_raise_write_errors():

@@ -13,8 +13,8 @@ from PIL import Image
 
 from medad.data import manifest_from_paths, normalize_images
 from medad.engine.predictions import PredictionReader
+from medad.engine.prompting import prompt_words
 from medad.engine.scorer import score
-from medad.engine.train import prompt_words
 from medad.errors import ConfigError, DataError
 
 S = 112  # ad_dinov3_tiny's input side

@@ -281,7 +281,7 @@ def test_train_refuses_a_compat_other_than_the_models(tmp_path, small_set):
 def test_reference_training_uses_the_release_words_not_the_users_folders(tmp_path):
     """A dataset root under a folder named MEDAD_DATA: the released words, never the user's path components."""
     from medad.data import load_manifest, write_layout
-    from medad.engine.train import class_words_used, prompt_words
+    from medad.engine.prompting import class_words_used, prompt_words
 
     seen = {}
     for layout, kind, word in [("isic2016", "isic", "01"), ("tn3k", "tn3k", "Medical_Dataset"), ("btad", "btad", None)]:

@@ -31,8 +31,9 @@ from sklearn.metrics import roc_auc_score
 from medad.data import load_manifest, read_mask, write_layout
 from medad.data.dicom import make_dicom
 from medad.data.nifti import make_nifti
-from medad.engine import PredictionReader, evaluate, score, train
+from medad.engine import PredictionReader, score, train
 from medad.engine.predictions import predictions_random_weights
+from medad.evaluation import evaluate
 from medad.export import export_predictions, fixed_threshold
 from medad.models import ModelKind, create_model, list_models, load_checkpoint, model_kind
 from medad.reports import build_report

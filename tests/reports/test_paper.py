@@ -33,7 +33,7 @@ def test_no_class_words_section_without_recorded_words(tmp_path: Path) -> None:
 
 
 def test_paper_view_beside_the_published_figures(tmp_path: Path) -> None:
-    from medad.engine.evaluate import evaluate
+    from medad.evaluation import evaluate
 
     study = build_study(tmp_path / "study")
     run = tmp_path / "run"

@@ -194,7 +194,7 @@ def test_cli_report(make_study, monkeypatch: pytest.MonkeyPatch, capsys: pytest.
 
 
 def test_report_from_real_evaluation(tmp_path: Path) -> None:
-    from medad.engine.evaluate import evaluate
+    from medad.evaluation import evaluate
 
     study = build_study(tmp_path / "study")
     manifest = study.manifest.copy()

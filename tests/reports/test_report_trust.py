@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from medad.engine.evaluate import evaluate
+from medad.evaluation import evaluate
 from medad.reports import build_report
-from tests.engine.test_evaluate import _setup
+from tests.evaluation.test_evaluate import _setup
 
 STAMP = "2026-01-01T00:00:00+00:00"
 

@@ -70,12 +70,12 @@ def test_medad_score_exits_2_with_n_of_m_and_a_rerun_after_removal_reuses_the_sc
     before = pd.read_csv(tmp_path / "out" / "scores.csv").set_index("case_id")["image_score"]
 
     (folder / "img_1.png").unlink()
-    import medad.engine.scorer as scorer
+    import medad.engine.inferers as inferers
 
     def no_model_call(*args, **kwargs):  # the two scored images must not be scored again
         raise AssertionError("rescored")
 
-    monkeypatch.setattr(scorer, "upsample_batch", no_model_call)
+    monkeypatch.setattr(inferers, "upsample_batch", no_model_call)
     second = _run_in_process([*argv, "--no-heatmaps"])
     assert second.code == 0, second.stderr
     after = pd.read_csv(tmp_path / "out" / "scores.csv").set_index("case_id")["image_score"]
@@ -96,7 +96,7 @@ def test_rerun_after_fixing_the_file_scores_only_it(tmp_path):
 
 
 def test_interrupted_carry_over_is_completed_on_the_next_run(tmp_path):
-    from medad.engine.skipped import finish_carry_over
+    from medad.engine.carry_over import finish_carry_over
 
     folder = _folder(tmp_path)
     _break(folder / "img_0.png")
@@ -104,15 +104,15 @@ def test_interrupted_carry_over_is_completed_on_the_next_run(tmp_path):
     (folder / "img_0.png").unlink()
     pred = tmp_path / "out" / "predictions"
     from medad.data import manifest_from_paths
-    from medad.engine import skipped
+    from medad.engine import carry_over
 
-    real = skipped.finish_carry_over
-    skipped.finish_carry_over = lambda folder: None  # crash right after staging
+    real = carry_over.finish_carry_over
+    carry_over.finish_carry_over = lambda folder: None  # crash right after staging
     try:
         meta = json.loads((pred / "meta.json").read_text())
-        assert skipped.carry_over(pred, manifest_from_paths([str(folder)]), meta)
+        assert carry_over.carry_over(pred, manifest_from_paths([str(folder)]), meta)
     finally:
-        skipped.finish_carry_over = real
+        carry_over.finish_carry_over = real
     assert (pred / ".carry" / "COMPLETE").exists()
     finish_carry_over(pred)
     assert PredictionReader(pred).indices.tolist() == [0, 1]
@@ -121,7 +121,7 @@ def test_interrupted_carry_over_is_completed_on_the_next_run(tmp_path):
 
 def test_eval_refuses_skipped_images_naming_them(tmp_path):
     from medad.data import load_manifest, write_layout
-    from medad.engine.evaluate import evaluate
+    from medad.evaluation import evaluate
 
     root = Path(write_layout(tmp_path / "data", "mvtec", n_normal=2, n_abnormal=2, size=32, seed=0))
     bad = sorted(root.rglob("test/good/*.png"))[0]

@@ -63,7 +63,7 @@ def test_protocol_schema_and_cli_use_the_same_defaults() -> None:
     import inspect
 
     from medad.cli import eval_command
-    from medad.engine.evaluate import DEFAULT_CI
+    from medad.evaluation.intervals import DEFAULT_CI
     from medad.protocols.schema import StatisticsSpec
 
     spec = StatisticsSpec()

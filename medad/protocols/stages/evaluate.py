@@ -33,8 +33,8 @@ class EpochSweep:
         self, manifest: pd.DataFrame, evaluated: pd.DataFrame, out: Path, read_mask: Callable[..., Any]
     ) -> None:
         """Sweep into the evaluation folder ``out`` (scoring ``manifest``, evaluating against ``evaluated``)."""
-        from medad.engine.evaluate import evaluate
         from medad.engine.scorer import score
+        from medad.evaluation import evaluate
         from medad.models import load_checkpoint
 
         kinds = {t.name: t.kind for t in self.targets}
@@ -55,7 +55,7 @@ class EpochSweep:
 
 @dataclass(frozen=True)
 class EvaluateJob:
-    """The evaluate stage's work: ``medad.engine.evaluate.evaluate`` into the stage folder (and the sweep)."""
+    """The evaluate stage's work: ``medad.evaluation.evaluate`` into the stage folder (and the sweep)."""
 
     folder: Path
     predictions: Mapping[str, Path]
@@ -70,7 +70,8 @@ class EvaluateJob:
 
     def __call__(self, advance: Advance | None) -> dict[str, Any]:
         from medad.data import read_mask
-        from medad.engine.evaluate import ALL_METRICS, evaluate
+        from medad.evaluation import evaluate
+        from medad.evaluation.rows import ALL_METRICS
 
         count = advance or ignore
 

@@ -54,29 +54,20 @@ class ScoreJob:
             model = create_model(self.model, **self.create_kwargs)
         else:
             model = load_checkpoint(str(self.checkpoint), device=self.device, image_score=self.image_score)
-        hook = None
-        if advance is not None and not self.tile:  # tiled forwards see windows, not images: advance at the end
-            hook = model.register_forward_hook(lambda module, inputs, output: advance(len(inputs[0])))
-        try:
-            score(
-                model,
-                self.manifest,
-                self.folder / "predictions",
-                batch_size=self.batch_size,
-                device=self.device,
-                compat=self.compat,
-                class_words=dict(self.class_words),
-                dataset_kinds=dict(self.dataset_kinds),
-                chunk_size=self.chunk_size,
-                progress=False,
-                tile=self.tile,
-                tile_overlap=self.tile_overlap,
-            )
-        finally:
-            if hook is not None:
-                hook.remove()
-        if advance is not None and self.tile:
-            advance(len(self.manifest))
+        score(
+            model,
+            self.manifest,
+            self.folder / "predictions",
+            batch_size=self.batch_size,
+            device=self.device,
+            compat=self.compat,
+            class_words=dict(self.class_words),
+            dataset_kinds=dict(self.dataset_kinds),
+            chunk_size=self.chunk_size,
+            progress=advance or False,  # images scored, batch by batch
+            tile=self.tile,
+            tile_overlap=self.tile_overlap,
+        )
         if self.checkpoint is None:
             return {"n_images": len(self.manifest), "card": model.card()}
         return {"n_images": len(self.manifest)}

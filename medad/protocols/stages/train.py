@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from medad.engine.runtime import seed_everything
 from medad.protocols.schema import ModelSpec, TrainingSpec
 from medad.protocols.stages.base import (
     Advance,
@@ -27,7 +28,6 @@ from medad.protocols.stages.base import (
     run_tasks,
 )
 from medad.utils.io import sha256_file
-from medad.utils.seed import seed_everything
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def run(state: RunState) -> None:
     tasks: list[StageTask] = []
     runs: list[ModelRun] = []
     for spec in p.models:
-        if model_kind(spec.model) is not ModelKind.TRAINABLE:  # baselines without adapters: built directly in the score stage
+        if model_kind(spec.model) is not ModelKind.TRAINABLE:  # no adapters: built directly in the score stage
             runs.append(ModelRun(spec.name, spec, None))
         elif spec.checkpoint is not None:
             runs.append(_checkpoint_run(spec))

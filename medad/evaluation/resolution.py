@@ -33,8 +33,9 @@ def model_resolution(resolution: str, metas: Mapping[str, Mapping[str, Any]]) ->
         raise ConfigError(f"evaluation resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
     if resolution == "native":
         return None
-    sizes = {name: (meta.get("model") or {}).get("image_size") for name, meta in metas.items()}
-    unknown = sorted(name for name, size in sizes.items() if not isinstance(size, int))
+    recorded = {name: (meta.get("model") or {}).get("image_size") for name, meta in metas.items()}
+    sizes = {name: size for name, size in recorded.items() if isinstance(size, int)}
+    unknown = sorted(set(recorded) - set(sizes))
     if unknown:
         raise ConfigError(
             f"predictions of {', '.join(unknown)} record no model input size (meta.json model.image_size), so "
@@ -46,7 +47,7 @@ def model_resolution(resolution: str, metas: Mapping[str, Mapping[str, Any]]) ->
             "separately or at resolution 'native'"
         )
     (size,) = set(sizes.values())
-    return int(size)  # type: ignore[arg-type]  # checked to be an int above
+    return size
 
 
 def _resize(array: np.ndarray, size: int) -> np.ndarray:

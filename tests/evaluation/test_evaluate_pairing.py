@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from medad.data import load_manifest, manifest_from_paths, write_layout
-from medad.engine.evaluate import evaluate
 from medad.engine.scorer import score
 from medad.errors import DataError
+from medad.evaluation import evaluate
 
 
 def test_predictions_of_other_images_are_refused(tmp_path):

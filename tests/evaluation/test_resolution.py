@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from medad.engine.evaluate import evaluate
-from medad.engine.evaluation_resolution import resize_map, resize_mask
 from medad.engine.predictions import PredictionWriter
 from medad.errors import ConfigError
+from medad.evaluation import evaluate
+from medad.evaluation.resolution import resize_map, resize_mask
 
 SIZE = 8
 

@@ -14,8 +14,9 @@ import pytest
 from safetensors.torch import save_file
 
 from medad.data import load_manifest, write_layout
-from medad.engine.evaluate import evaluate, predictions_random_weights
+from medad.engine.predictions import predictions_random_weights
 from medad.engine.scorer import score_files
+from medad.evaluation import evaluate
 from medad.models import create_model, save_checkpoint
 
 

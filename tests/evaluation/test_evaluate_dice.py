@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medad.engine.evaluate import evaluate
 from medad.engine.predictions import PredictionWriter
+from medad.evaluation import evaluate
 
 
 def test_dice_and_iou_average_the_abnormal_images_only(tmp_path) -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medad.engine.evaluate import evaluate
 from medad.engine.predictions import PredictionWriter
 from medad.errors import ConfigError, DataError
+from medad.evaluation import evaluate
 from medad.metrics import image_auroc, pixel_auroc
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from medad.engine.paper_view import PUBLISHED_LABEL, paper_view
+from medad.evaluation.paper_view import PUBLISHED_LABEL, paper_view
 
 
 def _rows():
@@ -33,8 +33,8 @@ def test_rows_in_paper_order_in_percent_with_domain_averages() -> None:
 
 
 def test_evaluate_writes_the_paper_view_into_metrics_json(tmp_path) -> None:
-    from medad.engine.evaluate import evaluate
-    from tests.engine.test_evaluation_resolution import _study
+    from medad.evaluation import evaluate
+    from tests.evaluation.test_resolution import _study
 
     manifest, masks, _ = _study(tmp_path)
     manifest["dataset"] = "isic"

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from medad.engine.evaluate import evaluate
 from medad.errors import ConfigError
-from tests.engine.test_evaluate import _setup
+from medad.evaluation import evaluate
+from tests.evaluation.test_evaluate import _setup
 
 
 def _reader(masks):

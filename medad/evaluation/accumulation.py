@@ -1,0 +1,222 @@
+"""One pass over the images: exact streaming accumulators and per-image values, class by class in chunks.
+
+Masks are read once at native resolution (or resized to the model's, :mod:`medad.evaluation.resolution`) and
+labelled once; each model's maps are read chunk by chunk from its predictions store and fed to the exact pixel
+accumulators (:class:`medad.metrics.PixelMetrics`) and to the per-image histograms the bootstrap resamples
+(:class:`medad.stats.PixelHistograms`). :class:`Accumulated` then gives the exact point estimates and the
+bootstrap statistics of any scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medad.engine.predictions import PredictionReader
+from medad.errors import DataError
+from medad.evaluation.resolution import resize_map, resize_mask
+from medad.evaluation.rows import PIXEL_METRICS, SEG_METRICS
+from medad.metrics import ImageMetrics, NotApplicable, PixelMetrics, component_sizes, dice_iou, mean_ignoring_na
+from medad.stats import PixelHistograms, image_statistic, mean_statistic
+
+ScopeKey = tuple[str, str]
+"""(dataset, class_name)."""
+
+
+@dataclass
+class Scope:
+    """What one model accumulates for one (dataset, class): the exact pixel metrics and the rows it holds."""
+
+    pixel: PixelMetrics
+    rows: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Accumulated:
+    """Everything the rows, intervals and comparisons of an evaluation are computed from.
+
+    Attributes:
+        manifest: the evaluated manifest (row position = prediction index).
+        labels: 0/1 per row, -1 where unknown.
+        groups: the resampling cluster of each row (``group_id``, else the row itself).
+        models: model labels, in order.
+        keys: the (dataset, class) scopes, sorted.
+        scopes: per (model, scope key) the accumulated pixel metrics.
+        image_scores: per model, the image score of every row.
+        per_image: per model, ``max`` pixel score, ``dice`` and ``iou`` of every row (NaN where not computed).
+        hists: per (model, dataset) the pixel histograms and the manifest row of each histogram entry.
+        fpr_limit: AUPRO integration limit.
+    """
+
+    manifest: pd.DataFrame
+    labels: np.ndarray
+    groups: np.ndarray
+    models: list[str]
+    keys: list[ScopeKey]
+    scopes: dict[tuple[str, ScopeKey], Scope]
+    image_scores: dict[str, np.ndarray]
+    per_image: dict[str, dict[str, np.ndarray]]
+    hists: dict[tuple[str, str], tuple[PixelHistograms, np.ndarray]]
+    fpr_limit: float
+
+    @property
+    def datasets(self) -> list[str]:
+        """The datasets, sorted."""
+        return sorted({d for d, _ in self.keys})
+
+    def classes(self, dataset: str) -> list[str]:
+        """The classes of ``dataset``, in scope order."""
+        return [c for d, c in self.keys if d == dataset]
+
+    def rows_of(self, model: str, dataset: str, classes: list[str]) -> np.ndarray:
+        """The labelled manifest rows of ``classes`` of ``dataset`` that ``model`` was evaluated on, sorted."""
+        return np.sort(np.concatenate([np.asarray(self.scopes[(model, (dataset, c))].rows, np.int64) for c in classes]))
+
+    def pixel(self, model: str, dataset: str, classes: list[str]) -> PixelMetrics:
+        """The exact pixel accumulator of ``classes`` (merged when several)."""
+        parts = [self.scopes[(model, (dataset, c))].pixel for c in classes]
+        return parts[0] if len(parts) == 1 else PixelMetrics.merged(parts)
+
+    def image(self, model: str, rows: np.ndarray) -> ImageMetrics:
+        """The image-level metrics of ``rows``."""
+        img = ImageMetrics()
+        img.update(self.image_scores[model][rows], self.labels[rows])
+        return img
+
+    def point(self, model: str, dataset: str, classes: list[str]) -> dict[str, float | NotApplicable]:
+        """The exact value of every metric over ``classes`` (Dice / IoU: mean over the abnormal images)."""
+        rows = self.rows_of(model, dataset, classes)
+        out = dict(self.image(model, rows).compute())
+        out.update({k: v for k, v in self.pixel(model, dataset, classes).compute().items() if k in PIXEL_METRICS})
+        abnormal = rows[self.labels[rows] == 1]
+        for name in SEG_METRICS:
+            out[name] = (
+                mean_ignoring_na(self.per_image[model][name][abnormal])
+                if abnormal.size
+                else NotApplicable("no abnormal images")
+            )
+        return out
+
+    def groups_for(self, rows: np.ndarray) -> list[str] | None:
+        """The clusters of ``rows`` when some cluster holds more than one image, else ``None`` (resample images)."""
+        g = self.groups[rows]
+        return g.tolist() if np.unique(g).size < g.size else None
+
+    def statistic(self, model: str, dataset: str, rows: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """Bootstrap statistic over ``rows`` (labelled images of one scope) with outputs in ALL_METRICS order."""
+        img = image_statistic(self.image_scores[model][rows], self.labels[rows] == 1)
+        hist, positions = self.hists[(model, dataset)]
+        order = np.argsort(positions)
+        pix = hist.statistic(order[np.searchsorted(positions[order], rows)], self.fpr_limit)
+        abnormal = self.labels[rows] == 1
+        segs = [mean_statistic(np.where(abnormal, self.per_image[model][name][rows], np.nan)) for name in SEG_METRICS]
+
+        def stat(w: np.ndarray) -> np.ndarray:
+            parts = [img(w), pix(w)]
+            parts.extend(s(w) for s in segs)
+            return np.concatenate(parts, axis=1)
+
+        return stat
+
+
+@dataclass(frozen=True)
+class PassSettings:
+    """How :func:`accumulate` reads and scores the pixels."""
+
+    threshold: float
+    fpr_limit: float
+    connectivity: int
+    chunk_size: int
+    memory_limit_bytes: int
+    size: int | None  # the model resolution, or None for native
+
+
+def accumulate(
+    manifest: pd.DataFrame,
+    readers: Mapping[str, PredictionReader],
+    mask_reader: Callable[[Mapping[str, Any]], np.ndarray],
+    settings: PassSettings,
+) -> Accumulated:
+    """Read every mask and map once and accumulate every model's metrics (``manifest`` indexed 0..N-1)."""
+    n = len(manifest)
+    models = list(readers)
+    label = manifest["label"].astype("Int64")
+    groups = manifest["group_id"].astype(str).to_numpy() if "group_id" in manifest else np.arange(n).astype(str)
+    keys = sorted({(str(d), str(c)) for d, c in zip(manifest["dataset"], manifest["class_name"], strict=True)})
+    limit = max(settings.memory_limit_bytes // max(len(models) * len(keys), 1), 1 << 26)
+    acc = Accumulated(
+        manifest=manifest,
+        labels=label.fillna(-1).to_numpy(dtype=np.int64),
+        groups=groups,
+        models=models,
+        keys=keys,
+        scopes={
+            (m, key): Scope(PixelMetrics(settings.fpr_limit, settings.connectivity, memory_limit_bytes=limit))
+            for m in models
+            for key in keys
+        },
+        image_scores={m: readers[m].image_scores[np.searchsorted(readers[m].indices, np.arange(n))] for m in models},
+        per_image={m: {k: np.full(n, np.nan) for k in ("max", "dice", "iou")} for m in models},
+        hists={},
+        fpr_limit=settings.fpr_limit,
+    )
+    hists: dict[tuple[str, str], tuple[PixelHistograms, list[int]]] = {
+        (m, d): (PixelHistograms(), []) for m in models for d in {k[0] for k in keys}
+    }
+    labelled = label.notna().to_numpy()
+    for key in keys:
+        idx = np.flatnonzero(
+            (manifest["dataset"].astype(str) == key[0]).to_numpy()
+            & (manifest["class_name"].astype(str) == key[1]).to_numpy()
+        )
+        for start in range(0, idx.size, settings.chunk_size):
+            chunk = idx[start : start + settings.chunk_size]
+            masks = {int(i): mask_reader(manifest.iloc[int(i)].to_dict()) for i in chunk if labelled[i]}
+            masks = {i: resize_mask(mk, settings.size) for i, mk in masks.items()}
+            comps = {i: component_sizes(mk, settings.connectivity) for i, mk in masks.items()}
+            for m in models:
+                _add_chunk(acc, hists, m, key, readers[m].iter_maps(chunk), masks, comps, settings)
+    acc.hists = {k: (h, np.asarray(pos, dtype=np.int64)) for k, (h, pos) in hists.items()}
+    return acc
+
+
+def _add_chunk(
+    acc: Accumulated,
+    hists: dict[tuple[str, str], tuple[PixelHistograms, list[int]]],
+    model: str,
+    key: ScopeKey,
+    maps_of: Any,
+    masks: dict[int, np.ndarray],
+    comps: dict[int, Any],
+    settings: PassSettings,
+) -> None:
+    """Feed one chunk of one model's maps to its accumulators and per-image values."""
+    scope = acc.scopes[(model, key)]
+    per_image = acc.per_image[model]
+    maps, sizes, ncomp = [], [], []
+    for i, stored in maps_of:
+        pixel_map = resize_map(stored, settings.size)
+        per_image["max"][i] = float(pixel_map.max()) if pixel_map.size else np.nan
+        if i not in masks:
+            continue
+        if pixel_map.shape != masks[i].shape:
+            manifest = acc.manifest
+            raise DataError(
+                f"{model}: map of {manifest.at[i, 'case_id'] if 'case_id' in manifest else i} is "
+                f"{pixel_map.shape} but its mask is {masks[i].shape}; predictions must be at native size"
+            )
+        seg = dice_iou(pixel_map, masks[i], settings.threshold)
+        per_image["dice"][i], per_image["iou"][i] = seg["dice"][0], seg["iou"][0]
+        maps.append(pixel_map)
+        sizes.append(comps[i][0][0])
+        ncomp.append(int(comps[i][1][0]))
+        scope.rows.append(i)
+    if maps:
+        scope.pixel.update(maps, None, sizes, ncomp)
+        hist, positions = hists[(model, key[0])]
+        hist.update(maps, sizes, ncomp)
+        positions.extend(scope.rows[-len(maps) :])

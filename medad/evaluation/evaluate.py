@@ -1,0 +1,281 @@
+"""Evaluate stored predictions against a manifest and write the evaluation folder (see docs/architecture.md).
+
+One pass over the images, class by class in chunks: masks are read once at native resolution and labelled once;
+each model's maps are read chunk by chunk from its predictions store and fed to the exact streaming
+accumulators and to the per-image histograms used by the bootstrap. Output files:
+
+* ``metrics.json`` - per model, dataset and class (plus ``__mean__``, the class mean, and ``__pooled__``, all images
+  pooled; each row names its ``aggregate``) each metric with its bootstrap CI, or ``not_applicable`` with the
+  reason; ``settings.random_weights`` maps every model to whether its frozen weights were random (read from its
+  predictions' ``meta.json``), and every row repeats its model's flag;
+* ``per_image.csv`` - per image and model: image score, max pixel score, Dice and IoU at the threshold, and the
+  model's ``random_weights`` flag;
+* ``curves.json`` - image-level ROC/PR and pixel-level ROC/PR/PRO curves (<= 512 points each);
+* ``comparisons.json`` - paired comparisons of every model pair, with multiple-comparison-adjusted p-values.
+
+Images with an unknown label (``<NA>``) appear in ``per_image.csv`` only. The steps live in their own modules:
+:mod:`~medad.evaluation.accumulation` (the pass over the images), :mod:`~medad.evaluation.intervals` (bootstrap
+CIs), :mod:`~medad.evaluation.comparisons` (paired tests), :mod:`~medad.evaluation.rows` (the typed rows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from medad.engine.features import manifest_fingerprint
+from medad.engine.predictions import PredictionReader, predictions_random_weights
+from medad.errors import ConfigError, DataError
+from medad.evaluation.accumulation import Accumulated, PassSettings, accumulate
+from medad.evaluation.comparisons import compare, model_pairs
+from medad.evaluation.intervals import DEFAULT_CI, Interval, Intervals
+from medad.evaluation.paper_view import paper_view
+from medad.evaluation.resolution import model_resolution, resolution_settings
+from medad.evaluation.rows import AGGREGATE_NOTES, AGGREGATES, ALL_METRICS, PER_IMAGE_COLUMNS, MetricRow, round_sig
+from medad.metrics import IMPLEMENTATION_VERSION, MEAN, POOLED, NotApplicable, mean_over_classes
+from medad.stats.defaults import check_ci_settings
+from medad.utils.io import write_json_atomic, write_text_atomic
+
+
+def evaluate(
+    predictions: Mapping[str, str | Path],
+    manifest: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    metrics: Sequence[str] = ALL_METRICS,
+    ci: Mapping[str, Any] | None = None,
+    comparisons: str | Sequence[tuple[str, str]] | None = "all",
+    correction: str = "holm",
+    threshold: float = 0.5,
+    fpr_limit: float = 0.3,
+    connectivity: int = 8,
+    chunk_size: int = 32,
+    memory_limit_bytes: int = 1 << 30,
+    mask_reader: Callable[[Mapping[str, Any]], np.ndarray] | None = None,
+    resolution: str = "native",
+) -> dict[str, Any]:
+    """Compute metrics, CIs, curves and comparisons for several models' predictions on one manifest.
+
+    Args:
+        predictions: model name -> predictions folder (``medad.engine.predictions`` layout); every manifest row
+            must have a prediction in every folder.
+        manifest: the manifest (``medad.data`` contract); its row position is the prediction index.
+        out_dir: evaluation folder to write.
+        metrics: subset of :data:`~medad.evaluation.rows.ALL_METRICS`.
+        ci: bootstrap settings ``n_resamples``, ``seed``, ``method`` (``bca``/``percentile``), ``level``; missing
+            keys take the defaults of :mod:`medad.stats.defaults`; ``{"n_resamples": 0}`` turns CIs off.
+        comparisons: ``"all"`` model pairs, an explicit list of ``(model_a, model_b)``, or None.
+        correction: ``holm`` or ``bh`` over all comparisons written (one family).
+        threshold: score threshold of the per-image Dice / IoU.
+        fpr_limit: AUPRO integration limit.
+        connectivity: AUPRO component connectivity (8 as MVTec AD, or 4).
+        chunk_size: images read per chunk.
+        memory_limit_bytes: total in-memory budget of the exact pixel accumulators before spilling to disk.
+        mask_reader: function reading a manifest row's mask (default ``medad.data.read_mask``).
+        resolution: ``native`` (maps against masks at each image's size) or ``model`` (both resized to the
+            model's input size, as the released code evaluates; :mod:`medad.evaluation.resolution`).
+
+    Returns:
+        ``{"settings", "rows", "comparisons", "out_dir"}`` - the content of metrics.json and comparisons.json.
+    """
+    unknown = sorted(set(metrics) - set(ALL_METRICS))
+    if unknown:
+        raise ConfigError(f"unknown metric(s) {unknown}; choose from {list(ALL_METRICS)}")
+    if not predictions:
+        raise ConfigError("no predictions to evaluate")
+    ci_cfg = {**DEFAULT_CI, **(ci or {})}
+    names = ("ci['n_resamples']", "ci['level']", "ci['method']")
+    check_ci_settings(ci_cfg["n_resamples"], ci_cfg["level"], ci_cfg["method"], names=names)
+    models = list(predictions)
+    if mask_reader is None:
+        from medad.data import read_mask
+
+        mask_reader = read_mask
+    readers = {name: PredictionReader(folder) for name, folder in predictions.items()}
+    random_weights = {name: predictions_random_weights(reader.meta) for name, reader in readers.items()}
+    size = model_resolution(resolution, {name: reader.meta for name, reader in readers.items()})
+    manifest = manifest.reset_index(drop=True)
+    _check_predictions(readers, manifest)
+    acc = accumulate(
+        manifest,
+        readers,
+        mask_reader,
+        PassSettings(threshold, fpr_limit, connectivity, chunk_size, memory_limit_bytes, size),
+    )
+    settings: dict[str, Any] = {
+        "metrics": list(metrics),
+        "implementation": IMPLEMENTATION_VERSION,
+        "fpr_limit": fpr_limit,
+        "connectivity": connectivity,
+        "threshold": threshold,
+        "resolution": resolution_settings(resolution, size),
+        "ci": {
+            "method": ci_cfg["method"],
+            "n_resamples": int(ci_cfg["n_resamples"]),
+            "seed": int(ci_cfg["seed"]),
+            "level": ci_cfg["level"],
+            "pixel_metrics": "per-image histograms on a shared <=2048-bin grid, shifted to the exact estimate",
+        },
+        "correction": correction,
+        "models": models,
+        "random_weights": random_weights,
+        "aggregates": AGGREGATE_NOTES,
+        "dice_iou_aggregate": "mean over abnormal images (label 1); per image N/A when mask and prediction are empty",
+    }
+    intervals = Intervals(ci_cfg, list(metrics))
+    rows, curves = _rows_and_curves(acc, intervals, list(metrics), random_weights)
+    comps = compare(acc, intervals, model_pairs(models, comparisons), list(metrics), correction)
+    settings["ci"].update(intervals.used_settings())
+    if any(random_weights.values()):
+        flagged = ", ".join(m for m in models if random_weights[m])
+        settings["warning"] = (
+            f"RANDOM WEIGHTS: {flagged} ran with random frozen weights; these numbers test the pipeline only"
+        )
+    out = Path(out_dir)
+    paper = paper_view(rows)  # the paper's table (medad/evaluation/paper_view.py)
+    write_json_atomic(out / "metrics.json", round_sig({"settings": settings, "rows": rows, "paper_view": paper}))
+    write_json_atomic(out / "curves.json", round_sig(curves))
+    write_json_atomic(out / "comparisons.json", round_sig(comps))
+    _write_per_image(out / "per_image.csv", acc, random_weights)
+    return {"settings": settings, "rows": rows, "comparisons": comps, "out_dir": str(out)}
+
+
+def _check_predictions(readers: Mapping[str, PredictionReader], manifest: pd.DataFrame) -> None:
+    """Refuse predictions of other images, with skipped images, or lacking some manifest index.
+
+    Raises:
+        DataError: naming the model, its folder and the fix.
+    """
+    n = len(manifest)
+    expected = manifest_fingerprint(manifest)
+    for name, reader in readers.items():
+        scored = reader.meta.get("manifest_hash")
+        if scored is not None and scored != expected:
+            raise DataError(
+                f"predictions of {name!r} in {reader.folder} were scored from other images than the dataset given "
+                "(manifest hashes differ), so their indices would pair maps with the wrong masks; score the dataset "
+                "itself, e.g. `medad score ROOT --kind KIND --out DIR`, then evaluate DIR/predictions"
+            )
+    for name, reader in readers.items():
+        missing = np.setdiff1d(np.arange(n), reader.indices)
+        skipped = [e for e in reader.skipped if e["index"] < n]
+        if skipped:  # unreadable at scoring time: never counted (as normal or otherwise) - refuse, naming them
+            shown = ", ".join(f"{e['index']} ({e['case_id']}: {e['reason']})" for e in skipped[:3])
+            raise DataError(
+                f"predictions of {name!r} in {reader.folder} skipped {len(skipped)} unreadable image(s), which "
+                f"would be missing from every metric: {shown}{' ...' if len(skipped) > 3 else ''}; fix or remove "
+                "them and rerun `medad score` (what was scored is reused), then evaluate again"
+            )
+        if missing.size:
+            raise DataError(
+                f"predictions of {name!r} lack manifest index {int(missing[0])} "
+                f"({missing.size} missing); score the whole manifest first"
+            )
+
+
+def _rows_and_curves(
+    acc: Accumulated, intervals: Intervals, metrics: list[str], random_weights: Mapping[str, bool]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per model and dataset: every class, then the class mean and the pooled scope, as metrics rows and curves."""
+    rows: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []
+
+    def emit(model: str, dataset: str, class_name: str, values: Mapping[str, Any], cis: Mapping[str, Interval],
+             classes: list[str]) -> None:  # fmt: skip
+        n_images = int(acc.rows_of(model, dataset, classes).size)
+        for name in metrics:
+            row = _metric_row(model, dataset, class_name, name, values[name], cis, n_images, random_weights[model])
+            rows.append(row.to_dict())
+
+    for model in acc.models:
+        for dataset in acc.datasets:
+            classes = acc.classes(dataset)
+            per_class = {}
+            for c in classes:
+                per_class[c] = acc.point(model, dataset, [c])
+                emit(model, dataset, c, per_class[c], intervals.interval(acc, model, dataset, [c], per_class[c], False),
+                     [c])  # fmt: skip
+                curves.append(_curves(acc, model, dataset, c, [c]))
+            mean = {k: mean_over_classes({c: per_class[c][k] for c in classes}) for k in ALL_METRICS}
+            emit(model, dataset, MEAN, mean, intervals.interval(acc, model, dataset, classes, mean, True), classes)
+            pooled = per_class[classes[0]] if len(classes) == 1 else acc.point(model, dataset, classes)
+            emit(model, dataset, POOLED, pooled, intervals.interval(acc, model, dataset, classes, pooled, False),
+                 classes)  # fmt: skip
+            curves.append(_curves(acc, model, dataset, POOLED, classes))
+    return rows, curves
+
+
+def _metric_row(
+    model: str,
+    dataset: str,
+    class_name: str,
+    metric: str,
+    value: float | NotApplicable,
+    cis: Mapping[str, Interval],
+    n_images: int,
+    random_weights: bool,
+) -> MetricRow:
+    """One typed metrics row: the value or why it is not applicable, and its interval where there is one."""
+    status: Literal["ok", "not_applicable"] = "ok"
+    point: float | None = None
+    reason: str | None = None
+    if isinstance(value, NotApplicable):
+        status, reason = "not_applicable", value.reason
+    else:
+        point = float(value)
+    low, high = cis.get(metric, (None, None)) if point is not None else (None, None)
+    return MetricRow(
+        model=model,
+        dataset=dataset,
+        class_name=class_name,
+        metric=metric,
+        value=point,
+        ci_low=low,
+        ci_high=high,
+        n_images=n_images,
+        aggregate=AGGREGATES.get(class_name, "class"),
+        status=status,
+        reason=reason,
+        random_weights=bool(random_weights),
+    )
+
+
+def _curves(acc: Accumulated, model: str, dataset: str, class_name: str, classes: list[str]) -> dict[str, Any]:
+    """Image ROC/PR and pixel ROC/PR/PRO curves of one scope (<= 512 points each)."""
+    rows = acc.rows_of(model, dataset, classes)
+    img = acc.image(model, rows)
+    pix = acc.pixel(model, dataset, classes)
+    return {
+        "model": model,
+        "dataset": dataset,
+        "class_name": class_name,
+        "image": img.curves(512) if rows.size else None,
+        "pixel": pix.curves(512) if pix.n_pos + pix.n_neg else None,
+    }
+
+
+def _write_per_image(path: Path, acc: Accumulated, random_weights: Mapping[str, bool]) -> None:
+    """``per_image.csv``: per model and image its scores, Dice and IoU (``rows.PER_IMAGE_COLUMNS``)."""
+    manifest = acc.manifest
+    frames = []
+    for m in acc.models:
+        values = {
+            "model": m,
+            "dataset": manifest["dataset"].astype(str),
+            "index": np.arange(len(manifest)),
+            "case_id": manifest["case_id"].astype(str) if "case_id" in manifest else "",
+            "class_name": manifest["class_name"].astype(str),
+            "label": manifest["label"].astype("Int64"),
+            "image_score": acc.image_scores[m].astype(np.float64),
+            "max_pixel_score": acc.per_image[m]["max"],
+            "dice": acc.per_image[m]["dice"],
+            "iou": acc.per_image[m]["iou"],
+            "random_weights": bool(random_weights[m]),
+        }
+        frames.append(pd.DataFrame({column: values[column] for column in PER_IMAGE_COLUMNS}))
+    table = pd.concat(frames, ignore_index=True)
+    write_text_atomic(path, table.to_csv(index=False, float_format="%.10g", lineterminator="\n"))

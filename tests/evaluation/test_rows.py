@@ -1,0 +1,43 @@
+"""The typed row schema: what evaluate writes is a MetricRow, and the reports read its columns from the schema."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from medad.evaluation import MetricRow, evaluate
+from medad.evaluation.rows import COMPARISON_KEYS, METRIC_ROW_FIELDS, METRIC_ROW_KEYS, PER_IMAGE_COLUMNS
+from tests.evaluation.test_evaluate import _setup
+
+
+def test_metrics_rows_are_metric_rows_and_the_reports_read_the_schema(tmp_path) -> None:
+    import pandas as pd
+
+    from medad.reports import loader
+
+    manifest, masks, _ = _setup(tmp_path)
+
+    def reader(row):
+        return masks[int(row["image_path"].split("/")[-1][:-4])]
+
+    out = tmp_path / "eval"
+    evaluate({"good": tmp_path / "good", "weak": tmp_path / "weak"}, manifest, out, ci={"n_resamples": 20},
+             mask_reader=reader)  # fmt: skip
+    rows = json.loads((out / "metrics.json").read_text())["rows"]
+    assert rows and all(set(row) == set(METRIC_ROW_FIELDS) for row in rows)  # every key of the schema, no other
+    typed = [MetricRow(**row) for row in rows]  # each row fits the schema as written
+    assert {r.aggregate for r in typed} == {"class", "class_mean", "pooled"}
+    assert list(pd.read_csv(out / "per_image.csv").columns) == list(PER_IMAGE_COLUMNS)
+    comparisons = json.loads((out / "comparisons.json").read_text())
+    assert comparisons and all(set(COMPARISON_KEYS) <= set(row) for row in comparisons)
+    assert list(METRIC_ROW_KEYS) == loader.RESULT_COLUMNS
+    assert set(METRIC_ROW_FIELDS) - set(METRIC_ROW_KEYS) == {"aggregate", "random_weights"}
+
+
+def test_metric_row_is_frozen() -> None:
+    row = MetricRow("m", "d", "c", "dice", 0.5, 0.4, 0.6, 3, "class", "ok", None)
+    assert row.to_dict()["random_weights"] is False
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        row.value = 1.0  # type: ignore[misc]
