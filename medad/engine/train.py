@@ -108,7 +108,8 @@ def _to_device(value: Any, device: torch.device) -> Any:
     return value
 
 
-def _last_checkpoint(folder: Path) -> Path | None:
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete epoch checkpoint under ``folder`` (its state file written), or ``None``."""
     done = [p for p in folder.glob("epoch_*") if p.name[6:].isdigit() and (p / _STATE_FILE).exists()]
     return max(done, key=lambda p: int(p.name[6:]), default=None)
 
@@ -224,7 +225,7 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(warmup_steps))
     start_epoch, step = 0, 0
-    last = _last_checkpoint(ckpt_root) if resume else None
+    last = last_checkpoint(ckpt_root) if resume else None
     if last is not None:
         start_epoch, step = _restore(last, model, optimizer, scheduler, settings, dev)
     elif ckpt_root.exists() and any(ckpt_root.iterdir()):

@@ -150,6 +150,56 @@ def _lines(text: str, prefix: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(prefix)]
 
 
+def _why_error(setup: Setup, outcome: Outcome, errors: list[str], warnings: list[str]) -> str:
+    if outcome.code != 2:
+        return f"exit {outcome.code}, wanted 2"
+    if len(errors) != 1:
+        return f"{len(errors)} error: lines, wanted 1"
+    if setup.names not in errors[0]:
+        return f"error line does not name {setup.names!r}: {errors[0]}"
+    return ""
+
+
+def _why_warning(setup: Setup, outcome: Outcome, errors: list[str], warnings: list[str]) -> str:
+    if outcome.code != 0:
+        return f"exit {outcome.code}, wanted 0: {errors[:1]}"
+    if not any(setup.names in w for w in warnings):
+        return f"no warning: line names {setup.names!r}"
+    return ""
+
+
+def _why_skipped(setup: Setup, outcome: Outcome, errors: list[str], warnings: list[str]) -> str:
+    if outcome.code != 2:
+        return f"exit {outcome.code}, wanted 2"
+    if not errors or "skipped" not in errors[-1] or " of " not in errors[-1]:
+        return f"no 'N of M scored; K skipped' line: {errors[-1:]}"
+    if setup.names not in outcome.stderr:
+        return f"stderr does not name {setup.names!r}"
+    return ""
+
+
+def _why_problem(setup: Setup, outcome: Outcome, errors: list[str], warnings: list[str]) -> str:
+    if outcome.code != 2:
+        return f"exit {outcome.code}, wanted 2"
+    if not any(setup.names in line for line in outcome.stdout.splitlines()[1:]):
+        return f"the check's report does not name {setup.names!r}"
+    return ""
+
+
+def _why_success(setup: Setup, outcome: Outcome, errors: list[str], warnings: list[str]) -> str:
+    if outcome.code != 0:
+        return f"exit {outcome.code}, wanted 0: {(errors or outcome.stderr.strip().splitlines() or [''])[-1]}"
+    return ""
+
+
+_WHY = {
+    Expect.ERROR: _why_error,
+    Expect.WARNING: _why_warning,
+    Expect.SKIPPED: _why_skipped,
+    Expect.PROBLEM: _why_problem,
+}
+
+
 def judge(case: Case, setup: Setup | None, outcome: Outcome) -> Verdict:
     """Whether the outcome is the end the case expects."""
     if setup is None:
@@ -158,34 +208,7 @@ def judge(case: Case, setup: Setup | None, outcome: Outcome) -> Verdict:
     if "Traceback (most recent call last)" in err or "Traceback" in outcome.stdout:
         return Verdict(case, False, f"traceback (exit {outcome.code}): {err.strip().splitlines()[-1:]}")
     errors, warnings = _lines(err, "error:"), _lines(err, "warning:")
-    expect = case.expect
-    why = ""
-    if expect is Expect.ERROR:
-        if outcome.code != 2:
-            why = f"exit {outcome.code}, wanted 2"
-        elif len(errors) != 1:
-            why = f"{len(errors)} error: lines, wanted 1"
-        elif setup.names not in errors[0]:
-            why = f"error line does not name {setup.names!r}: {errors[0]}"
-    elif expect is Expect.WARNING:
-        if outcome.code != 0:
-            why = f"exit {outcome.code}, wanted 0: {errors[:1]}"
-        elif not any(setup.names in w for w in warnings):
-            why = f"no warning: line names {setup.names!r}"
-    elif expect is Expect.SKIPPED:
-        if outcome.code != 2:
-            why = f"exit {outcome.code}, wanted 2"
-        elif not errors or "skipped" not in errors[-1] or " of " not in errors[-1]:
-            why = f"no 'N of M scored; K skipped' line: {errors[-1:]}"
-        elif setup.names not in err:
-            why = f"stderr does not name {setup.names!r}"
-    elif expect is Expect.PROBLEM:
-        if outcome.code != 2:
-            why = f"exit {outcome.code}, wanted 2"
-        elif not any(setup.names in line for line in outcome.stdout.splitlines()[1:]):
-            why = f"the check's report does not name {setup.names!r}"
-    elif outcome.code != 0:
-        why = f"exit {outcome.code}, wanted 0: {(errors or err.strip().splitlines() or [''])[-1]}"
+    why = _WHY.get(case.expect, _why_success)(setup, outcome, errors, warnings)
     if not why and setup.check is not None:
         why = setup.check(err) or ""
     return Verdict(case, not why, why)

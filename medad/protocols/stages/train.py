@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from medad.engine.runtime import seed_everything
+from medad.errors import ConfigError
 from medad.protocols.schema import ModelSpec, TrainingSpec
 from medad.protocols.stages.base import (
     Advance,
@@ -73,10 +74,12 @@ class TrainJob:
 
     def __call__(self, advance: Advance | None) -> dict[str, Any]:
         from medad.engine.train import train
-        from medad.models import create_model
+        from medad.models import TrainableAnomalyModel, create_model
 
         seed_everything(self.seed)
         model = create_model(self.model, **self.create_kwargs)
+        if not isinstance(model, TrainableAnomalyModel):  # the train stage runs only for trainable kinds
+            raise ConfigError(f"model {self.model!r} has no adapters to train; remove its `training:` section")
         result = train(
             model,
             list(self.manifests),
@@ -96,10 +99,10 @@ class TrainJob:
 def unusable_training(folder: Path) -> str | None:
     """Why an interrupted train stage cannot be resumed: checkpoint folders of which none is complete (killed
     while writing the first epoch's checkpoint; training would refuse to resume them), or ``None``."""
-    from medad.engine.train import _last_checkpoint
+    from medad.engine.train import last_checkpoint
 
     checkpoints = folder / "checkpoints"
-    if checkpoints.is_dir() and any(checkpoints.iterdir()) and _last_checkpoint(checkpoints) is None:
+    if checkpoints.is_dir() and any(checkpoints.iterdir()) and last_checkpoint(checkpoints) is None:
         return "checkpoint folders none of which is complete"
     return None
 
