@@ -252,7 +252,8 @@ def score_command(
     from medad.engine import distributed
     from medad.engine.scorer import score_files
     from medad.export import export_run, export_summary
-    from medad.utils.locking import check_score_request, hold_until_command_ends, score_lock
+    from medad.export.request import check_score_request
+    from medad.utils.locking import hold_until_command_ends, score_lock
 
     if tile_overlap is not None and not tile:
         fail("--tile-overlap only applies with --tile; add --tile or drop --tile-overlap")

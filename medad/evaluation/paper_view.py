@@ -14,6 +14,11 @@ from typing import Any
 
 from medad.metrics.aggregate import MEAN
 
+SELECTION_LABEL = "selected on the test data (optimistic), as the released code does"
+"""How a figure picked on the test data (the released code's best epoch) is labelled wherever it is shown."""
+SWEEP_FILE = "epoch_sweep.json"
+"""The epoch sweep's file in an evaluation folder (written by ``medad.protocols.epoch_sweep``)."""
+
 PAPER_DATASETS: tuple[tuple[str, str, str], ...] = (
     ("mvtec", "MVTec AD", "industrial"),
     ("visa", "VisA", "industrial"),

@@ -15,10 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from medad.evaluation.paper_view import SELECTION_LABEL, SWEEP_FILE
 from medad.utils.io import write_json_atomic
 
-SELECTION_LABEL = "selected on the test data (optimistic), as the released code does"
-SWEEP_FILE = "epoch_sweep.json"
 SWEEP_NOTE = (
     "epoch sweep: every epoch's adapters were scored on the target test data and the best epoch by target pixel "
     f"AUROC is reported separately, {SELECTION_LABEL}; the headline metrics use the fixed last epoch"

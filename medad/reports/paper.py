@@ -77,7 +77,7 @@ def epoch_sweep_tables(evaluation: EvaluationResults) -> list[tuple[str, pd.Data
     """The released code's best-epoch-on-test figures (``epoch_sweep.json``) beside the fixed-epoch headline."""
     import json
 
-    from medad.protocols.epoch_sweep import SELECTION_LABEL, SWEEP_FILE
+    from medad.evaluation.paper_view import SELECTION_LABEL, SWEEP_FILE
 
     path = evaluation.folder / SWEEP_FILE
     if not path.is_file():

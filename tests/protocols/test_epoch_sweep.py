@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from medad.protocols.epoch_sweep import SELECTION_LABEL, SWEEP_NOTE, criterion, select_epoch
+from medad.evaluation.paper_view import SELECTION_LABEL
+from medad.protocols.epoch_sweep import SWEEP_NOTE, criterion, select_epoch
 from tests.protocols.test_run import PROTOCOL
 
 
