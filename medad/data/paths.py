@@ -57,6 +57,9 @@ def manifest_from_paths(paths: Sequence[str | Path], class_name: str = "object",
                     DataWarning,
                     stacklevel=2,
                 )
+    if not images.rows and not images.problems and not frames:  # name what was given, not a builder root
+        for raw in paths:
+            images.problem(raw, "holds no image, DICOM or NIfTI file; check the path or give the image files")
     if images.rows or images.problems or not frames:
         frames.insert(0, images.build(strict=False))
     manifest = concat(frames)

@@ -116,3 +116,13 @@ def test_cli_exit_codes_through_main(
     assert run("datasets", "check", str(tmp_path / "none")) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "none does not exist" in err and "Traceback" not in err
+
+
+def test_an_empty_input_folder_is_named_not_the_filesystem_root(tmp_path: Path) -> None:
+    from medad.data import manifest_from_paths
+
+    (tmp_path / "scans").mkdir()
+    with pytest.raises(DataError) as err:
+        manifest_from_paths([str(tmp_path / "scans")])
+    assert f"{tmp_path / 'scans'}: holds no image" in str(err.value)
+    assert ": /:" not in str(err.value)
