@@ -2,9 +2,8 @@
 
 The public API is organised by concern: :mod:`medad.data` (datasets and loaders), :mod:`medad.models`
 (model registry and ``create_model``), :mod:`medad.engine` (training and batched scoring),
-:mod:`medad.evaluation`,
-:mod:`medad.metrics`, :mod:`medad.stats`, :mod:`medad.reports`, :mod:`medad.export` and
-:mod:`medad.protocols`.
+:mod:`medad.evaluation` (metrics and statistics over predictions), :mod:`medad.metrics`, :mod:`medad.stats`,
+:mod:`medad.reports`, :mod:`medad.export` and :mod:`medad.protocols`.
 
 The few entry points most scripts need are also here, e.g. ``medad.create_model`` and ``medad.load_manifest``.
 They are imported on first use (PEP 562), so ``import medad`` (and ``medad --help``) does not load torch.
