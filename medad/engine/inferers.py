@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from medad.engine.host_writes import HostBatch
 from medad.engine.skipped import SkipLog, SkippingSubset, collate_skipping
@@ -175,7 +175,9 @@ class TransductiveInferer(Inferer):
     A scoring set is every manifest row with the same (``dataset``, ``class_name``), also rows outside ``todo``
     (an image is scored against all the others of its set, so a resumed or sharded run gives the same scores).
     Pass 1 runs ``model.forward_features`` over the whole set in batches; pass 2 calls
-    ``model.score_set(features, positions)`` for the set's not-yet-stored images, ``batch_size`` at a time.
+    ``model.score_set(features, positions)`` for the set's not-yet-stored images, ``batch_size`` at a time. An
+    image that cannot be read is recorded in ``run.skips`` and left out of its set; the others are scored against
+    the rest of the set.
     """
 
     def __call__(self, model: AnomalyModel, run: ScoringRun) -> Iterator[HostBatch]:
@@ -192,8 +194,9 @@ class TransductiveInferer(Inferer):
         pending = set(run.todo)
         wanted = sorted(key for key, members in sets.items() if pending.intersection(members))
         for key in tqdm(wanted, desc="scoring sets", disable=not run.bar):
-            members = sets[key]
-            features, sizes = self._set_features(model, dataset, members, run)
+            members, features, sizes = self._set_features(model, dataset, sets[key], run)
+            if not members:  # no image of the set could be read: all recorded in run.skips
+                continue
             query = [j for j, i in enumerate(members) if i in pending]
             for start in range(0, len(query), run.batch_size):
                 chunk = query[start : start + run.batch_size]
@@ -204,15 +207,27 @@ class TransductiveInferer(Inferer):
     @staticmethod
     def _set_features(
         model: TransductiveAnomalyModel, dataset: Any, members: list[int], run: ScoringRun
-    ) -> tuple[dict[str, torch.Tensor], list[list[int]]]:
-        """Pass 1: the features of every image of one set, and the images' native sizes."""
+    ) -> tuple[list[int], dict[str, torch.Tensor], list[list[int]]]:
+        """Pass 1: the readable images of one set (an unreadable one is recorded in ``run.skips`` and the others
+        are scored against the rest of the set), their features and their native sizes."""
         from medad.data import normalize_images
 
-        loader = DataLoader(Subset(dataset, members), batch_size=run.batch_size, num_workers=run.num_workers)
+        loader = DataLoader(
+            SkippingSubset(dataset, members),
+            batch_size=run.batch_size,
+            num_workers=run.num_workers,
+            collate_fn=collate_skipping,
+        )
+        readable: list[int] = []
         parts: list[dict[str, torch.Tensor]] = []
         sizes: list[list[int]] = []
         for batch in loader:
+            if run.skips.record(batch):
+                continue
             images = normalize_images(batch["image"].to(run.device), model.mean, model.std)
             parts.append(model.forward_features(images))
+            readable += batch["index"].tolist()
             sizes += batch["orig_size"].tolist()
-        return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}, sizes
+        if not parts:
+            return [], {}, []
+        return readable, {name: torch.cat([p[name] for p in parts]) for name in parts[0]}, sizes

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -61,3 +63,23 @@ def test_progress_callback_for_a_transductive_model(tmp_path, manifest):
     score(create_model("dinov3_mutual_tiny"), manifest, tmp_path / "pred", batch_size=4, device="cpu",
           progress=done.append)  # fmt: skip
     assert done == [4, 1]
+
+
+def test_a_transductive_model_skips_an_unreadable_image_and_scores_the_rest_of_its_set(tmp_path, manifest):
+    import json
+
+    from medad.data import manifest_from_paths
+    from medad.models import create_model
+
+    broken = tmp_path / "img_9.png"
+    broken.write_bytes(b"not a png")
+
+    with_broken = manifest_from_paths([str(tmp_path)])
+    bad = int(with_broken.index[with_broken["image_path"] == str(broken)][0])
+    reader = score(create_model("dinov3_mutual_tiny"), with_broken, tmp_path / "pred", batch_size=2, device="cpu")
+    assert sorted(reader.indices.tolist()) == [i for i in range(len(with_broken)) if i != bad]
+    skipped = json.loads((tmp_path / "pred" / "skipped-p0.json").read_text())["skipped"]
+    assert [entry["index"] for entry in skipped] == [bad] and "img_9" not in json.dumps(skipped)
+    sizes = {"img_0": (40, 56), "img_1": (71, 33), "img_2": (64, 64), "img_3": (30, 30), "img_4": (50, 20)}
+    for i in reader.indices.tolist():  # each readable image's map at its native size
+        assert reader.get_map(i).shape == sizes[Path(with_broken.iloc[i]["image_path"]).stem]
