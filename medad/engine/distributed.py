@@ -175,12 +175,15 @@ def _agree(message: str | None) -> None:
 
 
 def check_complete(folder: str | Path, n_items: int) -> str | None:
-    """Why a predictions folder does not hold every index ``0..n_items-1`` exactly once (``None`` if it does)."""
+    """Why a predictions folder does not hold every index ``0..n_items-1`` exactly once, an unreadable image
+    recorded as skipped by any rank counting as done (``None`` if it does)."""
     try:
-        indices = PredictionReader(folder).indices
+        reader = PredictionReader(folder)
+        indices = reader.indices
     except DataError as exc:  # an index written twice
         return str(exc)
-    missing = sorted(set(range(n_items)) - set(indices.tolist()))
+    skipped = {int(entry["index"]) for entry in reader.skipped}
+    missing = sorted(set(range(n_items)) - set(indices.tolist()) - skipped)
     extra = sorted(set(indices.tolist()) - set(range(n_items)))
     if missing or extra:
         return (
@@ -229,7 +232,8 @@ class ScoreShard:
         """Wait for every rank, then raise on every rank if some index is missing or stored twice.
 
         Raises:
-            DataError: the folder does not hold every index ``0..n_items-1`` exactly once.
+            DataError: the folder does not hold every index ``0..n_items-1`` exactly once (an image some rank
+                recorded as unreadable counts as done: it is reported by ``reader.skipped``).
         """
         if self.env.world_size == 1:
             _agree(check_complete(folder, n_items))

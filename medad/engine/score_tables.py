@@ -89,5 +89,10 @@ def write_score_tables(
 
 
 def read_score_table(out_dir: str | Path) -> pd.DataFrame:
-    """Read back a ``scores.csv`` written by :func:`write_score_tables` (case ids as text)."""
-    return pd.read_csv(Path(out_dir) / "scores.csv", dtype={"case_id": str}, keep_default_na=False)
+    """Read back a ``scores.csv`` written by :func:`write_score_tables` (case ids as text; ``attrs["skipped"]``
+    from ``scores.json``)."""
+    import json
+
+    table = pd.read_csv(Path(out_dir) / "scores.csv", dtype={"case_id": str}, keep_default_na=False)
+    table.attrs["skipped"] = json.loads((Path(out_dir) / "scores.json").read_text(encoding="utf-8"))["skipped"]
+    return table

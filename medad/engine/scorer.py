@@ -152,7 +152,8 @@ def score(
         DataError: ``out_dir`` already holds predictions of other images, another model, or another tiling.
         ConfigError: bad ``batch_size``, device or tiling (overlap outside [0, 1), a transductive model, or
             ``tile`` with ``compile``); ``tag`` or ``indices`` with ``distributed``.
-        DataError: with ``distributed``, some index is missing or stored twice after scoring (on every rank).
+        DataError: with ``distributed``, some index is neither stored nor recorded as skipped, or stored twice,
+            after scoring (on every rank).
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} must be >= 1")

@@ -189,3 +189,24 @@ def test_medad_score_under_torchrun(spawned: Path, tmp_path: Path, tile: bool) -
     assert sorted(p.name for p in (tmp_path / "tr" / "heatmaps").iterdir()) == sorted(
         p.name for p in (tmp_path / "one" / "heatmaps").iterdir()
     )
+
+
+def test_torchrun_scoring_skips_an_unreadable_image_on_every_rank(spawned: Path, tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(Path(str(spawned).replace("ddp", "industrial")), data)
+    broken = next(data.rglob("test/*/*.png")).with_name("000_broken.png")
+    broken.write_bytes(b"not a png")
+    ckpt = spawned / "ddp" / "checkpoints" / "epoch_002"
+    args = [str(data), "--kind", "mvtec", "--checkpoint", str(ckpt), "--device", "cpu", "--batch-size", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD)]
+    cmd += ["--master_port", str(_free_port()), "-m", "medad.cli", "score", *args, "--out", str(tmp_path / "tr")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    # rank 0 exits 2 (torchrun then prints its own launcher traceback and exits 1); no medad frame in it
+    assert proc.returncode != 0 and "exitcode  : 2" in proc.stderr, proc.stderr[-3000:]
+    assert "/medad/" not in "".join(line for line in proc.stderr.splitlines() if line.strip().startswith("File "))
+    assert "12 of 13 scored; 1 skipped" in proc.stderr and str(broken) in proc.stderr
+    table = pd.read_csv(tmp_path / "tr" / "scores.csv")
+    assert len(table) == 12 and "000_broken" not in (tmp_path / "tr" / "scores.csv").read_text()
