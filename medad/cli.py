@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, get_args
 
 import typer
 import typer.core
@@ -264,22 +264,6 @@ def score_command(
         check_target(export, deidentify, to)
     if not distributed.launched():  # under torchrun every rank writes OUT (docs/scaling.md)
         hold_until_command_ends(score_lock(out, wait), ctx)
-    extra: dict[str, Any] = {
-        "class_word": class_word,
-        "backbone_weights": backbone_weights,
-        "text_weights": text_weights,
-    }
-    if distributed.launched():  # under torchrun: one shard per rank, rank 0 writes the tables (docs/scaling.md)
-        from medad.dicomweb import is_dicomweb_url
-
-        if any(is_dicomweb_url(p) for p in paths):
-            fail("DICOMweb URLs are fetched and scored by one process; run `medad score URL ...` without torchrun")
-        if any(v is not None for v in extra.values()):
-            fail(
-                "--class-word, --backbone-weights and --text-weights are not supported under torchrun yet; run one "
-                "process"
-            )
-        extra = {}
     table = score_files(
         paths,
         out,
@@ -297,7 +281,9 @@ def score_command(
         tile_overlap=0.25 if tile_overlap is None else tile_overlap,
         dicomweb_ca_bundle=ca_bundle,
         distributed=distributed.launched(),
-        **extra,
+        class_word=class_word,
+        backbone_weights=backbone_weights,
+        text_weights=text_weights,
     )
     if not distributed.is_main_process():
         return

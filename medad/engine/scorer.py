@@ -383,6 +383,10 @@ def score_files(
     from medad.dicomweb import is_dicomweb_url, localise_inputs
 
     if any(is_dicomweb_url(p) for p in paths):  # study / series URLs -> fetched files in OUT/private/
+        if distributed:
+            raise ConfigError(
+                "DICOMweb URLs are fetched and scored by one process; run `medad score URL ...` without torchrun"
+            )
         paths = localise_inputs(paths, out_dir, dicomweb_ca_bundle)
     sharding = ScoreShard.join(device, shard) if distributed else None
     if sharding is not None:

@@ -173,7 +173,7 @@ def test_medad_score_under_torchrun(spawned: Path, tmp_path: Path, tile: bool) -
     data = Path(str(spawned).replace("ddp", "industrial"))
     ckpt = spawned / "ddp" / "checkpoints" / "epoch_002"
     args = [str(data), "--kind", "mvtec", "--checkpoint", str(ckpt), "--device", "cpu", "--batch-size", "4"]
-    args += ["--tile"] if tile else []
+    args += ["--tile"] if tile else ["--class-word", "glass bottle"]  # a class word reaches every rank
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD)]
     cmd += ["--master_port", str(_free_port()), "-m", "medad.cli", "score", *args, "--out", str(tmp_path / "tr")]
@@ -182,7 +182,13 @@ def test_medad_score_under_torchrun(spawned: Path, tmp_path: Path, tile: bool) -
     assert proc.stdout.count("scored 12 images") == 1  # printed by rank 0 only
     tags = {p.name.split("-")[0] for p in (tmp_path / "tr" / "predictions" / "chunks").iterdir()}
     assert tags == {"r0", "r1"}
-    ref = score_files([data], tmp_path / "one", checkpoint=ckpt, device="cpu", kind="mvtec", progress=False, tile=tile)
+    word = None if tile else "glass bottle"
+    options = {"device": "cpu", "kind": "mvtec", "progress": False, "tile": tile, "class_word": word}
+    ref = score_files([data], tmp_path / "one", checkpoint=ckpt, **options)
+    assert (
+        json.loads((tmp_path / "tr" / "meta.json").read_text())["class_words"]
+        == json.loads((tmp_path / "one" / "meta.json").read_text())["class_words"]
+    )
     got = pd.read_csv(tmp_path / "tr" / "scores.csv")
     assert got["case_id"].astype(str).tolist() == ref["case_id"].astype(str).tolist()
     np.testing.assert_allclose(got["image_score"], ref["image_score"], rtol=0, atol=1e-6)
