@@ -50,6 +50,20 @@ def disk_errors(path: str | os.PathLike[str]) -> Iterator[None]:
         raise (disk_error(OSError(_short_write_errno(), str(exc)), path) or exc) from None
 
 
+def _umask() -> int:
+    """The process umask (read from /proc where it can be, else by setting and restoring it)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        status = Path("/proc/self/status").read_text(encoding="ascii").splitlines()
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+NEW_FILE_MODE = 0o666 & ~_umask()
+"""The permission bits ``open()`` gives a new file; atomic writes give theirs the same (``mkstemp`` would give 0600)."""
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb", durable: bool = True) -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing and move it into place only on success.
@@ -63,6 +77,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", durable: bool = 
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            os.fchmod(fd, NEW_FILE_MODE)
             with os.fdopen(fd, mode) as handle:
                 yield handle
                 handle.flush()

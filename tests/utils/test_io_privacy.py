@@ -53,3 +53,15 @@ def test_redact_filter_scrubs_log_records(caplog):
         logger.info("reading %s for patient %s", "/d/1CT1.dcm", "DOE^JOHN")
     assert "DOE^JOHN" not in caplog.text and "1CT1" not in caplog.text
     assert caplog.text.count("[redacted]") == 2
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path) -> None:
+    import stat
+
+    from medad.utils.io import write_text_atomic
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")  # open() under the process umask, as any tool writes a file
+    write_text_atomic(tmp_path / "atomic.txt", "x")
+    mode = stat.S_IMODE((tmp_path / "atomic.txt").stat().st_mode)
+    assert mode == stat.S_IMODE(plain.stat().st_mode)  # e.g. 0644 under umask 022, not mkstemp's 0600
