@@ -77,7 +77,7 @@ def epoch_sweep_tables(evaluation: EvaluationResults) -> list[tuple[str, pd.Data
     """The released code's best-epoch-on-test figures (``epoch_sweep.json``) beside the fixed-epoch headline."""
     import json
 
-    from medad.evaluation.paper_view import SELECTION_LABEL, SWEEP_FILE
+    from medad.evaluation.paper_view import PAPER_METRICS, SELECTION_LABEL, SWEEP_FILE
 
     path = evaluation.folder / SWEEP_FILE
     if not path.is_file():
@@ -101,7 +101,7 @@ def epoch_sweep_tables(evaluation: EvaluationResults) -> list[tuple[str, pd.Data
     for model, entry in sweep["models"].items():
         best = next((e for e in entry["per_epoch"] if e["epoch"] == entry["best_epoch"]), None)
         if best and best["paper_view"]:
-            frame = pd.DataFrame(best["paper_view"])[["dataset", "pixel_auroc", "pixel_f1_max", "aupro", "pixel_ap"]]
+            frame = pd.DataFrame(best["paper_view"])[["dataset", *(metric for metric, _ in PAPER_METRICS)]]
             for column in frame.columns[1:]:
                 frame[column] = frame[column].map(_fmt)
             tables.append((f"{model}, epoch {entry['best_epoch']}: {SELECTION_LABEL}", frame))
