@@ -14,7 +14,7 @@ import pandas as pd
 
 from medad.data.description import DatasetDescription, Detector, register_dataset
 from medad.data.dicom import looks_like_dicom, make_dicom
-from medad.data.manifest import ManifestBuilder, concat, is_ignored, is_image_file, problems_error
+from medad.data.manifest import NO_IMAGES, ManifestBuilder, concat, is_ignored, is_image_file, problems_error
 from medad.data.nifti import is_nifti, make_nifti
 from medad.errors import DataWarning
 
@@ -59,7 +59,9 @@ def manifest_from_paths(paths: Sequence[str | Path], class_name: str = "object",
                 )
     if not images.rows and not images.problems and not frames:  # name what was given, not a builder root
         for raw in paths:
-            images.problem(raw, "holds no image, DICOM or NIfTI file; check the path or give the image files")
+            images.problem(
+                raw, f"{NO_IMAGES} (no image, DICOM or NIfTI file in it); check the path or give the image files"
+            )
     if images.rows or images.problems or not frames:
         frames.insert(0, images.build(strict=False))
     manifest = concat(frames)

@@ -124,5 +124,5 @@ def test_an_empty_input_folder_is_named_not_the_filesystem_root(tmp_path: Path) 
     (tmp_path / "scans").mkdir()
     with pytest.raises(DataError) as err:
         manifest_from_paths([str(tmp_path / "scans")])
-    assert f"{tmp_path / 'scans'}: holds no image" in str(err.value)
+    assert f"{tmp_path / 'scans'}: no images found" in str(err.value)
     assert ": /:" not in str(err.value)
