@@ -62,14 +62,22 @@ def seeded(build: Callable[[], M], seed: int) -> M:
         return build()
 
 
-def _check_file(path: str | os.PathLike[str], what: str) -> Path:
+def check_weights_path(path: str | os.PathLike[str], what: str = "") -> Path:
+    """The weights file ``path`` (``~`` expanded), refused when it is missing or has no weights suffix.
+
+    Args:
+        path: The file.
+        what: What the weights are for (``backbone``, ``text``, ``CLIP``), named in the message.
+
+    Raises:
+        WeightsError: naming the file and the fix.
+    """
     file = Path(path).expanduser()
+    named = f"{what} weights file" if what else "weights file"
     if not file.is_file():
-        raise WeightsError(f"{what} weights file {str(file)!r} does not exist; pass the path of a downloaded file")
+        raise WeightsError(f"{named} {str(file)!r} does not exist; pass the path of a downloaded file")
     if not file.name.lower().endswith(WEIGHT_SUFFIXES):
-        raise WeightsError(
-            f"{what} weights file {str(file)!r} has an unsupported suffix; use one of {', '.join(WEIGHT_SUFFIXES)}"
-        )
+        raise WeightsError(f"{named} {str(file)!r} has an unsupported suffix; use one of {', '.join(WEIGHT_SUFFIXES)}")
     return file
 
 
@@ -140,7 +148,7 @@ def build_backbone(
         model = seeded(lambda: timm.create_model(arch, pretrained=False, **kwargs), init_seed)
         info.update(source="random", licence=LICENCES["random"], sha256=state_dict_sha256(model))
     elif weights is not None:
-        file = _check_file(weights, "backbone")
+        file = check_weights_path(weights, "backbone")
         try:  # timm's DINOv3 filter prints a line per zero qkv bias it drops from Meta's files: keep stdout clean
             with contextlib.redirect_stdout(io.StringIO()):
                 model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(file)}, **kwargs)
@@ -297,7 +305,7 @@ def build_text_tower(
         raise ConfigError("text_weights is None: pass an open_clip tag such as 'openai', a local file, or random_init")
     spec = str(weights)
     if is_local_weights(spec):
-        file, source, weights_id = _check_file(spec, "text"), "file", model_name
+        file, source, weights_id = check_weights_path(spec, "text"), "file", model_name
     else:
         file, source, weights_id = (
             open_clip_hub_file(model_name, spec, _text_hint(model_name, spec)),

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from medad.errors import WeightsError
-from medad.models.weights import LICENCES, WEIGHT_SUFFIXES
+from medad.models.weights import LICENCES, check_weights_path
 from medad.utils.io import sha256_file
 
 DINOV3_ARCHITECTURES: tuple[str, ...] = (
@@ -207,13 +207,7 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[str, dict[str, torch.Ten
     Raises:
         WeightsError: the file is missing, has another suffix, or cannot be read as any of the formats.
     """
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise WeightsError(f"weights file {str(file)!r} does not exist; pass the path of a downloaded file")
-    if not file.name.lower().endswith(WEIGHT_SUFFIXES):
-        raise WeightsError(
-            f"weights file {str(file)!r} has an unsupported suffix; use one of {', '.join(WEIGHT_SUFFIXES)}"
-        )
+    file = check_weights_path(path)
     try:
         if file.name.lower().endswith(".safetensors"):
             from safetensors.torch import load_file

@@ -45,7 +45,14 @@ from medad.models.base import AnomalyModel, InferenceBatch, ModelKind, policy_im
 from medad.models.config import IntTuple, ModelConfig, PathText
 from medad.models.prompts import NORMAL_STATES  # WinCLIP's normal state words, shared with the ensemble
 from medad.models.registry import model_config, register_model
-from medad.models.weights import LICENCES, _check_file, is_local_weights, open_clip_hub_file, seeded, state_dict_sha256
+from medad.models.weights import (
+    LICENCES,
+    check_weights_path,
+    is_local_weights,
+    open_clip_hub_file,
+    seeded,
+    state_dict_sha256,
+)
 from medad.utils.io import sha256_file
 
 PROMPT_SET_VERSION = "winclip-cpe-v1"
@@ -255,7 +262,7 @@ def build_clip(config: WinCLIPConfig) -> tuple[Any, dict[str, Any]]:
         return model.eval().requires_grad_(False), info
     spec = str(config.clip_weights)
     if is_local_weights(spec):
-        file, source, weights_id = _check_file(spec, "CLIP"), "file", config.clip_model
+        file, source, weights_id = check_weights_path(spec, "CLIP"), "file", config.clip_model
     else:
         file, source, weights_id = (
             open_clip_hub_file(config.clip_model, spec, _clip_hint(config.clip_model, spec)),
