@@ -7,7 +7,7 @@ is listed in ``docs/protocols.md``. Nothing in a protocol is ever evaluated as c
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import Field, StringConstraints
 
@@ -113,6 +113,22 @@ class ModelSpec(_Strict):
     weights: WeightsSpec = Field(default_factory=WeightsSpec)
     class_words: dict[str, dict[str, str]] = Field(default_factory=dict)
     checkpoint: str | None = None
+
+    def create_kwargs(self) -> dict[str, Any]:
+        """``create_model`` keyword arguments of this spec: options, compat, image score and the frozen weight
+        sources (what the train and score stages build, and what ``medad validate`` checks)."""
+        kwargs: dict[str, Any] = dict(self.options)
+        kwargs["compat"] = self.compat
+        kwargs["image_score"] = self.image_score
+        backbone, text = self.weights.backbone, self.weights.text
+        if backbone is not None:
+            if backbone.id is not None:
+                kwargs["backbone"] = backbone.id
+            if backbone.file is not None:
+                kwargs["backbone_weights"] = backbone.file
+        if text is not None:
+            kwargs["text_weights"] = text.file or text.id
+        return kwargs
 
 
 class TrainingSpec(_Strict):

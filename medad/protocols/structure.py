@@ -181,16 +181,8 @@ def _check_model(lp: LoadedProtocol, i: int, m: ModelSpec) -> None:
                 )
     if m.checkpoint is not None:  # a checkpoint's own config builds the model
         return
-    kwargs: dict[str, Any] = {**m.options, "compat": m.compat, "image_score": m.image_score}
-    backbone, text = m.weights.backbone, m.weights.text
-    if backbone is not None and backbone.id is not None:
-        kwargs["backbone"] = backbone.id
-    if backbone is not None and backbone.file is not None:
-        kwargs["backbone_weights"] = backbone.file
-    if text is not None and (text.file or text.id):
-        kwargs["text_weights"] = text.file or text.id
     try:
-        registry.check_model_options(m.model, kwargs)
+        registry.check_model_options(m.model, m.create_kwargs())
     except ConfigError as exc:
         key = next((k for k in m.options if f"{k} " in f"{exc} " or f"{k}=" in str(exc)), None)
         loc: Loc = ("models", i, "options", key) if key is not None else ("models", i)

@@ -222,20 +222,3 @@ def run_tasks(state: RunState, tasks: Sequence[StageTask]) -> list[dict[str, Any
 def model_config(spec: ModelSpec) -> dict[str, Any]:
     """What a model's stage keys hash of its resolved spec: registry name, compat, options and weights."""
     return spec.model_dump(mode="json", include={"model", "compat", "options", "weights"})
-
-
-def create_kwargs(spec: ModelSpec) -> dict[str, Any]:
-    """``create_model`` keyword arguments of a resolved model spec: options, compat, image score and the frozen
-    weight sources."""
-    kwargs: dict[str, Any] = dict(spec.options)
-    kwargs["compat"] = spec.compat
-    kwargs["image_score"] = spec.image_score
-    backbone, text = spec.weights.backbone, spec.weights.text
-    if backbone is not None:
-        if backbone.id is not None:
-            kwargs["backbone"] = backbone.id
-        if backbone.file is not None:
-            kwargs["backbone_weights"] = backbone.file
-    if text is not None:
-        kwargs["text_weights"] = text.file or text.id
-    return kwargs
