@@ -3,10 +3,11 @@ below it, counting imports inside functions too."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.imports import imported_modules
 
 MEDAD = Path(__file__).resolve().parents[1] / "medad"
 
@@ -34,18 +35,10 @@ def package_imports(root: Path = MEDAD) -> dict[str, set[str]]:
         rel = path.relative_to(root).with_suffix("").parts
         package = rel[0]
         targets = found.setdefault(package, set())
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = (
-                [node.module or ""]
-                if isinstance(node, ast.ImportFrom) and node.level == 0
-                else [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else []
-            )
-            for name in names:
-                parts = name.split(".")
-                if parts[0] == "medad" and len(parts) > 1 and parts[1] != package:
-                    targets.add(parts[1])
+        for name in imported_modules(path):
+            parts = name.split(".")
+            if parts[0] == "medad" and len(parts) > 1 and parts[1] != package:
+                targets.add(parts[1])
     return found
 
 

@@ -6,10 +6,10 @@ reader), so the check walks the syntax tree of each module rather than importing
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import medad
+from tests.imports import imported_modules
 
 ROOT = Path(medad.__file__).parent
 PACKAGES = ("engine", "evaluation")
@@ -20,24 +20,13 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path, modules: set[str]) -> set[str]:
-    """The modules among ``modules`` that ``path`` imports anywhere (``from X import name`` counts X and X.name)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found & modules
-
-
 def import_graph() -> dict[str, set[str]]:
     """Module -> the modules of the checked packages it imports (package ``__init__`` files excluded as sources:
     they only re-export)."""
     files = {_module_name(p): p for package in PACKAGES for p in (ROOT / package).glob("*.py")}
     modules = set(files)
-    return {name: _imports(path, modules) - {name} for name, path in files.items() if not name.endswith(PACKAGES)}
+    sources = {name: path for name, path in files.items() if not name.endswith(PACKAGES)}
+    return {name: (imported_modules(path) & modules) - {name} for name, path in sources.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
