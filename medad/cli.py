@@ -66,6 +66,14 @@ DATA_ROOT_HELP = "For --kind jsonl: the folder the jsonl's relative paths start 
 TO_HELP = "Store the DICOM SEG / Parametric Map exports on this DICOMweb server (STOW-RS), e.g. http://HOST/dicom-web."
 CA_HELP = "PEM CA bundle to verify the DICOMweb server's TLS certificate (default: the system's)."
 BACKBONE_WEIGHTS_HELP = "Backbone weights: a local file (Meta .pth, safetensors, .bin) or a timm / hf-hub id."
+CLASS_WORD_HELP = (
+    "Text class word of every image, e.g. 'skin lesion' (default: each class's word from its dataset kind, e.g. "
+    "'skin lesion' with --kind isic; 'object' for plain files and folders)."
+)
+SEED_HELP = (
+    "Seed the model is built under (an untrained head is drawn from it): the same command gives the same scores; "
+    "a resumed run must use the same seed."
+)
 TEXT_WEIGHTS_HELP = "CLIP text weights: a local file (OpenAI .pt, open_clip .safetensors/.bin) or an open_clip tag."
 
 
@@ -209,7 +217,7 @@ def score_command(
     ] = None,
     class_word: Annotated[
         str | None,
-        typer.Option("--class-word", help="Text class word of every image, e.g. 'skin lesion' (default: 'object')."),
+        typer.Option("--class-word", help=CLASS_WORD_HELP),
     ] = None,
     backbone_weights: Annotated[str | None, typer.Option("--backbone-weights", help=BACKBONE_WEIGHTS_HELP)] = None,
     text_weights: Annotated[str | None, typer.Option("--text-weights", help=TEXT_WEIGHTS_HELP)] = None,
@@ -244,12 +252,14 @@ def score_command(
     wait: Annotated[
         bool, typer.Option("--wait", help="If another `medad score` is writing OUT, wait for it instead of refusing.")
     ] = False,
+    seed: Annotated[int, typer.Option("--seed", help=SEED_HELP)] = 0,
 ) -> None:
     """Score images: OUT/scores.csv, OUT/scores.json, OUT/heatmaps/*.png and OUT/predictions/.
 
     A PATH may be a DICOMweb study URL (http(s)://HOST:PORT/dicom-web/studies/UID) or a series URL (.../series/UID).
     """
     from medad.engine import distributed
+    from medad.engine.request import ScoreRequest, ScoreSettings
     from medad.engine.scorer import score_files
     from medad.export import export_run, export_summary
     from medad.export.request import check_score_request
@@ -261,30 +271,34 @@ def score_command(
     if to is not None:
         from medad.dicomweb import check_target
 
-        check_target(export, deidentify, to)
-    if not distributed.launched():  # under torchrun every rank writes OUT (docs/scaling.md)
-        hold_until_command_ends(score_lock(out, wait), ctx)
-    table = score_files(
-        paths,
-        out,
+        check_target(export, deidentify, to, ca_bundle, probe=True)  # the PACS answers DICOMweb, before scoring
+    request = ScoreRequest(
+        paths=tuple(paths),
+        out_dir=out,
         checkpoint=checkpoint,
         model_name=model,
-        batch_size=batch_size,
-        device=device,
-        num_workers=workers,
-        compat=compat,
-        heatmaps=heatmaps,
-        compile=compile_backbone,
-        kind=kind,
-        split=split,
-        tile=tile,
-        tile_overlap=0.25 if tile_overlap is None else tile_overlap,
-        dicomweb_ca_bundle=ca_bundle,
-        distributed=distributed.launched(),
-        class_word=class_word,
         backbone_weights=backbone_weights,
         text_weights=text_weights,
+        kind=kind,
+        split=split,
+        heatmaps=heatmaps,
+        dicomweb_ca_bundle=ca_bundle,
+        settings=ScoreSettings(
+            batch_size=batch_size,
+            device=device,
+            num_workers=workers,
+            compat=compat,
+            class_word=class_word,
+            compile=compile_backbone,
+            tile=tile,
+            tile_overlap=0.25 if tile_overlap is None else tile_overlap,
+            seed=seed,
+            distributed=distributed.launched(),
+        ),
     )
+    if not distributed.launched():  # under torchrun every rank writes OUT (docs/scaling.md)
+        hold_until_command_ends(score_lock(out, wait), ctx)
+    table = score_files(request)
     if not distributed.is_main_process():
         return
     typer.echo(f"scored {len(table)} images; results in {out}")

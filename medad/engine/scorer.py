@@ -13,6 +13,7 @@ named by the pseudonymous ``case_id`` (never by a DICOM/NIfTI source name).
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from medad.engine.host_writes import BackgroundWrites
 from medad.engine.inferers import Inferer, PlainInferer, ScoringRun, TransductiveInferer
 from medad.engine.predictions import PredictionReader, PredictionWriter, save_manifests
 from medad.engine.prompting import check_model_compat, class_words_used, prompt_words
+from medad.engine.request import DEFAULT_SEED, SETTINGS_FIELDS, ScoreRequest, ScoreSettings
 from medad.engine.runtime import autocast, resolve_device
 from medad.engine.score_tables import read_score_table, write_score_tables
 from medad.engine.skipped import SkipLog
@@ -51,11 +53,14 @@ def predictions_meta(
     tile: bool = False,
     tile_overlap: float = 0.25,
     class_words: Mapping[str, Mapping[str, str]] | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """The ``meta.json`` of a predictions folder: model card, random-weights flag, data hash, prompt rule.
 
-    A tiled run adds ``"scoring": {"tile": true, "tile_overlap": ...}``; an untiled run has no ``scoring`` key
-    (so folders written before tiling existed still resume).
+    ``weights_sha256`` fingerprints the model's trainable weights (:func:`weights_fingerprint`; the card's sha256
+    cover the frozen ones) and ``seed`` (when known) is the seed the model was built under, so a resumed run
+    refuses to mix two models in one table. A tiled run adds ``"scoring": {"tile": true, "tile_overlap": ...}``;
+    an untiled run has no ``scoring`` key (so folders written before tiling existed still resume).
     """
     card = model.card()
     meta = {
@@ -64,7 +69,10 @@ def predictions_meta(
         "manifest_hash": manifest_fingerprint(manifest),
         "n_images": len(manifest),
         "compat": compat,
+        "weights_sha256": weights_fingerprint(model),
     }
+    if seed is not None:
+        meta["seed"] = seed
     if class_words is not None:  # the text word of every class, {dataset: {class_name: word}}
         meta["class_words"] = {d: dict(words) for d, words in class_words.items()}
     scoring = tiling_meta(tile, tile_overlap)
@@ -73,27 +81,33 @@ def predictions_meta(
     return meta
 
 
+def weights_fingerprint(model: AnomalyModel) -> str:
+    """The sha256 of a model's trainable weights (names, dtypes, shapes, bytes; empty for a training-free model).
+
+    The card names the frozen weights (file sha256, or ``random`` with their seed) but not the adapters, which an
+    untrained model draws at random when it is built: this fingerprint tells two such draws apart.
+    """
+    from medad.models import TrainableAnomalyModel
+
+    digest = hashlib.sha256()
+    state = model.trainable_state_dict() if isinstance(model, TrainableAnomalyModel) else {}
+    for name, tensor in sorted(state.items()):
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
+
+
 def score(
     model: AnomalyModel,
     manifest: pd.DataFrame,
     out_dir: str | Path,
+    settings: ScoreSettings | None = None,
     *,
-    batch_size: int = 8,
-    device: str | torch.device | None = None,
-    num_workers: int = 0,
-    compat: str | None = None,
-    class_words: Mapping[str, str] | None = None,
-    chunk_size: int = 64,
     tag: str = "p0",
     progress: bool | Callable[[int], None] = True,
-    compile: bool = False,
     indices: Sequence[int] | None = None,
-    tile: bool = False,
-    tile_overlap: float = 0.25,
-    class_word: str | None = None,
-    dataset_kinds: Mapping[str, str] | None = None,
-    distributed: bool = False,
-    shard: str = "strided",
+    **options: Any,
 ) -> PredictionReader:
     """Score every row of a manifest into a predictions folder, skipping rows already stored there.
 
@@ -102,37 +116,44 @@ def score(
             ``image_scores`` (B,); ``image_size``, ``mean``, ``std`` and ``card()``.
         manifest: the rows to score (manifest index = row position).
         out_dir: the predictions folder (``meta.json`` + ``chunks/``).
-        batch_size: images per forward pass.
-        device: ``cpu``, ``cuda``, ``cuda:N`` or ``None`` (CUDA if available).
-        num_workers: DataLoader workers reading and resizing images.
-        compat: text class word rule (``clean`` or ``reference``, see ``medad.models.prompt_word``); ``None``
-            uses the model's own ``compat``.
-        class_words: optional class-name -> word overrides.
-        chunk_size: images per predictions chunk file.
+        settings: how to score (:class:`~medad.engine.request.ScoreSettings`); or give its fields as keyword
+            arguments (``options``), not both:
+
+            - ``batch_size``: images per forward pass.
+            - ``device``: ``cpu``, ``cuda``, ``cuda:N`` or ``None`` (CUDA if available).
+            - ``num_workers``: DataLoader workers reading and resizing images.
+            - ``compat``: text class word rule (``clean`` or ``reference``, see ``medad.models.prompt_word``);
+              ``None`` uses the model's own ``compat``.
+            - ``class_words``: optional class-name -> word overrides.
+            - ``class_word``: one text class word for every image (e.g. ``"skin lesion"`` for a folder of
+              dermoscopy images, which would otherwise be ``"object"``), in either mode.
+            - ``dataset_kinds``: dataset name -> dataset kind where a manifest names its datasets otherwise
+              (protocol targets), so ``reference`` mode finds the release's fixed word of each dataset.
+            - ``chunk_size``: images per predictions chunk file.
+            - ``compile``: ``torch.compile`` the backbone's forward with static shapes (the model alone ran 1.7x
+              faster for ViT-L on an H100 after a one-off compilation of a minute or so; worth it for large
+              archives on a GPU). A short final batch is padded to ``batch_size`` so that it needs no second
+              compilation.
+            - ``tile``: score each image at its native size, window by window (:mod:`medad.engine.tiling`):
+              windows of ``model.image_size`` squared, ``batch_size`` windows per forward pass, Gaussian blending;
+              the image score is the largest window score. For images much larger than the model input
+              (colonoscopy frames, dermoscopy); the cost grows with the number of windows.
+            - ``tile_overlap``: overlap of neighbouring windows as a fraction of the window side, in [0, 1).
+            - ``seed``: the seed ``model`` was built under, recorded in ``meta.json`` (default: none recorded;
+              :func:`score_files` and protocols build under one and record it).
+            - ``distributed``: under ``torchrun``, every rank scores its own shard of the manifest into this one
+              folder (:class:`medad.engine.distributed.ScoreShard`: writer tag ``r<rank>``, rank 0's trainable
+              parameters broadcast first, ``None``/``cuda`` devices become ``cuda:LOCAL_RANK``, progress on rank 0
+              only); after a barrier every rank checks that each index is stored exactly once. Without torchrun:
+              one process, and the same check. ``tag`` and ``indices`` are then set per rank and must not be given.
+            - ``shard``: how ``distributed`` cuts the manifest: ``strided`` or ``contiguous``
+              (:func:`medad.engine.distributed.shard_indices`).
         tag: writer tag (one per process when sharding).
-        progress: ``True`` shows a tqdm bar; a callable is called with the number of images just scored after
-            each batch (no bar; e.g. a protocol run's display); ``False`` reports nothing.
+        progress: ``True`` shows the progress bar (:func:`medad.utils.progress.progress_bar`); a callable is
+            called with the number of images just scored after each batch (no bar; e.g. a protocol run's
+            display); ``False`` reports nothing.
         indices: score only these manifest indices (e.g. one shard per process, each with its own ``tag``);
             default all rows.
-        compile: ``torch.compile`` the backbone's forward with static shapes (the model alone ran 1.7x faster
-            for ViT-L on an H100 after a one-off compilation of a minute or so; worth it for large archives on
-            a GPU). A short final batch is padded to ``batch_size`` so that it needs no second compilation.
-        tile: score each image at its native size, window by window (:mod:`medad.engine.tiling`): windows of
-            ``model.image_size`` squared, ``batch_size`` windows per forward pass, Gaussian blending; the image
-            score is the largest window score. For images much larger than the model input (colonoscopy
-            frames, dermoscopy); the cost grows with the number of windows.
-        tile_overlap: overlap of neighbouring windows as a fraction of the window side, in [0, 1).
-        class_word: one text class word for every image (e.g. ``"skin lesion"`` for a folder of dermoscopy
-            images, which would otherwise be ``"object"``), in either mode.
-        dataset_kinds: dataset name -> dataset kind where a manifest names its datasets otherwise (protocol
-            targets), so ``reference`` mode finds the release's fixed word of each dataset.
-        distributed: under ``torchrun``, every rank scores its own shard of the manifest into this one folder
-            (:class:`medad.engine.distributed.ScoreShard`: writer tag ``r<rank>``, rank 0's trainable parameters
-            broadcast first, ``None``/``cuda`` devices become ``cuda:LOCAL_RANK``, progress on rank 0 only); after a
-            barrier every rank checks that each index is stored exactly once. Without torchrun: one process, and
-            the same check. ``tag`` and ``indices`` are then set per rank and must not be given.
-        shard: how ``distributed`` cuts the manifest: ``strided`` or ``contiguous``
-            (:func:`medad.engine.distributed.shard_indices`).
 
     The words used are recorded per dataset and class in ``meta.json`` under ``class_words``.
 
@@ -149,43 +170,58 @@ def score(
         A reader over the finished predictions folder.
 
     Raises:
-        DataError: ``out_dir`` already holds predictions of other images, another model, or another tiling.
+        DataError: ``out_dir`` already holds predictions of other images, another model (other weights or seed),
+            or another tiling.
         ConfigError: bad ``batch_size``, device or tiling (overlap outside [0, 1), a transductive model, or
-            ``tile`` with ``compile``); ``tag`` or ``indices`` with ``distributed``.
+            ``tile`` with ``compile``); ``tag`` or ``indices`` with ``distributed``; both ``settings`` and options.
         DataError: with ``distributed``, some index is neither stored nor recorded as skipped, or stored twice,
             after scoring (on every rank).
     """
-    if batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size} must be >= 1")
-    inferer = select_inferer(model, tile=tile, tile_overlap=tile_overlap, compile=compile)
-    sharding = _join_shard(shard, tag, indices, device) if distributed else None
+    s = _settings(settings, options)
+    s.check()
+    inferer = select_inferer(model, tile=s.tile, tile_overlap=s.tile_overlap, compile=s.compile)
+    device: str | torch.device | None = s.device
+    sharding = _join_shard(s.shard, tag, indices, device) if s.distributed else None
     if sharding is not None:
         device, tag, indices = sharding.device, sharding.tag, sharding.indices(len(manifest))
         progress = progress if sharding.env.is_main else False
         sharding.prepare(model)
     dev = resolve_device(device)
     out = Path(out_dir)
-    compat = check_model_compat(model, compat)
-    words = prompt_words(manifest, compat, class_words, dataset_kinds, class_word)
+    compat = check_model_compat(model, s.compat)
+    words = prompt_words(manifest, compat, s.class_words, s.dataset_kinds, s.class_word)
+    used = class_words_used(manifest, words)
     meta = predictions_meta(
-        model, manifest, compat, tile=tile, tile_overlap=tile_overlap, class_words=class_words_used(manifest, words)
+        model, manifest, compat, tile=s.tile, tile_overlap=s.tile_overlap, class_words=used, seed=s.seed
     )
     finish_carry_over(out)
     _check_same_run(out, meta, manifest)
     if meta["random_weights"]:
         print(RANDOM_WEIGHTS_WARNING.format(name=meta["model"].get("name")), file=sys.stderr)
-    writer = PredictionWriter(out, chunk_size=chunk_size, tag=tag, meta=meta)
+    writer = PredictionWriter(out, chunk_size=s.chunk_size, tag=tag, meta=meta)
     if tag == "p0" or not (out / "manifest.csv").exists():
         save_manifests(out, manifest)  # paths only in ../private/
     wanted = range(len(manifest)) if indices is None else indices
     todo = sorted(set(wanted) - writer.done_indices())
     if todo:
         skips = SkipLog(out, tag, manifest, todo)  # an unreadable image is skipped and recorded, not fatal
-        run = ScoringRun(manifest, todo, words, skips, dev, batch_size, num_workers, bar=progress is True)
+        run = ScoringRun(manifest, todo, words, skips, dev, s.batch_size, s.num_workers, bar=progress is True)
         _run_inferer(inferer, model, run, writer, progress if callable(progress) else None)
     if sharding is not None:
         sharding.finish(out, len(manifest))
     return PredictionReader(out)
+
+
+def _settings(settings: ScoreSettings | None, options: Mapping[str, Any]) -> ScoreSettings:
+    """``settings``, or one built from keyword options (refusing both, and unknown keys)."""
+    if settings is not None and options:
+        raise ConfigError(f"score() got settings and keyword options ({', '.join(sorted(options))}); give one")
+    if settings is not None:
+        return settings
+    unknown = sorted(set(options) - SETTINGS_FIELDS)
+    if unknown:
+        raise ConfigError(f"score() got unknown option(s) {', '.join(unknown)}; see medad.engine.ScoreSettings")
+    return ScoreSettings(**{"seed": None, **options})
 
 
 def _join_shard(shard: str, tag: str, indices: Sequence[int] | None, device: str | torch.device | None) -> ScoreShard:
@@ -236,6 +272,8 @@ def _check_same_run(out: Path, meta: Mapping[str, Any], manifest: pd.DataFrame |
     same_model = old.get("model") == meta["model"] and old.get("compat") == meta["compat"]
     same_model = same_model and old.get("class_words", meta.get("class_words")) == meta.get("class_words")
     same_scoring = old.get("scoring") == meta.get("scoring")
+    if same_model:
+        _check_same_weights(out, old, meta)  # before any carry-over: never mix two draws of one model
     carry = not same_data and same_model and same_scoring and manifest is not None
     if carry and carry_over(out, manifest, dict(meta)):  # files removed or added: keep what was scored
         return
@@ -251,6 +289,24 @@ def _check_same_run(out: Path, meta: Mapping[str, Any], manifest: pd.DataFrame |
         )
 
 
+def _check_same_weights(out: Path, old: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+    """Refuse to add to predictions of a model with other trainable weights (e.g. a random head drawn under
+    another seed): one table would mix two models. Folders written before the fingerprint was recorded pass."""
+    if old.get("weights_sha256", meta["weights_sha256"]) == meta["weights_sha256"]:
+        return
+    before, now = old.get("seed"), meta.get("seed")
+    if before is not None and before != now:
+        raise DataError(
+            f"{out} already holds predictions of a model built under seed {before}, but this run's model is built "
+            f"under seed {now}, so its untrained weights differ; re-run with --seed {before} (seed={before}) to "
+            f"resume, or give a new --out folder"
+        )
+    raise DataError(
+        f"{out} already holds predictions of a model with other trainable weights (weights_sha256 in its "
+        "meta.json differs); resume with the same checkpoint and seed, or give a new --out folder"
+    )
+
+
 def _tiling_words(meta: Mapping[str, Any]) -> str:
     scoring = meta.get("scoring") or {}
     if not scoring.get("tile"):
@@ -262,14 +318,17 @@ def load_model(
     checkpoint: str | Path | None = None,
     model_name: str | None = None,
     device: str | torch.device | None = None,
+    *,
+    seed: int = DEFAULT_SEED,
     **config: Any,
 ) -> AnomalyModel:
     """Load a trained checkpoint folder, or build a registered model by name (exactly one of the two).
 
-    ``config`` holds model options given on the command line (``compat``, ``backbone_weights``,
-    ``text_weights``; ``None`` values are dropped). With a checkpoint, the weights files say where the card's
-    frozen weights live on this machine (their sha256 must still match the card's), and a ``compat`` other
-    than the checkpoint's is refused.
+    The model is built under ``seed`` (the global random state is left as it was), so an untrained head is the
+    same draw on every run: the same command gives the same scores. ``config`` holds model options given on the
+    command line (``compat``, ``backbone_weights``, ``text_weights``; ``None`` values are dropped). With a
+    checkpoint, the weights files say where the card's frozen weights live on this machine (their sha256 must
+    still match the card's), and a ``compat`` other than the checkpoint's is refused.
 
     Raises:
         ConfigError: neither or both given, or a compat the checkpoint was not trained in.
@@ -277,12 +336,13 @@ def load_model(
     """
     from medad.models import create_model, load_checkpoint
     from medad.models.checkpoint import read_card
+    from medad.models.weights import seeded
 
     if (checkpoint is None) == (model_name is None):
         raise ConfigError("give exactly one of --checkpoint FOLDER (trained adapters) or --model NAME")
     options = {k: v for k, v in config.items() if v is not None}
     if checkpoint is None:
-        return create_model(str(model_name), **options)
+        return seeded(lambda: create_model(str(model_name), **options), seed)
     folder = Path(checkpoint)
     if not folder.is_dir():
         raise WeightsError(f"checkpoint folder {folder} does not exist; give a folder written by `medad train`")
@@ -296,7 +356,8 @@ def load_model(
             f"checkpoint {folder} was trained in compat {trained!r} mode, not {options['compat']!r}: its adapters "
             f"fit that mode only; drop --compat, or train a checkpoint with --compat {options['compat']}"
         )
-    return load_checkpoint(folder, device=str(resolve_device(device)), **options)
+    dev = str(resolve_device(device))
+    return seeded(lambda: load_checkpoint(folder, device=dev, **options), seed)
 
 
 def inputs_manifest(paths: Sequence[str | Path], kind: str | None = None, split: str = "test") -> pd.DataFrame:
@@ -320,104 +381,77 @@ def inputs_manifest(paths: Sequence[str | Path], kind: str | None = None, split:
 
 
 def score_files(
-    paths: Sequence[str | Path],
-    out_dir: str | Path,
-    *,
-    checkpoint: str | Path | None = None,
-    model_name: str | None = None,
-    batch_size: int = 8,
-    device: str | torch.device | None = None,
-    num_workers: int = 0,
-    compat: str | None = None,
-    heatmaps: bool = True,
-    progress: bool = True,
-    compile: bool = False,
-    kind: str | None = None,
-    split: str = "test",
-    tile: bool = False,
-    tile_overlap: float = 0.25,
-    dicomweb_ca_bundle: str | Path | None = None,
-    class_word: str | None = None,
-    backbone_weights: str | None = None,
-    text_weights: str | None = None,
-    distributed: bool = False,
-    shard: str = "strided",
+    paths: Sequence[str | Path] | ScoreRequest, out_dir: str | Path | None = None, **options: Any
 ) -> pd.DataFrame:
     """Score image files, folders, DICOM and NIfTI files; write tables and heatmaps (what ``medad score`` does).
+
+    Give a :class:`~medad.engine.request.ScoreRequest` (what ``medad score`` passes), or ``paths``, ``out_dir`` and
+    its fields as keyword arguments (``checkpoint=``, ``model_name=``, ``seed=``, ``batch_size=``, ``device=``,
+    ``tile=``, ...; :meth:`ScoreRequest.build` sorts them), e.g.
+    ``score_files(["scans/"], "out", model_name="ad_dinov3_tiny", seed=0)``.
 
     Writes into ``out_dir``: ``predictions/`` (the predictions store), ``scores.csv`` and ``scores.json``
     (``case_id``, ``frame``, ``image_score``, ``max_pixel_score``; no source path or name),
     ``heatmaps/<case_id>[_fNNNN].png`` (8-bit grey, 0-255 for scores 0-1, at the native image size; all three
     by :func:`medad.engine.score_tables.write_score_tables`),
     ``meta.json`` and ``private/predictions.manifest.csv`` (the only file with source paths, case id -> source;
-    never share it).
+    never share it). The model is built under the request's seed (default 0), so the same request gives the same
+    bytes; a re-run resumes, and refuses a model built under another seed.
 
-    Args:
-        paths: files and folders to score.
-        out_dir: output folder (re-running with the same inputs resumes).
-        checkpoint: a checkpoint folder from ``medad train``.
-        model_name: a registered model name instead (random or pretrained weights per its card).
-        batch_size: images per forward pass.
-        device: ``cpu``, ``cuda``, ``cuda:N`` or ``None``.
-        num_workers: DataLoader workers.
-        compat: text class word rule.
-        heatmaps: write heatmap PNGs.
-        progress: show a progress bar.
-        compile: ``torch.compile`` the backbone (see :func:`score`).
-        kind: read ``paths[0]`` as a dataset root in this public layout (``medad datasets check`` kinds, e.g.
-            ``isic``), so masks are not scored as images and ``medad eval`` can pair the maps with them.
-        split: the dataset split when ``kind`` is given.
-        tile: score high-resolution images window by window at their native size (see :func:`score`).
-        tile_overlap: overlap of neighbouring windows, a fraction of the window side in [0, 1).
-        dicomweb_ca_bundle: CA bundle for DICOMweb URLs among ``paths`` (fetched into ``out_dir/private/``).
-        class_word: one text class word for every image (default: each class's word; ``"object"`` for files).
-        backbone_weights: a local backbone weights file or hub id (see :func:`load_model`).
-        text_weights: a local CLIP weights file, open_clip tag or ``hf-hub:`` id (see :func:`load_model`).
-        distributed: under ``torchrun``, every rank scores its shard (see :func:`score`), then rank 0 writes the
-            tables and heatmaps, so the outputs are those of a one-process run.
-        shard: ``strided`` or ``contiguous`` with ``distributed``.
+    With ``distributed``, under ``torchrun`` every rank scores its shard (see :func:`score`), then rank 0 writes
+    the tables and heatmaps, so the outputs are those of a one-process run.
 
     Returns:
         The scores table (on every rank; read back from ``scores.csv`` on ranks other than 0).
     """
-    from medad.dicomweb import is_dicomweb_url, localise_inputs
+    if isinstance(paths, ScoreRequest):
+        if out_dir is not None or options:
+            raise ConfigError("score_files(request) takes no further arguments; set them on the ScoreRequest")
+        request = paths
+    else:
+        if out_dir is None:
+            raise ConfigError("score_files(paths, out_dir, ...) needs out_dir, the output folder")
+        request = ScoreRequest.build(paths, out_dir, **{"seed": DEFAULT_SEED, **options})
+    return _score_request(request)
 
-    if any(is_dicomweb_url(p) for p in paths):  # study / series URLs -> fetched files in OUT/private/
-        if distributed:
-            raise ConfigError(
-                "DICOMweb URLs are fetched and scored by one process; run `medad score URL ...` without torchrun"
-            )
-        paths = localise_inputs(paths, out_dir, dicomweb_ca_bundle)
-    sharding = ScoreShard.join(device, shard) if distributed else None
-    if sharding is not None:
-        device = sharding.device
-    manifest = inputs_manifest(paths, kind, split)
-    weights = weights_options(backbone_weights, text_weights)
-    model = load_model(checkpoint, model_name, device, compat=compat, **weights)
-    out = Path(out_dir)
-    reader = score(
-        model,
-        manifest,
-        out / "predictions",
-        batch_size=batch_size,
-        device=device,
-        num_workers=num_workers,
-        compat=compat,
-        progress=progress,
-        compile=compile,
-        tile=tile,
-        tile_overlap=tile_overlap,
-        class_word=class_word,
-        distributed=distributed,
-        shard=shard,
-    )
+
+def _score_request(request: ScoreRequest) -> pd.DataFrame:
+    """Run a :class:`ScoreRequest`: fetch URLs, read the inputs, build the model under its seed, score, tabulate."""
+    s = request.settings
+    s.check()
+    paths = _local_inputs(request)
+    sharding = ScoreShard.join(s.device, s.shard) if s.distributed else None
+    device = sharding.device if sharding is not None else s.device
+    manifest = inputs_manifest(paths, request.kind, request.split)
+    weights = weights_options(request.backbone_weights, request.text_weights)
+    model = load_model(request.checkpoint, request.model_name, device, seed=_build_seed(s), compat=s.compat, **weights)
+    out = request.out_dir
+    reader = score(model, manifest, out / "predictions", s, progress=request.progress)
     if sharding is not None and not sharding.env.is_main:  # rank 0 writes the tables (after every shard is in)
         barrier()
         return read_score_table(out)
-    table = write_score_tables(out, manifest, reader, heatmaps)
+    table = write_score_tables(out, manifest, reader, request.heatmaps)
     if sharding is not None:
         barrier()
     return table
+
+
+def _build_seed(settings: ScoreSettings) -> int:
+    return DEFAULT_SEED if settings.seed is None else settings.seed
+
+
+def _local_inputs(request: ScoreRequest) -> list[str | Path]:
+    """The request's paths, with DICOMweb study / series URLs fetched into ``OUT/private/``."""
+    from medad.dicomweb import is_dicomweb_url, localise_inputs
+
+    paths = list(request.paths)
+    if not any(is_dicomweb_url(p) for p in paths):
+        return paths
+    if request.settings.distributed:
+        raise ConfigError(
+            "DICOMweb URLs are fetched and scored by one process; run `medad score URL ...` without torchrun"
+        )
+    return localise_inputs(paths, request.out_dir, request.dicomweb_ca_bundle)
 
 
 def weights_options(backbone_weights: str | None, text_weights: str | None) -> dict[str, Any]:

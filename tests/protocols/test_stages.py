@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from medad.engine.request import ScoreSettings
 from medad.protocols.cache import StageStore
 from medad.protocols.progress import RunDisplay
 from medad.protocols.stages.base import RunState, StageTask, run_tasks
@@ -51,8 +52,9 @@ def test_stage_jobs_are_frozen_and_picklable(tmp_path: Path) -> None:
     manifest = pd.DataFrame({"image_path": ["a.png"], "label": [0]})
     train = TrainJob(tmp_path, 0, "ad_dinov3_tiny", {"image_size": 64}, (manifest,), settings, "cpu", "cache",
                      "clean", {})  # fmt: skip
-    score = ScoreJob(tmp_path, None, "winclip_tiny", {}, "max", "cpu", manifest, 2, 2, False, 0.25, "clean", {},
-                     {"medical": "mvtec_style"})  # fmt: skip
+    scoring = ScoreSettings(batch_size=2, device="cpu", compat="clean", class_words={},
+                            dataset_kinds={"medical": "mvtec_style"}, chunk_size=2)  # fmt: skip
+    score = ScoreJob(tmp_path, None, "winclip_tiny", {}, "max", manifest, scoring)
     for job in (train, score):
         back = pickle.loads(pickle.dumps(job))
         assert type(back) is type(job) and back.folder == job.folder and back.model == job.model

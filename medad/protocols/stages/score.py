@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from medad.engine.request import DEFAULT_SEED, ScoreSettings
 from medad.protocols.stages.base import (
     Advance,
     ModelRun,
@@ -27,46 +28,30 @@ from medad.utils.privacy import PRIVATE
 
 @dataclass(frozen=True)
 class ScoreJob:
-    """One score stage (model run): load its checkpoint (or build a training-free model) and score every target
-    image into the stage folder."""
+    """One score stage (model run): load its checkpoint (or build a training-free model) under the run's seed and
+    score every target image into the stage folder, with the typed scoring settings ``medad score`` also uses."""
 
     folder: Path
     checkpoint: Path | None
     model: str
     create_kwargs: Mapping[str, Any]
     image_score: str
-    device: str
     manifest: pd.DataFrame
-    batch_size: int
-    chunk_size: int
-    tile: bool
-    tile_overlap: float
-    compat: str
-    class_words: Mapping[str, str]
-    dataset_kinds: Mapping[str, str]
+    settings: ScoreSettings
 
     def __call__(self, advance: Advance | None) -> dict[str, Any]:
         from medad.engine.scorer import score
         from medad.models import create_model, load_checkpoint
+        from medad.models.weights import seeded
 
+        seed = DEFAULT_SEED if self.settings.seed is None else self.settings.seed
+        device = str(self.settings.device)
         if self.checkpoint is None:  # training-free model (no adapters): build it from the protocol's settings
-            model = create_model(self.model, **self.create_kwargs)
+            model = seeded(lambda: create_model(self.model, **self.create_kwargs), seed)
         else:
-            model = load_checkpoint(str(self.checkpoint), device=self.device, image_score=self.image_score)
-        score(
-            model,
-            self.manifest,
-            self.folder / "predictions",
-            batch_size=self.batch_size,
-            device=self.device,
-            compat=self.compat,
-            class_words=dict(self.class_words),
-            dataset_kinds=dict(self.dataset_kinds),
-            chunk_size=self.chunk_size,
-            progress=advance or False,  # images scored, batch by batch
-            tile=self.tile,
-            tile_overlap=self.tile_overlap,
-        )
+            ckpt = str(self.checkpoint)
+            model = seeded(lambda: load_checkpoint(ckpt, device=device, image_score=self.image_score), seed)
+        score(model, self.manifest, self.folder / "predictions", self.settings, progress=advance or False)
         if self.checkpoint is None:
             return {"n_images": len(self.manifest), "card": model.card()}
         return {"n_images": len(self.manifest)}
@@ -120,21 +105,25 @@ def _task(state: RunState, run: ModelRun, manifest: pd.DataFrame) -> StageTask:
         config["reference_words"] = "per-dataset-table"
     upstream = [run.train_key] if run.train_key else []
     stage = state.store.stage("score", config, upstream=upstream, data=[d.content_hash for d in targets])
+    settings = ScoreSettings(
+        batch_size=p.scoring.batch_size,
+        device=state.job_device,
+        compat=run.spec.compat,
+        class_words=words,
+        dataset_kinds={t.name: t.kind for t in targets},
+        chunk_size=p.scoring.chunk_size,
+        tile=p.scoring.tile,
+        tile_overlap=p.scoring.tile_overlap,
+        seed=DEFAULT_SEED if run.seed is None else run.seed,  # a trained run's seed; else the default
+    )
     job = ScoreJob(
         folder=stage.folder,
         checkpoint=run.checkpoint,
         model=run.spec.model,
         create_kwargs=spec.create_kwargs(),
         image_score=run.spec.image_score,
-        device=state.job_device,
         manifest=manifest,
-        batch_size=p.scoring.batch_size,
-        chunk_size=p.scoring.chunk_size,
-        tile=p.scoring.tile,
-        tile_overlap=p.scoring.tile_overlap,
-        compat=run.spec.compat,
-        class_words=words,
-        dataset_kinds={t.name: t.kind for t in targets},
+        settings=settings,
     )
     return StageTask(
         stage, run.label, len(manifest), config, job, resumable=True, unusable=unusable_predictions, distributable=True
