@@ -13,6 +13,7 @@ from medad.dicomweb.store import (
     check_target,
     export_dicom_files,
     finished_export,
+    probe_target,
     store_export,
     store_files,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "localise_inputs",
     "parse_store_url",
     "parse_study_url",
+    "probe_target",
     "store_export",
     "store_files",
 ]

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 import requests
 from pydicom.errors import InvalidDicomError
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, NewConnectionError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from urllib3.util.retry import Retry
 
 from medad.errors import MedadError
@@ -224,11 +226,10 @@ def translated(server: str, what: str) -> Iterator[None]:
             f"--ca-bundle or {ENV_CA_BUNDLE}"
         ) from None
     except requests.exceptions.Timeout:
-        raise DicomWebError(
-            f"the DICOMweb server {server} did not answer in time while {what}; retry later or raise {ENV_TIMEOUT} "
-            "(seconds)"
-        ) from None
-    except requests.exceptions.ConnectionError:
+        raise DicomWebError(_timeout_message(server, what)) from None
+    except requests.exceptions.ConnectionError as exc:
+        if _timed_out(exc):  # urllib3 gave up retrying reads that timed out: the server never answered
+            raise DicomWebError(_timeout_message(server, what)) from None
         raise DicomWebError(
             f"cannot reach the DICOMweb server {server} while {what}; check the host and port and that the "
             "server is running (a re-run resumes where this one stopped)"
@@ -246,6 +247,21 @@ def translated(server: str, what: str) -> Iterator[None]:
             f"the server {server} did not answer like a DICOMweb service while {what} ({type(exc).__name__}); "
             "check that the URL's root is the server's DICOMweb root (e.g. http://HOST:8042/dicom-web)"
         ) from None
+
+
+def _timed_out(exc: requests.exceptions.ConnectionError) -> bool:
+    """Whether a connection error is urllib3's "max retries" over reads or connects that timed out."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args and isinstance(exc.args[0], MaxRetryError) else None
+    return isinstance(reason, Urllib3Timeout) and not isinstance(reason, NewConnectionError)  # refused: not a timeout
+
+
+def _timeout_message(server: str, what: str) -> str:
+    """A server that accepted the connection (or never completed it) but sent no answer within the timeout."""
+    seconds = _float_env(ENV_TIMEOUT, DEFAULT_TIMEOUT)
+    return (
+        f"the DICOMweb server {server} did not answer within {seconds:g} s while {what} (a timeout: it is reachable "
+        f"but busy or hung); check the server, retry later, or raise {ENV_TIMEOUT} (seconds; a re-run resumes)"
+    )
 
 
 def call(server: str, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

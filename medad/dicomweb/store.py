@@ -109,11 +109,20 @@ def store_export(export_dir: str | Path, url: str, ca_bundle: str | Path | None 
     return store_files(export_dicom_files(export_dir), url, ca_bundle)
 
 
-def check_target(formats: str | None, deidentify: bool, url: str | None) -> None:
-    """Refuse early what a store would refuse late: ``--to`` with ``--deidentify``, or without DICOM formats.
+def check_target(
+    formats: str | None,
+    deidentify: bool,
+    url: str | None,
+    ca_bundle: str | Path | None = None,
+    *,
+    probe: bool = False,
+) -> None:
+    """Refuse early what a store would refuse late: ``--to`` with ``--deidentify``, or without DICOM formats;
+    with ``probe``, also a server that does not answer or does not speak DICOMweb (:func:`probe_target`).
 
     Raises:
         ExportError: the combination cannot work.
+        DicomWebError: ``probe`` and the server is unreachable, refuses us, times out or is not DICOMweb.
     """
     if url is None:
         return
@@ -124,6 +133,31 @@ def check_target(formats: str | None, deidentify: bool, url: str | None) -> None
     if not items & {"dicom-seg", "pmap"}:
         raise ExportError(
             "--to stores DICOM SEG / Parametric Map objects; add dicom-seg and/or pmap to --format / --export"
+        )
+    if probe:
+        probe_target(url, ca_bundle)
+
+
+def probe_target(url: str, ca_bundle: str | Path | None = None) -> None:
+    """Ask the STOW-RS target one cheap QIDO-RS question (one study, one attribute) before any work is done, so
+    that a wrong URL, missing credentials or a dead server are refused before scoring, not after it.
+
+    Raises:
+        DicomWebError: the server cannot be reached, times out, refuses access or does not answer as DICOMweb.
+    """
+    resource = parse_store_url(url)
+    client = connect(resource, ca_bundle)
+    found = call(
+        resource.server,
+        "checking the --to destination before scoring (QIDO-RS)",
+        client.search_for_studies,
+        limit=1,
+        fields=["StudyInstanceUID"],
+    )
+    if not isinstance(found, list) or not all(isinstance(item, dict) for item in found):
+        raise DicomWebError(
+            f"the server {resource.server} did not answer a study search like a DICOMweb service; check that --to "
+            "is the server's DICOMweb root (e.g. http://HOST:8042/dicom-web)"
         )
 
 
