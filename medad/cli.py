@@ -341,7 +341,9 @@ def eval_command(
         ci_defaults.CI_RESAMPLES
     ),
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = ci_defaults.CI_SEED,
-    threshold: Annotated[float, typer.Option("--threshold", help="Score threshold of per-image Dice/IoU.")] = 0.5,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Score threshold of per-image Dice/IoU, in (0, 1].")
+    ] = 0.5,
     ci_method: Annotated[str, typer.Option("--ci-method", help="Bootstrap interval: bca or percentile.")] = (
         ci_defaults.CI_METHOD
     ),
@@ -362,6 +364,12 @@ def eval_command(
 
     names = ("--ci-resamples", "--confidence", "--ci-method")
     ci_defaults.check_ci_settings(ci_resamples, confidence, ci_method, names=names)
+    if not 0.0 < threshold <= 1.0:  # the anomaly-score range, as `medad score --threshold fixed:V` checks it
+        effect = "no pixel at all" if threshold > 1.0 else "every pixel of every image"
+        fail(
+            f"--threshold {threshold:g} is outside the anomaly-score range (0, 1]: per-image Dice / IoU of "
+            f"`map >= {threshold:g}` would mark {effect}; pass a value in (0, 1], e.g. --threshold 0.5"
+        )
 
     folders = named_predictions(predictions)
     manifest = load_manifest(data, kind, split=split)
