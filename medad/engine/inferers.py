@@ -17,7 +17,7 @@ device) and the call yields :class:`~medad.engine.host_writes.HostBatch` results
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medad.engine.host_writes import HostBatch
 from medad.engine.skipped import SkipLog, SkippingSubset, collate_skipping
+from medad.utils.progress import track
 
 if TYPE_CHECKING:
     from medad.models import AnomalyModel, TransductiveAnomalyModel
@@ -45,7 +46,7 @@ class ScoringRun:
         device: the device the model runs on.
         batch_size: images (or windows) per forward pass.
         num_workers: DataLoader workers.
-        bar: show a tqdm progress bar.
+        bar: show the progress bar (:func:`medad.utils.progress.track`).
     """
 
     manifest: pd.DataFrame
@@ -128,13 +129,11 @@ class PlainInferer(Inferer):
 
     def __call__(self, model: AnomalyModel, run: ScoringRun) -> Iterator[HostBatch]:
         """Yield one :class:`HostBatch` per DataLoader batch; unreadable images are recorded in ``run.skips``."""
-        from tqdm.auto import tqdm
-
         from medad.data import normalize_images
 
         dev = run.device
         loader = DataLoader(
-            SkippingSubset(model_input_dataset(model, run.manifest), run.todo),  # an unreadable image is skipped
+            SkippingSubset(model_input_dataset(model, run.manifest), run.todo, run.manifest),  # unreadable: skipped
             batch_size=run.batch_size,
             shuffle=False,
             num_workers=run.num_workers,
@@ -146,7 +145,7 @@ class PlainInferer(Inferer):
             model.compile()
         mean = torch.tensor(model.mean, dtype=torch.float32).to(dev)
         std = torch.tensor(model.std, dtype=torch.float32).to(dev)
-        for batch in tqdm(loader, desc="scoring", unit="batch", disable=not run.bar):
+        for batch in track(loader, "score", "images", len(run.todo), enabled=run.bar, units=batch_images):
             if run.skips.record(batch):
                 continue
             indices = batch["index"].tolist()
@@ -157,6 +156,11 @@ class PlainInferer(Inferer):
             outputs = model(images, batch_words)
             maps = upsample_batch(outputs.pixel_scores[: len(indices)], batch["orig_size"].tolist())
             yield HostBatch(indices, outputs.image_scores[: len(indices)], maps)
+
+
+def batch_images(batch: Mapping[str, Any]) -> int:
+    """How many images a collated batch stands for: the readable ones and the skipped ones (for the bar)."""
+    return len(batch.get("index", [])) + len(batch.get("skipped", []))
 
 
 def scoring_sets(manifest: pd.DataFrame) -> dict[str, list[int]]:
@@ -182,8 +186,6 @@ class TransductiveInferer(Inferer):
 
     def __call__(self, model: AnomalyModel, run: ScoringRun) -> Iterator[HostBatch]:
         """Yield the set's query images ``batch_size`` at a time, set after set (in sorted set order)."""
-        from tqdm.auto import tqdm
-
         from medad.models import TransductiveAnomalyModel
 
         if not isinstance(model, TransductiveAnomalyModel):
@@ -193,7 +195,7 @@ class TransductiveInferer(Inferer):
         sets = scoring_sets(run.manifest)
         pending = set(run.todo)
         wanted = sorted(key for key, members in sets.items() if pending.intersection(members))
-        for key in tqdm(wanted, desc="scoring sets", disable=not run.bar):
+        for key in track(wanted, "score", "image sets", len(wanted), enabled=run.bar):
             members, features, sizes = self._set_features(model, dataset, sets[key], run)
             if not members:  # no image of the set could be read: all recorded in run.skips
                 continue
@@ -213,7 +215,7 @@ class TransductiveInferer(Inferer):
         from medad.data import normalize_images
 
         loader = DataLoader(
-            SkippingSubset(dataset, members),
+            SkippingSubset(dataset, members, run.manifest),
             batch_size=run.batch_size,
             num_workers=run.num_workers,
             collate_fn=collate_skipping,

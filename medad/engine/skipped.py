@@ -5,16 +5,21 @@ A predictions folder holds, next to ``chunks/``, one ``skipped-<tag>.json`` per 
     {"skipped": [{"index": 3, "case_id": "c1a2...", "reason": "image cannot be decoded (...)"}]}
 
 The shareable file names an image only by manifest index and pseudonymous ``case_id``, and its reason has the
-source path removed; the path itself is named once on stderr. A re-run retries every skipped image (it is not a
+source path removed. On stderr a plain image file is named by its path, so that it can be found and fixed; a DICOM
+or NIfTI source (whose names and folders often hold a patient's name or id) only by its case id and the private
+manifest that maps it to its file, with ``--deidentify`` or not. Reading warnings of such a source are re-issued
+by case id too. A re-run retries every skipped image (it is not a
 prediction), so fixing the file and re-running fills the gap; removing the file changes the manifest, and
 :func:`carry_over` moves the predictions already made to the new manifest's indices so they are not recomputed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +27,10 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import Dataset
 from torch.utils.data._utils.collate import default_collate
-from tqdm.auto import tqdm
 
-from medad.errors import DataError, MedadError, as_medad_error, printable
+from medad.errors import DataError, DataWarning, MedadError, as_medad_error, printable
 from medad.utils.io import write_json_atomic
+from medad.utils.privacy import PRIVATE
 
 SKIPPED_GLOB = "skipped-*.json"
 _SKIP_KEY = "__medad_skipped__"
@@ -33,14 +38,18 @@ _SKIP_KEY = "__medad_skipped__"
 
 class SkippingSubset(Dataset):
     """``Subset(dataset, indices)`` whose items that fail with a file error (a :class:`DataError`, also when a
-    library wraps it) come back as a skip marker instead of ending the DataLoader; other errors still raise."""
+    library wraps it) come back as a skip marker instead of ending the DataLoader; other errors still raise.
 
-    def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
+    Given the ``manifest``, a :class:`DataWarning` raised while reading a DICOM / NIfTI row (a repair, such as NaN
+    voxels) is re-issued naming the row's case id instead of its source path (:func:`private_source`)."""
+
+    def __init__(self, dataset: Any, indices: Sequence[int], manifest: pd.DataFrame | None = None) -> None:
         from medad.data.readers import max_pixels
 
         max_pixels()  # a bad MEDAD_MAX_IMAGE_PIXELS is refused before any image is read, not once per image
         self.dataset = dataset
         self.indices = list(indices)
+        self.private = _private_rows(manifest) if manifest is not None else {}
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -48,12 +57,42 @@ class SkippingSubset(Dataset):
     def __getitem__(self, k: int) -> dict[str, Any]:
         index = self.indices[k]
         try:
-            return self.dataset[index]
+            with _case_named_warnings(self.private.get(index)):
+                return self.dataset[index]
         except Exception as exc:
             error = as_medad_error(exc)
             if not isinstance(error, DataError):
                 raise
             return {_SKIP_KEY: (index, str(error))}
+
+
+def private_source(row: Any) -> bool:
+    """Whether a manifest row's source path must not be printed: a DICOM or NIfTI file, whose name and folders
+    often hold the patient's name or id; such a row is named by its case id (``private/`` maps it to the file)."""
+    return str(row.get("source_format") or "image") != "image"
+
+
+def _private_rows(manifest: pd.DataFrame) -> dict[int, dict[str, str]]:
+    """Case id and source paths of the manifest's private-source rows, by manifest index."""
+    rows = manifest.to_dict("records")
+    keys = ("case_id", "image_path", "mask_path")
+    return {i: {k: str(row.get(k) or "") for k in keys} for i, row in enumerate(rows) if private_source(row)}
+
+
+@contextlib.contextmanager
+def _case_named_warnings(row: dict[str, str] | None) -> Iterator[None]:
+    """Re-issue the block's :class:`DataWarning` s as ``case <id>: <message without the row's paths>``."""
+    if row is None:
+        yield
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if issubclass(w.category, DataWarning):
+            warnings.warn(f"case {row['case_id']}: {_shareable(str(w.message), row)}", DataWarning, stacklevel=1)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def collate_skipping(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -79,6 +118,8 @@ class SkipLog:
 
     def __init__(self, folder: Path, tag: str, manifest: pd.DataFrame, retried: Sequence[int]) -> None:
         self.path = folder / f"skipped-{tag}.json"
+        private = folder.parent / PRIVATE / f"{folder.name}.manifest.csv"  # predictions.save_manifests' file
+        self.hint = f"{private} maps the case id to its file (private: never share it)"
         self.manifest = manifest
         retry = set(int(i) for i in retried)
         self.entries = [e for e in _load(self.path) if int(e["index"]) not in retry]
@@ -91,8 +132,10 @@ class SkipLog:
         for index, message in skipped:
             row = self.manifest.iloc[int(index)]
             case = str(row.get("case_id", ""))
-            tqdm.write(f"warning: skipped image {index} (case {case}): {printable(message)}", file=sys.stderr)
-            self.entries.append({"index": int(index), "case_id": case, "reason": _shareable(message, row)})
+            reason = _shareable(message, row)
+            said = f"{reason}; {self.hint}" if private_source(row) else printable(message)  # no DICOM path
+            print(f"warning: skipped image {index} (case {case}): {said}", file=sys.stderr, flush=True)
+            self.entries.append({"index": int(index), "case_id": case, "reason": reason})
         if skipped:
             self._save()
         return "index" not in batch
@@ -126,6 +169,7 @@ def partial_error(scored: int, total: int, skipped: Sequence[dict[str, Any]], fo
     """The ``N of M scored; K skipped: see ...`` error ending a ``medad score`` that skipped images."""
     files = ", ".join(str(p) for p in sorted(folder.glob(SKIPPED_GLOB)))
     return PartialScoreError(
-        f"{scored} of {total} scored; {len(skipped)} skipped: see {files} (each file is named above); fix or "
+        f"{scored} of {total} scored; {len(skipped)} skipped: see {files} (each is named above, a DICOM / NIfTI "
+        "source by its case id); fix or "
         "remove them and rerun the same command - what was scored is reused"
     )

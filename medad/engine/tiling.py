@@ -23,9 +23,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from medad.engine.host_writes import HostBatch
-from medad.engine.inferers import Inferer, ScoringRun
+from medad.engine.inferers import Inferer, ScoringRun, batch_images
 from medad.engine.skipped import SkippingSubset, collate_skipping
 from medad.errors import ConfigError
+from medad.utils.progress import track
 
 if TYPE_CHECKING:
     from medad.models import AnomalyModel
@@ -80,14 +81,13 @@ class TiledInferer(Inferer):
         """Yield one :class:`HostBatch` per image (DataLoader batches of one native image each)."""
         from monai.data.utils import compute_importance_map
         from monai.inferers import sliding_window_inference
-        from tqdm.auto import tqdm
 
         from medad.data import make_dataset, normalize_images
 
         dev = run.device
         native = make_dataset(run.manifest, None, model.mean, model.std, masks=False, uint8=True)
         loader = DataLoader(
-            SkippingSubset(native, list(run.todo)),
+            SkippingSubset(native, list(run.todo), run.manifest),
             batch_size=1,
             shuffle=False,
             num_workers=run.num_workers,
@@ -108,7 +108,7 @@ class TiledInferer(Inferer):
             window_scores.append(outputs.image_scores.float())
             return outputs.pixel_scores[:, None].float()
 
-        for batch in tqdm(loader, desc="scoring tiles", unit="image", disable=not run.bar):
+        for batch in track(loader, "score", "images (tiled)", len(run.todo), enabled=run.bar, units=batch_images):
             if run.skips.record(batch):
                 continue
             index = int(batch["index"][0])

@@ -1,4 +1,4 @@
-"""Progress display of a protocol run (rich: stage, dataset, bar, ETA) and the run log.
+"""Progress display of a protocol run (medad's one bar style, :mod:`medad.utils.progress`) and the run log.
 
 The display writes to stderr so that a run's last line on stdout is its folder. Every unit of work a stage
 reports goes through :meth:`RunDisplay.advance`.
@@ -11,15 +11,9 @@ from pathlib import Path
 from types import TracebackType
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import TaskID
+
+from medad.utils import progress as bars
 
 
 class RunDisplay:
@@ -32,18 +26,7 @@ class RunDisplay:
 
     def __init__(self, log_path: Path | None = None, enabled: bool = True) -> None:
         self.console = Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("[bold cyan]{task.fields[stage]:<8}"),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=self.console,
-            disable=not enabled,
-            transient=False,
-        )
+        self.progress = bars.make_progress(enabled, self.console)  # the style `medad score`'s bar has too
         self.log_path = log_path
 
     def __enter__(self) -> RunDisplay:
