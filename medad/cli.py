@@ -296,6 +296,7 @@ def score_command(
             distributed=distributed.launched(),
         ),
     )
+    request.settings.check()  # bad settings are refused before OUT (and its lock file) is made
     if not distributed.launched():  # under torchrun every rank writes OUT (docs/scaling.md)
         hold_until_command_ends(score_lock(out, wait), ctx)
     table = score_files(request)

@@ -23,3 +23,12 @@ def test_score_help_names_the_class_word_default_of_the_dataset_kind(monkeypatch
     assert "(default: 'object')" not in flat
     assert "'skin lesion' with --kind isic" in flat and "'object' for plain files" in flat
     assert "--seed" in flat
+
+
+def test_score_refuses_bad_settings_before_making_its_output_folder(tmp_path, monkeypatch, capsys) -> None:
+    out = tmp_path / "out"
+    code, text = run_medad(
+        monkeypatch, capsys, "score", str(tmp_path), "--model", "ad_dinov3_tiny", "--out", str(out), "--batch-size", "0"
+    )
+    assert code == 2 and "batch_size=0 must be >= 1; pass e.g. --batch-size 8" in text and "Traceback" not in text
+    assert not out.exists()  # no folder holding only a lock file

@@ -51,16 +51,17 @@ class ScoreSettings:
         """Refuse settings no scoring run can honour, before any model is built.
 
         Raises:
-            ConfigError: ``batch_size`` / ``chunk_size`` below 1, ``num_workers`` below 0, or an overlap outside
-                [0, 1).
+            ConfigError: ``batch_size`` / ``chunk_size`` below 1 or ``num_workers`` below 0 (tiling settings are
+                checked against the model, :func:`medad.engine.tiling.check_tiling`).
         """
-        for key in ("batch_size", "chunk_size"):
+        for key, flag in (("batch_size", "--batch-size "), ("chunk_size", "")):
             if getattr(self, key) < 1:
-                raise ConfigError(f"{key}={getattr(self, key)} must be >= 1")
+                raise ConfigError(f"{key}={getattr(self, key)} must be >= 1; pass e.g. {flag or key + '='}8")
         if self.num_workers < 0:
-            raise ConfigError(f"num_workers={self.num_workers} must be >= 0 (0 reads images in the main process)")
-        if self.tile and not 0.0 <= self.tile_overlap < 1.0:
-            raise ConfigError(f"tile_overlap={self.tile_overlap} must be in [0, 1), e.g. 0.25")
+            raise ConfigError(
+                f"num_workers={self.num_workers} must be >= 0; pass e.g. --workers 0 (reads images in the main process)"
+            )
+
 
     def replace(self, **changes: Any) -> ScoreSettings:
         """A copy with ``changes`` applied."""

@@ -40,12 +40,13 @@ class ScoreJob:
     settings: ScoreSettings
 
     def __call__(self, advance: Advance | None) -> dict[str, Any]:
+        from medad.engine.runtime import resolve_device
         from medad.engine.scorer import score
         from medad.models import create_model, load_checkpoint
         from medad.models.weights import seeded
 
         seed = DEFAULT_SEED if self.settings.seed is None else self.settings.seed
-        device = str(self.settings.device)
+        device = str(resolve_device(self.settings.device))
         if self.checkpoint is None:  # training-free model (no adapters): build it from the protocol's settings
             model = seeded(lambda: create_model(self.model, **self.create_kwargs), seed)
         else:
