@@ -118,7 +118,7 @@ class ADDINOv3(TrainableAnomalyModel):
         self.check_config(config)
         super().__init__(config, name)
         self.layers = tuple(config.layers)
-        vit, self.backbone_info, self.mean, self.std = build_frozen_dino(config)
+        vit, self.backbone_info, self.mean, self.std = build_frozen_dino(config, name)
         self.backbone = DinoBackbone(vit, self.layers)
         tower, text_info = build_text_tower(
             config.text_model,

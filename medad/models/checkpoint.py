@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save
 from medad.errors import WeightsError
 from medad.models.base import TrainableAnomalyModel
 from medad.models.registry import create_model
+from medad.models.weights import check_finite
 from medad.utils.io import sha256_file, write_bytes_atomic, write_json_atomic
 
 ADAPTERS_FILE = "adapters.safetensors"
@@ -131,5 +132,6 @@ def load_checkpoint(
         state = load_file(str(adapters))
     except SafetensorError as exc:
         raise WeightsError(f"{str(adapters)!r} is not a readable safetensors file ({exc}); re-save it") from exc
+    check_finite(state.items(), adapters, "adapter")
     model.load_trainable_state_dict(state)
     return model.to(device).eval()

@@ -122,9 +122,9 @@ class DinoBackbone(FrozenDino):
         return {"patch_tokens": patch, "cls_tokens": cls}
 
 
-def build_frozen_dino(config: DinoConfig) -> tuple[Any, dict[str, Any], RGB, RGB]:
+def build_frozen_dino(config: DinoConfig, for_model: str = "") -> tuple[Any, dict[str, Any], RGB, RGB]:
     """Build the frozen timm DINOv3 of a config (``backbone``, ``backbone_weights``, ``backbone_overrides``,
-    ``image_size``, ``random_init``, ``init_seed``).
+    ``image_size``, ``random_init``, ``init_seed``) for the registered model ``for_model`` (named in messages).
 
     Returns:
         The timm ViT (``Any``, see :func:`~medad.models.weights.build_backbone`), its weights info (id, sha256,
@@ -137,6 +137,7 @@ def build_frozen_dino(config: DinoConfig) -> tuple[Any, dict[str, Any], RGB, RGB
         img_size=config.image_size,
         overrides=config.backbone_overrides,
         init_seed=config.init_seed,
+        for_model=for_model,
     )
     mean = rgb(vit.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))
     std = rgb(vit.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))

@@ -170,7 +170,7 @@ class MutualScorer(TransductiveAnomalyModel):
         self.check_config(config)
         super().__init__(config, name)
         self.layers = tuple(config.layers)
-        vit, self.backbone_info, self.mean, self.std = build_frozen_dino(config)
+        vit, self.backbone_info, self.mean, self.std = build_frozen_dino(config, name)
         self.grid = config.image_size // vit.patch_embed.patch_size[0]
         self.backbone = DinoPatchBackbone(vit, self.layers)
 

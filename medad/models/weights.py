@@ -13,7 +13,7 @@ import copy
 import hashlib
 import io
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -81,6 +81,37 @@ def check_weights_path(path: str | os.PathLike[str], what: str = "") -> Path:
     return file
 
 
+def unreadable_weights(file: str | os.PathLike[str], exc: BaseException) -> WeightsError:
+    """The one error for a weights file that cannot be read at all (truncated, not a weights format).
+
+    ``medad weights check`` and every model loader give this same message for the same file.
+    """
+    detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return WeightsError(
+        f"weights file {str(file)!r} is not a readable safetensors, torch pickle or TorchScript file ({detail}); "
+        "it is truncated or corrupt: download it again (`medad weights check FILE` describes a file)"
+    )
+
+
+def check_finite(tensors: Iterable[tuple[str, torch.Tensor]], file: str | os.PathLike[str], what: str) -> None:
+    """Refuse weights holding NaN or infinite values, which would turn every score into NaN.
+
+    Args:
+        tensors: ``(name, tensor)`` pairs (a state dict's ``items()``).
+        file: The file they came from, named in the message.
+        what: What the weights are for (``backbone``, ``text``, ``CLIP``, ``adapter``).
+
+    Raises:
+        WeightsError: naming the file, the first bad tensor and the fix.
+    """
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
+            raise WeightsError(
+                f"{what} weights file {str(file)!r} holds NaN or infinite values (first in {name}); the file is "
+                "corrupt or was saved from a diverged run: download it again or use another checkpoint"
+            )
+
+
 def _backbone_licence(name: str) -> str:
     return LICENCES["dinov3"] if "dinov3" in name else LICENCES["unknown"]
 
@@ -107,6 +138,34 @@ def _hub_file_sha256(repo_id: str | None) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _backbone_size(arch: str, kwargs: Mapping[str, Any]) -> str:
+    """``depth D, width W`` of the timm ViT ``arch`` built with ``kwargs`` (on the meta device: no memory)."""
+    with torch.device("meta"):
+        probe: Any = timm.create_model(arch, pretrained=False, **kwargs)
+    return f"depth {len(probe.blocks)}, width {probe.embed_dim}"
+
+
+def _backbone_from_file(name: str, file: Path, kwargs: Mapping[str, Any], for_model: str) -> Any:
+    """The timm ViT ``name`` with the weights of ``file``; a file that cannot be read gets the same message as
+    ``medad weights check``, a file of another size names the model and the size it expects."""
+    try:  # timm's DINOv3 filter prints a line per zero qkv bias it drops from Meta's files: keep stdout clean
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(file)}, **kwargs)
+    except Exception as exc:  # safetensors, pickle, zip and state-dict errors come as many types
+        from medad.models.weights_files import read_weights
+
+        read_weights(file)  # an unreadable file raises the error `medad weights check` gives
+        model_text = f"model {for_model!r}, whose backbone is " if for_model else "backbone "
+        raise WeightsError(
+            f"backbone weights file {str(file)!r} does not fit {model_text}{name.split('.')[0]!r} with "
+            f"{_backbone_size(name.split('.')[0], kwargs)} ({str(exc).splitlines()[0][:200]}); run `medad weights "
+            "check FILE` to see which architecture the file fits, and give it to a model built on that backbone "
+            "(or pass the file of this model's size)"
+        ) from exc
+    check_finite(model.state_dict().items(), file, "backbone")
+    return model
+
+
 def build_backbone(
     name: str,
     weights: str | os.PathLike[str] | None = None,
@@ -114,6 +173,7 @@ def build_backbone(
     img_size: int = 512,
     overrides: Mapping[str, Any] | None = None,
     init_seed: int = 0,
+    for_model: str = "",
 ) -> tuple[Any, dict[str, Any]]:
     """Build a timm ViT backbone with its weights.
 
@@ -124,6 +184,7 @@ def build_backbone(
         img_size: Input side in pixels.
         overrides: Extra timm keyword arguments (e.g. ``depth``, ``embed_dim`` for tiny test models).
         init_seed: Seed of the random initialisation.
+        for_model: The registered model the backbone is for (named in a mismatch message).
 
     Returns:
         ``(model, info)``: the timm model (typed ``Any``: torch types a module's submodules and attributes as
@@ -132,7 +193,7 @@ def build_backbone(
 
     Raises:
         ConfigError: Unknown timm name, or both ``weights`` and ``random_init``.
-        WeightsError: Missing, gated, offline or mismatching weights.
+        WeightsError: Missing, gated, offline, unreadable, non-finite or mismatching weights.
     """
     arch = name.split(".")[0]
     if arch not in timm.list_models():
@@ -149,14 +210,7 @@ def build_backbone(
         info.update(source="random", licence=LICENCES["random"], sha256=state_dict_sha256(model))
     elif weights is not None:
         file = check_weights_path(weights, "backbone")
-        try:  # timm's DINOv3 filter prints a line per zero qkv bias it drops from Meta's files: keep stdout clean
-            with contextlib.redirect_stdout(io.StringIO()):
-                model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(file)}, **kwargs)
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise WeightsError(
-                f"backbone weights file {str(file)!r} does not fit {name!r} ({str(exc).splitlines()[0][:300]}); "
-                "pass the file of this architecture or the matching backbone name"
-            ) from exc
+        model = _backbone_from_file(name, file, kwargs, for_model)
         info.update(source="file", file=str(file), sha256=sha256_file(file))
     else:
         try:
@@ -164,6 +218,7 @@ def build_backbone(
         except Exception as exc:  # hub failures come as many exception types (offline, gated, 404, HTTP)
             raise WeightsError(_gated_hint(name)) from exc
         path, digest = _hub_file_sha256(model.pretrained_cfg.get("hf_hub_id"))
+        check_finite(model.state_dict().items(), path or name, "backbone")
         info.update(source="hub", file=path, sha256=digest)
     return model, info
 
@@ -204,14 +259,14 @@ def _read_state_dict(file: Path, wanted: set[str]) -> dict[str, torch.Tensor]:
             with safe_open(str(file), framework="pt") as handle:
                 return {rename(k): handle.get_tensor(k) for k in handle.keys() if rename(k) in wanted}  # noqa: SIM118
         except (SafetensorError, OSError) as exc:
-            raise unreadable from exc
+            raise unreadable_weights(file, exc) from exc
     try:
         loaded: Any = torch.load(file, map_location="cpu", weights_only=True)
     except Exception:  # an OpenAI TorchScript archive is not a plain pickle
         try:
             loaded = torch.jit.load(str(file), map_location="cpu").state_dict()
         except (RuntimeError, ValueError, OSError) as exc:
-            raise unreadable from exc
+            raise unreadable_weights(file, exc) from exc
     if isinstance(loaded, Mapping) and "state_dict" in loaded:
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping):
@@ -328,6 +383,7 @@ def build_text_tower(
             f"text weights file {str(file)!r} does not fit {model_name!r}: {k} is {tuple(state[k].shape)}, "
             f"expected {tuple(expected[k].shape)}; pass a CLIP checkpoint of this architecture"
         )
+    check_finite(state.items(), file, "text")
     tower.load_state_dict(state)
     licence = LICENCES["openai"] if spec == "openai" else LICENCES["unknown"]
     info.update(id=weights_id, source=source, file=str(file), sha256=sha256_file(file), licence=licence)

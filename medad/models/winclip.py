@@ -47,6 +47,7 @@ from medad.models.prompts import NORMAL_STATES  # WinCLIP's normal state words, 
 from medad.models.registry import model_config, register_model
 from medad.models.weights import (
     LICENCES,
+    check_finite,
     check_weights_path,
     is_local_weights,
     open_clip_hub_file,
@@ -271,11 +272,15 @@ def build_clip(config: WinCLIPConfig) -> tuple[Any, dict[str, Any]]:
         )
     try:
         model = create(str(file))
-    except (RuntimeError, KeyError, ValueError) as exc:
+    except Exception as exc:  # safetensors, pickle, zip and state-dict errors come as many types
+        from medad.models.weights_files import read_weights
+
+        read_weights(file)  # an unreadable file raises the error `medad weights check` gives
         raise WeightsError(
             f"CLIP weights file {str(file)!r} does not fit {config.clip_model!r} ({str(exc).splitlines()[0][:300]}); "
             "pass a checkpoint of this open_clip architecture"
         ) from exc
+    check_finite(model.state_dict().items(), file, "CLIP")
     licence = LICENCES["openai"] if spec == "openai" else LICENCES["unknown"]
     info.update(id=weights_id, source=source, file=str(file), sha256=sha256_file(file), licence=licence)
     return model.eval().requires_grad_(False), info

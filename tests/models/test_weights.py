@@ -122,7 +122,7 @@ def test_wrong_architecture_file(tmp_path: Path) -> None:
         "vit_small_patch16_dinov3", pretrained=False, num_classes=0, depth=1, embed_dim=64, num_heads=2
     )
     save_file({k: v.contiguous() for k, v in small.state_dict().items()}, str(tmp_path / "small.safetensors"))
-    with pytest.raises(WeightsError, match=r"does not fit 'vit_small_patch16_dinov3'"):
+    with pytest.raises(WeightsError, match=r"does not fit backbone 'vit_small_patch16_dinov3' with depth 12, width"):
         build_backbone("vit_small_patch16_dinov3", tmp_path / "small.safetensors", img_size=32)
     torch.save({"token_embedding.weight": torch.zeros(3, 3)}, tmp_path / "text.pth")
     with pytest.raises(WeightsError, match=r"lacks .* tensors"):
