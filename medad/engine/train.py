@@ -193,7 +193,7 @@ def train(
 
     seed_everything(seed)
     card = model.card()
-    if card.get("random_weights"):
+    if [part for part in card.get("random_parts", []) if part != "adapters"]:  # the adapters are what training fits
         print(
             f"warning: model {card.get('name')!r} has RANDOM frozen weights; the trained adapters are for testing only",
             file=sys.stderr,
@@ -253,6 +253,7 @@ def train(
     checkpoint = last
     for epoch in range(start_epoch, epochs):
         stats, step = loop.epoch(dataset, epoch_order(seed, epoch, len(manifest)), f"epoch {epoch + 1}/{epochs}", step)
+        model.mark_adapters_trained()  # the checkpoint's card must not flag its adapters as random
         stats.update(epoch=float(epoch + 1), steps=float(step), lr=float(scheduler.get_last_lr()[0]))
         history.append(stats)
         checkpoint = ckpt_root / f"epoch_{epoch + 1:03d}"
@@ -433,6 +434,7 @@ def _restore(
             "use another --out, or pass --no-resume to start over"
         )
     model.load_trainable_state_dict(load_file(str(folder / "adapters.safetensors"), device=str(device)))
+    model.mark_adapters_trained()
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])

@@ -134,4 +134,6 @@ def load_checkpoint(
         raise WeightsError(f"{str(adapters)!r} is not a readable safetensors file ({exc}); re-save it") from exc
     check_finite(state.items(), adapters, "adapter")
     model.load_trainable_state_dict(state)
+    if "adapters" not in card.get("random_parts", []):  # a checkpoint of untrained adapters stays flagged
+        model.mark_adapters_trained()
     return model.to(device).eval()

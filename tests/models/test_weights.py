@@ -65,7 +65,7 @@ def test_real_sized_reference_model_from_local_files(real_files: dict[str, Any])
         text_disk_cache=False,
     )
     card = model.card()
-    assert card["random_weights"] is False
+    assert card["random_weights"] is True and card["random_parts"] == ["adapters"]  # real frozen, no checkpoint
     assert card["backbone"]["sha256"] == sha256_file(real_files["backbone"])
     assert card["text"]["sha256"] == sha256_file(real_files["text"])
     assert card["backbone"]["licence"].startswith("DINOv3 License")
@@ -90,7 +90,7 @@ def test_real_sized_clean_model_from_local_files(real_files: dict[str, Any]) -> 
         text_disk_cache=False,
     )
     card = model.card()
-    assert card["random_weights"] is False and card["config"]["compat"] == "clean"
+    assert card["random_parts"] == ["adapters"] and card["config"]["compat"] == "clean"
     assert card["backbone"]["sha256"] == sha256_file(real_files["backbone"])
     assert card["text"]["sha256"] == sha256_file(real_files["text"]) and card["text"]["activation"] == "quickgelu"
     assert torch.equal(model.backbone.model.blocks[23].mlp.fc2.weight, real_files["vit_probe"])
