@@ -134,6 +134,7 @@ class ADDINOv3(TrainableAnomalyModel):
         )
         vis_dim, text_dim, dim = vit.embed_dim, int(text_cfg["embed_dim"]), config.adapter_dim
         keep_fc2 = config.compat == "reference"
+        self.release_order = config.compat == "reference"  # the release's operation order: bit-equal outputs
         self.patch_adapters = nn.ModuleList(head.Adapter(vis_dim, dim, keep_fc2) for _ in self.layers)
         self.cls_adapters = nn.ModuleList(head.Adapter(vis_dim, dim, keep_fc2) for _ in self.layers)
         self.text_adapters = nn.ModuleList(head.Adapter(text_dim, dim, keep_fc2) for _ in range(2))
@@ -208,7 +209,7 @@ class ADDINOv3(TrainableAnomalyModel):
     def _mean_global_logits(self, cls_tokens: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return torch.stack(
             [
-                head.global_logits(F.normalize(adapter(cls_tokens[:, i]), dim=-1), text)
+                head.global_logits(F.normalize(adapter(cls_tokens[:, i]), dim=-1), text, self.release_order)
                 for i, adapter in enumerate(self.cls_adapters)
             ]
         ).mean(dim=0)
@@ -220,7 +221,11 @@ class ADDINOv3(TrainableAnomalyModel):
             [F.normalize(adapter(patch_tokens[:, i]), dim=-1) for i, adapter in enumerate(self.patch_adapters)], dim=1
         )
         logits = self._mean_global_logits(cls_tokens, text)
-        anomaly = head.cmcl_anomaly_probability(patches, text, self.image_size)
+        if self.release_order:  # the release's two-channel maps, softmax after upsampling, averaged over layers
+            layer_maps = [head.cmcl_map(patches[:, i], text, self.image_size, True) for i in range(len(self.layers))]
+            anomaly = torch.stack(layer_maps).mean(dim=0)[:, 1]
+        else:  # the same map up to float rounding, with one one-channel upsampling
+            anomaly = head.cmcl_anomaly_probability(patches, text, self.image_size)
         pixel = head.gaussian_blur(anomaly, self.config.smoothing_sigma).clamp(0.0, 1.0)
         return InferenceBatch(pixel, self.image_scores(logits, pixel))
 
@@ -231,15 +236,19 @@ class ADDINOv3(TrainableAnomalyModel):
         for i in range(len(self.layers)):
             p = F.normalize(self.patch_adapters[i](patch_tokens[:, i]), dim=-1)
             c = F.normalize(self.cls_adapters[i](cls_tokens[:, i]), dim=-1)
-            segs.append(head.cmcl_map(p, text, self.image_size))
-            aacms.append(head.aacm_map(p, c, self.image_size))
-            layer_logits.append(head.global_logits(c, text))
-        n = len(self.layers)  # layer means, summed in layer order as the release does
-        seg = sum(segs[1:], segs[0]) / n
-        aacm = sum(aacms[1:], aacms[0]) / n
-        logits = sum(layer_logits[1:], layer_logits[0]) / n
+            segs.append(head.cmcl_map(p, text, self.image_size, self.release_order))
+            aacms.append(head.aacm_map(p, c, self.image_size, self.release_order))
+            layer_logits.append(head.global_logits(c, text, self.release_order))
+        seg, aacm, logits = (self._layer_mean(x) for x in (segs, aacms, layer_logits))
         pixel = head.gaussian_blur(seg[:, 1], self.config.smoothing_sigma).clamp(0.0, 1.0)
         return TrainingBatch(pixel, self.image_scores(logits, pixel), seg, aacm, logits)
+
+    def _layer_mean(self, values: list[torch.Tensor]) -> torch.Tensor:
+        """The mean over the tapped layers: the release's ``torch.mean(torch.stack(...), dim=0)`` in reference mode,
+        a running sum in layer order divided by the count in clean mode (equal up to float rounding)."""
+        if self.release_order:
+            return torch.stack(values).mean(dim=0)
+        return sum(values[1:], values[0]) / len(values)
 
     def image_scores(self, logits: torch.Tensor, pixel_scores: torch.Tensor) -> torch.Tensor:
         """Image score under the configured policy (:func:`~medad.models.base.policy_image_scores`; the global
@@ -269,9 +278,9 @@ class ADDINOv3(TrainableAnomalyModel):
             for i in range(len(self.layers)):
                 p = F.normalize(self.patch_adapters[i](patch_tokens[:, i]), dim=-1)
                 c = F.normalize(self.cls_adapters[i](cls_tokens[:, i]), dim=-1)
-                cmcl.append(head.cmcl_map(p, text, self.image_size)[:, 1])
-                aacm.append(head.aacm_map(p, c, self.image_size)[:, 1])
-                logits.append(head.global_logits(c, text))
+                cmcl.append(head.cmcl_map(p, text, self.image_size, self.release_order)[:, 1])
+                aacm.append(head.aacm_map(p, c, self.image_size, self.release_order)[:, 1])
+                logits.append(head.global_logits(c, text, self.release_order))
             cmcl_layers, aacm_layers = torch.stack(cmcl, dim=1), torch.stack(aacm, dim=1)
             mean_logits = torch.stack(logits).mean(dim=0)
             pixel = head.gaussian_blur(cmcl_layers.mean(dim=1), self.config.smoothing_sigma).clamp(0.0, 1.0)
