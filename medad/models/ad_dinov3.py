@@ -27,11 +27,11 @@ from medad.models.base import (
     policy_image_scores,
 )
 from medad.models.config import IntTuple, ModelConfig, PathText, check_layers
-from medad.models.dinov3 import DinoBackbone, build_frozen_dino, check_geometry
+from medad.models.dinov3 import DinoBackbone, build_frozen_dino, check_geometry, needed_backbone
 from medad.models.losses import ad_dinov3_loss
 from medad.models.registry import model_config, register_model
 from medad.models.text import TextEncoder
-from medad.models.weights import build_text_tower, is_local_weights, text_model_config
+from medad.models.weights import build_text_tower, clip_licence, is_local_weights, text_model_config
 
 TEXT_ACTIVATIONS = ("auto", "gelu", "quickgelu")
 
@@ -144,6 +144,16 @@ class ADDINOv3(TrainableAnomalyModel):
         """Layers and image size against the DINOv3 architecture (:func:`~medad.models.dinov3.check_geometry`)."""
         assert isinstance(config, ADDINOv3Config)
         check_geometry(config)
+
+    @classmethod
+    def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
+        """The DINOv3 backbone and the CLIP text tower (none with ``random_init``)."""
+        assert isinstance(config, ADDINOv3Config)
+        if config.random_init:
+            return {}
+        text = {"id": f"{config.text_model}/{config.text_weights}", "licence": clip_licence(config.text_weights),
+                "option": "--text-weights"}  # fmt: skip
+        return {**needed_backbone(config), "text": text}
 
     def train(self, mode: bool = True) -> ADDINOv3:
         """Set the adapters' mode; the frozen backbone and text tower always stay in eval mode."""

@@ -133,6 +133,13 @@ class AnomalyModel(nn.Module, abc.ABC):
     def check_config(cls, config: ModelConfig) -> None:
         """Checks of a config that need the architecture but no weights (default: none beyond the config's own)."""
 
+    @classmethod
+    def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
+        """The frozen weights a model of ``config`` loads, by card key: ``id`` (hub id, tag or file), ``licence``
+        and ``option`` (the CLI flag that points to a local file); empty for random frozen weights. Nothing is
+        built or downloaded (``medad models`` lists it)."""
+        return {}
+
     def train(self, mode: bool = True) -> AnomalyModel:
         """Frozen models stay in eval mode; a trainable model sets its head's mode (its frozen parts stay eval)."""
         return super().train(mode and self.kind is ModelKind.TRAINABLE)

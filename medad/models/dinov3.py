@@ -14,7 +14,7 @@ from torch import nn
 from medad.errors import ConfigError
 from medad.models import head
 from medad.models.base import RGB, Features, rgb
-from medad.models.weights import build_backbone
+from medad.models.weights import backbone_licence, build_backbone
 
 
 class DinoConfig(Protocol):
@@ -71,6 +71,14 @@ def check_geometry(config: DinoConfig) -> None:
             f"layers {beyond} are beyond the depth {depth} of backbone {config.backbone!r}; use 1-based block "
             f"numbers in 1..{depth}"
         )
+
+
+def needed_backbone(config: DinoConfig) -> dict[str, dict[str, str]]:
+    """The ``backbone`` entry of ``needed_weights`` (empty for random frozen weights)."""
+    if config.random_init:
+        return {}
+    spec = config.backbone_weights or config.backbone
+    return {"backbone": {"id": spec, "licence": backbone_licence(config.backbone), "option": "--backbone-weights"}}
 
 
 class FrozenDino(nn.Module):

@@ -39,7 +39,7 @@ from medad.errors import ConfigError
 from medad.models import head
 from medad.models.base import Features, InferenceBatch, TransductiveAnomalyModel, policy_image_scores
 from medad.models.config import IntTuple, ModelConfig, PathText, check_layers
-from medad.models.dinov3 import DinoPatchBackbone, build_frozen_dino, check_geometry
+from medad.models.dinov3 import DinoPatchBackbone, build_frozen_dino, check_geometry, needed_backbone
 from medad.models.registry import model_config, register_model
 
 FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -173,6 +173,12 @@ class MutualScorer(TransductiveAnomalyModel):
         vit, self.backbone_info, self.mean, self.std = build_frozen_dino(config, name)
         self.grid = config.image_size // vit.patch_embed.patch_size[0]
         self.backbone = DinoPatchBackbone(vit, self.layers)
+
+    @classmethod
+    def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
+        """The DINOv3 backbone (none with ``random_init``)."""
+        assert isinstance(config, MutualConfig)
+        return needed_backbone(config)
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> None:

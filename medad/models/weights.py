@@ -112,8 +112,14 @@ def check_finite(tensors: Iterable[tuple[str, torch.Tensor]], file: str | os.Pat
             )
 
 
-def _backbone_licence(name: str) -> str:
+def backbone_licence(name: str) -> str:
+    """The licence of the released weights of timm backbone ``name`` (DINOv3's, or a pointer to the source)."""
     return LICENCES["dinov3"] if "dinov3" in name else LICENCES["unknown"]
+
+
+def clip_licence(spec: str | None) -> str:
+    """The licence of CLIP weights given as an open_clip tag or file (OpenAI's MIT for the ``openai`` tag)."""
+    return LICENCES["openai"] if spec == "openai" else LICENCES["unknown"]
 
 
 def _gated_hint(name: str) -> str:
@@ -203,7 +209,7 @@ def build_backbone(
     # A fixed input size lets timm build the RoPE table once, on the model's device; with timm's dynamic size it
     # is rebuilt on the CPU and copied to the GPU every forward, which makes the host wait for the GPU each batch.
     kwargs = {"img_size": img_size, "num_classes": 0, "dynamic_img_size": False, **dict(overrides or {})}
-    info: dict[str, Any] = {"id": name, "licence": _backbone_licence(name), "file": None, "sha256": None}
+    info: dict[str, Any] = {"id": name, "licence": backbone_licence(name), "file": None, "sha256": None}
     model: Any
     if random_init:
         model = seeded(lambda: timm.create_model(arch, pretrained=False, **kwargs), init_seed)
@@ -385,6 +391,6 @@ def build_text_tower(
         )
     check_finite(state.items(), file, "text")
     tower.load_state_dict(state)
-    licence = LICENCES["openai"] if spec == "openai" else LICENCES["unknown"]
+    licence = clip_licence(spec)
     info.update(id=weights_id, source=source, file=str(file), sha256=sha256_file(file), licence=licence)
     return tower, info

@@ -49,6 +49,7 @@ from medad.models.weights import (
     LICENCES,
     check_finite,
     check_weights_path,
+    clip_licence,
     is_local_weights,
     open_clip_hub_file,
     seeded,
@@ -281,7 +282,7 @@ def build_clip(config: WinCLIPConfig) -> tuple[Any, dict[str, Any]]:
             "pass a checkpoint of this open_clip architecture"
         ) from exc
     check_finite(model.state_dict().items(), file, "CLIP")
-    licence = LICENCES["openai"] if spec == "openai" else LICENCES["unknown"]
+    licence = clip_licence(spec)
     info.update(id=weights_id, source=source, file=str(file), sha256=sha256_file(file), licence=licence)
     return model.eval().requires_grad_(False), info
 
@@ -338,6 +339,15 @@ class WinCLIP(AnomalyModel):
         self.mean = rgb(pre.get("mean", OPENAI_MEAN))
         self.std = rgb(pre.get("std", OPENAI_STD))
         self._text_cache: dict[tuple[str, str], torch.Tensor] = {}
+
+    @classmethod
+    def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
+        """The open_clip CLIP (both towers; none with ``random_init``)."""
+        assert isinstance(config, WinCLIPConfig)
+        if config.random_init:
+            return {}
+        spec = f"{config.clip_model}/{config.clip_weights}"
+        return {"clip": {"id": spec, "licence": clip_licence(config.clip_weights), "option": "--text-weights"}}
 
     # ----------------------------------------------------------------- text
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from medad.models import ADDINOv3
 
 
-def release_head(model: ADDINOv3, features: dict[str, torch.Tensor], text: torch.Tensor, size: int):  # noqa: ANN201
+def release_head(model: ADDINOv3, features: dict[str, torch.Tensor], text: torch.Tensor, size: int):
     """The release's visual branch (``tools/utils.py``) on medad's tokens and text matrix."""
     patch_tokens, cls_tokens = features["patch_tokens"].float(), features["cls_tokens"].float()
     side = math.isqrt(patch_tokens.shape[2])
