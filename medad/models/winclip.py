@@ -43,7 +43,7 @@ from medad.errors import ConfigError, WeightsError
 from medad.models import head
 from medad.models.base import AnomalyModel, InferenceBatch, ModelKind, policy_image_scores, rgb
 from medad.models.config import IntTuple, ModelConfig, PathText
-from medad.models.prompts import NORMAL_STATES  # WinCLIP's normal state words, shared with the ensemble
+from medad.models.prompts import NORMAL_STATES, check_class_word  # WinCLIP's normal states: the ensemble's
 from medad.models.registry import model_config, register_model
 from medad.models.weights import (
     LICENCES,
@@ -364,6 +364,7 @@ class WinCLIP(AnomalyModel):
         """``(B, E, 2)`` [normal, anomalous] ensemble vectors, one per image (cached per class word)."""
         for word in set(class_names):
             if (word, str(device)) not in self._text_cache:
+                check_class_word(word, winclip_sentences, self.tokenizer)
                 normal, anomalous = winclip_sentences(word)
                 vectors = torch.stack([self._encode(normal), self._encode(anomalous)], dim=1)
                 self._text_cache[word, str(device)] = vectors.to(device)

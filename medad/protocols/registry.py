@@ -72,3 +72,10 @@ def check_model_options(name: str, kwargs: Mapping[str, Any]) -> None:
     from medad.models import check_model_config
 
     check_model_config(name, **kwargs)
+
+
+def class_word_problem(word: str) -> str | None:
+    """Why a class word cannot be used in a text prompt (longer than the text encoder's context), or ``None``."""
+    from medad.models.prompts import class_word_problem as _problem
+
+    return _problem(word)
