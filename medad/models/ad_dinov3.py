@@ -26,7 +26,7 @@ from medad.models.base import (
     TrainingBatch,
     policy_image_scores,
 )
-from medad.models.config import IntTuple, ModelConfig, PathText, check_layers
+from medad.models.config import BackboneName, IntTuple, ModelConfig, PathText, check_layers
 from medad.models.dinov3 import DinoBackbone, build_frozen_dino, check_geometry, needed_backbone
 from medad.models.losses import ad_dinov3_loss
 from medad.models.registry import model_config, register_model
@@ -60,7 +60,7 @@ class ADDINOv3Config(ModelConfig):
         text_disk_cache: Cache text embeddings under ``$MEDAD_CACHE``.
     """
 
-    backbone: str = "vit_large_patch16_dinov3.lvd1689m"
+    backbone: BackboneName = "vit_large_patch16_dinov3.lvd1689m"
     backbone_weights: PathText = None
     backbone_overrides: dict[str, Any] = Field(default_factory=dict)
     layers: IntTuple = (6, 12, 18, 24)
@@ -87,6 +87,13 @@ class ADDINOv3Config(ModelConfig):
         check_layers(self.layers)
         if self.image_size <= 0 or self.adapter_dim <= 0 or self.smoothing_sigma < 0:
             raise ConfigError("image_size and adapter_dim must be positive and smoothing_sigma >= 0")
+        if not self.random_init and self.text_weights is None:
+            raise ConfigError(
+                "this AD-DINOv3 model has real backbone weights but no text weights (random_init is off and "
+                "text_weights is None, as with --backbone-weights alone on a random-weights preset): give the CLIP "
+                "text weights too, --text-weights FILE|TAG on the command line, text_weights='openai' or a file in "
+                "Python, `weights: {text: ...}` in a protocol"
+            )
 
     def resolved_quick_gelu(self) -> bool:
         """Whether the text tower uses QuickGELU under this config (see ``text_activation``)."""
@@ -98,7 +105,7 @@ class ADDINOv3Config(ModelConfig):
             return bool(text_model_config(self.text_model, self.text_overrides).get("quick_gelu", False))
         if self.text_weights == "openai" or is_local_weights(self.text_weights):
             return True
-        if self.text_weights and not self.text_weights.startswith("hf-hub:"):
+        if self.text_weights and not self.text_weights.startswith("hf-hub:") and "/" not in self.text_weights:
             return bool(open_clip.get_pretrained_cfg(self.text_model, self.text_weights).get("quick_gelu", False))
         return bool(text_model_config(self.text_model, self.text_overrides).get("quick_gelu", False))
 

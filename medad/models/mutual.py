@@ -38,7 +38,7 @@ from torch import nn
 from medad.errors import ConfigError
 from medad.models import head
 from medad.models.base import Features, InferenceBatch, TransductiveAnomalyModel, policy_image_scores
-from medad.models.config import IntTuple, ModelConfig, PathText, check_layers
+from medad.models.config import BackboneName, IntTuple, ModelConfig, PathText, check_layers
 from medad.models.dinov3 import DinoPatchBackbone, build_frozen_dino, check_geometry, needed_backbone
 from medad.models.registry import model_config, register_model
 
@@ -123,7 +123,7 @@ class MutualConfig(ModelConfig):
         init_seed: Seed of the random weights.
     """
 
-    backbone: str = "vit_large_patch16_dinov3.lvd1689m"
+    backbone: BackboneName = "vit_large_patch16_dinov3.lvd1689m"
     backbone_weights: PathText = None
     backbone_overrides: dict[str, Any] = Field(default_factory=dict)
     layers: IntTuple = (6, 12, 18, 24)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import io
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,11 +39,28 @@ M = TypeVar("M", bound=nn.Module)
 
 
 def is_local_weights(spec: str | os.PathLike[str] | None) -> bool:
-    """Return True when ``spec`` names a local file rather than a hub id."""
+    """Return True when ``spec`` names a local file rather than a hub id.
+
+    A file has a weights suffix, exists, starts with ``/``, ``.`` or ``~`` or has several folders; a hub id is a
+    tag or timm name (``openai``, ``vit_large_patch16_dinov3.lvd1689m``), ``hf-hub:ORG/NAME`` or ``ORG/NAME``
+    (``timm/vit_large_patch16_dinov3.lvd1689m``).
+    """
     if spec is None:
         return False
     text = str(spec)
-    return text.lower().endswith(WEIGHT_SUFFIXES) or os.sep in text or Path(text).exists()
+    if text.startswith("hf-hub:"):
+        return False
+    if text.lower().endswith(WEIGHT_SUFFIXES) or Path(text).expanduser().exists():
+        return True
+    return text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
+
+
+def timm_name(name: str) -> str:
+    """A timm model name from a hub id: ``timm/NAME`` and ``hf-hub:timm/NAME`` are timm's own ``NAME``."""
+    for prefix in ("hf-hub:timm/", "timm/"):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
 
 
 def state_dict_sha256(module: nn.Module) -> str:
@@ -122,12 +140,61 @@ def clip_licence(spec: str | None) -> str:
     return LICENCES["openai"] if spec == "openai" else LICENCES["unknown"]
 
 
+HUB_PROBE_TIMEOUT_S = 3.0
+"""How long one probe of the Hugging Face hub may take before medad treats it as unreachable."""
+
+
+@functools.lru_cache(maxsize=1)
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached, from one short request (made once per process); ``None`` when
+    it answers or offline mode (``HF_HUB_OFFLINE=1``) is set, where the hub libraries never try the network."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.is_offline_mode():
+        return None
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as exc:  # connection refused, DNS, TLS, timeout: the HTTP client raises its own types
+        return f"the Hugging Face hub {constants.ENDPOINT} did not answer within {HUB_PROBE_TIMEOUT_S:g} s ({exc})"
+    return None
+
+
+@contextlib.contextmanager
+def hub_access() -> Iterator[str | None]:
+    """Around a hub download: when the hub does not answer (:func:`hub_unreachable`), use the local cache only
+    (huggingface_hub's offline mode for this call), so a missing file fails at once instead of after minutes of
+    retries. Yields the reason the hub is unreachable, or ``None``."""
+    from huggingface_hub import constants
+
+    reason = hub_unreachable()
+    if reason is None:
+        yield None
+        return
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield reason
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+def hub_failure(hint: str, unreachable: str | None) -> str:
+    """``hint`` (what failed and the local-file fix), prefixed with why the hub was not tried when it did not
+    answer."""
+    if unreachable is None:
+        return hint
+    return f"{unreachable}, so only the local cache was tried and {hint}"
+
+
 def _gated_hint(name: str) -> str:
     return (
         f"the weights of backbone {name!r} could not be loaded from the hub (offline, missing or gated). DINOv3 "
         f"weights are gated under Meta's DINOv3 License: request access on Hugging Face ({DINOV3_HF_REPO} and "
-        f"timm/{name}) or through Meta's form, then run `huggingface-cli login` with network access; or download "
-        "the file yourself and pass it as backbone_weights='/path/to/file.safetensors' (.pth and .bin work too)"
+        f"timm/{name}) or through Meta's form, then run `hf auth login` with network access; or download the file "
+        "yourself and pass it: --backbone-weights /path/to/file.safetensors on the command line, "
+        "backbone_weights='/path/to/file.safetensors' in Python, `weights: {backbone: {file: ...}}` in a protocol "
+        "(.pth and .bin work too)"
     )
 
 
@@ -219,10 +286,11 @@ def build_backbone(
         model = _backbone_from_file(name, file, kwargs, for_model)
         info.update(source="file", file=str(file), sha256=sha256_file(file))
     else:
-        try:
-            model = timm.create_model(name, pretrained=True, **kwargs)
-        except Exception as exc:  # hub failures come as many exception types (offline, gated, 404, HTTP)
-            raise WeightsError(_gated_hint(name)) from exc
+        with hub_access() as unreachable:
+            try:
+                model = timm.create_model(name, pretrained=True, **kwargs)
+            except Exception as exc:  # hub failures come as many exception types (offline, gated, 404, HTTP)
+                raise WeightsError(hub_failure(_gated_hint(name), unreachable)) from exc
         path, digest = _hub_file_sha256(model.pretrained_cfg.get("hf_hub_id"))
         check_finite(model.state_dict().items(), path or name, "backbone")
         info.update(source="hub", file=path, sha256=digest)
@@ -287,17 +355,8 @@ def open_clip_hub_file(model_name: str, tag: str, hint: str) -> Path:
         ConfigError: open_clip knows no such tag for the model.
         WeightsError: the file cannot be fetched (offline, gated, missing); the message is ``hint``.
     """
-    if tag.startswith("hf-hub:"):
-        from huggingface_hub import hf_hub_download
-
-        repo = tag[len("hf-hub:") :]
-        last: Exception | None = None
-        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-            try:
-                return Path(hf_hub_download(repo, filename))
-            except Exception as exc:  # hub failures come as many exception types
-                last = exc
-        raise WeightsError(hint) from last
+    if tag.startswith("hf-hub:") or "/" in tag:  # a Hugging Face repo, e.g. timm/vit_large_patch14_clip_336.openai
+        return _hf_repo_file(tag.removeprefix("hf-hub:"), hint)
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
@@ -305,10 +364,25 @@ def open_clip_hub_file(model_name: str, tag: str, hint: str) -> Path:
             f"open_clip has no pretrained tag {tag!r} for {model_name!r}; known tags: {', '.join(tags) or 'none'}; "
             "or pass a local weights file"
         )
-    try:
-        return Path(open_clip.download_pretrained(cfg))
-    except Exception as exc:  # hub failures come as many exception types
-        raise WeightsError(hint) from exc
+    with hub_access() as unreachable:
+        try:
+            return Path(open_clip.download_pretrained(cfg))
+        except Exception as exc:  # hub failures come as many exception types
+            raise WeightsError(hub_failure(hint, unreachable)) from exc
+
+
+def _hf_repo_file(repo: str, hint: str) -> Path:
+    """open_clip's weights file of a Hugging Face repo (safetensors first); ``hint`` when neither can be had."""
+    from huggingface_hub import hf_hub_download
+
+    last: Exception | None = None
+    with hub_access() as unreachable:
+        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            try:
+                return Path(hf_hub_download(repo, filename))
+            except Exception as exc:  # hub failures come as many exception types
+                last = exc
+    raise WeightsError(hub_failure(hint, unreachable)) from last
 
 
 def _text_hint(model_name: str, tag: str) -> str:
@@ -316,8 +390,9 @@ def _text_hint(model_name: str, tag: str) -> str:
         f"the CLIP text weights {model_name!r}/{tag!r} could not be downloaded (offline or missing); with network "
         f"access run `python -c \"import open_clip; open_clip.create_model('{model_name}', pretrained='{tag}')\"` "
         "once to fill the cache, or download OpenAI's ViT-L-14-336px.pt (MIT licence) or the Hugging Face file "
-        "timm/vit_large_patch14_clip_336.openai/open_clip_model.safetensors and pass it as "
-        "text_weights='/path/to/file'"
+        "timm/vit_large_patch14_clip_336.openai/open_clip_model.safetensors and pass it: --text-weights "
+        "/path/to/file on the command line, text_weights='/path/to/file' in Python, `weights: {text: {file: ...}}` "
+        "in a protocol"
     )
 
 
@@ -363,7 +438,10 @@ def build_text_tower(
         info.update(source="random", licence=LICENCES["random"], sha256=state_dict_sha256(tower))
         return tower, info
     if weights is None:
-        raise ConfigError("text_weights is None: pass an open_clip tag such as 'openai', a local file, or random_init")
+        raise ConfigError(
+            "text_weights is None: pass an open_clip tag such as 'openai', a local file, or random_init=True "
+            "(on the command line: --text-weights FILE|TAG)"
+        )
     spec = str(weights)
     if is_local_weights(spec):
         file, source, weights_id = check_weights_path(spec, "text"), "file", model_name

@@ -189,8 +189,8 @@ class WinCLIPConfig(ModelConfig):
         """``text_weights`` (a protocol's ``weights.text``) names the CLIP checkpoint; there is no backbone key."""
         if "backbone" in cfg or "backbone_weights" in cfg:
             raise ConfigError(
-                "winclip has no separate backbone: give the CLIP checkpoint as `weights: {text: ...}` in a protocol "
-                "or clip_weights=... in create_model"
+                "WinCLIP has no separate backbone weights: its CLIP file holds both towers; pass it as --text-weights "
+                "FILE on the command line, clip_weights=... in create_model or `weights: {text: ...}` in a protocol"
             )
         if "text_weights" in cfg:
             cfg.setdefault("clip_weights", cfg.pop("text_weights"))
@@ -209,7 +209,10 @@ class WinCLIPConfig(ModelConfig):
         if self.temperature <= 0 or self.window_batch < 1 or self.window_stride < 1 or self.smoothing_sigma < 0:
             raise ConfigError("temperature, window_batch and window_stride must be positive, smoothing_sigma >= 0")
         if self.clip_weights is None and not self.random_init:
-            raise ConfigError("clip_weights is None: give an open_clip tag, a local file, or random_init=True")
+            raise ConfigError(
+                "clip_weights is None: give an open_clip tag, a local file, or random_init=True (on the command line: "
+                "--text-weights FILE|TAG)"
+            )
 
 
 def clip_model_config(name: str, overrides: Mapping[str, Any] | None, image_size: int) -> dict[str, Any]:
@@ -239,8 +242,8 @@ def _clip_hint(name: str, tag: str) -> str:
     return (
         f"the CLIP weights {name!r}/{tag!r} could not be loaded from the hub (offline or missing); with network access "
         f"run `python -c \"import open_clip; open_clip.create_model('{name}', pretrained='{tag}')\"` once to fill the "
-        "cache, or download the checkpoint yourself and pass it as clip_weights='/path/to/file' (in a protocol: "
-        "weights: {text: {file: ...}})"
+        "cache, or download the checkpoint yourself and pass it: --text-weights /path/to/file on the command line, "
+        "clip_weights='/path/to/file' in Python, `weights: {text: {file: ...}}` in a protocol"
     )
 
 

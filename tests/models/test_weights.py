@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -111,9 +112,13 @@ def test_missing_local_files(tmp_path: Path) -> None:
 
 
 def test_offline_hub_ends_in_one_clear_error() -> None:
-    with pytest.raises(WeightsError, match=r"gated.*facebook/dinov3-vitl16-pretrain-lvd1689m.*huggingface-cli login"):
+    with pytest.raises(WeightsError) as gated:
         build_backbone("vit_small_patch16_dinov3.lvd1689m", overrides={"depth": 1, "embed_dim": 64, "num_heads": 2})
-    with pytest.raises(WeightsError, match=r"could not be downloaded.*text_weights="):
+    assert re.search(r"gated.*facebook/dinov3-vitl16-pretrain-lvd1689m.*`hf auth login`", str(gated.value))
+    assert "--backbone-weights /path/to/file.safetensors on the command line" in str(gated.value)
+    assert "backbone_weights='/path/to/file.safetensors' in Python" in str(gated.value)
+    assert "huggingface-cli" not in str(gated.value)  # the installed huggingface_hub's CLI is `hf`
+    with pytest.raises(WeightsError, match=r"could not be downloaded.*--text-weights /path/to/file.*text_weights="):
         build_text_tower("ViT-B-32", "openai", overrides={"embed_dim": 32, "text_cfg": {"width": 32, "layers": 1}})
 
 
