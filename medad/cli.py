@@ -494,6 +494,18 @@ def run_command(
     typer.echo(str(run_dir))
 
 
+@app.command("models")
+def models_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list on stdout.")] = False,
+) -> None:
+    """List the registered models: kind, default image size, the weights each needs and their licences."""
+    from medad.models.registry import describe_models, format_models
+    from medad.utils.io import canonical_json
+
+    entries = describe_models()
+    typer.echo(canonical_json(entries).rstrip("\n") if as_json else format_models(entries))
+
+
 weights_app = typer.Typer(help="Check and convert frozen-weights files.", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
 

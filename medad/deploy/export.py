@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from medad.models import ADDINOv3, AnomalyModel
 
 FORMATS = ("onnx", "torchscript")
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".pt", ".pth", ".ts")}
+"""The file suffixes of each format (``read_card`` and users tell the format by the suffix)."""
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("pixel_scores", "image_scores")
 CARD_KEY = "medad_card"
@@ -80,7 +82,10 @@ class ExportResult:
 
     def describe(self) -> str:
         """One line for the CLI."""
-        note = " (RANDOM weights: for pipeline tests only)" if self.card.get("random_weights") else ""
+        from medad.models.base import describe_random_parts
+
+        parts = describe_random_parts(self.card.get("random_parts", []))
+        note = f" (RANDOM WEIGHTS: {parts}; for pipeline tests only)" if self.card.get("random_weights") else ""
         return (
             f"exported {self.card['format']} model for class word {self.card['class_word']!r} to {self.path}; "
             f"max |difference| to PyTorch {self.max_abs_diff:.2e}{note}"
@@ -102,6 +107,18 @@ def _check(model: AnomalyModel, class_word: str, fmt: str) -> tuple[ADDINOv3, st
     if not word:
         raise ConfigError("--class-word is empty; give the prompt word of the class to score, e.g. --class-word brain")
     return model, word
+
+
+def _check_suffix(out: Path, fmt: str) -> None:
+    """Refuse an ``--out`` whose suffix names another format (an ONNX file named ``.pt`` is read as TorchScript)."""
+    wanted = SUFFIXES.get(fmt)
+    if wanted is not None and out.suffix.lower() not in wanted:
+        other = next((f for f, suffixes in SUFFIXES.items() if out.suffix.lower() in suffixes), None)
+        hint = f" (or --format {other} for a {out.suffix} file)" if other else ""
+        raise ConfigError(
+            f"--out {out.name!r} does not end in {' / '.join(wanted)}, the suffix of --format {fmt}; use --out "
+            f"{out.with_suffix(wanted[0]).name!r}{hint}"
+        )
 
 
 @contextlib.contextmanager
@@ -146,10 +163,10 @@ def model_card(model: AnomalyModel, class_word: str, fmt: str, checkpoint: str |
     else:
         deploy["weights"]["adapters"] = {"file": None, "sha256": None, "note": "untrained adapters of --model"}
     if deploy.get("random_weights"):
-        deploy["warning"] = (
-            "RANDOM WEIGHTS: the frozen backbone / text weights are random, not pretrained; the scores test the "
-            "pipeline only"
-        )
+        from medad.models.base import describe_random_parts
+
+        parts = describe_random_parts(card.get("random_parts", []))
+        deploy["warning"] = f"RANDOM WEIGHTS ({parts}): the scores test the pipeline only"
     return deploy
 
 
@@ -270,6 +287,7 @@ def export_model(
     """
     from medad.engine.scorer import load_model
 
+    _check_suffix(Path(out), fmt)
     if model is None:
         model = load_model(checkpoint, model_name, "cpu")
     model, word = _check(model.float().eval(), class_word, fmt)

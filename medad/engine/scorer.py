@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from medad.models import AnomalyModel
 
 RANDOM_WEIGHTS_WARNING = (
-    "warning: model {name!r} has RANDOM WEIGHTS (random frozen backbone / text weights, not pretrained); its scores "
-    "test the pipeline only and say nothing about the method"
+    "warning: model {name!r} has RANDOM WEIGHTS ({parts}); its scores test the pipeline only and say nothing about "
+    "the method"
 )
 
 
@@ -197,7 +197,10 @@ def score(
     finish_carry_over(out)
     _check_same_run(out, meta, manifest)
     if meta["random_weights"]:
-        print(RANDOM_WEIGHTS_WARNING.format(name=meta["model"].get("name")), file=sys.stderr)
+        from medad.models.base import describe_random_parts
+
+        parts = describe_random_parts(meta["model"].get("random_parts", []))
+        print(RANDOM_WEIGHTS_WARNING.format(name=meta["model"].get("name"), parts=parts), file=sys.stderr)
     writer = PredictionWriter(out, chunk_size=s.chunk_size, tag=tag, meta=meta)
     if tag == "p0" or not (out / "manifest.csv").exists():
         save_manifests(out, manifest)  # paths only in ../private/

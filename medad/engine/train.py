@@ -2,7 +2,8 @@
 
 Protocol (the AD-DINOv3 release's ``train.py``, see the method notes §5): AdamW (lr 1e-5, betas (0.9, 0.999), weight
 decay 1e-2) over the trainable adapters only, a ``LambdaLR`` stepped every optimiser step with a linear
-warm-up over the first 3% of steps and a constant rate after it, an effective batch of 64 (gradient
+warm-up over the first 3% of steps and a constant rate after it (in ``reference`` mode exactly the release's
+factor and length, in ``clean`` mode medad's, see :func:`warmup_constant`), an effective batch of 64 (gradient
 accumulation when the micro-batch is smaller) and a FIXED number of epochs: no checkpoint is ever chosen on
 target data. Unlike the reference code, everything is seeded: the data order of epoch ``e`` is a permutation
 drawn from a generator seeded with ``(seed, e)``, so a run resumed after epoch ``k`` sees exactly the batches
@@ -89,13 +90,32 @@ def epoch_order(seed: int, epoch: int, n_items: int) -> list[int]:
     return torch.randperm(n_items, generator=generator).tolist()
 
 
-def warmup_constant(warmup_steps: int) -> Callable[[int], float]:
-    """``LambdaLR`` factor: linear warm-up over ``warmup_steps`` optimiser steps, then 1."""
+def warmup_length(warmup_fraction: float, total_steps: int, compat: str = "clean") -> int:
+    """Optimiser steps of the linear warm-up.
 
-    def factor(step: int) -> float:
+    ``reference`` follows the release: ``int(fraction * total_steps)``, which is 0 (no warm-up) for a run of
+    fewer than 34 steps at 3%. ``clean`` rounds and keeps at least one step.
+    """
+    if compat == "reference":
+        return int(warmup_fraction * total_steps)
+    return max(1, round(warmup_fraction * total_steps))
+
+
+def warmup_constant(warmup_steps: int, compat: str = "clean") -> Callable[[int], float]:
+    """``LambdaLR`` factor (of the 0-based optimiser step): a linear warm-up over ``warmup_steps``, then 1.
+
+    ``reference`` is the release's ``step / warmup_steps`` while ``step < warmup_steps``: its first step runs at
+    lr 0 (AdamW's moments still count it, the adapters do not move). ``clean`` uses ``(step + 1) /
+    warmup_steps``, so every step learns and the full rate is reached on the last warm-up step.
+    """
+
+    def reference(step: int) -> float:
+        return step / max(1, warmup_steps) if step < warmup_steps else 1.0
+
+    def clean(step: int) -> float:
         return min(1.0, (step + 1) / warmup_steps)
 
-    return factor
+    return reference if compat == "reference" else clean
 
 
 def _to_device(value: Any, device: torch.device) -> Any:
@@ -193,7 +213,7 @@ def train(
 
     seed_everything(seed)
     card = model.card()
-    if card.get("random_weights"):
+    if [part for part in card.get("random_parts", []) if part != "adapters"]:  # the adapters are what training fits
         print(
             f"warning: model {card.get('name')!r} has RANDOM frozen weights; the trained adapters are for testing only",
             file=sys.stderr,
@@ -204,7 +224,7 @@ def train(
         raise ConfigError(f"model {card.get('name')!r} has no trainable parameters; nothing to train")
     compat = check_model_compat(model, compat)
     words = prompt_words(manifest, compat, class_words)
-    warmup_steps = max(1, round(warmup_fraction * epochs * math.ceil(len(manifest) / batch_size)))
+    warmup_steps = warmup_length(warmup_fraction, epochs * math.ceil(len(manifest) / batch_size), compat)
     settings = {
         "model": card.get("name"),
         "config": card.get("config"),
@@ -223,7 +243,7 @@ def train(
     }
 
     optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(warmup_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(warmup_steps, compat))
     start_epoch, step = 0, 0
     last = last_checkpoint(ckpt_root) if resume else None
     if last is not None:
@@ -253,6 +273,7 @@ def train(
     checkpoint = last
     for epoch in range(start_epoch, epochs):
         stats, step = loop.epoch(dataset, epoch_order(seed, epoch, len(manifest)), f"epoch {epoch + 1}/{epochs}", step)
+        model.mark_adapters_trained()  # the checkpoint's card must not flag its adapters as random
         stats.update(epoch=float(epoch + 1), steps=float(step), lr=float(scheduler.get_last_lr()[0]))
         history.append(stats)
         checkpoint = ckpt_root / f"epoch_{epoch + 1:03d}"
@@ -433,6 +454,7 @@ def _restore(
             "use another --out, or pass --no-resume to start over"
         )
     model.load_trainable_state_dict(load_file(str(folder / "adapters.safetensors"), device=str(device)))
+    model.mark_adapters_trained()
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])

@@ -26,12 +26,12 @@ from medad.models.base import (
     TrainingBatch,
     policy_image_scores,
 )
-from medad.models.config import IntTuple, ModelConfig, PathText, check_layers
-from medad.models.dinov3 import DinoBackbone, build_frozen_dino, check_geometry
+from medad.models.config import BackboneName, IntTuple, ModelConfig, PathText, check_layers
+from medad.models.dinov3 import DinoBackbone, build_frozen_dino, check_geometry, needed_backbone
 from medad.models.losses import ad_dinov3_loss
 from medad.models.registry import model_config, register_model
 from medad.models.text import TextEncoder
-from medad.models.weights import build_text_tower, is_local_weights, text_model_config
+from medad.models.weights import build_text_tower, clip_licence, is_local_weights, text_model_config
 
 TEXT_ACTIVATIONS = ("auto", "gelu", "quickgelu")
 
@@ -60,7 +60,7 @@ class ADDINOv3Config(ModelConfig):
         text_disk_cache: Cache text embeddings under ``$MEDAD_CACHE``.
     """
 
-    backbone: str = "vit_large_patch16_dinov3.lvd1689m"
+    backbone: BackboneName = "vit_large_patch16_dinov3.lvd1689m"
     backbone_weights: PathText = None
     backbone_overrides: dict[str, Any] = Field(default_factory=dict)
     layers: IntTuple = (6, 12, 18, 24)
@@ -87,6 +87,13 @@ class ADDINOv3Config(ModelConfig):
         check_layers(self.layers)
         if self.image_size <= 0 or self.adapter_dim <= 0 or self.smoothing_sigma < 0:
             raise ConfigError("image_size and adapter_dim must be positive and smoothing_sigma >= 0")
+        if not self.random_init and self.text_weights is None:
+            raise ConfigError(
+                "this AD-DINOv3 model has real backbone weights but no text weights (random_init is off and "
+                "text_weights is None, as with --backbone-weights alone on a random-weights preset): give the CLIP "
+                "text weights too, --text-weights FILE|TAG on the command line, text_weights='openai' or a file in "
+                "Python, `weights: {text: ...}` in a protocol"
+            )
 
     def resolved_quick_gelu(self) -> bool:
         """Whether the text tower uses QuickGELU under this config (see ``text_activation``)."""
@@ -98,7 +105,7 @@ class ADDINOv3Config(ModelConfig):
             return bool(text_model_config(self.text_model, self.text_overrides).get("quick_gelu", False))
         if self.text_weights == "openai" or is_local_weights(self.text_weights):
             return True
-        if self.text_weights and not self.text_weights.startswith("hf-hub:"):
+        if self.text_weights and not self.text_weights.startswith("hf-hub:") and "/" not in self.text_weights:
             return bool(open_clip.get_pretrained_cfg(self.text_model, self.text_weights).get("quick_gelu", False))
         return bool(text_model_config(self.text_model, self.text_overrides).get("quick_gelu", False))
 
@@ -118,7 +125,7 @@ class ADDINOv3(TrainableAnomalyModel):
         self.check_config(config)
         super().__init__(config, name)
         self.layers = tuple(config.layers)
-        vit, self.backbone_info, self.mean, self.std = build_frozen_dino(config)
+        vit, self.backbone_info, self.mean, self.std = build_frozen_dino(config, name)
         self.backbone = DinoBackbone(vit, self.layers)
         tower, text_info = build_text_tower(
             config.text_model,
@@ -134,6 +141,7 @@ class ADDINOv3(TrainableAnomalyModel):
         )
         vis_dim, text_dim, dim = vit.embed_dim, int(text_cfg["embed_dim"]), config.adapter_dim
         keep_fc2 = config.compat == "reference"
+        self.release_order = config.compat == "reference"  # the release's operation order: bit-equal outputs
         self.patch_adapters = nn.ModuleList(head.Adapter(vis_dim, dim, keep_fc2) for _ in self.layers)
         self.cls_adapters = nn.ModuleList(head.Adapter(vis_dim, dim, keep_fc2) for _ in self.layers)
         self.text_adapters = nn.ModuleList(head.Adapter(text_dim, dim, keep_fc2) for _ in range(2))
@@ -143,6 +151,16 @@ class ADDINOv3(TrainableAnomalyModel):
         """Layers and image size against the DINOv3 architecture (:func:`~medad.models.dinov3.check_geometry`)."""
         assert isinstance(config, ADDINOv3Config)
         check_geometry(config)
+
+    @classmethod
+    def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
+        """The DINOv3 backbone and the CLIP text tower (none with ``random_init``)."""
+        assert isinstance(config, ADDINOv3Config)
+        if config.random_init:
+            return {}
+        text = {"id": f"{config.text_model}/{config.text_weights}", "licence": clip_licence(config.text_weights),
+                "option": "--text-weights"}  # fmt: skip
+        return {**needed_backbone(config), "text": text}
 
     def train(self, mode: bool = True) -> ADDINOv3:
         """Set the adapters' mode; the frozen backbone and text tower always stay in eval mode."""
@@ -208,7 +226,7 @@ class ADDINOv3(TrainableAnomalyModel):
     def _mean_global_logits(self, cls_tokens: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return torch.stack(
             [
-                head.global_logits(F.normalize(adapter(cls_tokens[:, i]), dim=-1), text)
+                head.global_logits(F.normalize(adapter(cls_tokens[:, i]), dim=-1), text, self.release_order)
                 for i, adapter in enumerate(self.cls_adapters)
             ]
         ).mean(dim=0)
@@ -220,7 +238,11 @@ class ADDINOv3(TrainableAnomalyModel):
             [F.normalize(adapter(patch_tokens[:, i]), dim=-1) for i, adapter in enumerate(self.patch_adapters)], dim=1
         )
         logits = self._mean_global_logits(cls_tokens, text)
-        anomaly = head.cmcl_anomaly_probability(patches, text, self.image_size)
+        if self.release_order:  # the release's two-channel maps, softmax after upsampling, averaged over layers
+            layer_maps = [head.cmcl_map(patches[:, i], text, self.image_size, True) for i in range(len(self.layers))]
+            anomaly = torch.stack(layer_maps).mean(dim=0)[:, 1]
+        else:  # the same map up to float rounding, with one one-channel upsampling
+            anomaly = head.cmcl_anomaly_probability(patches, text, self.image_size)
         pixel = head.gaussian_blur(anomaly, self.config.smoothing_sigma).clamp(0.0, 1.0)
         return InferenceBatch(pixel, self.image_scores(logits, pixel))
 
@@ -231,15 +253,19 @@ class ADDINOv3(TrainableAnomalyModel):
         for i in range(len(self.layers)):
             p = F.normalize(self.patch_adapters[i](patch_tokens[:, i]), dim=-1)
             c = F.normalize(self.cls_adapters[i](cls_tokens[:, i]), dim=-1)
-            segs.append(head.cmcl_map(p, text, self.image_size))
-            aacms.append(head.aacm_map(p, c, self.image_size))
-            layer_logits.append(head.global_logits(c, text))
-        n = len(self.layers)  # layer means, summed in layer order as the release does
-        seg = sum(segs[1:], segs[0]) / n
-        aacm = sum(aacms[1:], aacms[0]) / n
-        logits = sum(layer_logits[1:], layer_logits[0]) / n
+            segs.append(head.cmcl_map(p, text, self.image_size, self.release_order))
+            aacms.append(head.aacm_map(p, c, self.image_size, self.release_order))
+            layer_logits.append(head.global_logits(c, text, self.release_order))
+        seg, aacm, logits = (self._layer_mean(x) for x in (segs, aacms, layer_logits))
         pixel = head.gaussian_blur(seg[:, 1], self.config.smoothing_sigma).clamp(0.0, 1.0)
         return TrainingBatch(pixel, self.image_scores(logits, pixel), seg, aacm, logits)
+
+    def _layer_mean(self, values: list[torch.Tensor]) -> torch.Tensor:
+        """The mean over the tapped layers: the release's ``torch.mean(torch.stack(...), dim=0)`` in reference mode,
+        a running sum in layer order divided by the count in clean mode (equal up to float rounding)."""
+        if self.release_order:
+            return torch.stack(values).mean(dim=0)
+        return sum(values[1:], values[0]) / len(values)
 
     def image_scores(self, logits: torch.Tensor, pixel_scores: torch.Tensor) -> torch.Tensor:
         """Image score under the configured policy (:func:`~medad.models.base.policy_image_scores`; the global
@@ -269,9 +295,9 @@ class ADDINOv3(TrainableAnomalyModel):
             for i in range(len(self.layers)):
                 p = F.normalize(self.patch_adapters[i](patch_tokens[:, i]), dim=-1)
                 c = F.normalize(self.cls_adapters[i](cls_tokens[:, i]), dim=-1)
-                cmcl.append(head.cmcl_map(p, text, self.image_size)[:, 1])
-                aacm.append(head.aacm_map(p, c, self.image_size)[:, 1])
-                logits.append(head.global_logits(c, text))
+                cmcl.append(head.cmcl_map(p, text, self.image_size, self.release_order)[:, 1])
+                aacm.append(head.aacm_map(p, c, self.image_size, self.release_order)[:, 1])
+                logits.append(head.global_logits(c, text, self.release_order))
             cmcl_layers, aacm_layers = torch.stack(cmcl, dim=1), torch.stack(aacm, dim=1)
             mean_logits = torch.stack(logits).mean(dim=0)
             pixel = head.gaussian_blur(cmcl_layers.mean(dim=1), self.config.smoothing_sigma).clamp(0.0, 1.0)

@@ -34,6 +34,9 @@ Features = dict[str, torch.Tensor]
 
 RGB = tuple[float, float, float]
 
+RANDOM_PART_WORDS = {"adapters": "untrained (randomly initialised) adapters"}
+"""How a message names a random part; a frozen part reads ``random frozen <part> weights``."""
+
 
 class ModelKind(str, enum.Enum):
     """How a model learns, which decides how the engine trains and scores it."""
@@ -130,6 +133,13 @@ class AnomalyModel(nn.Module, abc.ABC):
     def check_config(cls, config: ModelConfig) -> None:
         """Checks of a config that need the architecture but no weights (default: none beyond the config's own)."""
 
+    @classmethod
+    def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
+        """The frozen weights a model of ``config`` loads, by card key: ``id`` (hub id, tag or file), ``licence``
+        and ``option`` (the CLI flag that points to a local file); empty for random frozen weights. Nothing is
+        built or downloaded (``medad models`` lists it)."""
+        return {}
+
     def train(self, mode: bool = True) -> AnomalyModel:
         """Frozen models stay in eval mode; a trainable model sets its head's mode (its frozen parts stay eval)."""
         return super().train(mode and self.kind is ModelKind.TRAINABLE)
@@ -176,16 +186,29 @@ class AnomalyModel(nn.Module, abc.ABC):
         """Model-specific card entries (default: none)."""
         return {}
 
+    def random_parts(self) -> list[str]:
+        """The parts whose weights are random: frozen weights built with ``random_init`` (by card key:
+        ``backbone``, ``text``, ``clip``) and, for a trainable model, ``adapters`` that were neither trained nor
+        loaded from a checkpoint."""
+        return [key for key, info in self.frozen_weights().items() if info["source"] == "random"]
+
     def card(self) -> dict[str, Any]:
-        """JSON-serialisable description: name, config, frozen weights (ids, sha256, licences), random flag."""
+        """JSON-serialisable description: name, config, frozen weights (ids, sha256, licences), random flag.
+
+        ``random_weights`` is true when any part is random (:meth:`random_parts`, listed in ``random_parts``),
+        untrained adapters included: every consumer of the flag (scores, exports, gallery, report) then says
+        that the scores mean nothing.
+        """
         weights = self.frozen_weights()
+        random_parts = self.random_parts()
         return {
             "name": self.name,
             "config": self.config.to_dict(),
             "image_size": self.image_size,
             "image_score": self.config.image_score,
             **{key: dict(info) for key, info in weights.items()},
-            "random_weights": any(info["source"] == "random" for info in weights.values()),
+            "random_weights": bool(random_parts),
+            "random_parts": random_parts,
             "trainable_parameters": self.trainable_parameters(),
             **self.card_extras(),
             "mean": list(self.mean),
@@ -193,10 +216,32 @@ class AnomalyModel(nn.Module, abc.ABC):
         }
 
 
+def describe_random_parts(parts: Sequence[str]) -> str:
+    """The random parts of a card (``random_parts``) in words, e.g. ``random frozen backbone / text weights,
+    untrained (randomly initialised) adapters``; ``random weights`` for a card that predates the list."""
+    frozen = [p for p in parts if p not in RANDOM_PART_WORDS]
+    words = [f"random frozen {' / '.join(frozen)} weights"] if frozen else []
+    words += [RANDOM_PART_WORDS[p] for p in parts if p in RANDOM_PART_WORDS]
+    return ", ".join(words) or "random weights"
+
+
 class TrainableAnomalyModel(AnomalyModel):
     """A model with a trained head on a frozen backbone (kind ``TRAINABLE``)."""
 
     kind: ClassVar[ModelKind] = ModelKind.TRAINABLE
+
+    def __init__(self, config: ModelConfig, name: str) -> None:
+        super().__init__(config, name)
+        self.adapters_trained = False
+
+    def mark_adapters_trained(self) -> None:
+        """Record that the trainable parts hold trained weights (training ran, or a checkpoint was loaded), so the
+        card no longer lists ``adapters`` among the random parts."""
+        self.adapters_trained = True
+
+    def random_parts(self) -> list[str]:
+        """The random frozen parts, plus ``adapters`` while they hold their random initialisation."""
+        return [*super().random_parts(), *([] if self.adapters_trained else ["adapters"])]
 
     @abc.abstractmethod
     def forward_features(self, images: torch.Tensor) -> Features:

@@ -13,8 +13,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from medad.errors import WeightsError
-from medad.models.base import TrainableAnomalyModel
-from medad.models.registry import create_model
+from medad.models.base import ModelKind, TrainableAnomalyModel
+from medad.models.registry import create_model, model_kind
+from medad.models.weights import check_finite
 from medad.utils.io import sha256_file, write_bytes_atomic, write_json_atomic
 
 ADAPTERS_FILE = "adapters.safetensors"
@@ -61,6 +62,15 @@ def read_card(folder: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(card, dict) or card.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(f"{str(path)!r} is not a {CHECKPOINT_FORMAT} card; re-save the checkpoint")
     return card
+
+
+def checkpoint_compat(folder: str | os.PathLike[str]) -> str | None:
+    """The compat mode a checkpoint was trained in; ``None`` when its card cannot be read (loading it says why)."""
+    try:
+        compat = read_card(folder).get("compat")
+    except WeightsError:
+        return None
+    return str(compat) if compat is not None else None
 
 
 def _describe(part: Mapping[str, Any]) -> str:
@@ -120,16 +130,22 @@ def load_checkpoint(
     if sha256_file(adapters) != card.get("adapters_sha256"):
         raise WeightsError(f"{str(adapters)!r} does not match the sha256 in its card; the file is corrupt, re-save it")
     if model is None:
-        built = create_model(card["name"], **{**card["config"], **overrides})
-        if not isinstance(built, TrainableAnomalyModel):
+        if model_kind(str(card.get("name"))) is not ModelKind.TRAINABLE:  # before its config is read as that model's
             raise WeightsError(
-                f"{folder} names model {card['name']!r}, which has nothing to train; it is no checkpoint"
+                f"checkpoint {str(folder)!r} names model {card['name']!r}, which is {model_kind(card['name']).value} "
+                f"and has nothing to train, so it has no checkpoint; score it with --model {card['name']} (a "
+                "checkpoint holds the trained adapters of a trainable model such as ad_dinov3)"
             )
+        built = create_model(card["name"], **{**card["config"], **overrides})
+        assert isinstance(built, TrainableAnomalyModel)
         model = built
     _check_compatible(card, model.card(), folder)
     try:
         state = load_file(str(adapters))
     except SafetensorError as exc:
         raise WeightsError(f"{str(adapters)!r} is not a readable safetensors file ({exc}); re-save it") from exc
+    check_finite(state.items(), adapters, "adapter")
     model.load_trainable_state_dict(state)
+    if "adapters" not in card.get("random_parts", []):  # a checkpoint of untrained adapters stays flagged
+        model.mark_adapters_trained()
     return model.to(device).eval()

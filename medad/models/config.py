@@ -29,11 +29,21 @@ def _path_text(value: object) -> object:
     return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
+def _timm_name(value: object) -> object:
+    """A backbone given as a timm hub id (``timm/NAME``) is timm's model ``NAME``."""
+    from medad.models.weights import timm_name
+
+    return timm_name(value) if isinstance(value, str) else value
+
+
 IntTuple = Annotated[tuple[int, ...], Field(strict=False)]
 """A sequence of ints (a YAML / JSON list is accepted and stored as a tuple)."""
 
 PathText = Annotated[str | None, BeforeValidator(_path_text)]
 """A weights path or tag: a string, an ``os.PathLike`` (stored as its string) or ``None``."""
+
+BackboneName = Annotated[str, BeforeValidator(_timm_name)]
+"""A timm backbone name; a hub id ``timm/NAME`` (``--backbone-weights timm/NAME``) is stored as ``NAME``."""
 
 
 class ModelConfig(StrictModel):

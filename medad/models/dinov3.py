@@ -14,7 +14,7 @@ from torch import nn
 from medad.errors import ConfigError
 from medad.models import head
 from medad.models.base import RGB, Features, rgb
-from medad.models.weights import build_backbone
+from medad.models.weights import backbone_licence, build_backbone
 
 
 class DinoConfig(Protocol):
@@ -73,6 +73,14 @@ def check_geometry(config: DinoConfig) -> None:
         )
 
 
+def needed_backbone(config: DinoConfig) -> dict[str, dict[str, str]]:
+    """The ``backbone`` entry of ``needed_weights`` (empty for random frozen weights)."""
+    if config.random_init:
+        return {}
+    spec = config.backbone_weights or config.backbone
+    return {"backbone": {"id": spec, "licence": backbone_licence(config.backbone), "option": "--backbone-weights"}}
+
+
 class FrozenDino(nn.Module):
     """A frozen timm DINOv3 ViT (``.model``, always in eval mode) and the 0-based indices of its tapped blocks.
 
@@ -122,9 +130,9 @@ class DinoBackbone(FrozenDino):
         return {"patch_tokens": patch, "cls_tokens": cls}
 
 
-def build_frozen_dino(config: DinoConfig) -> tuple[Any, dict[str, Any], RGB, RGB]:
+def build_frozen_dino(config: DinoConfig, for_model: str = "") -> tuple[Any, dict[str, Any], RGB, RGB]:
     """Build the frozen timm DINOv3 of a config (``backbone``, ``backbone_weights``, ``backbone_overrides``,
-    ``image_size``, ``random_init``, ``init_seed``).
+    ``image_size``, ``random_init``, ``init_seed``) for the registered model ``for_model`` (named in messages).
 
     Returns:
         The timm ViT (``Any``, see :func:`~medad.models.weights.build_backbone`), its weights info (id, sha256,
@@ -137,6 +145,7 @@ def build_frozen_dino(config: DinoConfig) -> tuple[Any, dict[str, Any], RGB, RGB
         img_size=config.image_size,
         overrides=config.backbone_overrides,
         init_seed=config.init_seed,
+        for_model=for_model,
     )
     mean = rgb(vit.pretrained_cfg.get("mean", (0.485, 0.456, 0.406)))
     std = rgb(vit.pretrained_cfg.get("std", (0.229, 0.224, 0.225)))

@@ -82,19 +82,32 @@ def _upsample(grid: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=True)
 
 
-def cmcl_map(patch: torch.Tensor, text: torch.Tensor, size: int) -> torch.Tensor:
+def scaled_product(scale: float, a: torch.Tensor, b: torch.Tensor, scale_first: bool = False) -> torch.Tensor:
+    """``scale * (a @ b)`` for batched matrices.
+
+    ``scale_first`` computes ``(scale * a) @ b``, the release's order (its ``100 * p @ T`` is evaluated left to
+    right), which equals the release bit for bit; the default scales the smaller product (fewer multiplies, equal
+    up to float rounding).
+    """
+    if scale_first:
+        return torch.bmm(scale * a, b)
+    return scale * torch.bmm(a, b)
+
+
+def cmcl_map(patch: torch.Tensor, text: torch.Tensor, size: int, scale_first: bool = False) -> torch.Tensor:
     """CMCL probability map of one layer.
 
     Args:
         patch: ``(B, N, D)`` L2-normalised adapted patch tokens.
         text: ``(B, D, 2)`` text matrix.
         size: Output side in pixels.
+        scale_first: Apply the x100 scale before the product, as released (see :func:`scaled_product`).
 
     Returns:
         ``(B, 2, size, size)``: softmax over the channels of the bilinearly upsampled (align_corners=True)
         ``100 * patch @ text`` - the softmax comes after the upsampling, as released.
     """
-    scores = CMCL_SCALE * torch.bmm(patch, text)
+    scores = scaled_product(CMCL_SCALE, patch, text, scale_first)
     return torch.softmax(_upsample(_to_grid(scores), size), dim=1)
 
 
@@ -123,25 +136,27 @@ def cmcl_anomaly_probability(patch: torch.Tensor, text: torch.Tensor, size: int)
     return torch.sigmoid(_upsample(scores.reshape(batch, n_layers, side, side), size)).mean(dim=1)
 
 
-def aacm_map(patch: torch.Tensor, cls: torch.Tensor, size: int) -> torch.Tensor:
+def aacm_map(patch: torch.Tensor, cls: torch.Tensor, size: int, scale_first: bool = False) -> torch.Tensor:
     """AACM map of one layer.
 
     Args:
         patch: ``(B, N, D)`` L2-normalised adapted patch tokens.
         cls: ``(B, D)`` L2-normalised adapted CLS token.
         size: Output side in pixels.
+        scale_first: Apply the x10 scale before the product, as released (see :func:`scaled_product`).
 
     Returns:
         ``(B, 2, size, size)`` = ``[1 - s, s]`` with ``s = sigmoid(upsample(10 * patch @ cls))``.
     """
-    scores = AACM_SCALE * torch.bmm(patch, cls.unsqueeze(-1))
+    scores = scaled_product(AACM_SCALE, patch, cls.unsqueeze(-1), scale_first)
     s = torch.sigmoid(_upsample(_to_grid(scores), size))
     return torch.cat([1.0 - s, s], dim=1)
 
 
-def global_logits(cls: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """Image-level logits of one layer: ``100 * cls @ text``, ``(B, 2)``."""
-    return GLOBAL_SCALE * torch.bmm(cls.unsqueeze(1), text).squeeze(1)
+def global_logits(cls: torch.Tensor, text: torch.Tensor, scale_first: bool = False) -> torch.Tensor:
+    """Image-level logits of one layer: ``100 * cls @ text``, ``(B, 2)`` (``scale_first``: as released, see
+    :func:`scaled_product`)."""
+    return scaled_product(GLOBAL_SCALE, cls.unsqueeze(1), text, scale_first).squeeze(1)
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:

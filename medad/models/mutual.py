@@ -38,8 +38,8 @@ from torch import nn
 from medad.errors import ConfigError
 from medad.models import head
 from medad.models.base import Features, InferenceBatch, TransductiveAnomalyModel, policy_image_scores
-from medad.models.config import IntTuple, ModelConfig, PathText, check_layers
-from medad.models.dinov3 import DinoPatchBackbone, build_frozen_dino, check_geometry
+from medad.models.config import BackboneName, IntTuple, ModelConfig, PathText, check_layers
+from medad.models.dinov3 import DinoPatchBackbone, build_frozen_dino, check_geometry, needed_backbone
 from medad.models.registry import model_config, register_model
 
 FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -123,7 +123,7 @@ class MutualConfig(ModelConfig):
         init_seed: Seed of the random weights.
     """
 
-    backbone: str = "vit_large_patch16_dinov3.lvd1689m"
+    backbone: BackboneName = "vit_large_patch16_dinov3.lvd1689m"
     backbone_weights: PathText = None
     backbone_overrides: dict[str, Any] = Field(default_factory=dict)
     layers: IntTuple = (6, 12, 18, 24)
@@ -170,9 +170,15 @@ class MutualScorer(TransductiveAnomalyModel):
         self.check_config(config)
         super().__init__(config, name)
         self.layers = tuple(config.layers)
-        vit, self.backbone_info, self.mean, self.std = build_frozen_dino(config)
+        vit, self.backbone_info, self.mean, self.std = build_frozen_dino(config, name)
         self.grid = config.image_size // vit.patch_embed.patch_size[0]
         self.backbone = DinoPatchBackbone(vit, self.layers)
+
+    @classmethod
+    def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
+        """The DINOv3 backbone (none with ``random_init``)."""
+        assert isinstance(config, MutualConfig)
+        return needed_backbone(config)
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from medad.errors import ConfigError
@@ -73,6 +74,11 @@ DEFAULT_CLASS_WORDS: dict[str, str] = {
 
 COMPAT_MODES = ("clean", "reference")
 
+CONTEXT_LENGTH = 77
+"""Tokens a CLIP text tower reads per sentence (start and end tokens included); open_clip cuts the rest."""
+
+Sentences = Callable[[str], tuple[list[str], list[str]]]
+
 
 def prompt_sentences(word: str) -> tuple[list[str], list[str]]:
     """Return the normal and abnormal sentences of the ensemble for one class word.
@@ -136,3 +142,57 @@ def prompt_word(row: Mapping[str, Any], compat: str, class_words: Mapping[str, s
     if class_words and name in class_words:
         return str(class_words[name])
     return clean_class_word(dataset, name) or DEFAULT_CLASS_WORDS.get(name, name.replace("_", " "))
+
+
+@functools.lru_cache(maxsize=1)
+def _clip_tokenizer() -> Any:
+    """open_clip's CLIP BPE tokenizer (the one every CLIP text tower medad builds uses), loaded once."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer()
+
+
+def _template_bytes(sentences: Sentences) -> int:
+    return max(len(s.encode("utf-8")) for group in sentences("") for s in group)
+
+
+def class_word_problem(
+    word: str, sentences: Sentences = prompt_sentences, tokenizer: Any = None, context_length: int = CONTEXT_LENGTH
+) -> str | None:
+    """Why ``word`` cannot be a class word of a text prompt, or ``None`` when it fits.
+
+    A CLIP text tower reads ``context_length`` tokens per sentence and open_clip silently cuts the rest, so a long
+    class word would give the same features as its first few words. The longest sentence of the prompt set (the
+    word plus the longest template, start and end tokens) must fit. Short ASCII words are accepted without the
+    tokenizer (a CLIP BPE token holds at least one byte).
+
+    Args:
+        word: The class word.
+        sentences: The prompt set (``prompt_sentences``; WinCLIP passes its own).
+        tokenizer: A CLIP tokenizer with ``encode`` (default: open_clip's ``SimpleTokenizer``).
+        context_length: Tokens per sentence.
+    """
+    if word.isascii() and len(word) + _template_bytes(sentences) + 2 <= context_length:
+        return None
+    encode = (tokenizer or _clip_tokenizer()).encode
+    overhead = max(len(encode(s)) for group in sentences("x") for s in group) - len(encode("x")) + 2
+    n_tokens = len(encode(word))
+    if n_tokens + overhead <= context_length:
+        return None
+    shown = word if len(word) <= 40 else f"{word[:40]}... ({len(word)} characters)"
+    return (
+        f"class word {shown!r} is {n_tokens} tokens long, but the text encoder reads {context_length} tokens per "
+        f"sentence and the longest prompt template takes {overhead} of them (start and end included), so the word "
+        f"would be cut silently; use a class word of at most {context_length - overhead} tokens (a few words)"
+    )
+
+
+def check_class_word(word: str, sentences: Sentences = prompt_sentences, tokenizer: Any = None) -> None:
+    """Refuse a class word whose prompt sentences do not fit the text encoder (:func:`class_word_problem`).
+
+    Raises:
+        ConfigError: naming the word, its length in tokens, the limit and the fix.
+    """
+    problem = class_word_problem(word, sentences, tokenizer)
+    if problem is not None:
+        raise ConfigError(problem)

@@ -1,4 +1,5 @@
-"""A timm-style model registry: ``register_model``, ``list_models``, ``create_model`` and ``model_kind``.
+"""A timm-style model registry: ``register_model``, ``list_models``, ``create_model``, ``model_kind`` and
+``describe_models`` (what ``medad models`` prints).
 
 Each factory is registered with the model class it builds and the option defaults it applies, so what a model is
 (its :class:`ModelKind`) and which options it takes (its class's ``config_class``) are read from the class, never
@@ -131,3 +132,45 @@ def create_model(name: str, **cfg: Any) -> AnomalyModel:
         ConfigError: If ``name`` is not registered (the message lists the known names and the closest one).
     """
     return _entry(name).factory(**cfg)
+
+
+def describe_models() -> list[dict[str, Any]]:
+    """One entry per registered model, read from its class, config and factory (nothing is built or downloaded).
+
+    Returns:
+        ``name``, ``kind`` (``trainable`` / ``training-free`` / ``transductive``), ``image_size`` (the default
+        input side), ``weights`` (the frozen weights it loads, by card key: ``id``, ``licence``, ``option``; empty
+        for a random-weights preset), ``random_weights`` (its frozen weights are random), ``needs_checkpoint``
+        (trainable: its adapters come from ``medad train``) and ``description`` (the factory's first line).
+    """
+    entries = []
+    for name in list_models():
+        entry = _REGISTRY[name]
+        config = model_config(name, entry.model_class.config_class)
+        weights = entry.model_class.needed_weights(config)
+        entries.append(
+            {
+                "name": name,
+                "kind": entry.model_class.kind.value,
+                "image_size": config.image_size,
+                "weights": weights,
+                "random_weights": not weights,
+                "needs_checkpoint": entry.model_class.kind is ModelKind.TRAINABLE,
+                "description": (entry.factory.__doc__ or "").strip().splitlines()[0].replace("``", ""),
+            }
+        )
+    return entries
+
+
+def format_models(entries: list[dict[str, Any]]) -> str:
+    """The text ``medad models`` prints: a head line per model, then what weights it needs and their licences."""
+    lines = []
+    for entry in entries:
+        lines.append(f"{entry['name']} ({entry['kind']}, {entry['image_size']} px): {entry['description']}")
+        for part, info in entry["weights"].items():
+            lines.append(f"  {part}: {info['id']} - licence: {info['licence']}; a local file: {info['option']} FILE")
+        if entry["random_weights"]:
+            lines.append("  frozen weights: random (tests and demos; every output is marked RANDOM WEIGHTS)")
+        if entry["needs_checkpoint"]:
+            lines.append("  adapters: trained by `medad train`; score with --checkpoint (without one they are random)")
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save
 
-from medad.models.prompts import PROMPT_SET_VERSION, prompt_sentences
+from medad.models.prompts import PROMPT_SET_VERSION, check_class_word, prompt_sentences
 from medad.utils.io import hash_config, write_bytes_atomic
 
 ENCODE_CHUNK = 64
@@ -86,6 +86,7 @@ class TextEncoder(torch.nn.Module):
         if self.disk_cache and path.is_file():
             embedding = load_file(str(path))["text"]
         else:
+            check_class_word(word, prompt_sentences, self.tokenizer)
             normal, abnormal = prompt_sentences(word)
             embedding = torch.stack([self._encode_group(normal), self._encode_group(abnormal)], dim=1).cpu()
             if self.disk_cache:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import io
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,11 +39,28 @@ M = TypeVar("M", bound=nn.Module)
 
 
 def is_local_weights(spec: str | os.PathLike[str] | None) -> bool:
-    """Return True when ``spec`` names a local file rather than a hub id."""
+    """Return True when ``spec`` names a local file rather than a hub id.
+
+    A file has a weights suffix, exists, starts with ``/``, ``.`` or ``~`` or has several folders; a hub id is a
+    tag or timm name (``openai``, ``vit_large_patch16_dinov3.lvd1689m``), ``hf-hub:ORG/NAME`` or ``ORG/NAME``
+    (``timm/vit_large_patch16_dinov3.lvd1689m``).
+    """
     if spec is None:
         return False
     text = str(spec)
-    return text.lower().endswith(WEIGHT_SUFFIXES) or os.sep in text or Path(text).exists()
+    if text.startswith("hf-hub:"):
+        return False
+    if text.lower().endswith(WEIGHT_SUFFIXES) or Path(text).expanduser().exists():
+        return True
+    return text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
+
+
+def timm_name(name: str) -> str:
+    """A timm model name from a hub id: ``timm/NAME`` and ``hf-hub:timm/NAME`` are timm's own ``NAME``."""
+    for prefix in ("hf-hub:timm/", "timm/"):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
 
 
 def state_dict_sha256(module: nn.Module) -> str:
@@ -81,16 +99,102 @@ def check_weights_path(path: str | os.PathLike[str], what: str = "") -> Path:
     return file
 
 
-def _backbone_licence(name: str) -> str:
+def unreadable_weights(file: str | os.PathLike[str], exc: BaseException) -> WeightsError:
+    """The one error for a weights file that cannot be read at all (truncated, not a weights format).
+
+    ``medad weights check`` and every model loader give this same message for the same file.
+    """
+    detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return WeightsError(
+        f"weights file {str(file)!r} is not a readable safetensors, torch pickle or TorchScript file ({detail}); "
+        "it is truncated or corrupt: download it again (`medad weights check FILE` describes a file)"
+    )
+
+
+def check_finite(tensors: Iterable[tuple[str, torch.Tensor]], file: str | os.PathLike[str], what: str) -> None:
+    """Refuse weights holding NaN or infinite values, which would turn every score into NaN.
+
+    Args:
+        tensors: ``(name, tensor)`` pairs (a state dict's ``items()``).
+        file: The file they came from, named in the message.
+        what: What the weights are for (``backbone``, ``text``, ``CLIP``, ``adapter``).
+
+    Raises:
+        WeightsError: naming the file, the first bad tensor and the fix.
+    """
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
+            raise WeightsError(
+                f"{what} weights file {str(file)!r} holds NaN or infinite values (first in {name}); the file is "
+                "corrupt or was saved from a diverged run: download it again or use another checkpoint"
+            )
+
+
+def backbone_licence(name: str) -> str:
+    """The licence of the released weights of timm backbone ``name`` (DINOv3's, or a pointer to the source)."""
     return LICENCES["dinov3"] if "dinov3" in name else LICENCES["unknown"]
+
+
+def clip_licence(spec: str | None) -> str:
+    """The licence of CLIP weights given as an open_clip tag or file (OpenAI's MIT for the ``openai`` tag)."""
+    return LICENCES["openai"] if spec == "openai" else LICENCES["unknown"]
+
+
+HUB_PROBE_TIMEOUT_S = 3.0
+"""How long one probe of the Hugging Face hub may take before medad treats it as unreachable."""
+
+
+@functools.lru_cache(maxsize=1)
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached, from one short request (made once per process); ``None`` when
+    it answers or offline mode (``HF_HUB_OFFLINE=1``) is set, where the hub libraries never try the network."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.is_offline_mode():
+        return None
+    try:
+        get_session().head(constants.ENDPOINT, timeout=HUB_PROBE_TIMEOUT_S)
+    except Exception as exc:  # connection refused, DNS, TLS, timeout: the HTTP client raises its own types
+        return f"the Hugging Face hub {constants.ENDPOINT} did not answer within {HUB_PROBE_TIMEOUT_S:g} s ({exc})"
+    return None
+
+
+@contextlib.contextmanager
+def hub_access() -> Iterator[str | None]:
+    """Around a hub download: when the hub does not answer (:func:`hub_unreachable`), use the local cache only
+    (huggingface_hub's offline mode for this call), so a missing file fails at once instead of after minutes of
+    retries. Yields the reason the hub is unreachable, or ``None``."""
+    from huggingface_hub import constants
+
+    reason = hub_unreachable()
+    if reason is None:
+        yield None
+        return
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield reason
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+def hub_failure(hint: str, unreachable: str | None) -> str:
+    """``hint`` (what failed and the local-file fix), prefixed with why the hub was not tried when it did not
+    answer."""
+    if unreachable is None:
+        return hint
+    return f"{unreachable}, so only the local cache was tried and {hint}"
 
 
 def _gated_hint(name: str) -> str:
     return (
         f"the weights of backbone {name!r} could not be loaded from the hub (offline, missing or gated). DINOv3 "
         f"weights are gated under Meta's DINOv3 License: request access on Hugging Face ({DINOV3_HF_REPO} and "
-        f"timm/{name}) or through Meta's form, then run `huggingface-cli login` with network access; or download "
-        "the file yourself and pass it as backbone_weights='/path/to/file.safetensors' (.pth and .bin work too)"
+        f"timm/{name}) or through Meta's form, then run `hf auth login` with network access; or download the file "
+        "yourself and pass it: --backbone-weights /path/to/file.safetensors on the command line, "
+        "backbone_weights='/path/to/file.safetensors' in Python, `weights: {backbone: {file: ...}}` in a protocol "
+        "(.pth and .bin work too)"
     )
 
 
@@ -107,6 +211,34 @@ def _hub_file_sha256(repo_id: str | None) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _backbone_size(arch: str, kwargs: Mapping[str, Any]) -> str:
+    """``depth D, width W`` of the timm ViT ``arch`` built with ``kwargs`` (on the meta device: no memory)."""
+    with torch.device("meta"):
+        probe: Any = timm.create_model(arch, pretrained=False, **kwargs)
+    return f"depth {len(probe.blocks)}, width {probe.embed_dim}"
+
+
+def _backbone_from_file(name: str, file: Path, kwargs: Mapping[str, Any], for_model: str) -> Any:
+    """The timm ViT ``name`` with the weights of ``file``; a file that cannot be read gets the same message as
+    ``medad weights check``, a file of another size names the model and the size it expects."""
+    try:  # timm's DINOv3 filter prints a line per zero qkv bias it drops from Meta's files: keep stdout clean
+        with contextlib.redirect_stdout(io.StringIO()):
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(file)}, **kwargs)
+    except Exception as exc:  # safetensors, pickle, zip and state-dict errors come as many types
+        from medad.models.weights_files import read_weights
+
+        read_weights(file)  # an unreadable file raises the error `medad weights check` gives
+        model_text = f"model {for_model!r}, whose backbone is " if for_model else "backbone "
+        raise WeightsError(
+            f"backbone weights file {str(file)!r} does not fit {model_text}{name.split('.')[0]!r} with "
+            f"{_backbone_size(name.split('.')[0], kwargs)} ({str(exc).splitlines()[0][:200]}); run `medad weights "
+            "check FILE` to see which architecture the file fits, and give it to a model built on that backbone "
+            "(or pass the file of this model's size)"
+        ) from exc
+    check_finite(model.state_dict().items(), file, "backbone")
+    return model
+
+
 def build_backbone(
     name: str,
     weights: str | os.PathLike[str] | None = None,
@@ -114,6 +246,7 @@ def build_backbone(
     img_size: int = 512,
     overrides: Mapping[str, Any] | None = None,
     init_seed: int = 0,
+    for_model: str = "",
 ) -> tuple[Any, dict[str, Any]]:
     """Build a timm ViT backbone with its weights.
 
@@ -124,6 +257,7 @@ def build_backbone(
         img_size: Input side in pixels.
         overrides: Extra timm keyword arguments (e.g. ``depth``, ``embed_dim`` for tiny test models).
         init_seed: Seed of the random initialisation.
+        for_model: The registered model the backbone is for (named in a mismatch message).
 
     Returns:
         ``(model, info)``: the timm model (typed ``Any``: torch types a module's submodules and attributes as
@@ -132,7 +266,7 @@ def build_backbone(
 
     Raises:
         ConfigError: Unknown timm name, or both ``weights`` and ``random_init``.
-        WeightsError: Missing, gated, offline or mismatching weights.
+        WeightsError: Missing, gated, offline, unreadable, non-finite or mismatching weights.
     """
     arch = name.split(".")[0]
     if arch not in timm.list_models():
@@ -142,28 +276,23 @@ def build_backbone(
     # A fixed input size lets timm build the RoPE table once, on the model's device; with timm's dynamic size it
     # is rebuilt on the CPU and copied to the GPU every forward, which makes the host wait for the GPU each batch.
     kwargs = {"img_size": img_size, "num_classes": 0, "dynamic_img_size": False, **dict(overrides or {})}
-    info: dict[str, Any] = {"id": name, "licence": _backbone_licence(name), "file": None, "sha256": None}
+    info: dict[str, Any] = {"id": name, "licence": backbone_licence(name), "file": None, "sha256": None}
     model: Any
     if random_init:
         model = seeded(lambda: timm.create_model(arch, pretrained=False, **kwargs), init_seed)
         info.update(source="random", licence=LICENCES["random"], sha256=state_dict_sha256(model))
     elif weights is not None:
         file = check_weights_path(weights, "backbone")
-        try:  # timm's DINOv3 filter prints a line per zero qkv bias it drops from Meta's files: keep stdout clean
-            with contextlib.redirect_stdout(io.StringIO()):
-                model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(file)}, **kwargs)
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise WeightsError(
-                f"backbone weights file {str(file)!r} does not fit {name!r} ({str(exc).splitlines()[0][:300]}); "
-                "pass the file of this architecture or the matching backbone name"
-            ) from exc
+        model = _backbone_from_file(name, file, kwargs, for_model)
         info.update(source="file", file=str(file), sha256=sha256_file(file))
     else:
-        try:
-            model = timm.create_model(name, pretrained=True, **kwargs)
-        except Exception as exc:  # hub failures come as many exception types (offline, gated, 404, HTTP)
-            raise WeightsError(_gated_hint(name)) from exc
+        with hub_access() as unreachable:
+            try:
+                model = timm.create_model(name, pretrained=True, **kwargs)
+            except Exception as exc:  # hub failures come as many exception types (offline, gated, 404, HTTP)
+                raise WeightsError(hub_failure(_gated_hint(name), unreachable)) from exc
         path, digest = _hub_file_sha256(model.pretrained_cfg.get("hf_hub_id"))
+        check_finite(model.state_dict().items(), path or name, "backbone")
         info.update(source="hub", file=path, sha256=digest)
     return model, info
 
@@ -204,14 +333,14 @@ def _read_state_dict(file: Path, wanted: set[str]) -> dict[str, torch.Tensor]:
             with safe_open(str(file), framework="pt") as handle:
                 return {rename(k): handle.get_tensor(k) for k in handle.keys() if rename(k) in wanted}  # noqa: SIM118
         except (SafetensorError, OSError) as exc:
-            raise unreadable from exc
+            raise unreadable_weights(file, exc) from exc
     try:
         loaded: Any = torch.load(file, map_location="cpu", weights_only=True)
     except Exception:  # an OpenAI TorchScript archive is not a plain pickle
         try:
             loaded = torch.jit.load(str(file), map_location="cpu").state_dict()
         except (RuntimeError, ValueError, OSError) as exc:
-            raise unreadable from exc
+            raise unreadable_weights(file, exc) from exc
     if isinstance(loaded, Mapping) and "state_dict" in loaded:
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping):
@@ -226,17 +355,8 @@ def open_clip_hub_file(model_name: str, tag: str, hint: str) -> Path:
         ConfigError: open_clip knows no such tag for the model.
         WeightsError: the file cannot be fetched (offline, gated, missing); the message is ``hint``.
     """
-    if tag.startswith("hf-hub:"):
-        from huggingface_hub import hf_hub_download
-
-        repo = tag[len("hf-hub:") :]
-        last: Exception | None = None
-        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
-            try:
-                return Path(hf_hub_download(repo, filename))
-            except Exception as exc:  # hub failures come as many exception types
-                last = exc
-        raise WeightsError(hint) from last
+    if tag.startswith("hf-hub:") or "/" in tag:  # a Hugging Face repo, e.g. timm/vit_large_patch14_clip_336.openai
+        return _hf_repo_file(tag.removeprefix("hf-hub:"), hint)
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
@@ -244,10 +364,25 @@ def open_clip_hub_file(model_name: str, tag: str, hint: str) -> Path:
             f"open_clip has no pretrained tag {tag!r} for {model_name!r}; known tags: {', '.join(tags) or 'none'}; "
             "or pass a local weights file"
         )
-    try:
-        return Path(open_clip.download_pretrained(cfg))
-    except Exception as exc:  # hub failures come as many exception types
-        raise WeightsError(hint) from exc
+    with hub_access() as unreachable:
+        try:
+            return Path(open_clip.download_pretrained(cfg))
+        except Exception as exc:  # hub failures come as many exception types
+            raise WeightsError(hub_failure(hint, unreachable)) from exc
+
+
+def _hf_repo_file(repo: str, hint: str) -> Path:
+    """open_clip's weights file of a Hugging Face repo (safetensors first); ``hint`` when neither can be had."""
+    from huggingface_hub import hf_hub_download
+
+    last: Exception | None = None
+    with hub_access() as unreachable:
+        for filename in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            try:
+                return Path(hf_hub_download(repo, filename))
+            except Exception as exc:  # hub failures come as many exception types
+                last = exc
+    raise WeightsError(hub_failure(hint, unreachable)) from last
 
 
 def _text_hint(model_name: str, tag: str) -> str:
@@ -255,8 +390,9 @@ def _text_hint(model_name: str, tag: str) -> str:
         f"the CLIP text weights {model_name!r}/{tag!r} could not be downloaded (offline or missing); with network "
         f"access run `python -c \"import open_clip; open_clip.create_model('{model_name}', pretrained='{tag}')\"` "
         "once to fill the cache, or download OpenAI's ViT-L-14-336px.pt (MIT licence) or the Hugging Face file "
-        "timm/vit_large_patch14_clip_336.openai/open_clip_model.safetensors and pass it as "
-        "text_weights='/path/to/file'"
+        "timm/vit_large_patch14_clip_336.openai/open_clip_model.safetensors and pass it: --text-weights "
+        "/path/to/file on the command line, text_weights='/path/to/file' in Python, `weights: {text: {file: ...}}` "
+        "in a protocol"
     )
 
 
@@ -302,7 +438,10 @@ def build_text_tower(
         info.update(source="random", licence=LICENCES["random"], sha256=state_dict_sha256(tower))
         return tower, info
     if weights is None:
-        raise ConfigError("text_weights is None: pass an open_clip tag such as 'openai', a local file, or random_init")
+        raise ConfigError(
+            "text_weights is None: pass an open_clip tag such as 'openai', a local file, or random_init=True "
+            "(on the command line: --text-weights FILE|TAG)"
+        )
     spec = str(weights)
     if is_local_weights(spec):
         file, source, weights_id = check_weights_path(spec, "text"), "file", model_name
@@ -328,7 +467,8 @@ def build_text_tower(
             f"text weights file {str(file)!r} does not fit {model_name!r}: {k} is {tuple(state[k].shape)}, "
             f"expected {tuple(expected[k].shape)}; pass a CLIP checkpoint of this architecture"
         )
+    check_finite(state.items(), file, "text")
     tower.load_state_dict(state)
-    licence = LICENCES["openai"] if spec == "openai" else LICENCES["unknown"]
+    licence = clip_licence(spec)
     info.update(id=weights_id, source=source, file=str(file), sha256=sha256_file(file), licence=licence)
     return tower, info

@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from medad.errors import WeightsError
-from medad.models.weights import LICENCES, check_weights_path
-from medad.utils.io import sha256_file
+from medad.errors import DiskError, WeightsError
+from medad.models.weights import LICENCES, check_weights_path, unreadable_weights
+from medad.utils.io import disk_errors, sha256_file
 
 DINOV3_ARCHITECTURES: tuple[str, ...] = (
     "vit_small_patch16_dinov3",
@@ -218,10 +218,7 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[str, dict[str, torch.Ten
         loaded = _unwrap(torch.load(file, map_location="cpu", weights_only=True))
         return "pickle", {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
     except Exception as exc:  # safetensors, zip, pickle and TorchScript errors come as many types
-        raise WeightsError(
-            f"weights file {str(file)!r} is not a readable safetensors, torch pickle or TorchScript file "
-            f"({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}); download it again"
-        ) from exc
+        raise unreadable_weights(file, exc) from exc
 
 
 def match(state: dict[str, torch.Tensor], arch: Architecture) -> dict[str, Any]:
@@ -364,13 +361,11 @@ def convert_weights_file(
         The check report of the source plus ``out`` and ``out_sha256``.
 
     Raises:
-        WeightsError: ``out`` is no ``.safetensors`` path, or the source fits no known architecture.
+        WeightsError: ``out`` is no ``.safetensors`` path or is a folder, or the source fits no known architecture.
+        DiskError: ``out`` cannot be written (read-only or full disk); no temporary file is left behind.
     """
-    from safetensors.torch import save_file
-
     target = Path(out).expanduser()
-    if target.suffix.lower() != ".safetensors":
-        raise WeightsError(f"--out {str(target)!r} must end in .safetensors; e.g. --out weights.safetensors")
+    _check_out(target)
     report = check_weights_file(path, architectures)
     if report["fits"] is None:
         closest = (report.get("closest") or {}).get("architecture", "none")
@@ -386,14 +381,43 @@ def convert_weights_file(
         shared = pointer in seen
         seen.add(pointer)
         tensors[key] = tensor.detach().clone().contiguous() if shared or not tensor.is_contiguous() else tensor
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
     metadata = {
         "format": "pt",
         "source_format": report["format"],
         "source_sha256": report["sha256"],
         "architecture": report["fits"]["architecture"],
     }
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, target)
+    _save_atomic(tensors, metadata, target)
     return {**report, "out": str(target), "out_sha256": sha256_file(target)}
+
+
+def _check_out(target: Path) -> None:
+    """Refuse an ``--out`` that is no ``.safetensors`` file path (wrong suffix, an existing folder)."""
+    if target.suffix.lower() != ".safetensors":
+        raise WeightsError(f"--out {str(target)!r} must end in .safetensors; e.g. --out weights.safetensors")
+    if target.is_dir():
+        raise WeightsError(
+            f"--out {str(target)!r} is an existing folder; give the file to write inside it, e.g. --out "
+            f"{str(target / 'weights.safetensors')!r}"
+        )
+
+
+def _save_atomic(tensors: dict[str, torch.Tensor], metadata: dict[str, str], target: Path) -> None:
+    """Write a safetensors file through a temporary sibling, removed on every failure (a full or read-only disk
+    raises :class:`~medad.errors.DiskError` naming ``target``)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        with disk_errors(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.open("wb").close()  # an unwritable folder fails here, as an OSError with its errno
+            save_file(tensors, str(tmp), metadata=metadata)
+            os.replace(tmp, target)
+    except SafetensorError as exc:  # a write that fails half-way (full disk) comes as safetensors' own error
+        raise DiskError(
+            f"cannot write {str(target)!r} ({str(exc).splitlines()[0][:200]}); free space or choose another --out"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)

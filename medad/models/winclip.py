@@ -43,11 +43,13 @@ from medad.errors import ConfigError, WeightsError
 from medad.models import head
 from medad.models.base import AnomalyModel, InferenceBatch, ModelKind, policy_image_scores, rgb
 from medad.models.config import IntTuple, ModelConfig, PathText
-from medad.models.prompts import NORMAL_STATES  # WinCLIP's normal state words, shared with the ensemble
+from medad.models.prompts import NORMAL_STATES, check_class_word  # WinCLIP's normal states: the ensemble's
 from medad.models.registry import model_config, register_model
 from medad.models.weights import (
     LICENCES,
+    check_finite,
     check_weights_path,
+    clip_licence,
     is_local_weights,
     open_clip_hub_file,
     seeded,
@@ -187,8 +189,8 @@ class WinCLIPConfig(ModelConfig):
         """``text_weights`` (a protocol's ``weights.text``) names the CLIP checkpoint; there is no backbone key."""
         if "backbone" in cfg or "backbone_weights" in cfg:
             raise ConfigError(
-                "winclip has no separate backbone: give the CLIP checkpoint as `weights: {text: ...}` in a protocol "
-                "or clip_weights=... in create_model"
+                "WinCLIP has no separate backbone weights: its CLIP file holds both towers; pass it as --text-weights "
+                "FILE on the command line, clip_weights=... in create_model or `weights: {text: ...}` in a protocol"
             )
         if "text_weights" in cfg:
             cfg.setdefault("clip_weights", cfg.pop("text_weights"))
@@ -207,7 +209,10 @@ class WinCLIPConfig(ModelConfig):
         if self.temperature <= 0 or self.window_batch < 1 or self.window_stride < 1 or self.smoothing_sigma < 0:
             raise ConfigError("temperature, window_batch and window_stride must be positive, smoothing_sigma >= 0")
         if self.clip_weights is None and not self.random_init:
-            raise ConfigError("clip_weights is None: give an open_clip tag, a local file, or random_init=True")
+            raise ConfigError(
+                "clip_weights is None: give an open_clip tag, a local file, or random_init=True (on the command line: "
+                "--text-weights FILE|TAG)"
+            )
 
 
 def clip_model_config(name: str, overrides: Mapping[str, Any] | None, image_size: int) -> dict[str, Any]:
@@ -237,8 +242,8 @@ def _clip_hint(name: str, tag: str) -> str:
     return (
         f"the CLIP weights {name!r}/{tag!r} could not be loaded from the hub (offline or missing); with network access "
         f"run `python -c \"import open_clip; open_clip.create_model('{name}', pretrained='{tag}')\"` once to fill the "
-        "cache, or download the checkpoint yourself and pass it as clip_weights='/path/to/file' (in a protocol: "
-        "weights: {text: {file: ...}})"
+        "cache, or download the checkpoint yourself and pass it: --text-weights /path/to/file on the command line, "
+        "clip_weights='/path/to/file' in Python, `weights: {text: {file: ...}}` in a protocol"
     )
 
 
@@ -271,12 +276,16 @@ def build_clip(config: WinCLIPConfig) -> tuple[Any, dict[str, Any]]:
         )
     try:
         model = create(str(file))
-    except (RuntimeError, KeyError, ValueError) as exc:
+    except Exception as exc:  # safetensors, pickle, zip and state-dict errors come as many types
+        from medad.models.weights_files import read_weights
+
+        read_weights(file)  # an unreadable file raises the error `medad weights check` gives
         raise WeightsError(
             f"CLIP weights file {str(file)!r} does not fit {config.clip_model!r} ({str(exc).splitlines()[0][:300]}); "
             "pass a checkpoint of this open_clip architecture"
         ) from exc
-    licence = LICENCES["openai"] if spec == "openai" else LICENCES["unknown"]
+    check_finite(model.state_dict().items(), file, "CLIP")
+    licence = clip_licence(spec)
     info.update(id=weights_id, source=source, file=str(file), sha256=sha256_file(file), licence=licence)
     return model.eval().requires_grad_(False), info
 
@@ -334,6 +343,15 @@ class WinCLIP(AnomalyModel):
         self.std = rgb(pre.get("std", OPENAI_STD))
         self._text_cache: dict[tuple[str, str], torch.Tensor] = {}
 
+    @classmethod
+    def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
+        """The open_clip CLIP (both towers; none with ``random_init``)."""
+        assert isinstance(config, WinCLIPConfig)
+        if config.random_init:
+            return {}
+        spec = f"{config.clip_model}/{config.clip_weights}"
+        return {"clip": {"id": spec, "licence": clip_licence(config.clip_weights), "option": "--text-weights"}}
+
     # ----------------------------------------------------------------- text
 
     @torch.no_grad()
@@ -349,6 +367,7 @@ class WinCLIP(AnomalyModel):
         """``(B, E, 2)`` [normal, anomalous] ensemble vectors, one per image (cached per class word)."""
         for word in set(class_names):
             if (word, str(device)) not in self._text_cache:
+                check_class_word(word, winclip_sentences, self.tokenizer)
                 normal, anomalous = winclip_sentences(word)
                 vectors = torch.stack([self._encode(normal), self._encode(anomalous)], dim=1)
                 self._text_cache[word, str(device)] = vectors.to(device)

@@ -7,6 +7,7 @@ registers; nothing named in a YAML is imported or instantiated by name otherwise
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -72,3 +73,17 @@ def check_model_options(name: str, kwargs: Mapping[str, Any]) -> None:
     from medad.models import check_model_config
 
     check_model_config(name, **kwargs)
+
+
+def class_word_problem(word: str) -> str | None:
+    """Why a class word cannot be used in a text prompt (longer than the text encoder's context), or ``None``."""
+    from medad.models.prompts import class_word_problem as _problem
+
+    return _problem(word)
+
+
+def checkpoint_compat(folder: Path) -> str | None:
+    """The compat mode a checkpoint folder was trained in (``None`` when its card cannot be read)."""
+    from medad.models.checkpoint import checkpoint_compat as _compat
+
+    return _compat(folder)

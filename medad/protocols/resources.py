@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medad.errors import ConfigError
+from medad.protocols import registry
 from medad.protocols.loading import LoadedProtocol
 from medad.protocols.messages import format_loc
 from medad.protocols.paths import DATASETS_DOC, MODELS_DOC, env_vars_in, resolve_path
@@ -76,6 +77,20 @@ def _model_missing(lp: LoadedProtocol, i: int, m: ModelSpec, out: list[Missing])
             "train one with a protocol that has a `training:` section, or fix the path",
             out,
         )
+        _check_checkpoint_compat(lp, i, m, m.checkpoint, out)
+
+
+def _check_checkpoint_compat(lp: LoadedProtocol, i: int, m: ModelSpec, value: str, out: list[Missing]) -> None:
+    """A checkpoint trained in another compat mode than the model's ``compat:`` (its adapters fit that mode only)."""
+    if any(v not in os.environ for v in env_vars_in(value)):
+        return
+    folder = resolve_path(value, lp.base_dir)
+    trained = registry.checkpoint_compat(folder) if folder.is_dir() else None
+    if trained is not None and trained != m.compat:
+        loc: Loc = ("models", i, "compat")
+        what = f"checkpoint {folder} was trained in compat {trained!r} mode but model {m.name!r} has {m.compat!r}"
+        fix = f"set `compat: {trained}` for model {m.name!r} (its adapters fit that mode only) or give a checkpoint "
+        out.append(Missing(lp.where(loc), format_loc(loc), what, fix + f"trained in compat {m.compat!r}"))
 
 
 def _output_missing(lp: LoadedProtocol, out: list[Missing]) -> None:

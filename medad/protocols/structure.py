@@ -170,7 +170,8 @@ def check_structure(lp: LoadedProtocol) -> None:
 
 def _check_model(lp: LoadedProtocol, i: int, m: ModelSpec) -> None:
     """What building the model would refuse only after the data stage: unknown options, an image size that is
-    not a multiple of the patch size, layers beyond the backbone's depth, empty class words."""
+    not a multiple of the patch size, layers beyond the backbone's depth, empty class words or ones longer than the
+    text encoder reads."""
     for word_key, words in m.class_words.items():
         for class_name, word in words.items():
             if not word.strip():
@@ -179,6 +180,8 @@ def _check_model(lp: LoadedProtocol, i: int, m: ModelSpec) -> None:
                     f"the class word of {class_name!r} is empty; write the words the text prompt should use "
                     f"(e.g. {class_name.replace('_', ' ')!r}) or remove the entry",
                 )
+            if (problem := registry.class_word_problem(word)) is not None:
+                raise lp.error(("models", i, "class_words", word_key, class_name), problem)
     if m.checkpoint is not None:  # a checkpoint's own config builds the model
         return
     try:

@@ -83,18 +83,22 @@ def test_cli_export_model_and_bad_input(tmp_path, monkeypatch, capsys) -> None:
         monkeypatch, capsys, "export-model", "--model", "ad_dinov3_tiny", "--class-word", "skin", "--out", str(out)
     )
     assert code == 0, text
-    assert "exported onnx model for class word 'skin'" in text and "RANDOM weights" in text
+    assert "exported onnx model for class word 'skin'" in text and "RANDOM WEIGHTS" in text
     assert out.is_file()
     for args, message in (
         (["--format", "tflite"], "is not an export format"),
         (["--class-word", " "], "--class-word is empty"),
         (["--checkpoint", str(tmp_path)], "give exactly one of --checkpoint"),
+        (["--out", str(tmp_path / "x.pt")], "'x.pt' does not end in .onnx, the suffix of --format onnx; use --out "
+         "'x.onnx' (or --format torchscript for a .pt file)"),
+        (["--format", "torchscript"], "'x.onnx' does not end in .pt / .pth / .ts"),
     ):
         base = {"--model": "ad_dinov3_tiny", "--class-word": "skin", "--out": str(tmp_path / "x.onnx")}
         extra = dict(zip(args[::2], args[1::2], strict=True))
         flat = [item for pair in {**base, **extra}.items() for item in pair]
         code, text = run_medad(monkeypatch, capsys, "export-model", *flat)
         assert code == 2 and message in text and "Traceback" not in text, text
+        assert not (tmp_path / "x.pt").exists()
     with pytest.raises(ConfigError, match="exports AD-DINOv3 models"):
         export_model(tmp_path / "w.onnx", "skin", model=create_model("winclip_tiny"))
 

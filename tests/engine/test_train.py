@@ -301,7 +301,26 @@ def test_pinned_optimiser_schedule_and_epoch_defaults():
     defaults = {k: p.default for k, p in inspect.signature(train).parameters.items()}
     assert defaults["lr"] == 1e-5 and defaults["betas"] == (0.9, 0.999) and defaults["weight_decay"] == 1e-2
     assert defaults["warmup_fraction"] == 0.03 and defaults["batch_size"] == 64 and defaults["epochs"] == 100
-    from medad.engine.train import warmup_constant
+    from medad.engine.train import warmup_constant, warmup_length
 
-    factor = warmup_constant(10)  # linear warm-up over 10 steps, then constant
+    factor = warmup_constant(10)  # clean: linear warm-up over 10 steps, every step learns, then constant
     assert [factor(s) for s in (0, 4, 9, 10, 500)] == [0.1, 0.5, 1.0, 1.0, 1.0]
+    release = warmup_constant(10, "reference")  # the release's lr_lambda: step / warmup_steps, first step lr 0
+    assert [release(s) for s in (0, 4, 9, 10, 500)] == [0.0, 0.4, 0.9, 1.0, 1.0]
+    assert warmup_constant(0, "reference")(0) == 1.0  # int(0.03 * 20) == 0: the release has no warm-up
+    assert (warmup_length(0.03, 50, "reference"), warmup_length(0.03, 50, "clean")) == (1, 2)  # int vs round
+    assert (warmup_length(0.03, 20, "reference"), warmup_length(0.03, 20, "clean")) == (0, 1)
+
+
+def test_reference_first_warm_up_step_leaves_the_adapters_unchanged(tmp_path, small_set):
+    """In reference mode the release's first optimiser step runs at lr 0; clean mode's first step learns."""
+    from medad.models import create_model
+
+    moved = {}
+    for compat in ("reference", "clean"):
+        model = create_model("ad_dinov3_tiny", compat=compat, text_disk_cache=False)
+        before = _adapters(model)
+        train(model, small_set, tmp_path / compat, epochs=1, lr=TINY_LR, batch_size=len(small_set), seed=0,
+              warmup_fraction=1.0, device="cpu", progress=False, cache_features=False)  # fmt: skip
+        moved[compat] = any(not torch.equal(before[k], v) for k, v in _adapters(model).items())
+    assert moved == {"reference": False, "clean": True}

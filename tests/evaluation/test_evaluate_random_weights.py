@@ -35,6 +35,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory):
         text_weights=str(files["text"]),
         text_disk_cache=False,
     )
+    real_model.mark_adapters_trained()  # stands in for a trained checkpoint: only the frozen weights differ
     checkpoints = {
         "real": save_checkpoint(real_model, base / "ck_real"),
         "random": save_checkpoint(random_model, base / "ck_random"),

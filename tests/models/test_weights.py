@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ def test_real_sized_reference_model_from_local_files(real_files: dict[str, Any])
         text_disk_cache=False,
     )
     card = model.card()
-    assert card["random_weights"] is False
+    assert card["random_weights"] is True and card["random_parts"] == ["adapters"]  # real frozen, no checkpoint
     assert card["backbone"]["sha256"] == sha256_file(real_files["backbone"])
     assert card["text"]["sha256"] == sha256_file(real_files["text"])
     assert card["backbone"]["licence"].startswith("DINOv3 License")
@@ -90,7 +91,7 @@ def test_real_sized_clean_model_from_local_files(real_files: dict[str, Any]) -> 
         text_disk_cache=False,
     )
     card = model.card()
-    assert card["random_weights"] is False and card["config"]["compat"] == "clean"
+    assert card["random_parts"] == ["adapters"] and card["config"]["compat"] == "clean"
     assert card["backbone"]["sha256"] == sha256_file(real_files["backbone"])
     assert card["text"]["sha256"] == sha256_file(real_files["text"]) and card["text"]["activation"] == "quickgelu"
     assert torch.equal(model.backbone.model.blocks[23].mlp.fc2.weight, real_files["vit_probe"])
@@ -111,9 +112,13 @@ def test_missing_local_files(tmp_path: Path) -> None:
 
 
 def test_offline_hub_ends_in_one_clear_error() -> None:
-    with pytest.raises(WeightsError, match=r"gated.*facebook/dinov3-vitl16-pretrain-lvd1689m.*huggingface-cli login"):
+    with pytest.raises(WeightsError) as gated:
         build_backbone("vit_small_patch16_dinov3.lvd1689m", overrides={"depth": 1, "embed_dim": 64, "num_heads": 2})
-    with pytest.raises(WeightsError, match=r"could not be downloaded.*text_weights="):
+    assert re.search(r"gated.*facebook/dinov3-vitl16-pretrain-lvd1689m.*`hf auth login`", str(gated.value))
+    assert "--backbone-weights /path/to/file.safetensors on the command line" in str(gated.value)
+    assert "backbone_weights='/path/to/file.safetensors' in Python" in str(gated.value)
+    assert "huggingface-cli" not in str(gated.value)  # the installed huggingface_hub's CLI is `hf`
+    with pytest.raises(WeightsError, match=r"could not be downloaded.*--text-weights /path/to/file.*text_weights="):
         build_text_tower("ViT-B-32", "openai", overrides={"embed_dim": 32, "text_cfg": {"width": 32, "layers": 1}})
 
 
@@ -122,7 +127,7 @@ def test_wrong_architecture_file(tmp_path: Path) -> None:
         "vit_small_patch16_dinov3", pretrained=False, num_classes=0, depth=1, embed_dim=64, num_heads=2
     )
     save_file({k: v.contiguous() for k, v in small.state_dict().items()}, str(tmp_path / "small.safetensors"))
-    with pytest.raises(WeightsError, match=r"does not fit 'vit_small_patch16_dinov3'"):
+    with pytest.raises(WeightsError, match=r"does not fit backbone 'vit_small_patch16_dinov3' with depth 12, width"):
         build_backbone("vit_small_patch16_dinov3", tmp_path / "small.safetensors", img_size=32)
     torch.save({"token_embedding.weight": torch.zeros(3, 3)}, tmp_path / "text.pth")
     with pytest.raises(WeightsError, match=r"lacks .* tensors"):

@@ -235,7 +235,8 @@ def test_cli_score_takes_backbone_and_text_weights_files(tmp_path: Path, dino_so
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
-    assert meta["random_weights"] is False
+    assert meta["random_weights"] is True and meta["model"]["random_parts"] == ["adapters"]  # no checkpoint given
+    assert "untrained (randomly initialised) adapters" in done.output
     assert meta["model"]["backbone"]["sha256"] == sha256_file(tmp_path / "dino.pth")
     assert meta["model"]["text"]["sha256"] == sha256_file(tmp_path / "clip.pt")
     assert meta["class_words"] == {"files": {"object": "skin lesion"}}
