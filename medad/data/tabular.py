@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from medad.data.description import DatasetDescription, Detector, register_dataset
-from medad.data.manifest import ManifestBuilder
+from medad.data.manifest import ManifestBuilder, link_problem
 from medad.errors import DataError
 
 
@@ -65,10 +65,12 @@ def make_csv(
             builder.problem(path, f"line {number}: label {label} is not 0, 1 or empty; fix the value")
             continue
         if not image.is_file():
-            builder.problem(image, f"(line {number} of {path.name}) does not exist; fix the path")
+            why = link_problem(image) or "does not exist; fix the path"
+            builder.problem(image, f"(line {number} of {path.name}) {why}")
             continue
         if mask is not None and not mask.is_file():
-            builder.problem(mask, f"(line {number} of {path.name}) does not exist; fix the mask path")
+            why = link_problem(mask) or "does not exist; fix the mask path"
+            builder.problem(mask, f"(line {number} of {path.name}) {why}")
             continue
         builder.add(
             image,
