@@ -275,10 +275,12 @@ class ManifestBuilder:
         could not be written to the manifest, tables or messages.
         """
         for path in (image_path, mask_path):
-            if path and not is_utf8(path):
+            if not path:
+                continue
+            if not is_utf8(path):
                 self.problem(printable_path(path), "has a name that is not valid UTF-8; rename it (e.g. convmv)")
                 return
-            broken = link_problem(Path(path)) if path else None
+            broken = link_problem(Path(path))
             if broken is not None:
                 self.problem(path, broken)
                 return

@@ -48,6 +48,7 @@ def manifest_from_paths(paths: Sequence[str | Path], class_name: str = "object",
         if not path.exists():
             images.problem(path, link_problem(path) or "does not exist; check the path")
             continue
+        _warn_if_masks_inside(path)
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if _listed(p))
         for file in files:
             broken = link_problem(file)
@@ -80,6 +81,20 @@ def manifest_from_paths(paths: Sequence[str | Path], class_name: str = "object",
     if strict and problems:
         raise problems_error(problems, ", ".join(str(p) for p in paths), "files")
     return manifest
+
+
+def _warn_if_masks_inside(path: Path) -> None:
+    """Warn when a folder given as plain files holds images with their masks: every mask would be scored too."""
+    from medad.data.folder import mask_layout
+
+    layout = mask_layout(path)
+    if layout is not None:
+        warnings.warn(
+            f"{path} holds images with their masks ({layout}): read as plain files, the masks are scored as images "
+            "too; pass --kind folder (Python: kind='folder'), which scores the images and pairs each with its mask",
+            DataWarning,
+            stacklevel=3,
+        )
 
 
 def _listed(path: Path) -> bool:
