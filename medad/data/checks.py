@@ -23,10 +23,15 @@ T = TypeVar("T")
 def with_warnings_as_problems(path: str, action: Callable[[], T]) -> tuple[T, list[Problem]]:
     """Run ``action``; every :class:`DataWarning` it raises (a repair such as NaN voxels or a file left out)
     becomes a ``warning:`` problem of ``path``, so a check lists it."""
+    from medad.data.labels import LabelsInferred
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
         result = action()
-    return result, [Problem(path, f"warning: {w.message}") for w in caught if issubclass(w.category, DataWarning)]
+    for note in (w for w in caught if issubclass(w.category, LabelsInferred)):  # said, not a problem
+        warnings.warn(note.message, note.category, stacklevel=2)
+    problems = [w for w in caught if issubclass(w.category, DataWarning) and not issubclass(w.category, LabelsInferred)]
+    return result, [Problem(path, f"warning: {w.message}") for w in problems]
 
 
 def _read(row: dict[str, Any], decode: bool) -> None:

@@ -1,6 +1,7 @@
 """A CSV manifest: one row per image with at least ``image_path``.
 
-Optional columns: ``mask_path``, ``label`` (0/1/empty), ``class_name``, ``split``, ``defect_type``,
+Optional columns: ``mask_path``, ``label`` (0/1/empty; an empty label of a row with a mask is read from the mask,
+with a warning: a lesion pixel means 1, an empty mask 0), ``class_name``, ``split``, ``defect_type``,
 ``group_id``, ``source_format``, ``frame``, ``slice_axis``. Relative paths are resolved against the CSV's
 folder. A manifest written by medad (``DataFrame.to_csv``) reads back unchanged.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from medad.data.description import DatasetDescription, Detector, register_dataset
+from medad.data.labels import infer_labels_from_masks
 from medad.data.manifest import ManifestBuilder, link_problem
 from medad.errors import DataError
 
@@ -84,7 +86,10 @@ def make_csv(
             slice_axis=axis,
             split=row_split,
         )
-    return builder.build(strict)
+    manifest = builder.build(strict)
+    if {"label", "mask_path"} & set(table.columns):  # a labelled dataset: say which labels are read from masks
+        infer_labels_from_masks(manifest, f"CSV manifest {path.name}")
+    return manifest
 
 
 register_dataset(
