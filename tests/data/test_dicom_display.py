@@ -155,3 +155,16 @@ def test_read_image_of_a_dicom_row_never_names_the_source_path(tmp_path):
         warnings.simplefilter("error", DataWarning)
         read_image(row)
     assert "DOE" not in str(info.value) and row["case_id"] in str(info.value)
+
+
+def test_score_skips_a_damaged_dicom_in_one_line_without_its_path_or_a_traceback(tmp_path, monkeypatch, capsys):
+    from tests.cli import run_medad
+
+    folder = tmp_path / "DOE^JOHN"
+    _damaged_rle(folder)
+    shutil.copy(get_testdata_file("CT_small.dcm"), folder / "ct.dcm")
+    code, out = run_medad(monkeypatch, capsys, "score", str(folder), "--out", str(tmp_path / "o"), "--model",
+                          "ad_dinov3_tiny", "--no-heatmaps")  # fmt: skip
+    assert code == 2 and "1 of 2 scored; 1 skipped" in out
+    assert "Traceback" not in out and "DOE" not in out.replace(str(tmp_path / "o"), "")
+    assert "the decoders said:" in out
