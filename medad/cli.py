@@ -56,6 +56,20 @@ def _jsonl_root(data_root: Path | None) -> dict[str, Path]:
     return {"root": data_root} if data_root is not None else {}
 
 
+IMAGES_DIR_HELP = "Kind folder: the images folder under the root (found without it: images, imgs, image, img)."
+MASKS_DIR_HELP = "Kind folder: the masks folder under the root (found without it: masks, mask, gt, ground_truth)."
+
+
+def _folder_options(
+    kind: str | None, images_dir: str | None, masks_dir: str | None
+) -> tuple[str | None, dict[str, str]]:
+    """``--images-dir`` / ``--masks-dir`` as the folder kind's reader options; they make ``auto`` read it."""
+    options = {key: value for key, value in (("images", images_dir), ("masks", masks_dir)) if value is not None}
+    if options and kind not in (None, "auto", "folder"):
+        fail(f"--images-dir/--masks-dir name the folders of --kind folder, not of --kind {kind}; drop them")
+    return ("folder" if options else kind), options
+
+
 THRESHOLD_HELP = (
     "Mask threshold, one of: fixed:V (a score in [0, 1]) | percentile:P:NORMALS_PRED_DIR (the P-th percentile of "
     "the pixel scores of a predictions folder of normal images) | f1[:VAL_PRED_DIR] (the best pixel F1, on the "
@@ -85,13 +99,17 @@ def datasets_check_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     sha256: Annotated[bool, typer.Option("--sha256", help="Also list the sha256 of every image and mask.")] = False,
     data_root: Annotated[Path | None, typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
+    images_dir: Annotated[str | None, typer.Option("--images-dir", help=IMAGES_DIR_HELP)] = None,
+    masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
 ) -> None:
     """Count images per class, show the detected layout variant and list every problem with its file."""
     from medad.data import check_dataset
     from medad.data.reporting import format_check
     from medad.utils.io import canonical_json
 
-    report = check_dataset(root, kind, split=split, sha256=sha256, **_jsonl_root(data_root))
+    folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir)
+    options = {**dir_options, **_jsonl_root(data_root)}
+    report = check_dataset(root, folder_kind or kind, split=split, sha256=sha256, **options)
     typer.echo(canonical_json(report).rstrip("\n") if as_json else format_check(report))
     if report["problems"]:
         raise typer.Exit(code=2)
@@ -112,6 +130,8 @@ def datasets_export_command(
     ] = None,
     absolute: Annotated[bool, typer.Option("--absolute", help="Write absolute paths.")] = False,
     data_root: Annotated[Path | None, typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
+    images_dir: Annotated[str | None, typer.Option("--images-dir", help=IMAGES_DIR_HELP)] = None,
+    masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
 ) -> None:
     """Write a dataset's manifest as AnomalyCLIP/AdaCLIP meta.json or AA-CLIP jsonl, for the research repos."""
     from medad.data import export_dataset
@@ -119,15 +139,17 @@ def datasets_export_command(
     if absolute and relative_to is not None:
         fail("--absolute and --relative-to exclude each other; give one")
     paths_root = None if absolute else (relative_to or out.expanduser().resolve().parent)
+    folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir)
     manifest = export_dataset(
         root,
         out,
         fmt=fmt,
-        kind=kind,
+        kind=folder_kind or kind,
         split=split,
         sha256=sha256,
         paths_root=paths_root,
         progress=sys.stderr.isatty(),
+        **dir_options,
         **_jsonl_root(data_root),
     )
     counts = ", ".join(f"{name} {n}" for name, n in manifest["split"].value_counts(sort=False).items())
@@ -152,6 +174,7 @@ def datasets_synth_command(
 
 @app.command("train")
 def train_command(
+    ctx: typer.Context,
     data: Annotated[list[Path], typer.Option("--data", help="Auxiliary dataset root (repeat for several).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder; checkpoints go to OUT/checkpoints/epoch_NNN.")],
     kind: Annotated[str, typer.Option("--kind", help="Dataset kind of every --data root (auto detects).")] = "auto",
@@ -171,16 +194,21 @@ def train_command(
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT's last checkpoint.")] = True,
     backbone_weights: Annotated[str | None, typer.Option("--backbone-weights", help=BACKBONE_WEIGHTS_HELP)] = None,
     text_weights: Annotated[str | None, typer.Option("--text-weights", help=TEXT_WEIGHTS_HELP)] = None,
+    images_dir: Annotated[str | None, typer.Option("--images-dir", help=IMAGES_DIR_HELP)] = None,
+    masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
 ) -> None:
     """Train a model's adapters on auxiliary datasets for a fixed number of epochs (resumable)."""
+    from medad.data import dataset_options
     from medad.engine import distributed
     from medad.engine.scorer import weights_options
     from medad.engine.train import train_on_roots
 
+    folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir)
+    ctx.with_resource(dataset_options(**dir_options))  # --images-dir/--masks-dir reach the manifests the engine reads
     result = train_on_roots(
         [str(p) for p in data],
         out,
-        kind=kind,
+        kind=folder_kind or kind,
         split=split,
         model_name=model,
         epochs=epochs,
@@ -253,6 +281,8 @@ def score_command(
         bool, typer.Option("--wait", help="If another `medad score` is writing OUT, wait for it instead of refusing.")
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help=SEED_HELP)] = 0,
+    images_dir: Annotated[str | None, typer.Option("--images-dir", help=IMAGES_DIR_HELP)] = None,
+    masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
 ) -> None:
     """Score images: OUT/scores.csv, OUT/scores.json, OUT/heatmaps/*.png and OUT/predictions/.
 
@@ -272,6 +302,7 @@ def score_command(
         from medad.dicomweb import check_target
 
         check_target(export, deidentify, to, ca_bundle, probe=True)  # the PACS answers DICOMweb, before scoring
+    folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir)
     request = ScoreRequest(
         paths=tuple(paths),
         out_dir=out,
@@ -279,7 +310,7 @@ def score_command(
         model_name=model,
         backbone_weights=backbone_weights,
         text_weights=text_weights,
-        kind=kind,
+        kind=folder_kind,
         split=split,
         heatmaps=heatmaps,
         dicomweb_ca_bundle=ca_bundle,
@@ -299,6 +330,9 @@ def score_command(
     request.settings.check()  # bad settings are refused before OUT (and its lock file) is made
     if not distributed.launched():  # under torchrun every rank writes OUT (docs/scaling.md)
         hold_until_command_ends(score_lock(out, wait), ctx)
+    from medad.data import dataset_options
+
+    ctx.with_resource(dataset_options(**dir_options))  # --images-dir/--masks-dir reach the manifest the engine reads
     table = score_files(request)
     if not distributed.is_main_process():
         return
@@ -357,6 +391,8 @@ def eval_command(
             "--resolution", help="native (masks at image size) or model (maps and masks resized to the model input)."
         ),
     ] = "native",
+    images_dir: Annotated[str | None, typer.Option("--images-dir", help=IMAGES_DIR_HELP)] = None,
+    masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
 ) -> None:
     """Evaluate predictions: metrics.json (with CIs), per_image.csv, curves.json, comparisons.json."""
     from medad.data import load_manifest
@@ -373,7 +409,8 @@ def eval_command(
         )
 
     folders = named_predictions(predictions)
-    manifest = load_manifest(data, kind, split=split)
+    folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir)
+    manifest = load_manifest(data, folder_kind or kind, split=split, **dir_options)
     target = out or Path(predictions[0].rpartition("=")[2]).resolve().parent / "evaluation"
     ci = {"n_resamples": ci_resamples, "seed": seed, "method": ci_method, "level": confidence}
     result = evaluate(folders, manifest, target, ci=ci, threshold=threshold, resolution=resolution)

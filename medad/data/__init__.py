@@ -16,6 +16,7 @@ from medad.data.paths import manifest_from_paths
 from medad.data.readers import read_image, read_mask
 from medad.data.registry import (
     dataset_description,
+    dataset_options,
     detect_kind,
     list_datasets,
     list_layouts,
@@ -31,6 +32,7 @@ __all__ = [
     "add_sha256",
     "check_dataset",
     "dataset_description",
+    "dataset_options",
     "detect_kind",
     "export_dataset",
     "list_datasets",

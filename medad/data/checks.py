@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
+from medad.data.dicom import relative_name
 from medad.data.hashing import add_sha256
 from medad.data.manifest import Problem
 from medad.data.readers import image_shape, read_image, read_mask
@@ -22,10 +23,15 @@ T = TypeVar("T")
 def with_warnings_as_problems(path: str, action: Callable[[], T]) -> tuple[T, list[Problem]]:
     """Run ``action``; every :class:`DataWarning` it raises (a repair such as NaN voxels or a file left out)
     becomes a ``warning:`` problem of ``path``, so a check lists it."""
+    from medad.data.labels import LabelsInferred
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
         result = action()
-    return result, [Problem(path, f"warning: {w.message}") for w in caught if issubclass(w.category, DataWarning)]
+    for note in (w for w in caught if issubclass(w.category, LabelsInferred)):  # said, not a problem
+        warnings.warn(note.message, note.category, stacklevel=2)
+    problems = [w for w in caught if issubclass(w.category, DataWarning) and not issubclass(w.category, LabelsInferred)]
+    return result, [Problem(path, f"warning: {w.message}") for w in problems]
 
 
 def _read(row: dict[str, Any], decode: bool) -> None:
@@ -38,12 +44,23 @@ def _read(row: dict[str, Any], decode: bool) -> None:
         read_mask(row)
 
 
-def validate_files(manifest: pd.DataFrame, decode: bool = True) -> list[Problem]:
+def _where(row: dict[str, Any], root: Path | None) -> str:
+    """The file a problem names: the mask or image path; a DICOM source by its name relative to ``root`` (the
+    folder the user asked about), never by its full path, which can hold a patient's name."""
+    path = row["mask_path"] or row["image_path"]
+    if row["source_format"] != "dicom":
+        return str(path)
+    base = root if root is not None and root.is_dir() else Path(path).parent
+    return relative_name(Path(path), base.expanduser().resolve())
+
+
+def validate_files(manifest: pd.DataFrame, decode: bool = True, root: str | Path | None = None) -> list[Problem]:
     """Open every image (and mask) of a manifest and report each unreadable file or size mismatch.
 
     Args:
         manifest: A manifest.
         decode: Decode the full pixel data (catches truncated files); otherwise read headers only.
+        root: The folder checked: DICOM problems name their file relative to it (default: its own folder).
 
     Returns:
         One problem per bad file (each image is checked once, even when it has many frames/slices).
@@ -55,11 +72,11 @@ def validate_files(manifest: pd.DataFrame, decode: bool = True) -> list[Problem]
         if row["source_format"] != "image" and key in seen:
             continue
         seen.add(key)
+        where = _where(row, None if root is None else Path(root))
         try:
-            where = row["mask_path"] or row["image_path"]
             problems += with_warnings_as_problems(where, functools.partial(_read, row, decode))[1]
         except DataError as exc:
-            problems.append(Problem(row["mask_path"] or row["image_path"], str(exc)))
+            problems.append(Problem(where, str(exc)))
     return problems
 
 
@@ -98,7 +115,7 @@ def check_dataset(
     manifest, left_out = with_warnings_as_problems(
         str(root), lambda: load_manifest(root, resolved, split=split, strict=False, **options)
     )
-    problems = list(manifest.attrs.get("problems", [])) + left_out + validate_files(manifest)
+    problems = list(manifest.attrs.get("problems", [])) + left_out + validate_files(manifest, root=root)
     labels = manifest["label"]
     variants = sorted(set(manifest["variant"])) or [""]
     report: dict[str, Any] = {

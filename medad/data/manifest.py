@@ -8,6 +8,7 @@ in ``manifest.attrs["problems"]`` for ``medad datasets check``.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -85,8 +86,27 @@ def printable_path(path: Path | str) -> str:
     return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
+def link_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be followed although it is there: a symbolic link loop (in it or a folder above it) or
+    a link whose target is missing; ``None`` otherwise (a plain file, folder, or nothing at all)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return (
+                "is a symbolic link loop (following it leads back to itself); replace the link with the real file or "
+                "folder, or remove it"
+            )
+        if os.path.islink(path):
+            return f"is a broken symbolic link (its target {os.readlink(path)} does not exist); fix or remove the link"
+    return None
+
+
 def require_dir(path: Path, what: str) -> Path:
     """Return ``path`` if it is a directory, else raise a DataError naming it and what was expected."""
+    broken = link_problem(path)
+    if broken is not None:
+        raise DataError(f"{what} {path} {broken}")
     if not path.exists():
         raise DataError(f"{what} {path} does not exist; check the path (and the --kind) you gave")
     if not path.is_dir():
@@ -192,16 +212,25 @@ def pair_by_stem(
 def pairing_problems(pairing: Pairing, mask_dir: Path, require_mask: bool = True) -> list[Problem]:
     """Turn a :class:`Pairing`'s unpaired and duplicate files into problems that name each file."""
     problems: list[Problem] = []
+    broken = link_problem(mask_dir)
+    if broken is not None and pairing.images_without_mask:  # one cause, named once: not "has no mask" per image
+        return [Problem(str(mask_dir), broken)]
     if require_mask:
         for image in pairing.images_without_mask:
             problems.append(
                 Problem(
-                    str(image), f"has no mask in {mask_dir} (matched by file stem); add the mask or remove the image"
+                    str(image),
+                    link_problem(image)
+                    or f"has no mask in {mask_dir} (matched by file stem); add the mask or remove the image",
                 )
             )
     for mask in pairing.masks_without_image:
         problems.append(
-            Problem(str(mask), "is a mask without an image (matched by file stem); add the image or remove it")
+            Problem(
+                str(mask),
+                link_problem(mask)
+                or "is a mask without an image (matched by file stem); add the image or remove it",
+            )
         )
     for path in pairing.duplicates:
         problems.append(Problem(str(path), "has the same stem as another file in its folder; keep one file per stem"))
@@ -246,8 +275,14 @@ class ManifestBuilder:
         could not be written to the manifest, tables or messages.
         """
         for path in (image_path, mask_path):
-            if path and not is_utf8(path):
+            if not path:
+                continue
+            if not is_utf8(path):
                 self.problem(printable_path(path), "has a name that is not valid UTF-8; rename it (e.g. convmv)")
+                return
+            broken = link_problem(Path(path))
+            if broken is not None:
+                self.problem(path, broken)
                 return
         image = Path(image_path).resolve()
         try:

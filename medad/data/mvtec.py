@@ -13,7 +13,14 @@ from pathlib import Path
 import pandas as pd
 
 from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
-from medad.data.manifest import ManifestBuilder, list_images, pair_by_stem, pairing_problems, require_dir
+from medad.data.manifest import (
+    ManifestBuilder,
+    link_problem,
+    list_images,
+    pair_by_stem,
+    pairing_problems,
+    require_dir,
+)
 from medad.data.synthetic import sampler, write_mvtec_tree
 from medad.errors import DataError
 
@@ -100,7 +107,7 @@ def scan_mvtec_like(
                 continue
             mask_dir = category / "ground_truth" / type_dir.name
             masks = list_images(mask_dir, builder.problems) if mask_dir.is_dir() else []
-            if not mask_dir.is_dir() and split == "test":
+            if not mask_dir.is_dir() and split == "test" and link_problem(mask_dir) is None:  # a link: said below
                 builder.problem(mask_dir, f"is missing; anomalous folder {type_dir} needs its masks there")
             pairing = pair_by_stem(images, masks, mask_suffixes)
             builder.problems.extend(pairing_problems(pairing, mask_dir, require_mask=split == "test"))

@@ -14,7 +14,15 @@ import pandas as pd
 
 from medad.data.description import DatasetDescription, Detector, register_dataset
 from medad.data.dicom import looks_like_dicom, make_dicom
-from medad.data.manifest import NO_IMAGES, ManifestBuilder, concat, is_ignored, is_image_file, problems_error
+from medad.data.manifest import (
+    NO_IMAGES,
+    ManifestBuilder,
+    concat,
+    is_ignored,
+    is_image_file,
+    link_problem,
+    problems_error,
+)
 from medad.data.nifti import is_nifti, make_nifti
 from medad.errors import DataWarning
 
@@ -38,11 +46,15 @@ def manifest_from_paths(paths: Sequence[str | Path], class_name: str = "object",
     for raw in paths:
         path = Path(raw).expanduser()
         if not path.exists():
-            images.problem(path, "does not exist; check the path")
+            images.problem(path, link_problem(path) or "does not exist; check the path")
             continue
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not is_ignored(p))
+        _warn_if_masks_inside(path)
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if _listed(p))
         for file in files:
-            if is_image_file(file):
+            broken = link_problem(file)
+            if broken is not None:  # a looping or dangling link: named, not silently left out
+                images.problem(file, broken)
+            elif is_image_file(file):
                 images.add(file, class_name=class_name, label=None)
             elif is_nifti(file):
                 frames.append(make_nifti(file, class_name=class_name, strict=False))
@@ -69,6 +81,25 @@ def manifest_from_paths(paths: Sequence[str | Path], class_name: str = "object",
     if strict and problems:
         raise problems_error(problems, ", ".join(str(p) for p in paths), "files")
     return manifest
+
+
+def _warn_if_masks_inside(path: Path) -> None:
+    """Warn when a folder given as plain files holds images with their masks: every mask would be scored too."""
+    from medad.data.folder import mask_layout
+
+    layout = mask_layout(path)
+    if layout is not None:
+        warnings.warn(
+            f"{path} holds images with their masks ({layout}): read as plain files, the masks are scored as images "
+            "too; pass --kind folder (Python: kind='folder'), which scores the images and pairs each with its mask",
+            DataWarning,
+            stacklevel=3,
+        )
+
+
+def _listed(path: Path) -> bool:
+    """Whether a found entry is read (or reported): files and unfollowable links, hidden clutter aside."""
+    return not is_ignored(path) and (path.is_file() or link_problem(path) is not None)
 
 
 def make_files(root: str | Path, split: str = "test", strict: bool = True, class_name: str = "object") -> pd.DataFrame:

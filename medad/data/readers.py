@@ -32,6 +32,11 @@ from medad.errors import ConfigError, DataError, DataWarning
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError)
 _HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 DEFAULT_MAX_PIXELS = 100_000_000
+MIN_IMAGE_SIDE = 16
+"""The smallest image side (px) medad reads without a warning: one patch of the ViT backbones it ships (DINOv3
+and CLIP ViT-B/16 see 16 x 16 px patches). A smaller image (a 1 x 1 px file, a 1 x 1 x 1 volume) holds less than
+one patch: upscaled to the model input it is a flat picture whose score means little, so reading it warns
+(:class:`~medad.errors.DataWarning`, naming the file; ``medad datasets check`` lists it as a problem)."""
 Image.MAX_IMAGE_PIXELS = None  # medad's own limit (max_pixels) applies, before decoding, with a clear message
 
 
@@ -54,8 +59,9 @@ def check_pixel_count(path: Path | str, pixels: int, what: str = "image") -> Non
     """Refuse an image of more than :func:`max_pixels` pixels (a decompression bomb or a whole-slide scan)."""
     limit = max_pixels()
     if pixels > limit:
+        subject = " ".join(word for word in (what, str(path)) if word)
         raise DataError(
-            f"{what} {path} has {pixels:,} pixels, over medad's limit of {limit:,} (a decompression bomb or an "
+            f"{subject} has {pixels:,} pixels, over medad's limit of {limit:,} (a decompression bomb or an "
             "image too large to score); downscale it, or raise MEDAD_MAX_IMAGE_PIXELS if it is genuine"
         )
 
@@ -96,6 +102,28 @@ def _source(row: Mapping[str, Any]) -> str:
     return str(row.get("source_format") or "image")
 
 
+def source_name(row: Mapping[str, Any]) -> str | None:
+    """How messages name a row's DICOM source: ``DICOM image of case <id>`` (the case id, never the path, which can
+    hold a patient's name); ``None`` for other rows and rows without a case id (messages give the path)."""
+    case = str(row.get("case_id") or "")
+    return f"DICOM image of case {case}" if case and _source(row) == "dicom" else None
+
+
+def check_image_size(row: Mapping[str, Any], height: int, width: int) -> None:
+    """Warn when an image has a side under :data:`MIN_IMAGE_SIDE` pixels, naming it (a DICOM source by case id)."""
+    if min(height, width) >= MIN_IMAGE_SIDE:
+        return
+    name = source_name(row) or f"image {row['image_path']}"
+    if _source(row) == "nifti":  # one message for the whole volume (a warning is shown once per message)
+        name = f"a slice of NIfTI volume {row['image_path']}"
+    warnings.warn(
+        f"{name} is {width}x{height} px, smaller than {MIN_IMAGE_SIDE} px on a side (one model patch): a model "
+        "sees almost nothing in it and its score means little; check it is the image you meant, or remove it",
+        DataWarning,
+        stacklevel=3,
+    )
+
+
 def _frame(row: Mapping[str, Any]) -> int:
     frame = row.get("frame")
     return 0 if frame is None or pd.isna(frame) or int(frame) < 0 else int(frame)
@@ -111,15 +139,23 @@ def read_image(row: Mapping[str, Any]) -> np.ndarray:
         An (H, W, 3) float32 array in [0, 1].
 
     Raises:
-        DataError: The file is missing, truncated, not an image, or needs a missing DICOM decoder.
+        DataError: The file is missing, truncated, not an image (a DICOM RT Dose, SEG...) or needs a missing DICOM
+            decoder; a DICOM source is named by case id. An image under :data:`MIN_IMAGE_SIDE` px warns.
     """
     source = _source(row)
     path = Path(str(row["image_path"]))
     if source == "dicom":
-        return read_dicom_frame(path, _frame(row))
-    if source == "nifti":
-        return read_nifti_image(row)
-    data = _read_pil(_IMAGE_READER, path, "image")
+        image = read_dicom_frame(path, _frame(row), source_name(row))
+    elif source == "nifti":
+        image = read_nifti_image(row)
+    else:
+        image = _plain_image(_read_pil(_IMAGE_READER, path, "image"))
+    check_image_size(row, int(image.shape[0]), int(image.shape[1]))
+    return image
+
+
+def _plain_image(data: np.ndarray) -> np.ndarray:
+    """A decoded plain image as (H, W, 3) float32 in [0, 1] (16-bit greyscale scaled by 65535)."""
     if data.ndim == 2:
         scale = 65535.0 if data.max(initial=0) > 255 or data.dtype == np.uint16 else 255.0
         gray = np.clip(data.astype(np.float32) / scale, 0, 1)
@@ -145,6 +181,7 @@ def read_image_resized(row: Mapping[str, Any], size: int | None) -> tuple[np.nda
             image = _open_checked(_IMAGE_READER, path, "image")
             if image.mode not in _HIGH_BIT_MODES:
                 width, height = image.size
+                check_image_size(row, height, width)
                 resized = image if size is None else image.resize((size, size), Image.Resampling.BILINEAR)
                 return np.asarray(resized, dtype=np.uint8), (height, width)
         except _DECODE_ERRORS as exc:
@@ -171,7 +208,7 @@ def image_shape(row: Mapping[str, Any]) -> tuple[int, int]:
     source = _source(row)
     path = Path(str(row["image_path"]))
     if source == "dicom":
-        return dicom_frame_shape(path)
+        return dicom_frame_shape(path, source_name(row))
     if source == "nifti":
         return nifti_slice_shape(row)
     try:
@@ -247,9 +284,12 @@ def read_mask(row: Mapping[str, Any]) -> np.ndarray:
         warn_if_not_binary(data, path, rule)
         mask = binarise(data, rule)
     if mask.shape != (height, width):
+        name = source_name(row)
+        which = f"the mask of {name}" if name else f"mask {path}"
+        image = "the image" if name else f"its image {row['image_path']}"
         raise DataError(
-            f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image {row['image_path']} is "
-            f"{width}x{height}; re-export the mask at the image size"
+            f"{which} is {mask.shape[1]}x{mask.shape[0]} but {image} is {width}x{height}; re-export the mask at the "
+            "image size"
         )
     return mask
 
@@ -297,11 +337,11 @@ def check_row(row: Mapping[str, Any]) -> None:
     elif source == "dicom":
         from medad.data.dicom import check_pixel_header, read_header
 
-        ds = read_header(path)
-        check_pixel_header(ds, path)
+        ds = read_header(path, source_name(row))
+        check_pixel_header(ds, path, source_name(row))
         syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
         if pydicom.uid.UID(syntax).is_compressed:
-            read_dicom_frame(path, _frame(row))
+            read_dicom_frame(path, _frame(row), source_name(row))
     else:
         read_nifti_image(row)
     if row.get("mask_path"):

@@ -1,6 +1,7 @@
 """A CSV manifest: one row per image with at least ``image_path``.
 
-Optional columns: ``mask_path``, ``label`` (0/1/empty), ``class_name``, ``split``, ``defect_type``,
+Optional columns: ``mask_path``, ``label`` (0/1/empty; an empty label of a row with a mask is read from the mask,
+with a warning: a lesion pixel means 1, an empty mask 0), ``class_name``, ``split``, ``defect_type``,
 ``group_id``, ``source_format``, ``frame``, ``slice_axis``. Relative paths are resolved against the CSV's
 folder. A manifest written by medad (``DataFrame.to_csv``) reads back unchanged.
 """
@@ -12,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from medad.data.description import DatasetDescription, Detector, register_dataset
-from medad.data.manifest import ManifestBuilder
+from medad.data.labels import infer_labels_from_masks
+from medad.data.manifest import ManifestBuilder, link_problem
 from medad.errors import DataError
 
 
@@ -65,10 +67,12 @@ def make_csv(
             builder.problem(path, f"line {number}: label {label} is not 0, 1 or empty; fix the value")
             continue
         if not image.is_file():
-            builder.problem(image, f"(line {number} of {path.name}) does not exist; fix the path")
+            why = link_problem(image) or "does not exist; fix the path"
+            builder.problem(image, f"(line {number} of {path.name}) {why}")
             continue
         if mask is not None and not mask.is_file():
-            builder.problem(mask, f"(line {number} of {path.name}) does not exist; fix the mask path")
+            why = link_problem(mask) or "does not exist; fix the mask path"
+            builder.problem(mask, f"(line {number} of {path.name}) {why}")
             continue
         builder.add(
             image,
@@ -82,7 +86,10 @@ def make_csv(
             slice_axis=axis,
             split=row_split,
         )
-    return builder.build(strict)
+    manifest = builder.build(strict)
+    if {"label", "mask_path"} & set(table.columns):  # a labelled dataset: say which labels are read from masks
+        infer_labels_from_masks(manifest, f"CSV manifest {path.name}")
+    return manifest
 
 
 register_dataset(

@@ -195,6 +195,7 @@ def _items(manifest: pd.DataFrame) -> list[dict[str, Any]]:
                 "slice_axis": -1 if axis is None or pd.isna(axis) else int(axis),
                 "label": -1 if label is None or pd.isna(label) else int(label),
                 "class_name": str(row["class_name"]),
+                "case_id": str(row.get("case_id") or ""),  # how read errors name a DICOM source (never its path)
                 "stamp": f"{_file_stamp(row['image_path'])}/{_file_stamp(row.get('mask_path') or '')}",
             }
         )

@@ -91,6 +91,9 @@ def evaluate(
     names = ("ci['n_resamples']", "ci['level']", "ci['method']")
     check_ci_settings(ci_cfg["n_resamples"], ci_cfg["level"], ci_cfg["method"], names=names)
     models = list(predictions)
+    from medad.data.labels import check_evaluable
+
+    reads_mask_paths = mask_reader is None
     if mask_reader is None:
         from medad.data import read_mask
 
@@ -99,6 +102,8 @@ def evaluate(
     random_weights = {name: predictions_random_weights(reader.meta) for name, reader in readers.items()}
     size = model_resolution(resolution, {name: reader.meta for name, reader in readers.items()})
     manifest = manifest.reset_index(drop=True)
+    if reads_mask_paths:  # no label and no mask anywhere: refused, not a table of n/a
+        check_evaluable(manifest)
     _check_predictions(readers, manifest)
     acc = accumulate(
         manifest,

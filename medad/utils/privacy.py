@@ -4,7 +4,8 @@ reports, file names or shareable outputs.
 Case ids are keyed hashes (HMAC-SHA256) of a source's key (its dataset kind, its path relative to the dataset
 root and its frame) under a per-project secret key: without the key an id cannot be reversed by hashing
 guessed file names, and two projects with different keys give unrelated ids for the same file name. The key is
-``$MEDAD_CASE_ID_KEY`` when set, else the file :func:`key_path` (made once, readable by its owner only). Share
+``$MEDAD_CASE_ID_KEY`` when set, else the file :func:`key_path` (made once, readable by its owner only); either is
+text (UTF-8) of at least :data:`MIN_KEY_LENGTH` characters, and binary bytes are refused with the fix. Share
 that file (or the variable) with a collaborator to get the same case ids for the same data (see
 ``docs/reproducibility.md``).
 
@@ -58,14 +59,29 @@ def key_path() -> Path:
     return base / "medad" / KEY_FILE
 
 
+_NEW_KEY = "python -c 'import secrets; print(secrets.token_hex(32))'"
+
+
 def _checked(key: str, where: str) -> bytes:
+    """The key's bytes: text (UTF-8) of at least :data:`MIN_KEY_LENGTH` characters, surrounding blanks dropped.
+
+    Keys are text by design, so the same key works in the file and in the variable: a variable holding bytes
+    that are not UTF-8 (kept by Python as lone surrogates) is refused, naming the variable and the fix.
+    """
     key = key.strip()
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(
+            f"the case-id key in {where} holds bytes that are not UTF-8 text; case-id keys are text: set it to a "
+            f"text secret, e.g. the output of `{_NEW_KEY}`"
+        ) from None
     if len(key) < MIN_KEY_LENGTH:
         raise ConfigError(
             f"the case-id key in {where} has {len(key)} characters; it needs at least {MIN_KEY_LENGTH} "
             f"(delete the file to make a new random key, or set {KEY_ENV} to a longer secret)"
         )
-    return key.encode("utf-8")
+    return encoded
 
 
 def _create_key_file(path: Path) -> None:
@@ -104,6 +120,12 @@ def case_id_key() -> bytes:
         raise ConfigError(
             f"cannot create or read the case-id key {path} ({exc.strerror or exc}); set {HOME_ENV} to a writable "
             f"folder, or set {KEY_ENV} to the project's key"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"the case-id key {path} holds binary bytes, not UTF-8 text; case-id keys are text (medad writes 64 hex "
+            f"digits): write the project's text key into it (e.g. `{_NEW_KEY} > {path}`), or delete it so medad "
+            "makes a new one"
         ) from None
     key = _checked(text, str(path))
     _KEYS[str(path)] = key

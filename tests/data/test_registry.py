@@ -28,7 +28,7 @@ LAYOUTS = (
 # The kinds `auto` tries, in order (what registry._detectors() held before the descriptions).
 DETECTION_ORDER = (
     "visa isic tn3k clinicdb kvasir clinicdb colondb folder btad mpdd mvtec visa mvtec_style visa meta_json colondb "
-    "csv jsonl nifti dicom jsonl nifti dicom files"
+    "csv jsonl nifti dicom jsonl nifti dicom folder files"
 )
 
 

@@ -106,8 +106,8 @@ def test_nan_and_inf_voxels_are_replaced_by_the_minimum_with_a_warning(tmp_path,
 
 
 def test_datasets_check_reports_nan_voxels(tmp_path):
-    data = np.ones((8, 8, 2), dtype=np.float32)
-    data[..., 0] = np.arange(64).reshape(8, 8)
+    data = np.ones((16, 16, 2), dtype=np.float32)  # 16 px: a smaller slice would also warn (MIN_IMAGE_SIDE)
+    data[..., 0] = np.arange(256).reshape(16, 16)
     data[0, 0, 1] = np.nan
     _nifti(tmp_path / "vol.nii.gz", data)
     report = check_dataset(tmp_path, "nifti")

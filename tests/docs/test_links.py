@@ -30,11 +30,16 @@ def slug(heading: str) -> str:
     return text.replace(" ", "-")
 
 
+EXPLICIT = re.compile(r"<a\s+(?:id|name)=\"([^\"]+)\"")
+
+
 def anchors(page: Path) -> set[str]:
-    """Every heading anchor of a Markdown page (GitHub numbering of repeated headings included)."""
+    """Every anchor of a Markdown page: its headings' (GitHub numbering of repeated headings included) and the
+    explicit ``<a id="...">`` ones."""
     seen: dict[str, int] = {}
-    result: set[str] = set()
-    for line in FENCE.sub("", page.read_text()).splitlines():
+    text = FENCE.sub("", page.read_text())
+    result: set[str] = set(EXPLICIT.findall(text))
+    for line in text.splitlines():
         match = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
         if not match:
             continue

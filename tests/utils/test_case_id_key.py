@@ -68,3 +68,18 @@ def test_same_file_name_in_unrelated_folders_gets_unrelated_ids(tmp_path):
 def test_redact_paths_hides_every_path_in_a_command_line():
     argv = ["medad", "run", "/data/DOE^JANE/p.yaml", "--out", "runs/DOE", "--set", "targets.0.root=/x/DOE", "-q"]
     assert redact_paths(argv) == ["medad", "run", "<path>", "--out", "<path>", "--set", "targets.0.root=<path>", "-q"]
+
+
+def test_env_key_of_bytes_that_are_not_utf8_is_refused_naming_the_variable(monkeypatch):
+    import os
+
+    monkeypatch.setitem(os.environ, KEY_ENV, os.fsdecode(b"\xff\xfe-not-utf8-0123456789abcdef"))
+    with pytest.raises(ConfigError, match=r"\$MEDAD_CASE_ID_KEY holds bytes that are not UTF-8 text.*secrets"):
+        case_id("x")
+
+
+def test_binary_key_file_is_refused_naming_the_file_and_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDAD_HOME", str(tmp_path))
+    key_path().write_bytes(bytes(range(128, 192)))
+    with pytest.raises(ConfigError, match=r"case_id\.key holds binary bytes, not UTF-8 text.*delete it"):
+        case_id("x")
