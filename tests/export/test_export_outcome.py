@@ -1,0 +1,99 @@
+"""What an export says it wrote: per-format counts, formats that do not apply, empty masks, random weights in
+the DICOM objects, and exit 2 when nothing asked for could be written."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from medad import cli
+from medad.export import export_predictions, export_summary, fixed_threshold
+from tests.export.conftest import blob, manifest_row
+
+RANDOM_META = {"model": {"name": "ad_dinov3_tiny", "random_weights": True}, "random_weights": True}
+
+
+def _cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["medad", *args])
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    captured = capsys.readouterr()
+    return int(done.value.code or 0), captured.out, captured.err
+
+
+def test_volume_formats_on_plain_images_say_not_applicable_and_exit_2(
+    tmp_path: Path, make_run, png_source, monkeypatch, capsys
+) -> None:
+    rows = [manifest_row(png_source(f"p{i}.png", (16, 16)), "image") for i in range(3)]
+    preds, _ = make_run(rows, [blob((16, 16), (8, 8), 4)] * 3)
+    out = tmp_path / "export"
+    args = ("export", str(preds), "--format", "nifti,dicom-seg,pmap", "--out", str(out))
+    code, stdout, _ = _cli(monkeypatch, capsys, *args)
+    assert code == 2
+    assert "0 of 3 sources written" in stdout
+    assert "nifti 0, not applicable to 3 (plain images carry no physical geometry)" in stdout
+    assert "nothing asked for (nifti,dicom-seg,pmap) could be written" in stdout
+    report = json.loads((out / "export.json").read_text())
+    assert report["by_format"]["pmap"] == {"written": 0, "skipped": 0, "not_applicable": 3}
+    assert report["summary"] == {"sources": 3, "written": 0, "skipped": 0}
+
+
+def test_png_with_a_volume_format_on_plain_images_is_a_success(tmp_path: Path, make_run, png_source) -> None:
+    preds, manifest = make_run([manifest_row(png_source("a.png", (16, 16)), "image")], [blob((16, 16), (8, 8), 4)])
+    out = export_predictions(
+        preds, manifest, tmp_path / "export", formats=("png", "nifti"), threshold=fixed_threshold(0.5)
+    )
+    line, incomplete = export_summary(out)
+    assert not incomplete
+    assert line.startswith("1 of 1 sources written (png 1; nifti 0, not applicable to 1")
+
+
+def test_an_empty_binary_seg_is_named_in_the_summary_and_export_json(
+    tmp_path: Path, dicom_sources, make_run, png_source
+) -> None:
+    rows = [manifest_row(dicom_sources["ct"], "dicom", frame=0), manifest_row(png_source("b.png", (16, 16)), "image")]
+    quiet = np.full((128, 128), 0.4999998, np.float32)  # below 0.5 everywhere: the mask is empty
+    preds, manifest = make_run(rows, [quiet, blob((16, 16), (8, 8), 4)])
+    out = export_predictions(
+        preds, manifest, tmp_path / "export", formats=("png", "dicom-seg"), threshold=fixed_threshold(0.5)
+    )
+    report = json.loads((out / "export.json").read_text())
+    empty_case = report["cases"][0]["case_id"]
+    assert report["empty_masks"] == [empty_case]
+    assert any(n.startswith("empty mask") for n in report["cases"][0]["notes"])
+    assert not any(n.startswith("empty mask") for n in report["cases"][1]["notes"])
+    assert (out / f"{empty_case}_seg.dcm").is_file()
+    line, incomplete = export_summary(out)
+    assert f"empty mask (no pixel at or above the threshold) in 1 case(s): {empty_case}" in line and not incomplete
+
+
+@pytest.mark.parametrize("random_weights", [True, False], ids=["random", "pretrained"])
+def test_dicom_objects_of_a_random_weights_model_say_so(
+    tmp_path: Path, dicom_sources, make_run, random_weights
+) -> None:
+    meta = RANDOM_META if random_weights else {"model": {"name": "ad_dinov3_vitb16"}, "random_weights": False}
+    preds, manifest = make_run(
+        [manifest_row(dicom_sources["ct"], "dicom", frame=0)], [blob((128, 128), (40, 70), 10)], meta=meta
+    )
+    out = export_predictions(
+        preds, manifest, tmp_path / "export", formats=("dicom-seg", "pmap"), threshold=fixed_threshold(0.5)
+    )
+    files = sorted(out.glob("*.dcm"))
+    assert len(files) == 3
+    for path in files:
+        ds = pydicom.dcmread(path)
+        assert ds.SeriesDescription.startswith("RESEARCH USE ONLY")
+        texts = [ds.SeriesDescription, ds.ContentDescription, ds.ManufacturerModelName]
+        if "SegmentSequence" in ds:
+            texts.append(ds.SegmentSequence[0].SegmentAlgorithmName)
+        for text in texts:
+            assert ("RANDOM WEIGHTS" in text) is random_weights, (path.name, text)
+        if random_weights:
+            assert "NOT A RESULT" in ds.SeriesDescription and "NOT A RESULT" in ds.ContentDescription
+            kind = "SEG" if "SegmentSequence" in ds else "parametric map"
+            assert len(ds.SeriesDescription) <= 64 and ds.SeriesDescription.endswith(kind)
