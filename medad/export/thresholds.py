@@ -39,8 +39,8 @@ class Threshold:
         return asdict(self)
 
     def describe(self) -> str:
-        """Return a short human-readable description, e.g. ``0.5 (fixed)``."""
-        return f"{self.value:.4g} ({self.rule})"
+        """Return a short human-readable description, e.g. ``0.5 (fixed)`` or ``0.4213 (f1, in-sample)``."""
+        return f"{self.value:.4g} ({self.rule}{', in-sample' if self.details.get('in_sample') else ''})"
 
 
 def fixed_threshold(value: float) -> Threshold:

@@ -97,3 +97,26 @@ def test_dicom_objects_of_a_random_weights_model_say_so(
             assert "NOT A RESULT" in ds.SeriesDescription and "NOT A RESULT" in ds.ContentDescription
             kind = "SEG" if "SegmentSequence" in ds else "parametric map"
             assert len(ds.SeriesDescription) <= 64 and ds.SeriesDescription.endswith(kind)
+
+
+@pytest.mark.parametrize("spec", ["f1", "youden", "fixed:0.5", "percentile:99:{score}", "f1:{score}"])
+def test_every_threshold_kind_accepts_a_score_folder(
+    tmp_path: Path, make_run, png_source, monkeypatch, capsys, spec
+) -> None:
+    """`medad export out/score --threshold f1` used to say "is not a predictions folder" (fixed:V worked)."""
+    from medad.export.request import check_score_request
+
+    rows = [
+        manifest_row(png_source(f"l{i}.png", (16, 16)), "image", label=i % 2, mask_path="") for i in range(4)
+    ]
+    maps = [blob((16, 16), (8, 8), 4) * (0.3 + 0.2 * (i % 2)) for i in range(4)]
+    make_run(rows, maps, name="score/predictions")
+    score = tmp_path / "score"
+    spec = spec.format(score=score)
+    check_score_request(tmp_path / "other", "png", spec)  # medad score --export refuses nothing either
+    code, stdout, err = _cli(monkeypatch, capsys, "export", str(score), "--threshold", spec)
+    assert code == 0, err
+    threshold = json.loads((score / "export" / "export.json").read_text())["threshold"]
+    assert threshold["rule"] == spec.partition(":")[0]
+    assert threshold["details"].get("in_sample", False) is (spec in ("f1", "youden"))
+    assert ("in-sample" in stdout + (score / "export" / "index.html").read_text()) is (spec in ("f1", "youden"))
