@@ -29,12 +29,14 @@ from typing import Any
 
 import pandas as pd
 
+from medad.evaluation.recorded import recorded_predictions
 from medad.reports.cases import (
     CASE_GROUPS,
     CaseLoader,
     ManifestArg,
     PredictionsArg,
     has_random_weights,
+    private_manifests,
     resolve_manifests,
     resolve_predictions,
     select_cases,
@@ -400,11 +402,14 @@ def build_report(
     Args:
         eval_dir: an evaluation folder (holding ``metrics.json``), or a protocol run folder with one under
             ``evaluation/``; in a run folder, predictions folders (``chunks/`` + ``meta.json``) are found
-            automatically when ``predictions`` is not given.
+            automatically when ``predictions`` is not given; else those the evaluation recorded in its
+            ``predictions.json``.
         out_dir: report folder; default ``<run>/report`` next to ``evaluation/``, else ``<eval_dir>/report``.
         predictions: predictions folder(s) to draw heatmaps from and read ``random_weights`` flags: a path, a
             list of paths, or a mapping keyed by model name or ``(model, dataset)``.
-        manifest: the evaluated manifest (DataFrame or ``.csv``/``.json`` file), or a mapping dataset -> one.
+        manifest: the evaluated manifest (DataFrame or ``.csv``/``.json`` file; the shareable
+            ``predictions/manifest.csv`` is replaced by its private copy), a list of them, or a mapping dataset ->
+            one; default: the private manifests ``medad score`` saved beside the predictions folders.
         title: report title.
         n_cases: images shown per best/worst group.
         generated_at: header timestamp (default: now, UTC); the only part of the output that varies.
@@ -421,10 +426,11 @@ def build_report(
     run_dir = root if evaluation.folder != root else None
     out = Path(out_dir) if out_dir is not None else _default_out_dir(evaluation.folder)
     models = sorted(set(evaluation.results["model"].astype(str)) | set(evaluation.per_image["model"].astype(str)))
-    if predictions is None and run_dir is not None:
-        predictions = _discover_predictions(run_dir) or None
+    if predictions is None:  # a run folder's own, else those the evaluation recorded (predictions.json)
+        found = _discover_predictions(run_dir) if run_dir is not None else []
+        predictions = found or recorded_predictions(evaluation.folder) or None
     sources = resolve_predictions(predictions, models)
-    loader = CaseLoader(sources, resolve_manifests(manifest))
+    loader = CaseLoader(sources, resolve_manifests(manifest) if manifest is not None else private_manifests(sources))
     random_models = _random_weight_models(evaluation, sources, run_dir)
     loader.check(evaluation.per_image)
 
