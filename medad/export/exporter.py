@@ -6,6 +6,7 @@ when every file is written, so a failure never leaves a half-written export behi
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ import pydicom
 
 import medad
 from medad.engine.predictions import PredictionReader, predictions_random_weights
-from medad.errors import ExportError, MedadError
+from medad.errors import ExportError, MedadError, disk_error
 from medad.export.deid import METHOD, Deidentifier
 from medad.export.dicom import write_dicom_exports
 from medad.export.gallery import write_gallery
@@ -259,10 +260,34 @@ def _open_temp(out_dir: Path, overwrite: bool) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise ExportError(
-            f"cannot write the export folder {out_dir} ({exc.strerror or exc}); choose a writable folder with --out"
-        ) from None
+        raise _write_error(exc, out_dir) from None
     return tmp
+
+
+#: Write failures that are never a source's fault: a full disk or quota, a file-size limit.
+_FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _full_disk(exc: BaseException) -> OSError | None:
+    """The full-disk ``OSError`` behind ``exc`` (itself or a cause a library wrapped), else ``None``."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _FULL_DISK:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _write_error(exc: BaseException, out_dir: Path) -> MedadError:
+    """The user error for a failed write of the export folder: the disk is full (or read-only, ...) with the
+    folder named, else that the folder cannot be written and why."""
+    cause = _full_disk(exc) or exc
+    if isinstance(cause, OSError) and (found := disk_error(cause, out_dir)) is not None:
+        return found
+    why = cause.strerror if isinstance(cause, OSError) and cause.strerror else type(cause).__name__
+    return ExportError(f"cannot write the export folder {out_dir} ({why}); choose a writable folder with --out")
 
 
 def export_predictions(
@@ -366,14 +391,10 @@ def export_predictions(
         if out_dir.exists():
             shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
         os.replace(tmp, out_dir)
-    except OSError as exc:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ExportError(
-            f"cannot write the export folder {out_dir} ({exc.strerror or type(exc).__name__}); "
-            "choose a writable folder with --out"
-        ) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) or _full_disk(exc) is not None:
+            raise _write_error(exc, out_dir) from None
         raise
     log.info(
         "exported %d cases (%s) to %s with threshold %s", len(cases), ",".join(formats), out_dir, threshold.describe()
@@ -420,6 +441,8 @@ def _export_cases(
             try:
                 image = display_image(row)
             except _SOURCE_ERRORS as exc:
+                if _full_disk(exc) is not None:
+                    raise
                 skips.add(str(row["image_path"]), case, ",".join(formats), exc)
                 continue
             _write_case_pngs(entry, row, image, pixel_map, mask, threshold, model, tmp)
@@ -539,7 +562,8 @@ def _export_volumes(
         try:
             files, notes = _write_volume_group(group, formats, tmp, threshold, algorithm[0], deid, algorithm[1])
         except _SOURCE_ERRORS as exc:
-            if isinstance(exc, OSError) and Path(getattr(exc, "filename", "") or "/").is_relative_to(tmp):
+            written = isinstance(exc, OSError) and Path(getattr(exc, "filename", "") or "/").is_relative_to(tmp)
+            if written or _full_disk(exc) is not None:  # the export folder cannot be written: not the source's fault
                 raise
             skips.add(key, group.case, volume_formats, exc)
             for suffix in _VOLUME_SUFFIXES:  # what was written before the failure is not listed: remove it

@@ -3,6 +3,7 @@ the DICOM objects, and exit 2 when nothing asked for could be written."""
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -120,3 +121,38 @@ def test_every_threshold_kind_accepts_a_score_folder(
     assert threshold["rule"] == spec.partition(":")[0]
     assert threshold["details"].get("in_sample", False) is (spec in ("f1", "youden"))
     assert ("in-sample" in stdout + (score / "export" / "index.html").read_text()) is (spec in ("f1", "youden"))
+
+
+def _no_space(*_: object, **__: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _no_space_wrapped(*_: object, **__: object) -> None:
+    try:
+        _no_space()
+    except OSError as exc:
+        raise RuntimeError("the writer failed") from exc
+
+
+@pytest.mark.parametrize("where", ["write_json_atomic", "write_nifti_pair"])
+def test_a_full_disk_is_named_with_the_export_folder(
+    tmp_path: Path, dicom_sources, make_run, monkeypatch, capsys, where
+) -> None:
+    """A full disk was "cannot write the export folder (OSError)", or a wrapped one a skipped source."""
+    preds, _ = make_run([manifest_row(dicom_sources["ct"], "dicom", frame=0)], [blob((128, 128), (40, 70), 10)])
+    failing = _no_space if where == "write_json_atomic" else _no_space_wrapped
+    monkeypatch.setattr(f"medad.export.exporter.{where}", failing)
+    out = tmp_path / "export"
+    code, _, err = _cli(monkeypatch, capsys, "export", str(preds), "--format", "png,nifti", "--out", str(out))
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1
+    assert err.startswith(f"error: the disk holding {out} is full"), err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".export.")]
+
+
+def test_a_refused_export_leaves_no_output_folder(tmp_path: Path, make_run, png_source, monkeypatch, capsys) -> None:
+    preds, _ = make_run([manifest_row(png_source("a.png", (8, 8)), "image")], [np.zeros((8, 8), np.float32)])
+    out = tmp_path / "new" / "export"
+    for bad in (["--format", "tiff"], ["--threshold", "f1:" + str(tmp_path / "missing")]):
+        code, _, err = _cli(monkeypatch, capsys, "export", str(preds), "--out", str(out), *bad)
+        assert code == 2 and err.startswith("error: ")
+        assert not out.exists() and not (tmp_path / "new").exists()
