@@ -26,7 +26,7 @@ from medad.reports.plots import CaseView
 #: Case groups: key -> heading. "best" are the abnormal images best localised (highest Dice); "missed" the
 #: abnormal images worst localised (lowest Dice); "false_alarms" the normal images scored highest.
 CASE_GROUPS = {
-    "best": "Best: abnormal images with the highest Dice (pixel quality at the threshold)",
+    "best": "Best: abnormal images with the highest Dice above 0 (pixel quality at the threshold)",
     "missed": "Worst: abnormal images with the lowest Dice (missed or poorly localised lesions)",
     "false_alarms": "Worst: normal images with the highest image scores (false alarms)",
 }
@@ -47,7 +47,9 @@ def select_cases(per_image: pd.DataFrame, model: str, dataset: str, k: int) -> d
     Returns:
         Group key (see :data:`CASE_GROUPS`) -> rows in display order (best: Dice descending, missed: Dice
         ascending, equal Dice broken by image score the same way; false alarms: image score descending).
-        Abnormal images without a Dice (no mask and no predicted pixel) are not ranked among those with one;
+        An abnormal image with Dice 0 (the prediction misses the lesion) is never among the best, only among
+        the missed. Abnormal images without a Dice (no mask and no predicted pixel) are not ranked among those
+        with one;
         when no abnormal image has a Dice, abnormal images are ranked by image score instead. An image appears in
         at most one abnormal group.
     """
@@ -59,7 +61,8 @@ def select_cases(per_image: pd.DataFrame, model: str, dataset: str, k: int) -> d
     key = "dice" if "dice" in abnormal and abnormal["dice"].notna().any() else "image_score"
     abnormal = abnormal[abnormal[key].notna()]
     order = [key, "image_score", "index"] if key == "dice" else [key, "index"]  # equal Dice: image score decides
-    best = abnormal.sort_values(order, ascending=[False] * (len(order) - 1) + [True], kind="stable").head(k)
+    localised = abnormal[abnormal["dice"] > 0] if key == "dice" else abnormal  # Dice 0 found nothing: never "best"
+    best = localised.sort_values(order, ascending=[False] * (len(order) - 1) + [True], kind="stable").head(k)
     rest = abnormal[~abnormal["index"].isin(best["index"])]
     missed = rest.sort_values(order, ascending=True, kind="stable").head(k)
     alarms = normal.sort_values(["image_score", "index"], ascending=[False, True], kind="stable").head(k)

@@ -1,0 +1,47 @@
+"""The report's case figures render like the export overlays (opaque heatmap whose colours are the colour bar's),
+and "best" never lists a case whose Dice is 0."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from medad.reports import plots
+from medad.reports.cases import select_cases
+from medad.utils.colors import HEATMAP_CMAP
+
+
+def _near(pixels: np.ndarray, colour: np.ndarray, tolerance: int = 3) -> int:
+    return int((np.abs(pixels.astype(int) - colour.astype(int)).max(axis=-1) <= tolerance).sum())
+
+
+def test_case_heatmaps_are_opaque_so_their_colours_are_the_colour_bars() -> None:
+    heat = np.full((64, 64), 0.2, np.float32)
+    heat[:, 32:] = 0.8
+    image = np.full((64, 64, 3), 0.5, np.float32)
+    png = plots.cases_figure("t", [plots.CaseView("c1", image, heat, None)], threshold=0.5)
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    cmap = matplotlib.colormaps[HEATMAP_CMAP]
+    low, high = (np.round(np.array(cmap(v)[:3]) * 255) for v in (0.2, 0.8))
+    # blended over a grey image (alpha 0.55) neither colour appeared outside the colour bar
+    assert _near(pixels, low) > 2000 and _near(pixels, high) > 2000
+
+
+def test_best_never_lists_a_dice_of_zero() -> None:
+    per_image = pd.DataFrame(
+        {
+            "model": "m",
+            "dataset": "d",
+            "index": range(5),
+            "label": [1, 1, 1, 1, 0],
+            "image_score": [0.9, 0.8, 0.7, 0.6, 0.5],
+            "dice": [0.0, 0.0, 0.4, 0.0, np.nan],
+        }
+    )
+    groups = select_cases(per_image, "m", "d", 4)
+    assert groups["best"]["index"].tolist() == [2]
+    assert groups["missed"]["index"].tolist() == [3, 1, 0]
