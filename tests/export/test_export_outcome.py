@@ -156,3 +156,19 @@ def test_a_refused_export_leaves_no_output_folder(tmp_path: Path, make_run, png_
         code, _, err = _cli(monkeypatch, capsys, "export", str(preds), "--out", str(out), *bad)
         assert code == 2 and err.startswith("error: ")
         assert not out.exists() and not (tmp_path / "new").exists()
+
+
+def test_a_score_just_below_the_threshold_is_not_printed_as_the_threshold(tmp_path: Path, make_run, png_source) -> None:
+    """The gallery showed "0.5000 (mask px 0)" for a score of 0.49999985 at threshold 0.5."""
+    from medad.export.png import overlay_caption
+    from medad.export.thresholds import score_text
+
+    assert score_text(0.49999985, 0.5) == "0.4999999" and score_text(0.5, 0.5) == "0.5000"
+    assert score_text(0.51234, 0.5) == "0.5123" and score_text(0.7, 0.5, 3) == "0.700"
+    near = np.full((16, 16), 0.49999985, np.float32)
+    preds, manifest = make_run([manifest_row(png_source("n.png", (16, 16)), "image")], [near])
+    out = export_predictions(preds, manifest, tmp_path / "export", formats=("png",), threshold=fixed_threshold(0.5))
+    page = (out / "index.html").read_text()
+    assert '"score_text": "0.4999999"' in page and "c.score_text" in page
+    _, footer = overlay_caption("c", float(near.max()), fixed_threshold(0.5))
+    assert "score 0.4999999" in footer
