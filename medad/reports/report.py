@@ -197,14 +197,16 @@ def _build_sections(
         section.paragraphs.append(
             f"Difference model A - model B with its {ci_label}; p-values adjusted for multiple comparisons with "
             "the correction named in brackets; effect size as recorded by the test. A test that resamples names "
-            "its number of resamples B; its p-value is (count + 1) / (B + 1), never below 1 / (B + 1)."
+            "its number of resamples B; its p-value is (count + 1) / (B + 1), never below 1 / (B + 1). 'n' counts "
+            "the images compared (DeLong, bootstrap) or the paired abnormal images with a value for both models "
+            "(Wilcoxon; only the pairs that differ enter its signed-rank test, and their number is given)."
         )
         shown = comparisons[
             ["dataset", "class_name", "metric_label", "comparison", "test_label", "estimate_ci", "p", "p_adj",
-             "effect", "n"]
+             "effect", "n_label"]
         ].rename(columns={"class_name": "class", "metric_label": "metric", "test_label": "test (resamples)",
                           "estimate_ci": "estimate [CI]", "p_adj": "p (adjusted)",
-                          "effect": "effect size"})  # fmt: skip
+                          "effect": "effect size", "n_label": "n"})  # fmt: skip
         shown["class"] = shown["class"].map(class_label)
         section.tables.append(("Paired comparisons", shown))
     sections.append(section)

@@ -45,3 +45,26 @@ def test_best_never_lists_a_dice_of_zero() -> None:
     groups = select_cases(per_image, "m", "d", 4)
     assert groups["best"]["index"].tolist() == [2]
     assert groups["missed"]["index"].tolist() == [3, 1, 0]
+
+
+def test_a_comparisons_n_says_what_it_counts() -> None:
+    """The Dice row said "n 12" where only 5 pairs differed (the others do not enter the Wilcoxon test)."""
+    from medad.reports.tables import comparison_n_label
+
+    assert comparison_n_label("wilcoxon", 12, 5) == "12 pairs, 5 differ"
+    assert comparison_n_label("delong", 30, None) == "30 images"
+    assert comparison_n_label("paired_bootstrap", 30, float("nan")) == "30 images"
+
+
+def test_the_wilcoxon_comparison_records_how_many_pairs_differ(tmp_path) -> None:
+    from medad.evaluation import evaluate
+    from medad.reports import build_report
+    from tests.reports.conftest import build_study
+
+    study = build_study(tmp_path / "study")
+    result = evaluate(study.predictions, study.manifest, tmp_path / "run" / "evaluation", ci={"n_resamples": 0})
+    dice = next(c for c in result["comparisons"] if c["metric"] == "dice" and c["class_name"] == "__pooled__")
+    assert dice["test"] == "wilcoxon" and 0 <= dice["n_differ"] <= dice["n"]
+    html = build_report(tmp_path / "run", n_cases=1, generated_at="t").read_text()
+    assert f"<td>{dice['n']} pairs, {dice['n_differ']} differ</td>" in html
+    assert "only the pairs that differ enter its signed-rank test" in html
