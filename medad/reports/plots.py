@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from medad.reports.loader import Curve
 from medad.utils.colors import GT_CONTOUR, HEATMAP_CMAP, PRED_CONTOUR
+from medad.utils.marks import RANDOM_WEIGHTS_MARK
 
 RESEARCH_NOTICE = "RESEARCH USE ONLY - not for diagnosis"
 PNG_METADATA = {"Software": "medad report"}
@@ -211,7 +212,12 @@ def _display_heatmap(case: CaseView, step: int) -> np.ndarray:
 
 
 def cases_figure(
-    title: str, cases: Sequence[CaseView], vmin: float = 0.0, vmax: float = 1.0, threshold: float | None = None
+    title: str,
+    cases: Sequence[CaseView],
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    threshold: float | None = None,
+    random_weights: bool = False,
 ) -> bytes:
     """A row per case: the image and the heatmap side by side, both with the predicted-mask and ground-truth
     contours - the rendering of the export overlays.
@@ -220,7 +226,8 @@ def cases_figure(
     ``[vmin, vmax]`` range shared by all rows, so its colours are exactly the colour bar's and compare across
     cases; the threshold is marked on the colour bar. The predicted mask (``heatmap >= threshold``) is outlined
     in :data:`~medad.utils.colors.PRED_CONTOUR` (cyan), the ground truth in
-    :data:`~medad.utils.colors.GT_CONTOUR` (magenta); a research-use notice is drawn on the figure.
+    :data:`~medad.utils.colors.GT_CONTOUR` (magenta); a research-use notice is drawn on the figure, and with
+    ``random_weights`` the :data:`~medad.utils.marks.RANDOM_WEIGHTS_MARK`.
     """
     with _fixed_style():
         fig = _new_figure(6.4, 2.9 * max(len(cases), 1) + 0.5)
@@ -245,5 +252,8 @@ def cases_figure(
                 bar.ax.axhline(threshold, color=PRED_CONTOUR, linewidth=1.5)
         what = "predicted mask (cyan), ground truth (magenta)" if threshold is not None else "ground truth (magenta)"
         heading = textwrap.fill(title, 72)
-        fig.suptitle(f"{heading}\ncontours: {what}\n{RESEARCH_NOTICE}", fontsize="medium")
+        notice = f"{RANDOM_WEIGHTS_MARK} - {RESEARCH_NOTICE}" if random_weights else RESEARCH_NOTICE
+        fig.suptitle(
+            f"{heading}\ncontours: {what}\n{notice}", fontsize="medium", color="#b00020" if random_weights else None
+        )
         return figure_png(fig)

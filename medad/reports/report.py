@@ -160,6 +160,44 @@ def _case_caption(row: pd.Series) -> str:
     return f"{row['case_id']} ({row['class_name']}, {label})\nimage score {fmt_number(row['image_score'])}{dice}"
 
 
+def _case_sections(
+    per_image: pd.DataFrame, loader: CaseLoader, random_models: list[str], n_cases: int, threshold: float | None
+) -> tuple[list[_Section], list[pd.DataFrame]]:
+    """Per model and dataset, the best / worst cases: their tables and figures, and the rows shown."""
+    sections: list[_Section] = []
+    cases_rows: list[pd.DataFrame] = []
+    pairs = per_image[["model", "dataset"]].drop_duplicates().sort_values(["model", "dataset"]).itertuples(index=False)
+    for model, dataset in pairs:
+        section = _Section(f"{model} on {dataset}", level=3)
+        reason = loader.unavailable_reason(model, dataset)
+        if reason is not None:
+            section.paragraphs.append(f"Heatmaps not shown: {reason}.")
+        groups = select_cases(per_image, model, dataset, n_cases)
+        for group, rows in groups.items():
+            if rows.empty:
+                if group == "best" and not groups["missed"].empty:  # abnormal images, none with Dice > 0
+                    section.paragraphs.append("Best: none - no abnormal image has a Dice above 0 at the threshold.")
+                continue
+            table = rows.assign(group=group, rank=range(1, len(rows) + 1))[_CASE_COLUMNS]
+            cases_rows.append(table)
+            shown = table[["rank", "case_id", "class_name", "label", "image_score", "max_pixel_score", "dice"]].copy()
+            for column in ("image_score", "max_pixel_score", "dice"):
+                shown[column] = shown[column].map(fmt_number)
+            shown["label"] = shown["label"].astype("string").fillna("")
+            shown = shown.rename(columns=_CASE_HEADERS)
+            section.tables.append((CASE_GROUPS[group], shown))
+            views = loader.load(model, dataset, rows, _case_caption)
+            if views:
+                title = f"{model} on {dataset} - {CASE_GROUPS[group]}"
+                vmax = max(1.0, *(float(v.heatmap.max()) for v in views))
+                vmin = min(0.0, *(float(v.heatmap.min()) for v in views))
+                random = model in random_models
+                png = cases_figure(title, views, vmin=vmin, vmax=vmax, threshold=threshold, random_weights=random)
+                section.figures.append(_Figure(_safe_name("cases", model, dataset, group), title, png))
+        sections.append(section)
+    return sections, cases_rows
+
+
 def _build_sections(
     evaluation: EvaluationResults,
     loader: CaseLoader,
@@ -236,7 +274,6 @@ def _build_sections(
         section.paragraphs[0] = "No per-image results were recorded (per_image.csv is absent or empty)."
     sections.append(section)
 
-    cases_rows: list[pd.DataFrame] = []
     threshold = settings.get("threshold")
     threshold = float(threshold) if isinstance(threshold, (int, float)) else None
     threshold_text = fmt_number(threshold) if threshold is not None else "recorded in the evaluation"
@@ -247,31 +284,8 @@ def _build_sections(
         f"perceptually uniform '{HEATMAP_CMAP}' colormap on a shared scale; the cyan contour is the predicted mask "
         "(heatmap >= threshold), the magenta contour the ground truth - the same colours as the exports."
     )
-    pairs = per_image[["model", "dataset"]].drop_duplicates().sort_values(["model", "dataset"]).itertuples(index=False)
-    for model, dataset in pairs:
-        section = _Section(f"{model} on {dataset}", level=3)
-        reason = loader.unavailable_reason(model, dataset)
-        if reason is not None:
-            section.paragraphs.append(f"Heatmaps not shown: {reason}.")
-        for group, rows in select_cases(per_image, model, dataset, n_cases).items():
-            if rows.empty:
-                continue
-            table = rows.assign(group=group, rank=range(1, len(rows) + 1))[_CASE_COLUMNS]
-            cases_rows.append(table)
-            shown = table[["rank", "case_id", "class_name", "label", "image_score", "max_pixel_score", "dice"]].copy()
-            for column in ("image_score", "max_pixel_score", "dice"):
-                shown[column] = shown[column].map(fmt_number)
-            shown["label"] = shown["label"].astype("string").fillna("")
-            shown = shown.rename(columns=_CASE_HEADERS)
-            section.tables.append((CASE_GROUPS[group], shown))
-            views = loader.load(model, dataset, rows, _case_caption)
-            if views:
-                title = f"{model} on {dataset} - {CASE_GROUPS[group]}"
-                vmax = max(1.0, *(float(v.heatmap.max()) for v in views))
-                vmin = min(0.0, *(float(v.heatmap.min()) for v in views))
-                png = cases_figure(title, views, vmin=vmin, vmax=vmax, threshold=threshold)
-                section.figures.append(_Figure(_safe_name("cases", model, dataset, group), title, png))
-        sections.append(section)
+    case_sections, cases_rows = _case_sections(per_image, loader, random_models, n_cases, threshold)
+    sections += case_sections
 
     cases = pd.concat(cases_rows, ignore_index=True) if cases_rows else pd.DataFrame(columns=_CASE_COLUMNS)
     settings_out = settings_frame.assign(value=settings_frame["value"].astype(str))

@@ -68,3 +68,13 @@ def test_the_wilcoxon_comparison_records_how_many_pairs_differ(tmp_path) -> None
     html = build_report(tmp_path / "run", n_cases=1, generated_at="t").read_text()
     assert f"<td>{dice['n']} pairs, {dice['n_differ']} differ</td>" in html
     assert "only the pairs that differ enter its signed-rank test" in html
+
+
+def test_case_figures_of_a_random_weights_model_say_so(monkeypatch) -> None:
+    figures: list = []
+    monkeypatch.setattr(plots, "figure_png", lambda fig: figures.append(fig) or b"")
+    case = plots.CaseView("c1", np.zeros((8, 8, 3)), np.zeros((8, 8), np.float32), None)
+    plots.cases_figure("t", [case], threshold=0.5, random_weights=True)
+    plots.cases_figure("t", [case], threshold=0.5)
+    assert "RANDOM WEIGHTS - NOT A RESULT" in figures[0].get_suptitle()
+    assert "RANDOM WEIGHTS" not in figures[1].get_suptitle()
