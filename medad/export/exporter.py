@@ -6,6 +6,7 @@ when every file is written, so a failure never leaves a half-written export behi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -248,11 +249,21 @@ def _write_volume_group(
     return files, notes
 
 
-def _open_temp(out_dir: Path, overwrite: bool) -> Path:
+def _remove_made(folders: Sequence[Path]) -> None:
+    """Remove the parent folders an export made for itself, deepest first, when it failed (only empty ones)."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _open_temp(out_dir: Path, overwrite: bool) -> tuple[Path, list[Path]]:
+    """The hidden temporary sibling of ``out_dir`` to write into, and the parent folders made for it (removed
+    again if the export fails, so a refused export leaves nothing behind)."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise ExportError(
             f"output folder {out_dir} already exists and is not empty; choose a new --out or pass --overwrite"
         )
+    made = [p for p in out_dir.absolute().parents if not p.exists()]
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
@@ -260,8 +271,9 @@ def _open_temp(out_dir: Path, overwrite: bool) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
+        _remove_made(made)
         raise _write_error(exc, out_dir) from None
-    return tmp
+    return tmp, made
 
 
 #: Write failures that are never a source's fault: a full disk or quota, a file-size limit.
@@ -346,7 +358,7 @@ def export_predictions(
         "random_weights": predictions_random_weights(reader.meta),
     }
     deid = Deidentifier(deid_salt) if deidentify else None
-    tmp = _open_temp(out_dir, overwrite)
+    tmp, made = _open_temp(out_dir, overwrite)
     try:
         groups: dict[str, _Group] = {}
         skips, sources = _Skips(), dict[str, list[dict[str, Any]]]()
@@ -393,6 +405,7 @@ def export_predictions(
         os.replace(tmp, out_dir)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_made(made)
         if isinstance(exc, OSError) or _full_disk(exc) is not None:
             raise _write_error(exc, out_dir) from None
         raise

@@ -172,3 +172,13 @@ def test_a_score_just_below_the_threshold_is_not_printed_as_the_threshold(tmp_pa
     assert '"score_text": "0.4999999"' in page and "c.score_text" in page
     _, footer = overlay_caption("c", float(near.max()), fixed_threshold(0.5))
     assert "score 0.4999999" in footer
+
+
+def test_a_failed_export_removes_the_folders_it_made(tmp_path: Path, dicom_sources, make_run) -> None:
+    """A map of the wrong size (the wrong manifest) is found after the output's parent folders were made."""
+    from medad.errors import ExportError
+
+    preds, manifest = make_run([manifest_row(dicom_sources["ct"], "dicom", frame=0)], [np.zeros((8, 8), np.float32)])
+    with pytest.raises(ExportError, match="re-score"):
+        export_predictions(preds, manifest, tmp_path / "a" / "b" / "export", threshold=fixed_threshold(0.5))
+    assert not (tmp_path / "a").exists()
