@@ -28,6 +28,7 @@ from medad.export.deid import Deidentifier
 from medad.export.sources import GEOMETRY_KEYWORDS, dicom_geometry
 from medad.export.thresholds import Threshold
 from medad.utils.io import write_bytes_atomic
+from medad.utils.marks import RANDOM_WEIGHTS_MARK
 
 REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns")
 #: SOP classes whose IODs mandate a Frame of Reference, so a SEG of them must carry full plane geometry.
@@ -45,9 +46,6 @@ NEEDS_GEOMETRY = frozenset(
 )
 ANATOMY = {"skin_lesion": "Skin", "polyp": "Colon", "thyroid_nodule": "Thyroid"}
 MANUFACTURER = "medad"
-#: What every DICOM object made by a model with random (untrained or not loaded) weights says in its
-#: SeriesDescription, ContentDescription and algorithm name, so a viewer shows it beside the segmentation.
-RANDOM_WEIGHTS_MARK = "RANDOM WEIGHTS - NOT A RESULT"
 
 
 def _descriptions(random_weights: bool, kind: str, content: str) -> tuple[str, str]:
