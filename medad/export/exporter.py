@@ -25,7 +25,7 @@ import pydicom
 
 import medad
 from medad.engine.predictions import PredictionReader, predictions_random_weights
-from medad.errors import ExportError, MedadError, disk_error
+from medad.errors import DiskError, ExportError, MedadError, disk_error
 from medad.export.deid import METHOD, Deidentifier
 from medad.export.dicom import write_dicom_exports
 from medad.export.gallery import write_gallery
@@ -292,12 +292,33 @@ def _full_disk(exc: BaseException) -> OSError | None:
     return None
 
 
+#: Free space under which a write failure that names no cause is taken for a full disk.
+_NEARLY_FULL = 64 << 20
+
+
+def _free_bytes(out_dir: Path) -> int | None:
+    """Free bytes on the disk of ``out_dir`` (its nearest existing parent), or None when that cannot be read."""
+    folder = out_dir.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return int(shutil.disk_usage(folder).free)
+    except OSError:
+        return None
+
+
 def _write_error(exc: BaseException, out_dir: Path) -> MedadError:
     """The user error for a failed write of the export folder: the disk is full (or read-only, ...) with the
     folder named, else that the folder cannot be written and why."""
     cause = _full_disk(exc) or exc
     if isinstance(cause, OSError) and (found := disk_error(cause, out_dir)) is not None:
         return found
+    free = _free_bytes(out_dir)
+    if free is not None and free < _NEARLY_FULL:  # a library's write error without errno, on a full disk
+        return DiskError(
+            f"the disk holding {out_dir} is full ({free // 1024} KiB free) and the export could not be written: "
+            "free space and rerun"
+        )
     why = cause.strerror if isinstance(cause, OSError) and cause.strerror else type(cause).__name__
     return ExportError(f"cannot write the export folder {out_dir} ({why}); choose a writable folder with --out")
 

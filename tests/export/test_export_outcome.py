@@ -182,3 +182,21 @@ def test_a_failed_export_removes_the_folders_it_made(tmp_path: Path, dicom_sourc
     with pytest.raises(ExportError, match="re-score"):
         export_predictions(preds, manifest, tmp_path / "a" / "b" / "export", threshold=fixed_threshold(0.5))
     assert not (tmp_path / "a").exists()
+
+
+def test_a_write_error_without_a_cause_on_a_nearly_full_disk_says_disk_full(
+    tmp_path: Path, make_run, png_source, monkeypatch, capsys
+) -> None:
+    from collections import namedtuple
+
+    preds, _ = make_run([manifest_row(png_source("a.png", (8, 8)), "image")], [np.zeros((8, 8), np.float32)])
+
+    def encoder_error(*_: object, **__: object) -> None:
+        raise OSError("encoder error -2")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr("medad.export.exporter.write_json_atomic", encoder_error)
+    monkeypatch.setattr("medad.export.exporter.shutil.disk_usage", lambda _: usage(1 << 30, 1 << 30, 4 << 20))
+    out = tmp_path / "export"
+    code, _, err = _cli(monkeypatch, capsys, "export", str(preds), "--out", str(out))
+    assert code == 2 and err.startswith(f"error: the disk holding {out} is full (4096 KiB free)"), err
