@@ -20,6 +20,7 @@ import pandas as pd
 from medad.engine.predictions import PredictionReader, predictions_random_weights
 from medad.errors import DataError
 from medad.utils.io import write_bytes_atomic, write_json_atomic, write_text_atomic
+from medad.utils.marks import RANDOM_WEIGHTS_MARK, mark_random_weights
 
 SCORE_COLUMNS = ("index", "case_id", "frame", "image_score", "max_pixel_score", "heatmap", "random_weights")
 """The columns of ``scores.csv``, in order."""
@@ -39,13 +40,18 @@ def output_names(manifest: pd.DataFrame) -> list[str]:
     return names
 
 
-def heatmap_png(pixel_map: np.ndarray) -> bytes:
-    """Encode a [0,1] score map as an 8-bit greyscale PNG (values clipped)."""
-    from PIL import Image
+def heatmap_png(pixel_map: np.ndarray, random_weights: bool = False) -> bytes:
+    """Encode a [0,1] score map as an 8-bit greyscale PNG (values clipped); a random-weights model's map gets
+    the visible :func:`~medad.utils.marks.mark_random_weights` and a ``Warning`` text chunk."""
+    from PIL import Image, PngImagePlugin
 
     grey = np.round(np.clip(pixel_map, 0.0, 1.0) * 255.0).astype(np.uint8)
+    info = PngImagePlugin.PngInfo()
+    if random_weights:
+        grey = mark_random_weights(grey)
+        info.add_text("Warning", f"{RANDOM_WEIGHTS_MARK}: the model ran with random weights; this map means nothing")
     buffer = io.BytesIO()
-    Image.fromarray(grey).save(buffer, format="PNG")
+    Image.fromarray(grey).save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 
@@ -76,7 +82,8 @@ def write_score_tables(
             }
         )
         if heatmaps:
-            write_bytes_atomic(out / "heatmaps" / f"{names[index]}.png", heatmap_png(pixel_map))
+            png = heatmap_png(pixel_map, rows[-1]["random_weights"])
+            write_bytes_atomic(out / "heatmaps" / f"{names[index]}.png", png)
     table = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
     table["frame"] = table["frame"].astype("Int64")
     table.attrs["skipped"] = reader.skipped

@@ -154,6 +154,7 @@ def _wilcoxon(
         "p_value": r["p_value"],
         "effect_size": r["effect_size"],
         "n": r["n"],
+        "n_differ": int(np.count_nonzero(va[ok] != vb[ok])),  # the pairs the signed-rank test uses (zero_method)
         "n_resamples": None,
         "ci_n_resamples": n_res if n_res > 0 else None,
     }

@@ -20,6 +20,7 @@ CIs), :mod:`~medad.evaluation.comparisons` (paired tests), :mod:`~medad.evaluati
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -29,11 +30,12 @@ import pandas as pd
 
 from medad.engine.features import manifest_fingerprint
 from medad.engine.predictions import PredictionReader, predictions_random_weights
-from medad.errors import ConfigError, DataError
+from medad.errors import ConfigError, DataError, DataWarning
 from medad.evaluation.accumulation import Accumulated, PassSettings, accumulate
 from medad.evaluation.comparisons import compare, model_pairs
 from medad.evaluation.intervals import DEFAULT_CI, Interval, Intervals
 from medad.evaluation.paper_view import paper_view
+from medad.evaluation.recorded import record_predictions
 from medad.evaluation.resolution import model_resolution, resolution_settings
 from medad.evaluation.rows import AGGREGATE_NOTES, AGGREGATES, ALL_METRICS, PER_IMAGE_COLUMNS, MetricRow, round_sig
 from medad.metrics import IMPLEMENTATION_VERSION, MEAN, POOLED, NotApplicable, mean_over_classes
@@ -141,6 +143,9 @@ def evaluate(
             f"RANDOM WEIGHTS: {flagged} ran with random frozen weights; these numbers test the pipeline only"
         )
     out = Path(out_dir)
+    if "warning" in settings:  # the terminal says it too (the CLI prints each DataWarning as one line)
+        warnings.warn(settings["warning"], DataWarning, stacklevel=2)
+    record_predictions(out, predictions)  # what `medad report EVAL_DIR` draws heatmaps from
     paper = paper_view(rows)  # the paper's table (medad/evaluation/paper_view.py)
     write_json_atomic(out / "metrics.json", round_sig({"settings": settings, "rows": rows, "paper_view": paper}))
     write_json_atomic(out / "curves.json", round_sig(curves))

@@ -40,6 +40,37 @@ PAPER_METRICS: tuple[tuple[str, str], ...] = (
 
 PUBLISHED_LABEL = "published, not re-measured"
 
+PUBLIC_TEST_IMAGES: dict[str, int] = {
+    "mvtec": 1725,
+    "visa": 2162,
+    "btad": 741,
+    "mpdd": 458,
+    "isic": 379,
+    "colondb": 380,
+    "clinicdb": 612,
+    "tn3k": 614,
+}
+"""Test images of each public dataset as the papers evaluate it (docs/datasets.md): a measured row with another
+count is not that dataset (a synthetic copy, a subset or a user's own folder named like it)."""
+
+
+def comparability(dataset: str, n_images: int | None, random_weights: bool) -> str:
+    """Whether a measured row may be read beside the published figures, and if not why, in a few words."""
+    reasons = []
+    if random_weights:
+        reasons.append("random weights")
+    expected = PUBLIC_TEST_IMAGES.get(dataset)
+    if expected is None:
+        reasons.append("not one of the paper's datasets")
+    elif n_images is None:
+        reasons.append("image count not recorded")
+    elif n_images != expected:
+        reasons.append(f"{n_images} images, not the public test set ({expected})")
+    return _NOT + "; ".join(reasons) if reasons else f"public test set size ({expected} images)"
+
+
+_NOT = "NOT COMPARABLE: "
+
 PUBLISHED: tuple[dict[str, Any], ...] = (
     {"method": "AD-DINOv3", "source": "paper (secondary source - verify): average over the 4 industrial sets",
      "aux": "industrial", "pair": "AUROC / F1", "values": {"industrial average": "94.2 / 44.6"}},
@@ -77,6 +108,12 @@ PUBLISHED: tuple[dict[str, Any], ...] = (
 different metric from row to row (PRO, max-F1 or AP), so it is never compared across rows."""
 
 
+def _average_caveat(members: Sequence[str]) -> str:
+    """A domain average is comparable only when every dataset in it is; else the reasons of those that are not."""
+    wrong = sorted({c.removeprefix(_NOT) for c in members if c.startswith(_NOT)})
+    return _NOT + "; ".join(wrong) if wrong else "every dataset's public test set"
+
+
 def _order(datasets: Iterable[str]) -> list[str]:
     known = [name for name, _, _ in PAPER_DATASETS]
     present = set(datasets)
@@ -91,30 +128,45 @@ def paper_view(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The measured paper table of an evaluation plus the published figures (see the module docstring).
 
     Returns:
-        ``{"metrics", "measured": [{"model", "dataset", "domain", <metric>: percent or None}], "averages": [...],
+        ``{"metrics", "measured": [{"model", "dataset", "domain", <metric>: percent or None, "n_images",
+        "random_weights", "comparable"}], "averages": [...],
         "published": {"label", "rows"}}``; ``averages`` holds the mean over each domain's datasets that were
-        evaluated (with their count), as the paper's industrial / medical averages.
+        evaluated (with their count), as the paper's industrial / medical averages. ``comparable`` says whether
+        a row may be read beside the published figures (:func:`comparability`: not with random weights, nor on a
+        dataset whose image count differs from the public test set's).
     """
     names = {name: (display, domain) for name, display, domain in PAPER_DATASETS}
     wanted = {m for m, _ in PAPER_METRICS}
     cells: dict[tuple[str, str], dict[str, float | None]] = {}
+    facts: dict[tuple[str, str], tuple[int | None, bool]] = {}  # images evaluated, random weights
     for row in rows:
         if row.get("class_name") != MEAN or row.get("metric") not in wanted:
             continue
-        cells.setdefault((str(row["model"]), str(row["dataset"])), {})[str(row["metric"])] = _percent(row["value"])
+        key = (str(row["model"]), str(row["dataset"]))
+        cells.setdefault(key, {})[str(row["metric"])] = _percent(row["value"])
+        n = row.get("n_images")
+        facts[key] = (None if n is None else int(n), bool(row.get("random_weights")))
     models = list(dict.fromkeys(model for model, _ in cells))
-    measured, averages = [], []
+    measured: list[dict[str, Any]] = []
+    averages: list[dict[str, Any]] = []
     for model in models:
         datasets = _order(d for m, d in cells if m == model)
         for dataset in datasets:
             display, domain = names.get(dataset, (dataset, ""))
             values = {m: cells[(model, dataset)].get(m) for m, _ in PAPER_METRICS}
-            measured.append({"model": model, "dataset": display, "domain": domain, **values})
+            n_images, random = facts[(model, dataset)]
+            measured.append(
+                {"model": model, "dataset": display, "domain": domain, **values, "n_images": n_images,
+                 "random_weights": random, "comparable": comparability(dataset, n_images, random)}
+            )  # fmt: skip
         for domain in ("industrial", "medical"):
             members = [d for d in datasets if names.get(d, ("", ""))[1] == domain]
             if not members:
                 continue
             average: dict[str, Any] = {"model": model, "dataset": f"{domain} average ({len(members)} of 4)"}
+            average["comparable"] = _average_caveat(
+                [r["comparable"] for r in measured if r["model"] == model and r["domain"] == domain]
+            )
             for metric, _ in PAPER_METRICS:
                 found = [cells[(model, d)].get(metric) for d in members]
                 present = [v for v in found if v is not None]

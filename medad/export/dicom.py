@@ -3,7 +3,7 @@
 One object per source DICOM file; frame ``k`` of the object segments frame ``k`` of the source and references
 it. Objects identify the algorithm (name, version = ``medad.__version__``), use coded segment descriptions
 (category *Morphologically abnormal structure*, type *Lesion*) and carry a SeriesDescription starting
-"RESEARCH USE ONLY".
+"RESEARCH USE ONLY" (followed by "RANDOM WEIGHTS - NOT A RESULT" when the model's weights are random).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from medad.export.deid import Deidentifier
 from medad.export.sources import GEOMETRY_KEYWORDS, dicom_geometry
 from medad.export.thresholds import Threshold
 from medad.utils.io import write_bytes_atomic
+from medad.utils.marks import RANDOM_WEIGHTS_MARK
 
 REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Rows", "Columns")
 #: SOP classes whose IODs mandate a Frame of Reference, so a SEG of them must carry full plane geometry.
@@ -45,6 +46,21 @@ NEEDS_GEOMETRY = frozenset(
 )
 ANATOMY = {"skin_lesion": "Skin", "polyp": "Colon", "thyroid_nodule": "Thyroid"}
 MANUFACTURER = "medad"
+
+
+def _descriptions(random_weights: bool, kind: str, content: str) -> tuple[str, str]:
+    """The (SeriesDescription, ContentDescription) of an object of ``kind`` (``binary SEG``, ...): the
+    research-use notice, then the random-weights mark in place of "medad anomaly" when it applies (so that
+    both fit the 64 characters a DICOM LO value holds)."""
+    if random_weights:
+        return f"RESEARCH USE ONLY {RANDOM_WEIGHTS_MARK} {kind}", f"{RANDOM_WEIGHTS_MARK} {content}"[:64]
+    return f"RESEARCH USE ONLY medad anomaly {kind}", f"RESEARCH USE ONLY {content}"[:64]
+
+
+def algorithm_label(algorithm_name: str, random_weights: bool) -> str:
+    """The algorithm name recorded in the objects (``... RANDOM WEIGHTS`` for a random-weights model)."""
+    suffix = " RANDOM WEIGHTS" if random_weights else ""
+    return f"{algorithm_name[: 64 - len(suffix)]}{suffix}"
 
 
 class _Equipment(TypedDict):
@@ -148,6 +164,7 @@ def write_dicom_exports(
     threshold: Threshold,
     case: str,
     deid: Deidentifier | None,
+    random_weights: bool = False,
 ) -> tuple[dict[str, str], list[str]]:
     """Write DICOM SEG (binary + fractional) and/or a Parametric Map for one source DICOM file.
 
@@ -162,6 +179,8 @@ def write_dicom_exports(
         threshold: threshold that made ``masks`` (recorded in ContentDescription).
         case: pseudonymous case id for messages.
         deid: a de-identifier to apply, or None to keep the source's patient and study attributes.
+        random_weights: the model's weights are random: every object says :data:`RANDOM_WEIGHTS_MARK` in its
+            SeriesDescription and ContentDescription, and its algorithm name ends in ``RANDOM WEIGHTS``.
 
     Returns:
         ``(files, notes)``: written file names by kind, and notes on what was skipped and why.
@@ -174,12 +193,13 @@ def write_dicom_exports(
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     has_for = bool(ds.get("FrameOfReferenceUID"))
     source = _highdicom_source(ds)
+    algorithm_name = algorithm_label(algorithm_name, random_weights)
     algorithm = hd.AlgorithmIdentificationSequence(
         name=algorithm_name, version=medad.__version__, family=codes.cid7162.ArtificialIntelligence
     )
     common: _Equipment = {
         "manufacturer": MANUFACTURER,
-        "manufacturer_model_name": algorithm_name[:64],
+        "manufacturer_model_name": algorithm_name,
         "software_versions": medad.__version__,
         "device_serial_number": "0",
     }
@@ -198,6 +218,9 @@ def write_dicom_exports(
                 ("seg_fractional", "FRACTIONAL", soft, 9002),
             ):
                 label = "anomaly mask" if seg_type == "BINARY" else "anomaly probability"
+                series, content = _descriptions(
+                    random_weights, f"{seg_type.lower()} SEG", f"threshold {threshold.describe()}"
+                )
                 seg = hd.seg.Segmentation(
                     source_images=[source],
                     pixel_array=array,
@@ -209,8 +232,8 @@ def write_dicom_exports(
                     instance_number=1,
                     fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
                     content_label="MEDAD_ANOMALY",
-                    content_description=f"RESEARCH USE ONLY threshold {threshold.describe()}"[:64],
-                    series_description=f"RESEARCH USE ONLY medad anomaly {seg_type.lower()} SEG",
+                    content_description=content,
+                    series_description=series,
                     omit_empty_frames=False,
                     **common,
                 )
@@ -235,6 +258,7 @@ def write_dicom_exports(
                 intercept=0.0,
                 quantity_definition=codes.DCM.ClassActivation,
             )
+            series, content = _descriptions(random_weights, "parametric map", "anomaly scores")
             pmap = hd.pm.ParametricMap(
                 source_images=[source],
                 pixel_array=values,
@@ -249,9 +273,9 @@ def write_dicom_exports(
                         window_center=(lo + hi) / 2, window_width=hi - lo, voi_lut_function="LINEAR_EXACT"
                     )
                 ],
-                series_description="RESEARCH USE ONLY medad anomaly parametric map",
+                series_description=series,
                 content_label="MEDAD_ANOMALY",
-                content_description="RESEARCH USE ONLY anomaly scores",
+                content_description=content,
                 **common,
             )
             if "Laterality" not in pmap:

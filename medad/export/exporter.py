@@ -6,6 +6,8 @@ when every file is written, so a failure never leaves a half-written export behi
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -23,7 +25,7 @@ import pydicom
 
 import medad
 from medad.engine.predictions import PredictionReader, predictions_random_weights
-from medad.errors import ExportError, MedadError
+from medad.errors import DiskError, ExportError, MedadError, disk_error
 from medad.export.deid import METHOD, Deidentifier
 from medad.export.dicom import write_dicom_exports
 from medad.export.gallery import write_gallery
@@ -107,25 +109,31 @@ def _reason(exc: BaseException) -> str:
     return f"the source could not be read or converted ({type(exc).__name__})"
 
 
-#: Notes of the DICOM writer saying a requested DICOM object of a DICOM source could not be made: such a source
-#: is listed as skipped (not-applicable formats of plain images and NIfTI stay notes).
-_DICOM_SKIPS = ("dicom-seg skipped: ", "pmap skipped: ")
+#: Notes ``"dicom-seg,pmap skipped: why"`` of the volume step saying a requested DICOM object of a DICOM source
+#: could not be made: such a source is listed as skipped (not-applicable formats of plain images and NIfTI stay
+#: notes).
+_DICOM_FORMATS = {"dicom-seg", "pmap"}
 _VOLUME_SUFFIXES = ("_mask.nii.gz", "_heatmap.nii.gz", "_seg.dcm", "_seg_fractional.dcm", "_pmap.dcm")
 
 
 class _Skips:
-    """Sources skipped by an export: shareable rows for ``skipped.csv``, and their paths for the terminal only."""
+    """Sources skipped by an export: shareable rows for ``skipped.csv``, and the formats each source path missed
+    (paths stay in memory: every message names the case id only, as a DICOM path may hold the patient's name)."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, str]] = []
-        self.paths: set[str] = set()
+        self.failed: dict[str, set[str]] = {}
+
+    @property
+    def paths(self) -> set[str]:
+        """The source paths with at least one skipped format."""
+        return set(self.failed)
 
     def add(self, path: str, case: str, formats: str, exc: BaseException) -> None:
         reason = _reason(exc)
         self.rows.append({"case_id": case, "formats": formats, "reason": reason})
-        self.paths.add(path)
-        detail = f" ({exc})" if not isinstance(exc, ExportError) else ""
-        print(f"medad export: skipped {formats} of {path}: {reason}{detail}", file=sys.stderr)
+        self.failed.setdefault(path, set()).update(formats.split(","))
+        print(f"medad export: skipped {formats} of case {case}: {reason}", file=sys.stderr)
 
     def write(self, path: Path) -> None:
         frame = pd.DataFrame(self.rows, columns=["case_id", "formats", "reason"])
@@ -140,9 +148,10 @@ def _ground_truth(row: Mapping[str, Any], case: str) -> tuple[np.ndarray | None,
 
     try:
         return read_mask(row), None
-    except MedadError as exc:
-        print(f"medad export: ground truth of {row['image_path']} not shown: {exc}", file=sys.stderr)
-        return None, f"ground-truth mask of {case} not shown: it cannot be read or does not match the image"
+    except MedadError:
+        note = f"ground-truth mask of {case} not shown: it cannot be read or does not match the image"
+        print(f"medad export: {note}", file=sys.stderr)
+        return None, note
 
 
 class _Group:
@@ -156,7 +165,13 @@ class _Group:
 
 
 def _write_volume_group(
-    group: _Group, formats: Sequence[str], tmp: Path, threshold: Threshold, algorithm: str, deid: Deidentifier | None
+    group: _Group,
+    formats: Sequence[str],
+    tmp: Path,
+    threshold: Threshold,
+    algorithm: str,
+    deid: Deidentifier | None,
+    random_weights: bool,
 ) -> tuple[dict[str, str], list[str]]:
     row, case = group.row, group.case
     path = Path(str(row["image_path"]))
@@ -213,28 +228,42 @@ def _write_volume_group(
             "seg_fractional": tmp / f"{case}_seg_fractional.dcm",
             "pmap": tmp / f"{case}_pmap.dcm",
         }
-        written, more = write_dicom_exports(
-            path,
-            masks,
-            heats,
-            wanted,
-            paths,
-            algorithm_name=algorithm,
-            class_name=str(_value(row, "class_name") or ""),
-            threshold=threshold,
-            case=case,
-            deid=deid,
-        )
+        try:
+            written, more = write_dicom_exports(
+                path,
+                masks,
+                heats,
+                wanted,
+                paths,
+                algorithm_name=algorithm,
+                class_name=str(_value(row, "class_name") or ""),
+                threshold=threshold,
+                case=case,
+                deid=deid,
+                random_weights=random_weights,
+            )
+        except ExportError as exc:  # the source cannot be referenced: its NIfTI files above are kept
+            written, more = {}, [f"{','.join(f for f in FORMATS if f in wanted)} skipped: {exc}"]
         files.update(written)
         notes.extend(more)
     return files, notes
 
 
-def _open_temp(out_dir: Path, overwrite: bool) -> Path:
+def _remove_made(folders: Sequence[Path]) -> None:
+    """Remove the parent folders an export made for itself, deepest first, when it failed (only empty ones)."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _open_temp(out_dir: Path, overwrite: bool) -> tuple[Path, list[Path]]:
+    """The hidden temporary sibling of ``out_dir`` to write into, and the parent folders made for it (removed
+    again if the export fails, so a refused export leaves nothing behind)."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise ExportError(
             f"output folder {out_dir} already exists and is not empty; choose a new --out or pass --overwrite"
         )
+    made = [p for p in out_dir.absolute().parents if not p.exists()]
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
@@ -242,10 +271,56 @@ def _open_temp(out_dir: Path, overwrite: bool) -> Path:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise ExportError(
-            f"cannot write the export folder {out_dir} ({exc.strerror or exc}); choose a writable folder with --out"
-        ) from None
-    return tmp
+        _remove_made(made)
+        raise _write_error(exc, out_dir) from None
+    return tmp, made
+
+
+#: Write failures that are never a source's fault: a full disk or quota, a file-size limit.
+_FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _full_disk(exc: BaseException) -> OSError | None:
+    """The full-disk ``OSError`` behind ``exc`` (itself or a cause a library wrapped), else ``None``."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _FULL_DISK:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+#: Free space under which a write failure that names no cause is taken for a full disk.
+_NEARLY_FULL = 64 << 20
+
+
+def _free_bytes(out_dir: Path) -> int | None:
+    """Free bytes on the disk of ``out_dir`` (its nearest existing parent), or None when that cannot be read."""
+    folder = out_dir.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return int(shutil.disk_usage(folder).free)
+    except OSError:
+        return None
+
+
+def _write_error(exc: BaseException, out_dir: Path) -> MedadError:
+    """The user error for a failed write of the export folder: the disk is full (or read-only, ...) with the
+    folder named, else that the folder cannot be written and why."""
+    cause = _full_disk(exc) or exc
+    if isinstance(cause, OSError) and (found := disk_error(cause, out_dir)) is not None:
+        return found
+    free = _free_bytes(out_dir)
+    if free is not None and free < _NEARLY_FULL:  # a library's write error without errno, on a full disk
+        return DiskError(
+            f"the disk holding {out_dir} is full ({free // 1024} KiB free) and the export could not be written: "
+            "free space and rerun"
+        )
+    why = cause.strerror if isinstance(cause, OSError) and cause.strerror else type(cause).__name__
+    return ExportError(f"cannot write the export folder {out_dir} ({why}); choose a writable folder with --out")
 
 
 def export_predictions(
@@ -304,15 +379,18 @@ def export_predictions(
         "random_weights": predictions_random_weights(reader.meta),
     }
     deid = Deidentifier(deid_salt) if deidentify else None
-    tmp = _open_temp(out_dir, overwrite)
+    tmp, made = _open_temp(out_dir, overwrite)
     try:
         groups: dict[str, _Group] = {}
-        skips, sources = _Skips(), set[str]()
+        skips, sources = _Skips(), dict[str, list[dict[str, Any]]]()
         cases = _export_cases(reader, manifest, formats, threshold, model, tmp, skips, groups, sources)
-        _export_volumes(groups, cases, formats, tmp, threshold, algorithm, deid, skips)
+        _export_volumes(groups, cases, formats, tmp, threshold, (algorithm, model["random_weights"]), deid, skips)
         predicted = set(reader.indices.tolist())
         unscored = [_case(manifest.iloc[i].to_dict()) for i in range(len(manifest)) if i not in predicted]
-        summary = {"sources": len(sources), "written": len(sources - skips.paths), "skipped": len(skips.rows)}
+        by_format = _by_format(sources, formats, skips)
+        written = [p for p, entries in sources.items() if p not in skips.failed and _any_written(entries, formats)]
+        summary = {"sources": len(sources), "written": len(written), "skipped": len(skips.rows)}
+        empty = [c["case_id"] for c in cases if c["mask_pixels"] == 0]
         if "png" in formats:
             write_gallery(tmp / "index.html", cases, threshold, model=model)
         skips.write(tmp / "skipped.csv")
@@ -336,6 +414,8 @@ def export_predictions(
                 "deidentified": deidentify,
                 "deidentification_method": METHOD if deidentify else None,
                 "summary": summary,
+                "by_format": by_format,
+                "empty_masks": empty,
                 "skipped": skips.rows,
                 "cases": cases,
                 "unscored_cases": unscored,
@@ -344,14 +424,11 @@ def export_predictions(
         if out_dir.exists():
             shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
         os.replace(tmp, out_dir)
-    except OSError as exc:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ExportError(
-            f"cannot write the export folder {out_dir} ({exc.strerror or type(exc).__name__}); "
-            "choose a writable folder with --out"
-        ) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_made(made)
+        if isinstance(exc, OSError) or _full_disk(exc) is not None:
+            raise _write_error(exc, out_dir) from None
         raise
     log.info(
         "exported %d cases (%s) to %s with threshold %s", len(cases), ",".join(formats), out_dir, threshold.describe()
@@ -368,16 +445,17 @@ def _export_cases(
     tmp: Path,
     skips: _Skips,
     groups: dict[str, _Group],
-    sources: set[str],
+    sources: dict[str, list[dict[str, Any]]],
 ) -> list[dict[str, Any]]:
     """Step 1 of an export: per predicted image, its ``export.json`` entry and PNGs; DICOM / NIfTI rows are
-    gathered into ``groups`` (one per source file) for the volume step. Unreadable sources go to ``skips``."""
+    gathered into ``groups`` (one per source file) for the volume step. Unreadable sources go to ``skips``;
+    ``sources`` maps every source path to the entries of its exported cases."""
     cases: list[dict[str, Any]] = []
     counts = manifest["case_id"].value_counts() if "case_id" in manifest else pd.Series(dtype=int)
     for index, pixel_map in reader.iter_maps():
         row = manifest.iloc[index].to_dict()
         case = _case(row, int(counts.get(row.get("case_id"), 0)) > 1)
-        sources.add(str(row["image_path"]))
+        entries = sources.setdefault(str(row["image_path"]), [])
         try:
             shape = source_shape(row, case)
         except ExportError as exc:
@@ -385,7 +463,7 @@ def _export_cases(
             continue
         if pixel_map.shape != shape:
             raise ExportError(
-                f"the prediction map of {case} (manifest index {index}, source {row['image_path']}) is "
+                f"the prediction map of {case} (manifest index {index}) is "
                 f"{pixel_map.shape[0]}x{pixel_map.shape[1]} but its source image is "
                 f"{shape[0]}x{shape[1]}; re-score with maps at native resolution"
             )
@@ -397,11 +475,16 @@ def _export_cases(
             try:
                 image = display_image(row)
             except _SOURCE_ERRORS as exc:
+                if _full_disk(exc) is not None:
+                    raise
                 skips.add(str(row["image_path"]), case, ",".join(formats), exc)
                 continue
             _write_case_pngs(entry, row, image, pixel_map, mask, threshold, model, tmp)
+        if not entry["mask_pixels"]:
+            entry["notes"].append(f"empty mask: no pixel scores at or above the threshold {threshold.value:.6g}")
         _gather_volume(entry, row, pixel_map, mask, formats, groups)
         cases.append(entry)
+        entries.append(entry)
     return cases
 
 
@@ -500,19 +583,21 @@ def _export_volumes(
     formats: Sequence[str],
     tmp: Path,
     threshold: Threshold,
-    algorithm: str,
+    algorithm: tuple[str, bool],
     deid: Deidentifier | None,
     skips: _Skips,
 ) -> None:
     """Step 2 of an export: the NIfTI / DICOM SEG / Parametric Map files of each source file, recorded in its
-    cases' entries; a source that fails is skipped (its partial files removed), never the whole export."""
+    cases' entries; a source that fails is skipped (its partial files removed), never the whole export.
+    ``algorithm`` is the algorithm name and whether the model's weights are random (said in the DICOM objects)."""
     by_case = {c["case_id"]: c for c in cases}
     volume_formats = ",".join(f for f in formats if f != "png")
     for key, group in groups.items():
         try:
-            files, notes = _write_volume_group(group, formats, tmp, threshold, algorithm, deid)
+            files, notes = _write_volume_group(group, formats, tmp, threshold, algorithm[0], deid, algorithm[1])
         except _SOURCE_ERRORS as exc:
-            if isinstance(exc, OSError) and Path(getattr(exc, "filename", "") or "/").is_relative_to(tmp):
+            written = isinstance(exc, OSError) and Path(getattr(exc, "filename", "") or "/").is_relative_to(tmp)
+            if written or _full_disk(exc) is not None:  # the export folder cannot be written: not the source's fault
                 raise
             skips.add(key, group.case, volume_formats, exc)
             for suffix in _VOLUME_SUFFIXES:  # what was written before the failure is not listed: remove it
@@ -520,8 +605,8 @@ def _export_volumes(
             files, notes = {}, [f"{volume_formats} skipped: {_reason(exc)}"]
         else:
             for note in notes:
-                if note.startswith(_DICOM_SKIPS):
-                    formats_skipped, _, why = note.partition(" skipped: ")
+                formats_skipped, found, why = note.partition(" skipped: ")
+                if found and set(formats_skipped.split(",")) <= _DICOM_FORMATS:
                     skips.add(key, group.case, formats_skipped, ExportError(why))
         for member in group.cases:
             by_case[member]["volume_files"] = files
@@ -529,13 +614,77 @@ def _export_volumes(
             by_case[member]["notes"].extend(notes)
 
 
+#: Where each format's files are recorded in a case entry: (entry key, file key).
+_FILE_KEYS = {
+    "png": ("files", "overlay"),
+    "nifti": ("volume_files", "nifti_mask"),
+    "dicom-seg": ("volume_files", "seg"),
+    "pmap": ("volume_files", "pmap"),
+}
+#: Why a format does not apply to a source, for the summary line.
+NOT_APPLICABLE = {
+    "nifti": "plain images carry no physical geometry",
+    "dicom-seg": "a DICOM SEG needs a DICOM source",
+    "pmap": "a Parametric Map needs a DICOM source",
+}
+
+
+def _written(entries: Sequence[Mapping[str, Any]], fmt: str) -> bool:
+    where, key = _FILE_KEYS[fmt]
+    return any(key in entry.get(where, {}) for entry in entries)
+
+
+def _any_written(entries: Sequence[Mapping[str, Any]], formats: Sequence[str]) -> bool:
+    return any(_written(entries, fmt) for fmt in formats)
+
+
+def _by_format(
+    sources: Mapping[str, Sequence[Mapping[str, Any]]], formats: Sequence[str], skips: _Skips
+) -> dict[str, dict[str, int]]:
+    """Per asked format, how many sources got it (``written``), failed (``skipped``) or are of a kind it does
+    not apply to (``not_applicable``: NIfTI of a plain image, SEG / Parametric Map of a non-DICOM source)."""
+    counts = {fmt: {"written": 0, "skipped": 0, "not_applicable": 0} for fmt in formats}
+    for path, entries in sources.items():
+        for fmt in formats:
+            if fmt in skips.failed.get(path, ()) or not entries:
+                counts[fmt]["skipped"] += 1
+            else:
+                counts[fmt]["written" if _written(entries, fmt) else "not_applicable"] += 1
+    return counts
+
+
+def _format_part(fmt: str, counts: Mapping[str, int]) -> str:
+    part = f"{fmt} {counts['written']}"
+    if counts["skipped"]:
+        part += f", {counts['skipped']} skipped"
+    if counts["not_applicable"]:
+        part += f", not applicable to {counts['not_applicable']} ({NOT_APPLICABLE.get(fmt, 'see export.json')})"
+    return part
+
+
 def export_summary(out_dir: str | Path) -> tuple[str, bool]:
-    """Return an export's summary line ("N of M sources written ...") and whether any source was skipped."""
-    summary = json.loads((Path(out_dir) / "export.json").read_text())["summary"]
+    """Return an export's summary line and whether the export is incomplete (exit code 2).
+
+    The line says how many sources were written, per asked format how many got it, were skipped or are of a
+    kind the format does not apply to, and which cases have an empty mask. The export is incomplete when a
+    source was skipped, or when no asked format could be written for any source.
+    """
+    report = json.loads((Path(out_dir) / "export.json").read_text())
+    summary, counted = report["summary"], report.get("by_format", {})
+    by_format = {fmt: counted[fmt] for fmt in report["formats"] if fmt in counted}  # JSON keys come back sorted
     line = f"{summary['written']} of {summary['sources']} sources written"
+    if by_format:
+        line += " (" + "; ".join(_format_part(fmt, counts) for fmt, counts in by_format.items()) + ")"
     if summary["skipped"]:
         line += f"; {summary['skipped']} skipped, listed with the reason in {Path(out_dir) / 'skipped.csv'}"
-    return line, bool(summary["skipped"])
+    nothing = bool(by_format) and summary["sources"] > 0 and not any(c["written"] for c in by_format.values())
+    if nothing:
+        line += f"; nothing asked for ({','.join(by_format)}) could be written: export these sources with --format png"
+    empty = report.get("empty_masks", [])
+    if empty:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        line += f"; empty mask (no pixel at or above the threshold) in {len(empty)} case(s): {shown}"
+    return line, bool(summary["skipped"]) or nothing
 
 
 def export_run(

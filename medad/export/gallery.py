@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import medad
-from medad.export.thresholds import Threshold
+from medad.export.thresholds import Threshold, score_text
 from medad.utils.colors import GT_CONTOUR, HEATMAP_CMAP, PRED_CONTOUR
 from medad.utils.io import write_text_atomic
 
@@ -109,7 +109,7 @@ const cards = cases.map(function (c) {
   link.href = c.files.overlay;
   link.appendChild(picture(c.files.overlay, "overlay"));
   cell(row, link);
-  cell(row, c.image_score.toFixed(4) + " (mask px " + c.mask_pixels + ")");
+  cell(row, c.score_text + " (mask px " + c.mask_pixels + ")");
   cell(row, c.label === null ? "unlabelled" : (LABELS[String(c.label)] || String(c.label)));
   cell(row, c.ground_truth ? "mask: contour in overlay" : "no mask");
   section(c.dataset);
@@ -167,6 +167,7 @@ def write_gallery(
             "case_id": c["case_id"],
             "dataset": str(c.get("dataset") or ""),
             "image_score": float(c["image_score"]),
+            "score_text": score_text(float(c["image_score"]), threshold.value),
             "class_name": c["class_name"],
             "label": c.get("label"),
             "ground_truth": bool(c.get("ground_truth")),
@@ -185,8 +186,9 @@ def write_gallery(
     step = (hi - lo) / 1000 if hi > lo else max(abs(lo), 1.0) / 1000
     random_weights = bool(model.get("random_weights"))
     banner = (
-        '<div class="random" id="random-weights">RANDOM WEIGHTS - the model\'s frozen backbone / text weights are '
-        "random, not pretrained: these maps and scores mean nothing about the images.</div>"
+        '<div class="random" id="random-weights">RANDOM WEIGHTS - NOT A RESULT: weights of the model (frozen '
+        "backbone / text tower, or its trainable adapters) are random, not pretrained or trained: these maps and "
+        "scores mean nothing about the images.</div>"
         if random_weights
         else ""
     )

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from PIL import Image, PngImagePlugin
 
 import medad
-from medad.export.thresholds import Threshold
+from medad.export.thresholds import Threshold, score_text
 from medad.utils.colors import GT_CONTOUR, HEATMAP_CMAP, PRED_CONTOUR
 from medad.utils.io import write_bytes_atomic
 
@@ -67,7 +67,7 @@ def write_display_png(image: np.ndarray, path: Path) -> None:
     _save(Image.fromarray(arr, mode="L" if arr.ndim == 2 else "RGB"), path)
 
 
-RANDOM_WEIGHTS_NOTICE = "RANDOM WEIGHTS - the model's frozen weights are random: these maps mean nothing"
+RANDOM_WEIGHTS_NOTICE = "RANDOM WEIGHTS - NOT A RESULT: the model's weights are random; these maps mean nothing"
 
 
 def overlay_caption(
@@ -83,7 +83,7 @@ def overlay_caption(
     headline = "RESEARCH USE ONLY" + ("  |  " + RANDOM_WEIGHTS_NOTICE if random_weights else "")
     key = "cyan contour: predicted mask" + ("; magenta contour: ground truth" if has_gt else "")
     named = f"{case}  {model}" if model else case
-    footer = f"{named}  score {score:.3f}  threshold {threshold.describe()}\n{key}"
+    footer = f"{named}  score {score_text(score, threshold.value, 3)}  threshold {threshold.describe()}\n{key}"
     return headline, footer
 
 

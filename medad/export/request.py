@@ -6,6 +6,7 @@ from pathlib import Path
 
 from medad.errors import ExportError
 from medad.export.exporter import parse_formats
+from medad.export.manifest import predictions_folder
 from medad.export.thresholds import check_threshold_spec
 from medad.utils.locking import check_output_folder
 
@@ -27,8 +28,8 @@ def check_score_request(out: str | Path, export: str | None, threshold: str) -> 
         raise ExportError(f"--export: {exc}") from None
     rule, rest = check_threshold_spec(threshold)
     folder = rest.partition(":")[2] if rule == "percentile" else rest if rule in ("f1", "youden") else ""
-    if folder and not (Path(folder) / "chunks").is_dir():
+    if folder and not (predictions_folder(folder) / "chunks").is_dir():
         raise ExportError(
             f"--threshold {threshold!r}: {folder} is not a predictions folder (no chunks/ inside); score those "
-            "images first (`medad score ... --out DIR`) and pass DIR/predictions"
+            "images first (`medad score ... --out DIR`) and pass DIR"
         )

@@ -13,7 +13,7 @@ from PIL import Image
 
 from medad.engine.predictions import PredictionReader
 from medad.errors import ExportError
-from medad.export.manifest import find_run_manifest, load_manifest_file, manifest_for_run
+from medad.export.manifest import find_run_manifest, load_manifest_file, manifest_for_run, predictions_folder
 from medad.export.thresholds import Threshold, fixed_threshold, optimal_threshold, percentile_threshold
 
 SPEC_HELP = "use fixed:VALUE, percentile:P:NORMALS_PRED_DIR, f1[:VAL_PRED_DIR] or youden[:VAL_PRED_DIR]"
@@ -37,7 +37,7 @@ def percentile_from_predictions(normals_dir: str | Path, percentile: float) -> T
 
     When the folder carries a manifest, only rows labelled normal (0) are used.
     """
-    reader = PredictionReader(normals_dir)
+    reader = PredictionReader(predictions_folder(normals_dir))
     indices = reader.indices
     found = find_run_manifest(normals_dir)
     if found is not None:
@@ -60,7 +60,7 @@ def optimal_from_predictions(val_dir: str | Path, manifest: pd.DataFrame, criter
     Pixel level (maps + masks) when every labelled row has a usable mask (normals count as empty masks),
     else image level (image scores + labels).
     """
-    reader = PredictionReader(val_dir)
+    reader = PredictionReader(predictions_folder(val_dir))
     rows = [(i, manifest.iloc[i].to_dict()) for i in reader.indices.tolist() if i < len(manifest)]
     labelled = [(i, r) for i, r in rows if r.get("label") is not None and not pd.isna(r.get("label"))]
     if not labelled:
@@ -93,7 +93,8 @@ def resolve_threshold(spec: str, *, run_dir: str | Path, manifest: pd.DataFrame)
         spec: ``fixed:0.5``; ``percentile:99:NORMALS_PRED_DIR``; ``f1`` / ``youden`` (optimal on the run's own
             labelled rows, recorded as in-sample) or ``f1:VAL_PRED_DIR`` / ``youden:VAL_PRED_DIR`` (a
             validation predictions folder with its manifest saved inside).
-        run_dir: the predictions folder being exported.
+        run_dir: the predictions folder being exported (or the ``medad score`` output folder holding it); the
+            reference folders may be either too.
         manifest: its manifest.
 
     Raises:

@@ -39,8 +39,17 @@ class Threshold:
         return asdict(self)
 
     def describe(self) -> str:
-        """Return a short human-readable description, e.g. ``0.5 (fixed)``."""
-        return f"{self.value:.4g} ({self.rule})"
+        """Return a short human-readable description, e.g. ``0.5 (fixed)`` or ``0.4213 (f1, in-sample)``."""
+        return f"{self.value:.4g} ({self.rule}{', in-sample' if self.details.get('in_sample') else ''})"
+
+
+def score_text(score: float, threshold: float, decimals: int = 4) -> str:
+    """A score printed with ``decimals`` decimals, or more (up to 9) when fewer would print it equal to a
+    ``threshold`` it is not equal to: 0.49999985 at threshold 0.5 shows ``0.49999985``, not ``0.5000``."""
+    places = decimals
+    while places < 9 and score != threshold and f"{score:.{places}f}" == f"{threshold:.{places}f}":
+        places += 1
+    return f"{score:.{places}f}"
 
 
 def fixed_threshold(value: float) -> Threshold:

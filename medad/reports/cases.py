@@ -19,14 +19,14 @@ from typing import Any, TypeAlias
 import numpy as np
 import pandas as pd
 
-from medad.engine.predictions import PredictionReader, predictions_random_weights
+from medad.engine.predictions import PredictionReader, find_private_manifest, predictions_random_weights
 from medad.errors import ConfigError, DataError
 from medad.reports.plots import CaseView
 
 #: Case groups: key -> heading. "best" are the abnormal images best localised (highest Dice); "missed" the
 #: abnormal images worst localised (lowest Dice); "false_alarms" the normal images scored highest.
 CASE_GROUPS = {
-    "best": "Best: abnormal images with the highest Dice (pixel quality at the threshold)",
+    "best": "Best: abnormal images with the highest Dice above 0 (pixel quality at the threshold)",
     "missed": "Worst: abnormal images with the lowest Dice (missed or poorly localised lesions)",
     "false_alarms": "Worst: normal images with the highest image scores (false alarms)",
 }
@@ -47,7 +47,9 @@ def select_cases(per_image: pd.DataFrame, model: str, dataset: str, k: int) -> d
     Returns:
         Group key (see :data:`CASE_GROUPS`) -> rows in display order (best: Dice descending, missed: Dice
         ascending, equal Dice broken by image score the same way; false alarms: image score descending).
-        Abnormal images without a Dice (no mask and no predicted pixel) are not ranked among those with one;
+        An abnormal image with Dice 0 (the prediction misses the lesion) is never among the best, only among
+        the missed. Abnormal images without a Dice (no mask and no predicted pixel) are not ranked among those
+        with one;
         when no abnormal image has a Dice, abnormal images are ranked by image score instead. An image appears in
         at most one abnormal group.
     """
@@ -59,7 +61,8 @@ def select_cases(per_image: pd.DataFrame, model: str, dataset: str, k: int) -> d
     key = "dice" if "dice" in abnormal and abnormal["dice"].notna().any() else "image_score"
     abnormal = abnormal[abnormal[key].notna()]
     order = [key, "image_score", "index"] if key == "dice" else [key, "index"]  # equal Dice: image score decides
-    best = abnormal.sort_values(order, ascending=[False] * (len(order) - 1) + [True], kind="stable").head(k)
+    localised = abnormal[abnormal["dice"] > 0] if key == "dice" else abnormal  # Dice 0 found nothing: never "best"
+    best = localised.sort_values(order, ascending=[False] * (len(order) - 1) + [True], kind="stable").head(k)
     rest = abnormal[~abnormal["index"].isin(best["index"])]
     missed = rest.sort_values(order, ascending=True, kind="stable").head(k)
     alarms = normal.sort_values(["image_score", "index"], ascending=[False, True], kind="stable").head(k)
@@ -164,8 +167,24 @@ def parse_keyed_paths(values: Sequence[str], option: str) -> list[Path] | dict[s
 
 
 def _read_manifest_file(path: Path) -> pd.DataFrame:
+    """Read a manifest file; the shareable ``predictions/manifest.csv`` (image paths blanked) is replaced by the
+    private manifest with paths saved beside its predictions folder."""
     if not path.is_file():
         raise DataError(f"manifest {path} does not exist; pass a manifest .csv or .json file")
+    frame = _read_manifest_table(path)
+    if "image_path" in frame.columns and not (frame["image_path"].astype(str).str.strip() != "").any():
+        private = find_private_manifest(path.parent)
+        if private is None:
+            raise DataError(
+                f"manifest {path} is the shareable copy (its image paths are blanked), so no image can be drawn; "
+                "pass the private manifest saved by `medad score` (OUT/private/predictions.manifest.csv), or leave "
+                "--manifest out to let medad report find it"
+            )
+        frame = _read_manifest_table(private)
+    return frame
+
+
+def _read_manifest_table(path: Path) -> pd.DataFrame:
     if path.suffix.lower() == ".csv":
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     elif path.suffix.lower() == ".json":
@@ -178,18 +197,45 @@ def _read_manifest_file(path: Path) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+def _only_dataset(frame: pd.DataFrame) -> str | None:
+    """The one dataset a manifest covers (its ``dataset`` column), else ``None``."""
+    names = set(frame["dataset"].astype(str)) if "dataset" in frame.columns else set()
+    return names.pop() if len(names) == 1 else None
+
+
 def resolve_manifests(manifest: ManifestArg) -> dict[str | None, pd.DataFrame]:
-    """Normalise the manifest argument to ``dataset -> DataFrame`` (key ``None``: any dataset)."""
+    """Normalise the manifest argument to ``dataset -> DataFrame`` (key ``None``: any dataset).
+
+    Unkeyed files (``--manifest FILE``, repeated or not) are keyed by the one dataset each covers; a single one
+    covering several datasets is used for all.
+
+    Raises:
+        ConfigError: several unkeyed manifests that cannot be told apart by their dataset.
+    """
     if manifest is None:
         return {}
     if isinstance(manifest, Mapping):
-        items: list[tuple[str | None, Any]] = list(manifest.items())
-    else:
-        items = [(None, manifest)]
-    out: dict[str | None, pd.DataFrame] = {}
-    for dataset, value in items:
-        out[dataset] = value if isinstance(value, pd.DataFrame) else _read_manifest_file(Path(value))
-    return out
+        return {k: v if isinstance(v, pd.DataFrame) else _read_manifest_file(Path(v)) for k, v in manifest.items()}
+    given = manifest if isinstance(manifest, (list, tuple)) else [manifest]
+    frames = [m if isinstance(m, pd.DataFrame) else _read_manifest_file(Path(m)) for m in given]
+    if len(frames) == 1:
+        return {None: frames[0]}
+    keys = [_only_dataset(frame) for frame in frames]
+    if None in keys or len(set(keys)) != len(keys):
+        raise ConfigError("--manifest: several manifests given without names; give each as DATASET=FILE")
+    return dict(zip(keys, frames, strict=True))
+
+
+def private_manifests(sources: Sequence[PredictionSource]) -> dict[str | None, pd.DataFrame]:
+    """The manifests with source paths that ``medad score`` saved beside each predictions folder (the private
+    copy whose content hash matches the folder's), keyed by the dataset they cover; empty when none is found."""
+    found: dict[str | None, pd.DataFrame] = {}
+    for source in sources:
+        path = find_private_manifest(source.reader.folder)
+        if path is not None:
+            frame = _read_manifest_table(path)
+            found.setdefault(source.dataset or _only_dataset(frame), frame)
+    return found
 
 
 def _readers() -> tuple[Callable[[pd.Series], np.ndarray], Callable[[pd.Series], np.ndarray]] | None:
@@ -225,9 +271,15 @@ class CaseLoader:
         if self.readers is None:
             return "medad.data.read_image/read_mask are not available in this installation"
         if self._source(model, dataset) is None:
-            return "no predictions folder was given for this model (pass predictions=... / --predictions)"
+            return (
+                "no predictions folder was given for this model and the evaluation recorded none (pass "
+                "--predictions MODEL=OUT/predictions, the folder `medad eval` was given)"
+            )
         if self._manifest(dataset) is None:
-            return "no manifest was given for this dataset (pass manifest=... / --manifest)"
+            return (
+                "no manifest with image paths was given or found beside the predictions for this dataset (pass "
+                "--manifest [DATASET=]OUT/private/predictions.manifest.csv, saved by `medad score`)"
+            )
         return None
 
     def check(self, per_image: pd.DataFrame) -> None:

@@ -59,7 +59,11 @@ def paper_view_tables(evaluation: EvaluationResults) -> list[tuple[str, pd.DataF
         shown = frame[["dataset", *labels]].rename(columns=labels)
         for column in labels.values():
             shown[column] = shown[column].map(_fmt)
-        tables.append((f"{model}: measured by medad (percent, class mean)", shown.reset_index(drop=True)))
+        shown["beside the published figures"] = frame["comparable"].fillna("").to_numpy()
+        caption = f"{model}: measured by medad (percent, class mean)"
+        if frame["comparable"].astype(str).str.startswith("NOT COMPARABLE").any():
+            caption += " - NOT COMPARABLE with the published figures below (see the last column)"
+        tables.append((caption, shown.reset_index(drop=True)))
     columns = [name for name, _, _ in PAPER_DATASETS] + ["industrial average", "medical average"]
     display = {name: shown_name for name, shown_name, _ in PAPER_DATASETS}
     published = pd.DataFrame(

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from medad.reports.loader import Curve
 from medad.utils.colors import GT_CONTOUR, HEATMAP_CMAP, PRED_CONTOUR
+from medad.utils.marks import RANDOM_WEIGHTS_MARK
 
 RESEARCH_NOTICE = "RESEARCH USE ONLY - not for diagnosis"
 PNG_METADATA = {"Software": "medad report"}
@@ -193,47 +194,66 @@ def _display_stride(shape: Sequence[int]) -> int:
     return max(1, int(np.ceil(max(shape[:2]) / _MAX_DISPLAY_SIDE)))
 
 
-def cases_figure(
-    title: str, cases: Sequence[CaseView], vmin: float = 0.0, vmax: float = 1.0, threshold: float | None = None
-) -> bytes:
-    """A row per case: the image, and the heatmap overlaid on it with the predicted-mask and ground-truth contours.
+def _case_contours(ax: Axes, predicted: np.ndarray | None, truth: np.ndarray | None) -> None:
+    """Draw the ground-truth (magenta) and predicted-mask (cyan) contours, as the export overlays do."""
+    for mask, colour in ((truth, GT_CONTOUR), (predicted, PRED_CONTOUR)):
+        if mask is not None and np.any(mask) and min(mask.shape[:2]) > 1:
+            ax.contour(mask.astype(np.float32), levels=[0.5], colors=colour, linewidths=1.2)
 
-    The heatmap uses a perceptually uniform colormap on a fixed ``[vmin, vmax]`` range shared by all rows, so
-    colours compare across cases. The predicted mask (``heatmap >= threshold``) is outlined in
-    :data:`~medad.utils.colors.PRED_CONTOUR` (cyan), the ground truth in :data:`~medad.utils.colors.GT_CONTOUR`
-    (magenta), the same colours as the exports; a research-use notice is drawn on the figure.
+
+def _display_heatmap(case: CaseView, step: int) -> np.ndarray:
+    """The case's heatmap at its image's size (nearest neighbour), subsampled by ``step`` like the image."""
+    heatmap = np.asarray(case.heatmap, dtype=np.float32)
+    if heatmap.shape[:2] != case.image.shape[:2]:
+        rows = np.linspace(0, heatmap.shape[0] - 1, case.image.shape[0]).round().astype(int)
+        cols = np.linspace(0, heatmap.shape[1] - 1, case.image.shape[1]).round().astype(int)
+        heatmap = heatmap[np.ix_(rows, cols)]
+    return heatmap[::step, ::step]
+
+
+def cases_figure(
+    title: str,
+    cases: Sequence[CaseView],
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    threshold: float | None = None,
+    random_weights: bool = False,
+) -> bytes:
+    """A row per case: the image and the heatmap side by side, both with the predicted-mask and ground-truth
+    contours - the rendering of the export overlays.
+
+    The heatmap panel is opaque (nothing blended over it), in a perceptually uniform colormap on a fixed
+    ``[vmin, vmax]`` range shared by all rows, so its colours are exactly the colour bar's and compare across
+    cases; the threshold is marked on the colour bar. The predicted mask (``heatmap >= threshold``) is outlined
+    in :data:`~medad.utils.colors.PRED_CONTOUR` (cyan), the ground truth in
+    :data:`~medad.utils.colors.GT_CONTOUR` (magenta); a research-use notice is drawn on the figure, and with
+    ``random_weights`` the :data:`~medad.utils.marks.RANDOM_WEIGHTS_MARK`.
     """
     with _fixed_style():
         fig = _new_figure(6.4, 2.9 * max(len(cases), 1) + 0.5)
         axes = fig.subplots(max(len(cases), 1), 2, squeeze=False)
         mappable = None
-        for (ax_image, ax_overlay), case in zip(axes, cases, strict=False):
+        for (ax_image, ax_heat), case in zip(axes, cases, strict=False):
             step = _display_stride(case.image.shape)
             image = np.clip(np.asarray(case.image, dtype=np.float32)[::step, ::step], 0.0, 1.0)
-            heatmap = np.asarray(case.heatmap, dtype=np.float32)
-            if heatmap.shape[:2] != case.image.shape[:2]:
-                rows = np.linspace(0, heatmap.shape[0] - 1, case.image.shape[0]).round().astype(int)
-                cols = np.linspace(0, heatmap.shape[1] - 1, case.image.shape[1]).round().astype(int)
-                heatmap = heatmap[np.ix_(rows, cols)]
-            heatmap = heatmap[::step, ::step]
-            ax_image.imshow(image, interpolation="nearest")
-            ax_overlay.imshow(image, interpolation="nearest")
-            mappable = ax_overlay.imshow(
-                heatmap, cmap=HEATMAP_CMAP, vmin=vmin, vmax=vmax, alpha=0.55, interpolation="nearest"
-            )
-            if threshold is not None and np.any(heatmap >= threshold):
-                predicted = (heatmap >= threshold).astype(np.float32)
-                ax_overlay.contour(predicted, levels=[0.5], colors=PRED_CONTOUR, linewidths=1.2)
-            if case.mask is not None and np.any(case.mask):
-                mask = np.asarray(case.mask, dtype=np.float32)[::step, ::step]
-                ax_overlay.contour(mask, levels=[0.5], colors=GT_CONTOUR, linewidths=1.2)
-            ax_image.set_title(case.caption, fontsize="small", loc="left")
-            ax_overlay.set_title("heatmap + contours", fontsize="small")
-            for ax in (ax_image, ax_overlay):
+            heatmap = _display_heatmap(case, step)
+            ax_image.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+            mappable = ax_heat.imshow(heatmap, cmap=HEATMAP_CMAP, vmin=vmin, vmax=vmax, interpolation="nearest")
+            predicted = heatmap >= threshold if threshold is not None else None
+            truth = np.asarray(case.mask, dtype=bool)[::step, ::step] if case.mask is not None else None
+            for ax in (ax_image, ax_heat):
+                _case_contours(ax, predicted, truth)
                 ax.set_axis_off()
+            ax_image.set_title(case.caption, fontsize="small", loc="left")
+            ax_heat.set_title("anomaly map + contours", fontsize="small")
         if mappable is not None:
-            fig.colorbar(mappable, ax=axes[:, 1].tolist(), shrink=0.8, label="pixel score")
+            bar = fig.colorbar(mappable, ax=axes[:, 1].tolist(), shrink=0.8, label="pixel score")
+            if threshold is not None and vmin <= threshold <= vmax:
+                bar.ax.axhline(threshold, color=PRED_CONTOUR, linewidth=1.5)
         what = "predicted mask (cyan), ground truth (magenta)" if threshold is not None else "ground truth (magenta)"
         heading = textwrap.fill(title, 72)
-        fig.suptitle(f"{heading}\ncontours: {what}\n{RESEARCH_NOTICE}", fontsize="medium")
+        notice = f"{RANDOM_WEIGHTS_MARK} - {RESEARCH_NOTICE}" if random_weights else RESEARCH_NOTICE
+        fig.suptitle(
+            f"{heading}\ncontours: {what}\n{notice}", fontsize="medium", color="#b00020" if random_weights else None
+        )
         return figure_png(fig)

@@ -29,12 +29,14 @@ from typing import Any
 
 import pandas as pd
 
+from medad.evaluation.recorded import recorded_predictions
 from medad.reports.cases import (
     CASE_GROUPS,
     CaseLoader,
     ManifestArg,
     PredictionsArg,
     has_random_weights,
+    private_manifests,
     resolve_manifests,
     resolve_predictions,
     select_cases,
@@ -158,6 +160,44 @@ def _case_caption(row: pd.Series) -> str:
     return f"{row['case_id']} ({row['class_name']}, {label})\nimage score {fmt_number(row['image_score'])}{dice}"
 
 
+def _case_sections(
+    per_image: pd.DataFrame, loader: CaseLoader, random_models: list[str], n_cases: int, threshold: float | None
+) -> tuple[list[_Section], list[pd.DataFrame]]:
+    """Per model and dataset, the best / worst cases: their tables and figures, and the rows shown."""
+    sections: list[_Section] = []
+    cases_rows: list[pd.DataFrame] = []
+    pairs = per_image[["model", "dataset"]].drop_duplicates().sort_values(["model", "dataset"]).itertuples(index=False)
+    for model, dataset in pairs:
+        section = _Section(f"{model} on {dataset}", level=3)
+        reason = loader.unavailable_reason(model, dataset)
+        if reason is not None:
+            section.paragraphs.append(f"Heatmaps not shown: {reason}.")
+        groups = select_cases(per_image, model, dataset, n_cases)
+        for group, rows in groups.items():
+            if rows.empty:
+                if group == "best" and not groups["missed"].empty:  # abnormal images, none with Dice > 0
+                    section.paragraphs.append("Best: none - no abnormal image has a Dice above 0 at the threshold.")
+                continue
+            table = rows.assign(group=group, rank=range(1, len(rows) + 1))[_CASE_COLUMNS]
+            cases_rows.append(table)
+            shown = table[["rank", "case_id", "class_name", "label", "image_score", "max_pixel_score", "dice"]].copy()
+            for column in ("image_score", "max_pixel_score", "dice"):
+                shown[column] = shown[column].map(fmt_number)
+            shown["label"] = shown["label"].astype("string").fillna("")
+            shown = shown.rename(columns=_CASE_HEADERS)
+            section.tables.append((CASE_GROUPS[group], shown))
+            views = loader.load(model, dataset, rows, _case_caption)
+            if views:
+                title = f"{model} on {dataset} - {CASE_GROUPS[group]}"
+                vmax = max(1.0, *(float(v.heatmap.max()) for v in views))
+                vmin = min(0.0, *(float(v.heatmap.min()) for v in views))
+                random = model in random_models
+                png = cases_figure(title, views, vmin=vmin, vmax=vmax, threshold=threshold, random_weights=random)
+                section.figures.append(_Figure(_safe_name("cases", model, dataset, group), title, png))
+        sections.append(section)
+    return sections, cases_rows
+
+
 def _build_sections(
     evaluation: EvaluationResults,
     loader: CaseLoader,
@@ -195,14 +235,16 @@ def _build_sections(
         section.paragraphs.append(
             f"Difference model A - model B with its {ci_label}; p-values adjusted for multiple comparisons with "
             "the correction named in brackets; effect size as recorded by the test. A test that resamples names "
-            "its number of resamples B; its p-value is (count + 1) / (B + 1), never below 1 / (B + 1)."
+            "its number of resamples B; its p-value is (count + 1) / (B + 1), never below 1 / (B + 1). 'n' counts "
+            "the images compared (DeLong, bootstrap) or the paired abnormal images with a value for both models "
+            "(Wilcoxon; only the pairs that differ enter its signed-rank test, and their number is given)."
         )
         shown = comparisons[
             ["dataset", "class_name", "metric_label", "comparison", "test_label", "estimate_ci", "p", "p_adj",
-             "effect", "n"]
+             "effect", "n_label"]
         ].rename(columns={"class_name": "class", "metric_label": "metric", "test_label": "test (resamples)",
                           "estimate_ci": "estimate [CI]", "p_adj": "p (adjusted)",
-                          "effect": "effect size"})  # fmt: skip
+                          "effect": "effect size", "n_label": "n"})  # fmt: skip
         shown["class"] = shown["class"].map(class_label)
         section.tables.append(("Paired comparisons", shown))
     sections.append(section)
@@ -232,7 +274,6 @@ def _build_sections(
         section.paragraphs[0] = "No per-image results were recorded (per_image.csv is absent or empty)."
     sections.append(section)
 
-    cases_rows: list[pd.DataFrame] = []
     threshold = settings.get("threshold")
     threshold = float(threshold) if isinstance(threshold, (int, float)) else None
     threshold_text = fmt_number(threshold) if threshold is not None else "recorded in the evaluation"
@@ -243,31 +284,8 @@ def _build_sections(
         f"perceptually uniform '{HEATMAP_CMAP}' colormap on a shared scale; the cyan contour is the predicted mask "
         "(heatmap >= threshold), the magenta contour the ground truth - the same colours as the exports."
     )
-    pairs = per_image[["model", "dataset"]].drop_duplicates().sort_values(["model", "dataset"]).itertuples(index=False)
-    for model, dataset in pairs:
-        section = _Section(f"{model} on {dataset}", level=3)
-        reason = loader.unavailable_reason(model, dataset)
-        if reason is not None:
-            section.paragraphs.append(f"Heatmaps not shown: {reason}.")
-        for group, rows in select_cases(per_image, model, dataset, n_cases).items():
-            if rows.empty:
-                continue
-            table = rows.assign(group=group, rank=range(1, len(rows) + 1))[_CASE_COLUMNS]
-            cases_rows.append(table)
-            shown = table[["rank", "case_id", "class_name", "label", "image_score", "max_pixel_score", "dice"]].copy()
-            for column in ("image_score", "max_pixel_score", "dice"):
-                shown[column] = shown[column].map(fmt_number)
-            shown["label"] = shown["label"].astype("string").fillna("")
-            shown = shown.rename(columns=_CASE_HEADERS)
-            section.tables.append((CASE_GROUPS[group], shown))
-            views = loader.load(model, dataset, rows, _case_caption)
-            if views:
-                title = f"{model} on {dataset} - {CASE_GROUPS[group]}"
-                vmax = max(1.0, *(float(v.heatmap.max()) for v in views))
-                vmin = min(0.0, *(float(v.heatmap.min()) for v in views))
-                png = cases_figure(title, views, vmin=vmin, vmax=vmax, threshold=threshold)
-                section.figures.append(_Figure(_safe_name("cases", model, dataset, group), title, png))
-        sections.append(section)
+    case_sections, cases_rows = _case_sections(per_image, loader, random_models, n_cases, threshold)
+    sections += case_sections
 
     cases = pd.concat(cases_rows, ignore_index=True) if cases_rows else pd.DataFrame(columns=_CASE_COLUMNS)
     settings_out = settings_frame.assign(value=settings_frame["value"].astype(str))
@@ -400,11 +418,14 @@ def build_report(
     Args:
         eval_dir: an evaluation folder (holding ``metrics.json``), or a protocol run folder with one under
             ``evaluation/``; in a run folder, predictions folders (``chunks/`` + ``meta.json``) are found
-            automatically when ``predictions`` is not given.
+            automatically when ``predictions`` is not given; else those the evaluation recorded in its
+            ``predictions.json``.
         out_dir: report folder; default ``<run>/report`` next to ``evaluation/``, else ``<eval_dir>/report``.
         predictions: predictions folder(s) to draw heatmaps from and read ``random_weights`` flags: a path, a
             list of paths, or a mapping keyed by model name or ``(model, dataset)``.
-        manifest: the evaluated manifest (DataFrame or ``.csv``/``.json`` file), or a mapping dataset -> one.
+        manifest: the evaluated manifest (DataFrame or ``.csv``/``.json`` file; the shareable
+            ``predictions/manifest.csv`` is replaced by its private copy), a list of them, or a mapping dataset ->
+            one; default: the private manifests ``medad score`` saved beside the predictions folders.
         title: report title.
         n_cases: images shown per best/worst group.
         generated_at: header timestamp (default: now, UTC); the only part of the output that varies.
@@ -421,10 +442,11 @@ def build_report(
     run_dir = root if evaluation.folder != root else None
     out = Path(out_dir) if out_dir is not None else _default_out_dir(evaluation.folder)
     models = sorted(set(evaluation.results["model"].astype(str)) | set(evaluation.per_image["model"].astype(str)))
-    if predictions is None and run_dir is not None:
-        predictions = _discover_predictions(run_dir) or None
+    if predictions is None:  # a run folder's own, else those the evaluation recorded (predictions.json)
+        found = _discover_predictions(run_dir) if run_dir is not None else []
+        predictions = found or recorded_predictions(evaluation.folder) or None
     sources = resolve_predictions(predictions, models)
-    loader = CaseLoader(sources, resolve_manifests(manifest))
+    loader = CaseLoader(sources, resolve_manifests(manifest) if manifest is not None else private_manifests(sources))
     random_models = _random_weight_models(evaluation, sources, run_dir)
     loader.check(evaluation.per_image)
 

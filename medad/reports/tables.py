@@ -201,7 +201,23 @@ def comparisons_table(evaluation: EvaluationResults) -> pd.DataFrame:
         for t, b, c in zip(frame["test"], frame["n_resamples"], frame["ci_n_resamples"], strict=True)
     ]
     frame["metric_label"] = frame["metric"].map(metric_label)
+    if "n_differ" not in frame.columns:
+        frame["n_differ"] = None
+    frame["n_label"] = [
+        comparison_n_label(t, n, d) for t, n, d in zip(frame["test"], frame["n"], frame["n_differ"], strict=True)
+    ]
     return frame.reset_index(drop=True)
+
+
+def comparison_n_label(test: str, n: Any, n_differ: Any) -> str:
+    """What a comparison's ``n`` counts: images for DeLong and the bootstrap; paired abnormal images for the
+    Wilcoxon test, with how many of them differ (pairs with equal values do not enter the signed-rank test)."""
+    if is_missing(n):
+        return ""
+    if test == "wilcoxon":
+        differ = "" if is_missing(n_differ) else f", {int(n_differ)} differ"
+        return f"{int(n)} pairs{differ}"
+    return f"{int(n)} images"
 
 
 _PATH_RE = re.compile(r"^(~|/|\\\\|[A-Za-z]:[\\/]|\.{1,2}[\\/])|^\S*[\\/]\S*[\\/]\S*$")

@@ -22,7 +22,8 @@ def test_rows_in_paper_order_in_percent_with_domain_averages() -> None:
     assert [r["dataset"] for r in view["measured"]] == ["MVTec AD", "VisA", "ISIC", "TN3K", "own"]
     mvtec = view["measured"][0]
     assert mvtec == {"model": "m", "dataset": "MVTec AD", "domain": "industrial", "pixel_auroc": 90.0,
-                     "pixel_f1_max": 40.0, "aupro": 60.0, "pixel_ap": None}  # fmt: skip
+                     "pixel_f1_max": 40.0, "aupro": 60.0, "pixel_ap": None, "n_images": None,
+                     "random_weights": False, "comparable": "NOT COMPARABLE: image count not recorded"}  # fmt: skip
     industrial, medical = view["averages"]
     assert industrial["dataset"] == "industrial average (2 of 4)" and industrial["pixel_auroc"] == 92.5
     assert medical["dataset"] == "medical average (2 of 4)" and medical["pixel_auroc"] == 75.0
@@ -47,3 +48,23 @@ def test_evaluate_writes_the_paper_view_into_metrics_json(tmp_path) -> None:
     mean = next(r for r in doc["rows"] if r["metric"] == "aupro" and r["class_name"] == "__mean__")
     (row,) = doc["paper_view"]["measured"]
     assert row["dataset"] == "ISIC" and row["aupro"] == round(100 * mean["value"], 1)
+
+
+def test_rows_not_comparable_with_the_published_figures_say_why() -> None:
+    """Random weights on six synthetic "ISIC" images sat right above the published table, unmarked."""
+    rows = []
+    for model, n, random in (("random", 6, True), ("trained", 6, False), ("full", 379, False)):
+        for metric in ("pixel_auroc", "pixel_f1_max", "aupro", "pixel_ap"):
+            rows.append({"model": model, "dataset": "isic", "class_name": "__mean__", "metric": metric,
+                         "value": 0.5, "n_images": n, "random_weights": random})  # fmt: skip
+    rows.append({"model": "full", "dataset": "own", "class_name": "__mean__", "metric": "aupro", "value": 0.5,
+                 "n_images": 379, "random_weights": False})  # fmt: skip
+    view = paper_view(rows)
+    said = {(r["model"], r["dataset"]): r["comparable"] for r in view["measured"]}
+    assert said[("random", "ISIC")] == "NOT COMPARABLE: random weights; 6 images, not the public test set (379)"
+    assert said[("trained", "ISIC")] == "NOT COMPARABLE: 6 images, not the public test set (379)"
+    assert said[("full", "ISIC")] == "public test set size (379 images)"
+    assert said[("full", "own")] == "NOT COMPARABLE: not one of the paper's datasets"
+    averages = {r["model"]: r["comparable"] for r in view["averages"]}
+    assert averages["random"] == said[("random", "ISIC")]
+    assert averages["full"] == "every dataset's public test set"

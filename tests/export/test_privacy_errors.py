@@ -119,13 +119,15 @@ def test_unexportable_sources_never_abort_the_others(tmp_path, dicom_sources, ma
     preds, _ = make_run(rows, [blob((128, 128), (40, 70), 10)] * 3)
     out = tmp_path / "export"
     argv = ["medad", "export", str(preds), "--format", ALL, "--out", str(out), "--threshold", "fixed:0.4"]
-    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(sys, "argv", [*argv, "--deidentify"])
     with pytest.raises(SystemExit) as done:
         cli.main()
     assert done.value.code == 2
     captured = capsys.readouterr()
     assert "1 of 3 sources written" in captured.out and "2 skipped" in captured.out
-    assert str(sc) in captured.err and str(secret_dir / "noframe_Doe.dcm") in captured.err
+    assert "nifti 3" in captured.out and "dicom-seg 2, 1 skipped" in captured.out
+    assert "pmap 1, 2 skipped" in captured.out
+    assert "Doe" not in captured.err + captured.out and str(secret_dir) not in captured.err  # case ids only
     report = json.loads((out / "export.json").read_text())
     assert report["summary"] == {"sources": 3, "written": 1, "skipped": 2}
     with (out / "skipped.csv").open() as handle:
@@ -133,10 +135,12 @@ def test_unexportable_sources_never_abort_the_others(tmp_path, dicom_sources, ma
     by_case = {row["case_id"]: row for row in skipped}
     cases = {c["index"]: c["case_id"] for c in report["cases"]}
     assert by_case[cases[1]]["formats"] == "pmap" and "Frame of Reference" in by_case[cases[1]]["reason"]
-    assert by_case[cases[2]]["formats"] == "nifti,dicom-seg,pmap"
+    assert by_case[cases[2]]["formats"] == "dicom-seg,pmap"  # its NIfTI needs no Frame of Reference: kept
+    assert f"skipped dicom-seg,pmap of case {cases[2]}" in captured.err
     assert "lacks FrameOfReferenceUID" in by_case[cases[2]]["reason"]
     assert len(list(out.glob(f"{cases[0]}_*.dcm"))) == 3 and len(list(out.glob(f"{cases[1]}_seg*.dcm"))) == 2
-    assert len(list(out.glob("*_overlay.png"))) == 3 and not list(out.glob(f"{cases[2]}_*.nii.gz"))
+    assert len(list(out.glob("*_overlay.png"))) == 3 and len(list(out.glob(f"{cases[2]}_*.nii.gz"))) == 2
+    assert report["by_format"]["nifti"] == {"written": 3, "skipped": 0, "not_applicable": 0}
     for path in out.rglob("*"):
         assert "Doe" not in path.name
         assert b"Doe" not in path.read_bytes() and str(tmp_path).encode() not in path.read_bytes()

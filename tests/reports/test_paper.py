@@ -47,4 +47,7 @@ def test_paper_view_beside_the_published_figures(tmp_path: Path) -> None:
         if r["model"] == MODELS[0] and r["class_name"] == "__mean__" and r["metric"] == "pixel_auroc"
     )  # fmt: skip
     assert f"<td>ISIC</td><td>{100 * mean['value']:.1f}</td>" in html
+    # eight images called "isic" are not the public ISIC test set: the table itself says so
+    assert "NOT COMPARABLE with the published figures below" in html
+    assert "<td>NOT COMPARABLE: 8 images, not the public test set (379)</td>" in html
     assert "evaluated at native resolution" in html

@@ -137,7 +137,7 @@ def test_random_weights_banner_only_when_flagged(make_study, flagged: bool) -> N
     if flagged:
         banner = re.search(r'<div class="banner"[^>]*>(.*?)</div>', html).group(1)
         assert banner.startswith(f"WARNING - RANDOM WEIGHTS: {MODELS[1]} ran") and MODELS[0] not in banner
-    assert "Heatmaps not shown: no manifest was given" in html
+    assert "Heatmaps not shown: no manifest with image paths was given or found" in html
 
 
 def test_output_is_deterministic(built, tmp_path: Path) -> None:
