@@ -14,7 +14,7 @@ import typer
 import typer.core
 
 from medad import __version__
-from medad.errors import MedadError, as_medad_error, printable, show_data_warnings
+from medad.errors import DataError, MedadError, as_medad_error, printable, show_data_warnings
 from medad.stats import defaults as ci_defaults
 
 app = typer.Typer(
@@ -50,6 +50,13 @@ def fail(message: str) -> None:
     """Print a one-line user error and exit with code 2."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
+
+
+def require_roots(roots: list[Path]) -> None:
+    """Refuse a missing dataset root before the command loads torch (seconds, or a minute on a loaded machine)."""
+    for root in roots:
+        if not root.expanduser().exists():
+            raise DataError(f"dataset root {root} does not exist; check the path")
 
 
 def _jsonl_root(data_root: Path | None) -> dict[str, Path]:
@@ -165,6 +172,7 @@ def train_command(
     text_weights: Annotated[str | None, typer.Option("--text-weights", help=TEXT_WEIGHTS_HELP)] = None,
 ) -> None:
     """Train a model's adapters on auxiliary datasets for a fixed number of epochs (resumable)."""
+    require_roots(data)
     from medad.engine import distributed
     from medad.engine.scorer import weights_options
     from medad.engine.train import train_on_roots
