@@ -73,6 +73,7 @@ DATA_ROOT_HELP = "For --kind jsonl: the folder the jsonl's relative paths start 
 TO_HELP = "Store the DICOM SEG / Parametric Map exports on this DICOMweb server (STOW-RS), e.g. http://HOST/dicom-web."
 CA_HELP = "PEM CA bundle to verify the DICOMweb server's TLS certificate (default: the system's)."
 BACKBONE_WEIGHTS_HELP = "Backbone weights: a local file (Meta .pth, safetensors, .bin) or a timm / hf-hub id."
+PROTOCOL_HELP = "Protocol YAML, or the name of a shipped protocol (e.g. demo; `medad protocols` lists them)."
 TEXT_WEIGHTS_HELP = "CLIP text weights: a local file (OpenAI .pt, open_clip .safetensors/.bin) or an open_clip tag."
 
 
@@ -444,7 +445,7 @@ def export_model_command(
 
 @app.command("validate")
 def validate_command(
-    protocol: Annotated[Path, typer.Argument(help="Protocol YAML (e.g. protocols/demo.yaml).")],
+    protocol: Annotated[Path, typer.Argument(help=PROTOCOL_HELP)],
     structure_only: Annotated[
         bool, typer.Option("--structure-only", help="Check the YAML only, not that data roots and weights exist.")
     ] = False,
@@ -462,7 +463,7 @@ def validate_command(
 
 @app.command("run")
 def run_command(
-    protocol: Annotated[Path, typer.Argument(help="Protocol YAML (e.g. protocols/demo.yaml).")],
+    protocol: Annotated[Path, typer.Argument(help=PROTOCOL_HELP)],
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: the protocol's output:).")] = None,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override a key, e.g. --set training.epochs=3.")
@@ -477,6 +478,16 @@ def run_command(
 
     run_dir = run_protocol(protocol, out=out, overrides=overrides or [], progress=progress, wait=wait)
     typer.echo(str(run_dir))
+
+
+@app.command("protocols")
+def protocols_command() -> None:
+    """List the protocols shipped with medad: run one by name (`medad run demo`), or copy its YAML to edit it."""
+    from medad.protocols.bundled import bundled_protocols_dir, shipped_protocols
+
+    for name, description in shipped_protocols():
+        typer.echo(f"{name:<36} {description}")
+    typer.echo(f"(in {bundled_protocols_dir()}; relative outputs of a shipped protocol go to the current folder)")
 
 
 weights_app = typer.Typer(help="Check and convert frozen-weights files.", no_args_is_help=True)

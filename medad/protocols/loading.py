@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from medad.errors import ConfigError
+from medad.protocols.bundled import locate_protocol, shipped_base_dir
 from medad.protocols.messages import format_loc, from_validation_error
 from medad.protocols.overrides import apply_override
 from medad.protocols.schema import Protocol
@@ -26,6 +27,9 @@ class LoadedProtocol:
         path: the protocol file.
         name: the protocol name (``name:`` or the file stem).
         overrides: the ``--set`` strings applied, by location.
+        shipped_base: for a shipped protocol (given by name, or inside the installed package), the folder its
+            relative paths resolve against (``./protocols`` of the current folder, so its run goes to ``./runs``);
+            ``None``: the protocol file's folder.
     """
 
     protocol: Protocol
@@ -33,11 +37,12 @@ class LoadedProtocol:
     path: Path
     name: str
     overrides: dict[Loc, str] = field(default_factory=dict)
+    shipped_base: Path | None = None
 
     @property
     def base_dir(self) -> Path:
-        """The folder relative paths are resolved against (the protocol file's folder)."""
-        return self.path.resolve().parent
+        """The folder relative paths are resolved against (the protocol file's folder, or ``shipped_base``)."""
+        return self.shipped_base or self.path.resolve().parent
 
     def where(self, loc: Loc) -> str:
         """Where a key came from: ``file:line`` or the ``--set`` option that set it."""
@@ -55,7 +60,8 @@ def load_protocol(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     """Parse and validate a protocol's structure (no file-system checks beyond reading it).
 
     Args:
-        path: the protocol YAML.
+        path: the protocol YAML, or the name of a shipped protocol (``demo``; see
+            :func:`~medad.protocols.bundled.locate_protocol`).
         overrides: ``key.path=value`` strings applied before validation.
 
     Returns:
@@ -64,14 +70,15 @@ def load_protocol(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     Raises:
         ConfigError: naming the file, line, key and fix for the first problem.
     """
-    path = Path(path)
+    path, shipped = locate_protocol(path)
     loaded = load_yaml_file(path)
     if not isinstance(loaded.data, dict):
         raise ConfigError(
             f"{path}: a protocol must be a mapping of keys (models:, targets:, ...); see docs/protocols.md"
         )
     origins = {apply_override(loaded.data, item): item for item in overrides}
-    lp = LoadedProtocol(Protocol.model_construct(), loaded, path, path.stem, origins)
+    base = shipped_base_dir() if shipped else None
+    lp = LoadedProtocol(Protocol.model_construct(), loaded, path, path.stem, origins, base)
     try:
         protocol = Protocol.model_validate(loaded.data)
     except ValidationError as exc:
