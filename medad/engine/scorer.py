@@ -13,7 +13,6 @@ named by the pseudonymous ``case_id`` (never by a DICOM/NIfTI source name).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,15 +31,10 @@ from medad.engine.runtime import autocast, resolve_device
 from medad.engine.score_tables import read_score_table, write_score_tables
 from medad.engine.skipped import SkipLog
 from medad.engine.tiling import TiledInferer, check_tiling, tiling_meta
-from medad.errors import ConfigError, DataError, WeightsError
+from medad.errors import RANDOM_WEIGHTS_WARNING, ConfigError, DataError, WeightsError, warn_once
 
 if TYPE_CHECKING:
     from medad.models import AnomalyModel
-
-RANDOM_WEIGHTS_WARNING = (
-    "warning: model {name!r} has RANDOM WEIGHTS (random frozen backbone / text weights, not pretrained); its scores "
-    "test the pipeline only and say nothing about the method"
-)
 
 
 def predictions_meta(
@@ -173,7 +167,7 @@ def score(
     finish_carry_over(out)
     _check_same_run(out, meta, manifest)
     if meta["random_weights"]:
-        print(RANDOM_WEIGHTS_WARNING.format(name=meta["model"].get("name")), file=sys.stderr)
+        warn_once(RANDOM_WEIGHTS_WARNING.format(name=meta["model"].get("name")))
     writer = PredictionWriter(out, chunk_size=chunk_size, tag=tag, meta=meta)
     if tag == "p0" or not (out / "manifest.csv").exists():
         save_manifests(out, manifest)  # paths only in ../private/

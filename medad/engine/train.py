@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from medad.engine.features import (
 )
 from medad.engine.prompting import check_model_compat, class_words_used, prompt_words
 from medad.engine.runtime import autocast, autocast_dtype, resolve_device, rng_state, seed_everything, set_rng_state
-from medad.errors import ConfigError, DataError
+from medad.errors import RANDOM_WEIGHTS_WARNING, ConfigError, DataError, warn_once
 from medad.utils.io import disk_errors, hash_config, write_json_atomic
 
 if TYPE_CHECKING:
@@ -194,10 +193,7 @@ def train(
     seed_everything(seed)
     card = model.card()
     if card.get("random_weights"):
-        print(
-            f"warning: model {card.get('name')!r} has RANDOM frozen weights; the trained adapters are for testing only",
-            file=sys.stderr,
-        )
+        warn_once(RANDOM_WEIGHTS_WARNING.format(name=card.get("name")))
     model.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
