@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.timeouts import HANG_S
+
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "monai", "timm", "open_clip", "torchvision")
 PROBE = """
@@ -35,7 +37,7 @@ def heavy_imports(args: list[str], cwd: Path) -> tuple[int, list[str], str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)],
-        capture_output=True, text=True, cwd=cwd, env=env, timeout=600,  # a hang guard only
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=HANG_S,
     )  # fmt: skip
     report = json.loads(done.stdout.rsplit("PROBE ", 1)[1])
     return report["code"], report["loaded"], done.stderr

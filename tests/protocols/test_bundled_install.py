@@ -16,6 +16,7 @@ from medad.protocols.bundled import locate_protocol
 from medad.protocols.loading import load_protocol
 from medad.protocols.resolve import resolve_protocol
 from tests.cli import run_medad
+from tests.timeouts import HANG_S
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(p.stem for p in (ROOT / "protocols").glob("*.yaml"))
@@ -59,7 +60,7 @@ def test_installed_copy_finds_the_shipped_protocols(tmp_path: Path) -> None:
     build = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
          str(ROOT)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=1800,  # a hang guard only
+        capture_output=True, text=True, cwd=tmp_path, timeout=HANG_S,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr[-2000:]
     installed = target / "medad" / "protocols" / "shipped"

@@ -18,6 +18,7 @@ import pytest
 
 from medad.utils.locking import LOCK_NAME, FolderBusyError, FolderLock
 from tests.protocols.stall_run import command
+from tests.timeouts import HANG_S
 
 # A training-free model on a small synthetic target: no training stage, so a run takes seconds. Chunks of 2 make
 # the scoring stage resumable part-way.
@@ -74,7 +75,7 @@ def start_stalled(protocol: Path, out: Path) -> subprocess.Popen[str]:
     """A ``medad run`` that stops responding part-way through scoring (holding its locks)."""
     proc = medad(["run", str(protocol), "--out", str(out), "--no-progress"], protocol.parent, "score:2")
     assert proc.stderr is not None
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + HANG_S
     for line in proc.stderr:
         if "medad: stalled" in line:
             return proc
@@ -135,7 +136,7 @@ def test_two_runs_into_one_folder_refuse_then_wait_and_survive_sigkill_of_the_ho
     first = start_stalled(protocol, out)
     try:
         second = medad(["run", str(protocol), "--out", str(out), "--no-progress"], protocol.parent)
-        stdout, stderr = second.communicate(timeout=240)
+        stdout, stderr = second.communicate(timeout=HANG_S)
         assert second.returncode == 2, stderr
         assert stderr.startswith("error: run folder ") and stderr.count("\n") == 1 and "Traceback" not in stderr
         assert f"is in use by pid {first.pid} on host {socket.gethostname()}" in stderr and "--wait" in stderr
@@ -153,7 +154,7 @@ def test_two_runs_into_one_folder_refuse_then_wait_and_survive_sigkill_of_the_ho
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-    stdout, stderr = waiting.communicate(timeout=300)
+    stdout, stderr = waiting.communicate(timeout=HANG_S)
     assert waiting.returncode == 0, stderr
     run_dir = Path(stdout.strip().splitlines()[-1])
     rows = json.loads((run_dir / "metrics.json").read_text())["rows"]
