@@ -45,10 +45,15 @@ class LoadedProtocol:
         return self.shipped_base or self.path.resolve().parent
 
     def where(self, loc: Loc) -> str:
-        """Where a key came from: ``file:line`` or the ``--set`` option that set it."""
+        """Where a key came from: ``file:line`` or the ``--set`` option that set it (or made it: a key only a
+        ``--set`` created, such as ``foo`` of ``--set foo.bar.baz=1``, has no line in the file)."""
         for depth in range(len(loc), 0, -1):
             if loc[:depth] in self.overrides:
                 return f"--set {self.overrides[loc[:depth]]}"
+        if loc and loc not in self.yaml.lines:
+            for origin, assignment in self.overrides.items():
+                if origin[: len(loc)] == loc:
+                    return f"--set {assignment}"
         return self.yaml.where(loc)
 
     def error(self, loc: Loc, message: str) -> ConfigError:

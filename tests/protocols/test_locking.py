@@ -260,3 +260,51 @@ def test_score_holds_its_out_folder_only_while_it_runs(tmp_path: Path, monkeypat
     assert exit_info.value.code in (0, None) and seen == ["busy while scoring"]
     with FolderLock(out / LOCK_NAME, "out") as lock:  # released when the command ended
         assert lock.held
+
+
+def test_a_lock_released_unused_removes_only_what_it_made(tmp_path: Path) -> None:
+    made = tmp_path / "new" / "run"
+    with FolderLock(made / LOCK_NAME, "run folder"):
+        assert (made / LOCK_NAME).is_file()
+    assert not (tmp_path / "new").exists()  # refused before any work: no folder holding only a lock file
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with FolderLock(existing / LOCK_NAME, "out"):
+        pass
+    assert existing.is_dir() and not any(existing.iterdir())
+    with FolderLock(made / LOCK_NAME, "run folder"):
+        (made / "metrics.json").write_text("{}")
+    assert sorted(p.name for p in made.iterdir()) == [LOCK_NAME, "metrics.json"]  # work is never removed
+
+
+def test_a_waiting_process_locks_the_new_file_when_the_holder_removes_its_own(tmp_path: Path) -> None:
+    lock_file = tmp_path / "out" / LOCK_NAME
+    first = FolderLock(lock_file, "out").acquire()
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", HOLD.replace('"test folder")', '"test folder", wait=True)'), str(lock_file), "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert waiter.stderr is not None and "waiting for it to finish" in waiter.stderr.readline()
+        first.release()  # the folder held only the lock file this process made: both are removed
+        assert waiter.stdout is not None and waiter.stdout.readline().strip() == "held"
+        with pytest.raises(FolderBusyError, match=f"pid {waiter.pid}"):  # one holder at a time, on the new file
+            FolderLock(lock_file, "out").acquire()
+    finally:
+        waiter.kill()
+        waiter.wait(timeout=30)
+
+
+def test_score_refused_before_any_work_leaves_no_out_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from medad.cli import main
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["medad", "score", str(tmp_path / "a.png"), "--out", str(out), "--model", "nope"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert not out.exists()

@@ -179,3 +179,13 @@ def test_paths_resolve_against_the_yaml_folder_and_env_vars(tmp_path: Path, monk
     assert resolved.training.datasets[0].root == str(tmp_path / "data" / "industrial")
     assert resolved.targets[0].root == "/datasets/ISIC2016"
     assert resolved.output == str(tmp_path / "runs")
+
+
+def test_a_key_only_a_set_override_made_is_blamed_on_that_override(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE)
+    with pytest.raises(ConfigError, match=r"^--set foo.bar.baz=1: unknown key 'foo'"):
+        load_protocol(path, ["foo.bar.baz=1"])  # before: "study.yaml:1: unknown key 'foo'"
+    with pytest.raises(ConfigError, match=r"^--set training.extra.x=1: unknown key 'extra' in training"):
+        load_protocol(path, ["training.epochs=3", "training.extra.x=1"])
+    with pytest.raises(ConfigError, match=r"study.yaml:\d+: training is missing the required key .lr."):
+        load_protocol(write(tmp_path, BASE.replace("  lr: 1.0e-3\n", "")), ["training.epochs=3"])
