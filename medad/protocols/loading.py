@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -15,6 +17,9 @@ from medad.protocols.overrides import apply_override
 from medad.protocols.schema import Protocol
 from medad.protocols.structure import check_structure
 from medad.protocols.yamlio import LoadedYaml, Loc, load_yaml_file
+
+if TYPE_CHECKING:
+    from medad.protocols.resolve import ResolvedProtocol
 
 
 @dataclass
@@ -43,6 +48,14 @@ class LoadedProtocol:
     def base_dir(self) -> Path:
         """The folder relative paths are resolved against (the protocol file's folder, or ``shipped_base``)."""
         return self.shipped_base or self.path.resolve().parent
+
+    @functools.cached_property
+    def resolved(self) -> ResolvedProtocol:
+        """The protocol with every path resolved, once: what the structure and resource checks check and what the
+        runner runs (:func:`~medad.protocols.resolve.resolve_protocol`)."""
+        from medad.protocols.resolve import resolve_protocol  # resolve imports this module
+
+        return resolve_protocol(self)
 
     def where(self, loc: Loc) -> str:
         """Where a key came from: ``file:line`` or the ``--set`` option that set it (or made it: a key only a

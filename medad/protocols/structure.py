@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from medad.errors import ConfigError, ExportError
 from medad.protocols import registry
 from medad.protocols.messages import suggest
-from medad.protocols.paths import resolve_path
 from medad.protocols.schema import DatasetSpec, ModelSpec, Protocol
 from medad.protocols.yamlio import Loc
 
@@ -110,12 +109,11 @@ REFERENCE_WORDS = (
 )
 
 
-def _effective(lp: LoadedProtocol, m: ModelSpec) -> dict[str, Any]:
+def _effective(lp: LoadedProtocol, i: int, m: ModelSpec) -> dict[str, Any]:
     """What decides a model's results: its spec without the name, with the checkpoint path resolved and without
     the class words a reference model ignores."""
     spec = m.model_dump(mode="json", exclude={"name"})
-    if m.checkpoint is not None:
-        spec["checkpoint"] = str(resolve_path(m.checkpoint, lp.base_dir, strict=False))
+    spec["checkpoint"] = lp.resolved.models[i].checkpoint
     if m.compat == "reference":
         spec.pop("class_words")
     return spec
@@ -136,7 +134,7 @@ def _check_distinct_models(lp: LoadedProtocol) -> None:
     models = lp.protocol.models
     seen: dict[str, int] = {}
     for i, m in enumerate(models):
-        key = repr(sorted(_effective(lp, m).items()))
+        key = repr(sorted(_effective(lp, i, m).items()))
         if key in seen:
             first = models[seen[key]]
             words = f"; {REFERENCE_WORDS}" if any(x.compat == "reference" and x.class_words for x in (first, m)) else ""
@@ -264,12 +262,13 @@ def check_data_settings(lp: LoadedProtocol, datasets: Mapping[str, Any]) -> None
                     )
 
 
-def dataset_identity(lp: LoadedProtocol, spec: DatasetSpec) -> tuple[str, str]:
-    """(kind, resolved root or ``synthetic:<name>``); unset variables stay as written."""
+def dataset_identity(spec: DatasetSpec, resolved: DatasetSpec) -> tuple[str, str]:
+    """(kind, resolved root or ``synthetic:<name>``) of a dataset, given as written and as resolved; unset
+    variables stay as written."""
     if spec.synthetic is not None:
         return spec.kind, f"synthetic:{spec.synthetic}"
-    assert spec.root is not None
-    return spec.kind, str(resolve_path(spec.root, lp.base_dir, strict=False))
+    assert resolved.root is not None
+    return spec.kind, resolved.root
 
 
 def check_static_overlap(lp: LoadedProtocol) -> None:
@@ -281,9 +280,12 @@ def check_static_overlap(lp: LoadedProtocol) -> None:
     p = lp.protocol
     if p.training is None or p.intended_overlap:
         return
-    targets = {dataset_identity(lp, d): (i, d) for i, d in enumerate(p.targets)}
-    for i, d in enumerate(p.training.datasets):
-        ident = dataset_identity(lp, d)
+    resolved = lp.resolved
+    assert resolved.training is not None
+    pairs = zip(p.targets, resolved.targets, strict=True)
+    targets = {dataset_identity(d, r): (i, d) for i, (d, r) in enumerate(pairs)}
+    for i, (d, r) in enumerate(zip(p.training.datasets, resolved.training.datasets, strict=True)):
+        ident = dataset_identity(d, r)
         if ident in targets:
             ti, target = targets[ident]
             raise lp.error(

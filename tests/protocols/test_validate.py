@@ -219,3 +219,24 @@ def test_class_words_of_a_reference_model_are_said_to_be_unused(
     err = capsys.readouterr().err
     assert "warning: --set models.clean.compat=reference, --set models.clean.class_words" in err
     assert "class_words are not used" in err
+
+
+def test_paths_are_resolved_once_and_the_checks_check_what_was_resolved(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.imports import imported_modules
+
+    users = sorted(
+        p.stem for p in (REPO / "medad" / "protocols").glob("*.py") if "medad.protocols.paths.resolve_path" in
+        imported_modules(p)
+    )  # fmt: skip
+    assert users == ["resolve"]  # before: the resource check and the leakage guard resolved the paths again
+    (tmp_path / "data" / "industrial").mkdir(parents=True)
+    (tmp_path / "data" / "lesions").mkdir(parents=True)
+    monkeypatch.delenv("MEDAD_UNSET_JOBS", raising=False)
+    text = BASE + "executor:\n  kind: local\n  folder: ${MEDAD_UNSET_JOBS}/jobs\n"
+    code, _, err = cli(["validate", str(write(tmp_path, text))], capsys)  # before: valid, and `run` failed later
+    assert code == 2
+    assert "executor.folder: '${MEDAD_UNSET_JOBS}/jobs' uses ${MEDAD_UNSET_JOBS}, which is not set" in err
+    lp = load_protocol(write(tmp_path, BASE))
+    assert lp.resolved is lp.resolved  # one resolution, shared by the checks and the runner
