@@ -14,7 +14,7 @@ import typer
 import typer.core
 
 from medad import __version__
-from medad.errors import MedadError, as_medad_error, printable, show_data_warnings
+from medad.errors import DataError, MedadError, as_medad_error, printable, show_data_warnings
 from medad.stats import defaults as ci_defaults
 
 app = typer.Typer(
@@ -50,6 +50,13 @@ def fail(message: str) -> None:
     """Print a one-line user error and exit with code 2."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
+
+
+def require_roots(roots: list[Path]) -> None:
+    """Refuse a missing dataset root before the command loads torch (seconds, or a minute on a loaded machine)."""
+    for root in roots:
+        if not root.expanduser().exists():
+            raise DataError(f"dataset root {root} does not exist; check the path")
 
 
 def _jsonl_root(data_root: Path | None) -> dict[str, Path]:
@@ -88,6 +95,7 @@ SEED_HELP = (
     "Seed the model is built under (an untrained head is drawn from it): the same command gives the same scores; "
     "a resumed run must use the same seed."
 )
+PROTOCOL_HELP = "Protocol YAML, or the name of a shipped protocol (e.g. demo; `medad protocols` lists them)."
 TEXT_WEIGHTS_HELP = "CLIP text weights: a local file (OpenAI .pt, open_clip .safetensors/.bin) or an open_clip tag."
 
 
@@ -198,6 +206,7 @@ def train_command(
     masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
 ) -> None:
     """Train a model's adapters on auxiliary datasets for a fixed number of epochs (resumable)."""
+    require_roots(data)
     from medad.data import dataset_options
     from medad.engine import distributed
     from medad.engine.scorer import weights_options
@@ -496,7 +505,7 @@ def export_model_command(
 
 @app.command("validate")
 def validate_command(
-    protocol: Annotated[Path, typer.Argument(help="Protocol YAML (e.g. protocols/demo.yaml).")],
+    protocol: Annotated[Path, typer.Argument(help=PROTOCOL_HELP)],
     structure_only: Annotated[
         bool, typer.Option("--structure-only", help="Check the YAML only, not that data roots and weights exist.")
     ] = False,
@@ -514,7 +523,7 @@ def validate_command(
 
 @app.command("run")
 def run_command(
-    protocol: Annotated[Path, typer.Argument(help="Protocol YAML (e.g. protocols/demo.yaml).")],
+    protocol: Annotated[Path, typer.Argument(help=PROTOCOL_HELP)],
     out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: the protocol's output:).")] = None,
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override a key, e.g. --set training.epochs=3.")
@@ -541,6 +550,15 @@ def models_command(
 
     entries = describe_models()
     typer.echo(canonical_json(entries).rstrip("\n") if as_json else format_models(entries))
+
+@app.command("protocols")
+def protocols_command() -> None:
+    """List the protocols shipped with medad: run one by name (`medad run demo`), or copy its YAML to edit it."""
+    from medad.protocols.bundled import bundled_protocols_dir, shipped_protocols
+
+    for name, description in shipped_protocols():
+        typer.echo(f"{name:<36} {description}")
+    typer.echo(f"(in {bundled_protocols_dir()}; relative outputs of a shipped protocol go to the current folder)")
 
 
 weights_app = typer.Typer(help="Check and convert frozen-weights files.", no_args_is_help=True)

@@ -82,6 +82,26 @@ def as_medad_error(exc: BaseException) -> MedadError | None:
     return None
 
 
+RANDOM_WEIGHTS_WARNING = (
+    "model {name!r} has RANDOM WEIGHTS ({parts}); its scores test "
+    "the pipeline only and say nothing about the method"
+)
+"""The one wording of the random-weights warning, for training and scoring alike (see :func:`warn_once`)."""
+
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Print ``warning: <message>`` on stderr once per process: a study that trains and scores the same model
+    several times (per seed, per target) says it once, not once per stage."""
+    import sys
+
+    if message in _WARNED:
+        return
+    _WARNED.add(message)
+    print(f"warning: {printable(message)}", file=sys.stderr)
+
+
 def printable(message: object) -> str:
     """``message`` as text any terminal can take: undecodable path bytes (lone surrogates) shown as escapes."""
     return str(message).encode("utf-8", "backslashreplace").decode("utf-8")

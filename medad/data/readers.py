@@ -12,22 +12,24 @@ its warning are turned off in favour of this one. A mask that is not two-valued 
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pydicom.uid
-import torch
-from monai.data import PILReader
 from PIL import Image, UnidentifiedImageError
 
 from medad.data.dicom import dicom_frame_shape, looks_like_dicom, read_dicom_frame, read_dicom_mask
 from medad.data.nifti import nifti_slice_shape, read_nifti_image, read_nifti_mask
 from medad.errors import ConfigError, DataError, DataWarning
+
+if TYPE_CHECKING:
+    from monai.data import PILReader
 
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError)
 _HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
@@ -78,8 +80,13 @@ def _to_rgb_or_wide(image: Image.Image) -> Image.Image:
     return image if image.mode in _HIGH_BIT_MODES else image.convert("RGB")
 
 
-_IMAGE_READER = PILReader(converter=_to_rgb_or_wide, reverse_indexing=False)
-_MASK_READER = PILReader(reverse_indexing=False)
+@functools.cache
+def _pil_reader(image: bool) -> PILReader:
+    """MONAI's reader of images (``image``: converted to RGB unless high bit depth) or masks, made on first read
+    so that importing medad.data (``medad datasets check``'s layout checks, ``medad validate``) loads no MONAI."""
+    from monai.data import PILReader
+
+    return PILReader(converter=_to_rgb_or_wide, reverse_indexing=False) if image else PILReader(reverse_indexing=False)
 
 
 def _read_pil(reader: PILReader, path: Path, what: str) -> np.ndarray:
@@ -149,7 +156,7 @@ def read_image(row: Mapping[str, Any]) -> np.ndarray:
     elif source == "nifti":
         image = read_nifti_image(row)
     else:
-        image = _plain_image(_read_pil(_IMAGE_READER, path, "image"))
+        image = _plain_image(_read_pil(_pil_reader(True), path, "image"))
     check_image_size(row, int(image.shape[0]), int(image.shape[1]))
     return image
 
@@ -178,7 +185,7 @@ def read_image_resized(row: Mapping[str, Any], size: int | None) -> tuple[np.nda
         if not path.is_file():
             raise DataError(f"image {path} does not exist; rebuild the manifest or restore the file")
         try:
-            image = _open_checked(_IMAGE_READER, path, "image")
+            image = _open_checked(_pil_reader(True), path, "image")
             if image.mode not in _HIGH_BIT_MODES:
                 width, height = image.size
                 check_image_size(row, height, width)
@@ -192,6 +199,8 @@ def read_image_resized(row: Mapping[str, Any], size: int | None) -> tuple[np.nda
     data = read_image(row)
     if size is None:
         return data, (int(data.shape[0]), int(data.shape[1]))
+    import torch  # here: the manifest-level readers above load no torch
+
     tensor = torch.from_numpy(np.ascontiguousarray(data.transpose(2, 0, 1)))[None]
     area = torch.nn.functional.interpolate(tensor, size=(size, size), mode="area")[0]
     return area.permute(1, 2, 0).numpy(), (int(data.shape[0]), int(data.shape[1]))
@@ -279,7 +288,7 @@ def read_mask(row: Mapping[str, Any]) -> np.ndarray:
     elif looks_like_dicom(path):
         mask = read_dicom_mask(row)
     else:
-        data = _read_pil(_MASK_READER, path, "mask")
+        data = _read_pil(_pil_reader(False), path, "mask")
         rule = str(row.get("mask_rule") or ">0")
         warn_if_not_binary(data, path, rule)
         mask = binarise(data, rule)

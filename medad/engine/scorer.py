@@ -14,7 +14,6 @@ named by the pseudonymous ``case_id`` (never by a DICOM/NIfTI source name).
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,15 +33,10 @@ from medad.engine.runtime import autocast, resolve_device
 from medad.engine.score_tables import read_score_table, write_score_tables
 from medad.engine.skipped import SkipLog
 from medad.engine.tiling import TiledInferer, check_tiling, tiling_meta
-from medad.errors import ConfigError, DataError, WeightsError
+from medad.errors import RANDOM_WEIGHTS_WARNING, ConfigError, DataError, WeightsError, warn_once
 
 if TYPE_CHECKING:
     from medad.models import AnomalyModel
-
-RANDOM_WEIGHTS_WARNING = (
-    "warning: model {name!r} has RANDOM WEIGHTS ({parts}); its scores test the pipeline only and say nothing about "
-    "the method"
-)
 
 
 def predictions_meta(
@@ -200,7 +194,7 @@ def score(
         from medad.models.base import describe_random_parts
 
         parts = describe_random_parts(meta["model"].get("random_parts", []))
-        print(RANDOM_WEIGHTS_WARNING.format(name=meta["model"].get("name"), parts=parts), file=sys.stderr)
+        warn_once(RANDOM_WEIGHTS_WARNING.format(name=meta["model"].get("name"), parts=parts))
     writer = PredictionWriter(out, chunk_size=s.chunk_size, tag=tag, meta=meta)
     if tag == "p0" or not (out / "manifest.csv").exists():
         save_manifests(out, manifest)  # paths only in ../private/

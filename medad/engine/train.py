@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from medad.engine.features import (
 )
 from medad.engine.prompting import check_model_compat, class_words_used, prompt_words
 from medad.engine.runtime import autocast, autocast_dtype, resolve_device, rng_state, seed_everything, set_rng_state
-from medad.errors import ConfigError, DataError
+from medad.errors import RANDOM_WEIGHTS_WARNING, ConfigError, DataError, warn_once
 from medad.utils.io import disk_errors, hash_config, write_json_atomic
 
 if TYPE_CHECKING:
@@ -213,11 +212,11 @@ def train(
 
     seed_everything(seed)
     card = model.card()
-    if [part for part in card.get("random_parts", []) if part != "adapters"]:  # the adapters are what training fits
-        print(
-            f"warning: model {card.get('name')!r} has RANDOM frozen weights; the trained adapters are for testing only",
-            file=sys.stderr,
-        )
+    frozen_random = [part for part in card.get("random_parts", []) if part != "adapters"]
+    if frozen_random:  # the adapters are what training fits; random frozen weights make the result a test only
+        from medad.models.base import describe_random_parts
+
+        warn_once(RANDOM_WEIGHTS_WARNING.format(name=card.get("name"), parts=describe_random_parts(frozen_random)))
     model.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:

@@ -4,6 +4,10 @@ Search order: the ``MEDAD_PROTOCOLS`` environment variable (a folder), then ``me
 source checkout a link to the top-level ``protocols/``, in an installed copy the YAMLs themselves (package data:
 ``pyproject.toml`` ships every ``*.yaml`` under ``medad/``). Notebooks and scripts use :func:`bundled_protocol`
 instead of guessing a path.
+
+The command line takes a shipped protocol by name (``medad run demo``, :func:`locate_protocol`). A shipped
+protocol's relative paths (``output: ../runs``) resolve as if it sat in ``./protocols/`` of the current folder, as
+in a checkout: its run goes to ``./runs``, never inside the installed package.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
+
+import yaml
 
 from medad.errors import ConfigError
 
@@ -53,3 +59,58 @@ def bundled_protocol(name: str) -> Path:
         names = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
         raise ConfigError(f"no shipped protocol named {name!r}; shipped protocols: {names}")
     return path
+
+
+def _package_dir() -> Path:
+    return Path(str(resources.files("medad"))).resolve()
+
+
+def shipped_base_dir() -> Path:
+    """The folder a shipped protocol's relative paths resolve against: ``./protocols`` of the current folder, so
+    that ``output: ../runs`` gives ``./runs`` (as ``medad run protocols/demo.yaml`` does in a checkout)."""
+    return Path.cwd().absolute() / "protocols"
+
+
+def locate_protocol(value: str | Path) -> tuple[Path, bool]:
+    """The protocol file a user named, and whether it is a shipped protocol (run from the current folder).
+
+    ``value`` is a YAML path, or the name of a shipped protocol (``demo``, ``demo.yaml``) when no such file
+    exists. A file inside the installed package is a shipped protocol too.
+
+    Raises:
+        ConfigError: no file of that path and no shipped protocol of that name; the message says where the shipped
+            protocols are when ``value`` names one (``protocols/demo.yaml`` outside a checkout).
+    """
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path, path.resolve().is_relative_to(_package_dir())
+    try:
+        folder = bundled_protocols_dir()
+    except ConfigError:
+        raise ConfigError(f"protocol file {value} does not exist; check the path") from None
+    shipped = folder / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    if not shipped.is_file():
+        names = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+        raise ConfigError(
+            f"protocol file {value} does not exist; check the path, or give the name of a shipped protocol ({names})"
+        )
+    if path.name == str(value):  # a bare name: the shipped protocol
+        return shipped, True
+    raise ConfigError(
+        f"protocol file {value} does not exist here; medad ships a protocol of that name: give its name instead, "
+        f"e.g. `medad run {shipped.stem}` (the shipped protocols are in {folder}; `medad protocols` lists them)"
+    )
+
+
+def shipped_protocols() -> list[tuple[str, str]]:
+    """``(name, description)`` of every shipped protocol, by name (what ``medad protocols`` lists).
+
+    Raises:
+        ConfigError: the shipped protocols are not found (see :func:`bundled_protocols_dir`).
+    """
+    out = []
+    for path in sorted(bundled_protocols_dir().glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        description = data.get("description", "") if isinstance(data, dict) else ""
+        out.append((path.stem, " ".join(str(description).split())))
+    return out

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from medad.errors import ConfigError
+from medad.protocols.bundled import locate_protocol, shipped_base_dir
 from medad.protocols.messages import format_loc, from_validation_error
 from medad.protocols.overrides import apply_override
 from medad.protocols.schema import Protocol
 from medad.protocols.structure import check_structure
 from medad.protocols.yamlio import LoadedYaml, Loc, load_yaml_file
+
+if TYPE_CHECKING:
+    from medad.protocols.resolve import ResolvedProtocol
 
 
 @dataclass
@@ -26,6 +32,9 @@ class LoadedProtocol:
         path: the protocol file.
         name: the protocol name (``name:`` or the file stem).
         overrides: the ``--set`` strings applied, by location.
+        shipped_base: for a shipped protocol (given by name, or inside the installed package), the folder its
+            relative paths resolve against (``./protocols`` of the current folder, so its run goes to ``./runs``);
+            ``None``: the protocol file's folder.
     """
 
     protocol: Protocol
@@ -33,17 +42,31 @@ class LoadedProtocol:
     path: Path
     name: str
     overrides: dict[Loc, str] = field(default_factory=dict)
+    shipped_base: Path | None = None
 
     @property
     def base_dir(self) -> Path:
-        """The folder relative paths are resolved against (the protocol file's folder)."""
-        return self.path.resolve().parent
+        """The folder relative paths are resolved against (the protocol file's folder, or ``shipped_base``)."""
+        return self.shipped_base or self.path.resolve().parent
+
+    @functools.cached_property
+    def resolved(self) -> ResolvedProtocol:
+        """The protocol with every path resolved, once: what the structure and resource checks check and what the
+        runner runs (:func:`~medad.protocols.resolve.resolve_protocol`)."""
+        from medad.protocols.resolve import resolve_protocol  # resolve imports this module
+
+        return resolve_protocol(self)
 
     def where(self, loc: Loc) -> str:
-        """Where a key came from: ``file:line`` or the ``--set`` option that set it."""
+        """Where a key came from: ``file:line`` or the ``--set`` option that set it (or made it: a key only a
+        ``--set`` created, such as ``foo`` of ``--set foo.bar.baz=1``, has no line in the file)."""
         for depth in range(len(loc), 0, -1):
             if loc[:depth] in self.overrides:
                 return f"--set {self.overrides[loc[:depth]]}"
+        if loc and loc not in self.yaml.lines:
+            for origin, assignment in self.overrides.items():
+                if origin[: len(loc)] == loc:
+                    return f"--set {assignment}"
         return self.yaml.where(loc)
 
     def error(self, loc: Loc, message: str) -> ConfigError:
@@ -55,7 +78,8 @@ def load_protocol(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     """Parse and validate a protocol's structure (no file-system checks beyond reading it).
 
     Args:
-        path: the protocol YAML.
+        path: the protocol YAML, or the name of a shipped protocol (``demo``; see
+            :func:`~medad.protocols.bundled.locate_protocol`).
         overrides: ``key.path=value`` strings applied before validation.
 
     Returns:
@@ -64,14 +88,15 @@ def load_protocol(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     Raises:
         ConfigError: naming the file, line, key and fix for the first problem.
     """
-    path = Path(path)
+    path, shipped = locate_protocol(path)
     loaded = load_yaml_file(path)
     if not isinstance(loaded.data, dict):
         raise ConfigError(
             f"{path}: a protocol must be a mapping of keys (models:, targets:, ...); see docs/protocols.md"
         )
     origins = {apply_override(loaded.data, item): item for item in overrides}
-    lp = LoadedProtocol(Protocol.model_construct(), loaded, path, path.stem, origins)
+    base = shipped_base_dir() if shipped else None
+    lp = LoadedProtocol(Protocol.model_construct(), loaded, path, path.stem, origins, base)
     try:
         protocol = Protocol.model_validate(loaded.data)
     except ValidationError as exc:

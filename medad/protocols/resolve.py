@@ -67,12 +67,12 @@ def _executor(spec: ExecutorSpec | None, lp: LoadedProtocol) -> ExecutorSpec | N
 def resolve_protocol(lp: LoadedProtocol) -> ResolvedProtocol:
     """The protocol with defaults filled in, the name set and every path made absolute (variables expanded).
 
-    Raises:
-        ConfigError: when a referenced environment variable is unset (``output:`` excepted: the run's resource
-            check reports that one, and ``--out`` replaces it).
+    This is the only place a protocol's paths are resolved (:attr:`LoadedProtocol.resolved` caches it); the
+    structure and resource checks check what it resolved. A variable that is not set stays as written
+    (``${MEDAD_DATA}``): :func:`~medad.protocols.resources.require_resources` lists every one before a run.
     """
     p = lp.protocol
-    output = str(resolve_path(p.output, lp.base_dir, strict=False))
+    output = str(resolve_path(p.output, lp.base_dir))
     targets = [_dataset(d, lp) for d in p.targets]
     training = None
     if p.training is not None:

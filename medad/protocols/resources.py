@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +11,7 @@ from medad.errors import ConfigError
 from medad.protocols import registry
 from medad.protocols.loading import LoadedProtocol
 from medad.protocols.messages import format_loc
-from medad.protocols.paths import DATASETS_DOC, MODELS_DOC, env_vars_in, resolve_path
+from medad.protocols.paths import DATASETS_DOC, MODELS_DOC, unset_vars_in
 from medad.protocols.schema import DatasetSpec, ModelSpec, WeightSource
 from medad.protocols.structure import dataset_locs
 from medad.protocols.yamlio import Loc
@@ -36,55 +35,50 @@ class Missing:
         return f"{self.where}: {self.key}: {self.what}; {self.hint}"
 
 
-def _check_path(lp: LoadedProtocol, loc: Loc, value: str, what: str, hint: str, out: list[Missing]) -> None:
-    unset = [v for v in env_vars_in(value) if v not in os.environ]
+def _check_path(
+    lp: LoadedProtocol, loc: Loc, written: str, resolved: str, what: str, hint: str, out: list[Missing]
+) -> None:
+    """Check one resolved path: its variables are set and it exists (``written``: as in the protocol)."""
+    unset = unset_vars_in(resolved)
     if unset:
         out.append(
             Missing(
                 lp.where(loc),
                 format_loc(loc),
-                f"{what} {value!r} uses ${{{unset[0]}}}, which is not set",
+                f"{what} {written!r} uses ${{{unset[0]}}}, which is not set",
                 f"export {unset[0]}=/path/to/folder; {hint}",
             )
         )
-        return
-    path = resolve_path(value, lp.base_dir)
-    if not path.exists():
-        out.append(Missing(lp.where(loc), format_loc(loc), f"{what} {path} does not exist", hint))
+    elif not Path(resolved).exists():
+        out.append(Missing(lp.where(loc), format_loc(loc), f"{what} {resolved} does not exist", hint))
 
 
 def _dataset_hint(spec: DatasetSpec) -> str:
     return f"get the {spec.kind} dataset as described in {DATASETS_DOC}#{spec.kind}"
 
 
-def _model_missing(lp: LoadedProtocol, i: int, m: ModelSpec, out: list[Missing]) -> None:
+def _model_missing(lp: LoadedProtocol, i: int, m: ModelSpec, r: ModelSpec, out: list[Missing]) -> None:
+    """What model ``m`` (resolved: ``r``) needs that is missing: weight files, its checkpoint."""
     hint = f"download the weights as described in {MODELS_DOC}"
-    sources: tuple[tuple[str, WeightSource | None], ...] = (("backbone", m.weights.backbone), ("text", m.weights.text))
-    for role, source in sources:
-        if source is None:
+    for role in ("backbone", "text"):
+        source: WeightSource | None = getattr(m.weights, role)
+        resolved: WeightSource | None = getattr(r.weights, role)
+        if source is None or resolved is None:
             continue
         loc: Loc = ("models", i, "weights", role)
-        if source.file is not None:
-            _check_path(lp, (*loc, "file"), source.file, f"{role} weights file", hint, out)
+        if source.file is not None and resolved.file is not None:
+            _check_path(lp, (*loc, "file"), source.file, resolved.file, f"{role} weights file", hint, out)
         elif source.id is None:
             out.append(Missing(lp.where(loc), format_loc(loc), f"{role} weights name neither `id:` nor `file:`", hint))
-    if m.checkpoint is not None:
-        _check_path(
-            lp,
-            ("models", i, "checkpoint"),
-            m.checkpoint,
-            "checkpoint folder",
-            "train one with a protocol that has a `training:` section, or fix the path",
-            out,
-        )
-        _check_checkpoint_compat(lp, i, m, m.checkpoint, out)
+    if m.checkpoint is not None and r.checkpoint is not None:
+        fix = "train one with a protocol that has a `training:` section, or fix the path"
+        _check_path(lp, ("models", i, "checkpoint"), m.checkpoint, r.checkpoint, "checkpoint folder", fix, out)
+        _check_checkpoint_compat(lp, i, m, r.checkpoint, out)
 
 
-def _check_checkpoint_compat(lp: LoadedProtocol, i: int, m: ModelSpec, value: str, out: list[Missing]) -> None:
+def _check_checkpoint_compat(lp: LoadedProtocol, i: int, m: ModelSpec, resolved: str, out: list[Missing]) -> None:
     """A checkpoint trained in another compat mode than the model's ``compat:`` (its adapters fit that mode only)."""
-    if any(v not in os.environ for v in env_vars_in(value)):
-        return
-    folder = resolve_path(value, lp.base_dir)
+    folder = Path(resolved)
     trained = registry.checkpoint_compat(folder) if folder.is_dir() else None
     if trained is not None and trained != m.compat:
         loc: Loc = ("models", i, "compat")
@@ -95,34 +89,47 @@ def _check_checkpoint_compat(lp: LoadedProtocol, i: int, m: ModelSpec, value: st
 
 def _output_missing(lp: LoadedProtocol, out: list[Missing]) -> None:
     loc: Loc = ("output",)
-    value = lp.protocol.output
-    unset = [v for v in env_vars_in(value) if v not in os.environ]
+    value, resolved = lp.protocol.output, lp.resolved.output
+    unset = unset_vars_in(resolved)
     if unset:
         fix = f"export {unset[0]}=/path/to/folder, or give `medad run --out DIR`"
         out.append(Missing(lp.where(loc), "output", f"{value!r} uses ${{{unset[0]}}}, which is not set", fix))
         return
     try:
-        check_output_folder(resolve_path(value, lp.base_dir), "folder", "")
+        check_output_folder(resolved, "folder", "")
     except OutputPathError as exc:
         what = str(exc).removeprefix("folder ").rstrip("; ")
         out.append(Missing(lp.where(loc), "output", what, "set `output:` to a folder, or give `medad run --out DIR`"))
 
 
+def _executor_missing(lp: LoadedProtocol, out: list[Missing]) -> None:
+    written, resolved = lp.protocol.executor, lp.resolved.executor
+    if written is None or written.folder is None or resolved is None or resolved.folder is None:
+        return
+    unset = unset_vars_in(resolved.folder)
+    if unset:
+        loc: Loc = ("executor", "folder")
+        what = f"{written.folder!r} uses ${{{unset[0]}}}, which is not set"
+        out.append(Missing(lp.where(loc), format_loc(loc), what, f"export {unset[0]}=/path/to/folder"))
+
+
 def check_resources(lp: LoadedProtocol, *, output: bool = True) -> list[Missing]:
     """Everything the protocol needs from disk that is missing (data roots, weight files, checkpoints), and an
     ``output:`` whose variables are unset or that cannot be a writable folder (unless ``output`` is off: the
-    run was given ``--out``).
+    run was given ``--out``), checked on the paths :attr:`LoadedProtocol.resolved` resolved.
 
     Synthetic datasets are written by the run, so they are never missing.
     """
     out: list[Missing] = []
     if output:
         _output_missing(lp, out)
-    for loc, spec in dataset_locs(lp.protocol):
-        if spec.root is not None:
-            _check_path(lp, (*loc, "root"), spec.root, f"{spec.name} root", _dataset_hint(spec), out)
-    for i, m in enumerate(lp.protocol.models):
-        _model_missing(lp, i, m, out)
+    resolved = lp.resolved
+    for (loc, spec), (_, r) in zip(dataset_locs(lp.protocol), dataset_locs(resolved), strict=True):
+        if spec.root is not None and r.root is not None:
+            _check_path(lp, (*loc, "root"), spec.root, r.root, f"{spec.name} root", _dataset_hint(spec), out)
+    for i, (m, r_model) in enumerate(zip(lp.protocol.models, resolved.models, strict=True)):
+        _model_missing(lp, i, m, r_model, out)
+    _executor_missing(lp, out)
     return out
 
 

@@ -22,7 +22,7 @@ from medad.protocols.cache import StageStore
 from medad.protocols.executor import job_device, make_executor
 from medad.protocols.loading import LoadedProtocol, load_protocol
 from medad.protocols.progress import RunDisplay
-from medad.protocols.resolve import ResolvedProtocol, config_hash, resolve_protocol, resolved_yaml
+from medad.protocols.resolve import ResolvedProtocol, config_hash, resolved_yaml
 from medad.protocols.resources import check_output, check_weight_hashes, require_resources
 from medad.protocols.stages import data, evaluate, export, report, score, stats, train
 from medad.protocols.stages.base import RunState
@@ -111,7 +111,7 @@ def run_protocol(
     """
     lp = load_protocol(path, overrides)
     require_resources(lp, output=out is None)
-    resolved = resolve_protocol(lp)
+    resolved = lp.resolved
     check_weight_hashes(lp, resolved)
     chash = config_hash(resolved)
     out_root = check_output(lp, out, resolved)

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from medad.errors import ConfigError, ExportError
 from medad.protocols import registry
 from medad.protocols.messages import suggest
-from medad.protocols.paths import resolve_path
 from medad.protocols.schema import DatasetSpec, ModelSpec, Protocol
 from medad.protocols.yamlio import Loc
 
@@ -105,6 +104,51 @@ def _check_models(lp: LoadedProtocol) -> None:
                 )
 
 
+REFERENCE_WORDS = (
+    "class_words apply to clean models only: in reference mode the released code's words are used (docs/models.md)"
+)
+
+
+def _effective(lp: LoadedProtocol, i: int, m: ModelSpec) -> dict[str, Any]:
+    """What decides a model's results: its spec without the name, with the checkpoint path resolved and without
+    the class words a reference model ignores."""
+    spec = m.model_dump(mode="json", exclude={"name"})
+    spec["checkpoint"] = lp.resolved.models[i].checkpoint
+    if m.compat == "reference":
+        spec.pop("class_words")
+    return spec
+
+
+def _model_origin(lp: LoadedProtocol, i: int) -> str:
+    """Where model ``i`` got its settings: the ``--set`` options that changed it, else its line in the file."""
+    changed = [f"--set {text}" for loc, text in lp.overrides.items() if loc[:2] == ("models", i)]
+    return ", ".join(changed) or lp.yaml.where(("models", i))
+
+
+def _check_distinct_models(lp: LoadedProtocol) -> None:
+    """Refuse two models that would give identical results (e.g. ``--set models.clean.compat=reference`` in a
+    clean-vs-reference study: reference mode ignores the clean model's class words); warn that a reference
+    model's class words are not used."""
+    from medad.errors import warn_once
+
+    models = lp.protocol.models
+    seen: dict[str, int] = {}
+    for i, m in enumerate(models):
+        key = repr(sorted(_effective(lp, i, m).items()))
+        if key in seen:
+            first = models[seen[key]]
+            words = f"; {REFERENCE_WORDS}" if any(x.compat == "reference" and x.class_words for x in (first, m)) else ""
+            raise ConfigError(
+                f"models {first.name!r} ({_model_origin(lp, seen[key])}) and {m.name!r} ({_model_origin(lp, i)}) are "
+                f"the same model ({m.model}, compat {m.compat}) and would give identical results{words}; change one "
+                "of them (compat, image_score, options, weights, checkpoint) or drop one"
+            )
+        seen[key] = i
+    for i, m in enumerate(models):
+        if m.compat == "reference" and m.class_words:
+            warn_once(f"{_model_origin(lp, i)}: model {m.name!r}: {REFERENCE_WORDS}; its class_words are not used")
+
+
 def _check_comparisons_and_metrics(lp: LoadedProtocol) -> None:
     """Compared models exist and differ; metrics are registered."""
     p = lp.protocol
@@ -160,6 +204,7 @@ def check_structure(lp: LoadedProtocol) -> None:
     _check_names(lp)
     _check_datasets(lp)
     _check_models(lp)
+    _check_distinct_models(lp)
     _check_comparisons_and_metrics(lp)
     for i, model_spec in enumerate(lp.protocol.models):
         _check_model(lp, i, model_spec)
@@ -220,12 +265,13 @@ def check_data_settings(lp: LoadedProtocol, datasets: Mapping[str, Any]) -> None
                     )
 
 
-def dataset_identity(lp: LoadedProtocol, spec: DatasetSpec) -> tuple[str, str]:
-    """(kind, resolved root or ``synthetic:<name>``); unset variables stay as written."""
+def dataset_identity(spec: DatasetSpec, resolved: DatasetSpec) -> tuple[str, str]:
+    """(kind, resolved root or ``synthetic:<name>``) of a dataset, given as written and as resolved; unset
+    variables stay as written."""
     if spec.synthetic is not None:
         return spec.kind, f"synthetic:{spec.synthetic}"
-    assert spec.root is not None
-    return spec.kind, str(resolve_path(spec.root, lp.base_dir, strict=False))
+    assert resolved.root is not None
+    return spec.kind, resolved.root
 
 
 def check_static_overlap(lp: LoadedProtocol) -> None:
@@ -237,9 +283,12 @@ def check_static_overlap(lp: LoadedProtocol) -> None:
     p = lp.protocol
     if p.training is None or p.intended_overlap:
         return
-    targets = {dataset_identity(lp, d): (i, d) for i, d in enumerate(p.targets)}
-    for i, d in enumerate(p.training.datasets):
-        ident = dataset_identity(lp, d)
+    resolved = lp.resolved
+    assert resolved.training is not None
+    pairs = zip(p.targets, resolved.targets, strict=True)
+    targets = {dataset_identity(d, r): (i, d) for i, (d, r) in enumerate(pairs)}
+    for i, (d, r) in enumerate(zip(p.training.datasets, resolved.training.datasets, strict=True)):
+        ident = dataset_identity(d, r)
         if ident in targets:
             ti, target = targets[ident]
             raise lp.error(

@@ -7,6 +7,9 @@ which run it is waiting for, or refuse with that information.
 
 Without ``wait`` the second run exits with :class:`FolderBusyError` (exit 2) at once; with ``wait`` it prints
 one line saying which run holds the folder and blocks until that run ends (optionally up to a timeout).
+
+A command refused before any work (an unknown model, a missing input, no GPU) leaves nothing behind: on release,
+a lock whose folder holds nothing but the lock file it made removes that file and the folders it made.
 """
 
 from __future__ import annotations
@@ -83,8 +86,9 @@ class FolderLock:
     """An exclusive, crash-safe lock on one output folder (a context manager).
 
     Args:
-        lock_file: the lock file (created with its parent folders if missing; never deleted, so that every
-            process locks the same inode).
+        lock_file: the lock file (created with its parent folders if missing). It is deleted only by the process
+            that made it, on release, when the folder holds nothing else; a process that was waiting for it then
+            sees that its file is gone and locks the new one.
         what: the folder's description for messages (e.g. ``run folder runs/demo/3f...``).
         wait: ``False``: refuse at once when another process holds it; ``True``: wait until it is free;
             a number: wait at most that many seconds, then refuse.
@@ -111,6 +115,7 @@ class FolderLock:
         self.fix = fix
         self.poll_s = poll_s
         self._fd: int | None = None
+        self._made: list[Path] = []  # the folders and lock file this lock created, outermost first
 
     @property
     def held(self) -> bool:
@@ -136,48 +141,80 @@ class FolderLock:
             ) from None
         return True
 
-    def acquire(self) -> FolderLock:
-        """Take the lock (see the class for waiting); record this process as its holder."""
-        if self._fd is not None:
-            return self
+    def _open(self) -> int:
+        """Open the lock file, creating it and its folders if missing (remembered in ``_made``)."""
+        missing = [p for p in (self.lock_file.parent, *self.lock_file.parent.parents) if not p.exists()]
         try:
             self.lock_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+            self._made = [p for p in reversed(missing) if p.is_dir()]
+            try:
+                fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                self._made.append(self.lock_file)
+            except FileExistsError:
+                fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise OutputPathError(
                 f"cannot create the lock file of {self.what} ({exc.strerror}); make the folder writable or "
                 "write to another one"
             ) from None
+        return fd
+
+    def _still_linked(self, fd: int) -> bool:
+        """Whether ``fd`` is still the file at ``lock_file`` (the process that made it may have removed it)."""
         try:
-            if not self._try(fd):
-                holder = _holder_text(self.holder())
-                if self.wait is False:
-                    raise FolderBusyError(f"{self.what} is in use by {holder}; {self.fix}")
-                limit = None if self.wait is True else time.monotonic() + float(self.wait)
-                print(f"medad: {self.what} is in use by {holder}; waiting for it to finish", file=sys.stderr)
-                if limit is None:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                else:
-                    while not self._try(fd):
-                        if time.monotonic() >= limit:
-                            raise FolderBusyError(
-                                f"{self.what} is still in use by {holder} after waiting {float(self.wait):g} s; "
-                                f"{self.fix}"
-                            )
-                        time.sleep(self.poll_s)
-            record = {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "command": _command(),
-            }
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(record).encode("utf-8"), 0)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
+            now = os.stat(self.lock_file)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+
+    def acquire(self) -> FolderLock:
+        """Take the lock (see the class for waiting); record this process as its holder."""
+        while self._fd is None:
+            fd = self._open()
+            try:
+                self._lock(fd)
+                linked = self._still_linked(fd)  # not: its maker removed it while this process waited
+                if linked:
+                    self._record(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            if linked:
+                self._fd = fd
+            else:  # lock the new file instead (closing gives this one back)
+                os.close(fd)
         return self
+
+    def _lock(self, fd: int) -> None:
+        """Lock ``fd``, refusing or waiting (see the class) while another process holds it."""
+        if self._try(fd):
+            return
+        holder = _holder_text(self.holder())
+        if self.wait is False:
+            raise FolderBusyError(f"{self.what} is in use by {holder}; {self.fix}")
+        limit = None if self.wait is True else time.monotonic() + float(self.wait)
+        print(f"medad: {self.what} is in use by {holder}; waiting for it to finish", file=sys.stderr)
+        if limit is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return
+        while not self._try(fd):
+            if time.monotonic() >= limit:
+                raise FolderBusyError(
+                    f"{self.what} is still in use by {holder} after waiting {float(self.wait):g} s; {self.fix}"
+                )
+            time.sleep(self.poll_s)
+
+    def _record(self, fd: int) -> None:
+        """Write who holds the lock into its file (what a refused or waiting process prints)."""
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": _command(),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode("utf-8"), 0)
 
     def release(self) -> None:
         """Give the lock back (the kernel also does so when the process ends)."""
@@ -186,8 +223,20 @@ class FolderLock:
         fd, self._fd = self._fd, None
         with contextlib.suppress(OSError):  # the record is informative only
             os.ftruncate(fd, 0)
+            self._remove_if_unused()
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+    def _remove_if_unused(self) -> None:
+        """Remove the lock file and the folders this lock made when nothing else was written into them (the
+        command was refused before any work), while still holding the lock."""
+        if not self._made or self._made[-1] != self.lock_file:
+            return
+        if [p.name for p in self.lock_file.parent.iterdir()] != [self.lock_file.name]:
+            return
+        self.lock_file.unlink()
+        for folder in reversed(self._made[:-1]):
+            folder.rmdir()  # OSError (not empty) stops here: the caller suppresses it
 
     def __enter__(self) -> FolderLock:
         return self.acquire()

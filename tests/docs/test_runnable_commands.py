@@ -25,10 +25,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.timeouts import HANG_S
+
 ROOT = Path(__file__).resolve().parents[2]
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```bash runnable[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
-TIMEOUT_S = 120
+TIMEOUT_S = HANG_S
 
 
 def commands_of(block: str) -> list[str]:

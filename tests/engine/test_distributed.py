@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 
 import medad
 from medad.engine.distributed import DDPTraining, DistEnv, shard_indices
+from tests.timeouts import HANG_S
 
 WORLD = 2
 SETTINGS = dict(epochs=2, lr=1e-3, batch_size=8, micro_batch_size=4, seed=5, progress=False)
@@ -178,7 +179,7 @@ def test_medad_score_under_torchrun(spawned: Path, tmp_path: Path, tile: bool) -
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD)]
     cmd += ["--master_port", str(_free_port()), "-m", "medad.cli", "score", *args, "--out", str(tmp_path / "tr")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("scored 12 images") == 1  # printed by rank 0 only
     tags = {p.name.split("-")[0] for p in (tmp_path / "tr" / "predictions" / "chunks").iterdir()}
@@ -210,7 +211,7 @@ def test_torchrun_scoring_skips_an_unreadable_image_on_every_rank(spawned: Path,
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD)]
     cmd += ["--master_port", str(_free_port()), "-m", "medad.cli", "score", *args, "--out", str(tmp_path / "tr")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG_S)
     # rank 0 exits 2 (torchrun then prints its own launcher traceback and exits 1); no medad frame in it
     assert proc.returncode != 0 and "exitcode  : 2" in proc.stderr, proc.stderr[-3000:]
     # no frame of this checkout's medad package (found by its folder, not by a name the clone may carry too)

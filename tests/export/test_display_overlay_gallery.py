@@ -21,6 +21,7 @@ from medad.export import export_predictions, fixed_threshold
 from medad.export.png import overlay_caption
 from medad.utils.colors import GT_CONTOUR, HEATMAP_CMAP, PRED_CONTOUR
 from tests.export.conftest import blob, manifest_row
+from tests.timeouts import HANG_S
 
 RANDOM_META = {"model": {"name": "ad_dinov3_tiny", "random_weights": True}, "random_weights": True}
 REAL_META = {"model": {"name": "ad_dinov3_vitb16", "random_weights": False}, "random_weights": False}
@@ -113,7 +114,7 @@ def _dom(page: Path) -> str:
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_S,
     )
     return done.stdout
 

@@ -18,6 +18,7 @@ import pytest
 
 from medad.utils.locking import LOCK_NAME, FolderBusyError, FolderLock
 from tests.protocols.stall_run import command
+from tests.timeouts import HANG_S
 
 # A training-free model on a small synthetic target: no training stage, so a run takes seconds. Chunks of 2 make
 # the scoring stage resumable part-way.
@@ -74,7 +75,7 @@ def start_stalled(protocol: Path, out: Path) -> subprocess.Popen[str]:
     """A ``medad run`` that stops responding part-way through scoring (holding its locks)."""
     proc = medad(["run", str(protocol), "--out", str(out), "--no-progress"], protocol.parent, "score:2")
     assert proc.stderr is not None
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + HANG_S
     for line in proc.stderr:
         if "medad: stalled" in line:
             return proc
@@ -135,7 +136,7 @@ def test_two_runs_into_one_folder_refuse_then_wait_and_survive_sigkill_of_the_ho
     first = start_stalled(protocol, out)
     try:
         second = medad(["run", str(protocol), "--out", str(out), "--no-progress"], protocol.parent)
-        stdout, stderr = second.communicate(timeout=240)
+        stdout, stderr = second.communicate(timeout=HANG_S)
         assert second.returncode == 2, stderr
         assert stderr.startswith("error: run folder ") and stderr.count("\n") == 1 and "Traceback" not in stderr
         assert f"is in use by pid {first.pid} on host {socket.gethostname()}" in stderr and "--wait" in stderr
@@ -153,7 +154,7 @@ def test_two_runs_into_one_folder_refuse_then_wait_and_survive_sigkill_of_the_ho
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-    stdout, stderr = waiting.communicate(timeout=300)
+    stdout, stderr = waiting.communicate(timeout=HANG_S)
     assert waiting.returncode == 0, stderr
     run_dir = Path(stdout.strip().splitlines()[-1])
     rows = json.loads((run_dir / "metrics.json").read_text())["rows"]
@@ -259,3 +260,51 @@ def test_score_holds_its_out_folder_only_while_it_runs(tmp_path: Path, monkeypat
     assert exit_info.value.code in (0, None) and seen == ["busy while scoring"]
     with FolderLock(out / LOCK_NAME, "out") as lock:  # released when the command ended
         assert lock.held
+
+
+def test_a_lock_released_unused_removes_only_what_it_made(tmp_path: Path) -> None:
+    made = tmp_path / "new" / "run"
+    with FolderLock(made / LOCK_NAME, "run folder"):
+        assert (made / LOCK_NAME).is_file()
+    assert not (tmp_path / "new").exists()  # refused before any work: no folder holding only a lock file
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with FolderLock(existing / LOCK_NAME, "out"):
+        pass
+    assert existing.is_dir() and not any(existing.iterdir())
+    with FolderLock(made / LOCK_NAME, "run folder"):
+        (made / "metrics.json").write_text("{}")
+    assert sorted(p.name for p in made.iterdir()) == [LOCK_NAME, "metrics.json"]  # work is never removed
+
+
+def test_a_waiting_process_locks_the_new_file_when_the_holder_removes_its_own(tmp_path: Path) -> None:
+    lock_file = tmp_path / "out" / LOCK_NAME
+    first = FolderLock(lock_file, "out").acquire()
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", HOLD.replace('"test folder")', '"test folder", wait=True)'), str(lock_file), "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert waiter.stderr is not None and "waiting for it to finish" in waiter.stderr.readline()
+        first.release()  # the folder held only the lock file this process made: both are removed
+        assert waiter.stdout is not None and waiter.stdout.readline().strip() == "held"
+        with pytest.raises(FolderBusyError, match=f"pid {waiter.pid}"):  # one holder at a time, on the new file
+            FolderLock(lock_file, "out").acquire()
+    finally:
+        waiter.kill()
+        waiter.wait(timeout=30)
+
+
+def test_score_refused_before_any_work_leaves_no_out_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from medad.cli import main
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["medad", "score", str(tmp_path / "a.png"), "--out", str(out), "--model", "nope"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert not out.exists()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.protocols.stall_run import command
+from tests.timeouts import HANG_S
 
 # A small protocol through the same code as protocols/demo.yaml: synthetic industrial training data, a
 # synthetic medical target with normals, the tiny model at 64 px, small chunks so that scoring is resumable
@@ -60,7 +61,7 @@ def medad(args: list[str], cwd: Path, stall: str | None = None) -> subprocess.Po
 
 def run_to_end(protocol: Path, out: Path) -> Path:
     proc = medad(["run", str(protocol), "--out", str(out), "--no-progress"], protocol.parent)
-    stdout, stderr = proc.communicate(timeout=300)
+    stdout, stderr = proc.communicate(timeout=HANG_S)
     assert proc.returncode == 0, stderr
     return Path(stdout.strip().splitlines()[-1])
 
@@ -73,7 +74,7 @@ def kill_when_stalled(protocol: Path, out: Path, stall: str, written: str | None
     """
     proc = medad(["run", str(protocol), "--out", str(out), "--no-progress"], protocol.parent, stall)
     assert proc.stderr is not None
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + HANG_S
     for line in proc.stderr:
         if "medad: stalled" in line:
             break

@@ -179,3 +179,64 @@ def test_paths_resolve_against_the_yaml_folder_and_env_vars(tmp_path: Path, monk
     assert resolved.training.datasets[0].root == str(tmp_path / "data" / "industrial")
     assert resolved.targets[0].root == "/datasets/ISIC2016"
     assert resolved.output == str(tmp_path / "runs")
+
+
+def test_a_key_only_a_set_override_made_is_blamed_on_that_override(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE)
+    with pytest.raises(ConfigError, match=r"^--set foo.bar.baz=1: unknown key 'foo'"):
+        load_protocol(path, ["foo.bar.baz=1"])  # before: "study.yaml:1: unknown key 'foo'"
+    with pytest.raises(ConfigError, match=r"^--set training.extra.x=1: unknown key 'extra' in training"):
+        load_protocol(path, ["training.epochs=3", "training.extra.x=1"])
+    with pytest.raises(ConfigError, match=r"study.yaml:\d+: training is missing the required key .lr."):
+        load_protocol(write(tmp_path, BASE.replace("  lr: 1.0e-3\n", "")), ["training.epochs=3"])
+
+
+def test_two_models_that_would_give_identical_results_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    demo = REPO / "protocols" / "demo.yaml"
+    with pytest.raises(ConfigError) as info:  # docs example of old: the clean model silently became the reference
+        load_protocol(demo, ["models.clean.compat=reference"])
+    message = str(info.value)
+    assert message.startswith("models 'clean' (--set models.clean.compat=reference) and 'reference' (")
+    assert "same model" in message and "class_words apply to clean models only" in message
+    assert "warning" not in capsys.readouterr().err  # the error says it; no warning before it
+    two = BASE.replace(
+        "    model: ad_dinov3_tiny\n", "    model: ad_dinov3_tiny\n  - name: again\n    model: ad_dinov3_tiny\n", 1
+    )
+    with pytest.raises(ConfigError, match=r"models 'clean' \(.*study.yaml:3\) and 'again' .* same model"):
+        load_protocol(write(tmp_path, two))
+    assert len(load_protocol(write(tmp_path, two), ["models.again.image_score=max"]).protocol.models) == 2
+
+
+def test_class_words_of_a_reference_model_are_said_to_be_unused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medad import errors
+
+    monkeypatch.setattr(errors, "_WARNED", set())
+    load_protocol(write(tmp_path, BASE), ["models.clean.compat=reference", "models.clean.class_words={isic: {a: b}}"])
+    err = capsys.readouterr().err
+    assert "warning: --set models.clean.compat=reference, --set models.clean.class_words" in err
+    assert "class_words are not used" in err
+
+
+def test_paths_are_resolved_once_and_the_checks_check_what_was_resolved(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.imports import imported_modules
+
+    users = sorted(
+        p.stem for p in (REPO / "medad" / "protocols").glob("*.py") if "medad.protocols.paths.resolve_path" in
+        imported_modules(p)
+    )  # fmt: skip
+    assert users == ["resolve"]  # before: the resource check and the leakage guard resolved the paths again
+    (tmp_path / "data" / "industrial").mkdir(parents=True)
+    (tmp_path / "data" / "lesions").mkdir(parents=True)
+    monkeypatch.delenv("MEDAD_UNSET_JOBS", raising=False)
+    text = BASE + "executor:\n  kind: local\n  folder: ${MEDAD_UNSET_JOBS}/jobs\n"
+    code, _, err = cli(["validate", str(write(tmp_path, text))], capsys)  # before: valid, and `run` failed later
+    assert code == 2
+    assert "executor.folder: '${MEDAD_UNSET_JOBS}/jobs' uses ${MEDAD_UNSET_JOBS}, which is not set" in err
+    lp = load_protocol(write(tmp_path, BASE))
+    assert lp.resolved is lp.resolved  # one resolution, shared by the checks and the runner

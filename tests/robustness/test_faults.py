@@ -18,6 +18,7 @@ from medad.engine.predictions import PredictionReader
 from medad.engine.scorer import score_files
 from medad.errors import DataError, DiskError, MedadError, as_medad_error
 from tests.robustness.harness import _run_in_process
+from tests.timeouts import HANG_S
 
 TINY = {"model_name": "ad_dinov3_tiny", "device": "cpu", "heatmaps": False, "progress": False, "batch_size": 2}
 
@@ -202,7 +203,7 @@ for what in ("atomic", "torch"):
 
 def test_file_size_limit_in_a_real_process_names_the_file(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-c", _FSIZE_CHILD, str(tmp_path)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", _FSIZE_CHILD, str(tmp_path)], capture_output=True, text=True, timeout=HANG_S
     )
     lines = out.stdout.splitlines()
     assert len(lines) == 2, out.stderr

@@ -1,0 +1,66 @@
+"""A user's first contact is --help or an error message: neither may wait for torch / MONAI to load (issue 23 §4).
+
+Each command runs in a fresh interpreter (the test process has torch loaded already) and reports which heavy
+packages it imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.timeouts import HANG_S
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "monai", "timm", "open_clip", "torchvision")
+PROBE = """
+import json, sys
+from medad.cli import main
+heavy = json.loads(sys.argv[2])
+sys.argv = ["medad", *json.loads(sys.argv[1])]
+try:
+    main()
+    code = 0
+except SystemExit as exc:
+    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+print("\\nPROBE " + json.dumps({"code": code, "loaded": [m for m in heavy if m in sys.modules]}))
+"""
+
+
+def heavy_imports(args: list[str], cwd: Path) -> tuple[int, list[str], str]:
+    """Run ``medad ARGS`` in a fresh interpreter; return (exit code, heavy packages it imported, stderr)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=HANG_S,
+    )  # fmt: skip
+    report = json.loads(done.stdout.rsplit("PROBE ", 1)[1])
+    return report["code"], report["loaded"], done.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["run", "--help"],
+        ["score", "--no-such-option"],
+        ["train", "--data", "missing-folder", "--out", "out"],
+        ["datasets", "check", "missing-folder"],
+        ["datasets", "check", "."],  # no known layout: said before any image is read
+        ["validate", "missing.yaml"],
+        ["validate", "demo", "--set", "foo.bar.baz=1"],
+        ["protocols"],
+    ],
+    ids=lambda a: " ".join(a),
+)
+def test_help_and_argument_errors_load_no_torch(args: list[str], tmp_path: Path) -> None:
+    code, loaded, stderr = heavy_imports(args, tmp_path)
+    assert loaded == [], f"medad {' '.join(args)} imported {loaded}"
+    assert code in (0, 2), stderr
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "out").exists()  # refused before any output folder was made
