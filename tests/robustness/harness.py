@@ -11,7 +11,13 @@ case's :class:`Expect`:
 - ``PROBLEM``: exit 2 and stdout names ``Setup.names`` (``medad datasets check`` listing a problem); no traceback.
 - ``OK``: exit 0, no traceback (a harmless oddity such as ``.DS_Store`` is ignored).
 
-Modules add cases by exposing ``CASES: list[Case]`` (``cases_core.py``, ``cases_protocols.py``).
+An unclean verdict has a category (:data:`CATEGORIES`): ``traceback`` (an exception escaped), ``silent`` (exit 0
+where a refusal, skip or warning was due), ``late`` (refused, but only after work that the refusal should have
+spared: a check's message starting ``late:``), ``wrong`` (another exit code, or a message that does not name the
+file or key) and ``broken`` (the case's own ``make`` failed).
+
+Modules add cases by exposing ``CASES: list[Case]`` (``cases_core.py``, ``cases_protocols.py``,
+``cases_round2.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import io
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +55,9 @@ class Setup:
         check: called after the run with its stderr; returns a problem (str) or ``None`` (e.g. "the rest was
             scored", "a rerun after the fix gives identical metrics").
         subprocess: run as a ``medad`` subprocess even without env/preexec.
+        environ: environment variables set in this process for an in-process run (``None`` unsets one) and
+            restored after it; unlike ``env`` it does not force a subprocess.
+        cleanup: called after the run whatever its end (e.g. stop a fake server the case started).
     """
 
     argv: list[str]
@@ -57,6 +66,8 @@ class Setup:
     preexec: Callable[[], None] | None = None
     check: Callable[[str], str | None] | None = None
     subprocess: bool = False
+    environ: dict[str, str | None] = field(default_factory=dict)
+    cleanup: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,13 +98,18 @@ class Outcome:
     stderr: str
 
 
+CATEGORIES = ("clean", "traceback", "silent", "late", "wrong", "broken")
+"""How a case ended, for the sweep's counts (see the module docstring)."""
+
+
 @dataclass
 class Verdict:
-    """A judged case: clean or not, and why not."""
+    """A judged case: clean or not, why not, and the category of its end (:data:`CATEGORIES`)."""
 
     case: Case
     clean: bool
     why: str = ""
+    category: str = "clean"
 
 
 def _run_in_process(argv: Sequence[str]) -> Outcome:
@@ -141,9 +157,33 @@ def run_case(case: Case, folder: Path, *, timeout: float = 300.0) -> tuple[Setup
         setup = case.make(folder)
     except Exception as exc:  # the case itself is broken: report it, do not stop the sweep
         return None, Outcome(-1, "", f"make failed: {type(exc).__name__}: {exc}")
-    if setup.env or setup.preexec or setup.subprocess:
-        return setup, _run_subprocess(setup, timeout)
-    return setup, _run_in_process(setup.argv)
+    try:
+        if setup.env or setup.preexec or setup.subprocess:
+            return setup, _run_subprocess(setup, timeout)
+        with _environ(setup.environ):
+            return setup, _run_in_process(setup.argv)
+    finally:
+        if setup.cleanup is not None:
+            setup.cleanup()
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str | None]) -> Iterator[None]:
+    """Set (or, for ``None``, unset) environment variables for the block, then restore them."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _lines(text: str, prefix: str) -> list[str]:
@@ -200,18 +240,30 @@ _WHY = {
 }
 
 
+def _category(case: Case, outcome: Outcome, why: str, from_check: bool) -> str:
+    """The category of an unclean end (see :data:`CATEGORIES`)."""
+    if from_check:
+        if why.startswith("late:") or "before the refusal" in why:
+            return "late"
+        return "silent" if why.startswith("silent:") else "wrong"
+    if outcome.code == 0 and case.expect is not Expect.OK:
+        return "silent"  # a refusal, skip, problem or warning was due and none came
+    return "wrong"
+
+
 def judge(case: Case, setup: Setup | None, outcome: Outcome) -> Verdict:
     """Whether the outcome is the end the case expects."""
     if setup is None:
-        return Verdict(case, False, outcome.stderr)
+        return Verdict(case, False, outcome.stderr, "broken")
     err = outcome.stderr
     if "Traceback (most recent call last)" in err or "Traceback" in outcome.stdout:
-        return Verdict(case, False, f"traceback (exit {outcome.code}): {err.strip().splitlines()[-1:]}")
+        return Verdict(case, False, f"traceback (exit {outcome.code}): {err.strip().splitlines()[-1:]}", "traceback")
     errors, warnings = _lines(err, "error:"), _lines(err, "warning:")
     why = _WHY.get(case.expect, _why_success)(setup, outcome, errors, warnings)
+    from_check = False
     if not why and setup.check is not None:
-        why = setup.check(err) or ""
-    return Verdict(case, not why, why)
+        why, from_check = setup.check(err) or "", True
+    return Verdict(case, not why, why, _category(case, outcome, why, from_check) if why else "clean")
 
 
 def sweep(cases: Sequence[Case], root: Path, *, echo: Callable[[str], None] | None = None) -> list[Verdict]:
@@ -231,9 +283,17 @@ def sweep(cases: Sequence[Case], root: Path, *, echo: Callable[[str], None] | No
     return verdicts
 
 
+def counts(verdicts: Sequence[Verdict]) -> dict[str, int]:
+    """How many verdicts fell in each category, in the order of :data:`CATEGORIES`."""
+    return {name: sum(v.category == name for v in verdicts) for name in CATEGORIES}
+
+
 def summary(verdicts: Sequence[Verdict]) -> str:
-    """``N tried, N clean`` and the unclean ones, one per line."""
+    """``N tried, N clean``, the counts per category, and the unclean ones, one per line."""
     clean = sum(v.clean for v in verdicts)
     lines = [f"{len(verdicts)} tried, {clean} clean"]
-    lines += [f"  unclean: {v.case.name} ({v.case.expect.value}): {v.why}" for v in verdicts if not v.clean]
+    lines.append(" / ".join(f"{name} {n}" for name, n in counts(verdicts).items()))
+    lines += [
+        f"  unclean [{v.category}]: {v.case.name} ({v.case.expect.value}): {v.why}" for v in verdicts if not v.clean
+    ]
     return "\n".join(lines)

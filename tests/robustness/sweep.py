@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tests.robustness.harness import Case, summary, sweep
 
-CASE_MODULES = ("tests.robustness.cases_core", "tests.robustness.cases_protocols")
+CASE_MODULES = ("tests.robustness.cases_core", "tests.robustness.cases_protocols", "tests.robustness.cases_round2")
 
 
 def all_cases() -> list[Case]:
