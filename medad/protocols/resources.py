@@ -56,12 +56,15 @@ def _dataset_hint(spec: DatasetSpec) -> str:
     return f"get the {spec.kind} dataset as described in {DATASETS_DOC}#{spec.kind}"
 
 
+def weight_sources(m: ModelSpec) -> list[tuple[str, WeightSource]]:
+    """The frozen weight sources a model spec names, by role (every role of ``weights:``, in schema order)."""
+    roles = [(role, getattr(m.weights, role)) for role in type(m.weights).model_fields]
+    return [(role, source) for role, source in roles if source is not None]
+
+
 def _model_missing(lp: LoadedProtocol, i: int, m: ModelSpec, out: list[Missing]) -> None:
     hint = f"download the weights as described in {MODELS_DOC}"
-    sources: tuple[tuple[str, WeightSource | None], ...] = (("backbone", m.weights.backbone), ("text", m.weights.text))
-    for role, source in sources:
-        if source is None:
-            continue
+    for role, source in weight_sources(m):
         loc: Loc = ("models", i, "weights", role)
         if source.file is not None:
             _check_path(lp, (*loc, "file"), source.file, f"{role} weights file", hint, out)
@@ -139,9 +142,8 @@ def check_weight_hashes(lp: LoadedProtocol, resolved: ResolvedProtocol) -> None:
         ConfigError: naming the key, both hashes and the fix.
     """
     for i, model in enumerate(resolved.models):
-        for role in ("backbone", "text"):
-            source: WeightSource | None = getattr(model.weights, role)
-            if source is None or source.file is None or source.sha256 is None:
+        for role, source in weight_sources(model):
+            if source.file is None or source.sha256 is None:
                 continue
             actual = sha256_file(source.file)
             if actual != source.sha256:

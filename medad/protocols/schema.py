@@ -79,15 +79,19 @@ class WeightSource(_Strict):
 
 
 class WeightsSpec(_Strict):
-    """The frozen weights of an AD-DINOv3-style model by role (empty: the model's defaults).
+    """The frozen weights of a model by role (empty: the model's defaults). Every role is checked the same way
+    (file present, sha256), whatever backbone it names.
 
     Attributes:
         backbone: the DINOv3 backbone weights.
         text: the CLIP text-tower weights.
+        clip: a whole CLIP checkpoint, read by a CLIP-family model for its vision tower (``clip_weights``; ``id``:
+            an open_clip tag such as ``openai`` or ``hf-hub:<repo>``).
     """
 
     backbone: WeightSource | None = None
     text: WeightSource | None = None
+    clip: WeightSource | None = None
 
 
 class ModelSpec(_Strict):
@@ -128,6 +132,8 @@ class ModelSpec(_Strict):
                 kwargs["backbone_weights"] = backbone.file
         if text is not None:
             kwargs["text_weights"] = text.file or text.id
+        if self.weights.clip is not None:
+            kwargs["clip_weights"] = self.weights.clip.file or self.weights.clip.id
         return kwargs
 
 
