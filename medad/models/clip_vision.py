@@ -166,10 +166,17 @@ def vision_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _check_fit(
     state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], file: Path, model_name: str
 ) -> None:
-    """Refuse a file whose tensors are not the tower's: missing or extra keys, or a wrong shape (position
-    embeddings only need the tower's width: their grid is interpolated)."""
+    """Refuse a file whose tensors are not the tower's: a wrong shape (position embeddings only need the tower's
+    width: their grid is interpolated), then missing or extra keys."""
     fix = f"pass a CLIP checkpoint of {model_name!r} (or set clip_model to the file's architecture)"
     named = f"CLIP vision weights file {str(file)!r}"
+    wrong = [
+        f"{key} is {tuple(state[key].shape)}, expected {tuple(want.shape)}"
+        for key, want in expected.items()
+        if key in state and not _shape_fits(key, tuple(state[key].shape), tuple(want.shape))
+    ]
+    if wrong:  # shapes first: a wider or narrower model is named by its widths, not by its extra blocks
+        raise WeightsError(f"{named} does not fit {model_name!r}: {'; '.join(wrong[:3])}; {fix}")
     missing = [k for k in expected if k not in state]
     if missing:
         raise WeightsError(
@@ -182,13 +189,6 @@ def _check_fit(
             f"{named} has {len(extra)} vision tensors the {model_name!r} tower does not (e.g. {', '.join(extra[:3])}; "
             f"a deeper or other model); {fix}"
         )
-    wrong = [
-        f"{key} is {tuple(state[key].shape)}, expected {tuple(want.shape)}"
-        for key, want in expected.items()
-        if not _shape_fits(key, tuple(state[key].shape), tuple(want.shape))
-    ]
-    if wrong:
-        raise WeightsError(f"{named} does not fit {model_name!r}: {'; '.join(wrong[:3])}; {fix}")
 
 
 def _shape_fits(key: str, have: tuple[int, ...], want: tuple[int, ...]) -> bool:
@@ -216,11 +216,15 @@ def clip_licence(spec: str, digest: str | None) -> str:
 
 
 def _clip_vision_hint(model_name: str, tag: str) -> str:
+    cfg = open_clip.get_pretrained_cfg(model_name, tag) if not tag.startswith("hf-hub:") else {}
+    where = [f"the file {Path(str(cfg['url'])).name} ({cfg['url']})"] if cfg.get("url") else []
+    if cfg.get("hf_hub"):
+        where.append(f"the Hugging Face repo {str(cfg['hf_hub']).rstrip('/')} (open_clip_pytorch_model.bin)")
     return (
         f"the CLIP weights {model_name!r}/{tag!r} could not be downloaded (offline or missing); with network access "
         f"run `python -c \"import open_clip; open_clip.create_model('{model_name}', pretrained='{tag}')\"` once to "
-        "fill the cache, or download OpenAI's ViT-L-14-336px.pt (MIT licence) or the Hugging Face file "
-        "timm/vit_large_patch14_clip_336.openai/open_clip_pytorch_model.bin and pass it as clip_weights='/path/to/file'"
+        f"fill the cache, or download {' or '.join(where) or 'the checkpoint'} and pass it as "
+        "clip_weights='/path/to/file' (in a protocol: weights: {clip: {file: ...}})"
     )
 
 

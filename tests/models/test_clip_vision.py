@@ -241,3 +241,9 @@ def test_weights_check_names_a_clip_vision_file(files: dict[str, Path]) -> None:
     assert vision["fits"]["family"] == "clip-vision" and "clip_weights" in vision["fits"]["usage"]
     other = check_weights_file(files["vision"], [clip_vision_architecture(MODEL, {**TINY, "embed_dim": 48})])
     assert other["fits"] is None and other["closest"]["wrong_shapes"] == [["proj", [64, 32], [64, 48]]]
+
+
+def test_offline_hub_weights_end_in_one_error_naming_the_files_to_download() -> None:
+    with pytest.raises(WeightsError, match=r"'ViT-B-16'/'openai' could not be downloaded.*ViT-B-16\.pt.*"
+                       r"timm/vit_base_patch16_clip_224\.openai.*clip_weights="):  # fmt: skip
+        build_clip_vision(MODEL, "openai", image_size=NATIVE, overrides=TINY)
