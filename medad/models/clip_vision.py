@@ -380,9 +380,13 @@ class ClipVisionBackbone(nn.Module):
             tapped block (before ``ln_post``; :meth:`project` maps them to the joint space); ``embedding``
             ``(B, E)``: the final projected image embedding (``ln_post`` of the last CLS token, times ``proj``).
         """
-        out = self.model.forward_intermediates(
-            images, indices=self.indices, output_fmt="NLC", output_extra_tokens=True
-        )
+        side = self.grid * int(self.model.patch_size[0])
+        if images.dim() != 4 or tuple(images.shape[1:]) != (3, side, side):
+            raise ConfigError(
+                f"the CLIP vision tower takes (B, 3, {side}, {side}) images (its position embeddings were sized for "
+                f"{side} px), got {tuple(images.shape)}; resize the images or build the tower at their size"
+            )
+        out = self.model.forward_intermediates(images, indices=self.indices, output_fmt="NLC", output_extra_tokens=True)
         return {
             "patch_tokens": torch.stack(out["image_intermediates"], dim=1),
             "cls_tokens": torch.stack([prefix[:, 0] for prefix in out["image_intermediates_prefix"]], dim=1),

@@ -122,6 +122,8 @@ def test_each_format_gives_open_clips_tokens_at_the_native_size(files: dict[str,
     _assert_matches_open_clip(features, reference, images)
     projected = backbone.project(features["cls_tokens"][:, -1])
     torch.testing.assert_close(projected, features["embedding"], rtol=0, atol=1e-6)
+    with pytest.raises(ConfigError, match=r"takes \(B, 3, 64, 64\) images .* got \(2, 3, 80, 80\)"):
+        backbone(_images(80))
     assert info["sha256"] == sha256_file(files[kind]) and info["source"] == "file"
     assert info["format"] == ("torchscript" if kind == "pt" else "pickle" if kind == "bin" else "safetensors")
     assert info["native_grid"] == 4 and info["activation"] == "quickgelu"
