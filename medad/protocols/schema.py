@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, SerializerFunctionWrapHandler, StringConstraints, model_serializer
 
 from medad.stats.defaults import CI_LEVEL, CI_METHOD, CI_RESAMPLES, CI_SEED
 from medad.utils.config import StrictModel as _Strict
@@ -92,6 +92,14 @@ class WeightsSpec(_Strict):
     backbone: WeightSource | None = None
     text: WeightSource | None = None
     clip: WeightSource | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave an unset ``clip`` out, so a protocol without one keeps its resolved form and config hash."""
+        data: dict[str, Any] = handler(self)
+        if self.clip is None:
+            data.pop("clip", None)
+        return data
 
 
 class ModelSpec(_Strict):
