@@ -5,7 +5,7 @@ DINOv3 ``dinov3_vitl16_pretrain_lvd1689m-*.pth``, open_clip ``open_clip_pytorch_
 archives (OpenAI's CLIP ``ViT-L-14-336px.pt``, whose state dict is read, as open_clip's OpenAI loader does).
 Architectures are matched by key names and shapes against the models built on the meta device (no weights are
 allocated): timm's DINOv3 ViTs (Meta's key names go through timm's own DINOv3 checkpoint filter, exactly as when
-the file is loaded), open_clip's CLIP ViTs in OpenAI's layout, and their text towers alone.
+the file is loaded), open_clip's CLIP ViTs in OpenAI's layout, and their text or vision towers alone.
 """
 
 from __future__ import annotations
@@ -143,7 +143,8 @@ def clip_architecture(model_name: str, overrides: Mapping[str, Any] | None = Non
         family="clip",
         expected=expected,
         adapt=adapt,
-        usage=f"--text-weights FILE (model option text_weights; text_model {model_name}); the text tower is used",
+        usage=f"--text-weights FILE (model option text_weights; text_model {model_name}); the text tower is used "
+        "(its vision tower: clip_weights of a CLIP-family model)",
         licence="MIT if these are OpenAI's CLIP weights; otherwise see the weights' model card",
     )
 
@@ -169,12 +170,35 @@ def clip_text_architecture(model_name: str, overrides: Mapping[str, Any] | None 
     )
 
 
+def clip_vision_architecture(model_name: str, overrides: Mapping[str, Any] | None = None) -> Architecture:
+    """The vision tower of an open_clip CLIP alone (keys with or without a ``visual.`` prefix; a full CLIP's
+    ``visual.`` tensors fit it too, but the full CLIP is tried first), as :mod:`medad.models.clip_vision` loads it."""
+    from medad.models.clip_vision import vision_model_config, vision_state
+
+    def expected() -> dict[str, tuple[int, ...]]:
+        from open_clip.model import _build_vision_tower
+
+        cfg = vision_model_config(model_name, overrides)
+        with torch.device("meta"):
+            return _shapes(_build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"]))
+
+    return Architecture(
+        name=f"open_clip {model_name} vision tower",
+        family="clip-vision",
+        expected=expected,
+        adapt=vision_state,
+        usage=f"clip_weights FILE of a CLIP-family model (medad.models.clip_vision; clip_model {model_name})",
+        licence="MIT if these are OpenAI's CLIP weights; otherwise see the weights' model card",
+    )
+
+
 def default_architectures() -> list[Architecture]:
     """Every architecture ``medad weights check`` tries, DINOv3 first."""
     return [
         *(dinov3_architecture(name) for name in DINOV3_ARCHITECTURES),
         *(clip_architecture(name) for name in CLIP_ARCHITECTURES),
         *(clip_text_architecture(name) for name in CLIP_ARCHITECTURES),
+        *(clip_vision_architecture(name) for name in CLIP_ARCHITECTURES),
     ]
 
 
@@ -262,6 +286,8 @@ def _families(state: Mapping[str, torch.Tensor]) -> set[str]:
         families.add("clip")
     if "token_embedding.weight" in keys:
         families.add("clip-text")
+    if "visual.conv1.weight" in keys or {"conv1.weight", "class_embedding"} <= keys:
+        families.add("clip-vision")
     return families
 
 

@@ -53,8 +53,8 @@ def _model(spec: ModelSpec, lp: LoadedProtocol) -> ModelSpec:
     update: dict[str, Any] = {}
     if spec.checkpoint is not None:
         update["checkpoint"] = str(resolve_path(spec.checkpoint, lp.base_dir))
-    backbone, text = _source(spec.weights.backbone, lp), _source(spec.weights.text, lp)
-    update["weights"] = spec.weights.model_copy(update={"backbone": backbone, "text": text})
+    roles = type(spec.weights).model_fields
+    update["weights"] = spec.weights.model_copy(update={r: _source(getattr(spec.weights, r), lp) for r in roles})
     return spec.model_copy(update=update)
 
 

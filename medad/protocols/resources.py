@@ -57,14 +57,18 @@ def _dataset_hint(spec: DatasetSpec) -> str:
     return f"get the {spec.kind} dataset as described in {DATASETS_DOC}#{spec.kind}"
 
 
+def weight_sources(m: ModelSpec) -> list[tuple[str, WeightSource]]:
+    """The frozen weight sources a model spec names, by role (every role of ``weights:``, in schema order)."""
+    roles = [(role, getattr(m.weights, role)) for role in type(m.weights).model_fields]
+    return [(role, source) for role, source in roles if source is not None]
+
+
 def _model_missing(lp: LoadedProtocol, i: int, m: ModelSpec, r: ModelSpec, out: list[Missing]) -> None:
     """What model ``m`` (resolved: ``r``) needs that is missing: weight files, its checkpoint."""
     hint = f"download the weights as described in {MODELS_DOC}"
-    for role in ("backbone", "text"):
-        source: WeightSource | None = getattr(m.weights, role)
-        resolved: WeightSource | None = getattr(r.weights, role)
-        if source is None or resolved is None:
-            continue
+    resolved_sources = dict(weight_sources(r))
+    for role, source in weight_sources(m):
+        resolved = resolved_sources[role]
         loc: Loc = ("models", i, "weights", role)
         if source.file is not None and resolved.file is not None:
             _check_path(lp, (*loc, "file"), source.file, resolved.file, f"{role} weights file", hint, out)
@@ -161,9 +165,8 @@ def check_weight_hashes(lp: LoadedProtocol, resolved: ResolvedProtocol) -> None:
         ConfigError: naming the key, both hashes and the fix.
     """
     for i, model in enumerate(resolved.models):
-        for role in ("backbone", "text"):
-            source: WeightSource | None = getattr(model.weights, role)
-            if source is None or source.file is None or source.sha256 is None:
+        for role, source in weight_sources(model):
+            if source.file is None or source.sha256 is None:
                 continue
             actual = sha256_file(source.file)
             if actual != source.sha256:

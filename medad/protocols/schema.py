@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, SerializerFunctionWrapHandler, StringConstraints, model_serializer
 
 from medad.stats.defaults import CI_LEVEL, CI_METHOD, CI_RESAMPLES, CI_SEED
 from medad.utils.config import StrictModel as _Strict
@@ -79,15 +79,27 @@ class WeightSource(_Strict):
 
 
 class WeightsSpec(_Strict):
-    """The frozen weights of an AD-DINOv3-style model by role (empty: the model's defaults).
+    """The frozen weights of a model by role (empty: the model's defaults). Every role is checked the same way
+    (file present, sha256), whatever backbone it names.
 
     Attributes:
         backbone: the DINOv3 backbone weights.
         text: the CLIP text-tower weights.
+        clip: a whole CLIP checkpoint, read by a CLIP-family model for its vision tower (``clip_weights``; ``id``:
+            an open_clip tag such as ``openai`` or ``hf-hub:<repo>``).
     """
 
     backbone: WeightSource | None = None
     text: WeightSource | None = None
+    clip: WeightSource | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave an unset ``clip`` out, so a protocol without one keeps its resolved form and config hash."""
+        data: dict[str, Any] = handler(self)
+        if self.clip is None:
+            data.pop("clip", None)
+        return data
 
 
 class ModelSpec(_Strict):
@@ -128,6 +140,8 @@ class ModelSpec(_Strict):
                 kwargs["backbone_weights"] = backbone.file
         if text is not None:
             kwargs["text_weights"] = text.file or text.id
+        if self.weights.clip is not None:
+            kwargs["clip_weights"] = self.weights.clip.file or self.weights.clip.id
         return kwargs
 
 

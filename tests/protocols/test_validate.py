@@ -240,3 +240,39 @@ def test_paths_are_resolved_once_and_the_checks_check_what_was_resolved(
     assert "executor.folder: '${MEDAD_UNSET_JOBS}/jobs' uses ${MEDAD_UNSET_JOBS}, which is not set" in err
     lp = load_protocol(write(tmp_path, BASE))
     assert lp.resolved is lp.resolved  # one resolution, shared by the checks and the runner
+
+
+CLIP_WEIGHTS = """\
+name: clipweights
+models:
+  - name: win
+    model: winclip_tiny
+    weights:
+      clip: {id: openai, file: weights/ViT-L-14-336px.pt, licence: MIT (OpenAI CLIP)}
+targets:
+  - name: lesions
+    kind: isic
+    root: data/lesions
+"""
+
+
+def test_every_weights_role_is_listed_and_hashed_alike(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A CLIP checkpoint (``weights.clip``) is listed when missing and its sha256 checked, as DINOv3's are."""
+    from medad.protocols.resources import check_weight_hashes
+
+    (tmp_path / "data" / "lesions").mkdir(parents=True)
+    path = write(tmp_path, CLIP_WEIGHTS)
+    code, _, err = cli(["validate", str(path)], capsys)
+    assert code == 2
+    assert f"models[0].weights.clip.file: clip weights file {tmp_path}/weights/ViT-L-14-336px.pt does not exist" in err
+    assert "docs/models.md" in err
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "ViT-L-14-336px.pt").write_bytes(b"clip")
+    code, _, err = cli(["validate", str(path)], capsys)
+    assert code == 0, err
+    lp = load_protocol(write(tmp_path, CLIP_WEIGHTS.replace("licence:", f"sha256: '{'0' * 64}', licence:")))
+    resolved = resolve_protocol(lp)
+    assert resolved.models[0].weights.clip.file == str(tmp_path / "weights" / "ViT-L-14-336px.pt")
+    assert resolved.models[0].create_kwargs()["clip_weights"] == resolved.models[0].weights.clip.file
+    with pytest.raises(ConfigError, match=r"weights\.clip\.sha256.*ViT-L-14-336px\.pt has sha256 [0-9a-f]{64}, not 0+"):
+        check_weight_hashes(lp, resolved)

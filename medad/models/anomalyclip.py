@@ -1,0 +1,398 @@
+"""AnomalyCLIP (Zhou et al., ICLR 2024): object-agnostic learnable text prompts on a frozen CLIP, scored against
+the patch tokens of the V-V attention path (DPAM) of the frozen vision tower.
+
+Re-derived from the paper and the public description of its MIT release (zqhang/AnomalyCLIP); no code of it is
+used. What is trained: two prompt contexts (``[V1..Vn] object`` and ``[W1..Wn] damaged object``, the class word is
+always "object") and deep learnable tokens that replace text tokens ``1..t`` at the input of text blocks
+``2..depth``. What is frozen: the whole CLIP. The vision tower runs the V-V attention path (diagonally prominent
+attention, from CLIP Surgery) in its last ``dpam_layers`` blocks beside the original path: the tapped patch
+tokens come from the V-V path, the image embedding from the original one; both go through ``ln_post`` and
+``proj``. Since nothing of the vision side is trained, its output is cached like AD-DINOv3's features.
+
+Map of one layer: softmax over [normal, abnormal] of cosine similarities / 0.07, upsampled bilinearly; the pixel
+map is the mean over the tapped layers of ``(p_abn + 1 - p_norm) / 2``, smoothed with a Gaussian (sigma 4).
+Image score: the abnormal softmax probability of the image embedding against the two text embeddings. Loss: per
+layer focal + dice(abnormal, mask) + dice(normal, 1 - mask), plus the cross entropy of the image logits.
+
+The release's scripts use only the layer-24 map since 2025-04-13 (a bug had made the intermediate maps
+identical); that is the default (``layers=(24,)``); the paper's layers 6/12/18/24 are ``layers=PAPER_LAYERS``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from medad.errors import ConfigError, WeightsError
+from medad.models import head
+from medad.models.base import Features, InferenceBatch, TrainableAnomalyModel, TrainingBatch, policy_image_scores
+from medad.models.clip_vision import (
+    build_frozen_clip_vision,
+    check_clip_geometry,
+    check_pos_interpolation,
+    vision_model_config,
+)
+from medad.models.config import IntTuple, ModelConfig, PathText, check_layers
+from medad.models.losses import dice_loss, focal_loss, prepare_masks
+from medad.models.registry import model_config, register_model
+from medad.models.weights import build_text_tower
+
+PAPER_LAYERS = (6, 12, 18, 24)
+"""The layers of the paper (the release's scripts before 2025-04-13)."""
+
+
+class AnomalyCLIPConfig(ModelConfig):
+    """Configuration of an AnomalyCLIP model (every field is recorded in the model card).
+
+    Attributes:
+        clip_model: open_clip config name of the CLIP (both towers).
+        clip_weights: open_clip tag (``openai``), ``hf-hub:<repo>`` or a local CLIP file (both towers are read).
+        clip_overrides: Merged into open_clip's config (tiny test models).
+        quick_gelu: QuickGELU in both towers (what OpenAI trained with).
+        pos_interpolation: ``bilinear`` (the release) or ``bicubic`` (open_clip).
+        layers: 1-based tapped vision blocks (release: ``(24,)``; paper: ``(6, 12, 18, 24)``).
+        image_size: Input side in pixels (518 as released).
+        dpam_layers: How many of the last vision blocks run the V-V path beside the original one (20).
+        n_ctx: Learnable context tokens per prompt (12).
+        text_ctx: Deep learnable tokens per text block (4).
+        text_depth: Text blocks up to which deep tokens are used (9: blocks 2..9 get them).
+        temperature: Divides the cosine similarities (0.07).
+        smoothing_sigma: Gaussian sigma (pixels) of the pixel map (4).
+        compat: ``clean`` or ``reference`` (no behaviour differs: the prompts are object-agnostic).
+        image_score: ``global`` (the release's), ``max`` or ``blend``.
+        random_init: Seeded random frozen weights (tests, demos).
+        init_seed: Seed of the random frozen weights.
+    """
+
+    clip_model: str = "ViT-L-14-336"
+    clip_weights: PathText = "openai"
+    clip_overrides: dict[str, Any] = Field(default_factory=dict)
+    quick_gelu: bool = True
+    pos_interpolation: str = "bilinear"
+    layers: IntTuple = (24,)
+    image_size: int = 518
+    dpam_layers: int = 20
+    n_ctx: int = 12
+    text_ctx: int = 4
+    text_depth: int = 9
+    temperature: float = 0.07
+    smoothing_sigma: float = 4.0
+    compat: str = "clean"
+    image_score: str = "global"
+    random_init: bool = False
+    init_seed: int = 0
+
+    label: ClassVar[str] = "AnomalyCLIP"
+
+    @classmethod
+    def prepare(cls, cfg: dict[str, Any]) -> dict[str, Any]:
+        """A protocol's ``weights.text`` names the same CLIP file; random weights drop any file."""
+        if "backbone" in cfg or "backbone_weights" in cfg:
+            raise ConfigError("anomalyclip has no separate backbone: give the CLIP file as `weights: {clip: ...}`")
+        if "text_weights" in cfg:
+            cfg.setdefault("clip_weights", cfg.pop("text_weights"))
+            cfg.pop("text_weights", None)
+        if cfg.get("random_init"):
+            cfg["clip_weights"] = None
+        return cfg
+
+    def check(self) -> None:
+        """Check the values that need no model; raise :class:`ConfigError` naming the key and the fix."""
+        self.check_common()
+        check_layers(self.layers)
+        check_pos_interpolation(self.pos_interpolation)
+        if min(self.n_ctx, self.text_ctx, self.text_depth) < 1 or self.dpam_layers < 0:
+            raise ConfigError("n_ctx, text_ctx and text_depth must be >= 1 and dpam_layers >= 0")
+        if self.temperature <= 0 or self.smoothing_sigma < 0 or self.image_size <= 0:
+            raise ConfigError("temperature and image_size must be positive, smoothing_sigma >= 0")
+        if self.clip_weights is None and not self.random_init:
+            raise ConfigError("clip_weights is None: give an open_clip tag, a local CLIP file, or random_init=True")
+
+
+def _dual_attention(block: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One block's attention on ``ln_1(x)`` both ways: the original q-k path and the V-V path (v as query, key
+    and value), each through the block's output projection."""
+    attn = block.attn
+    y = block.ln_1(x)
+    batch, n, width = y.shape
+    heads = attn.num_heads
+    qkv = F.linear(y, attn.in_proj_weight, attn.in_proj_bias).reshape(batch, n, 3, heads, width // heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+
+    def merge(out: torch.Tensor) -> torch.Tensor:
+        return attn.out_proj(out.transpose(1, 2).reshape(batch, n, width))
+
+    return merge(F.scaled_dot_product_attention(q, k, v)), merge(F.scaled_dot_product_attention(v, v, v))
+
+
+class DPAMVision(nn.Module):
+    """The frozen CLIP vision tower with the V-V path in its last ``dpam_layers`` blocks (AnomalyCLIP's DPAM).
+
+    Args:
+        model: open_clip's ``VisionTransformer`` (:func:`~medad.models.clip_vision.build_frozen_clip_vision`).
+        layers: 1-based tapped blocks.
+        dpam_layers: How many of the last blocks run the V-V path too.
+    """
+
+    model: Any
+
+    def __init__(self, model: nn.Module, layers: tuple[int, ...], dpam_layers: int) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.layers = layers
+        self.start = len(self.model.transformer.resblocks) - dpam_layers
+
+    def train(self, mode: bool = True) -> DPAMVision:
+        """Keep the frozen tower in eval mode whatever ``mode`` is."""
+        super().train(False)
+        return self
+
+    def _project(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.ln_post(tokens) @ self.model.proj
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> Features:
+        """``patch_tokens`` ``(B, L, N, E)``: projected patch tokens of the tapped blocks (V-V path in the DPAM
+        blocks); ``embedding`` ``(B, E)``: the projected CLS token of the original path (CLIP's image embedding)."""
+        x = self.model._embeds(images)
+        vv: torch.Tensor | None = None
+        taps = []
+        for i, block in enumerate(self.model.transformer.resblocks):
+            if i >= self.start:
+                original, surgery = _dual_attention(block, x)
+                vv = (x if vv is None else vv) + surgery  # the V-V path keeps no MLP
+                x = x + block.ls_1(original)
+                x = x + block.ls_2(block.mlp(block.ln_2(x)))
+            else:
+                x = block(x)
+            if i + 1 in self.layers:
+                taps.append(x if vv is None else vv)
+        patches = torch.stack([self._project(t[:, 1:]) for t in taps], dim=1)
+        return {"patch_tokens": patches, "embedding": self._project(x[:, 0])}
+
+
+class PromptLearner(nn.Module):
+    """The trained part: two prompt contexts and the deep text tokens, encoded by the frozen text tower.
+
+    Args:
+        tower: open_clip's frozen ``TextTransformer``.
+        tokens: ``(2, T)`` token ids of ``"X..X object."`` and ``"X..X damaged object."`` (``n_ctx`` X each).
+        n_ctx: Context tokens per prompt.
+        text_ctx: Deep tokens per text block.
+        text_depth: Deep tokens are used in blocks ``2..text_depth``.
+    """
+
+    tokens: torch.Tensor
+
+    def __init__(self, tower: Any, tokens: torch.Tensor, n_ctx: int, text_ctx: int, text_depth: int) -> None:
+        super().__init__()
+        self.tower = [tower]  # frozen and owned by the model: kept out of this module's state dict
+        width = int(tower.token_embedding.weight.shape[1])
+        self.n_ctx, self.text_ctx = n_ctx, text_ctx
+        self.register_buffer("tokens", tokens, persistent=False)
+        self.ctx_normal = nn.Parameter(torch.randn(n_ctx, width) * 0.02)
+        self.ctx_abnormal = nn.Parameter(torch.randn(n_ctx, width) * 0.02)
+        self.deep = nn.ParameterList(nn.Parameter(torch.randn(text_ctx, width) * 0.02) for _ in range(text_depth - 1))
+
+    def forward(self) -> torch.Tensor:
+        """``(2, E)`` unit [normal, abnormal] text embeddings."""
+        tower: Any = self.tower[0]
+        embedded = tower.token_embedding(self.tokens)
+        ctx = torch.stack([self.ctx_normal, self.ctx_abnormal]).to(embedded.dtype)
+        x = torch.cat([embedded[:, :1], ctx, embedded[:, 1 + self.n_ctx :]], dim=1) + tower.positional_embedding
+        for i, block in enumerate(tower.transformer.resblocks):
+            if 1 <= i <= len(self.deep):
+                deep = self.deep[i - 1].to(x.dtype).expand(x.shape[0], -1, -1)
+                x = torch.cat([x[:, :1], deep, x[:, 1 + self.text_ctx :]], dim=1)
+            x = block(x, attn_mask=tower.attn_mask)
+        x = tower.ln_final(x)
+        pooled = x[torch.arange(x.shape[0], device=x.device), self.tokens.argmax(dim=-1)]
+        return F.normalize(pooled @ tower.text_projection, dim=-1)
+
+
+class AnomalyCLIP(TrainableAnomalyModel):
+    """AnomalyCLIP (trainable: learnable prompts on a frozen CLIP).
+
+    Args:
+        config: The configuration.
+        name: Registry name recorded in the card.
+    """
+
+    config_class = AnomalyCLIPConfig
+    config: AnomalyCLIPConfig
+
+    def __init__(self, config: AnomalyCLIPConfig, name: str = "anomalyclip") -> None:
+        self.check_config(config)
+        super().__init__(config, name)
+        self.layers = tuple(config.layers)
+        tower, self.vision_info, self.mean, self.std = build_frozen_clip_vision(_VisionFields(config))
+        self.vision = DPAMVision(tower, self.layers, config.dpam_layers)
+        text: Any
+        text, self.text_info = build_text_tower(
+            config.clip_model,
+            None if config.random_init else config.clip_weights,
+            quick_gelu=config.quick_gelu,
+            random_init=config.random_init,
+            overrides=config.clip_overrides,
+            init_seed=config.init_seed + 1,
+        )
+        self.text_tower = text.eval().requires_grad_(False)
+        tokenizer = open_clip.get_tokenizer(config.clip_model)
+        context = " ".join(["X"] * config.n_ctx)
+        tokens = tokenizer([f"{context} object.", f"{context} damaged object."])
+        tokens = tokens[:, : int(text.positional_embedding.shape[0])]
+        self.prompts = PromptLearner(text, tokens, config.n_ctx, config.text_ctx, config.text_depth)
+
+    @classmethod
+    def check_config(cls, config: ModelConfig) -> None:
+        """Layers, image size, DPAM and deep-token depths against the CLIP architecture (no weights read)."""
+        assert isinstance(config, AnomalyCLIPConfig)
+        check_clip_geometry(config.clip_model, config.image_size, config.layers, config.clip_overrides)
+        cfg = vision_model_config(config.clip_model, config.clip_overrides)
+        vision_cfg = cfg["vision_cfg"]
+        if config.dpam_layers > int(vision_cfg["layers"]):
+            raise ConfigError(f"dpam_layers {config.dpam_layers} exceeds the {vision_cfg['layers']} vision blocks")
+        if config.text_depth > int(cfg["text_cfg"]["layers"]):
+            raise ConfigError(f"text_depth {config.text_depth} exceeds the {cfg['text_cfg']['layers']} text blocks")
+
+    def train(self, mode: bool = True) -> AnomalyCLIP:
+        """Set the prompts' mode; both frozen towers always stay in eval mode."""
+        super().train(mode)
+        self.vision.train(False)
+        self.text_tower.train(False)
+        return self
+
+    def forward_features(self, images: torch.Tensor) -> Features:
+        """Run the frozen vision tower with its V-V path (no grad; cacheable): see :class:`DPAMVision`."""
+        self.check_images(images)
+        return self.vision(images)
+
+    def forward_head(
+        self, features: Mapping[str, torch.Tensor], class_names: list[str]
+    ) -> InferenceBatch | TrainingBatch:
+        """Score cached features against the learned prompts (fp32; ``class_names`` only fix the batch size: the
+        prompts are object-agnostic).
+
+        Returns:
+            Eval mode: an :class:`InferenceBatch`. Training mode: a :class:`TrainingBatch` whose ``seg_probs`` are
+            the per-layer [normal, abnormal] maps stacked on the channel axis ``(B, 2L, S, S)`` (``aacm_probs``
+            repeats them: AnomalyCLIP has no second map) and ``global_logits`` the image logits ``(B, 2)``.
+        """
+        patches = features["patch_tokens"].float()
+        if len(class_names) != patches.shape[0]:
+            raise ConfigError(f"got {len(class_names)} class names for {patches.shape[0]} images; one per image")
+        with torch.autocast(patches.device.type, enabled=False):
+            text = self.prompts().float()
+            logits = F.normalize(features["embedding"].float(), dim=-1) @ text.T / self.config.temperature
+            maps = [self._layer_map(patches[:, i], text) for i in range(len(self.layers))]
+            anomaly = torch.stack([(m[:, 1] + 1.0 - m[:, 0]) / 2.0 for m in maps]).mean(dim=0)
+            pixel = head.gaussian_blur(anomaly, self.config.smoothing_sigma).clamp(0.0, 1.0)
+            image = policy_image_scores(self.config.image_score, torch.softmax(logits, dim=-1)[:, 1], pixel)
+            if self.training:
+                seg = torch.cat(maps, dim=1)
+                return TrainingBatch(pixel, image, seg, seg, logits)
+            return InferenceBatch(pixel, image)
+
+    def _layer_map(self, patches: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """``(B, 2, S, S)`` softmax [normal, abnormal] map of one layer's ``(B, N, E)`` patch tokens."""
+        probs = torch.softmax(F.normalize(patches, dim=-1) @ text.T / self.config.temperature, dim=-1)
+        side = math.isqrt(probs.shape[1])
+        grid = probs.transpose(1, 2).reshape(probs.shape[0], 2, side, side)
+        return F.interpolate(grid, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+
+    def compute_loss(
+        self, outputs: InferenceBatch | TrainingBatch, masks: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Per layer focal + dice(abnormal, mask) + dice(normal, 1 - mask), plus the image cross entropy.
+
+        Returns:
+            ``total`` and the detached terms ``focal``, ``dice``, ``global``.
+        """
+        if not isinstance(outputs, TrainingBatch):
+            raise ConfigError("the loss needs training-mode outputs; call model.train() before the forward pass")
+        if labels.numel() and (labels.min() < 0 or labels.max() > 1):
+            raise ConfigError("training labels must be 0 (normal) or 1 (abnormal); drop images with unknown labels")
+        target = prepare_masks(masks, outputs.seg_probs.shape[-1]).squeeze(1)
+        focal = dice = outputs.seg_probs.new_zeros(())
+        for probs in outputs.seg_probs.split(2, dim=1):
+            focal = focal + focal_loss(probs, target)
+            dice = dice + dice_loss(probs[:, 1], target) + dice_loss(probs[:, 0], 1.0 - target)
+        ce = F.cross_entropy(outputs.global_logits, labels.to(masks.device).long())
+        total = focal + dice + ce
+        return {"total": total, "focal": focal.detach(), "dice": dice.detach(), "global": ce.detach()}
+
+    def trainable_modules(self) -> nn.ModuleDict:
+        """The prompt contexts and deep text tokens, the only trained parameters."""
+        return nn.ModuleDict({"prompts": self.prompts})
+
+    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load trained prompts; a missing/extra key or wrong shape raises :class:`WeightsError`."""
+        expected = self.trainable_modules().state_dict()
+        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+        if missing or extra or wrong:
+            found = {k: tuple(state[k].shape) for k in wrong[:3]}
+            raise WeightsError(
+                f"prompt weights do not fit this {self.name} model: missing {missing[:3]}, unexpected {extra[:3]}, "
+                f"shapes {found} vs {[tuple(expected[k].shape) for k in wrong[:3]]}; load them into a model built "
+                "with the checkpoint's card"
+            )
+        self.trainable_modules().load_state_dict(dict(state))
+
+    def frozen_weights(self) -> dict[str, dict[str, Any]]:
+        """The frozen CLIP vision tower (``backbone``) and text tower (``text``), both read from the CLIP file."""
+        return {"backbone": self.vision_info, "text": self.text_info}
+
+    def compile_targets(self) -> list[tuple[nn.Module, str]]:
+        """The vision tower's forward with its V-V path (all the frozen work)."""
+        return [(self.vision, "forward")]
+
+    def card_extras(self) -> dict[str, Any]:
+        """``compat``, the tapped ``layers`` and the DPAM depth."""
+        return {"compat": self.compat, "layers": list(self.layers), "dpam_layers": self.config.dpam_layers}
+
+
+class _VisionFields:
+    """An AnomalyCLIP config seen as :class:`~medad.models.clip_vision.ClipVisionConfig`."""
+
+    def __init__(self, config: AnomalyCLIPConfig) -> None:
+        self.clip_model, self.clip_weights = config.clip_model, config.clip_weights
+        self.clip_overrides, self.quick_gelu = config.clip_overrides, config.quick_gelu
+        self.pos_interpolation, self.layers = config.pos_interpolation, config.layers
+        self.image_size, self.random_init, self.init_seed = config.image_size, config.random_init, config.init_seed
+
+
+@register_model(AnomalyCLIP)
+def anomalyclip(**cfg: Any) -> AnomalyCLIP:
+    """AnomalyCLIP on OpenAI CLIP ViT-L/14@336 at 518 px, layer-24 map (the release since 2025-04-13)."""
+    return AnomalyCLIP(model_config("anomalyclip", AnomalyCLIPConfig, **cfg), name="anomalyclip")
+
+
+TINY_DEFAULTS: dict[str, Any] = {
+    "clip_model": "ViT-B-16",
+    "clip_overrides": {
+        "embed_dim": 32,
+        "vision_cfg": {"layers": 3, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"width": 32, "heads": 2, "layers": 2},
+    },
+    "layers": (3,),
+    "image_size": 64,
+    "dpam_layers": 2,
+    "n_ctx": 4,
+    "text_ctx": 2,
+    "text_depth": 2,
+    "random_init": True,
+}
+
+
+@register_model(AnomalyCLIP, defaults=TINY_DEFAULTS)
+def anomalyclip_tiny(**cfg: Any) -> AnomalyCLIP:
+    """A tiny random-weights AnomalyCLIP (3-block 32-d ViT/16, 2-block text tower, 64 px) for tests and demos."""
+    return AnomalyCLIP(model_config("anomalyclip_tiny", AnomalyCLIPConfig, **cfg), name="anomalyclip_tiny")

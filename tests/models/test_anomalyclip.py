@@ -1,0 +1,177 @@
+"""AnomalyCLIP (medad.models.anomalyclip) held to a small re-derivation kept here: the V-V attention path (DPAM)
+written with explicit q/k/v products in the release's sequence-first layout, the prompt assembly with deep text
+tokens, the map fusion, the image score and the loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medad.engine.features import flatten_features
+from medad.errors import ConfigError, WeightsError
+from medad.models import AnomalyCLIP, create_model, load_checkpoint, save_checkpoint
+from medad.models.clip_vision import ClipVisionBackbone
+from medad.models.losses import dice_loss, focal_loss
+
+
+@pytest.fixture(scope="module")
+def model() -> AnomalyCLIP:
+    torch.manual_seed(0)
+    built = create_model("anomalyclip_tiny", layers=(2, 3), smoothing_sigma=0.0)
+    assert isinstance(built, AnomalyCLIP)
+    return built
+
+
+def _images() -> torch.Tensor:
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+
+
+def _surgery_attention(block: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The release's dual attention, sequence first (N, B, C): softmax(q k^T s) v and softmax(v v^T s) v."""
+    attn = block.attn
+    n, b, c = x.shape
+    h = attn.num_heads
+    qkv = (x @ attn.in_proj_weight.T + attn.in_proj_bias).reshape(n, b, 3, h, c // h)
+    q, k, v = (qkv[:, :, i].reshape(n, b * h, c // h).transpose(0, 1) for i in range(3))
+    scale = (c // h) ** -0.5
+    ori = torch.softmax(q @ k.transpose(1, 2) * scale, dim=-1) @ v
+    vv = torch.softmax(v @ v.transpose(1, 2) * scale, dim=-1) @ v
+
+    def out(t: torch.Tensor) -> torch.Tensor:
+        return attn.out_proj(t.transpose(0, 1).reshape(n, b, c))
+
+    return out(vv), out(ori)
+
+
+def _reference_vision(model: AnomalyCLIP, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """CLIP Surgery's dual path over the last ``dpam_layers`` blocks, tokens taken after the 1-based layers."""
+    visual = model.vision.model
+    x = visual.conv1(images).flatten(2).permute(0, 2, 1)
+    x = torch.cat([visual.class_embedding.expand(x.shape[0], 1, -1), x], dim=1) + visual.positional_embedding
+    x = visual.ln_pre(x).permute(1, 0, 2)
+    blocks = list(visual.transformer.resblocks)
+    first = len(blocks) - model.config.dpam_layers
+    taps = []
+    state: torch.Tensor | list[torch.Tensor] = x
+    for i, block in enumerate(blocks):
+        if i < first:
+            y = state if isinstance(state, torch.Tensor) else state[1]
+            y = y + _surgery_attention(block, block.ln_1(y))[1]
+            state = y + block.mlp(block.ln_2(y))
+        elif isinstance(state, list):
+            new, ori = state
+            res, ori_res = _surgery_attention(block, block.ln_1(ori))
+            ori = ori + ori_res
+            state = [new + res, ori + block.mlp(block.ln_2(ori))]
+        else:
+            res, ori_res = _surgery_attention(block, block.ln_1(state))
+            ori = state + ori_res
+            state = [state + res, ori + block.mlp(block.ln_2(ori))]
+        if i + 1 in model.layers:
+            taps.append((state[0] if isinstance(state, list) else state).permute(1, 0, 2))
+    final = (state[1] if isinstance(state, list) else state).permute(1, 0, 2)
+    project = [visual.ln_post(t[:, 1:]) @ visual.proj for t in taps]
+    return project, visual.ln_post(final[:, 0]) @ visual.proj
+
+
+def test_vision_v_v_path_matches_the_rederivation(model: AnomalyCLIP) -> None:
+    images = _images()
+    features = model.forward_features(images)
+    flatten_features(features)  # plain tensors: the engine's feature cache stores them
+    patches, embedding = _reference_vision(model, images)
+    for slot, expected in enumerate(patches):
+        torch.testing.assert_close(features["patch_tokens"][:, slot], expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(features["embedding"], embedding, rtol=0, atol=1e-5)
+    plain = ClipVisionBackbone(model.vision.model, model.layers)(images)  # the original path is CLIP's own
+    torch.testing.assert_close(features["embedding"], plain["embedding"], rtol=0, atol=1e-6)
+    assert not torch.allclose(features["patch_tokens"][:, -1], model.vision._project(plain["patch_tokens"][:, -1]))
+
+
+def _reference_text(model: AnomalyCLIP) -> torch.Tensor:
+    """Prompts ``SOS ctx.. rest``; blocks 2..depth see their deep tokens at positions 1..t; EOT features."""
+    tower, learner = model.text_tower, model.prompts
+    tokens = learner.tokens
+    x = tower.token_embedding(tokens)
+    for row, ctx in enumerate((learner.ctx_normal, learner.ctx_abnormal)):
+        x[row, 1 : 1 + learner.n_ctx] = ctx
+    x = x + tower.positional_embedding
+    for i, block in enumerate(tower.transformer.resblocks):
+        if 0 < i <= len(learner.deep):
+            x = x.clone()
+            x[:, 1 : 1 + learner.text_ctx] = learner.deep[i - 1]
+        x = block(x, attn_mask=tower.attn_mask)
+    x = tower.ln_final(x)
+    eot = x[torch.arange(2), tokens.argmax(dim=-1)] @ tower.text_projection
+    return eot / eot.norm(dim=-1, keepdim=True)
+
+
+def test_prompt_assembly_matches_the_rederivation(model: AnomalyCLIP) -> None:
+    import open_clip
+
+    tokens = model.prompts.tokens
+    x_id = open_clip.get_tokenizer("ViT-B-16")(["X"])[0, 1]
+    assert (tokens[:, 1 : 1 + model.config.n_ctx] == x_id).all()
+    words = open_clip.get_tokenizer("ViT-B-16")(["object.", "damaged object."])
+    assert torch.equal(tokens[0, 5:7], words[0, 1:3]) and torch.equal(tokens[1, 5:8], words[1, 1:4])
+    with torch.no_grad():
+        torch.testing.assert_close(model.prompts(), _reference_text(model), rtol=0, atol=1e-6)
+
+
+def test_maps_image_score_and_loss_follow_the_release(model: AnomalyCLIP) -> None:
+    features = model.forward_features(_images())
+    model.eval()
+    with torch.no_grad():
+        out = model.forward_head(features, ["a", "b"])
+        text = _reference_text(model)
+    maps = []
+    for slot in range(2):
+        p = F.normalize(features["patch_tokens"][:, slot], dim=-1)
+        probs = torch.softmax(p @ text.T / 0.07, dim=-1).reshape(2, 4, 4, 2).permute(0, 3, 1, 2)
+        maps.append(F.interpolate(probs, size=(64, 64), mode="bilinear"))
+    expected = torch.stack([(m[:, 1] + 1 - m[:, 0]) / 2 for m in maps]).mean(dim=0)
+    torch.testing.assert_close(out.pixel_scores, expected, rtol=0, atol=1e-6)
+    image = torch.softmax(F.normalize(features["embedding"], dim=-1) @ text.T / 0.07, dim=-1)[:, 1]
+    torch.testing.assert_close(out.image_scores, image, rtol=0, atol=1e-6)
+    model.train()
+    batch = model.forward_head(features, ["a", "b"])
+    masks = torch.zeros(2, 1, 64, 64)
+    masks[1, :, 10:30, 20:40] = 1
+    labels = torch.tensor([0, 1])
+    loss = model.compute_loss(batch, masks, labels)
+    target = masks[:, 0]
+    terms = [focal_loss(m, target) + dice_loss(m[:, 1], target) + dice_loss(m[:, 0], 1 - target) for m in maps]
+    logits = F.normalize(features["embedding"], dim=-1) @ text.T / 0.07
+    total = sum(terms[1:], terms[0]) + F.cross_entropy(logits, labels)
+    torch.testing.assert_close(loss["total"].detach(), total, rtol=0, atol=1e-5)
+    loss["total"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.trainable_modules().parameters())
+    model.eval()
+
+
+def test_checkpoint_round_trip_and_refusals(model: AnomalyCLIP, tmp_path: Path) -> None:
+    folder = save_checkpoint(model, tmp_path / "ckpt", {"seed": 0})
+    loaded = load_checkpoint(folder)
+    for key, value in model.trainable_state_dict().items():
+        assert torch.equal(loaded.trainable_state_dict()[key], value)
+    assert loaded.card()["backbone"]["source"] == "random" and loaded.card()["layers"] == [2, 3]
+    state = model.trainable_state_dict()
+    state["ctx_normal_wrong"] = state.pop("prompts.ctx_normal")
+    with pytest.raises(WeightsError, match=r"missing \['prompts\.ctx_normal'\]"):
+        model.load_trainable_state_dict(state)
+    wider = create_model("anomalyclip_tiny", n_ctx=6)
+    with pytest.raises(WeightsError, match=r"prompts\.ctx_abnormal.*\(4, 32\).*\(6, 32\)"):
+        wider.load_trainable_state_dict(model.trainable_state_dict())
+
+
+def test_config_errors_name_the_option() -> None:
+    with pytest.raises(ConfigError, match=r"dpam_layers 5 exceeds the 3 vision blocks"):
+        create_model("anomalyclip_tiny", dpam_layers=5)
+    with pytest.raises(ConfigError, match=r"text_depth 3 exceeds the 2 text blocks"):
+        create_model("anomalyclip_tiny", text_depth=3)
+    with pytest.raises(ConfigError, match=r"no separate backbone.*weights: \{clip"):
+        create_model("anomalyclip_tiny", backbone_weights="/x.pt")
+    with pytest.raises(ConfigError, match=r"image_size 70 is not a multiple of the patch size 16"):
+        create_model("anomalyclip_tiny", image_size=70)
