@@ -149,9 +149,9 @@ def score(
             - ``shard``: how ``distributed`` cuts the manifest: ``strided`` or ``contiguous``
               (:func:`medad.engine.distributed.shard_indices`).
         tag: writer tag (one per process when sharding).
-        progress: ``True`` shows the progress bar (:func:`medad.utils.progress.progress_bar`); a callable is
-            called with the number of images just scored after each batch (no bar; e.g. a protocol run's
-            display); ``False`` reports nothing.
+        progress: ``True`` shows the progress bar (:func:`medad.utils.progress.track`, the style ``medad run``
+            shows); a callable is called with the number of images just scored after each batch (no bar; e.g. a
+            protocol run's display); ``False`` reports nothing.
         indices: score only these manifest indices (e.g. one shard per process, each with its own ``tag``);
             default all rows.
 
