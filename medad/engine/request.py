@@ -62,7 +62,6 @@ class ScoreSettings:
                 f"num_workers={self.num_workers} must be >= 0; pass e.g. --workers 0 (reads images in the main process)"
             )
 
-
     def replace(self, **changes: Any) -> ScoreSettings:
         """A copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)

@@ -143,9 +143,9 @@ def score(
             - ``shard``: how ``distributed`` cuts the manifest: ``strided`` or ``contiguous``
               (:func:`medad.engine.distributed.shard_indices`).
         tag: writer tag (one per process when sharding).
-        progress: ``True`` shows the progress bar (:func:`medad.utils.progress.progress_bar`); a callable is
-            called with the number of images just scored after each batch (no bar; e.g. a protocol run's
-            display); ``False`` reports nothing.
+        progress: ``True`` shows the progress bar (:func:`medad.utils.progress.track`, the style ``medad run``
+            shows); a callable is called with the number of images just scored after each batch (no bar; e.g. a
+            protocol run's display); ``False`` reports nothing.
         indices: score only these manifest indices (e.g. one shard per process, each with its own ``tag``);
             default all rows.
 
@@ -414,14 +414,15 @@ def score_files(
 
 def _score_request(request: ScoreRequest) -> pd.DataFrame:
     """Run a :class:`ScoreRequest`: fetch URLs, read the inputs, build the model under its seed, score, tabulate."""
-    s = request.settings
+    seed = DEFAULT_SEED if request.settings.seed is None else request.settings.seed
+    s = request.settings.replace(seed=seed)  # the seed the model is built under is the one recorded
     s.check()
     paths = _local_inputs(request)
     sharding = ScoreShard.join(s.device, s.shard) if s.distributed else None
     device = sharding.device if sharding is not None else s.device
     manifest = inputs_manifest(paths, request.kind, request.split)
     weights = weights_options(request.backbone_weights, request.text_weights)
-    model = load_model(request.checkpoint, request.model_name, device, seed=_build_seed(s), compat=s.compat, **weights)
+    model = load_model(request.checkpoint, request.model_name, device, seed=seed, compat=s.compat, **weights)
     out = request.out_dir
     reader = score(model, manifest, out / "predictions", s, progress=request.progress)
     if sharding is not None and not sharding.env.is_main:  # rank 0 writes the tables (after every shard is in)
@@ -431,10 +432,6 @@ def _score_request(request: ScoreRequest) -> pd.DataFrame:
     if sharding is not None:
         barrier()
     return table
-
-
-def _build_seed(settings: ScoreSettings) -> int:
-    return DEFAULT_SEED if settings.seed is None else settings.seed
 
 
 def _local_inputs(request: ScoreRequest) -> list[str | Path]:

@@ -40,6 +40,7 @@ def test_tiled_scoring_stage(tmp_path: Path) -> None:
     assert len(score_stages) == 1
     meta = json.loads((score_stages[0] / "predictions" / "meta.json").read_text())
     assert meta["scoring"] == {"tile": True, "tile_overlap": 0.5}
+    assert meta["seed"] == 0 and len(meta["weights_sha256"]) == 64  # built under the recorded (default) seed
 
     untiled = _run(tmp_path, "")  # same folder: the untiled score stage must not reuse the tiled one
     assert untiled != tiled
