@@ -150,3 +150,29 @@ def test_convert_to_an_unwritable_place_leaves_no_temporary_file(
     with pytest.raises(DiskError, match=match):
         convert_weights_file(fitting_file, out, _tiny_arch())
     assert list(out.parent.iterdir()) == []
+
+
+def test_cli_truncated_backbone_and_convert_to_a_folder_end_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from tests.cli import run_medad
+
+    save_file(_tiny_vit_state(), str(tmp_path / "full.safetensors"))
+    data = (tmp_path / "full.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    save_file({k: v.contiguous() for k, v in _text_state().items()}, str(tmp_path / "text.safetensors"))
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.full((40, 30, 3), 90, dtype=np.uint8)).save(tmp_path / "images" / "a.png")
+    args = ["score", str(tmp_path / "images"), "--model", "ad_dinov3_tiny", "--out", str(tmp_path / "out"),
+            "--backbone-weights", str(tmp_path / "cut.safetensors"),
+            "--text-weights", str(tmp_path / "text.safetensors")]  # fmt: skip
+    code, text = run_medad(monkeypatch, capsys, *args)
+    assert code == 2 and "Traceback" not in text and text.count("\n") == 1, text
+    assert text.startswith("error: weights file") and "cut.safetensors" in text and "truncated or corrupt" in text
+    code, checked = run_medad(monkeypatch, capsys, "weights", "check", str(tmp_path / "cut.safetensors"))
+    assert code == 2 and checked == text  # `weights check` and the loader say the same
+    (tmp_path / "folder.safetensors").mkdir()
+    code, text = run_medad(monkeypatch, capsys, "weights", "convert", str(tmp_path / "full.safetensors"), "--out",
+                           str(tmp_path / "folder.safetensors"))  # fmt: skip
+    assert code == 2 and "is an existing folder" in text and "Traceback" not in text, text
