@@ -294,6 +294,7 @@ def check_display_attributes(ds: pydicom.Dataset, who: str) -> None:
 
 
 def _check_window_width(ds: pydicom.Dataset, who: str) -> None:
+    """WindowWidth must be a number >= 1 (PS3.3 C.11.2.1.2); stored back as one DS number."""
     raw = ds["WindowWidth"].value
     first = raw[0] if isinstance(raw, pydicom.multival.MultiValue) and len(raw) else raw
     try:
@@ -388,6 +389,7 @@ def _decode_error(exc: Exception, ds: pydicom.Dataset, who: str, logged: list[st
 
 
 def _decode_frame(path: Path, index: int, name: str | None = None) -> tuple[np.ndarray, pydicom.Dataset]:
+    """Decode one frame after the header checks; every failure is one DataError naming the source."""
     who = describe(path, name)
     ds = read_header(path, name)
     if "PixelData" not in ds:

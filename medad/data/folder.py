@@ -1,7 +1,8 @@
 """A generic folder dataset: an images folder, an optional masks folder and an optional normals folder.
 
-With a masks folder every image is abnormal and must have a mask with the same stem (``_mask``, ``_seg``,
-``_segmentation``, ``_gt`` allowed at the end of a mask's name). Without one, images are abnormal when a normals
+With a masks folder every image must have a mask with the same stem (``_mask``, ``_seg``, ``_segmentation``,
+``_gt`` allowed at the end of a mask's name) and is abnormal, or normal when its mask is empty (said with a
+warning). Without one, images are abnormal when a normals
 folder is given and of unknown label otherwise. The folder names a researcher's own data uses are found without
 options (:data:`IMAGE_DIRS` / :data:`MASK_DIRS`: ``imgs/`` + ``masks/``, ``image/`` + ``mask/``, ...), and so is
 one folder holding each image with its ``<stem>_mask`` file; other names are the ``images=`` / ``masks=`` options
@@ -15,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
+from medad.data.labels import empty_masks_as_normal
 from medad.data.manifest import (
     ManifestBuilder,
     add_paired_folders,
@@ -167,7 +169,7 @@ def make_folder(
     if has_normals and normal_dir is not None:
         for image in list_images(normal_dir, builder.problems):
             builder.add(image, class_name=class_name, label=0, defect_type="good")
-    return builder.build(strict)
+    return empty_masks_as_normal(builder.build(strict), f"folder {root}")
 
 
 def _write_folder(root: Path, request: SyntheticRequest) -> None:

@@ -70,3 +70,28 @@ def check_evaluable(manifest: pd.DataFrame) -> None:
             "(a 'label' column of 1 abnormal / 0 normal, or a layout with normal and abnormal folders) or masks "
             "(a 'mask_path' column, a masks folder) - see docs/datasets.md#csv"
         )
+
+
+def empty_masks_as_normal(manifest: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Relabel, in place, the abnormal rows whose mask is empty as normal (label 0), saying how many.
+
+    A folder layout marks every image with a mask abnormal; a researcher's own folder often gives its normal
+    images an empty mask, which the same rule as :func:`infer_labels_from_masks` reads as normal.
+    """
+    empty = 0
+    for index in manifest.index[(manifest["label"] == 1) & (manifest["mask_path"] != "")]:
+        try:
+            lesion = bool(read_mask(manifest.loc[index].to_dict()).any())
+        except DataError:
+            continue
+        if not lesion:
+            manifest.at[index, "label"] = 0
+            empty += 1
+    if empty:
+        warnings.warn(
+            f"{source}: {empty} image(s) have an empty mask and are read as normal (label 0), the others as abnormal "
+            "(their mask has a lesion pixel); move the normal images to normals/ to say so without a mask",
+            LabelsInferred,
+            stacklevel=2,
+        )
+    return manifest

@@ -52,8 +52,10 @@ def manifest_from_paths(paths: Sequence[str | Path], class_name: str = "object",
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if _listed(p))
         for file in files:
             broken = link_problem(file)
-            if broken is not None:  # a looping or dangling link: named, not silently left out
+            if broken is not None and file == path:  # named on the command line: an error
                 images.problem(file, broken)
+            elif broken is not None:  # found in a folder: left out like a stray file, and said what it is
+                warnings.warn(f"{file} {broken}; it was left out", DataWarning, stacklevel=2)
             elif is_image_file(file):
                 images.add(file, class_name=class_name, label=None)
             elif is_nifti(file):

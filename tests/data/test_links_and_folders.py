@@ -37,12 +37,14 @@ def test_a_looping_mask_folder_is_named_once(tmp_path):
     assert len(problems) == 1 and LOOP in problems[0]["message"] and problems[0]["path"] == str(folder)
 
 
-def test_looping_images_given_to_score_are_named_not_dropped(tmp_path):
+def test_looping_images_given_to_score_are_named_not_dropped_silently(tmp_path):
     root = write_layout(tmp_path / "d", "folder", n_normal=0, n_abnormal=3)
     _loop(root / "images" / "img001.png")
-    manifest = manifest_from_paths([root / "images"], strict=False)
+    from medad.errors import DataWarning
+
+    with pytest.warns(DataWarning, match=rf"img001\.png {LOOP}.*left out"):
+        manifest = manifest_from_paths([root / "images"])
     assert len(manifest) == 2
-    assert [(Path(p.path).name, LOOP in p.message) for p in manifest.attrs["problems"]] == [("img001.png", True)]
     with pytest.raises(DataError, match=LOOP):
         manifest_from_paths([root / "images" / "img001.png"])
     with pytest.raises(DataError, match=LOOP):
@@ -120,3 +122,16 @@ def test_score_with_images_dir_scores_only_the_images(tmp_path, monkeypatch, cap
                           "ad_dinov3_tiny", "--images-dir", "pics", "--masks-dir", "seg", "--no-heatmaps")  # fmt: skip
     assert code == 0, out
     assert "scored 2 images" in out
+
+
+def test_an_empty_mask_in_a_folder_means_normal_and_is_said(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from medad.data.labels import LabelsInferred
+
+    root = _own_folder(tmp_path / "study")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(root / "masks" / "case1.png")
+    with pytest.warns(LabelsInferred, match=r"1 image\(s\) have an empty mask and are read as normal"):
+        report = check_dataset(root)
+    assert (report["normal"], report["abnormal"], report["problems"]) == (1, 3, [])
