@@ -1,5 +1,6 @@
 """AnomalyCLIP (Zhou et al., ICLR 2024): object-agnostic learnable text prompts on a frozen CLIP, scored against
-the patch tokens of the V-V attention path (DPAM) of the frozen vision tower.
+the patch tokens of the V-V attention path (DPAM) of the frozen vision tower. Where the paper and the release
+differ, the release is followed (see docs/models.md).
 
 Re-derived from the paper and the public description of its MIT release (zqhang/AnomalyCLIP); no code of it is
 used. What is trained: two prompt contexts (``[V1..Vn] object`` and ``[W1..Wn] damaged object``, the class word is
@@ -12,7 +13,8 @@ tokens come from the V-V path, the image embedding from the original one; both g
 Map of one layer: softmax over [normal, abnormal] of cosine similarities / 0.07, upsampled bilinearly; the pixel
 map is the mean over the tapped layers of ``(p_abn + 1 - p_norm) / 2``, smoothed with a Gaussian (sigma 4).
 Image score: the abnormal softmax probability of the image embedding against the two text embeddings. Loss: per
-layer focal + dice(abnormal, mask) + dice(normal, 1 - mask), plus the cross entropy of the image logits.
+layer focal + dice(abnormal, mask) + dice(normal, 1 - mask), weighted 4, plus the cross entropy of the image
+logits.
 
 The release's scripts use only the layer-24 map since 2025-04-13 (a bug had made the intermediate maps
 identical); that is the default (``layers=(24,)``); the paper's layers 6/12/18/24 are ``layers=PAPER_LAYERS``.
@@ -47,6 +49,9 @@ from medad.models.weights import build_text_tower
 PAPER_LAYERS = (6, 12, 18, 24)
 """The layers of the paper (the release's scripts before 2025-04-13)."""
 
+SEG_LOSS_WEIGHT = 4.0
+"""Weight of the map terms against the image cross entropy (the release's ``lam``)."""
+
 
 class AnomalyCLIPConfig(ModelConfig):
     """Configuration of an AnomalyCLIP model (every field is recorded in the model card).
@@ -59,7 +64,10 @@ class AnomalyCLIPConfig(ModelConfig):
         pos_interpolation: ``bilinear`` (the release) or ``bicubic`` (open_clip).
         layers: 1-based tapped vision blocks (release: ``(24,)``; paper: ``(6, 12, 18, 24)``).
         image_size: Input side in pixels (518 as released).
-        dpam_layers: How many of the last vision blocks run the V-V path beside the original one (20).
+        dpam_layers: How many of the last vision blocks run the V-V path beside the original one (19: the
+            release's ``DPAM_layer=20`` replaces ``range(1, 20)`` blocks, i.e. blocks 6..24, as its comment says).
+        embedding_ln_post: Apply ``ln_post`` to the CLS token before ``proj`` for the image embedding (CLIP's own
+            embedding); the release projects the CLS token without it (``False``).
         n_ctx: Learnable context tokens per prompt (12).
         text_ctx: Deep learnable tokens per text block (4).
         text_depth: Text blocks up to which deep tokens are used (9: blocks 2..9 get them).
@@ -78,7 +86,8 @@ class AnomalyCLIPConfig(ModelConfig):
     pos_interpolation: str = "bilinear"
     layers: IntTuple = (24,)
     image_size: int = 518
-    dpam_layers: int = 20
+    dpam_layers: int = 19
+    embedding_ln_post: bool = False
     n_ctx: int = 12
     text_ctx: int = 4
     text_depth: int = 9
@@ -139,14 +148,16 @@ class DPAMVision(nn.Module):
         model: open_clip's ``VisionTransformer`` (:func:`~medad.models.clip_vision.build_frozen_clip_vision`).
         layers: 1-based tapped blocks.
         dpam_layers: How many of the last blocks run the V-V path too.
+        embedding_ln_post: ``ln_post`` on the CLS token of the image embedding (the release leaves it out).
     """
 
     model: Any
 
-    def __init__(self, model: nn.Module, layers: tuple[int, ...], dpam_layers: int) -> None:
+    def __init__(self, model: nn.Module, layers: tuple[int, ...], dpam_layers: int, embedding_ln_post: bool) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.layers = layers
+        self.embedding_ln_post = embedding_ln_post
         self.start = len(self.model.transformer.resblocks) - dpam_layers
 
     def train(self, mode: bool = True) -> DPAMVision:
@@ -160,7 +171,8 @@ class DPAMVision(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> Features:
         """``patch_tokens`` ``(B, L, N, E)``: projected patch tokens of the tapped blocks (V-V path in the DPAM
-        blocks); ``embedding`` ``(B, E)``: the projected CLS token of the original path (CLIP's image embedding)."""
+        blocks); ``embedding`` ``(B, E)``: the projected CLS token of the original path (through ``ln_post`` only
+        with ``embedding_ln_post``, as CLIP's image embedding)."""
         x = self.model._embeds(images)
         vv: torch.Tensor | None = None
         taps = []
@@ -175,7 +187,8 @@ class DPAMVision(nn.Module):
             if i + 1 in self.layers:
                 taps.append(x if vv is None else vv)
         patches = torch.stack([self._project(t[:, 1:]) for t in taps], dim=1)
-        return {"patch_tokens": patches, "embedding": self._project(x[:, 0])}
+        cls = self.model.ln_post(x[:, 0]) if self.embedding_ln_post else x[:, 0]
+        return {"patch_tokens": patches, "embedding": cls @ self.model.proj}
 
 
 class PromptLearner(nn.Module):
@@ -233,7 +246,7 @@ class AnomalyCLIP(TrainableAnomalyModel):
         super().__init__(config, name)
         self.layers = tuple(config.layers)
         tower, self.vision_info, self.mean, self.std = build_frozen_clip_vision(_VisionFields(config))
-        self.vision = DPAMVision(tower, self.layers, config.dpam_layers)
+        self.vision = DPAMVision(tower, self.layers, config.dpam_layers, config.embedding_ln_post)
         text: Any
         text, self.text_info = build_text_tower(
             config.clip_model,
@@ -310,7 +323,8 @@ class AnomalyCLIP(TrainableAnomalyModel):
     def compute_loss(
         self, outputs: InferenceBatch | TrainingBatch, masks: torch.Tensor, labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """Per layer focal + dice(abnormal, mask) + dice(normal, 1 - mask), plus the image cross entropy.
+        """4 x the sum over layers of focal + dice(abnormal, mask) + dice(normal, 1 - mask), plus the image cross
+        entropy (as the release's training loop).
 
         Returns:
             ``total`` and the detached terms ``focal``, ``dice``, ``global``.
@@ -320,12 +334,12 @@ class AnomalyCLIP(TrainableAnomalyModel):
         if labels.numel() and (labels.min() < 0 or labels.max() > 1):
             raise ConfigError("training labels must be 0 (normal) or 1 (abnormal); drop images with unknown labels")
         target = prepare_masks(masks, outputs.seg_probs.shape[-1]).squeeze(1)
-        focal = dice = outputs.seg_probs.new_zeros(())
+        focal = dice = outputs.seg_probs.new_zeros(())  # the release weighs the map terms by 4 (``lam``)
         for probs in outputs.seg_probs.split(2, dim=1):
             focal = focal + focal_loss(probs, target)
             dice = dice + dice_loss(probs[:, 1], target) + dice_loss(probs[:, 0], 1.0 - target)
         ce = F.cross_entropy(outputs.global_logits, labels.to(masks.device).long())
-        total = focal + dice + ce
+        total = SEG_LOSS_WEIGHT * (focal + dice) + ce
         return {"total": total, "focal": focal.detach(), "dice": dice.detach(), "global": ce.detach()}
 
     def trainable_modules(self) -> nn.ModuleDict:

@@ -74,7 +74,8 @@ def _reference_vision(model: AnomalyCLIP, images: torch.Tensor) -> tuple[list[to
             taps.append((state[0] if isinstance(state, list) else state).permute(1, 0, 2))
     final = (state[1] if isinstance(state, list) else state).permute(1, 0, 2)
     project = [visual.ln_post(t[:, 1:]) @ visual.proj for t in taps]
-    return project, visual.ln_post(final[:, 0]) @ visual.proj
+    cls = visual.ln_post(final[:, 0]) if model.config.embedding_ln_post else final[:, 0]
+    return project, cls @ visual.proj
 
 
 def test_vision_v_v_path_matches_the_rederivation(model: AnomalyCLIP) -> None:
@@ -86,8 +87,11 @@ def test_vision_v_v_path_matches_the_rederivation(model: AnomalyCLIP) -> None:
         torch.testing.assert_close(features["patch_tokens"][:, slot], expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(features["embedding"], embedding, rtol=0, atol=1e-5)
     plain = ClipVisionBackbone(model.vision.model, model.layers)(images)  # the original path is CLIP's own
-    torch.testing.assert_close(features["embedding"], plain["embedding"], rtol=0, atol=1e-6)
+    cls = plain["cls_tokens"][:, -1] @ model.vision.model.proj  # projected without ln_post, as the release
+    torch.testing.assert_close(features["embedding"], cls, rtol=0, atol=1e-6)
     assert not torch.allclose(features["patch_tokens"][:, -1], model.vision._project(plain["patch_tokens"][:, -1]))
+    clip_like = create_model("anomalyclip_tiny", layers=(2, 3), embedding_ln_post=True).forward_features(images)
+    torch.testing.assert_close(clip_like["embedding"], plain["embedding"], rtol=0, atol=1e-6)
 
 
 def _reference_text(model: AnomalyCLIP) -> torch.Tensor:
@@ -144,7 +148,7 @@ def test_maps_image_score_and_loss_follow_the_release(model: AnomalyCLIP) -> Non
     target = masks[:, 0]
     terms = [focal_loss(m, target) + dice_loss(m[:, 1], target) + dice_loss(m[:, 0], 1 - target) for m in maps]
     logits = F.normalize(features["embedding"], dim=-1) @ text.T / 0.07
-    total = sum(terms[1:], terms[0]) + F.cross_entropy(logits, labels)
+    total = 4 * sum(terms[1:], terms[0]) + F.cross_entropy(logits, labels)
     torch.testing.assert_close(loss["total"].detach(), total, rtol=0, atol=1e-5)
     loss["total"].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.trainable_modules().parameters())
