@@ -410,3 +410,15 @@ TINY_DEFAULTS: dict[str, Any] = {
 def anomalyclip_tiny(**cfg: Any) -> AnomalyCLIP:
     """A tiny random-weights AnomalyCLIP (3-block 32-d ViT/16, 2-block text tower, 64 px) for tests and demos."""
     return AnomalyCLIP(model_config("anomalyclip_tiny", AnomalyCLIPConfig, **cfg), name="anomalyclip_tiny")
+
+
+@register_model(AnomalyCLIP, defaults={"layers": PAPER_LAYERS})
+def anomalyclip_paper(**cfg: Any) -> AnomalyCLIP:
+    """AnomalyCLIP with the paper's maps of layers 6/12/18/24 (the release's scripts before 2025-04-13)."""
+    return AnomalyCLIP(model_config("anomalyclip_paper", AnomalyCLIPConfig, **cfg), name="anomalyclip_paper")
+
+
+@register_model(AnomalyCLIP, defaults={**TINY_DEFAULTS, "layers": (1, 2, 3)})
+def anomalyclip_paper_tiny(**cfg: Any) -> AnomalyCLIP:
+    """The tiny AnomalyCLIP with a map from every one of its 3 blocks (the paper variant's twin)."""
+    return AnomalyCLIP(model_config("anomalyclip_paper_tiny", AnomalyCLIPConfig, **cfg), name="anomalyclip_paper_tiny")
