@@ -23,6 +23,7 @@ identical); that is the default (``layers=(24,)``); the paper's layers 6/12/18/2
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -44,7 +45,8 @@ from medad.models.clip_vision import (
 from medad.models.config import IntTuple, ModelConfig, PathText, check_layers
 from medad.models.losses import dice_loss, focal_loss, prepare_masks
 from medad.models.registry import model_config, register_model
-from medad.models.weights import build_text_tower
+from medad.models.weights import build_text_tower, check_weights_path
+from medad.utils.io import sha256_file
 
 PAPER_LAYERS = (6, 12, 18, 24)
 """The layers of the paper (the release's scripts before 2025-04-13)."""
@@ -77,6 +79,8 @@ class AnomalyCLIPConfig(ModelConfig):
         image_score: ``global`` (the release's), ``max`` or ``blend``.
         random_init: Seeded random frozen weights (tests, demos).
         init_seed: Seed of the random frozen weights.
+        release_prompts: A prompt-learner checkpoint of the release (``epoch_15.pth``: ``{"prompt_learner": ...}``)
+            loaded as the trained prompts (:func:`read_release_prompts`); ``None``: random, to be trained.
     """
 
     clip_model: str = "ViT-L-14-336"
@@ -97,6 +101,7 @@ class AnomalyCLIPConfig(ModelConfig):
     image_score: str = "global"
     random_init: bool = False
     init_seed: int = 0
+    release_prompts: PathText = None
 
     label: ClassVar[str] = "AnomalyCLIP"
 
@@ -230,6 +235,57 @@ class PromptLearner(nn.Module):
         return F.normalize(pooled @ tower.text_projection, dim=-1)
 
 
+RELEASE_KEYS = {"ctx_pos": "prompts.ctx_normal", "ctx_neg": "prompts.ctx_abnormal"}
+"""The release's prompt-learner tensors and medad's names (its deep tokens ``compound_prompts_text.i`` are
+``prompts.deep.i``; its ``compound_prompt_projections`` are never used by its forward and are not read)."""
+
+
+def read_release_prompts(
+    path: str | os.PathLike[str], tokens: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The trained prompts of the release's prompt-learner checkpoint, under medad's names.
+
+    The file is ``torch.save({"prompt_learner": state_dict})``: ``ctx_pos`` / ``ctx_neg`` ``(1, 1, n_ctx, W)``,
+    ``compound_prompts_text.i`` ``(t, W)``, and the prompts it was built for (``tokenized_prompts_pos`` / ``_neg``
+    ``(1, 1, T)``), which must be this model's ``X..X object.`` / ``X..X damaged object.``.
+
+    Args:
+        path: The ``.pth`` file.
+        tokens: ``(2, T)`` this model's prompt token ids.
+
+    Returns:
+        The state for :meth:`AnomalyCLIP.load_trainable_state_dict` and ``{file, sha256}``.
+
+    Raises:
+        WeightsError: not a readable checkpoint, not an AnomalyCLIP prompt learner (naming the keys expected and
+            found), or built for other prompts.
+    """
+    file = check_weights_path(path, "AnomalyCLIP prompt")
+    try:
+        loaded = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle and zip errors come as many types
+        raise WeightsError(f"{str(file)!r} is not a readable torch checkpoint ({exc}); download it again") from exc
+    state = loaded.get("prompt_learner") if isinstance(loaded, dict) else None
+    wanted = [*RELEASE_KEYS, "tokenized_prompts_pos", "tokenized_prompts_neg"]
+    if not isinstance(state, dict) or any(k not in state for k in wanted):
+        found = sorted(state or loaded)[:6] if isinstance(state or loaded, dict) else type(loaded).__name__
+        raise WeightsError(
+            f"{str(file)!r} is not an AnomalyCLIP prompt learner: expected {{'prompt_learner': {{{', '.join(wanted)}, "
+            f"compound_prompts_text.N}}}}, found {found}; pass the release's checkpoints/.../epoch_N.pth"
+        )
+    built_for = torch.stack([state["tokenized_prompts_pos"].reshape(-1), state["tokenized_prompts_neg"].reshape(-1)])
+    if built_for.shape != tokens.shape or not torch.equal(built_for.to(tokens.dtype), tokens.cpu()):
+        raise WeightsError(
+            f"{str(file)!r} was trained for other prompts than this model's: its ctx_pos is "
+            f"{tuple(state['ctx_pos'].shape)} ({state['ctx_pos'].shape[-2]} context tokens), this model has "
+            f"{int((tokens[0] == tokens[0, 1]).sum())}; build the model with the file's n_ctx (the release: 12)"
+        )
+    out = {medad: state[key].reshape(state[key].shape[-2:]).float() for key, medad in RELEASE_KEYS.items()}
+    deep = sorted((k for k in state if k.startswith("compound_prompts_text.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+    out.update({f"prompts.deep.{k.rsplit('.', 1)[1]}": state[k].float() for k in deep})
+    return out, {"file": str(file), "sha256": sha256_file(file)}
+
+
 class AnomalyCLIP(TrainableAnomalyModel):
     """AnomalyCLIP (trainable: learnable prompts on a frozen CLIP).
 
@@ -262,6 +318,10 @@ class AnomalyCLIP(TrainableAnomalyModel):
         tokens = tokenizer([f"{context} object.", f"{context} damaged object."])
         tokens = tokens[:, : int(text.positional_embedding.shape[0])]
         self.prompts = PromptLearner(text, tokens, config.n_ctx, config.text_ctx, config.text_depth)
+        self.release_info: dict[str, Any] | None = None
+        if config.release_prompts is not None:
+            state, self.release_info = read_release_prompts(config.release_prompts, tokens)
+            self.load_trainable_state_dict(state)
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> None:
@@ -351,12 +411,13 @@ class AnomalyCLIP(TrainableAnomalyModel):
         expected = self.trainable_modules().state_dict()
         missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-        if missing or extra or wrong:
-            found = {k: tuple(state[k].shape) for k in wrong[:3]}
+        problems = [f"missing {missing[:3]}"] if missing else []
+        problems += [f"unexpected {extra[:3]}"] if extra else []
+        problems += [f"{k} is {tuple(state[k].shape)}, expected {tuple(expected[k].shape)}" for k in wrong[:3]]
+        if problems:
             raise WeightsError(
-                f"prompt weights do not fit this {self.name} model: missing {missing[:3]}, unexpected {extra[:3]}, "
-                f"shapes {found} vs {[tuple(expected[k].shape) for k in wrong[:3]]}; load them into a model built "
-                "with the checkpoint's card"
+                f"prompt weights do not fit this {self.name} model: {'; '.join(problems)}; load them into a model "
+                "built with the checkpoint's card (n_ctx, text_ctx, text_depth)"
             )
         self.trainable_modules().load_state_dict(dict(state))
 
@@ -369,8 +430,9 @@ class AnomalyCLIP(TrainableAnomalyModel):
         return [(self.vision, "forward")]
 
     def card_extras(self) -> dict[str, Any]:
-        """``compat``, the tapped ``layers`` and the DPAM depth."""
-        return {"compat": self.compat, "layers": list(self.layers), "dpam_layers": self.config.dpam_layers}
+        """``compat``, the tapped ``layers``, the DPAM depth and the release prompts read (file, sha256)."""
+        extras = {"compat": self.compat, "layers": list(self.layers), "dpam_layers": self.config.dpam_layers}
+        return {**extras, "release_prompts": self.release_info}
 
 
 class _VisionFields:

@@ -15,6 +15,7 @@ from medad.errors import ConfigError, WeightsError
 from medad.models import AnomalyCLIP, create_model, load_checkpoint, save_checkpoint
 from medad.models.clip_vision import ClipVisionBackbone
 from medad.models.losses import dice_loss, focal_loss
+from medad.utils.io import sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +180,44 @@ def test_config_errors_name_the_option() -> None:
         create_model("anomalyclip_tiny", backbone_weights="/x.pt")
     with pytest.raises(ConfigError, match=r"image_size 70 is not a multiple of the patch size 16"):
         create_model("anomalyclip_tiny", image_size=70)
+
+
+def _release_file(model: AnomalyCLIP, path: Path) -> Path:
+    """The release's ``epoch_N.pth`` layout: ``{"prompt_learner": ...}`` with its nesting, buffers and the
+    unused ``compound_prompt_projections`` (Linear width -> 896)."""
+    learner, width = model.prompts, model.prompts.ctx_normal.shape[1]
+    embedded = model.text_tower.token_embedding(learner.tokens).detach()
+    state: dict[str, torch.Tensor] = {
+        "ctx_pos": learner.ctx_normal.detach().reshape(1, 1, *learner.ctx_normal.shape).clone(),
+        "ctx_neg": learner.ctx_abnormal.detach().reshape(1, 1, *learner.ctx_abnormal.shape).clone(),
+        "token_prefix_pos": embedded[:1, None, :1].clone(),
+        "token_suffix_pos": embedded[:1, None, 1 + learner.n_ctx :].clone(),
+        "token_prefix_neg": embedded[1:, None, :1].clone(),
+        "token_suffix_neg": embedded[1:, None, 1 + learner.n_ctx :].clone(),
+        "tokenized_prompts_pos": learner.tokens[:1, None].clone(),
+        "tokenized_prompts_neg": learner.tokens[1:, None].clone(),
+    }
+    for i, deep in enumerate(learner.deep):
+        state[f"compound_prompts_text.{i}"] = deep.detach().clone()
+        state[f"compound_prompt_projections.{i}.weight"] = torch.zeros(896, width)
+        state[f"compound_prompt_projections.{i}.bias"] = torch.zeros(896)
+    torch.save({"prompt_learner": state}, path)
+    return path
+
+
+def test_release_prompt_learner_file_loads_and_others_are_refused(model: AnomalyCLIP, tmp_path: Path) -> None:
+    path = _release_file(model, tmp_path / "epoch_15.pth")
+    loaded = create_model("anomalyclip_tiny", layers=(2, 3), release_prompts=str(path))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.prompts(), model.prompts(), rtol=0, atol=0)
+    assert loaded.card()["release_prompts"]["sha256"] == sha256_file(path)
+    with pytest.raises(WeightsError, match=r"ctx_pos is \(1, 1, 4, 32\) \(4 context tokens\), this model has 6"):
+        create_model("anomalyclip_tiny", n_ctx=6, release_prompts=str(path))
+    torch.save({"state_dict": {"prompt_learner.ctx": torch.zeros(2)}}, tmp_path / "adaclip.pth")
+    with pytest.raises(WeightsError, match=r"not an AnomalyCLIP prompt learner: expected .*ctx_pos.*\['state_dict'\]"):
+        create_model("anomalyclip_tiny", release_prompts=str(tmp_path / "adaclip.pth"))
+    deeper = torch.load(path, weights_only=True)
+    deeper["prompt_learner"]["compound_prompts_text.1"] = torch.zeros(2, 32)
+    torch.save(deeper, tmp_path / "deeper.pth")
+    with pytest.raises(WeightsError, match=r"fit this anomalyclip_tiny model: unexpected \['prompts\.deep\.1'\];"):
+        create_model("anomalyclip_tiny", release_prompts=str(tmp_path / "deeper.pth"))
