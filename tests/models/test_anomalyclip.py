@@ -221,3 +221,22 @@ def test_release_prompt_learner_file_loads_and_others_are_refused(model: Anomaly
     torch.save(deeper, tmp_path / "deeper.pth")
     with pytest.raises(WeightsError, match=r"fit this anomalyclip_tiny model: unexpected \['prompts\.deep\.1'\];"):
         create_model("anomalyclip_tiny", release_prompts=str(tmp_path / "deeper.pth"))
+
+
+def test_cached_and_uncached_training_agree(tmp_path: Path) -> None:
+    """The frozen V-V path is cached by the engine like AD-DINOv3's features, and training reads it back."""
+    from medad.data import load_manifest, write_layout
+    from medad.engine.train import train
+
+    write_layout(tmp_path / "data", "mvtec", n_normal=2, n_abnormal=4, size=64, seed=3, classes=["bottle"])
+    manifest = load_manifest(tmp_path / "data", "mvtec", split="test")
+    settings = dict(epochs=2, lr=1e-3, batch_size=3, seed=5, device="cpu", progress=False)
+    runs = {}
+    for cached in (True, False):
+        torch.manual_seed(0)
+        model = create_model("anomalyclip_tiny")
+        train(model, manifest, tmp_path / str(cached), cache_features=cached, cache_dir=tmp_path / "cache", **settings)
+        runs[cached] = model.trainable_state_dict()
+    assert list((tmp_path / "cache" / "features").glob("*/chunk-*.safetensors")), "the feature cache was not written"
+    for name, value in runs[True].items():
+        torch.testing.assert_close(value, runs[False][name], atol=1e-5, rtol=1e-4)
