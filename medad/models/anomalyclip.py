@@ -1,5 +1,6 @@
 """AnomalyCLIP (Zhou et al., ICLR 2024): object-agnostic learnable text prompts on a frozen CLIP, scored against
-the patch tokens of the V-V attention path (DPAM) of the frozen vision tower.
+the patch tokens of the V-V attention path (DPAM) of the frozen vision tower. Where the paper and the release
+differ, the release is followed (see docs/models.md).
 
 Re-derived from the paper and the public description of its MIT release (zqhang/AnomalyCLIP); no code of it is
 used. What is trained: two prompt contexts (``[V1..Vn] object`` and ``[W1..Wn] damaged object``, the class word is
@@ -12,7 +13,8 @@ tokens come from the V-V path, the image embedding from the original one; both g
 Map of one layer: softmax over [normal, abnormal] of cosine similarities / 0.07, upsampled bilinearly; the pixel
 map is the mean over the tapped layers of ``(p_abn + 1 - p_norm) / 2``, smoothed with a Gaussian (sigma 4).
 Image score: the abnormal softmax probability of the image embedding against the two text embeddings. Loss: per
-layer focal + dice(abnormal, mask) + dice(normal, 1 - mask), plus the cross entropy of the image logits.
+layer focal + dice(abnormal, mask) + dice(normal, 1 - mask), weighted 4, plus the cross entropy of the image
+logits.
 
 The release's scripts use only the layer-24 map since 2025-04-13 (a bug had made the intermediate maps
 identical); that is the default (``layers=(24,)``); the paper's layers 6/12/18/24 are ``layers=PAPER_LAYERS``.
@@ -21,6 +23,7 @@ identical); that is the default (``layers=(24,)``); the paper's layers 6/12/18/2
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -42,10 +45,14 @@ from medad.models.clip_vision import (
 from medad.models.config import IntTuple, ModelConfig, PathText, check_layers
 from medad.models.losses import dice_loss, focal_loss, prepare_masks
 from medad.models.registry import model_config, register_model
-from medad.models.weights import build_text_tower
+from medad.models.weights import build_text_tower, check_weights_path
+from medad.utils.io import sha256_file
 
 PAPER_LAYERS = (6, 12, 18, 24)
 """The layers of the paper (the release's scripts before 2025-04-13)."""
+
+SEG_LOSS_WEIGHT = 4.0
+"""Weight of the map terms against the image cross entropy (the release's ``lam``)."""
 
 
 class AnomalyCLIPConfig(ModelConfig):
@@ -59,7 +66,10 @@ class AnomalyCLIPConfig(ModelConfig):
         pos_interpolation: ``bilinear`` (the release) or ``bicubic`` (open_clip).
         layers: 1-based tapped vision blocks (release: ``(24,)``; paper: ``(6, 12, 18, 24)``).
         image_size: Input side in pixels (518 as released).
-        dpam_layers: How many of the last vision blocks run the V-V path beside the original one (20).
+        dpam_layers: How many of the last vision blocks run the V-V path beside the original one (19: the
+            release's ``DPAM_layer=20`` replaces ``range(1, 20)`` blocks, i.e. blocks 6..24, as its comment says).
+        embedding_ln_post: Apply ``ln_post`` to the CLS token before ``proj`` for the image embedding (CLIP's own
+            embedding); the release projects the CLS token without it (``False``).
         n_ctx: Learnable context tokens per prompt (12).
         text_ctx: Deep learnable tokens per text block (4).
         text_depth: Text blocks up to which deep tokens are used (9: blocks 2..9 get them).
@@ -69,6 +79,8 @@ class AnomalyCLIPConfig(ModelConfig):
         image_score: ``global`` (the release's), ``max`` or ``blend``.
         random_init: Seeded random frozen weights (tests, demos).
         init_seed: Seed of the random frozen weights.
+        release_prompts: A prompt-learner checkpoint of the release (``epoch_15.pth``: ``{"prompt_learner": ...}``)
+            loaded as the trained prompts (:func:`read_release_prompts`); ``None``: random, to be trained.
     """
 
     clip_model: str = "ViT-L-14-336"
@@ -78,7 +90,8 @@ class AnomalyCLIPConfig(ModelConfig):
     pos_interpolation: str = "bilinear"
     layers: IntTuple = (24,)
     image_size: int = 518
-    dpam_layers: int = 20
+    dpam_layers: int = 19
+    embedding_ln_post: bool = False
     n_ctx: int = 12
     text_ctx: int = 4
     text_depth: int = 9
@@ -88,6 +101,7 @@ class AnomalyCLIPConfig(ModelConfig):
     image_score: str = "global"
     random_init: bool = False
     init_seed: int = 0
+    release_prompts: PathText = None
 
     label: ClassVar[str] = "AnomalyCLIP"
 
@@ -139,14 +153,16 @@ class DPAMVision(nn.Module):
         model: open_clip's ``VisionTransformer`` (:func:`~medad.models.clip_vision.build_frozen_clip_vision`).
         layers: 1-based tapped blocks.
         dpam_layers: How many of the last blocks run the V-V path too.
+        embedding_ln_post: ``ln_post`` on the CLS token of the image embedding (the release leaves it out).
     """
 
     model: Any
 
-    def __init__(self, model: nn.Module, layers: tuple[int, ...], dpam_layers: int) -> None:
+    def __init__(self, model: nn.Module, layers: tuple[int, ...], dpam_layers: int, embedding_ln_post: bool) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.layers = layers
+        self.embedding_ln_post = embedding_ln_post
         self.start = len(self.model.transformer.resblocks) - dpam_layers
 
     def train(self, mode: bool = True) -> DPAMVision:
@@ -160,7 +176,8 @@ class DPAMVision(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> Features:
         """``patch_tokens`` ``(B, L, N, E)``: projected patch tokens of the tapped blocks (V-V path in the DPAM
-        blocks); ``embedding`` ``(B, E)``: the projected CLS token of the original path (CLIP's image embedding)."""
+        blocks); ``embedding`` ``(B, E)``: the projected CLS token of the original path (through ``ln_post`` only
+        with ``embedding_ln_post``, as CLIP's image embedding)."""
         x = self.model._embeds(images)
         vv: torch.Tensor | None = None
         taps = []
@@ -175,7 +192,8 @@ class DPAMVision(nn.Module):
             if i + 1 in self.layers:
                 taps.append(x if vv is None else vv)
         patches = torch.stack([self._project(t[:, 1:]) for t in taps], dim=1)
-        return {"patch_tokens": patches, "embedding": self._project(x[:, 0])}
+        cls = self.model.ln_post(x[:, 0]) if self.embedding_ln_post else x[:, 0]
+        return {"patch_tokens": patches, "embedding": cls @ self.model.proj}
 
 
 class PromptLearner(nn.Module):
@@ -217,6 +235,57 @@ class PromptLearner(nn.Module):
         return F.normalize(pooled @ tower.text_projection, dim=-1)
 
 
+RELEASE_KEYS = {"ctx_pos": "prompts.ctx_normal", "ctx_neg": "prompts.ctx_abnormal"}
+"""The release's prompt-learner tensors and medad's names (its deep tokens ``compound_prompts_text.i`` are
+``prompts.deep.i``; its ``compound_prompt_projections`` are never used by its forward and are not read)."""
+
+
+def read_release_prompts(
+    path: str | os.PathLike[str], tokens: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The trained prompts of the release's prompt-learner checkpoint, under medad's names.
+
+    The file is ``torch.save({"prompt_learner": state_dict})``: ``ctx_pos`` / ``ctx_neg`` ``(1, 1, n_ctx, W)``,
+    ``compound_prompts_text.i`` ``(t, W)``, and the prompts it was built for (``tokenized_prompts_pos`` / ``_neg``
+    ``(1, 1, T)``), which must be this model's ``X..X object.`` / ``X..X damaged object.``.
+
+    Args:
+        path: The ``.pth`` file.
+        tokens: ``(2, T)`` this model's prompt token ids.
+
+    Returns:
+        The state for :meth:`AnomalyCLIP.load_trainable_state_dict` and ``{file, sha256}``.
+
+    Raises:
+        WeightsError: not a readable checkpoint, not an AnomalyCLIP prompt learner (naming the keys expected and
+            found), or built for other prompts.
+    """
+    file = check_weights_path(path, "AnomalyCLIP prompt")
+    try:
+        loaded = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle and zip errors come as many types
+        raise WeightsError(f"{str(file)!r} is not a readable torch checkpoint ({exc}); download it again") from exc
+    state = loaded.get("prompt_learner") if isinstance(loaded, dict) else None
+    wanted = [*RELEASE_KEYS, "tokenized_prompts_pos", "tokenized_prompts_neg"]
+    if not isinstance(state, dict) or any(k not in state for k in wanted):
+        found = sorted(state or loaded)[:6] if isinstance(state or loaded, dict) else type(loaded).__name__
+        raise WeightsError(
+            f"{str(file)!r} is not an AnomalyCLIP prompt learner: expected {{'prompt_learner': {{{', '.join(wanted)}, "
+            f"compound_prompts_text.N}}}}, found {found}; pass the release's checkpoints/.../epoch_N.pth"
+        )
+    built_for = torch.stack([state["tokenized_prompts_pos"].reshape(-1), state["tokenized_prompts_neg"].reshape(-1)])
+    if built_for.shape != tokens.shape or not torch.equal(built_for.to(tokens.dtype), tokens.cpu()):
+        raise WeightsError(
+            f"{str(file)!r} was trained for other prompts than this model's: its ctx_pos is "
+            f"{tuple(state['ctx_pos'].shape)} ({state['ctx_pos'].shape[-2]} context tokens), this model has "
+            f"{int((tokens[0] == tokens[0, 1]).sum())}; build the model with the file's n_ctx (the release: 12)"
+        )
+    out = {medad: state[key].reshape(state[key].shape[-2:]).float() for key, medad in RELEASE_KEYS.items()}
+    deep = sorted((k for k in state if k.startswith("compound_prompts_text.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+    out.update({f"prompts.deep.{k.rsplit('.', 1)[1]}": state[k].float() for k in deep})
+    return out, {"file": str(file), "sha256": sha256_file(file)}
+
+
 class AnomalyCLIP(TrainableAnomalyModel):
     """AnomalyCLIP (trainable: learnable prompts on a frozen CLIP).
 
@@ -233,7 +302,7 @@ class AnomalyCLIP(TrainableAnomalyModel):
         super().__init__(config, name)
         self.layers = tuple(config.layers)
         tower, self.vision_info, self.mean, self.std = build_frozen_clip_vision(_VisionFields(config))
-        self.vision = DPAMVision(tower, self.layers, config.dpam_layers)
+        self.vision = DPAMVision(tower, self.layers, config.dpam_layers, config.embedding_ln_post)
         text: Any
         text, self.text_info = build_text_tower(
             config.clip_model,
@@ -249,6 +318,10 @@ class AnomalyCLIP(TrainableAnomalyModel):
         tokens = tokenizer([f"{context} object.", f"{context} damaged object."])
         tokens = tokens[:, : int(text.positional_embedding.shape[0])]
         self.prompts = PromptLearner(text, tokens, config.n_ctx, config.text_ctx, config.text_depth)
+        self.release_info: dict[str, Any] | None = None
+        if config.release_prompts is not None:
+            state, self.release_info = read_release_prompts(config.release_prompts, tokens)
+            self.load_trainable_state_dict(state)
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> None:
@@ -310,7 +383,8 @@ class AnomalyCLIP(TrainableAnomalyModel):
     def compute_loss(
         self, outputs: InferenceBatch | TrainingBatch, masks: torch.Tensor, labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """Per layer focal + dice(abnormal, mask) + dice(normal, 1 - mask), plus the image cross entropy.
+        """4 x the sum over layers of focal + dice(abnormal, mask) + dice(normal, 1 - mask), plus the image cross
+        entropy (as the release's training loop).
 
         Returns:
             ``total`` and the detached terms ``focal``, ``dice``, ``global``.
@@ -320,12 +394,12 @@ class AnomalyCLIP(TrainableAnomalyModel):
         if labels.numel() and (labels.min() < 0 or labels.max() > 1):
             raise ConfigError("training labels must be 0 (normal) or 1 (abnormal); drop images with unknown labels")
         target = prepare_masks(masks, outputs.seg_probs.shape[-1]).squeeze(1)
-        focal = dice = outputs.seg_probs.new_zeros(())
+        focal = dice = outputs.seg_probs.new_zeros(())  # the release weighs the map terms by 4 (``lam``)
         for probs in outputs.seg_probs.split(2, dim=1):
             focal = focal + focal_loss(probs, target)
             dice = dice + dice_loss(probs[:, 1], target) + dice_loss(probs[:, 0], 1.0 - target)
         ce = F.cross_entropy(outputs.global_logits, labels.to(masks.device).long())
-        total = focal + dice + ce
+        total = SEG_LOSS_WEIGHT * (focal + dice) + ce
         return {"total": total, "focal": focal.detach(), "dice": dice.detach(), "global": ce.detach()}
 
     def trainable_modules(self) -> nn.ModuleDict:
@@ -337,12 +411,13 @@ class AnomalyCLIP(TrainableAnomalyModel):
         expected = self.trainable_modules().state_dict()
         missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-        if missing or extra or wrong:
-            found = {k: tuple(state[k].shape) for k in wrong[:3]}
+        problems = [f"missing {missing[:3]}"] if missing else []
+        problems += [f"unexpected {extra[:3]}"] if extra else []
+        problems += [f"{k} is {tuple(state[k].shape)}, expected {tuple(expected[k].shape)}" for k in wrong[:3]]
+        if problems:
             raise WeightsError(
-                f"prompt weights do not fit this {self.name} model: missing {missing[:3]}, unexpected {extra[:3]}, "
-                f"shapes {found} vs {[tuple(expected[k].shape) for k in wrong[:3]]}; load them into a model built "
-                "with the checkpoint's card"
+                f"prompt weights do not fit this {self.name} model: {'; '.join(problems)}; load them into a model "
+                "built with the checkpoint's card (n_ctx, text_ctx, text_depth)"
             )
         self.trainable_modules().load_state_dict(dict(state))
 
@@ -355,8 +430,9 @@ class AnomalyCLIP(TrainableAnomalyModel):
         return [(self.vision, "forward")]
 
     def card_extras(self) -> dict[str, Any]:
-        """``compat``, the tapped ``layers`` and the DPAM depth."""
-        return {"compat": self.compat, "layers": list(self.layers), "dpam_layers": self.config.dpam_layers}
+        """``compat``, the tapped ``layers``, the DPAM depth and the release prompts read (file, sha256)."""
+        extras = {"compat": self.compat, "layers": list(self.layers), "dpam_layers": self.config.dpam_layers}
+        return {**extras, "release_prompts": self.release_info}
 
 
 class _VisionFields:
@@ -396,3 +472,15 @@ TINY_DEFAULTS: dict[str, Any] = {
 def anomalyclip_tiny(**cfg: Any) -> AnomalyCLIP:
     """A tiny random-weights AnomalyCLIP (3-block 32-d ViT/16, 2-block text tower, 64 px) for tests and demos."""
     return AnomalyCLIP(model_config("anomalyclip_tiny", AnomalyCLIPConfig, **cfg), name="anomalyclip_tiny")
+
+
+@register_model(AnomalyCLIP, defaults={"layers": PAPER_LAYERS})
+def anomalyclip_paper(**cfg: Any) -> AnomalyCLIP:
+    """AnomalyCLIP with the paper's maps of layers 6/12/18/24 (the release's scripts before 2025-04-13)."""
+    return AnomalyCLIP(model_config("anomalyclip_paper", AnomalyCLIPConfig, **cfg), name="anomalyclip_paper")
+
+
+@register_model(AnomalyCLIP, defaults={**TINY_DEFAULTS, "layers": (1, 2, 3)})
+def anomalyclip_paper_tiny(**cfg: Any) -> AnomalyCLIP:
+    """The tiny AnomalyCLIP with a map from every one of its 3 blocks (the paper variant's twin)."""
+    return AnomalyCLIP(model_config("anomalyclip_paper_tiny", AnomalyCLIPConfig, **cfg), name="anomalyclip_paper_tiny")

@@ -15,6 +15,7 @@ from medad.errors import ConfigError, WeightsError
 from medad.models import AnomalyCLIP, create_model, load_checkpoint, save_checkpoint
 from medad.models.clip_vision import ClipVisionBackbone
 from medad.models.losses import dice_loss, focal_loss
+from medad.utils.io import sha256_file
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,8 @@ def _reference_vision(model: AnomalyCLIP, images: torch.Tensor) -> tuple[list[to
             taps.append((state[0] if isinstance(state, list) else state).permute(1, 0, 2))
     final = (state[1] if isinstance(state, list) else state).permute(1, 0, 2)
     project = [visual.ln_post(t[:, 1:]) @ visual.proj for t in taps]
-    return project, visual.ln_post(final[:, 0]) @ visual.proj
+    cls = visual.ln_post(final[:, 0]) if model.config.embedding_ln_post else final[:, 0]
+    return project, cls @ visual.proj
 
 
 def test_vision_v_v_path_matches_the_rederivation(model: AnomalyCLIP) -> None:
@@ -86,8 +88,11 @@ def test_vision_v_v_path_matches_the_rederivation(model: AnomalyCLIP) -> None:
         torch.testing.assert_close(features["patch_tokens"][:, slot], expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(features["embedding"], embedding, rtol=0, atol=1e-5)
     plain = ClipVisionBackbone(model.vision.model, model.layers)(images)  # the original path is CLIP's own
-    torch.testing.assert_close(features["embedding"], plain["embedding"], rtol=0, atol=1e-6)
+    cls = plain["cls_tokens"][:, -1] @ model.vision.model.proj  # projected without ln_post, as the release
+    torch.testing.assert_close(features["embedding"], cls, rtol=0, atol=1e-6)
     assert not torch.allclose(features["patch_tokens"][:, -1], model.vision._project(plain["patch_tokens"][:, -1]))
+    clip_like = create_model("anomalyclip_tiny", layers=(2, 3), embedding_ln_post=True).forward_features(images)
+    torch.testing.assert_close(clip_like["embedding"], plain["embedding"], rtol=0, atol=1e-6)
 
 
 def _reference_text(model: AnomalyCLIP) -> torch.Tensor:
@@ -144,7 +149,7 @@ def test_maps_image_score_and_loss_follow_the_release(model: AnomalyCLIP) -> Non
     target = masks[:, 0]
     terms = [focal_loss(m, target) + dice_loss(m[:, 1], target) + dice_loss(m[:, 0], 1 - target) for m in maps]
     logits = F.normalize(features["embedding"], dim=-1) @ text.T / 0.07
-    total = sum(terms[1:], terms[0]) + F.cross_entropy(logits, labels)
+    total = 4 * sum(terms[1:], terms[0]) + F.cross_entropy(logits, labels)
     torch.testing.assert_close(loss["total"].detach(), total, rtol=0, atol=1e-5)
     loss["total"].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.trainable_modules().parameters())
@@ -175,3 +180,63 @@ def test_config_errors_name_the_option() -> None:
         create_model("anomalyclip_tiny", backbone_weights="/x.pt")
     with pytest.raises(ConfigError, match=r"image_size 70 is not a multiple of the patch size 16"):
         create_model("anomalyclip_tiny", image_size=70)
+
+
+def _release_file(model: AnomalyCLIP, path: Path) -> Path:
+    """The release's ``epoch_N.pth`` layout: ``{"prompt_learner": ...}`` with its nesting, buffers and the
+    unused ``compound_prompt_projections`` (Linear width -> 896)."""
+    learner, width = model.prompts, model.prompts.ctx_normal.shape[1]
+    embedded = model.text_tower.token_embedding(learner.tokens).detach()
+    state: dict[str, torch.Tensor] = {
+        "ctx_pos": learner.ctx_normal.detach().reshape(1, 1, *learner.ctx_normal.shape).clone(),
+        "ctx_neg": learner.ctx_abnormal.detach().reshape(1, 1, *learner.ctx_abnormal.shape).clone(),
+        "token_prefix_pos": embedded[:1, None, :1].clone(),
+        "token_suffix_pos": embedded[:1, None, 1 + learner.n_ctx :].clone(),
+        "token_prefix_neg": embedded[1:, None, :1].clone(),
+        "token_suffix_neg": embedded[1:, None, 1 + learner.n_ctx :].clone(),
+        "tokenized_prompts_pos": learner.tokens[:1, None].clone(),
+        "tokenized_prompts_neg": learner.tokens[1:, None].clone(),
+    }
+    for i, deep in enumerate(learner.deep):
+        state[f"compound_prompts_text.{i}"] = deep.detach().clone()
+        state[f"compound_prompt_projections.{i}.weight"] = torch.zeros(896, width)
+        state[f"compound_prompt_projections.{i}.bias"] = torch.zeros(896)
+    torch.save({"prompt_learner": state}, path)
+    return path
+
+
+def test_release_prompt_learner_file_loads_and_others_are_refused(model: AnomalyCLIP, tmp_path: Path) -> None:
+    path = _release_file(model, tmp_path / "epoch_15.pth")
+    loaded = create_model("anomalyclip_tiny", layers=(2, 3), release_prompts=str(path))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.prompts(), model.prompts(), rtol=0, atol=0)
+    assert loaded.card()["release_prompts"]["sha256"] == sha256_file(path)
+    with pytest.raises(WeightsError, match=r"ctx_pos is \(1, 1, 4, 32\) \(4 context tokens\), this model has 6"):
+        create_model("anomalyclip_tiny", n_ctx=6, release_prompts=str(path))
+    torch.save({"state_dict": {"prompt_learner.ctx": torch.zeros(2)}}, tmp_path / "adaclip.pth")
+    with pytest.raises(WeightsError, match=r"not an AnomalyCLIP prompt learner: expected .*ctx_pos.*\['state_dict'\]"):
+        create_model("anomalyclip_tiny", release_prompts=str(tmp_path / "adaclip.pth"))
+    deeper = torch.load(path, weights_only=True)
+    deeper["prompt_learner"]["compound_prompts_text.1"] = torch.zeros(2, 32)
+    torch.save(deeper, tmp_path / "deeper.pth")
+    with pytest.raises(WeightsError, match=r"fit this anomalyclip_tiny model: unexpected \['prompts\.deep\.1'\];"):
+        create_model("anomalyclip_tiny", release_prompts=str(tmp_path / "deeper.pth"))
+
+
+def test_cached_and_uncached_training_agree(tmp_path: Path) -> None:
+    """The frozen V-V path is cached by the engine like AD-DINOv3's features, and training reads it back."""
+    from medad.data import load_manifest, write_layout
+    from medad.engine.train import train
+
+    write_layout(tmp_path / "data", "mvtec", n_normal=2, n_abnormal=4, size=64, seed=3, classes=["bottle"])
+    manifest = load_manifest(tmp_path / "data", "mvtec", split="test")
+    settings = dict(epochs=2, lr=1e-3, batch_size=3, seed=5, device="cpu", progress=False)
+    runs = {}
+    for cached in (True, False):
+        torch.manual_seed(0)
+        model = create_model("anomalyclip_tiny")
+        train(model, manifest, tmp_path / str(cached), cache_features=cached, cache_dir=tmp_path / "cache", **settings)
+        runs[cached] = model.trainable_state_dict()
+    assert list((tmp_path / "cache" / "features").glob("*/chunk-*.safetensors")), "the feature cache was not written"
+    for name, value in runs[True].items():
+        torch.testing.assert_close(value, runs[False][name], atol=1e-5, rtol=1e-4)
