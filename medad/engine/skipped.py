@@ -74,9 +74,12 @@ def private_source(row: Any) -> bool:
 
 def _private_rows(manifest: pd.DataFrame) -> dict[int, dict[str, str]]:
     """Case id and source paths of the manifest's private-source rows, by manifest index."""
-    rows = manifest.to_dict("records")
-    keys = ("case_id", "image_path", "mask_path")
-    return {i: {k: str(row.get(k) or "") for k in keys} for i, row in enumerate(rows) if private_source(row)}
+    if "source_format" not in manifest.columns:
+        return {}
+    positions = np.flatnonzero(manifest["source_format"].fillna("image").astype(str).to_numpy() != "image")
+    keys = [k for k in ("case_id", "image_path", "mask_path") if k in manifest.columns]
+    rows = manifest.iloc[positions][keys].to_dict("records")
+    return {int(i): {k: str(row.get(k) or "") for k in keys} for i, row in zip(positions, rows, strict=True)}
 
 
 @contextlib.contextmanager
@@ -90,7 +93,8 @@ def _case_named_warnings(row: dict[str, str] | None) -> Iterator[None]:
         yield
     for w in caught:
         if issubclass(w.category, DataWarning):
-            warnings.warn(f"case {row['case_id']}: {_shareable(str(w.message), row)}", DataWarning, stacklevel=1)
+            said = f"case {row.get('case_id', '')}: {_shareable(str(w.message), row)}"
+            warnings.warn(said, DataWarning, stacklevel=1)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
