@@ -81,8 +81,15 @@ def manifest_from_paths(paths: Sequence[str | Path], class_name: str = "object",
     manifest = concat(frames)
     problems = manifest.attrs["problems"]
     if strict and problems:
-        raise problems_error(problems, ", ".join(str(p) for p in paths), "files")
+        raise problems_error(problems, ", ".join(_input_name(p) for p in paths), "files")
     return manifest
+
+
+def _input_name(raw: str | Path) -> str:
+    """How an error names an input: its path, but a DICOM file by its name only (its folders can hold a patient's
+    name, and the message reaches logs)."""
+    path = Path(raw).expanduser()
+    return path.name if path.is_file() and looks_like_dicom(path) else str(raw)
 
 
 def _warn_if_masks_inside(path: Path) -> None:

@@ -168,3 +168,14 @@ def test_score_skips_a_damaged_dicom_in_one_line_without_its_path_or_a_traceback
     assert code == 2 and "1 of 2 scored; 1 skipped" in out
     assert "Traceback" not in out and "DOE" not in out.replace(str(tmp_path / "o"), "")
     assert "the decoders said:" in out
+
+
+def test_a_non_image_dicom_named_on_the_command_line_is_refused_by_its_name_only(tmp_path):
+    from medad.data import manifest_from_paths
+
+    patient = tmp_path / "DOE^JOHN"
+    patient.mkdir()
+    dose = Path(shutil.copy(get_testdata_file("rtdose.dcm"), patient / "dose.dcm"))
+    with pytest.raises(DataError, match=r"dose\.dcm: is a RT Dose Storage object") as info:
+        manifest_from_paths([dose])
+    assert "DOE" not in str(info.value)
