@@ -99,3 +99,35 @@ def test_a_live_destination_passes_the_check_and_a_refusal_comes_before_scoring(
     line = _one_error_line(*_score_to(monkeypatch, capsys, tmp_path, credentials.dicomweb))
     assert "refused access (HTTP 401)" in line and "before scoring" in line
     assert not (tmp_path / "out" / "predictions").exists()
+
+
+def test_a_destination_that_dies_after_the_check_keeps_the_scores_and_a_rerun_stores(
+    credentials, tmp_path, monkeypatch, capsys
+) -> None:
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+
+    from tests.dicomweb.conftest import ct_mr_study
+    from tests.dicomweb.test_roundtrip import _results, _score_args
+
+    study = ct_mr_study(credentials, tmp_path)
+    url, out = f"{credentials.dicomweb}/studies/{study}", tmp_path / "out"
+    args = [*_score_args(url, out), "--export", "dicom-seg", "--to", credentials.dicomweb]
+    real_store = DICOMwebClient.store_instances
+
+    def dead(self, *a, **k):  # the server answered the check, then went away before the store
+        raise requests.ConnectionError("connection refused")
+
+    monkeypatch.setattr(DICOMwebClient, "store_instances", dead)
+    code, text = run_medad(monkeypatch, capsys, *args)
+    errors = [line for line in text.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in text, text
+    assert "cannot reach the DICOMweb server" in errors[0] and "re-run resumes" in errors[0]
+    scores = (out / "scores.csv").read_bytes()  # the local results are kept
+    assert _results(credentials, study) == {}
+
+    monkeypatch.setattr(DICOMwebClient, "store_instances", real_store)
+    code, text = run_medad(monkeypatch, capsys, *args)
+    assert code == 0, text
+    assert "stored 4 DICOM object(s); 0 were already on the server" in text, text  # binary + fractional SEG
+    assert (out / "scores.csv").read_bytes() == scores and len(_results(credentials, study)) == 4
