@@ -240,3 +240,14 @@ def test_paths_are_resolved_once_and_the_checks_check_what_was_resolved(
     assert "executor.folder: '${MEDAD_UNSET_JOBS}/jobs' uses ${MEDAD_UNSET_JOBS}, which is not set" in err
     lp = load_protocol(write(tmp_path, BASE))
     assert lp.resolved is lp.resolved  # one resolution, shared by the checks and the runner
+
+
+@pytest.mark.parametrize("stem", ["_study", "a" * 70])
+def test_a_file_name_that_cannot_name_the_run_is_one_clear_error(
+    stem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / f"{stem}.yaml"
+    path.write_text(BASE.replace("name: tiny\n", ""), encoding="utf-8")
+    code, _, err = cli(["validate", str(path), "--structure-only"], capsys)  # before: a pydantic traceback at run
+    assert code == 2 and "Traceback" not in err
+    assert "has no `name:` and its file name gives no valid one" in err and "add e.g. `name: my-study`" in err
