@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from medad.errors import ConfigError
 from medad.protocols.bundled import locate_protocol, shipped_base_dir
 from medad.protocols.messages import format_loc, from_validation_error
 from medad.protocols.overrides import apply_override
-from medad.protocols.schema import Protocol
+from medad.protocols.schema import Name, Protocol
 from medad.protocols.structure import check_structure
 from medad.protocols.yamlio import LoadedYaml, Loc, load_yaml_file
 
@@ -74,6 +74,19 @@ class LoadedProtocol:
         return ConfigError(f"{self.where(loc)}: {format_loc(loc)}: {message}")
 
 
+def _name_from_file(path: Path) -> str:
+    """The protocol's name when it has no ``name:``: its file stem, refused when it cannot name a run folder
+    (checked here, not first by the resolver, which would fail with a validation traceback)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)
+    try:
+        return str(TypeAdapter(Name).validate_python(name))
+    except ValidationError:
+        raise ConfigError(
+            f"{path}: the protocol has no `name:` and its file name gives no valid one ({name[:70]!r}: letters, "
+            "digits, _ . -, starting with a letter or digit, at most 64 characters); add e.g. `name: my-study`"
+        ) from None
+
+
 def load_protocol(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedProtocol:
     """Parse and validate a protocol's structure (no file-system checks beyond reading it).
 
@@ -102,6 +115,6 @@ def load_protocol(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     except ValidationError as exc:
         raise from_validation_error(exc, lp) from None
     lp.protocol = protocol
-    lp.name = protocol.name or re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)
+    lp.name = protocol.name or _name_from_file(path)
     check_structure(lp)
     return lp

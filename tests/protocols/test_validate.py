@@ -276,3 +276,14 @@ def test_every_weights_role_is_listed_and_hashed_alike(tmp_path: Path, capsys: p
     assert resolved.models[0].create_kwargs()["clip_weights"] == resolved.models[0].weights.clip.file
     with pytest.raises(ConfigError, match=r"weights\.clip\.sha256.*ViT-L-14-336px\.pt has sha256 [0-9a-f]{64}, not 0+"):
         check_weight_hashes(lp, resolved)
+
+
+@pytest.mark.parametrize("stem", ["_study", "a" * 70])
+def test_a_file_name_that_cannot_name_the_run_is_one_clear_error(
+    stem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / f"{stem}.yaml"
+    path.write_text(BASE.replace("name: tiny\n", ""), encoding="utf-8")
+    code, _, err = cli(["validate", str(path), "--structure-only"], capsys)  # before: a pydantic traceback at run
+    assert code == 2 and "Traceback" not in err
+    assert "has no `name:` and its file name gives no valid one" in err and "add e.g. `name: my-study`" in err
