@@ -87,18 +87,21 @@ def locate_protocol(value: str | Path) -> tuple[Path, bool]:
     try:
         folder = bundled_protocols_dir()
     except ConfigError:
-        raise ConfigError(f"protocol file {value} does not exist; check the path") from None
+        return path, False  # no shipped protocols to offer: the reader says what is wrong with the path
     shipped = folder / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
-    if not shipped.is_file():
-        names = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
-        raise ConfigError(
-            f"protocol file {value} does not exist; check the path, or give the name of a shipped protocol ({names})"
-        )
-    if path.name == str(value):  # a bare name: the shipped protocol
+    if path.name == str(value) and shipped.is_file():  # a bare name: the shipped protocol
         return shipped, True
+    if path.exists():  # e.g. a folder: the reader says it cannot be read
+        return path, False
+    if shipped.is_file():
+        raise ConfigError(
+            f"protocol file {value} does not exist here; medad ships a protocol of that name: give its name "
+            f"instead, e.g. `medad run {shipped.stem}` (the shipped protocols are in {folder}; `medad protocols` "
+            "lists them)"
+        )
+    names = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
     raise ConfigError(
-        f"protocol file {value} does not exist here; medad ships a protocol of that name: give its name instead, "
-        f"e.g. `medad run {shipped.stem}` (the shipped protocols are in {folder}; `medad protocols` lists them)"
+        f"protocol file {value} does not exist; check the path, or give the name of a shipped protocol ({names})"
     )
 
 
