@@ -182,7 +182,6 @@ def datasets_synth_command(
 
 @app.command("train")
 def train_command(
-    ctx: typer.Context,
     data: Annotated[list[Path], typer.Option("--data", help="Auxiliary dataset root (repeat for several).")],
     out: Annotated[Path, typer.Option("--out", help="Run folder; checkpoints go to OUT/checkpoints/epoch_NNN.")],
     kind: Annotated[str, typer.Option("--kind", help="Dataset kind of every --data root (auto detects).")] = "auto",
@@ -207,17 +206,16 @@ def train_command(
 ) -> None:
     """Train a model's adapters on auxiliary datasets for a fixed number of epochs (resumable)."""
     require_roots(data)
-    from medad.data import dataset_options
     from medad.engine import distributed
     from medad.engine.scorer import weights_options
     from medad.engine.train import train_on_roots
 
     folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir)
-    ctx.with_resource(dataset_options(**dir_options))  # --images-dir/--masks-dir reach the manifests the engine reads
     result = train_on_roots(
         [str(p) for p in data],
         out,
         kind=folder_kind or kind,
+        reader_options=dir_options,
         split=split,
         model_name=model,
         epochs=epochs,
@@ -320,6 +318,7 @@ def score_command(
         backbone_weights=backbone_weights,
         text_weights=text_weights,
         kind=folder_kind,
+        reader_options=dir_options,
         split=split,
         heatmaps=heatmaps,
         dicomweb_ca_bundle=ca_bundle,
@@ -339,9 +338,6 @@ def score_command(
     request.settings.check()  # bad settings are refused before OUT (and its lock file) is made
     if not distributed.launched():  # under torchrun every rank writes OUT (docs/scaling.md)
         hold_until_command_ends(score_lock(out, wait), ctx)
-    from medad.data import dataset_options
-
-    ctx.with_resource(dataset_options(**dir_options))  # --images-dir/--masks-dir reach the manifest the engine reads
     table = score_files(request)
     if not distributed.is_main_process():
         return

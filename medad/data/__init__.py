@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from medad.data.readers import read_image, read_mask
     from medad.data.registry import (
         dataset_description,
-        dataset_options,
         detect_kind,
         list_datasets,
         list_layouts,
@@ -50,7 +49,6 @@ _MODULE_OF = {
     "read_image": "readers",
     "read_mask": "readers",
     "dataset_description": "registry",
-    "dataset_options": "registry",
     "detect_kind": "registry",
     "list_datasets": "registry",
     "list_layouts": "registry",
@@ -67,7 +65,6 @@ __all__ = [
     "add_sha256",
     "check_dataset",
     "dataset_description",
-    "dataset_options",
     "detect_kind",
     "export_dataset",
     "list_datasets",

@@ -10,10 +10,8 @@ the prompts read (:func:`reference_class_word`, :func:`clean_class_word`).
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +40,6 @@ from medad.data import (  # noqa: F401
 from medad.data.description import DatasetDescription, Detector, LayoutWriter, SyntheticRequest, catalogue
 from medad.data.manifest import NO_IMAGES, concat, problems_error
 from medad.errors import DataError
-
-_OPTIONS: contextvars.ContextVar[tuple[tuple[str, Any], ...]] = contextvars.ContextVar("medad_options", default=())
-
-
-@contextlib.contextmanager
-def dataset_options(**options: Any) -> Iterator[None]:
-    """Reader options that every :func:`load_manifest` / :func:`load_all_splits` call in the block passes on
-    (an option given to the call itself wins): how the command line's ``--images-dir`` / ``--masks-dir`` reach
-    the manifests ``medad score`` and ``medad train`` build through the engine, which takes no reader options."""
-    token = _OPTIONS.set(tuple({**dict(_OPTIONS.get()), **options}.items()))
-    try:
-        yield
-    finally:
-        _OPTIONS.reset(token)
 
 
 def list_datasets() -> list[str]:
@@ -124,7 +108,6 @@ def load_manifest(root: str | Path, /, kind: str = "auto", split: str | None = "
         DataError: Unknown kind or option, missing/unknown root, or (``strict=True``, the default) any problem.
     """
     description = _resolve(root, kind)
-    options = {**dict(_OPTIONS.get()), **options}
     _check_options(description, options)
     if split is None and not description.whole_file:
         split = "test"
@@ -151,7 +134,6 @@ def load_all_splits(root: str | Path, /, kind: str = "auto", **options: Any) -> 
     description = _resolve(root, kind)
     if description.whole_file:
         return load_manifest(root, description.name, split=None, **options)
-    options = {**dict(_OPTIONS.get()), **options}
     _check_options(description, options)
     strict = bool(options.pop("strict", True))
     frames: list[pd.DataFrame] = []

@@ -82,6 +82,7 @@ class ScoreRequest:
         backbone_weights: a local backbone weights file or hub id.
         text_weights: a local CLIP weights file, open_clip tag or ``hf-hub:`` id.
         kind: read ``paths[0]`` as a dataset root in this public layout.
+        reader_options: options of that kind's reader (e.g. ``images`` / ``masks`` folder names of ``folder``).
         split: the dataset split with ``kind``.
         heatmaps: write one heatmap PNG per image.
         progress: show a progress bar.
@@ -96,6 +97,7 @@ class ScoreRequest:
     backbone_weights: str | None = None
     text_weights: str | None = None
     kind: str | None = None
+    reader_options: Mapping[str, Any] = field(default_factory=dict)
     split: str = "test"
     heatmaps: bool = True
     progress: bool = True

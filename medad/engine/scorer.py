@@ -357,8 +357,14 @@ def load_model(
     return seeded(lambda: load_checkpoint(folder, device=dev, **options), seed)
 
 
-def inputs_manifest(paths: Sequence[str | Path], kind: str | None = None, split: str = "test") -> pd.DataFrame:
-    """The manifest ``medad score`` scores: files and folders as they are, or one dataset root read as ``kind``.
+def inputs_manifest(
+    paths: Sequence[str | Path],
+    kind: str | None = None,
+    split: str = "test",
+    reader_options: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """The manifest ``medad score`` scores: files and folders as they are, or one dataset root read as ``kind``
+    (with ``reader_options`` for its reader).
 
     Raises:
         ConfigError: ``kind`` given with several paths.
@@ -369,7 +375,7 @@ def inputs_manifest(paths: Sequence[str | Path], kind: str | None = None, split:
     if kind is None:
         manifest = manifest_from_paths([str(p) for p in paths]).reset_index(drop=True)
     elif len(paths) == 1:
-        manifest = load_manifest(paths[0], kind, split=split).reset_index(drop=True)
+        manifest = load_manifest(paths[0], kind, split=split, **(reader_options or {})).reset_index(drop=True)
     else:
         raise ConfigError(f"--kind {kind} reads one dataset root; got {len(paths)} paths")
     if len(manifest) == 0:
@@ -420,7 +426,7 @@ def _score_request(request: ScoreRequest) -> pd.DataFrame:
     paths = _local_inputs(request)
     sharding = ScoreShard.join(s.device, s.shard) if s.distributed else None
     device = sharding.device if sharding is not None else s.device
-    manifest = inputs_manifest(paths, request.kind, request.split)
+    manifest = inputs_manifest(paths, request.kind, request.split, request.reader_options)
     weights = weights_options(request.backbone_weights, request.text_weights)
     model = load_model(request.checkpoint, request.model_name, device, seed=seed, compat=s.compat, **weights)
     out = request.out_dir

@@ -468,6 +468,7 @@ def train_on_roots(
     split: str = "test",
     model_name: str = "ad_dinov3",
     model_config: Mapping[str, Any] | None = None,
+    reader_options: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> TrainResult:
     """Load auxiliary datasets from their public layouts, build a model and :func:`train` it (``medad train``).
@@ -480,6 +481,8 @@ def train_on_roots(
         model_name: registered model name.
         model_config: keyword configuration for ``medad.models.create_model`` (e.g. ``backbone_weights``,
             ``text_weights``); a ``compat`` option builds the model in that mode too.
+        reader_options: options of the kind's reader for every root (e.g. ``images`` / ``masks`` folder names of
+            ``--kind folder``: ``medad train --images-dir/--masks-dir``).
         **options: passed to :func:`train` (``epochs``, ``lr``, ``batch_size``, ``seed``, ``device``, ``compat``, ...).
 
     Returns:
@@ -490,7 +493,7 @@ def train_on_roots(
 
     if not roots:
         raise ConfigError("no auxiliary dataset given; pass --data ROOT (e.g. an MVTec AD or VisA folder)")
-    manifests = [load_manifest(str(root), kind, split=split) for root in roots]
+    manifests = [load_manifest(str(root), kind, split=split, **(reader_options or {})) for root in roots]
     config = dict(model_config or {})
     if options.get("compat") is not None:  # the model is built in the mode it is trained in
         config.setdefault("compat", options["compat"])
