@@ -99,3 +99,14 @@ def test_a_live_destination_passes_the_check_and_a_refusal_comes_before_scoring(
     line = _one_error_line(*_score_to(monkeypatch, capsys, tmp_path, credentials.dicomweb))
     assert "refused access (HTTP 401)" in line and "before scoring" in line
     assert not (tmp_path / "out" / "predictions").exists()
+
+
+def test_export_to_a_dead_destination_is_refused_before_the_export_is_written(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("MEDAD_DICOMWEB_RETRIES", "0")
+    out = tmp_path / "out"
+    args = ["score", str(_image_folder(tmp_path)), "--model", "ad_dinov3_tiny", "--out", str(out), "--device", "cpu"]
+    assert run_medad(monkeypatch, capsys, *args)[0] == 0
+    url = f"http://127.0.0.1:{free_port()}/dicom-web"
+    line = _one_error_line(*run_medad(monkeypatch, capsys, "export", str(out), "--format", "dicom-seg", "--to", url))
+    assert "cannot reach the DICOMweb server" in line and "checking the --to destination before exporting" in line
+    assert not (out / "export").exists()  # nothing was exported first
