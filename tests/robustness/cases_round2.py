@@ -24,7 +24,17 @@ import pydicom
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from tests.robustness.cases_core import TINY, dicom, good_folder, nifti, png, save_dicom, score_argv, scored_rows
+from tests.robustness.cases_core import (
+    TINY,
+    case_of,
+    dicom,
+    good_folder,
+    nifti,
+    png,
+    save_dicom,
+    score_argv,
+    scored_rows,
+)
 from tests.robustness.harness import Case, Expect, Setup
 
 CPU = ["--device", "cpu", "--no-heatmaps", "--batch-size", "4"]
@@ -397,7 +407,8 @@ def _bad_dicom(edit: Callable[[pydicom.Dataset], None], check_only: bool) -> Cal
         bad = save_dicom(ds, folder / "bad.dcm")
         if check_only:
             return Setup(["datasets", "check", str(folder), "--kind", "dicom"], names="bad.dcm")
-        return Setup(score_argv(tmp, folder), names=str(bad), check=scored_rows(tmp, 2))
+        check = _lacks(str(bad), scored_rows(tmp, 2))  # issue 22 §6: named by case id, never by its path
+        return Setup(score_argv(tmp, folder), names=case_of(bad), check=check)
 
     return make
 
@@ -409,7 +420,7 @@ def _one_pixel_png(tmp: Path) -> Setup:
 
 def _one_voxel_nifti(tmp: Path) -> Setup:
     path = nifti(tmp / "in" / "voxel.nii.gz", np.ones((1, 1, 1), dtype=np.float32))
-    return Setup(score_argv(tmp, path), names="voxel.nii.gz")
+    return Setup(score_argv(tmp, path), names=case_of(path))  # a NIfTI source is named by case id, like a DICOM one
 
 
 def _patient_folder(tmp: Path) -> Setup:
