@@ -342,7 +342,7 @@ def score_command(
     if not distributed.is_main_process():
         return
     typer.echo(f"scored {len(table)} images; results in {out}")
-    export_skipped = False
+    export_skipped, export_error = False, None
     if export:
         from medad.dicomweb import finished_export
 
@@ -351,7 +351,8 @@ def score_command(
         )
         summary, export_skipped = export_summary(folder)
         typer.echo(f"exported {export} to {folder}: {summary}")
-        if to is not None:
+        export_error = _export_notices(folder)
+        if to is not None and export_error is None:
             from medad.dicomweb import store_export
 
             typer.echo(store_export(folder, to, ca_bundle).describe())
@@ -360,6 +361,8 @@ def score_command(
 
         skipped = table.attrs["skipped"]
         raise partial_error(len(table), len(table) + len(skipped), skipped, out / "predictions")
+    if export_error is not None:
+        fail(export_error)
     if export_skipped:
         raise typer.Exit(code=2)
 
@@ -446,6 +449,17 @@ def report_command(
     typer.echo(f"report: {html_path}")
 
 
+def _export_notices(folder: Path) -> str | None:
+    """Print an export's warnings (an asked format that does not apply to some sources) on stderr; return its
+    error (no asked format applies to any source), which the command ends with."""
+    from medad.export import export_notices
+
+    warnings, error = export_notices(folder)
+    for warning in warnings:
+        typer.echo(f"warning: {printable(warning)}", err=True)
+    return error
+
+
 @app.command("export")
 def export_command(
     run_dir: Annotated[Path, typer.Argument(help="Predictions folder (or a `medad score` output folder).")],
@@ -464,7 +478,7 @@ def export_command(
     if to is not None:
         from medad.dicomweb import check_target
 
-        check_target(formats, deidentify, to)
+        check_target(formats, deidentify, to, ca_bundle, probe=True, before="exporting")  # before anything is written
 
     folder = export_run(
         run_dir,
@@ -477,6 +491,9 @@ def export_command(
     )
     summary, skipped = export_summary(folder)
     typer.echo(f"export written to {folder} (RESEARCH USE ONLY): {summary}")
+    error = _export_notices(folder)
+    if error is not None:
+        fail(error)
     if to is not None:
         from medad.dicomweb import store_export
 

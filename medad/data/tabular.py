@@ -47,6 +47,8 @@ def make_csv(
         raise DataError(f"CSV manifest {path} cannot be parsed ({type(exc).__name__}); fix the file") from None
     if "image_path" not in table.columns:
         raise DataError(f"CSV manifest {path} has no 'image_path' column (found {list(table.columns)}); add it")
+    if table.empty:
+        raise DataError(f"CSV manifest {path} has a header but no rows; add one line per image (image_path,...)")
     base = path.parent
     builder = ManifestBuilder("csv", base, split or "test", "csv")
     for number, line in enumerate(table.to_dict("records"), start=2):

@@ -116,9 +116,11 @@ def check_target(
     ca_bundle: str | Path | None = None,
     *,
     probe: bool = False,
+    before: str = "scoring",
 ) -> None:
     """Refuse early what a store would refuse late: ``--to`` with ``--deidentify``, or without DICOM formats;
-    with ``probe``, also a server that does not answer or does not speak DICOMweb (:func:`probe_target`).
+    with ``probe``, also a server that does not answer or does not speak DICOMweb (:func:`probe_target`; ``before``
+    names the work the check comes before, for its message: ``"scoring"``, ``"exporting"``).
 
     Raises:
         ExportError: the combination cannot work.
@@ -135,12 +137,13 @@ def check_target(
             "--to stores DICOM SEG / Parametric Map objects; add dicom-seg and/or pmap to --format / --export"
         )
     if probe:
-        probe_target(url, ca_bundle)
+        probe_target(url, ca_bundle, before=before)
 
 
-def probe_target(url: str, ca_bundle: str | Path | None = None) -> None:
+def probe_target(url: str, ca_bundle: str | Path | None = None, *, before: str = "scoring") -> None:
     """Ask the STOW-RS target one cheap QIDO-RS question (one study, one attribute) before any work is done, so
-    that a wrong URL, missing credentials or a dead server are refused before scoring, not after it.
+    that a wrong URL, missing credentials or a dead server are refused before the work (scoring, exporting), not
+    after it.
 
     Raises:
         DicomWebError: the server cannot be reached, times out, refuses access or does not answer as DICOMweb.
@@ -149,7 +152,7 @@ def probe_target(url: str, ca_bundle: str | Path | None = None) -> None:
     client = connect(resource, ca_bundle)
     found = call(
         resource.server,
-        "checking the --to destination before scoring (QIDO-RS)",
+        f"checking the --to destination before {before} (QIDO-RS)",
         client.search_for_studies,
         limit=1,
         fields=["StudyInstanceUID"],

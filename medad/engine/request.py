@@ -51,8 +51,9 @@ class ScoreSettings:
         """Refuse settings no scoring run can honour, before any model is built.
 
         Raises:
-            ConfigError: ``batch_size`` / ``chunk_size`` below 1 or ``num_workers`` below 0 (tiling settings are
-                checked against the model, :func:`medad.engine.tiling.check_tiling`).
+            ConfigError: ``batch_size`` / ``chunk_size`` below 1, ``num_workers`` below 0, or a ``class_word``
+                longer than a text prompt holds (tiling settings are checked against the model,
+                :func:`medad.engine.tiling.check_tiling`).
         """
         for key, flag in (("batch_size", "--batch-size "), ("chunk_size", "")):
             if getattr(self, key) < 1:
@@ -61,6 +62,12 @@ class ScoreSettings:
             raise ConfigError(
                 f"num_workers={self.num_workers} must be >= 0; pass e.g. --workers 0 (reads images in the main process)"
             )
+        if self.class_word is not None:
+            from medad.models.prompts import class_word_problem
+
+            problem = class_word_problem(self.class_word)
+            if problem is not None:
+                raise ConfigError(f"--class-word (class_word): {problem}")
 
     def replace(self, **changes: Any) -> ScoreSettings:
         """A copy with ``changes`` applied."""

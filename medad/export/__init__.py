@@ -8,6 +8,7 @@ Entry points: :func:`export_predictions` (library), :func:`export_run` (what ``m
 from medad.export.deid import Deidentifier
 from medad.export.exporter import (
     FORMATS,
+    export_notices,
     export_predictions,
     export_run,
     export_summary,
@@ -21,6 +22,7 @@ __all__ = [
     "FORMATS",
     "Deidentifier",
     "Threshold",
+    "export_notices",
     "export_predictions",
     "export_run",
     "export_summary",

@@ -662,29 +662,56 @@ def _format_part(fmt: str, counts: Mapping[str, int]) -> str:
     return part
 
 
+def _read_report(out_dir: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, int]], bool]:
+    """``export.json``, its per-format counts in the asked order, and whether no asked format was written at all."""
+    report = json.loads((Path(out_dir) / "export.json").read_text())
+    counted = report.get("by_format", {})
+    by_format = {fmt: counted[fmt] for fmt in report["formats"] if fmt in counted}  # JSON keys come back sorted
+    nothing = bool(by_format) and report["summary"]["sources"] > 0 and not any(c["written"] for c in by_format.values())
+    return report, by_format, nothing
+
+
 def export_summary(out_dir: str | Path) -> tuple[str, bool]:
     """Return an export's summary line and whether the export is incomplete (exit code 2).
 
     The line says how many sources were written, per asked format how many got it, were skipped or are of a
     kind the format does not apply to, and which cases have an empty mask. The export is incomplete when a
-    source was skipped, or when no asked format could be written for any source.
+    source was skipped, or when no asked format could be written for any source (:func:`export_notices` words
+    that as the error).
     """
-    report = json.loads((Path(out_dir) / "export.json").read_text())
-    summary, counted = report["summary"], report.get("by_format", {})
-    by_format = {fmt: counted[fmt] for fmt in report["formats"] if fmt in counted}  # JSON keys come back sorted
+    report, by_format, nothing = _read_report(out_dir)
+    summary = report["summary"]
     line = f"{summary['written']} of {summary['sources']} sources written"
     if by_format:
         line += " (" + "; ".join(_format_part(fmt, counts) for fmt, counts in by_format.items()) + ")"
     if summary["skipped"]:
         line += f"; {summary['skipped']} skipped, listed with the reason in {Path(out_dir) / 'skipped.csv'}"
-    nothing = bool(by_format) and summary["sources"] > 0 and not any(c["written"] for c in by_format.values())
-    if nothing:
-        line += f"; nothing asked for ({','.join(by_format)}) could be written: export these sources with --format png"
     empty = report.get("empty_masks", [])
     if empty:
         shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
         line += f"; empty mask (no pixel at or above the threshold) in {len(empty)} case(s): {shown}"
     return line, bool(summary["skipped"]) or nothing
+
+
+def export_notices(out_dir: str | Path) -> tuple[list[str], str | None]:
+    """What the CLI says beside the summary: one warning per asked format that does not apply to some sources
+    (so a user who asked for a DICOM SEG of PNG images is told it was not written), and the error when no asked
+    format applies to any source (only ``export.json`` was written)."""
+    report, by_format, nothing = _read_report(out_dir)
+    sources = report["summary"]["sources"]
+    if nothing:
+        why = "; ".join(f"{fmt}: {NOT_APPLICABLE.get(fmt, 'see export.json')}" for fmt in by_format)
+        return [], (
+            f"none of the formats asked for ({','.join(by_format)}) applies to these {sources} sources ({why}), so "
+            f"{Path(out_dir) / 'export.json'} is all that was written; export them with --format png"
+        )
+    warnings = [
+        f"{fmt} was not written for {counts['not_applicable']} of {sources} sources: "
+        f"{NOT_APPLICABLE.get(fmt, 'see export.json')}"
+        for fmt, counts in by_format.items()
+        if counts["not_applicable"]
+    ]
+    return warnings, None
 
 
 def export_run(

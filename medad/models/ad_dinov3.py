@@ -89,8 +89,8 @@ class ADDINOv3Config(ModelConfig):
             raise ConfigError("image_size and adapter_dim must be positive and smoothing_sigma >= 0")
         if not self.random_init and self.text_weights is None:
             raise ConfigError(
-                "this AD-DINOv3 model has real backbone weights but no text weights (random_init is off and "
-                "text_weights is None, as with --backbone-weights alone on a random-weights preset): give the CLIP "
+                "this AD-DINOv3 model has real backbone weights but no text weights (random_init is off and no "
+                "text weights were given, as with --backbone-weights alone on a random-weights preset): give the CLIP "
                 "text weights too, --text-weights FILE|TAG on the command line, text_weights='openai' or a file in "
                 "Python, `weights: {text: ...}` in a protocol"
             )

@@ -12,7 +12,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from medad.errors import WeightsError
+from medad.errors import ConfigError, WeightsError
 from medad.models.base import ModelKind, TrainableAnomalyModel
 from medad.models.registry import create_model, model_kind
 from medad.models.weights import check_finite
@@ -100,6 +100,53 @@ def _check_compatible(card: Mapping[str, Any], model_card: Mapping[str, Any], fo
             )
 
 
+def _build_from_card(card: Mapping[str, Any], folder: Path, overrides: Mapping[str, Any]) -> TrainableAnomalyModel:
+    """The model a checkpoint's card describes; a card no model can be built from is refused naming the checkpoint
+    (a user with several checkpoints must know which one is broken)."""
+    try:
+        kind = model_kind(str(card.get("name")))
+        if kind is not ModelKind.TRAINABLE:  # before its config is read as that model's
+            raise WeightsError(
+                f"checkpoint {str(folder)!r} names model {card['name']!r}, which is {kind.value} and has nothing to "
+                f"train, so it has no checkpoint; score it with --model {card['name']} (a checkpoint holds the "
+                "trained adapters of a trainable model such as ad_dinov3)"
+            )
+        built = create_model(str(card["name"]), **{**card.get("config", {}), **overrides})
+    except ConfigError as exc:
+        raise WeightsError(
+            f"checkpoint {str(folder)!r}: no model can be built from its {CARD_FILE} ({exc}); the card was edited or "
+            "written by another medad version: re-save the checkpoint with `medad train`, or pass another "
+            "--checkpoint folder"
+        ) from exc
+    assert isinstance(built, TrainableAnomalyModel)
+    return built
+
+
+def _check_fits(
+    state: Mapping[str, torch.Tensor], model: TrainableAnomalyModel, folder: Path, from_card: bool
+) -> None:
+    """Refuse adapters whose keys or shapes differ from the model's, naming the checkpoint and what differs."""
+    expected = {k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    problems = [f"missing {missing[:3]}"] if missing else []
+    problems += [f"unexpected {extra[:3]}"] if extra else []
+    wrong = [k for k in sorted(expected) if k in state and tuple(state[k].shape) != expected[k]]
+    problems += [f"{k} is {tuple(state[k].shape)}, the model's is {expected[k]}" for k in wrong[:3]]
+    if not problems:
+        return
+    if from_card:
+        fix = (
+            f"{ADAPTERS_FILE} and {CARD_FILE} do not belong together (edited, or from different runs): re-save the "
+            "checkpoint with `medad train`, or pass another --checkpoint folder"
+        )
+    else:
+        fix = "load it without model= so that the model is built from its card"
+    whose = "the model its card describes" if from_card else "the model it was given"
+    raise WeightsError(
+        f"checkpoint {str(folder)!r}: its adapters do not fit {whose} ({model.name}): {'; '.join(problems)}; {fix}"
+    )
+
+
 def load_checkpoint(
     folder: str | os.PathLike[str],
     device: str | torch.device = "cpu",
@@ -129,22 +176,16 @@ def load_checkpoint(
         raise WeightsError(f"{str(adapters)!r} does not exist; the checkpoint is incomplete, re-save it")
     if sha256_file(adapters) != card.get("adapters_sha256"):
         raise WeightsError(f"{str(adapters)!r} does not match the sha256 in its card; the file is corrupt, re-save it")
+    from_card = model is None
     if model is None:
-        if model_kind(str(card.get("name"))) is not ModelKind.TRAINABLE:  # before its config is read as that model's
-            raise WeightsError(
-                f"checkpoint {str(folder)!r} names model {card['name']!r}, which is {model_kind(card['name']).value} "
-                f"and has nothing to train, so it has no checkpoint; score it with --model {card['name']} (a "
-                "checkpoint holds the trained adapters of a trainable model such as ad_dinov3)"
-            )
-        built = create_model(card["name"], **{**card["config"], **overrides})
-        assert isinstance(built, TrainableAnomalyModel)
-        model = built
+        model = _build_from_card(card, folder, overrides)
     _check_compatible(card, model.card(), folder)
     try:
         state = load_file(str(adapters))
     except SafetensorError as exc:
         raise WeightsError(f"{str(adapters)!r} is not a readable safetensors file ({exc}); re-save it") from exc
     check_finite(state.items(), adapters, "adapter")
+    _check_fits(state, model, folder, from_card)
     model.load_trainable_state_dict(state)
     if "adapters" not in card.get("random_parts", []):  # a checkpoint of untrained adapters stays flagged
         model.mark_adapters_trained()

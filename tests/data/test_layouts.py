@@ -171,6 +171,12 @@ def test_csv_round_trip_and_paths(tmp_path: Path) -> None:
     assert len(files) == 5 and files["label"].isna().all()
 
 
+def test_a_csv_with_only_its_header_is_named(tmp_path: Path) -> None:
+    (tmp_path / "list.csv").write_text("image_path,label\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"CSV manifest .*list\.csv has a header but no rows"):
+        make_csv(tmp_path / "list.csv")
+
+
 def test_synthetic_is_deterministic(tmp_path: Path) -> None:
     a = write_layout(tmp_path / "a", "mvtec", size=32, seed=3)
     b = write_layout(tmp_path / "b", "mvtec", size=32, seed=3)

@@ -131,3 +131,14 @@ def test_a_destination_that_dies_after_the_check_keeps_the_scores_and_a_rerun_st
     assert code == 0, text
     assert "stored 4 DICOM object(s); 0 were already on the server" in text, text  # binary + fractional SEG
     assert (out / "scores.csv").read_bytes() == scores and len(_results(credentials, study)) == 4
+
+
+def test_export_to_a_dead_destination_is_refused_before_the_export_is_written(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("MEDAD_DICOMWEB_RETRIES", "0")
+    out = tmp_path / "out"
+    args = ["score", str(_image_folder(tmp_path)), "--model", "ad_dinov3_tiny", "--out", str(out), "--device", "cpu"]
+    assert run_medad(monkeypatch, capsys, *args)[0] == 0
+    url = f"http://127.0.0.1:{free_port()}/dicom-web"
+    line = _one_error_line(*run_medad(monkeypatch, capsys, "export", str(out), "--format", "dicom-seg", "--to", url))
+    assert "cannot reach the DICOMweb server" in line and "checking the --to destination before exporting" in line
+    assert not (out / "export").exists()  # nothing was exported first

@@ -34,14 +34,27 @@ def test_volume_formats_on_plain_images_say_not_applicable_and_exit_2(
     preds, _ = make_run(rows, [blob((16, 16), (8, 8), 4)] * 3)
     out = tmp_path / "export"
     args = ("export", str(preds), "--format", "nifti,dicom-seg,pmap", "--out", str(out))
-    code, stdout, _ = _cli(monkeypatch, capsys, *args)
+    code, stdout, stderr = _cli(monkeypatch, capsys, *args)
     assert code == 2
     assert "0 of 3 sources written" in stdout
     assert "nifti 0, not applicable to 3 (plain images carry no physical geometry)" in stdout
-    assert "nothing asked for (nifti,dicom-seg,pmap) could be written" in stdout
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "none of the formats asked for (nifti,dicom-seg,pmap) applies" in errors[0]
+    assert "--format png" in errors[0] and "warning:" not in stderr  # the error says it all, once
     report = json.loads((out / "export.json").read_text())
     assert report["by_format"]["pmap"] == {"written": 0, "skipped": 0, "not_applicable": 3}
     assert report["summary"] == {"sources": 3, "written": 0, "skipped": 0}
+
+
+def test_a_format_that_does_not_apply_to_some_sources_is_a_warning_naming_it(
+    tmp_path: Path, make_run, png_source, monkeypatch, capsys
+) -> None:
+    preds, _ = make_run([manifest_row(png_source("a.png", (16, 16)), "image")], [blob((16, 16), (8, 8), 4)])
+    args = ("export", str(preds), "--format", "png,dicom-seg", "--out", str(tmp_path / "export"))
+    code, _, stderr = _cli(monkeypatch, capsys, *args)
+    assert code == 0 and "error:" not in stderr
+    warnings = [line for line in stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: dicom-seg was not written for 1 of 1 sources: a DICOM SEG needs a DICOM source"]
 
 
 def test_png_with_a_volume_format_on_plain_images_is_a_success(tmp_path: Path, make_run, png_source) -> None:

@@ -50,3 +50,44 @@ def test_missing_or_corrupt_checkpoint(tmp_path: Path, tiny_clean: ADDINOv3) -> 
     (folder / "adapters.safetensors").write_bytes(b"garbage")
     with pytest.raises(WeightsError, match=r"does not match the sha256"):
         load_checkpoint(folder)
+
+
+def _resave(folder: Path, state: dict[str, torch.Tensor]) -> None:
+    """Rewrite the adapters and record their sha256 in the card, so only their keys / shapes are wrong."""
+    from safetensors.torch import save_file
+
+    from medad.models.checkpoint import CHECKPOINT_FORMAT
+    from medad.utils.io import sha256_file
+
+    save_file(state, str(folder / "adapters.safetensors"), metadata={"format": CHECKPOINT_FORMAT})
+    card = json.loads((folder / "card.json").read_text())
+    card["adapters_sha256"] = sha256_file(folder / "adapters.safetensors")
+    (folder / "card.json").write_text(json.dumps(card))
+
+
+def test_adapters_that_do_not_fit_their_own_card_name_the_checkpoint(tmp_path: Path, tiny_clean: ADDINOv3) -> None:
+    """Issue 22 §7: a user with several checkpoints learns which is broken, and gets advice for --checkpoint, not
+    "load them into a model built with the checkpoint's card" (which load_checkpoint already did)."""
+    state = tiny_clean.trainable_state_dict()
+    renamed = save_checkpoint(tiny_clean, tmp_path / "renamed", {})
+    _resave(renamed, {f"old.{k}": v for k, v in state.items()})
+    halved = save_checkpoint(tiny_clean, tmp_path / "halved", {})
+    _resave(halved, {k: torch.zeros(*[max(1, d // 2) for d in v.shape]) for k, v in state.items()})
+    wrong = {renamed: r"missing \['cls_adapters.*unexpected \['old\.", halved: r"is \(16, 32\).*\(32, 64\)"}
+    for folder, what in wrong.items():
+        with pytest.raises(WeightsError, match=rf"checkpoint '.*{folder.name}'.*{what}") as refused:
+            load_checkpoint(folder)
+        assert "--checkpoint" in str(refused.value) and "checkpoint's card" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "edit", [{"name": "nope_model"}, {"config": {"image_size": "big"}}, {"config": {"compat": "weird"}}]
+)
+def test_a_card_no_model_can_be_built_from_names_the_checkpoint(tmp_path: Path, tiny_clean: ADDINOv3, edit) -> None:
+    folder = save_checkpoint(tiny_clean, tmp_path / "ckpt", {})
+    card = json.loads((folder / "card.json").read_text())
+    card.update({k: {**card[k], **v} if isinstance(v, dict) else v for k, v in edit.items()})
+    (folder / "card.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match=r"checkpoint '.*ckpt': no model can be built from its card.json") as refused:
+        load_checkpoint(folder)
+    assert "--checkpoint" in str(refused.value)

@@ -49,8 +49,9 @@ def test_score_refuses_a_long_class_word(tmp_path: Path, monkeypatch, capsys) ->
     args = ["score", str(tmp_path / "images"), "--model", "ad_dinov3_tiny", "--out", str(tmp_path / "out"),
             "--class-word", "lesion " * 100, "--no-heatmaps"]  # fmt: skip
     code, text = run_medad(monkeypatch, capsys, *args)
-    assert code == 2 and "error: class word 'lesion lesion" in text and "77 tokens" in text, text
-    assert "Traceback" not in text
+    assert code == 2 and "error: --class-word (class_word): class word 'lesion lesion" in text, text
+    assert "77 tokens" in text and "Traceback" not in text
+    assert not (tmp_path / "out").exists()  # refused with the other settings, before OUT (and its lock) is made
 
 
 def test_validate_refuses_a_long_protocol_class_word(tmp_path: Path, monkeypatch, capsys) -> None:
