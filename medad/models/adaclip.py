@@ -25,6 +25,7 @@ dice runs per image *row* (its batch-1 mask is squeezed to ``(H, W)``): ``dice_r
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -49,7 +50,8 @@ from medad.models.config import IntTuple, ModelConfig, PathText, check_layers
 from medad.models.losses import dice_loss, focal_loss, prepare_masks
 from medad.models.prompts import ABNORMAL_STATES, NORMAL_STATES
 from medad.models.registry import model_config, register_model
-from medad.models.weights import build_text_tower
+from medad.models.weights import build_text_tower, check_weights_path
+from medad.utils.io import sha256_file
 
 TEMPLATES = (
     "a bad photo of a {}.",
@@ -85,6 +87,9 @@ class AdaCLIPConfig(ModelConfig):
         image_score: ``global`` (the release's HSF score), ``max`` or ``blend``.
         random_init: Seeded random frozen weights (tests, demos).
         init_seed: Seed of the random frozen weights.
+        release_weights: A checkpoint of the release (``torch.save`` of its trainer's learnable tensors, keys
+            ``clip_model.<part>...``, e.g. ``pretrained_mvtec_colondb.pth``) loaded as the trained parts
+            (:func:`read_release_weights`); ``None``: random, to be trained.
     """
 
     clip_model: str = "ViT-L-14-336"
@@ -107,6 +112,7 @@ class AdaCLIPConfig(ModelConfig):
     image_score: str = "global"
     random_init: bool = False
     init_seed: int = 0
+    release_weights: PathText = None
 
     label: ClassVar[str] = "AdaCLIP"
 
@@ -218,6 +224,55 @@ def hsf_embedding(patches: list[torch.Tensor], logits: list[torch.Tensor], k_clu
     return F.normalize(torch.stack(centres), dim=-1)
 
 
+RELEASE_PREFIX = "clip_model."
+"""The release saves its trainer's state dict entries of the learnable parts: ``clip_model.<part>...``, where the
+parts carry the names medad's :meth:`AdaCLIP.trainable_modules` uses."""
+
+
+def trainable_parts(widths: tuple[int, int, int], n_layers: int, length: int, depth: int) -> dict[str, nn.Module]:
+    """The trained parts, by the release's names.
+
+    Args:
+        widths: ``(vision width, text width, embedding dim)`` of the CLIP.
+        n_layers: Tapped vision blocks.
+        length: Prompt tokens per block.
+        depth: Prompted blocks per tower.
+    """
+    width, text_width, embed = widths
+    return {
+        "text_prompter": StaticPrompts(depth, length, text_width),
+        "visual_prompter": StaticPrompts(depth, length, width),
+        "patch_token_layer": Projections(n_layers, width, embed),
+        "cls_token_layer": Projections(1, embed, embed),
+        "dynamic_visual_prompt_generator": Projections(length, embed, width),
+        "dynamic_text_prompt_generator": Projections(length, embed, text_width),
+    }
+
+
+def read_release_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The trained parts of a release checkpoint under medad's names (``clip_model.`` stripped).
+
+    Raises:
+        WeightsError: not a readable checkpoint, or no AdaCLIP checkpoint (naming the keys expected and found);
+            shapes are checked when the state is loaded (:meth:`AdaCLIP.load_trainable_state_dict`).
+    """
+    file = check_weights_path(path, "AdaCLIP")
+    try:
+        loaded = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle and zip errors come as many types
+        raise WeightsError(f"{str(file)!r} is not a readable torch checkpoint ({exc}); download it again") from exc
+    keys = sorted(loaded) if isinstance(loaded, dict) else []
+    if not keys or not all(isinstance(k, str) and k.startswith(RELEASE_PREFIX) for k in keys):
+        found = keys[:4] if keys else type(loaded).__name__
+        raise WeightsError(
+            f"{str(file)!r} is not an AdaCLIP checkpoint: expected {{{RELEASE_PREFIX}text_prompter.static_prompts.N, "
+            f"{RELEASE_PREFIX}visual_prompter..., {RELEASE_PREFIX}patch_token_layer.head.N.weight, ...}}, found "
+            f"{found}; pass the release's weights/pretrained_*.pth"
+        )
+    state = {k.removeprefix(RELEASE_PREFIX): v.float() for k, v in loaded.items()}
+    return state, {"file": str(file), "sha256": sha256_file(file)}
+
+
 class AdaCLIP(TrainableAnomalyModel):
     """AdaCLIP (trainable: prompts in both towers and projections on a frozen CLIP).
 
@@ -228,6 +283,12 @@ class AdaCLIP(TrainableAnomalyModel):
 
     config_class = AdaCLIPConfig
     config: AdaCLIPConfig
+    text_prompter: StaticPrompts
+    visual_prompter: StaticPrompts
+    patch_token_layer: Projections
+    cls_token_layer: Projections
+    dynamic_visual_prompt_generator: Projections
+    dynamic_text_prompt_generator: Projections
 
     def __init__(self, config: AdaCLIPConfig, name: str = "adaclip") -> None:
         self.check_config(config)
@@ -248,13 +309,14 @@ class AdaCLIP(TrainableAnomalyModel):
         self.tokenizer = open_clip.get_tokenizer(config.clip_model)
         width, text_width = int(tower.conv1.out_channels), int(text.token_embedding.weight.shape[1])
         embed = int(tower.proj.shape[1])
-        depth, length = config.prompt_depth, config.prompt_length
-        self.text_prompter = StaticPrompts(depth, length, text_width)
-        self.visual_prompter = StaticPrompts(depth, length, width)
-        self.patch_token_layer = Projections(len(self.layers), width, embed)
-        self.cls_token_layer = Projections(1, embed, embed)
-        self.dynamic_visual_prompt_generator = Projections(length, embed, width)
-        self.dynamic_text_prompt_generator = Projections(length, embed, text_width)
+        parts = trainable_parts((width, text_width, embed), len(self.layers), config.prompt_length, config.prompt_depth)
+        for part, module in parts.items():  # the release's names, also in the trainable state dict
+            setattr(self, part, module)
+        self.release_info: dict[str, Any] | None = None
+        if config.release_weights is not None:
+            state, self.release_info = read_release_weights(config.release_weights)
+            self.load_trainable_state_dict(state)
+            self.mark_adapters_trained()
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> None:
@@ -432,6 +494,7 @@ class AdaCLIP(TrainableAnomalyModel):
             "layers": list(self.layers),
             "prompts": {"length": cfg.prompt_length, "depth": cfg.prompt_depth},
             "hsf": {"k_clusters": cfg.k_clusters, "alpha": cfg.hsf_alpha, "kmeans": "sklearn", "seed": cfg.kmeans_seed},
+            "release_weights": self.release_info,
             "training_note": "unstable training (the release's README): run at least 3 seeds and report the spread",
         }
 

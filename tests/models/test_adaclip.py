@@ -15,7 +15,9 @@ from sklearn.cluster import kmeans_plusplus
 
 from medad.errors import ConfigError, WeightsError
 from medad.models import AdaCLIP, create_model, load_checkpoint, save_checkpoint
-from medad.models.adaclip import hsf_embedding
+from medad.models.adaclip import TINY_DEFAULTS, hsf_embedding
+from medad.models.weights_files import adaclip_architecture, check_weights_file, default_architectures
+from medad.utils.io import sha256_file
 
 NORMAL = [
     "{}",
@@ -34,6 +36,7 @@ TEMPLATES = [
     "a cropped photo of the {}.",
 ]
 CLASSES = ["metal-nut", "bottle"]
+TINY_OVERRIDES = TINY_DEFAULTS["clip_overrides"]
 
 
 @pytest.fixture(scope="module")
@@ -301,3 +304,44 @@ def test_config_checks() -> None:
         create_model("adaclip_tiny", hsf_alpha=1.5)
     card = create_model("adaclip_tiny").card()
     assert card["hsf"]["k_clusters"] == 3 and "3 seeds" in card["training_note"]
+
+
+def _release_file(model: AdaCLIP, path: Path) -> Path:
+    """A checkpoint in the release's own format: ``torch.save`` of ``{"clip_model.<part>...": tensor}``."""
+    torch.save({f"clip_model.{k}": v.half() for k, v in model.trainable_state_dict().items()}, path)
+    return path
+
+
+def test_release_checkpoint_loads_and_is_recognised(model: AdaCLIP, tmp_path: Path) -> None:
+    file = _release_file(model, tmp_path / "pretrained_mvtec_colondb.pth")
+    loaded = create_model("adaclip_tiny", release_weights=str(file), smoothing_sigma=0.0).eval()
+    for key, value in model.trainable_state_dict().items():
+        assert torch.equal(loaded.trainable_state_dict()[key], value.half().float()), key
+    card = loaded.card()
+    assert card["release_weights"]["sha256"] == sha256_file(file) and "adapters" not in loaded.random_parts()
+    tiny = adaclip_architecture("ViT-B-16", TINY_OVERRIDES, n_layers=2, length=2, depth=2)
+    report = check_weights_file(file, [*default_architectures(), tiny])
+    assert (
+        report["fits"]["architecture"] == "AdaCLIP release checkpoint (ViT-B-16, 2 layers, 2 prompt tokens x 2 blocks)"
+    )
+    assert "release_weights FILE of model adaclip" in report["fits"]["usage"] and "MIT" in report["licence"]
+    big = check_weights_file(file)  # only the full-size candidates: the closest names the wrong shapes
+    assert big["fits"] is None and big["closest"]["architecture"].startswith("AdaCLIP release checkpoint")
+    assert big["closest"]["n_wrong_shapes"] > 0
+
+
+def test_release_checkpoint_of_another_size_or_method_is_refused(model: AdaCLIP, tmp_path: Path) -> None:
+    other = _release_file(create_model("adaclip_tiny", prompt_length=3), tmp_path / "other.pth")
+    with pytest.raises(WeightsError, match=r"static_prompts.0 is \(3, 32\), expected \(2, 32\)"):
+        create_model("adaclip_tiny", release_weights=str(other))
+    anomalyclip = tmp_path / "epoch_15.pth"
+    torch.save({"prompt_learner": {"ctx_pos": torch.zeros(1, 1, 12, 32)}}, anomalyclip)
+    with pytest.raises(
+        WeightsError,
+        match=r"not an AdaCLIP checkpoint: expected \{clip_model\.text_prompter.*found \['prompt_learner'\]",
+    ):
+        create_model("adaclip_tiny", release_weights=str(anomalyclip))
+    partial = tmp_path / "partial.pth"
+    torch.save({k: v for k, v in torch.load(other).items() if "dynamic" not in k}, partial)
+    with pytest.raises(WeightsError, match=r"missing \['dynamic_text_prompt_generator"):
+        create_model("adaclip_tiny", release_weights=str(partial))
