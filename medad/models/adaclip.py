@@ -76,6 +76,8 @@ class AdaCLIPConfig(ModelConfig):
         prompt_length: Prompt tokens per block and tower (5).
         prompt_depth: Blocks of each tower that get prompts (4).
         k_clusters: K-means clusters of HSF (20); ``5 k`` tokens are clustered.
+        hsf: ``release`` (the mean of the centres of the most abnormal tokens' clusters) or ``paper`` (the centre
+            of the most abnormal cluster of all tokens, the paper's description and the release's earlier code).
         hsf_alpha: Weight of the HSF embedding against the projected image embedding (0.2).
         kmeans_seed: Seed of K-means' k-means++ start (the release leaves it unseeded).
         logit_scale: Multiplies the cosine similarities (100).
@@ -102,6 +104,7 @@ class AdaCLIPConfig(ModelConfig):
     prompt_length: int = 5
     prompt_depth: int = 4
     k_clusters: int = 20
+    hsf: str = "release"
     hsf_alpha: float = 0.2
     kmeans_seed: int = 0
     logit_scale: float = 100.0
@@ -135,6 +138,8 @@ class AdaCLIPConfig(ModelConfig):
         check_pos_interpolation(self.pos_interpolation)
         if min(self.prompt_length, self.prompt_depth, self.k_clusters) < 1:
             raise ConfigError("prompt_length, prompt_depth and k_clusters must be >= 1")
+        if self.hsf not in ("release", "paper"):
+            raise ConfigError(f"hsf must be 'release' or 'paper', got {self.hsf!r}")
         if not 0.0 <= self.hsf_alpha <= 1.0:
             raise ConfigError(f"hsf_alpha must be in [0, 1], got {self.hsf_alpha}")
         if self.logit_scale <= 0 or self.smoothing_sigma < 0 or self.image_size <= 0:
@@ -273,6 +278,33 @@ def read_release_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.
     return state, {"file": str(file), "sha256": sha256_file(file)}
 
 
+def hsf_paper_embedding(
+    patches: list[torch.Tensor], logits: list[torch.Tensor], k_clusters: int, seed: int
+) -> torch.Tensor:
+    """The paper's HSF: ``(B, E)`` unit centre of the most abnormal K-means cluster of all layer-mean tokens.
+
+    Args:
+        patches: Per layer ``(B, N, E)`` unit patch tokens.
+        logits: Per layer ``(B, N, 2)`` [normal, abnormal] logits.
+        k_clusters: K-means clusters of the ``N`` layer-mean tokens.
+        seed: K-means' seed (scikit-learn's ``KMeans``, as :func:`hsf_embedding`).
+
+    Returns:
+        Per image the unit mean token of the cluster whose mean abnormal probability (layer-mean map) is highest.
+    """
+    scores = torch.softmax(torch.stack(logits, dim=1).mean(dim=1), dim=-1)[..., 1]
+    tokens = torch.stack(patches).mean(dim=0)
+    flat = tokens.detach().float().cpu().numpy()
+    centres = []
+    for b in range(tokens.shape[0]):
+        labels = torch.from_numpy(KMeans(n_clusters=k_clusters, n_init="auto", random_state=seed).fit_predict(flat[b]))
+        labels = labels.to(tokens.device)
+        present = labels.unique()
+        best = present[torch.stack([scores[b, labels == c].mean() for c in present]).argmax()]
+        centres.append(tokens[b, labels == best].mean(dim=0))
+    return F.normalize(torch.stack(centres), dim=-1)
+
+
 class AdaCLIP(TrainableAnomalyModel):
     """AdaCLIP (trainable: prompts in both towers and projections on a frozen CLIP).
 
@@ -403,7 +435,8 @@ class AdaCLIP(TrainableAnomalyModel):
             scale = self.config.logit_scale
             logits = [scale * torch.bmm(p, text) for p in patches]  # per layer (B, N, 2)
             if self.config.hsf_alpha > 0:
-                fused = hsf_embedding(patches, logits, self.config.k_clusters, self.config.kmeans_seed)
+                fuse = hsf_embedding if self.config.hsf == "release" else hsf_paper_embedding
+                fused = fuse(patches, logits, self.config.k_clusters, self.config.kmeans_seed)
                 image = F.normalize(self.config.hsf_alpha * fused + (1 - self.config.hsf_alpha) * image, dim=-1)
             global_logits = scale * torch.bmm(image.unsqueeze(1), text).squeeze(1)
             grids = [self._grid(m) for m in logits]
@@ -493,7 +526,13 @@ class AdaCLIP(TrainableAnomalyModel):
             "compat": self.compat,
             "layers": list(self.layers),
             "prompts": {"length": cfg.prompt_length, "depth": cfg.prompt_depth},
-            "hsf": {"k_clusters": cfg.k_clusters, "alpha": cfg.hsf_alpha, "kmeans": "sklearn", "seed": cfg.kmeans_seed},
+            "hsf": {
+                "variant": cfg.hsf,
+                "k_clusters": cfg.k_clusters,
+                "alpha": cfg.hsf_alpha,
+                "kmeans": "sklearn",
+                "seed": cfg.kmeans_seed,
+            },
             "release_weights": self.release_info,
             "training_note": "unstable training (the release's README): run at least 3 seeds and report the spread",
         }

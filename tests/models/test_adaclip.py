@@ -15,7 +15,7 @@ from sklearn.cluster import kmeans_plusplus
 
 from medad.errors import ConfigError, WeightsError
 from medad.models import AdaCLIP, create_model, load_checkpoint, save_checkpoint
-from medad.models.adaclip import TINY_DEFAULTS, hsf_embedding
+from medad.models.adaclip import TINY_DEFAULTS, hsf_embedding, hsf_paper_embedding
 from medad.models.weights_files import adaclip_architecture, check_weights_file, default_architectures
 from medad.utils.io import sha256_file
 
@@ -271,6 +271,32 @@ def test_hsf_kmeans_equals_a_plain_lloyd_reference() -> None:
     assert torch.equal(hsf_embedding(patches, logits, 4, 0), hsf_embedding(patches, logits, 4, 0))  # deterministic
     single = torch.stack([p.mean(dim=1) for p in patches]).mean(dim=0)
     assert float((hsf_embedding(patches, logits, 4, 0) - F.normalize(single, dim=-1)).abs().max()) > 1e-3
+
+
+def _reference_paper_hsf(patches: list[torch.Tensor], logits: list[torch.Tensor], k: int, seed: int) -> torch.Tensor:
+    """The paper's HSF as the release's earlier (commented-out) code: K-means of all layer-mean tokens, the centre of
+    the cluster with the highest mean abnormal probability."""
+    scores = torch.softmax(torch.stack(logits, dim=1).mean(dim=1), dim=2)[:, :, 1]
+    tokens = torch.mean(torch.stack(patches, dim=0), dim=0)
+    out = []
+    for b in range(tokens.shape[0]):
+        labels = _slow_kmeans(tokens[b].numpy(), k, seed)
+        cluster_scores = {c: float(scores[b, torch.from_numpy(labels == c)].mean()) for c in set(labels.tolist())}
+        best = max(cluster_scores, key=lambda c: cluster_scores[c])
+        out.append(tokens[b, torch.from_numpy(labels == best)].mean(dim=0))
+    return F.normalize(torch.stack(out), dim=1)
+
+
+def test_paper_hsf_equals_its_reference() -> None:
+    gen = torch.Generator().manual_seed(7)
+    patches = [F.normalize(torch.randn(2, 30, 8, generator=gen), dim=-1) for _ in range(2)]
+    logits = [torch.randn(2, 30, 2, generator=gen) * 3 for _ in range(2)]
+    got = hsf_paper_embedding(patches, logits, 4, 1)
+    torch.testing.assert_close(got, _reference_paper_hsf(patches, logits, 4, 1), atol=1e-6, rtol=0)
+    assert float((got - hsf_embedding(patches, logits, 4, 1)).abs().max()) > 1e-3
+    model = create_model("adaclip_tiny", hsf="paper").eval()
+    with torch.no_grad():
+        assert model(_images(), CLASSES).image_scores.shape == (2,)
 
 
 def test_hsf_gradient_reaches_the_tokens_not_the_assignment() -> None:
