@@ -1,7 +1,8 @@
-"""medad.models: the model contract, the model registry, AD-DINOv3, AnomalyCLIP, the WinCLIP and dinov3_mutual
+"""medad.models: the model contract, the model registry, AD-DINOv3, AnomalyCLIP, AdaCLIP, the WinCLIP and dinov3_mutual
 baselines, prompt words, weights and checkpoints."""
 
 from medad.models.ad_dinov3 import ADDINOv3, ADDINOv3Config
+from medad.models.adaclip import AdaCLIP, AdaCLIPConfig
 from medad.models.anomalyclip import AnomalyCLIP, AnomalyCLIPConfig
 from medad.models.base import (
     AnomalyModel,
@@ -28,6 +29,8 @@ from medad.models.winclip import WinCLIP, WinCLIPConfig
 __all__ = [
     "ADDINOv3",
     "ADDINOv3Config",
+    "AdaCLIP",
+    "AdaCLIPConfig",
     "AnomalyCLIP",
     "AnomalyCLIPConfig",
     "AnomalyModel",

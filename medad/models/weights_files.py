@@ -192,6 +192,37 @@ def clip_vision_architecture(model_name: str, overrides: Mapping[str, Any] | Non
     )
 
 
+def adaclip_architecture(
+    model_name: str = "ViT-L-14-336",
+    overrides: Mapping[str, Any] | None = None,
+    n_layers: int = 4,
+    length: int = 5,
+    depth: int = 4,
+) -> Architecture:
+    """A checkpoint of the AdaCLIP release (``clip_model.<part>...``, :mod:`medad.models.adaclip`) for one CLIP
+    size, tapped-layer count and prompt shape (the release's: ViT-L-14-336, 4 layers, 5 tokens x 4 blocks)."""
+    from medad.models.clip_vision import vision_model_config
+
+    def expected() -> dict[str, tuple[int, ...]]:
+        from medad.models.adaclip import RELEASE_PREFIX, trainable_parts
+
+        cfg = vision_model_config(model_name, overrides)
+        widths = (int(cfg["vision_cfg"]["width"]), int(cfg["text_cfg"]["width"]), int(cfg["embed_dim"]))
+        with torch.device("meta"):
+            parts = torch.nn.ModuleDict(trainable_parts(widths, n_layers, length, depth))
+        return {f"{RELEASE_PREFIX}{k}": v for k, v in _shapes(parts).items()}
+
+    return Architecture(
+        name=f"AdaCLIP release checkpoint ({model_name}, {n_layers} layers, {length} prompt tokens x {depth} blocks)",
+        family="adaclip",
+        expected=expected,
+        adapt=dict,
+        usage=f"release_weights FILE of model adaclip (clip_model {model_name}, prompt_length {length}, "
+        f"prompt_depth {depth}, {n_layers} layers)",
+        licence="MIT (the AdaCLIP release); trained on the data its file name says (e.g. MVTec AD + ColonDB)",
+    )
+
+
 def default_architectures() -> list[Architecture]:
     """Every architecture ``medad weights check`` tries, DINOv3 first."""
     return [
@@ -199,6 +230,7 @@ def default_architectures() -> list[Architecture]:
         *(clip_architecture(name) for name in CLIP_ARCHITECTURES),
         *(clip_text_architecture(name) for name in CLIP_ARCHITECTURES),
         *(clip_vision_architecture(name) for name in CLIP_ARCHITECTURES),
+        *(adaclip_architecture(name) for name in CLIP_ARCHITECTURES),
     ]
 
 
@@ -288,6 +320,8 @@ def _families(state: Mapping[str, torch.Tensor]) -> set[str]:
         families.add("clip-text")
     if "visual.conv1.weight" in keys or {"conv1.weight", "class_embedding"} <= keys:
         families.add("clip-vision")
+    if any(k.startswith("clip_model.visual_prompter.") for k in keys):
+        families.add("adaclip")
     return families
 
 
