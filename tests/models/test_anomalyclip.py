@@ -95,8 +95,9 @@ def test_vision_v_v_path_matches_the_rederivation(model: AnomalyCLIP) -> None:
     torch.testing.assert_close(clip_like["embedding"], plain["embedding"], rtol=0, atol=1e-6)
 
 
-def _reference_text(model: AnomalyCLIP) -> torch.Tensor:
-    """Prompts ``SOS ctx.. rest``; blocks 2..depth see their deep tokens at positions 1..t; EOT features."""
+def _reference_text(model: AnomalyCLIP, fp16: bool = True) -> torch.Tensor:
+    """Prompts ``SOS ctx.. rest``; blocks 2..depth see their deep tokens at positions 1..t, rounded to float16 as
+    the release's ``.half()`` does (``fp16``); EOT features."""
     tower, learner = model.text_tower, model.prompts
     tokens = learner.tokens
     x = tower.token_embedding(tokens)
@@ -106,7 +107,7 @@ def _reference_text(model: AnomalyCLIP) -> torch.Tensor:
     for i, block in enumerate(tower.transformer.resblocks):
         if 0 < i <= len(learner.deep):
             x = x.clone()
-            x[:, 1 : 1 + learner.text_ctx] = learner.deep[i - 1]
+            x[:, 1 : 1 + learner.text_ctx] = learner.deep[i - 1].half().float() if fp16 else learner.deep[i - 1]
         x = block(x, attn_mask=tower.attn_mask)
     x = tower.ln_final(x)
     eot = x[torch.arange(2), tokens.argmax(dim=-1)] @ tower.text_projection
@@ -123,6 +124,36 @@ def test_prompt_assembly_matches_the_rederivation(model: AnomalyCLIP) -> None:
     assert torch.equal(tokens[0, 5:7], words[0, 1:3]) and torch.equal(tokens[1, 5:8], words[1, 1:4])
     with torch.no_grad():
         torch.testing.assert_close(model.prompts(), _reference_text(model), rtol=0, atol=1e-6)
+
+
+def test_deep_tokens_are_rounded_to_float16_as_released() -> None:
+    """The release casts the deep tokens with ``.half()`` where they enter a text block (its model is float32
+    otherwise): ``deep_tokens_fp16`` (default) does the same; ``False`` keeps them exact."""
+    torch.manual_seed(0)
+    rounded = create_model("anomalyclip_tiny")
+    torch.manual_seed(0)
+    exact = create_model("anomalyclip_tiny", deep_tokens_fp16=False)
+    assert isinstance(rounded, AnomalyCLIP) and isinstance(exact, AnomalyCLIP)
+    with torch.no_grad():
+        for learner in (rounded.prompts, exact.prompts):
+            learner.deep[0].copy_(3 * torch.randn(learner.deep[0].shape, generator=torch.Generator().manual_seed(1)))
+        torch.testing.assert_close(rounded.prompts(), _reference_text(rounded), rtol=0, atol=1e-6)
+        torch.testing.assert_close(exact.prompts(), _reference_text(exact, fp16=False), rtol=0, atol=1e-6)
+        assert (rounded.prompts() - exact.prompts()).abs().max() > 2e-5  # 20 x the tolerance above
+
+
+def test_pixel_map_is_smoothed_as_scipy_gaussian_filter(model: AnomalyCLIP) -> None:
+    """The release smooths with ``scipy.ndimage.gaussian_filter(sigma=4)``: reflected borders, not replicated."""
+    from scipy.ndimage import gaussian_filter
+
+    torch.manual_seed(0)
+    smoothed = create_model("anomalyclip_tiny", layers=(2, 3))  # the fixture's weights, sigma 4
+    images = _images()
+    with torch.no_grad():
+        plain = model.forward_head(model.forward_features(images), ["a", "b"]).pixel_scores
+        out = smoothed.forward_head(smoothed.forward_features(images), ["a", "b"]).pixel_scores
+    expected = torch.from_numpy(gaussian_filter(plain.double().numpy(), sigma=(0, 4, 4))).float()
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
 
 
 def test_maps_image_score_and_loss_follow_the_release(model: AnomalyCLIP) -> None:
@@ -214,7 +245,8 @@ def test_release_prompt_learner_file_loads_and_others_are_refused(model: Anomaly
     with pytest.raises(WeightsError, match=r"ctx_pos is \(1, 1, 4, 32\) \(4 context tokens\), this model has 6"):
         create_model("anomalyclip_tiny", n_ctx=6, release_prompts=str(path))
     torch.save({"state_dict": {"prompt_learner.ctx": torch.zeros(2)}}, tmp_path / "adaclip.pth")
-    with pytest.raises(WeightsError, match=r"not an AnomalyCLIP prompt learner: expected .*ctx_pos.*\['state_dict'\]"):
+    foreign = r"not an AnomalyCLIP prompt learner: expected .*ctx_pos.*found \['prompt_learner\.ctx'\]"
+    with pytest.raises(WeightsError, match=foreign):
         create_model("anomalyclip_tiny", release_prompts=str(tmp_path / "adaclip.pth"))
     deeper = torch.load(path, weights_only=True)
     deeper["prompt_learner"]["compound_prompts_text.1"] = torch.zeros(2, 32)
