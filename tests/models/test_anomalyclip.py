@@ -213,26 +213,47 @@ def test_config_errors_name_the_option() -> None:
         create_model("anomalyclip_tiny", image_size=70)
 
 
-def _release_file(model: AnomalyCLIP, path: Path) -> Path:
-    """The release's ``epoch_N.pth`` layout: ``{"prompt_learner": ...}`` with its nesting, buffers and the
-    unused ``compound_prompt_projections`` (Linear width -> 896)."""
-    learner, width = model.prompts, model.prompts.ctx_normal.shape[1]
-    embedded = model.text_tower.token_embedding(learner.tokens).detach()
-    state: dict[str, torch.Tensor] = {
-        "ctx_pos": learner.ctx_normal.detach().reshape(1, 1, *learner.ctx_normal.shape).clone(),
-        "ctx_neg": learner.ctx_abnormal.detach().reshape(1, 1, *learner.ctx_abnormal.shape).clone(),
-        "token_prefix_pos": embedded[:1, None, :1].clone(),
-        "token_suffix_pos": embedded[:1, None, 1 + learner.n_ctx :].clone(),
-        "token_prefix_neg": embedded[1:, None, :1].clone(),
-        "token_suffix_neg": embedded[1:, None, 1 + learner.n_ctx :].clone(),
-        "tokenized_prompts_pos": learner.tokens[:1, None].clone(),
-        "tokenized_prompts_neg": learner.tokens[1:, None].clone(),
-    }
-    for i, deep in enumerate(learner.deep):
-        state[f"compound_prompts_text.{i}"] = deep.detach().clone()
+def _release_state(
+    ctx: tuple[torch.Tensor, torch.Tensor], deep: list[torch.Tensor], tokens: torch.Tensor, embedded: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The state dict of the release's ``AnomalyCLIP_PromptLearner`` (one class "object", one state per side):
+    ``ctx_pos`` / ``ctx_neg`` ``(1, 1, n, W)``, the token-embedding buffers of its prompts, its int32 prompt ids
+    ``(1, 1, 77)``, the deep tokens and the unused ``compound_prompt_projections`` (Linear W -> 896)."""
+    n, width = ctx[0].shape
+    state: dict[str, torch.Tensor] = {}
+    for row, side in enumerate(("pos", "neg")):
+        state[f"ctx_{side}"] = ctx[row].detach().reshape(1, 1, n, width).clone()
+        state[f"token_prefix_{side}"] = embedded[row : row + 1, None, :1].clone()
+        state[f"token_suffix_{side}"] = embedded[row : row + 1, None, 1 + n :].clone()
+        state[f"tokenized_prompts_{side}"] = tokens[row : row + 1, None].to(torch.int32).clone()
+    for i, tokens_i in enumerate(deep):
+        state[f"compound_prompts_text.{i}"] = tokens_i.detach().clone()
         state[f"compound_prompt_projections.{i}.weight"] = torch.zeros(896, width)
         state[f"compound_prompt_projections.{i}.bias"] = torch.zeros(896)
+    return state
+
+
+def _release_file(model: AnomalyCLIP, path: Path) -> Path:
+    """The release's ``epoch_N.pth`` of ``model``'s prompts, saved as its train.py does:
+    ``torch.save({"prompt_learner": prompt_learner.state_dict()})``."""
+    learner = model.prompts
+    embedded = model.text_tower.token_embedding(learner.tokens).detach()
+    state = _release_state((learner.ctx_normal, learner.ctx_abnormal), list(learner.deep), learner.tokens, embedded)
     torch.save({"prompt_learner": state}, path)
+    return path
+
+
+def _full_size_release_file(path: Path, n_ctx: int = 12) -> Path:
+    """A release-format prompt learner at the released size (ViT-L/14@336's 768-wide text tower, 8 x 4 deep
+    tokens), random values."""
+    import open_clip
+
+    context = " ".join(["X"] * n_ctx)
+    tokens = open_clip.get_tokenizer("ViT-L-14-336")([f"{context} object.", f"{context} damaged object."])
+    g = torch.Generator().manual_seed(0)
+    ctx = (0.02 * torch.randn(n_ctx, 768, generator=g), 0.02 * torch.randn(n_ctx, 768, generator=g))
+    deep = [0.02 * torch.randn(4, 768, generator=g) for _ in range(8)]
+    torch.save({"prompt_learner": _release_state(ctx, deep, tokens, torch.randn(2, 77, 768, generator=g))}, path)
     return path
 
 
@@ -272,3 +293,42 @@ def test_cached_and_uncached_training_agree(tmp_path: Path) -> None:
     assert list((tmp_path / "cache" / "features").glob("*/chunk-*.safetensors")), "the feature cache was not written"
     for name, value in runs[True].items():
         torch.testing.assert_close(value, runs[False][name], atol=1e-5, rtol=1e-4)
+
+
+def test_weights_check_names_the_release_prompt_learner_and_convert_keeps_it_loadable(
+    model: AnomalyCLIP, tmp_path: Path
+) -> None:
+    """``medad weights check`` names a released-size ``epoch_15.pth`` (and its size), refuses one of another size
+    naming the shapes; ``medad weights convert`` writes a safetensors copy that ``release_prompts`` loads."""
+    from safetensors import safe_open
+    from typer.testing import CliRunner
+
+    from medad.cli import app
+    from medad.models.anomalyclip import TINY_DEFAULTS
+    from medad.models.weights_files import anomalyclip_prompt_architecture, convert_weights_file
+
+    released = _full_size_release_file(tmp_path / "epoch_15.pth")
+    done = CliRunner().invoke(app, ["weights", "check", str(released)])
+    assert done.exit_code == 0, done.output
+    name = "AnomalyCLIP prompt learner (ViT-L-14-336 text tower: 12 context tokens, 8 x 4 deep tokens)"
+    assert f"fits: {name}" in done.output and "release_prompts=FILE" in done.output and "MIT" in done.output
+    assert "tensors: 32 (" in done.output and "torch pickle" in done.output
+    out = tmp_path / "prompts.safetensors"
+    done = CliRunner().invoke(app, ["weights", "convert", str(released), "--out", str(out)])
+    assert done.exit_code == 0 and f"wrote 32 tensors ({name})" in done.output, done.output
+    with safe_open(str(out), "pt") as copy:
+        assert copy.metadata()["architecture"] == name
+        assert torch.equal(copy.get_tensor("ctx_pos"), torch.load(released)["prompt_learner"]["ctx_pos"])
+    longer = _full_size_release_file(tmp_path / "n_ctx_16.pth", n_ctx=16)
+    bad = CliRunner().invoke(app, ["weights", "check", str(longer)])
+    assert bad.exit_code == 2 and f"closest: {name}" in bad.output
+    assert "ctx_pos: shape [1, 1, 16, 768] in the file, [1, 1, 12, 768] expected" in bad.output
+
+    tiny = anomalyclip_prompt_architecture("ViT-B-16", 4, 2, 2, overrides=TINY_DEFAULTS["clip_overrides"])
+    copy_path = tmp_path / "tiny.safetensors"
+    convert_weights_file(_release_file(model, tmp_path / "tiny.pth"), copy_path, [tiny])
+    loaded = create_model("anomalyclip_tiny", layers=(2, 3), release_prompts=str(copy_path))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.prompts(), model.prompts(), rtol=0, atol=0)
+    with pytest.raises(WeightsError, match=r"prompts\.ctx_normal is \(12, 768\), expected \(12, 32\)"):
+        create_model("anomalyclip_tiny", n_ctx=12, release_prompts=str(released))
