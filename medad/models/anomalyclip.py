@@ -11,7 +11,8 @@ tokens come from the V-V path, the image embedding from the original one; both g
 ``proj``. Since nothing of the vision side is trained, its output is cached like AD-DINOv3's features.
 
 Map of one layer: softmax over [normal, abnormal] of cosine similarities / 0.07, upsampled bilinearly; the pixel
-map is the mean over the tapped layers of ``(p_abn + 1 - p_norm) / 2``, smoothed with a Gaussian (sigma 4).
+map is the mean over the tapped layers of ``(p_abn + 1 - p_norm) / 2``, smoothed with a Gaussian (sigma 4, with
+the reflected borders of the release's ``scipy.ndimage.gaussian_filter``).
 Image score: the abnormal softmax probability of the image embedding against the two text embeddings. Loss: per
 layer focal + dice(abnormal, mask) + dice(normal, 1 - mask), weighted 4, plus the cross entropy of the image
 logits.
@@ -77,7 +78,7 @@ class AnomalyCLIPConfig(ModelConfig):
         deep_tokens_fp16: Round the deep tokens to float16 where they enter a text block, as the release does
             (``.half()`` in its text blocks, a leftover of MaPLe's fp16 CLIP, in an otherwise float32 model).
         temperature: Divides the cosine similarities (0.07).
-        smoothing_sigma: Gaussian sigma (pixels) of the pixel map (4).
+        smoothing_sigma: Gaussian sigma (pixels) of the pixel map (4; borders as scipy's ``gaussian_filter``).
         compat: ``clean`` or ``reference`` (no behaviour differs: the prompts are object-agnostic).
         image_score: ``global`` (the release's), ``max`` or ``blend``.
         random_init: Seeded random frozen weights (tests, demos).
