@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from medad.engine.features import flatten_features
 from medad.errors import ConfigError, WeightsError
-from medad.models import AnomalyCLIP, create_model, load_checkpoint, save_checkpoint
+from medad.models import AnomalyCLIP, create_model, head, load_checkpoint, save_checkpoint
 from medad.models.clip_vision import ClipVisionBackbone
 from medad.models.losses import dice_loss, focal_loss
 from medad.utils.io import sha256_file
@@ -154,6 +154,10 @@ def test_pixel_map_is_smoothed_as_scipy_gaussian_filter(model: AnomalyCLIP) -> N
         out = smoothed.forward_head(smoothed.forward_features(images), ["a", "b"]).pixel_scores
     expected = torch.from_numpy(gaussian_filter(plain.double().numpy(), sigma=(0, 4, 4))).float()
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    small = torch.rand(2, 5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for sigma in (0.7, 1.3, 4.0):  # radius 3, 5, 16: reflected again and again on a map smaller than the kernel
+        blurred = head.gaussian_blur(small, sigma, edge="reflect")
+        torch.testing.assert_close(blurred, torch.from_numpy(gaussian_filter(small.numpy(), (0, sigma, sigma))))
 
 
 def test_maps_image_score_and_loss_follow_the_release(model: AnomalyCLIP) -> None:
