@@ -11,7 +11,8 @@ tokens come from the V-V path, the image embedding from the original one; both g
 ``proj``. Since nothing of the vision side is trained, its output is cached like AD-DINOv3's features.
 
 Map of one layer: softmax over [normal, abnormal] of cosine similarities / 0.07, upsampled bilinearly; the pixel
-map is the mean over the tapped layers of ``(p_abn + 1 - p_norm) / 2``, smoothed with a Gaussian (sigma 4).
+map is the mean over the tapped layers of ``(p_abn + 1 - p_norm) / 2``, smoothed with a Gaussian (sigma 4, with
+the reflected borders of the release's ``scipy.ndimage.gaussian_filter``).
 Image score: the abnormal softmax probability of the image embedding against the two text embeddings. Loss: per
 layer focal + dice(abnormal, mask) + dice(normal, 1 - mask), weighted 4, plus the cross entropy of the image
 logits.
@@ -46,6 +47,7 @@ from medad.models.config import IntTuple, ModelConfig, PathText, check_layers
 from medad.models.losses import dice_loss, focal_loss, prepare_masks
 from medad.models.registry import model_config, register_model
 from medad.models.weights import build_text_tower, check_weights_path
+from medad.models.weights_files import read_weights
 from medad.utils.io import sha256_file
 
 PAPER_LAYERS = (6, 12, 18, 24)
@@ -73,8 +75,10 @@ class AnomalyCLIPConfig(ModelConfig):
         n_ctx: Learnable context tokens per prompt (12).
         text_ctx: Deep learnable tokens per text block (4).
         text_depth: Text blocks up to which deep tokens are used (9: blocks 2..9 get them).
+        deep_tokens_fp16: Round the deep tokens to float16 where they enter a text block, as the release does
+            (``.half()`` in its text blocks, a leftover of MaPLe's fp16 CLIP, in an otherwise float32 model).
         temperature: Divides the cosine similarities (0.07).
-        smoothing_sigma: Gaussian sigma (pixels) of the pixel map (4).
+        smoothing_sigma: Gaussian sigma (pixels) of the pixel map (4; borders as scipy's ``gaussian_filter``).
         compat: ``clean`` or ``reference`` (no behaviour differs: the prompts are object-agnostic).
         image_score: ``global`` (the release's), ``max`` or ``blend``.
         random_init: Seeded random frozen weights (tests, demos).
@@ -95,6 +99,7 @@ class AnomalyCLIPConfig(ModelConfig):
     n_ctx: int = 12
     text_ctx: int = 4
     text_depth: int = 9
+    deep_tokens_fp16: bool = True
     temperature: float = 0.07
     smoothing_sigma: float = 4.0
     compat: str = "clean"
@@ -205,12 +210,16 @@ class PromptLearner(nn.Module):
         n_ctx: Context tokens per prompt.
         text_ctx: Deep tokens per text block.
         text_depth: Deep tokens are used in blocks ``2..text_depth``.
+        deep_fp16: Round the deep tokens to float16 where they enter a block (the release's ``.half()``).
     """
 
     tokens: torch.Tensor
 
-    def __init__(self, tower: Any, tokens: torch.Tensor, n_ctx: int, text_ctx: int, text_depth: int) -> None:
+    def __init__(
+        self, tower: Any, tokens: torch.Tensor, n_ctx: int, text_ctx: int, text_depth: int, deep_fp16: bool = True
+    ) -> None:
         super().__init__()
+        self.deep_fp16 = deep_fp16
         self.tower = [tower]  # frozen and owned by the model: kept out of this module's state dict
         width = int(tower.token_embedding.weight.shape[1])
         self.n_ctx, self.text_ctx = n_ctx, text_ctx
@@ -227,7 +236,8 @@ class PromptLearner(nn.Module):
         x = torch.cat([embedded[:, :1], ctx, embedded[:, 1 + self.n_ctx :]], dim=1) + tower.positional_embedding
         for i, block in enumerate(tower.transformer.resblocks):
             if 1 <= i <= len(self.deep):
-                deep = self.deep[i - 1].to(x.dtype).expand(x.shape[0], -1, -1)
+                deep = self.deep[i - 1].half() if self.deep_fp16 else self.deep[i - 1]
+                deep = deep.to(x.dtype).expand(x.shape[0], -1, -1)
                 x = torch.cat([x[:, :1], deep, x[:, 1 + self.text_ctx :]], dim=1)
             x = block(x, attn_mask=tower.attn_mask)
         x = tower.ln_final(x)
@@ -245,7 +255,8 @@ def read_release_prompts(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The trained prompts of the release's prompt-learner checkpoint, under medad's names.
 
-    The file is ``torch.save({"prompt_learner": state_dict})``: ``ctx_pos`` / ``ctx_neg`` ``(1, 1, n_ctx, W)``,
+    The file is ``torch.save({"prompt_learner": state_dict})`` (or its safetensors copy written by ``medad weights
+    convert``): ``ctx_pos`` / ``ctx_neg`` ``(1, 1, n_ctx, W)``,
     ``compound_prompts_text.i`` ``(t, W)``, and the prompts it was built for (``tokenized_prompts_pos`` / ``_neg``
     ``(1, 1, T)``), which must be this model's ``X..X object.`` / ``X..X damaged object.``.
 
@@ -261,17 +272,12 @@ def read_release_prompts(
             found), or built for other prompts.
     """
     file = check_weights_path(path, "AnomalyCLIP prompt")
-    try:
-        loaded = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle and zip errors come as many types
-        raise WeightsError(f"{str(file)!r} is not a readable torch checkpoint ({exc}); download it again") from exc
-    state = loaded.get("prompt_learner") if isinstance(loaded, dict) else None
+    _, state = read_weights(file)  # the release's pickle, or its safetensors copy (`medad weights convert`)
     wanted = [*RELEASE_KEYS, "tokenized_prompts_pos", "tokenized_prompts_neg"]
-    if not isinstance(state, dict) or any(k not in state for k in wanted):
-        found = sorted(state or loaded)[:6] if isinstance(state or loaded, dict) else type(loaded).__name__
+    if any(k not in state for k in wanted):
         raise WeightsError(
             f"{str(file)!r} is not an AnomalyCLIP prompt learner: expected {{'prompt_learner': {{{', '.join(wanted)}, "
-            f"compound_prompts_text.N}}}}, found {found}; pass the release's checkpoints/.../epoch_N.pth"
+            f"compound_prompts_text.N}}}}, found {sorted(state)[:6]}; pass the release's checkpoints/.../epoch_N.pth"
         )
     built_for = torch.stack([state["tokenized_prompts_pos"].reshape(-1), state["tokenized_prompts_neg"].reshape(-1)])
     if built_for.shape != tokens.shape or not torch.equal(built_for.to(tokens.dtype), tokens.cpu()):
@@ -317,7 +323,9 @@ class AnomalyCLIP(TrainableAnomalyModel):
         context = " ".join(["X"] * config.n_ctx)
         tokens = tokenizer([f"{context} object.", f"{context} damaged object."])
         tokens = tokens[:, : int(text.positional_embedding.shape[0])]
-        self.prompts = PromptLearner(text, tokens, config.n_ctx, config.text_ctx, config.text_depth)
+        self.prompts = PromptLearner(
+            text, tokens, config.n_ctx, config.text_ctx, config.text_depth, config.deep_tokens_fp16
+        )
         self.release_info: dict[str, Any] | None = None
         if config.release_prompts is not None:
             state, self.release_info = read_release_prompts(config.release_prompts, tokens)
@@ -366,7 +374,7 @@ class AnomalyCLIP(TrainableAnomalyModel):
             logits = F.normalize(features["embedding"].float(), dim=-1) @ text.T / self.config.temperature
             maps = [self._layer_map(patches[:, i], text) for i in range(len(self.layers))]
             anomaly = torch.stack([(m[:, 1] + 1.0 - m[:, 0]) / 2.0 for m in maps]).mean(dim=0)
-            pixel = head.gaussian_blur(anomaly, self.config.smoothing_sigma).clamp(0.0, 1.0)
+            pixel = head.gaussian_blur(anomaly, self.config.smoothing_sigma, edge="reflect").clamp(0.0, 1.0)
             image = policy_image_scores(self.config.image_score, torch.softmax(logits, dim=-1)[:, 1], pixel)
             if self.training:
                 seg = torch.cat(maps, dim=1)

@@ -159,15 +159,37 @@ def global_logits(cls: torch.Tensor, text: torch.Tensor, scale_first: bool = Fal
     return scaled_product(GLOBAL_SCALE, cls.unsqueeze(1), text, scale_first).squeeze(1)
 
 
-def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian smoothing of ``(B, H, W)`` maps (edge-replicate padding, radius ``ceil(4 sigma)``)."""
+def gaussian_blur(maps: torch.Tensor, sigma: float, edge: str = "replicate") -> torch.Tensor:
+    """Separable Gaussian smoothing of ``(B, H, W)`` maps.
+
+    Args:
+        maps: The maps.
+        sigma: Standard deviation in pixels (``<= 0``: no smoothing).
+        edge: ``replicate`` (edge-replicate padding, radius ``ceil(4 sigma)``) or ``reflect``:
+            ``scipy.ndimage.gaussian_filter``'s default (half-sample symmetric padding ``d c b a | a b c d``,
+            radius ``int(4 sigma + 0.5)``), what the releases that smooth with scipy get at the borders.
+    """
     if sigma <= 0:
         return maps
-    radius = max(1, math.ceil(4.0 * sigma))
+    if edge not in ("replicate", "reflect"):
+        raise ValueError(f"edge must be 'replicate' or 'reflect', got {edge!r}")
+    radius = max(1, math.ceil(4.0 * sigma) if edge == "replicate" else int(4.0 * sigma + 0.5))
     offsets = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = kernel / kernel.sum()
     x = maps.unsqueeze(1)
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+    for dim, shape in ((-1, (1, 1, 1, -1)), (-2, (1, 1, -1, 1))):
+        x = F.conv2d(_pad_axis(x, radius, dim, edge), kernel.view(shape))
     return x.squeeze(1)
+
+
+def _pad_axis(x: torch.Tensor, radius: int, dim: int, edge: str) -> torch.Tensor:
+    """Pad one axis by ``radius`` on both sides: edge-replicate or half-sample symmetric (any map size)."""
+    n = x.shape[dim]
+    index = torch.arange(-radius, n + radius, device=x.device)
+    if edge == "replicate":
+        index = index.clamp(0, n - 1)
+    else:
+        index = index % (2 * n)
+        index = torch.where(index >= n, 2 * n - 1 - index, index)
+    return x.index_select(dim % x.dim(), index)

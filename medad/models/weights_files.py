@@ -5,7 +5,8 @@ DINOv3 ``dinov3_vitl16_pretrain_lvd1689m-*.pth``, open_clip ``open_clip_pytorch_
 archives (OpenAI's CLIP ``ViT-L-14-336px.pt``, whose state dict is read, as open_clip's OpenAI loader does).
 Architectures are matched by key names and shapes against the models built on the meta device (no weights are
 allocated): timm's DINOv3 ViTs (Meta's key names go through timm's own DINOv3 checkpoint filter, exactly as when
-the file is loaded), open_clip's CLIP ViTs in OpenAI's layout, and their text or vision towers alone.
+the file is loaded), open_clip's CLIP ViTs in OpenAI's layout, their text or vision towers alone, and the
+AnomalyCLIP release's prompt learner (``epoch_N.pth``).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class Architecture:
 
     Attributes:
         name: What the report calls it, e.g. ``timm vit_large_patch16_dinov3``.
-        family: ``dinov3``, ``clip`` or ``clip-text``.
+        family: ``dinov3``, ``clip``, ``clip-text``, ``clip-vision`` or ``anomalyclip-prompts``.
         expected: Builds the key -> shape table of the architecture (on the meta device).
         adapt: Maps a file's tensors to the architecture's key names (e.g. timm's DINOv3 filter); may drop keys.
         usage: How to use a file that fits (the CLI flag and model option).
@@ -223,6 +224,48 @@ def adaclip_architecture(
     )
 
 
+ANOMALYCLIP_PROJECTION_WIDTH = 896
+"""Output width of the release's unused ``compound_prompt_projections`` (``nn.Linear(width, 896)``)."""
+
+
+def anomalyclip_prompt_architecture(
+    clip_model: str = "ViT-L-14-336",
+    n_ctx: int = 12,
+    text_ctx: int = 4,
+    text_depth: int = 9,
+    overrides: Mapping[str, Any] | None = None,
+) -> Architecture:
+    """The prompt learner of the AnomalyCLIP release (``epoch_N.pth``: ``{"prompt_learner": state_dict}``, as its
+    ``train.py`` saves it), for the text tower of ``clip_model`` (the release: ViT-L-14-336, 12 context tokens,
+    ``text_depth - 1`` deep tokens of 4)."""
+    from medad.models.weights import text_model_config
+
+    def expected() -> dict[str, tuple[int, ...]]:
+        text_cfg = text_model_config(clip_model, overrides)["text_cfg"]
+        width, length = int(text_cfg["width"]), int(text_cfg.get("context_length", 77))
+        table: dict[str, tuple[int, ...]] = {}
+        for side in ("pos", "neg"):
+            table |= {f"ctx_{side}": (1, 1, n_ctx, width), f"token_prefix_{side}": (1, 1, 1, width)}
+            table[f"token_suffix_{side}"] = (1, 1, length - 1 - n_ctx, width)
+            table[f"tokenized_prompts_{side}"] = (1, 1, length)
+        for i in range(text_depth - 1):
+            table[f"compound_prompts_text.{i}"] = (text_ctx, width)
+            table[f"compound_prompt_projections.{i}.weight"] = (ANOMALYCLIP_PROJECTION_WIDTH, width)
+            table[f"compound_prompt_projections.{i}.bias"] = (ANOMALYCLIP_PROJECTION_WIDTH,)
+        return table
+
+    return Architecture(
+        name=f"AnomalyCLIP prompt learner ({clip_model} text tower: {n_ctx} context tokens, {text_depth - 1} x "
+        f"{text_ctx} deep tokens)",
+        family="anomalyclip-prompts",
+        expected=expected,
+        adapt=lambda state: _strip(state, ("module.",)),
+        usage=f"release_prompts=FILE of anomalyclip / anomalyclip_paper (clip_model {clip_model}, n_ctx {n_ctx}, "
+        f"text_ctx {text_ctx}, text_depth {text_depth}), with the CLIP the prompts were trained on",
+        licence="MIT (zqhang/AnomalyCLIP release)",
+    )
+
+
 def default_architectures() -> list[Architecture]:
     """Every architecture ``medad weights check`` tries, DINOv3 first."""
     return [
@@ -231,6 +274,7 @@ def default_architectures() -> list[Architecture]:
         *(clip_text_architecture(name) for name in CLIP_ARCHITECTURES),
         *(clip_vision_architecture(name) for name in CLIP_ARCHITECTURES),
         *(adaclip_architecture(name) for name in CLIP_ARCHITECTURES),
+        anomalyclip_prompt_architecture(),
     ]
 
 
@@ -242,9 +286,10 @@ def _is_torchscript(file: Path) -> bool:
 
 
 def _unwrap(loaded: Any) -> Mapping[str, Any]:
-    """The state dict inside a checkpoint (``state_dict`` / ``model`` / ``module`` wrappers)."""
+    """The state dict inside a checkpoint (``state_dict`` / ``model`` / ``module`` / ``prompt_learner`` wrappers)."""
     while isinstance(loaded, Mapping) and not any(isinstance(v, torch.Tensor) for v in loaded.values()):
-        inner = next((loaded[k] for k in ("state_dict", "model", "module", "model_ema") if k in loaded), None)
+        wrappers = ("state_dict", "model", "module", "model_ema", "prompt_learner")
+        inner = next((loaded[k] for k in wrappers if k in loaded), None)
         if not isinstance(inner, Mapping):
             break
         loaded = inner
@@ -322,6 +367,8 @@ def _families(state: Mapping[str, torch.Tensor]) -> set[str]:
         families.add("clip-vision")
     if any(k.startswith("clip_model.visual_prompter.") for k in keys):
         families.add("adaclip")
+    if "ctx_pos" in keys or any(k.startswith("compound_prompts_text.") for k in keys):
+        families.add("anomalyclip-prompts")
     return families
 
 
@@ -400,8 +447,8 @@ def format_check(report: Mapping[str, Any]) -> str:
             for key, have, want in closest["wrong_shapes"]:
                 lines.append(f"  {key}: shape {have} in the file, {want} expected")
     lines.append(
-        "pass a DINOv3 backbone file (Meta .pth or timm safetensors) or a CLIP file (OpenAI .pt, open_clip "
-        "safetensors / .bin)"
+        "pass a DINOv3 backbone file (Meta .pth or timm safetensors), a CLIP file (OpenAI .pt, open_clip "
+        "safetensors / .bin) or an AnomalyCLIP prompt learner (the release's epoch_N.pth)"
     )
     return "\n".join(lines)
 

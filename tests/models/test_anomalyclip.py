@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from medad.engine.features import flatten_features
 from medad.errors import ConfigError, WeightsError
-from medad.models import AnomalyCLIP, create_model, load_checkpoint, save_checkpoint
+from medad.models import AnomalyCLIP, create_model, head, load_checkpoint, save_checkpoint
 from medad.models.clip_vision import ClipVisionBackbone
 from medad.models.losses import dice_loss, focal_loss
 from medad.utils.io import sha256_file
@@ -95,8 +95,9 @@ def test_vision_v_v_path_matches_the_rederivation(model: AnomalyCLIP) -> None:
     torch.testing.assert_close(clip_like["embedding"], plain["embedding"], rtol=0, atol=1e-6)
 
 
-def _reference_text(model: AnomalyCLIP) -> torch.Tensor:
-    """Prompts ``SOS ctx.. rest``; blocks 2..depth see their deep tokens at positions 1..t; EOT features."""
+def _reference_text(model: AnomalyCLIP, fp16: bool = True) -> torch.Tensor:
+    """Prompts ``SOS ctx.. rest``; blocks 2..depth see their deep tokens at positions 1..t, rounded to float16 as
+    the release's ``.half()`` does (``fp16``); EOT features."""
     tower, learner = model.text_tower, model.prompts
     tokens = learner.tokens
     x = tower.token_embedding(tokens)
@@ -106,7 +107,7 @@ def _reference_text(model: AnomalyCLIP) -> torch.Tensor:
     for i, block in enumerate(tower.transformer.resblocks):
         if 0 < i <= len(learner.deep):
             x = x.clone()
-            x[:, 1 : 1 + learner.text_ctx] = learner.deep[i - 1]
+            x[:, 1 : 1 + learner.text_ctx] = learner.deep[i - 1].half().float() if fp16 else learner.deep[i - 1]
         x = block(x, attn_mask=tower.attn_mask)
     x = tower.ln_final(x)
     eot = x[torch.arange(2), tokens.argmax(dim=-1)] @ tower.text_projection
@@ -123,6 +124,40 @@ def test_prompt_assembly_matches_the_rederivation(model: AnomalyCLIP) -> None:
     assert torch.equal(tokens[0, 5:7], words[0, 1:3]) and torch.equal(tokens[1, 5:8], words[1, 1:4])
     with torch.no_grad():
         torch.testing.assert_close(model.prompts(), _reference_text(model), rtol=0, atol=1e-6)
+
+
+def test_deep_tokens_are_rounded_to_float16_as_released() -> None:
+    """The release casts the deep tokens with ``.half()`` where they enter a text block (its model is float32
+    otherwise): ``deep_tokens_fp16`` (default) does the same; ``False`` keeps them exact."""
+    torch.manual_seed(0)
+    rounded = create_model("anomalyclip_tiny")
+    torch.manual_seed(0)
+    exact = create_model("anomalyclip_tiny", deep_tokens_fp16=False)
+    assert isinstance(rounded, AnomalyCLIP) and isinstance(exact, AnomalyCLIP)
+    with torch.no_grad():
+        for learner in (rounded.prompts, exact.prompts):
+            learner.deep[0].copy_(3 * torch.randn(learner.deep[0].shape, generator=torch.Generator().manual_seed(1)))
+        torch.testing.assert_close(rounded.prompts(), _reference_text(rounded), rtol=0, atol=1e-6)
+        torch.testing.assert_close(exact.prompts(), _reference_text(exact, fp16=False), rtol=0, atol=1e-6)
+        assert (rounded.prompts() - exact.prompts()).abs().max() > 2e-5  # 20 x the tolerance above
+
+
+def test_pixel_map_is_smoothed_as_scipy_gaussian_filter(model: AnomalyCLIP) -> None:
+    """The release smooths with ``scipy.ndimage.gaussian_filter(sigma=4)``: reflected borders, not replicated."""
+    from scipy.ndimage import gaussian_filter
+
+    torch.manual_seed(0)
+    smoothed = create_model("anomalyclip_tiny", layers=(2, 3))  # the fixture's weights, sigma 4
+    images = _images()
+    with torch.no_grad():
+        plain = model.forward_head(model.forward_features(images), ["a", "b"]).pixel_scores
+        out = smoothed.forward_head(smoothed.forward_features(images), ["a", "b"]).pixel_scores
+    expected = torch.from_numpy(gaussian_filter(plain.double().numpy(), sigma=(0, 4, 4))).float()
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    small = torch.rand(2, 5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for sigma in (0.7, 1.3, 4.0):  # radius 3, 5, 16: reflected again and again on a map smaller than the kernel
+        blurred = head.gaussian_blur(small, sigma, edge="reflect")
+        torch.testing.assert_close(blurred, torch.from_numpy(gaussian_filter(small.numpy(), (0, sigma, sigma))))
 
 
 def test_maps_image_score_and_loss_follow_the_release(model: AnomalyCLIP) -> None:
@@ -182,26 +217,47 @@ def test_config_errors_name_the_option() -> None:
         create_model("anomalyclip_tiny", image_size=70)
 
 
-def _release_file(model: AnomalyCLIP, path: Path) -> Path:
-    """The release's ``epoch_N.pth`` layout: ``{"prompt_learner": ...}`` with its nesting, buffers and the
-    unused ``compound_prompt_projections`` (Linear width -> 896)."""
-    learner, width = model.prompts, model.prompts.ctx_normal.shape[1]
-    embedded = model.text_tower.token_embedding(learner.tokens).detach()
-    state: dict[str, torch.Tensor] = {
-        "ctx_pos": learner.ctx_normal.detach().reshape(1, 1, *learner.ctx_normal.shape).clone(),
-        "ctx_neg": learner.ctx_abnormal.detach().reshape(1, 1, *learner.ctx_abnormal.shape).clone(),
-        "token_prefix_pos": embedded[:1, None, :1].clone(),
-        "token_suffix_pos": embedded[:1, None, 1 + learner.n_ctx :].clone(),
-        "token_prefix_neg": embedded[1:, None, :1].clone(),
-        "token_suffix_neg": embedded[1:, None, 1 + learner.n_ctx :].clone(),
-        "tokenized_prompts_pos": learner.tokens[:1, None].clone(),
-        "tokenized_prompts_neg": learner.tokens[1:, None].clone(),
-    }
-    for i, deep in enumerate(learner.deep):
-        state[f"compound_prompts_text.{i}"] = deep.detach().clone()
+def _release_state(
+    ctx: tuple[torch.Tensor, torch.Tensor], deep: list[torch.Tensor], tokens: torch.Tensor, embedded: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The state dict of the release's ``AnomalyCLIP_PromptLearner`` (one class "object", one state per side):
+    ``ctx_pos`` / ``ctx_neg`` ``(1, 1, n, W)``, the token-embedding buffers of its prompts, its int32 prompt ids
+    ``(1, 1, 77)``, the deep tokens and the unused ``compound_prompt_projections`` (Linear W -> 896)."""
+    n, width = ctx[0].shape
+    state: dict[str, torch.Tensor] = {}
+    for row, side in enumerate(("pos", "neg")):
+        state[f"ctx_{side}"] = ctx[row].detach().reshape(1, 1, n, width).clone()
+        state[f"token_prefix_{side}"] = embedded[row : row + 1, None, :1].clone()
+        state[f"token_suffix_{side}"] = embedded[row : row + 1, None, 1 + n :].clone()
+        state[f"tokenized_prompts_{side}"] = tokens[row : row + 1, None].to(torch.int32).clone()
+    for i, tokens_i in enumerate(deep):
+        state[f"compound_prompts_text.{i}"] = tokens_i.detach().clone()
         state[f"compound_prompt_projections.{i}.weight"] = torch.zeros(896, width)
         state[f"compound_prompt_projections.{i}.bias"] = torch.zeros(896)
+    return state
+
+
+def _release_file(model: AnomalyCLIP, path: Path) -> Path:
+    """The release's ``epoch_N.pth`` of ``model``'s prompts, saved as its train.py does:
+    ``torch.save({"prompt_learner": prompt_learner.state_dict()})``."""
+    learner = model.prompts
+    embedded = model.text_tower.token_embedding(learner.tokens).detach()
+    state = _release_state((learner.ctx_normal, learner.ctx_abnormal), list(learner.deep), learner.tokens, embedded)
     torch.save({"prompt_learner": state}, path)
+    return path
+
+
+def _full_size_release_file(path: Path, n_ctx: int = 12) -> Path:
+    """A release-format prompt learner at the released size (ViT-L/14@336's 768-wide text tower, 8 x 4 deep
+    tokens), random values."""
+    import open_clip
+
+    context = " ".join(["X"] * n_ctx)
+    tokens = open_clip.get_tokenizer("ViT-L-14-336")([f"{context} object.", f"{context} damaged object."])
+    g = torch.Generator().manual_seed(0)
+    ctx = (0.02 * torch.randn(n_ctx, 768, generator=g), 0.02 * torch.randn(n_ctx, 768, generator=g))
+    deep = [0.02 * torch.randn(4, 768, generator=g) for _ in range(8)]
+    torch.save({"prompt_learner": _release_state(ctx, deep, tokens, torch.randn(2, 77, 768, generator=g))}, path)
     return path
 
 
@@ -214,7 +270,8 @@ def test_release_prompt_learner_file_loads_and_others_are_refused(model: Anomaly
     with pytest.raises(WeightsError, match=r"ctx_pos is \(1, 1, 4, 32\) \(4 context tokens\), this model has 6"):
         create_model("anomalyclip_tiny", n_ctx=6, release_prompts=str(path))
     torch.save({"state_dict": {"prompt_learner.ctx": torch.zeros(2)}}, tmp_path / "adaclip.pth")
-    with pytest.raises(WeightsError, match=r"not an AnomalyCLIP prompt learner: expected .*ctx_pos.*\['state_dict'\]"):
+    foreign = r"not an AnomalyCLIP prompt learner: expected .*ctx_pos.*found \['prompt_learner\.ctx'\]"
+    with pytest.raises(WeightsError, match=foreign):
         create_model("anomalyclip_tiny", release_prompts=str(tmp_path / "adaclip.pth"))
     deeper = torch.load(path, weights_only=True)
     deeper["prompt_learner"]["compound_prompts_text.1"] = torch.zeros(2, 32)
@@ -240,3 +297,42 @@ def test_cached_and_uncached_training_agree(tmp_path: Path) -> None:
     assert list((tmp_path / "cache" / "features").glob("*/chunk-*.safetensors")), "the feature cache was not written"
     for name, value in runs[True].items():
         torch.testing.assert_close(value, runs[False][name], atol=1e-5, rtol=1e-4)
+
+
+def test_weights_check_names_the_release_prompt_learner_and_convert_keeps_it_loadable(
+    model: AnomalyCLIP, tmp_path: Path
+) -> None:
+    """``medad weights check`` names a released-size ``epoch_15.pth`` (and its size), refuses one of another size
+    naming the shapes; ``medad weights convert`` writes a safetensors copy that ``release_prompts`` loads."""
+    from safetensors import safe_open
+    from typer.testing import CliRunner
+
+    from medad.cli import app
+    from medad.models.anomalyclip import TINY_DEFAULTS
+    from medad.models.weights_files import anomalyclip_prompt_architecture, convert_weights_file
+
+    released = _full_size_release_file(tmp_path / "epoch_15.pth")
+    done = CliRunner().invoke(app, ["weights", "check", str(released)])
+    assert done.exit_code == 0, done.output
+    name = "AnomalyCLIP prompt learner (ViT-L-14-336 text tower: 12 context tokens, 8 x 4 deep tokens)"
+    assert f"fits: {name}" in done.output and "release_prompts=FILE" in done.output and "MIT" in done.output
+    assert "tensors: 32 (" in done.output and "torch pickle" in done.output
+    out = tmp_path / "prompts.safetensors"
+    done = CliRunner().invoke(app, ["weights", "convert", str(released), "--out", str(out)])
+    assert done.exit_code == 0 and f"wrote 32 tensors ({name})" in done.output, done.output
+    with safe_open(str(out), "pt") as copy:
+        assert copy.metadata()["architecture"] == name
+        assert torch.equal(copy.get_tensor("ctx_pos"), torch.load(released)["prompt_learner"]["ctx_pos"])
+    longer = _full_size_release_file(tmp_path / "n_ctx_16.pth", n_ctx=16)
+    bad = CliRunner().invoke(app, ["weights", "check", str(longer)])
+    assert bad.exit_code == 2 and f"closest: {name}" in bad.output
+    assert "ctx_pos: shape [1, 1, 16, 768] in the file, [1, 1, 12, 768] expected" in bad.output
+
+    tiny = anomalyclip_prompt_architecture("ViT-B-16", 4, 2, 2, overrides=TINY_DEFAULTS["clip_overrides"])
+    copy_path = tmp_path / "tiny.safetensors"
+    convert_weights_file(_release_file(model, tmp_path / "tiny.pth"), copy_path, [tiny])
+    loaded = create_model("anomalyclip_tiny", layers=(2, 3), release_prompts=str(copy_path))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.prompts(), model.prompts(), rtol=0, atol=0)
+    with pytest.raises(WeightsError, match=r"prompts\.ctx_normal is \(12, 768\), expected \(12, 32\)"):
+        create_model("anomalyclip_tiny", n_ctx=12, release_prompts=str(released))
