@@ -81,6 +81,9 @@ class CraneConfig(AnomalyCLIPConfig):
         dattn_gamma: ... and scaled by ``gamma`` (3) before the negatives are dropped.
         dattn_mean: ``image`` (the mean of each image's similarities) or ``batch`` (the release: over the batch).
         both_attentions: Crane+ maps from both the D-Attn and the E-Attn tokens of a tapped block (the release).
+        eattn_taps: ``final`` (the release: every E-Attn tap on the CLIP grid holds the tokens after the last
+            block, since its taps are views of one tensor that later blocks add to in place; Crane's maps of
+            6/12/18/24 are then four copies of the last one) or ``per_layer`` (each block's own, the paper).
         epoch: Training epoch of the prompts this model scores with (recorded; with ``release_prompts`` the file
             must be the release's ``epoch_<epoch>.pth``). The release: 5; Crane+ on medical sets: 1.
     """
@@ -104,6 +107,7 @@ class CraneConfig(AnomalyCLIPConfig):
     dattn_gamma: float = 3.0
     dattn_mean: str = "image"
     both_attentions: bool = True
+    eattn_taps: str = "final"
     epoch: int | None = None
 
     label: ClassVar[str] = "Crane"
@@ -132,6 +136,7 @@ class CraneConfig(AnomalyCLIPConfig):
             "attention": (self.attention, ATTENTIONS),
             "train_interpolation": (self.train_interpolation, ("nearest", "bilinear")),
             "dattn_mean": (self.dattn_mean, ("image", "batch")),
+            "eattn_taps": (self.eattn_taps, ("final", "per_layer")),
         }
         for key, (value, allowed) in choices.items():
             if value not in allowed:
@@ -260,7 +265,7 @@ class CraneVision(nn.Module):
         weights = self._dino_weights(images)
         x = self.model._embeds(images)
         correlated: torch.Tensor | None = None
-        taps: list[torch.Tensor] = []
+        taps: list[torch.Tensor | None] = []
         for i, block in enumerate(self.model.transformer.resblocks):
             if i < self.start:
                 x = block(x)
@@ -273,20 +278,26 @@ class CraneVision(nn.Module):
             x = x + block.ls_2(block.mlp(block.ln_2(x)))
             if i + 1 in self.layers:
                 taps.extend(self._taps(block, middle, correlated[:, 1:], weights))
+        final = correlated[:, 1:] if correlated is not None else x[:, 1:]
+        patches = torch.stack([self._project(final if t is None else t) for t in taps], dim=1)
         cls = self.model.ln_post(x[:, 0]) if self.config.embedding_ln_post else x[:, 0]
-        patches = torch.stack([self._project(t) for t in taps], dim=1)
         return {"patch_tokens": patches, "embedding": cls @ self.model.proj}
 
     def _taps(
         self, block: Any, middle: torch.Tensor, correlated: torch.Tensor, weights: torch.Tensor | None
-    ) -> list[torch.Tensor]:
-        """The token sets one tapped block gives: E-Attn alone, or D-Attn (and E-Attn on the DINO grid)."""
+    ) -> list[torch.Tensor | None]:
+        """The token sets one tapped block gives: E-Attn alone, or D-Attn (and E-Attn on the DINO grid).
+
+        ``None`` stands for the E-Attn tokens after the last block: with ``eattn_taps: final`` an E-Attn tap that
+        is not resized, as the release's taps are views of one tensor its later blocks add to in place.
+        """
+        side = None if weights is None else math.isqrt(weights.shape[-1])
+        final = self.config.eattn_taps == "final" and (side is None or side == math.isqrt(correlated.shape[1]))
+        eattn = None if final else regrid_tokens(correlated, side or math.isqrt(correlated.shape[1]))
         if weights is None:
-            return [correlated]
+            return [eattn]
         dattn = dino_attention(block, middle, weights)
-        if not self.config.both_attentions:
-            return [dattn]
-        return [dattn, regrid_tokens(correlated, math.isqrt(weights.shape[-1]))]
+        return [dattn, eattn] if self.config.both_attentions else [dattn]
 
 
 class Crane(AnomalyCLIP):

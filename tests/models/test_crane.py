@@ -106,10 +106,14 @@ def _resize_tokens(tokens: torch.Tensor, side: int) -> torch.Tensor:
     return grid.permute(0, 2, 3, 1).reshape(b, side * side, c).permute(1, 0, 2)
 
 
-def _reference_vision(model: Crane, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The two-path list state of the release: the self-correlation path skips the MLP; the D-Attn input is what
-    its in-place additions leave in the list after the block (first E-Attn block: x + E-Attn residual; later:
-    the original path after its attention residual)."""
+@torch.no_grad()
+def _reference_vision(
+    model: Crane, images: torch.Tensor, clone: bool = False
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The release's two-path list state with its in-place additions: the self-correlation path skips the MLP
+    and is one tensor added to in place, so a stored tap that is a view of it ends as the last block's (unless
+    ``clone``, the paper's per-layer maps); the D-Attn input is what the additions leave in the list after the
+    block (first E-Attn block: x + E-Attn residual; later: the original path after its attention residual)."""
     visual, cfg = model.vision.model, model.config
     x = visual.conv1(images).flatten(2).permute(0, 2, 1)
     x = torch.cat([visual.class_embedding.expand(x.shape[0], 1, -1), x], dim=1) + visual.positional_embedding
@@ -123,22 +127,27 @@ def _reference_vision(model: Crane, images: torch.Tensor) -> tuple[list[torch.Te
             state = state + _self_correlation(block, block.ln_1(state), "vv")[1]
             state = state + block.mlp(block.ln_2(state))
             continue
+        previous = state
         if isinstance(state, list):
             new, ori = state
             res, ori_res = _self_correlation(block, block.ln_1(ori), cfg.attention)
-            middle = ori + ori_res
-            state = [new + res, middle + block.mlp(block.ln_2(middle))]
+            ori += ori_res
+            ori = ori + block.mlp(block.ln_2(ori))
+            new += res
+            state = [new, ori]
         else:
             res, ori_res = _self_correlation(block, block.ln_1(state), cfg.attention)
             ori = state + ori_res
-            middle = state + res
-            state = [state + res, ori + block.mlp(block.ln_2(ori))]
+            ori = ori + block.mlp(block.ln_2(ori))
+            state += res
+            state = [state, ori]
         if i + 1 in cfg.layers:
-            correlated = state[0][1:]
+            correlated = state[0][1:].clone() if clone else state[0][1:]
             if grid is None:
                 taps.append(correlated)
                 continue
-            taps.append(_dino_attention(block, block.ln_1(middle), grid, cfg.dattn_beta, cfg.dattn_gamma))
+            layer_input = previous[1] if isinstance(previous, list) else previous
+            taps.append(_dino_attention(block, block.ln_1(layer_input), grid, cfg.dattn_beta, cfg.dattn_gamma))
             taps.append(_resize_tokens(correlated, grid.shape[-1]))
     projected = [visual.ln_post(t.permute(1, 0, 2)) @ visual.proj for t in taps]
     return projected, visual.ln_post(state[1].permute(1, 0, 2)[:, 0]) @ visual.proj
@@ -160,6 +169,19 @@ def test_vision_paths_match_the_rederivation(which: str, request: pytest.Fixture
     if which != "crane":  # D-Attn on the DINO's 8 x 8 grid, not the CLIP's 4 x 4
         assert features["patch_tokens"].shape[2] == 64
         assert not torch.allclose(features["patch_tokens"][:, 0], features["patch_tokens"][:, 1], atol=1e-3)
+
+
+def test_per_layer_taps_are_the_papers(crane: Crane) -> None:
+    images = _images()
+    release = crane.forward_features(images)["patch_tokens"]
+    torch.testing.assert_close(release[:, 0], release[:, 1], rtol=0, atol=0)  # the release's 2 maps are one
+    paper = create_model("crane_tiny", eattn_taps="per_layer")
+    paper.load_trainable_state_dict(crane.trainable_state_dict())
+    patches, _ = _reference_vision(paper, images, clone=True)
+    features = paper.forward_features(images)["patch_tokens"]
+    for slot, expected in enumerate(patches):
+        torch.testing.assert_close(features[:, slot], expected, rtol=0, atol=1e-5)
+    assert not torch.allclose(features[:, 0], features[:, 1], atol=1e-3)
 
 
 def test_e_attn_kind_matters(crane: Crane) -> None:
