@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from medad.errors import ConfigError
+from medad.errors import ConfigError, WeightsError
 from medad.models import head
 from medad.models.anomalyclip import TINY_DEFAULTS, AnomalyCLIP, AnomalyCLIPConfig, dual_attention
 from medad.models.base import RGB, Features, InferenceBatch, TrainingBatch, policy_image_scores
@@ -47,6 +47,7 @@ from medad.models.config import IntTuple, ModelConfig, PathText
 from medad.models.dinov3 import build_frozen_dino, check_geometry
 from medad.models.losses import dice_loss, focal_loss, prepare_masks
 from medad.models.registry import model_config, register_model
+from medad.models.weights_files import read_weights
 
 ATTENTIONS = ("vv", "kk", "qq", "qq+kk", "qq+kk+vv")
 """E-Attn kinds: the pairs ``a a^T`` whose softmax weights are summed (the release's ``attn_type``)."""
@@ -300,6 +301,26 @@ class CraneVision(nn.Module):
         return [dattn, eattn] if self.config.both_attentions else [dattn]
 
 
+def refuse_anomalyclip_prompts(path: str) -> None:
+    """Refuse AnomalyCLIP's release prompt learner as Crane's: the layouts are the same but for AnomalyCLIP's
+    ``compound_prompt_projections``. Other problems with the file are left to AnomalyCLIP's loader to name.
+
+    Raises:
+        WeightsError: the file holds ``compound_prompt_projections.*``.
+    """
+    try:
+        _, state = read_weights(path)
+    except WeightsError:
+        return
+    found = sorted(key for key in state if key.startswith("compound_prompt_projections."))
+    if found:
+        raise WeightsError(
+            f"{path!r} is an AnomalyCLIP prompt learner, not Crane's: expected only ctx_pos, ctx_neg, "
+            f"compound_prompts_text.N and buffers, found {len(found)} more such as {found[0]}; pass the Crane "
+            "release's checkpoints/trained_on_<data>_crane(p)/epoch_N.pth (or load the file into anomalyclip)"
+        )
+
+
 class Crane(AnomalyCLIP):
     """Crane / Crane+ (trainable: AnomalyCLIP's learnable prompts on a frozen CLIP and, for Crane+, a frozen DINO).
 
@@ -312,6 +333,8 @@ class Crane(AnomalyCLIP):
     config: CraneConfig
 
     def __init__(self, config: CraneConfig, name: str = "crane") -> None:
+        if config.release_prompts is not None:
+            refuse_anomalyclip_prompts(config.release_prompts)
         super().__init__(config, name)
         dino: Any = None
         self.dino_info: dict[str, Any] | None = None

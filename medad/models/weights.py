@@ -31,6 +31,8 @@ DINOV3_HF_REPO = "facebook/dinov3-vitl16-pretrain-lvd1689m"
 LICENCES = {
     "dinov3": "DINOv3 License (Meta; gated)",
     "dinov2": "Apache-2.0 (Meta DINOv2)",
+    "anomalyclip": "MIT (zqhang/AnomalyCLIP release)",
+    "crane": "MIT (AlirezaSalehy/Crane release)",
     "openai": "MIT (OpenAI CLIP weights)",
     "random": "none (random initialisation)",
     "unknown": "see the weights' source",

@@ -58,7 +58,7 @@ class Architecture:
 
     Attributes:
         name: What the report calls it, e.g. ``timm vit_large_patch16_dinov3``.
-        family: ``dinov3``, ``clip`` or ``clip-text``.
+        family: ``dinov3``, ``clip``, ``clip-text``, ``clip-vision`` or ``clip-prompts`` (a release prompt learner).
         expected: Builds the key -> shape table of the architecture (on the meta device).
         adapt: Maps a file's tensors to the architecture's key names (e.g. timm's DINOv3 filter); may drop keys.
         usage: How to use a file that fits (the CLI flag and model option).
@@ -192,6 +192,49 @@ def clip_vision_architecture(model_name: str, overrides: Mapping[str, Any] | Non
     )
 
 
+PROMPT_LEARNER_MODELS: tuple[str, ...] = ("ViT-L-14-336", "ViT-B-16")
+"""The CLIP sizes whose AnomalyCLIP / Crane prompt-learner files ``medad weights check`` names."""
+
+
+def prompt_learner_architecture(
+    method: str,
+    model_name: str,
+    overrides: Mapping[str, Any] | None = None,
+    sizes: tuple[int, int, int] = (12, 4, 9),
+) -> Architecture:
+    """The prompt-learner file of the AnomalyCLIP or Crane release (``{"prompt_learner": ...}``) for the text tower
+    of CLIP ``model_name``; ``sizes``: context tokens, deep tokens per block, deep-token depth (the releases' 12,
+    4, 9). AnomalyCLIP's files also hold its unused ``compound_prompt_projections`` (width -> 896); Crane's not."""
+    from medad.models.weights import text_model_config
+
+    n_ctx, text_ctx, depth = sizes
+
+    def expected() -> dict[str, tuple[int, ...]]:
+        text = text_model_config(model_name, overrides)["text_cfg"]
+        width, length = int(text["width"]), int(text.get("context_length", 77))
+        shapes: dict[str, tuple[int, ...]] = {}
+        for side in ("pos", "neg"):
+            shapes.update({f"ctx_{side}": (1, 1, n_ctx, width), f"token_prefix_{side}": (1, 1, 1, width)})
+            shapes[f"token_suffix_{side}"] = (1, 1, length - 1 - n_ctx, width)
+            shapes[f"tokenized_prompts_{side}"] = (1, 1, length)
+        for i in range(depth - 1):
+            shapes[f"compound_prompts_text.{i}"] = (text_ctx, width)
+            if method == "anomalyclip":
+                shapes[f"compound_prompt_projections.{i}.weight"] = (896, width)
+                shapes[f"compound_prompt_projections.{i}.bias"] = (896,)
+        return shapes
+
+    label, models = {"anomalyclip": ("AnomalyCLIP", "anomalyclip"), "crane": ("Crane", "crane, crane_plus")}[method]
+    return Architecture(
+        name=f"{label} prompt learner ({model_name} text, {n_ctx} context tokens, {depth - 1} x {text_ctx} deep)",
+        family="clip-prompts",
+        expected=expected,
+        adapt=dict,
+        usage=f"model option release_prompts (models {models}; clip_model {model_name})",
+        licence=LICENCES[method],
+    )
+
+
 def default_architectures() -> list[Architecture]:
     """Every architecture ``medad weights check`` tries, DINOv3 first."""
     return [
@@ -199,6 +242,7 @@ def default_architectures() -> list[Architecture]:
         *(clip_architecture(name) for name in CLIP_ARCHITECTURES),
         *(clip_text_architecture(name) for name in CLIP_ARCHITECTURES),
         *(clip_vision_architecture(name) for name in CLIP_ARCHITECTURES),
+        *(prompt_learner_architecture(m, name) for m in ("crane", "anomalyclip") for name in PROMPT_LEARNER_MODELS),
     ]
 
 
@@ -212,7 +256,8 @@ def _is_torchscript(file: Path) -> bool:
 def _unwrap(loaded: Any) -> Mapping[str, Any]:
     """The state dict inside a checkpoint (``state_dict`` / ``model`` / ``module`` wrappers)."""
     while isinstance(loaded, Mapping) and not any(isinstance(v, torch.Tensor) for v in loaded.values()):
-        inner = next((loaded[k] for k in ("state_dict", "model", "module", "model_ema") if k in loaded), None)
+        wrappers = ("state_dict", "model", "module", "model_ema", "prompt_learner")
+        inner = next((loaded[k] for k in wrappers if k in loaded), None)
         if not isinstance(inner, Mapping):
             break
         loaded = inner
@@ -288,6 +333,8 @@ def _families(state: Mapping[str, torch.Tensor]) -> set[str]:
         families.add("clip-text")
     if "visual.conv1.weight" in keys or {"conv1.weight", "class_embedding"} <= keys:
         families.add("clip-vision")
+    if {"ctx_pos", "ctx_neg"} <= keys:
+        families.add("clip-prompts")
     return families
 
 
@@ -366,8 +413,8 @@ def format_check(report: Mapping[str, Any]) -> str:
             for key, have, want in closest["wrong_shapes"]:
                 lines.append(f"  {key}: shape {have} in the file, {want} expected")
     lines.append(
-        "pass a DINOv3 backbone file (Meta .pth or timm safetensors) or a CLIP file (OpenAI .pt, open_clip "
-        "safetensors / .bin)"
+        "pass a DINOv3 backbone file (Meta .pth or timm safetensors), a CLIP file (OpenAI .pt, open_clip "
+        "safetensors / .bin) or an AnomalyCLIP / Crane prompt-learner epoch_N.pth"
     )
     return "\n".join(lines)
 

@@ -18,6 +18,7 @@ from medad.models import Crane, create_model, load_checkpoint, save_checkpoint
 from medad.models.anomalyclip import TINY_DEFAULTS
 from medad.models.crane import dino_attention_weights
 from medad.models.losses import dice_loss, focal_loss
+from medad.models.weights_files import check_weights_file, format_check, prompt_learner_architecture
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -359,3 +360,39 @@ def test_checkpoint_round_trip_records_the_dino(crane_plus: Crane, tmp_path: Pat
     card = loaded.card()
     assert card["dino"]["source"] == "random" and card["dattn"] is True and "dino" in card["random_parts"]
     assert card["config"]["dino_backbone"] == "vit_base_patch14_reg4_dinov2.lvd142m"
+
+
+def _anomalyclip_file(model: Crane, path: Path) -> Path:
+    """The same layout plus AnomalyCLIP's unused ``compound_prompt_projections`` (width -> 896)."""
+    loaded = torch.load(_release_file(model, path), weights_only=True)
+    for i in range(len(model.prompts.deep)):
+        loaded["prompt_learner"][f"compound_prompt_projections.{i}.weight"] = torch.zeros(896, 32)
+        loaded["prompt_learner"][f"compound_prompt_projections.{i}.bias"] = torch.zeros(896)
+    torch.save(loaded, path)
+    return path
+
+
+def test_weights_check_names_the_method_and_size(crane: Crane, tmp_path: Path) -> None:
+    tiny = {"text_cfg": TINY_DEFAULTS["clip_overrides"]["text_cfg"]}
+    archs = [prompt_learner_architecture(m, "ViT-B-16", tiny, sizes=(4, 2, 2)) for m in ("crane", "anomalyclip")]
+    crane_file = _release_file(crane, tmp_path / "epoch_5.pth")
+    report = check_weights_file(crane_file, archs)
+    assert report["fits"]["architecture"] == "Crane prompt learner (ViT-B-16 text, 4 context tokens, 1 x 2 deep)"
+    assert report["licence"] == "MIT (AlirezaSalehy/Crane release)" and "release_prompts" in format_check(report)
+    other = _anomalyclip_file(crane, tmp_path / "epoch_15.pth")
+    assert check_weights_file(other, archs)["fits"]["architecture"].startswith("AnomalyCLIP prompt learner")
+    with pytest.raises(WeightsError, match=r"not Crane's: .*found 2 more such as compound_prompt_projections\.0\.bias"):
+        create_model("crane_tiny", release_prompts=str(other))
+    wider = check_weights_file(crane_file, [prompt_learner_architecture("crane", "ViT-B-16", tiny, sizes=(6, 2, 2))])
+    assert wider["fits"] is None and ["ctx_pos", [1, 1, 4, 32], [1, 1, 6, 32]] in wider["closest"]["wrong_shapes"]
+
+
+def test_weights_check_knows_the_released_crane_size(tmp_path: Path) -> None:
+    """A zero-filled file of the released layout and size (ViT-L/14@336 text: 768-d, 12 context tokens, 8 x 4)."""
+    shapes = prompt_learner_architecture("crane", "ViT-L-14-336").expected()
+    ints = {"tokenized_prompts_pos", "tokenized_prompts_neg"}
+    state = {k: torch.zeros(v, dtype=torch.int32 if k in ints else torch.float32) for k, v in shapes.items()}
+    torch.save({"prompt_learner": state}, tmp_path / "epoch_1.pth")
+    fits = check_weights_file(tmp_path / "epoch_1.pth")["fits"]
+    assert fits["architecture"] == "Crane prompt learner (ViT-L-14-336 text, 12 context tokens, 8 x 4 deep)"
+    assert shapes["ctx_pos"] == (1, 1, 12, 768) and shapes["token_suffix_pos"] == (1, 1, 64, 768)
