@@ -47,6 +47,7 @@ from medad.models.config import IntTuple, ModelConfig, PathText
 from medad.models.dinov3 import build_frozen_dino, check_geometry
 from medad.models.losses import dice_loss, focal_loss, prepare_masks
 from medad.models.registry import model_config, register_model
+from medad.models.weights import backbone_licence, clip_licence
 from medad.models.weights_files import read_weights
 
 ATTENTIONS = ("vv", "kk", "qq", "qq+kk", "qq+kk+vv")
@@ -366,6 +367,20 @@ class Crane(AnomalyCLIP):
             )
         if config.dino_backbone is not None:
             check_geometry(_DinoFields(config))
+
+    @classmethod
+    def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
+        """The open_clip CLIP (both towers) and, for Crane+, the DINO of D-Attn (none with ``random_init``)."""
+        assert isinstance(config, CraneConfig)
+        if config.random_init:
+            return {}
+        spec = f"{config.clip_model}/{config.clip_weights}"
+        needed = {"clip": {"id": spec, "licence": clip_licence(str(config.clip_weights)), "option": "--text-weights"}}
+        if config.dino_backbone is not None:
+            dino = config.dino_weights or config.dino_backbone
+            licence = backbone_licence(config.dino_backbone)
+            needed["dino"] = {"id": dino, "licence": licence, "option": "--backbone-weights"}
+        return needed
 
     def forward_head(
         self, features: Mapping[str, torch.Tensor], class_names: list[str]

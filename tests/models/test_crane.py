@@ -396,3 +396,14 @@ def test_weights_check_knows_the_released_crane_size(tmp_path: Path) -> None:
     fits = check_weights_file(tmp_path / "epoch_1.pth")["fits"]
     assert fits["architecture"] == "Crane prompt learner (ViT-L-14-336 text, 12 context tokens, 8 x 4 deep)"
     assert shapes["ctx_pos"] == (1, 1, 12, 768) and shapes["token_suffix_pos"] == (1, 1, 64, 768)
+
+
+def test_medad_models_lists_the_clip_and_the_dino() -> None:
+    from medad.models.registry import describe_models
+
+    entries = {entry["name"]: entry for entry in describe_models()}
+    plus = entries["crane_plus"]["weights"]
+    assert set(plus) == {"clip", "dino"} and plus["dino"]["licence"] == "Apache-2.0 (Meta DINOv2)"
+    assert plus["dino"]["option"] == "--backbone-weights" and plus["clip"]["id"] == "ViT-L-14-336/openai"
+    assert set(entries["crane"]["weights"]) == {"clip"} and not entries["crane"]["random_weights"]
+    assert entries["crane_tiny"]["random_weights"] and entries["crane_plus_tiny"]["random_weights"]
