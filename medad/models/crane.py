@@ -12,6 +12,8 @@ used. The prompt learner, the frozen towers and the weights handling are Anomaly
   (its test script's ``train_with_img_cls_prob`` is 0): ``image_prompt_eval=True`` is the paper's choice.
 - **E-Attn**: in the last ``dpam_layers`` blocks a second path sums ``softmax(a a^T / sqrt(d)) v`` over
   ``a`` in q, k, v (``attention``), accumulated without MLP beside the original path; its patch tokens are tapped.
+  The release's taps are views of that one in-place accumulated tensor, so each of Crane's maps of 6/12/18/24 is
+  the last block's (``eattn_taps: final``, the default); ``per_layer`` is the paper's.
 - **D-Attn** (Crane+): at each tapped block, CLIP's values of the original path (after the block's attention, as
   the release's in-place addition leaves them) are averaged with weights ``softmax`` of the DINO patch cosine
   similarities shifted by ``beta`` x their mean, scaled by ``gamma``, negatives dropped; both the D-Attn and the
