@@ -13,6 +13,7 @@ from medad.models.base import (
     TransductiveAnomalyModel,
 )
 from medad.models.checkpoint import load_checkpoint, save_checkpoint
+from medad.models.crane import Crane, CraneConfig
 from medad.models.mutual import MutualConfig, MutualScorer
 from medad.models.prompts import prompt_word
 from medad.models.registry import (
@@ -34,6 +35,8 @@ __all__ = [
     "AnomalyCLIP",
     "AnomalyCLIPConfig",
     "AnomalyModel",
+    "Crane",
+    "CraneConfig",
     "InferenceBatch",
     "ModelKind",
     "MutualConfig",

@@ -135,20 +135,23 @@ class AnomalyCLIPConfig(ModelConfig):
             raise ConfigError("clip_weights is None: give an open_clip tag, a local CLIP file, or random_init=True")
 
 
-def _dual_attention(block: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One block's attention on ``ln_1(x)`` both ways: the original q-k path and the V-V path (v as query, key
-    and value), each through the block's output projection."""
+def dual_attention(block: Any, x: torch.Tensor, kind: str = "vv") -> tuple[torch.Tensor, torch.Tensor]:
+    """One block's attention on ``ln_1(x)`` both ways, each through the block's output projection: the original
+    q-k path and the self-correlation path, the sum over ``kind``'s pairs (``vv``: AnomalyCLIP's V-V path;
+    ``qq+kk+vv``: Crane's E-Attn) of ``softmax(a a^T / sqrt(d)) v``."""
     attn = block.attn
     y = block.ln_1(x)
     batch, n, width = y.shape
     heads = attn.num_heads
     qkv = F.linear(y, attn.in_proj_weight, attn.in_proj_bias).reshape(batch, n, 3, heads, width // heads)
     q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    by_name = {"q": q, "k": k, "v": v}
+    correlated = sum(F.scaled_dot_product_attention(by_name[p[0]], by_name[p[0]], v) for p in kind.split("+"))
 
     def merge(out: torch.Tensor) -> torch.Tensor:
         return attn.out_proj(out.transpose(1, 2).reshape(batch, n, width))
 
-    return merge(F.scaled_dot_product_attention(q, k, v)), merge(F.scaled_dot_product_attention(v, v, v))
+    return merge(F.scaled_dot_product_attention(q, k, v)), merge(torch.as_tensor(correlated))
 
 
 class DPAMVision(nn.Module):
@@ -188,7 +191,7 @@ class DPAMVision(nn.Module):
         taps = []
         for i, block in enumerate(self.model.transformer.resblocks):
             if i >= self.start:
-                original, surgery = _dual_attention(block, x)
+                original, surgery = dual_attention(block, x)
                 vv = (x if vv is None else vv) + surgery  # the V-V path keeps no MLP
                 x = x + block.ls_1(original)
                 x = x + block.ls_2(block.mlp(block.ln_2(x)))
@@ -228,12 +231,13 @@ class PromptLearner(nn.Module):
         self.ctx_abnormal = nn.Parameter(torch.randn(n_ctx, width) * 0.02)
         self.deep = nn.ParameterList(nn.Parameter(torch.randn(text_ctx, width) * 0.02) for _ in range(text_depth - 1))
 
-    def forward(self) -> torch.Tensor:
-        """``(2, E)`` unit [normal, abnormal] text embeddings."""
+    def forward(self, image: torch.Tensor | None = None) -> torch.Tensor:
+        """``(2, E)`` unit [normal, abnormal] text embeddings; with ``image`` ``(B, W)`` (Crane's context-guided
+        prompts, the release's ``pad_suffix``) each image's embedding is one more token right after the context
+        (the last padding token drops out): ``(B, 2, E)``."""
         tower: Any = self.tower[0]
-        embedded = tower.token_embedding(self.tokens)
-        ctx = torch.stack([self.ctx_normal, self.ctx_abnormal]).to(embedded.dtype)
-        x = torch.cat([embedded[:, :1], ctx, embedded[:, 1 + self.n_ctx :]], dim=1) + tower.positional_embedding
+        x, eot = self._assemble(tower, image)
+        x = x + tower.positional_embedding
         for i, block in enumerate(tower.transformer.resblocks):
             if 1 <= i <= len(self.deep):
                 deep = self.deep[i - 1].half() if self.deep_fp16 else self.deep[i - 1]
@@ -241,8 +245,24 @@ class PromptLearner(nn.Module):
                 x = torch.cat([x[:, :1], deep, x[:, 1 + self.text_ctx :]], dim=1)
             x = block(x, attn_mask=tower.attn_mask)
         x = tower.ln_final(x)
-        pooled = x[torch.arange(x.shape[0], device=x.device), self.tokens.argmax(dim=-1)]
-        return F.normalize(pooled @ tower.text_projection, dim=-1)
+        pooled = F.normalize(x[torch.arange(x.shape[0], device=x.device), eot] @ tower.text_projection, dim=-1)
+        return pooled if image is None else pooled.reshape(image.shape[0], 2, -1)
+
+    def _assemble(self, tower: Any, image: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt token embeddings ``(P, T, W)`` and the position of each one's end token."""
+        embedded = tower.token_embedding(self.tokens)
+        ctx = torch.stack([self.ctx_normal, self.ctx_abnormal]).to(embedded.dtype)
+        prefix, suffix = embedded[:, :1], embedded[:, 1 + self.n_ctx :]
+        if image is None:
+            return torch.cat([prefix, ctx, suffix], dim=1), self.tokens.argmax(dim=-1)
+        batch = image.shape[0]
+
+        def each(t: torch.Tensor) -> torch.Tensor:
+            return t.unsqueeze(0).expand(batch, *t.shape)
+
+        token = image.to(embedded.dtype)[:, None, None, :].expand(batch, 2, 1, -1)
+        x = torch.cat([each(prefix), each(ctx), token, each(suffix[:, :-1])], dim=2).flatten(0, 1)
+        return x, (self.tokens.argmax(dim=-1) + 1).repeat(batch)
 
 
 RELEASE_KEYS = {"ctx_pos": "prompts.ctx_normal", "ctx_neg": "prompts.ctx_abnormal"}

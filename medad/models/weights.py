@@ -30,6 +30,9 @@ WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 DINOV3_HF_REPO = "facebook/dinov3-vitl16-pretrain-lvd1689m"
 LICENCES = {
     "dinov3": "DINOv3 License (Meta; gated)",
+    "dinov2": "Apache-2.0 (Meta DINOv2)",
+    "anomalyclip": "MIT (zqhang/AnomalyCLIP release)",
+    "crane": "MIT (AlirezaSalehy/Crane release)",
     "openai": "MIT (OpenAI CLIP weights)",
     "random": "none (random initialisation)",
     "unknown": "see the weights' source",
@@ -131,8 +134,10 @@ def check_finite(tensors: Iterable[tuple[str, torch.Tensor]], file: str | os.Pat
 
 
 def backbone_licence(name: str) -> str:
-    """The licence of the released weights of timm backbone ``name`` (DINOv3's, or a pointer to the source)."""
-    return LICENCES["dinov3"] if "dinov3" in name else LICENCES["unknown"]
+    """The licence of the released weights of timm backbone ``name`` (DINOv3's, DINOv2's, or a pointer to the
+    source)."""
+    family = next((key for key in ("dinov3", "dinov2") if key in name), "unknown")
+    return LICENCES[family]
 
 
 def clip_licence(spec: str | None) -> str:

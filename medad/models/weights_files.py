@@ -59,7 +59,7 @@ class Architecture:
 
     Attributes:
         name: What the report calls it, e.g. ``timm vit_large_patch16_dinov3``.
-        family: ``dinov3``, ``clip``, ``clip-text``, ``clip-vision`` or ``anomalyclip-prompts``.
+        family: ``dinov3``, ``clip``, ``clip-text``, ``clip-vision`` ``adaclip`` or ``clip-prompts`` (a release prompt learner).
         expected: Builds the key -> shape table of the architecture (on the meta device).
         adapt: Maps a file's tensors to the architecture's key names (e.g. timm's DINOv3 filter); may drop keys.
         usage: How to use a file that fits (the CLI flag and model option).
@@ -224,45 +224,48 @@ def adaclip_architecture(
     )
 
 
-ANOMALYCLIP_PROJECTION_WIDTH = 896
-"""Output width of the release's unused ``compound_prompt_projections`` (``nn.Linear(width, 896)``)."""
+PROMPT_LEARNER_MODELS: tuple[str, ...] = ("ViT-L-14-336", "ViT-B-16")
+"""The CLIP sizes whose AnomalyCLIP / Crane prompt-learner files ``medad weights check`` names."""
 
 
-def anomalyclip_prompt_architecture(
-    clip_model: str = "ViT-L-14-336",
-    n_ctx: int = 12,
-    text_ctx: int = 4,
-    text_depth: int = 9,
+def prompt_learner_architecture(
+    method: str,
+    model_name: str,
     overrides: Mapping[str, Any] | None = None,
+    sizes: tuple[int, int, int] = (12, 4, 9),
 ) -> Architecture:
-    """The prompt learner of the AnomalyCLIP release (``epoch_N.pth``: ``{"prompt_learner": state_dict}``, as its
-    ``train.py`` saves it), for the text tower of ``clip_model`` (the release: ViT-L-14-336, 12 context tokens,
-    ``text_depth - 1`` deep tokens of 4)."""
+    """The prompt-learner file of the AnomalyCLIP or Crane release (``{"prompt_learner": ...}``) for the text tower
+    of CLIP ``model_name``; ``sizes``: context tokens, deep tokens per block, deep-token depth (the releases' 12,
+    4, 9). AnomalyCLIP's files also hold its unused ``compound_prompt_projections`` (width -> 896); Crane's not."""
     from medad.models.weights import text_model_config
 
-    def expected() -> dict[str, tuple[int, ...]]:
-        text_cfg = text_model_config(clip_model, overrides)["text_cfg"]
-        width, length = int(text_cfg["width"]), int(text_cfg.get("context_length", 77))
-        table: dict[str, tuple[int, ...]] = {}
-        for side in ("pos", "neg"):
-            table |= {f"ctx_{side}": (1, 1, n_ctx, width), f"token_prefix_{side}": (1, 1, 1, width)}
-            table[f"token_suffix_{side}"] = (1, 1, length - 1 - n_ctx, width)
-            table[f"tokenized_prompts_{side}"] = (1, 1, length)
-        for i in range(text_depth - 1):
-            table[f"compound_prompts_text.{i}"] = (text_ctx, width)
-            table[f"compound_prompt_projections.{i}.weight"] = (ANOMALYCLIP_PROJECTION_WIDTH, width)
-            table[f"compound_prompt_projections.{i}.bias"] = (ANOMALYCLIP_PROJECTION_WIDTH,)
-        return table
+    n_ctx, text_ctx, depth = sizes
 
+    def expected() -> dict[str, tuple[int, ...]]:
+        text = text_model_config(model_name, overrides)["text_cfg"]
+        width, length = int(text["width"]), int(text.get("context_length", 77))
+        shapes: dict[str, tuple[int, ...]] = {}
+        for side in ("pos", "neg"):
+            shapes.update({f"ctx_{side}": (1, 1, n_ctx, width), f"token_prefix_{side}": (1, 1, 1, width)})
+            shapes[f"token_suffix_{side}"] = (1, 1, length - 1 - n_ctx, width)
+            shapes[f"tokenized_prompts_{side}"] = (1, 1, length)
+        for i in range(depth - 1):
+            shapes[f"compound_prompts_text.{i}"] = (text_ctx, width)
+            if method == "anomalyclip":
+                shapes[f"compound_prompt_projections.{i}.weight"] = (896, width)
+                shapes[f"compound_prompt_projections.{i}.bias"] = (896,)
+        return shapes
+
+    label, models = {"anomalyclip": ("AnomalyCLIP", "anomalyclip / anomalyclip_paper"), "crane": ("Crane", "crane, crane_plus")}[method]
     return Architecture(
-        name=f"AnomalyCLIP prompt learner ({clip_model} text tower: {n_ctx} context tokens, {text_depth - 1} x "
-        f"{text_ctx} deep tokens)",
-        family="anomalyclip-prompts",
+        name=f"{label} prompt learner ({model_name} text tower: {n_ctx} context tokens, {depth - 1} x {text_ctx} deep "
+        "tokens)",
+        family="clip-prompts",
         expected=expected,
         adapt=lambda state: _strip(state, ("module.",)),
-        usage=f"release_prompts=FILE of anomalyclip / anomalyclip_paper (clip_model {clip_model}, n_ctx {n_ctx}, "
-        f"text_ctx {text_ctx}, text_depth {text_depth}), with the CLIP the prompts were trained on",
-        licence="MIT (zqhang/AnomalyCLIP release)",
+        usage=f"release_prompts=FILE of {models} (clip_model {model_name}, n_ctx {n_ctx}, text_ctx {text_ctx}, "
+        f"text_depth {depth}), with the CLIP the prompts were trained on",
+        licence=LICENCES[method],
     )
 
 
@@ -274,7 +277,7 @@ def default_architectures() -> list[Architecture]:
         *(clip_text_architecture(name) for name in CLIP_ARCHITECTURES),
         *(clip_vision_architecture(name) for name in CLIP_ARCHITECTURES),
         *(adaclip_architecture(name) for name in CLIP_ARCHITECTURES),
-        anomalyclip_prompt_architecture(),
+        *(prompt_learner_architecture(m, name) for m in ("crane", "anomalyclip") for name in PROMPT_LEARNER_MODELS),
     ]
 
 
@@ -368,7 +371,7 @@ def _families(state: Mapping[str, torch.Tensor]) -> set[str]:
     if any(k.startswith("clip_model.visual_prompter.") for k in keys):
         families.add("adaclip")
     if "ctx_pos" in keys or any(k.startswith("compound_prompts_text.") for k in keys):
-        families.add("anomalyclip-prompts")
+        families.add("clip-prompts")
     return families
 
 
@@ -448,7 +451,7 @@ def format_check(report: Mapping[str, Any]) -> str:
                 lines.append(f"  {key}: shape {have} in the file, {want} expected")
     lines.append(
         "pass a DINOv3 backbone file (Meta .pth or timm safetensors), a CLIP file (OpenAI .pt, open_clip "
-        "safetensors / .bin) or an AnomalyCLIP prompt learner (the release's epoch_N.pth)"
+        "safetensors / .bin) or an AnomalyCLIP / Crane prompt-learner epoch_N.pth"
     )
     return "\n".join(lines)
 

@@ -309,7 +309,7 @@ def test_weights_check_names_the_release_prompt_learner_and_convert_keeps_it_loa
 
     from medad.cli import app
     from medad.models.anomalyclip import TINY_DEFAULTS
-    from medad.models.weights_files import anomalyclip_prompt_architecture, convert_weights_file
+    from medad.models.weights_files import convert_weights_file, prompt_learner_architecture
 
     released = _full_size_release_file(tmp_path / "epoch_15.pth")
     done = CliRunner().invoke(app, ["weights", "check", str(released)])
@@ -328,7 +328,7 @@ def test_weights_check_names_the_release_prompt_learner_and_convert_keeps_it_loa
     assert bad.exit_code == 2 and f"closest: {name}" in bad.output
     assert "ctx_pos: shape [1, 1, 16, 768] in the file, [1, 1, 12, 768] expected" in bad.output
 
-    tiny = anomalyclip_prompt_architecture("ViT-B-16", 4, 2, 2, overrides=TINY_DEFAULTS["clip_overrides"])
+    tiny = prompt_learner_architecture("anomalyclip", "ViT-B-16", TINY_DEFAULTS["clip_overrides"], sizes=(4, 2, 2))
     copy_path = tmp_path / "tiny.safetensors"
     convert_weights_file(_release_file(model, tmp_path / "tiny.pth"), copy_path, [tiny])
     loaded = create_model("anomalyclip_tiny", layers=(2, 3), release_prompts=str(copy_path))

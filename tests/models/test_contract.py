@@ -23,7 +23,15 @@ from medad.models import (
 )
 from medad.models.base import policy_image_scores
 
-TINY = {"ad_dinov3_tiny": 112, "adaclip_tiny": 64, "anomalyclip_tiny": 64, "winclip_tiny": 64, "dinov3_mutual_tiny": 64}
+TINY = {
+    "ad_dinov3_tiny": 112,
+    "adaclip_tiny": 64,
+    "anomalyclip_tiny": 64,
+    "crane_tiny": 64,
+    "crane_plus_tiny": 64,
+    "winclip_tiny": 64,
+    "dinov3_mutual_tiny": 64,
+}
 KINDS = {
     "ad_dinov3": ModelKind.TRAINABLE,
     "ad_dinov3_tiny": ModelKind.TRAINABLE,
@@ -31,6 +39,10 @@ KINDS = {
     "adaclip_tiny": ModelKind.TRAINABLE,
     "anomalyclip": ModelKind.TRAINABLE,
     "anomalyclip_tiny": ModelKind.TRAINABLE,
+    "crane": ModelKind.TRAINABLE,
+    "crane_tiny": ModelKind.TRAINABLE,
+    "crane_plus": ModelKind.TRAINABLE,
+    "crane_plus_tiny": ModelKind.TRAINABLE,
     "winclip": ModelKind.TRAINING_FREE,
     "winclip_tiny": ModelKind.TRAINING_FREE,
     "dinov3_mutual": ModelKind.TRANSDUCTIVE,
