@@ -23,12 +23,23 @@ from medad.models import (
 )
 from medad.models.base import policy_image_scores
 
-TINY = {"ad_dinov3_tiny": 112, "anomalyclip_tiny": 64, "winclip_tiny": 64, "dinov3_mutual_tiny": 64}
+TINY = {
+    "ad_dinov3_tiny": 112,
+    "anomalyclip_tiny": 64,
+    "aa_clip_tiny": 64,
+    "aa_clip_dinov3_tiny": 112,
+    "winclip_tiny": 64,
+    "dinov3_mutual_tiny": 64,
+}
 KINDS = {
     "ad_dinov3": ModelKind.TRAINABLE,
     "ad_dinov3_tiny": ModelKind.TRAINABLE,
     "anomalyclip": ModelKind.TRAINABLE,
     "anomalyclip_tiny": ModelKind.TRAINABLE,
+    "aa_clip": ModelKind.TRAINABLE,
+    "aa_clip_tiny": ModelKind.TRAINABLE,
+    "aa_clip_dinov3": ModelKind.TRAINABLE,
+    "aa_clip_dinov3_tiny": ModelKind.TRAINABLE,
     "winclip": ModelKind.TRAINING_FREE,
     "winclip_tiny": ModelKind.TRAINING_FREE,
     "dinov3_mutual": ModelKind.TRANSDUCTIVE,
