@@ -76,7 +76,9 @@ class AAClipConfig(ModelConfig):
         clip_model: open_clip config name of the CLIP (both towers; the text tower only for ``aa_clip_dinov3``).
         clip_weights: open_clip tag (``openai``), ``hf-hub:<repo>`` or a local CLIP file.
         clip_overrides: Merged into open_clip's config (tiny test models).
-        quick_gelu: QuickGELU in the CLIP towers (what OpenAI trained with).
+        quick_gelu: QuickGELU in the CLIP towers (what OpenAI trained with); off by default as in the release,
+            whose ``create_model`` builds ``CLIP(**config)`` from a JSON without ``quick_gelu`` (GELU) and loads
+            the OpenAI weights into it.
         pos_interpolation: ``bilinear`` (the release) or ``bicubic`` (open_clip).
         levels: 1-based tapped vision blocks (6/12/18/24).
         image_size: Input side in pixels (518 as released).
@@ -107,7 +109,7 @@ class AAClipConfig(ModelConfig):
     clip_model: str = "ViT-L-14-336"
     clip_weights: PathText = "openai"
     clip_overrides: dict[str, Any] = Field(default_factory=dict)
-    quick_gelu: bool = True
+    quick_gelu: bool = False
     pos_interpolation: str = "bilinear"
     levels: IntTuple = (6, 12, 18, 24)
     image_size: int = 518
