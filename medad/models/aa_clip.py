@@ -53,7 +53,8 @@ from medad.models.config import BackboneName, IntTuple, ModelConfig, PathText, c
 from medad.models.dinov3 import build_frozen_dino, check_geometry, needed_backbone
 from medad.models.losses import dice_loss, focal_loss, prepare_masks
 from medad.models.registry import model_config, register_model
-from medad.models.weights import build_text_tower, clip_licence, text_model_config
+from medad.models.weights import build_text_tower, check_weights_path, clip_licence, text_model_config
+from medad.utils.io import sha256_file
 
 NORMAL_STATES = ("{}", "a {}", "the {}")
 ABNORMAL_STATES = ("a damaged {}", "a broken {}", "a {} with flaw", "a {} with defect", "a {} with damage")
@@ -104,6 +105,10 @@ class AAClipConfig(ModelConfig):
             or ``blend``.
         random_init: Seeded random frozen weights (tests, demos).
         init_seed: Seed of the random frozen weights (the adapters are drawn from torch's global generator).
+        release_text_adapter: The release's ``text_adapter.pth`` (``{"text_adapter": ...}``), read with
+            ``release_image_adapter`` (``image_adapter[_N].pth``: ``{"image_adapter": ...}``) as the trained adapters
+            (:func:`read_release_adapters`); both or neither.
+        release_image_adapter: See ``release_text_adapter``.
     """
 
     clip_model: str = "ViT-L-14-336"
@@ -129,6 +134,8 @@ class AAClipConfig(ModelConfig):
     image_score: str = "max"
     random_init: bool = False
     init_seed: int = 0
+    release_text_adapter: PathText = None
+    release_image_adapter: PathText = None
 
     label: ClassVar[str] = "AA-CLIP"
 
@@ -159,6 +166,11 @@ class AAClipConfig(ModelConfig):
             raise ConfigError("stage1_levels must be 'last' or 'all', surgery_attention 'image' or 'batch'")
         if self.clip_weights is None and not self.random_init:
             raise ConfigError("clip_weights is None: give an open_clip tag, a local CLIP file, or random_init=True")
+        if (self.release_text_adapter is None) != (self.release_image_adapter is None):
+            raise ConfigError(
+                "give both release_text_adapter (text_adapter.pth) and release_image_adapter (image_adapter_N.pth) "
+                "of one AA-CLIP release run, or neither"
+            )
 
 
 class AAClipDinoConfig(AAClipConfig):
@@ -383,6 +395,55 @@ def scoring_map(patches: torch.Tensor, text: torch.Tensor, size: int, sigma: flo
     return F.interpolate(grid, size=(size, size), mode="bilinear", align_corners=True)[:, 0]
 
 
+RELEASE_FILES = {"text": "text_adapter", "image": "image_adapter"}
+"""The key under which each release checkpoint holds its state dict (beside ``epoch`` and the optimiser)."""
+
+
+def _release_state(path: str, part: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state dict of one release checkpoint and ``{file, sha256, epoch}``."""
+    key = RELEASE_FILES[part]
+    file = check_weights_path(path, f"AA-CLIP {part} adapter")
+    try:
+        loaded = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle and zip errors come as many types
+        raise WeightsError(f"{str(file)!r} is not a readable torch checkpoint ({exc}); download it again") from exc
+    state = loaded.get(key) if isinstance(loaded, dict) else None
+    if not isinstance(state, dict):
+        found = sorted(loaded)[:6] if isinstance(loaded, dict) else type(loaded).__name__
+        raise WeightsError(
+            f"{str(file)!r} is not an AA-CLIP {part} adapter checkpoint: expected {{'{key}': {{...}}, 'epoch': N}}, "
+            f"found {found}; pass the release's {key}.pth"
+        )
+    epoch = loaded.get("epoch")
+    return dict(state), {"file": str(file), "sha256": sha256_file(file), "epoch": epoch}
+
+
+def read_release_adapters(text_path: str, image_path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The trained adapters of a release run under medad's names.
+
+    The release saves ``text_adapter.pth`` (``{"epoch", "text_adapter", "text_optimizer"}``: ``N.fc.0.weight``, the
+    last ``N`` being the EOT projection) and ``image_adapter[_N].pth`` (``{"epoch", "image_adapter",
+    "image_optimizer"}``: ``layer_adapters.i.fc.0.weight``, ``seg_proj.i.fc[.0].weight``, ``det_proj.fc[.0].weight``;
+    ``.0`` with ``--relu``). Shapes are checked when the state is loaded into the model.
+
+    Returns:
+        The state for :meth:`AAClip.load_trainable_state_dict` and ``{text: {file, sha256, epoch}, image: ...}``.
+    """
+    text, text_info = _release_state(text_path, "text")
+    image, image_info = _release_state(image_path, "image")
+    out: dict[str, torch.Tensor] = {}
+    indices = sorted(int(k.split(".")[0]) for k in text if k.split(".")[0].isdigit())
+    for k, v in text.items():
+        head, _, rest = k.partition(".")
+        if not head.isdigit() or rest != "fc.0.weight":
+            raise WeightsError(f"{text_path!r}: unexpected text adapter tensor {k!r}; expected N.fc.0.weight")
+        out["text.proj.fc.weight" if int(head) == indices[-1] else f"text.adapters.{head}.fc.weight"] = v.float()
+    for k, v in image.items():
+        out[k.replace(".fc.0.weight", ".fc.weight")] = v.float()
+    relu = any(k.startswith("seg_proj.") and ".fc.0." in k for k in image)
+    return out, {"text": text_info, "image": image_info, "relu": relu}
+
+
 class AAClip(TrainableAnomalyModel):
     """AA-CLIP (trainable: residual text and vision adapters and projections on a frozen CLIP or DINOv3).
 
@@ -425,6 +486,17 @@ class AAClip(TrainableAnomalyModel):
         self.det_proj = SimpleAdapter(width, embed_dim, config.relu)
         self.stage = "text" if config.text_epochs > 0 else "image"
         self._anchors: torch.Tensor | None = None  # stage 1's anchors of the last training forward (for the loss)
+        self.release_info: dict[str, Any] | None = None
+        if config.release_text_adapter is not None and config.release_image_adapter is not None:
+            state, self.release_info = read_release_adapters(config.release_text_adapter, config.release_image_adapter)
+            if self.release_info["relu"] != config.relu:
+                raise WeightsError(
+                    f"{config.release_image_adapter!r} was trained with relu={self.release_info['relu']} (the "
+                    f"release's --relu), this model has relu={config.relu}; build it with "
+                    f"relu={self.release_info['relu']}"
+                )
+            self.load_trainable_state_dict(state)
+            self.mark_adapters_trained()
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> None:
@@ -633,6 +705,7 @@ class AAClip(TrainableAnomalyModel):
             "levels": list(self.levels),
             "blur": {"domain": self.config.domain, "sigma": sigma, "taps": taps},
             "stages": {"text_epochs": self.config.text_epochs, "text_lr_scale": self.config.text_lr_scale},
+            "release_adapters": self.release_info,
         }
 
 

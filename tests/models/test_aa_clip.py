@@ -320,3 +320,49 @@ def test_bad_configs_and_weights_are_refused(model: AAClip) -> None:
     state.pop("det_proj.fc.weight")
     with pytest.raises(WeightsError, match=r"missing \['det_proj.fc.weight'\]"):
         model.load_trainable_state_dict(state)
+
+
+def _write_release(model: AAClip, folder: Any, relu: bool = False) -> tuple[Any, Any]:
+    """A release run's two checkpoints, in its own layout (nesting, key names, optimiser and epoch beside)."""
+    sd = model.trainable_state_dict()
+    n_text = model.config.text_adapt_until
+    text = {f"{i}.fc.0.weight": sd[f"text.adapters.{i}.fc.weight"] for i in range(n_text)}
+    text[f"{n_text}.fc.0.weight"] = sd["text.proj.fc.weight"]
+    image = {k.replace(".fc.weight", ".fc.0.weight"): v for k, v in sd.items() if k.startswith("layer_adapters.")}
+    proj = ".fc.0.weight" if relu else ".fc.weight"
+    image.update({k.replace(".fc.weight", proj): v for k, v in sd.items() if k.startswith(("seg_proj.", "det_proj."))})
+    optimizer = {"state": {}, "param_groups": [{"lr": 1e-5, "betas": (0.5, 0.999), "params": [0, 1]}]}
+    text_file, image_file = folder / "text_adapter.pth", folder / "image_adapter_20.pth"
+    torch.save({"epoch": 5, "text_adapter": text, "text_optimizer": optimizer}, text_file)
+    torch.save({"epoch": 20, "image_adapter": image, "image_optimizer": optimizer}, image_file)
+    return text_file, image_file
+
+
+def test_release_checkpoints_load_and_wrong_ones_are_refused(tmp_path: Any) -> None:
+    torch.manual_seed(3)
+    source = create_model("aa_clip_tiny")
+    assert isinstance(source, AAClip)
+    text_file, image_file = _write_release(source, tmp_path)
+    torch.manual_seed(4)
+    loaded = create_model("aa_clip_tiny", release_text_adapter=text_file, release_image_adapter=image_file)
+    assert isinstance(loaded, AAClip)
+    want = source.trainable_state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in loaded.trainable_state_dict().items())
+    card = loaded.card()
+    assert card["release_adapters"]["image"]["epoch"] == 20 and len(card["release_adapters"]["text"]["sha256"]) == 64
+    assert "adapters" not in card["random_parts"]
+    with pytest.raises(ConfigError, match="give both release_text_adapter"):
+        create_model("aa_clip_tiny", release_text_adapter=text_file)
+    wrong = r"expected \{'image_adapter': \{\.\.\.\}, 'epoch': N\}, found \['epoch', 'text_"
+    with pytest.raises(WeightsError, match=wrong):
+        create_model("aa_clip_tiny", release_text_adapter=text_file, release_image_adapter=text_file)
+    other = tmp_path / "other"
+    other.mkdir()
+    relu_text, relu_image = _write_release(source, other, relu=True)
+    with pytest.raises(WeightsError, match=r"trained with relu=True .* build it with relu=True"):
+        create_model("aa_clip_tiny", release_text_adapter=relu_text, release_image_adapter=relu_image)
+    bigger = create_model("aa_clip_tiny", clip_overrides={**source.config.clip_overrides, "embed_dim": 16})
+    assert isinstance(bigger, AAClip)
+    small_text, small_image = _write_release(bigger, other)
+    with pytest.raises(WeightsError, match=r"text\.proj\.fc\.weight is \(16, 32\), expected \(32, 32\)"):
+        create_model("aa_clip_tiny", release_text_adapter=small_text, release_image_adapter=small_image)
