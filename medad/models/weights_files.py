@@ -192,6 +192,58 @@ def clip_vision_architecture(model_name: str, overrides: Mapping[str, Any] | Non
     )
 
 
+AA_CLIP_LICENCE = "Apache-2.0 release code (Mwxinnn/AA-CLIP; it publishes no weights): see the file's source"
+
+
+def aa_clip_text_architecture(
+    model_name: str = "ViT-L-14-336", overrides: Mapping[str, Any] | None = None, until: int = 3
+) -> Architecture:
+    """The AA-CLIP release's ``text_adapter.pth`` (``text_adapter``: ``N.fc.0.weight``, the last the EOT projection)."""
+    from medad.models.weights import text_model_config
+
+    def expected() -> dict[str, tuple[int, ...]]:
+        cfg = text_model_config(model_name, overrides)
+        width, embed = int(cfg["text_cfg"]["width"]), int(cfg["embed_dim"])
+        return {**{f"{i}.fc.0.weight": (width, width) for i in range(until)}, f"{until}.fc.0.weight": (embed, width)}
+
+    return Architecture(
+        name=f"AA-CLIP text adapter ({model_name}, {until} blocks)",
+        family="aa-clip-text",
+        expected=expected,
+        adapt=lambda state: _strip(state, ("module.",)),
+        usage="model option release_text_adapter of aa_clip (with release_image_adapter)",
+        licence=AA_CLIP_LICENCE,
+    )
+
+
+def aa_clip_image_architecture(
+    model_name: str = "ViT-L-14-336",
+    overrides: Mapping[str, Any] | None = None,
+    relu: bool = False,
+    until: int = 6,
+    levels: int = 4,
+) -> Architecture:
+    """The AA-CLIP release's ``image_adapter[_N].pth`` (``image_adapter``: block adapters, per-level and detection
+    projections; their ``fc.0`` with the release's ``--relu``)."""
+    from medad.models.clip_vision import vision_model_config
+
+    def expected() -> dict[str, tuple[int, ...]]:
+        cfg = vision_model_config(model_name, overrides)
+        width, embed, proj = int(cfg["vision_cfg"]["width"]), int(cfg["embed_dim"]), ".fc.0" if relu else ".fc"
+        shapes = {f"layer_adapters.{i}.fc.0.weight": (width, width) for i in range(until)}
+        shapes.update({f"seg_proj.{i}{proj}.weight": (embed, width) for i in range(levels)})
+        return {**shapes, f"det_proj{proj}.weight": (embed, width)}
+
+    return Architecture(
+        name=f"AA-CLIP image adapter ({model_name}, {until} blocks, {levels} levels, relu={relu})",
+        family="aa-clip-image",
+        expected=expected,
+        adapt=lambda state: _strip(state, ("module.",)),
+        usage=f"model option release_image_adapter of aa_clip (with release_text_adapter; relu={relu})",
+        licence=AA_CLIP_LICENCE,
+    )
+
+
 def default_architectures() -> list[Architecture]:
     """Every architecture ``medad weights check`` tries, DINOv3 first."""
     return [
@@ -199,6 +251,8 @@ def default_architectures() -> list[Architecture]:
         *(clip_architecture(name) for name in CLIP_ARCHITECTURES),
         *(clip_text_architecture(name) for name in CLIP_ARCHITECTURES),
         *(clip_vision_architecture(name) for name in CLIP_ARCHITECTURES),
+        aa_clip_text_architecture(),
+        *(aa_clip_image_architecture(relu=relu) for relu in (False, True)),
     ]
 
 
@@ -212,7 +266,8 @@ def _is_torchscript(file: Path) -> bool:
 def _unwrap(loaded: Any) -> Mapping[str, Any]:
     """The state dict inside a checkpoint (``state_dict`` / ``model`` / ``module`` wrappers)."""
     while isinstance(loaded, Mapping) and not any(isinstance(v, torch.Tensor) for v in loaded.values()):
-        inner = next((loaded[k] for k in ("state_dict", "model", "module", "model_ema") if k in loaded), None)
+        wrappers = ("state_dict", "model", "module", "model_ema", "text_adapter", "image_adapter")
+        inner = next((loaded[k] for k in wrappers if k in loaded), None)
         if not isinstance(inner, Mapping):
             break
         loaded = inner
@@ -288,6 +343,10 @@ def _families(state: Mapping[str, torch.Tensor]) -> set[str]:
         families.add("clip-text")
     if "visual.conv1.weight" in keys or {"conv1.weight", "class_embedding"} <= keys:
         families.add("clip-vision")
+    if keys and all(k.split(".", 1)[0].isdigit() and k.endswith(".fc.0.weight") for k in keys):
+        families.add("aa-clip-text")
+    if "layer_adapters.0.fc.0.weight" in keys:
+        families.add("aa-clip-image")
     return families
 
 

@@ -366,3 +366,25 @@ def test_release_checkpoints_load_and_wrong_ones_are_refused(tmp_path: Any) -> N
     small_text, small_image = _write_release(bigger, other)
     with pytest.raises(WeightsError, match=r"text\.proj\.fc\.weight is \(16, 32\), expected \(32, 32\)"):
         create_model("aa_clip_tiny", release_text_adapter=small_text, release_image_adapter=small_image)
+
+
+def test_weights_check_names_release_files_and_their_size(tmp_path: Any) -> None:
+    from medad.models.weights_files import aa_clip_image_architecture, aa_clip_text_architecture, check_weights_file
+
+    torch.manual_seed(3)
+    model = create_model("aa_clip_tiny")
+    assert isinstance(model, AAClip)
+    text_file, image_file = _write_release(model, tmp_path)
+    tiny = {"model_name": "ViT-B-16", "overrides": model.config.clip_overrides}
+    candidates = [aa_clip_text_architecture(**tiny, until=1), aa_clip_image_architecture(**tiny, until=2, levels=3),
+                  aa_clip_image_architecture(**tiny, relu=True, until=2, levels=3)]  # fmt: skip
+    text = check_weights_file(text_file, candidates)
+    assert text["fits"]["architecture"] == "AA-CLIP text adapter (ViT-B-16, 1 blocks)"
+    assert "release_text_adapter" in text["fits"]["usage"] and "Apache-2.0" in text["licence"]
+    image = check_weights_file(image_file, candidates)
+    assert image["fits"]["architecture"] == "AA-CLIP image adapter (ViT-B-16, 2 blocks, 3 levels, relu=False)"
+    released = check_weights_file(text_file)  # the default candidates: the release's ViT-L-14-336 sizes
+    assert released["fits"] is None
+    assert released["closest"]["architecture"] == "AA-CLIP text adapter (ViT-L-14-336, 3 blocks)"
+    assert released["closest"]["wrong_shapes"] == [["0.fc.0.weight", [32, 32], [768, 768]],
+                                                   ["1.fc.0.weight", [32, 32], [768, 768]]]  # fmt: skip
