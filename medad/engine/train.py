@@ -241,7 +241,7 @@ def train(
         "words_used": class_words_used(manifest, words),
     }
 
-    optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(model.param_groups(lr), lr=lr, betas=betas, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(warmup_steps, compat))
     start_epoch, step = 0, 0
     last = last_checkpoint(ckpt_root) if resume else None
@@ -260,6 +260,7 @@ def train(
 
     dataset: Dataset[Any] = make_dataset(manifest, model.image_size, model.mean, model.std)
     if cache_features and start_epoch < epochs:
+        model.train()  # the features training reads, which a model may compute only in training mode
         root = Path(cache_dir) if cache_dir is not None else default_cache_root()
         cache = FeatureCache(root / "features" / feature_cache_key(model, manifest, autocast_dtype(dev)), len(manifest))
         with autocast(dev):
@@ -271,6 +272,7 @@ def train(
     history: list[dict[str, float]] = []
     checkpoint = last
     for epoch in range(start_epoch, epochs):
+        model.set_epoch(epoch)
         stats, step = loop.epoch(dataset, epoch_order(seed, epoch, len(manifest)), f"epoch {epoch + 1}/{epochs}", step)
         model.mark_adapters_trained()  # the checkpoint's card must not flag its adapters as random
         stats.update(epoch=float(epoch + 1), steps=float(step), lr=float(scheduler.get_last_lr()[0]))

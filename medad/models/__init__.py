@@ -1,6 +1,7 @@
 """medad.models: the model contract, the model registry, AD-DINOv3, AnomalyCLIP, AdaCLIP, the WinCLIP and dinov3_mutual
 baselines, prompt words, weights and checkpoints."""
 
+from medad.models.aa_clip import AAClip, AAClipConfig, AAClipDinoConfig
 from medad.models.ad_dinov3 import ADDINOv3, ADDINOv3Config
 from medad.models.adaclip import AdaCLIP, AdaCLIPConfig
 from medad.models.anomalyclip import AnomalyCLIP, AnomalyCLIPConfig
@@ -28,6 +29,9 @@ from medad.models.registry import (
 from medad.models.winclip import WinCLIP, WinCLIPConfig
 
 __all__ = [
+    "AAClip",
+    "AAClipConfig",
+    "AAClipDinoConfig",
     "ADDINOv3",
     "ADDINOv3Config",
     "AdaCLIP",

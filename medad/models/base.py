@@ -280,6 +280,15 @@ class TrainableAnomalyModel(AnomalyModel):
     def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         """Load trained weights; refuse (``WeightsError``) weights that do not fit this model."""
 
+    def set_epoch(self, epoch: int) -> None:
+        """Called by the training loop before each 0-based epoch (a resumed run too), so a model whose recipe has
+        stages picks the stage of that epoch (default: nothing)."""
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups at the run's rate ``lr`` (default: every trainable parameter at ``lr``;
+        a model whose parts train at other rates returns a group per part with its own ``lr``)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
 
 class TransductiveAnomalyModel(AnomalyModel):
     """A training-free model that scores each image against the other images of its scoring set."""

@@ -59,7 +59,8 @@ class Architecture:
 
     Attributes:
         name: What the report calls it, e.g. ``timm vit_large_patch16_dinov3``.
-        family: ``dinov3``, ``clip``, ``clip-text``, ``clip-vision`` ``adaclip`` or ``clip-prompts`` (a release prompt learner).
+        family: ``dinov3``, ``clip``, ``clip-text``, ``clip-vision``, ``adaclip``, ``aa-clip-text``,
+            ``aa-clip-image`` or ``clip-prompts`` (a release prompt learner).
         expected: Builds the key -> shape table of the architecture (on the meta device).
         adapt: Maps a file's tensors to the architecture's key names (e.g. timm's DINOv3 filter); may drop keys.
         usage: How to use a file that fits (the CLI flag and model option).
@@ -256,16 +257,71 @@ def prompt_learner_architecture(
                 shapes[f"compound_prompt_projections.{i}.bias"] = (896,)
         return shapes
 
-    label, models = {"anomalyclip": ("AnomalyCLIP", "anomalyclip / anomalyclip_paper"), "crane": ("Crane", "crane, crane_plus")}[method]
+    label, models = {
+        "anomalyclip": ("AnomalyCLIP", "anomalyclip / anomalyclip_paper"),
+        "crane": ("Crane", "crane, crane_plus"),
+    }[method]
     return Architecture(
-        name=f"{label} prompt learner ({model_name} text tower: {n_ctx} context tokens, {depth - 1} x {text_ctx} deep "
-        "tokens)",
+        name=f"{label} prompt learner ({model_name} text tower: {n_ctx} context tokens, {depth - 1} x {text_ctx} "
+        "deep tokens)",
         family="clip-prompts",
         expected=expected,
         adapt=lambda state: _strip(state, ("module.",)),
         usage=f"release_prompts=FILE of {models} (clip_model {model_name}, n_ctx {n_ctx}, text_ctx {text_ctx}, "
         f"text_depth {depth}), with the CLIP the prompts were trained on",
         licence=LICENCES[method],
+    )
+
+
+AA_CLIP_LICENCE = "Apache-2.0 release code (Mwxinnn/AA-CLIP; it publishes no weights): see the file's source"
+
+
+def aa_clip_text_architecture(
+    model_name: str = "ViT-L-14-336", overrides: Mapping[str, Any] | None = None, until: int = 3
+) -> Architecture:
+    """The AA-CLIP release's ``text_adapter.pth`` (``text_adapter``: ``N.fc.0.weight``, the last the EOT projection)."""
+    from medad.models.weights import text_model_config
+
+    def expected() -> dict[str, tuple[int, ...]]:
+        cfg = text_model_config(model_name, overrides)
+        width, embed = int(cfg["text_cfg"]["width"]), int(cfg["embed_dim"])
+        return {**{f"{i}.fc.0.weight": (width, width) for i in range(until)}, f"{until}.fc.0.weight": (embed, width)}
+
+    return Architecture(
+        name=f"AA-CLIP text adapter ({model_name}, {until} blocks)",
+        family="aa-clip-text",
+        expected=expected,
+        adapt=lambda state: _strip(state, ("module.",)),
+        usage="model option release_text_adapter of aa_clip (with release_image_adapter)",
+        licence=AA_CLIP_LICENCE,
+    )
+
+
+def aa_clip_image_architecture(
+    model_name: str = "ViT-L-14-336",
+    overrides: Mapping[str, Any] | None = None,
+    relu: bool = False,
+    until: int = 6,
+    levels: int = 4,
+) -> Architecture:
+    """The AA-CLIP release's ``image_adapter[_N].pth`` (``image_adapter``: block adapters, per-level and detection
+    projections; their ``fc.0`` with the release's ``--relu``)."""
+    from medad.models.clip_vision import vision_model_config
+
+    def expected() -> dict[str, tuple[int, ...]]:
+        cfg = vision_model_config(model_name, overrides)
+        width, embed, proj = int(cfg["vision_cfg"]["width"]), int(cfg["embed_dim"]), ".fc.0" if relu else ".fc"
+        shapes = {f"layer_adapters.{i}.fc.0.weight": (width, width) for i in range(until)}
+        shapes.update({f"seg_proj.{i}{proj}.weight": (embed, width) for i in range(levels)})
+        return {**shapes, f"det_proj{proj}.weight": (embed, width)}
+
+    return Architecture(
+        name=f"AA-CLIP image adapter ({model_name}, {until} blocks, {levels} levels, relu={relu})",
+        family="aa-clip-image",
+        expected=expected,
+        adapt=lambda state: _strip(state, ("module.",)),
+        usage=f"model option release_image_adapter of aa_clip (with release_text_adapter; relu={relu})",
+        licence=AA_CLIP_LICENCE,
     )
 
 
@@ -278,6 +334,8 @@ def default_architectures() -> list[Architecture]:
         *(clip_vision_architecture(name) for name in CLIP_ARCHITECTURES),
         *(adaclip_architecture(name) for name in CLIP_ARCHITECTURES),
         *(prompt_learner_architecture(m, name) for m in ("crane", "anomalyclip") for name in PROMPT_LEARNER_MODELS),
+        aa_clip_text_architecture(),
+        *(aa_clip_image_architecture(relu=relu) for relu in (False, True)),
     ]
 
 
@@ -291,7 +349,7 @@ def _is_torchscript(file: Path) -> bool:
 def _unwrap(loaded: Any) -> Mapping[str, Any]:
     """The state dict inside a checkpoint (``state_dict`` / ``model`` / ``module`` / ``prompt_learner`` wrappers)."""
     while isinstance(loaded, Mapping) and not any(isinstance(v, torch.Tensor) for v in loaded.values()):
-        wrappers = ("state_dict", "model", "module", "model_ema", "prompt_learner")
+        wrappers = ("state_dict", "model", "module", "model_ema", "prompt_learner", "text_adapter", "image_adapter")
         inner = next((loaded[k] for k in wrappers if k in loaded), None)
         if not isinstance(inner, Mapping):
             break
@@ -372,6 +430,10 @@ def _families(state: Mapping[str, torch.Tensor]) -> set[str]:
         families.add("adaclip")
     if "ctx_pos" in keys or any(k.startswith("compound_prompts_text.") for k in keys):
         families.add("clip-prompts")
+    if keys and all(k.split(".", 1)[0].isdigit() and k.endswith(".fc.0.weight") for k in keys):
+        families.add("aa-clip-text")
+    if "layer_adapters.0.fc.0.weight" in keys:
+        families.add("aa-clip-image")
     return families
 
 

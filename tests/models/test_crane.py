@@ -377,7 +377,8 @@ def test_weights_check_names_the_method_and_size(crane: Crane, tmp_path: Path) -
     archs = [prompt_learner_architecture(m, "ViT-B-16", tiny, sizes=(4, 2, 2)) for m in ("crane", "anomalyclip")]
     crane_file = _release_file(crane, tmp_path / "epoch_5.pth")
     report = check_weights_file(crane_file, archs)
-    assert report["fits"]["architecture"] == "Crane prompt learner (ViT-B-16 text tower: 4 context tokens, 1 x 2 deep tokens)"
+    name = "Crane prompt learner (ViT-B-16 text tower: 4 context tokens, 1 x 2 deep tokens)"
+    assert report["fits"]["architecture"] == name
     assert report["licence"] == "MIT (AlirezaSalehy/Crane release)" and "release_prompts" in format_check(report)
     other = _anomalyclip_file(crane, tmp_path / "epoch_15.pth")
     assert check_weights_file(other, archs)["fits"]["architecture"].startswith("AnomalyCLIP prompt learner")
@@ -394,7 +395,8 @@ def test_weights_check_knows_the_released_crane_size(tmp_path: Path) -> None:
     state = {k: torch.zeros(v, dtype=torch.int32 if k in ints else torch.float32) for k, v in shapes.items()}
     torch.save({"prompt_learner": state}, tmp_path / "epoch_1.pth")
     fits = check_weights_file(tmp_path / "epoch_1.pth")["fits"]
-    assert fits["architecture"] == "Crane prompt learner (ViT-L-14-336 text tower: 12 context tokens, 8 x 4 deep tokens)"
+    name = "Crane prompt learner (ViT-L-14-336 text tower: 12 context tokens, 8 x 4 deep tokens)"
+    assert fits["architecture"] == name
     assert shapes["ctx_pos"] == (1, 1, 12, 768) and shapes["token_suffix_pos"] == (1, 1, 64, 768)
 
 
