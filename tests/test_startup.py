@@ -71,3 +71,11 @@ def test_validate_loads_no_torch(tmp_path: Path) -> None:
     code, loaded, stderr = heavy_imports(["validate", "demo", "--structure-only"], tmp_path)
     assert code == 0, stderr
     assert loaded == []
+
+
+def test_importing_the_models_loads_only_torch() -> None:
+    """open_clip and timm (and torchvision through them) load when a model is built or checked, not on import."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    probe = f"import json, sys, medad.models; print(json.dumps([m for m in {list(HEAVY)!r} if m in sys.modules]))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=HANG_S)
+    assert json.loads(done.stdout.splitlines()[-1]) == ["torch"], done.stderr
