@@ -66,7 +66,7 @@ def test_help_and_argument_errors_load_no_torch(args: list[str], tmp_path: Path)
     assert not (tmp_path / "out").exists()  # refused before any output folder was made
 
 
-@pytest.mark.xfail(strict=True, reason="validate checks model names and options in medad.models, which imports torch")
+@pytest.mark.xfail(strict=True, reason="validate checks models with timm (meta-device backbone), which imports torch")
 def test_validate_loads_no_torch(tmp_path: Path) -> None:
     code, loaded, stderr = heavy_imports(["validate", "demo", "--structure-only"], tmp_path)
     assert code == 0, stderr
