@@ -22,12 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from medad.data.registry import write_layout
+
 MEDAD = [sys.executable, "-c", "from medad.cli import main; main()"]
 COMMANDS: dict[str, list[str]] = {
     "import torch": [sys.executable, "-c", "import torch"],
     "medad --help": [*MEDAD, "--help"],
     "medad train --data MISSING": [*MEDAD, "train", "--data", "missing-folder", "--out", "out"],
     "medad datasets check MISSING": [*MEDAD, "datasets", "check", "missing-folder"],
+    "medad datasets check ISIC (3 images)": [*MEDAD, "datasets", "check", "isic"],
     "medad validate demo --structure-only": [*MEDAD, "validate", "demo", "--structure-only"],
     "medad validate demo": [*MEDAD, "validate", "demo"],
 }
@@ -52,6 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as folder:
+        write_layout(Path(folder) / "isic", "isic2016", n_abnormal=3, size=32)  # a small ISIC 2016 test split
         times = time_commands(args.repeats, Path(folder))
     median = {name: statistics.median(values) for name, values in times.items()}
     result = {

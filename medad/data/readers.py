@@ -1,7 +1,7 @@
 """Read a manifest row's image and mask at native resolution.
 
-Plain images go through MONAI's ``PILReader`` with ``reverse_indexing=False`` so arrays are (H, W[, C]); it
-is named explicitly so TIFF (CVC-ClinicDB originals) is read too. DICOM and NIfTI rows go through
+Plain images (PNG, JPEG, BMP, TIFF such as CVC-ClinicDB's originals) are decoded by Pillow as (H, W[, C]) arrays,
+as MONAI's ``PILReader(reverse_indexing=False)`` gives them, without loading torch. DICOM and NIfTI rows go through
 :mod:`medad.data.dicom` and :mod:`medad.data.nifti`. Every unreadable file is a DataError naming it.
 
 An image larger than :func:`max_pixels` (``MEDAD_MAX_IMAGE_PIXELS``, default 100 million pixels per image or
@@ -12,12 +12,11 @@ its warning are turned off in favour of this one. A mask that is not two-valued 
 
 from __future__ import annotations
 
-import functools
 import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,9 +26,6 @@ from PIL import Image, UnidentifiedImageError
 from medad.data.dicom import dicom_frame_shape, looks_like_dicom, read_dicom_frame, read_dicom_mask
 from medad.data.nifti import nifti_slice_shape, read_nifti_image, read_nifti_mask
 from medad.errors import ConfigError, DataError, DataWarning
-
-if TYPE_CHECKING:
-    from monai.data import PILReader
 
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, UnidentifiedImageError, Image.DecompressionBombError)
 _HIGH_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
@@ -68,41 +64,30 @@ def check_pixel_count(path: Path | str, pixels: int, what: str = "image") -> Non
         )
 
 
-def _open_checked(reader: PILReader, path: Path, what: str) -> Image.Image:
-    """Open an image lazily (header only), refusing it when it is over the pixel limit."""
-    image = reader.read(str(path))
-    width, height = image.size
-    check_pixel_count(path, width * height, what)
-    return image
+def _open_checked(path: Path, what: str, image: bool) -> Image.Image:
+    """Open and decode a plain image, refusing it over the pixel limit on its header (before decoding): an image
+    converted to RGB unless high bit depth, a mask as stored. The file is closed on return, refused or not."""
+    with Image.open(path) as opened:
+        width, height = opened.size
+        check_pixel_count(path, width * height, what)
+        if image and opened.mode not in _HIGH_BIT_MODES:
+            return opened.convert("RGB")
+        return opened.copy()
 
 
-def _to_rgb_or_wide(image: Image.Image) -> Image.Image:
-    return image if image.mode in _HIGH_BIT_MODES else image.convert("RGB")
-
-
-@functools.cache
-def _pil_reader(image: bool) -> PILReader:
-    """MONAI's reader of images (``image``: converted to RGB unless high bit depth) or masks, made on first read
-    so that importing medad.data (``medad datasets check``'s layout checks, ``medad validate``) loads no MONAI."""
-    from monai.data import PILReader
-
-    return PILReader(converter=_to_rgb_or_wide, reverse_indexing=False) if image else PILReader(reverse_indexing=False)
-
-
-def _read_pil(reader: PILReader, path: Path, what: str) -> np.ndarray:
+def _read_pil(path: Path, what: str, image: bool) -> np.ndarray:
+    """Decode a plain image with Pillow as (H, W[, C]) (see :func:`_open_checked`). This is what MONAI's
+    ``PILReader(reverse_indexing=False)`` returns (its ``get_data`` is ``np.asarray`` of the opened image), read
+    without MONAI so that ``medad datasets check`` loads no torch."""
     if not path.is_file():
         raise DataError(f"{what} {path} does not exist; rebuild the manifest or restore the file")
     try:
-        image = _open_checked(reader, path, what)
-        if not reader.converter:
-            image.load()
-        data, _ = reader.get_data(image)
+        return np.asarray(_open_checked(path, what, image))
     except _DECODE_ERRORS as exc:
         raise DataError(
             f"{what} {path} cannot be decoded ({type(exc).__name__}: {exc}); the file is truncated or not an "
             "image - re-export or remove it"
         ) from None
-    return np.asarray(data)
 
 
 def _source(row: Mapping[str, Any]) -> str:
@@ -156,7 +141,7 @@ def read_image(row: Mapping[str, Any]) -> np.ndarray:
     elif source == "nifti":
         image = read_nifti_image(row)
     else:
-        image = _plain_image(_read_pil(_pil_reader(True), path, "image"))
+        image = _plain_image(_read_pil(path, "image", image=True))
     check_image_size(row, int(image.shape[0]), int(image.shape[1]))
     return image
 
@@ -185,7 +170,7 @@ def read_image_resized(row: Mapping[str, Any], size: int | None) -> tuple[np.nda
         if not path.is_file():
             raise DataError(f"image {path} does not exist; rebuild the manifest or restore the file")
         try:
-            image = _open_checked(_pil_reader(True), path, "image")
+            image = _open_checked(path, "image", image=True)
             if image.mode not in _HIGH_BIT_MODES:
                 width, height = image.size
                 check_image_size(row, height, width)
@@ -288,7 +273,7 @@ def read_mask(row: Mapping[str, Any]) -> np.ndarray:
     elif looks_like_dicom(path):
         mask = read_dicom_mask(row)
     else:
-        data = _read_pil(_pil_reader(False), path, "mask")
+        data = _read_pil(path, "mask", image=False)
         rule = str(row.get("mask_rule") or ">0")
         warn_if_not_binary(data, path, rule)
         mask = binarise(data, rule)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -97,6 +96,8 @@ class ADDINOv3Config(ModelConfig):
 
     def resolved_quick_gelu(self) -> bool:
         """Whether the text tower uses QuickGELU under this config (see ``text_activation``)."""
+        import open_clip
+
         if self.text_activation != "auto":
             return self.text_activation == "quickgelu"
         if self.compat == "reference":

@@ -28,7 +28,6 @@ import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -324,6 +323,8 @@ class AnomalyCLIP(TrainableAnomalyModel):
     config: AnomalyCLIPConfig
 
     def __init__(self, config: AnomalyCLIPConfig, name: str = "anomalyclip") -> None:
+        import open_clip
+
         self.check_config(config)
         super().__init__(config, name)
         self.layers = tuple(config.layers)

@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -95,6 +94,8 @@ def vision_model_config(name: str, overrides: Mapping[str, Any] | None = None) -
     Raises:
         ConfigError: an unknown name, or a tower that is no class-token ViT (timm trunk, attentional pooling).
     """
+    import open_clip
+
     cfg = open_clip.get_model_config(name)
     if cfg is None:
         raise ConfigError(f"unknown open_clip model {name!r}; pick one of open_clip.list_models(), e.g. 'ViT-L-14-336'")
@@ -205,6 +206,8 @@ def check_pos_interpolation(mode: str) -> None:
 def clip_licence(spec: str, digest: str | None) -> str:
     """MIT for OpenAI's CLIP weights (the ``openai`` tag, a ``.openai`` hub repo, or a file whose sha256 is one of
     OpenAI's released ``.pt`` files, as open_clip's download URLs name them); otherwise the source's own."""
+    import open_clip
+
     if spec == "openai" or (spec.startswith("hf-hub:") and spec.rstrip("/").endswith(".openai")):
         return LICENCES["openai"]
     released = {
@@ -216,6 +219,8 @@ def clip_licence(spec: str, digest: str | None) -> str:
 
 
 def _clip_vision_hint(model_name: str, tag: str) -> str:
+    import open_clip
+
     cfg = open_clip.get_pretrained_cfg(model_name, tag) if not tag.startswith("hf-hub:") else {}
     where = [f"the file {Path(str(cfg['url'])).name} ({cfg['url']})"] if cfg.get("url") else []
     if cfg.get("hf_hub"):
@@ -310,6 +315,8 @@ def build_clip_vision(
 
 def clip_normalisation(model_name: str, weights: str | None) -> tuple[RGB, RGB]:
     """The mean and std of the tag's weights (open_clip's pretrained config), else OpenAI's."""
+    import open_clip
+
     tag = str(weights) if weights is not None and not is_local_weights(weights) else "openai"
     cfg = open_clip.get_pretrained_cfg(model_name, tag) if not tag.startswith("hf-hub:") else {}
     return rgb(cfg.get("mean", OPENAI_MEAN)), rgb(cfg.get("std", OPENAI_STD))

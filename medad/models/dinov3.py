@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,6 +51,8 @@ class DinoConfig(Protocol):
 def check_geometry(config: DinoConfig) -> None:
     """Check ``layers`` and ``image_size`` against the backbone architecture (built on the meta device: no memory,
     no download), so a bad config is refused before any weights are read."""
+    import timm
+
     arch = config.backbone.split(".")[0]
     if arch not in timm.list_models():
         raise ConfigError(f"unknown timm backbone {config.backbone!r}; pick one of timm.list_models('*dinov3*')")

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save
@@ -45,6 +44,8 @@ class TextEncoder(torch.nn.Module):
         config: dict[str, Any],
         disk_cache: bool = True,
     ) -> None:
+        import open_clip
+
         super().__init__()
         self.tower = tower.eval().requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(model_name)

@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import open_clip
-import timm
 import torch
 from torch import nn
 
@@ -218,6 +216,8 @@ def _hub_file_sha256(repo_id: str | None) -> tuple[str | None, str | None]:
 
 def _backbone_size(arch: str, kwargs: Mapping[str, Any]) -> str:
     """``depth D, width W`` of the timm ViT ``arch`` built with ``kwargs`` (on the meta device: no memory)."""
+    import timm
+
     with torch.device("meta"):
         probe: Any = timm.create_model(arch, pretrained=False, **kwargs)
     return f"depth {len(probe.blocks)}, width {probe.embed_dim}"
@@ -226,6 +226,8 @@ def _backbone_size(arch: str, kwargs: Mapping[str, Any]) -> str:
 def _backbone_from_file(name: str, file: Path, kwargs: Mapping[str, Any], for_model: str) -> Any:
     """The timm ViT ``name`` with the weights of ``file``; a file that cannot be read gets the same message as
     ``medad weights check``, a file of another size names the model and the size it expects."""
+    import timm
+
     try:  # timm's DINOv3 filter prints a line per zero qkv bias it drops from Meta's files: keep stdout clean
         with contextlib.redirect_stdout(io.StringIO()):
             model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(file)}, **kwargs)
@@ -273,6 +275,8 @@ def build_backbone(
         ConfigError: Unknown timm name, or both ``weights`` and ``random_init``.
         WeightsError: Missing, gated, offline, unreadable, non-finite or mismatching weights.
     """
+    import timm
+
     arch = name.split(".")[0]
     if arch not in timm.list_models():
         raise ConfigError(f"unknown timm backbone {name!r}; pick one of timm.list_models('*dinov3*')")
@@ -304,6 +308,8 @@ def build_backbone(
 
 def text_model_config(model_name: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Return open_clip's config for ``model_name`` with ``overrides`` merged in (``text_cfg`` merged key-wise)."""
+    import open_clip
+
     cfg = open_clip.get_model_config(model_name)
     if cfg is None:
         raise ConfigError(
@@ -360,6 +366,8 @@ def open_clip_hub_file(model_name: str, tag: str, hint: str) -> Path:
         ConfigError: open_clip knows no such tag for the model.
         WeightsError: the file cannot be fetched (offline, gated, missing); the message is ``hint``.
     """
+    import open_clip
+
     if tag.startswith("hf-hub:") or "/" in tag:  # a Hugging Face repo, e.g. timm/vit_large_patch14_clip_336.openai
         return _hf_repo_file(tag.removeprefix("hf-hub:"), hint)
     cfg = open_clip.get_pretrained_cfg(model_name, tag)

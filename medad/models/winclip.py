@@ -33,7 +33,6 @@ import copy
 from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
-import open_clip
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -218,6 +217,8 @@ class WinCLIPConfig(ModelConfig):
 def clip_model_config(name: str, overrides: Mapping[str, Any] | None, image_size: int) -> dict[str, Any]:
     """open_clip's config of ``name`` with ``overrides`` merged (``vision_cfg``/``text_cfg`` key-wise) and the
     vision input size set to ``image_size``."""
+    import open_clip
+
     cfg = open_clip.get_model_config(name)
     if cfg is None:
         raise ConfigError(f"unknown open_clip model {name!r}; pick one of open_clip.list_models()")
@@ -259,6 +260,8 @@ def build_clip(config: WinCLIPConfig) -> tuple[Any, dict[str, Any]]:
     info: dict[str, Any] = {"id": config.clip_model, "file": None, "sha256": None}
 
     def create(pretrained: str | None) -> Any:
+        import open_clip
+
         return open_clip.create_model(config.clip_model, pretrained=pretrained, **kwargs)
 
     if config.random_init:
@@ -319,6 +322,8 @@ class WinCLIP(AnomalyModel):
     config: WinCLIPConfig
 
     def __init__(self, config: WinCLIPConfig, name: str = "winclip") -> None:
+        import open_clip
+
         super().__init__(config, name)
         clip, self.clip_info = build_clip(config)
         visual = clip.visual

@@ -87,7 +87,8 @@ def test_an_unreachable_hub_fails_fast_with_the_local_file_fix(tmp_path: Path) -
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}", HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(REPO))
     script = (
-        "import time\nfrom medad.models.weights import build_backbone, build_text_tower\nstart = time.monotonic()\n"
+        "import time\nimport open_clip, timm  # the builders import them lazily: time the hub only\n"
+        "from medad.models.weights import build_backbone, build_text_tower\nstart = time.monotonic()\n"
         "for build in (lambda: build_backbone('vit_small_patch16_dinov3.lvd1689m', overrides={'depth': 1, "
         "'embed_dim': 64, 'num_heads': 2}), lambda: build_text_tower('ViT-B-32', 'openai', overrides={'embed_dim': "
         "32, 'text_cfg': {'width': 32, 'layers': 1}})):\n"
