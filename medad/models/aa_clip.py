@@ -34,8 +34,6 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import open_clip
-import timm
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -476,6 +474,8 @@ class AAClip(TrainableAnomalyModel):
             init_seed=config.init_seed + 1,
         )
         self.text_tower = text.eval().requires_grad_(False)
+        import open_clip
+
         self.tokenizer = open_clip.get_tokenizer(config.clip_model)
         self.context = int(text.positional_embedding.shape[0])
         embed_dim = int(text_model_config(config.clip_model, config.clip_overrides)["embed_dim"])
@@ -506,6 +506,8 @@ class AAClip(TrainableAnomalyModel):
         if isinstance(config, AAClipDinoConfig):
             check_geometry(config)
             depth = max(config.levels)  # check_geometry refused levels beyond the depth
+            import timm
+
             with torch.device("meta"):
                 arch = config.backbone.split(".")[0]
                 probe: Any = timm.create_model(arch, num_classes=0, **config.backbone_overrides)

@@ -30,11 +30,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-import open_clip
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from sklearn.cluster import KMeans
 from torch import nn
 
 from medad.errors import ConfigError, WeightsError
@@ -219,6 +217,8 @@ def hsf_embedding(patches: list[torch.Tensor], logits: list[torch.Tensor], k_clu
     chosen = [p.gather(1, top.unsqueeze(-1).expand(-1, -1, p.shape[-1])) for p in patches]
     flat = torch.cat(chosen, dim=-1).detach().float().cpu().numpy()
     mean_tokens = torch.stack(chosen).mean(dim=0)  # (B, k, E): a cluster's mean over layers and members
+    from sklearn.cluster import KMeans
+
     centres = []
     for b in range(mean_tokens.shape[0]):
         labels = KMeans(n_clusters=k_clusters, n_init="auto", random_state=seed).fit_predict(flat[b])
@@ -295,6 +295,8 @@ def hsf_paper_embedding(
     scores = torch.softmax(torch.stack(logits, dim=1).mean(dim=1), dim=-1)[..., 1]
     tokens = torch.stack(patches).mean(dim=0)
     flat = tokens.detach().float().cpu().numpy()
+    from sklearn.cluster import KMeans
+
     centres = []
     for b in range(tokens.shape[0]):
         labels = torch.from_numpy(KMeans(n_clusters=k_clusters, n_init="auto", random_state=seed).fit_predict(flat[b]))
@@ -338,6 +340,8 @@ class AdaCLIP(TrainableAnomalyModel):
             init_seed=config.init_seed + 1,
         )
         self.text_tower = text.eval().requires_grad_(False)
+        import open_clip
+
         self.tokenizer = open_clip.get_tokenizer(config.clip_model)
         width, text_width = int(tower.conv1.out_channels), int(text.token_embedding.weight.shape[1])
         embed = int(tower.proj.shape[1])
