@@ -88,11 +88,14 @@ class CraneConfig(AnomalyCLIPConfig):
         eattn_taps: ``final`` (the release: every E-Attn tap on the CLIP grid holds the tokens after the last
             block, since its taps are views of one tensor that later blocks add to in place; Crane's maps of
             6/12/18/24 are then four copies of the last one) or ``per_layer`` (each block's own, the paper).
+        deep_tokens_fp16: ``False``: unlike AnomalyCLIP's default, Crane keeps its deep text tokens in float32 (the
+            release rounds them to float16; a documented difference, see docs/models.md).
         epoch: Training epoch of the prompts this model scores with (recorded; with ``release_prompts`` the file
             must be the release's ``epoch_<epoch>.pth``). The release: 5; Crane+ on medical sets: 1.
     """
 
     layers: IntTuple = CRANE_LAYERS
+    deep_tokens_fp16: bool = False
     embedding_ln_post: bool = True
     attention: str = "qq+kk+vv"
     image_prompt_train: bool = True
