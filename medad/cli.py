@@ -14,7 +14,7 @@ import typer
 import typer.core
 
 from medad import __version__
-from medad.errors import DataError, MedadError, as_medad_error, printable, show_data_warnings
+from medad.errors import DataError, MedadError, as_medad_error, forget_warnings, printable, show_data_warnings
 from medad.stats import defaults as ci_defaults
 
 app = typer.Typer(
@@ -40,6 +40,7 @@ def _root(
     ] = False,
 ) -> None:
     """Zero-shot lesion and anomaly detection for medical images."""
+    forget_warnings()  # each command says its warnings once, also when several run in one process
 
 
 datasets_app = typer.Typer(help="Inspect and check datasets in their public layouts.", no_args_is_help=True)

@@ -102,6 +102,12 @@ def warn_once(message: str) -> None:
     print(f"warning: {printable(message)}", file=sys.stderr)
 
 
+def forget_warnings() -> None:
+    """Let :func:`warn_once` say each warning again: a new command (``medad.cli.main`` called again in one
+    process, as notebooks and tests do) says its own warnings."""
+    _WARNED.clear()
+
+
 def printable(message: object) -> str:
     """``message`` as text any terminal can take: undecodable path bytes (lone surrogates) shown as escapes."""
     return str(message).encode("utf-8", "backslashreplace").decode("utf-8")

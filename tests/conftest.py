@@ -28,3 +28,11 @@ def _isolated_case_id_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep every medad cache (text embeddings, resized images) out of the user's home."""
     monkeypatch.setenv("MEDAD_CACHE", str(tmp_path_factory.getbasetemp() / "medad_cache"))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_warnings() -> None:
+    """Each test starts like a new process: warnings said once per process (``warn_once``) are said again."""
+    from medad.errors import forget_warnings
+
+    forget_warnings()

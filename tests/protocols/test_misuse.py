@@ -28,7 +28,8 @@ def test_text_weights_file_that_is_neither_state_dict_nor_torchscript(content: b
     junk = tmp_path / "text.pt"
     junk.write_bytes(content)
     overrides = {"embed_dim": 32, "text_cfg": {"width": 32, "heads": 2, "layers": 1}}
-    with pytest.raises(WeightsError, match=r"text\.pt' is neither a state dict .* nor a TorchScript archive; pass"):
+    unreadable = r"text\.pt' is not a readable safetensors, torch pickle or TorchScript file .* download it again"
+    with pytest.raises(WeightsError, match=unreadable):
         build_text_tower("ViT-B-32", weights=junk, overrides=overrides)
 
 
