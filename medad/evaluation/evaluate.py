@@ -140,7 +140,8 @@ def evaluate(
     if any(random_weights.values()):
         flagged = ", ".join(m for m in models if random_weights[m])
         settings["warning"] = (
-            f"RANDOM WEIGHTS: {flagged} ran with random frozen weights; these numbers test the pipeline only"
+            f"RANDOM WEIGHTS: {flagged} ran with random weights (random frozen weights or untrained adapters); these "
+            "numbers test the pipeline only"
         )
     out = Path(out_dir)
     if "warning" in settings:  # the terminal says it too (the CLI prints each DataWarning as one line)

@@ -42,6 +42,7 @@ from medad.models.clip_vision import (
     build_frozen_clip_vision,
     check_clip_geometry,
     check_pos_interpolation,
+    needed_clip,
     vision_model_config,
 )
 from medad.models.config import IntTuple, ModelConfig, PathText, check_layers
@@ -317,6 +318,12 @@ class AdaCLIP(TrainableAnomalyModel):
 
     config_class = AdaCLIPConfig
     config: AdaCLIPConfig
+
+    @classmethod
+    def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
+        """The one CLIP checkpoint of both towers (none with ``random_init``)."""
+        assert isinstance(config, AdaCLIPConfig)
+        return needed_clip(config)
     text_prompter: StaticPrompts
     visual_prompter: StaticPrompts
     patch_token_layer: Projections

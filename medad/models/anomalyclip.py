@@ -40,6 +40,7 @@ from medad.models.clip_vision import (
     build_frozen_clip_vision,
     check_clip_geometry,
     check_pos_interpolation,
+    needed_clip,
     vision_model_config,
 )
 from medad.models.config import IntTuple, ModelConfig, PathText, check_layers
@@ -321,6 +322,12 @@ class AnomalyCLIP(TrainableAnomalyModel):
 
     config_class = AnomalyCLIPConfig
     config: AnomalyCLIPConfig
+
+    @classmethod
+    def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
+        """The one CLIP checkpoint of both towers (none with ``random_init``)."""
+        assert isinstance(config, AnomalyCLIPConfig)
+        return needed_clip(config)
 
     def __init__(self, config: AnomalyCLIPConfig, name: str = "anomalyclip") -> None:
         import open_clip

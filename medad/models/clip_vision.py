@@ -203,6 +203,18 @@ def check_pos_interpolation(mode: str) -> None:
         raise ConfigError(f"pos_interpolation must be one of {', '.join(POS_INTERPOLATIONS)}, got {mode!r}")
 
 
+def needed_clip(config: ClipVisionConfig) -> dict[str, dict[str, str]]:
+    """The ``clip`` entry of a CLIP-family model's ``needed_weights``: one CLIP checkpoint for both towers (empty
+    with ``random_init``)."""
+    from medad.models.weights import clip_licence as tag_licence
+
+    if config.random_init:
+        return {}
+    spec = f"{config.clip_model}/{config.clip_weights}"
+    option = "model option clip_weights=FILE (a protocol's weights: {clip: {file: FILE}})"
+    return {"clip": {"id": spec, "licence": tag_licence(config.clip_weights), "option": option}}
+
+
 def clip_licence(spec: str, digest: str | None) -> str:
     """MIT for OpenAI's CLIP weights (the ``openai`` tag, a ``.openai`` hub repo, or a file whose sha256 is one of
     OpenAI's released ``.pt`` files, as open_clip's download URLs name them); otherwise the source's own."""

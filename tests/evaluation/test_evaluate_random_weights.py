@@ -73,7 +73,8 @@ def test_score_eval_report_name_random_weights(scored, capsys, monkeypatch) -> N
     evaluate({n: o / "predictions" for n, o in outs.items()}, manifest, ev, ci={"n_resamples": 20})
     doc = json.loads((ev / "metrics.json").read_text())
     assert doc["settings"]["random_weights"] == {"real": False, "random": True}
-    assert doc["settings"]["warning"].startswith("RANDOM WEIGHTS: random ran with random frozen weights")
+    expected = "RANDOM WEIGHTS: random ran with random weights (random frozen weights or untrained adapters)"
+    assert doc["settings"]["warning"].startswith(expected)
     assert {(r["model"], r["random_weights"]) for r in doc["rows"]} == {("real", False), ("random", True)}
     per_image = pd.read_csv(ev / "per_image.csv")
     assert per_image.groupby("model")["random_weights"].unique().to_dict() == {"real": [False], "random": [True]}

@@ -27,6 +27,9 @@ def test_every_registered_model_is_described_from_its_class_and_config() -> None
     assert set(entries["dinov3_mutual"]["weights"]) == {"backbone"} and set(entries["winclip"]["weights"]) == {"clip"}
     assert entries["ad_dinov3_tiny"]["weights"] == {} and entries["ad_dinov3_tiny"]["random_weights"] is True
     assert entries["ad_dinov3"]["needs_checkpoint"] and not entries["winclip"]["needs_checkpoint"]
+    for clip_family in ("anomalyclip", "adaclip"):  # one CLIP checkpoint for both towers, not "random"
+        assert entries[clip_family]["random_weights"] is False, clip_family
+        assert entries[clip_family]["weights"]["clip"]["licence"].startswith("MIT"), clip_family
 
 
 def test_a_newly_registered_model_is_listed_with_its_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
