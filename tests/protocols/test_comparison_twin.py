@@ -120,3 +120,19 @@ def test_each_seed_is_paired_and_training_free_models_are_scored_once(run_dir: P
     assert {(c["model_a"], c["model_b"]) for c in comps} == {
         (f"ad_dinov3-seed{s}", other) for s in (0, 1) for other in (f"adaclip-seed{s}", "winclip")
     }
+
+
+def test_validate_lists_every_missing_root_and_weight_of_the_medical_comparison(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.protocols.test_validate import cli
+
+    monkeypatch.setenv("MEDAD_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("MEDAD_WEIGHTS", str(tmp_path / "weights"))
+    code, _, err = cli(["validate", str(REPO / "protocols" / "paper-comparison-mvtec-to-medical.yaml")], capsys)
+    assert code == 2 and "16 missing" in err
+    for folder in ("mvtec_anomaly_detection", "ISIC2016", "CVC-ColonDB", "CVC-ClinicDB", "TN3K", "Kvasir-SEG"):
+        assert f"{tmp_path}/data/{folder} does not exist" in err
+    for index, role in [(0, "backbone"), (0, "text"), *((i, "clip") for i in range(1, 6)), (5, "backbone")]:
+        assert f"models[{index}].weights.{role}.file" in err
+    assert "models[6].weights.text.file" in err and "models[7].weights.backbone.file" in err
