@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny presets only (under a minute on 2 cores)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--n-images", type=int, default=16, help="images scored per pass (tiny; ViT-B: 8)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes after a warm-up (tiny; ViT-B: 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes after a warm-up (tiny; ViT-B: 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as a JSON list here")
     args = parser.parse_args()
@@ -144,7 +144,7 @@ def main() -> None:
             if size == "tiny":
                 row = measure(method, size, {}, args.n_images, args.repeats)
             else:
-                row = measure(method, size, VIT_B[method], 8, 2)
+                row = measure(method, size, VIT_B[method], 8, 1)
             row["threads"] = torch.get_num_threads()
             rows.append(row)
             print(json.dumps(row), flush=True)
