@@ -40,11 +40,19 @@ from pydantic import Field
 from torch import nn
 
 from medad.errors import ConfigError, WeightsError
-from medad.models.base import Features, InferenceBatch, TrainableAnomalyModel, TrainingBatch, policy_image_scores
+from medad.models.base import (
+    Features,
+    InferenceBatch,
+    TrainableAnomalyModel,
+    TrainingBatch,
+    policy_image_scores,
+    state_fit_problems,
+)
 from medad.models.clip_vision import (
     build_frozen_clip_vision,
     check_clip_geometry,
     check_pos_interpolation,
+    clip_file_options,
     vision_model_config,
 )
 from medad.models.config import BackboneName, IntTuple, ModelConfig, PathText, check_layers
@@ -140,12 +148,7 @@ class AAClipConfig(ModelConfig):
     @classmethod
     def prepare(cls, cfg: dict[str, Any]) -> dict[str, Any]:
         """A protocol's ``weights.text`` names the CLIP file; random weights drop any file."""
-        if "text_weights" in cfg:
-            cfg.setdefault("clip_weights", cfg.pop("text_weights"))
-            cfg.pop("text_weights", None)
-        if cfg.get("random_init"):
-            cfg["clip_weights"] = None
-        return cfg
+        return clip_file_options(cfg)
 
     def check(self) -> None:
         """Check the values that need no model; raise :class:`ConfigError` naming the key and the fix."""
@@ -678,12 +681,7 @@ class AAClip(TrainableAnomalyModel):
 
     def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         """Load trained adapters; a missing/extra key or wrong shape raises :class:`WeightsError`."""
-        expected = self.trainable_modules().state_dict()
-        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-        problems = [f"missing {missing[:3]}"] if missing else []
-        problems += [f"unexpected {extra[:3]}"] if extra else []
-        problems += [f"{k} is {tuple(state[k].shape)}, expected {tuple(expected[k].shape)}" for k in wrong[:3]]
+        problems = state_fit_problems(self.trainable_modules().state_dict(), state)
         if problems:
             raise WeightsError(
                 f"adapter weights do not fit this {self.name} model: {'; '.join(problems)}; load them into a model "

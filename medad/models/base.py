@@ -216,6 +216,16 @@ class AnomalyModel(nn.Module, abc.ABC):
         }
 
 
+def state_fit_problems(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> list[str]:
+    """What keeps ``state`` from loading into a module whose state dict is ``expected``: missing and unexpected keys
+    and wrong shapes (the first three of each), empty when it fits."""
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = [f"missing {missing[:3]}"] if missing else []
+    problems += [f"unexpected {extra[:3]}"] if extra else []
+    return problems + [f"{k} is {tuple(state[k].shape)}, expected {tuple(expected[k].shape)}" for k in wrong[:3]]
+
+
 def describe_random_parts(parts: Sequence[str]) -> str:
     """The random parts of a card (``random_parts``) in words, e.g. ``random frozen backbone / text weights,
     untrained (randomly initialised) adapters``; ``random weights`` for a card that predates the list."""

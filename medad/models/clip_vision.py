@@ -203,6 +203,16 @@ def check_pos_interpolation(mode: str) -> None:
         raise ConfigError(f"pos_interpolation must be one of {', '.join(POS_INTERPOLATIONS)}, got {mode!r}")
 
 
+def clip_file_options(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A CLIP-family model's weight options: ``text_weights`` (``--text-weights``, a protocol's ``weights.text``)
+    names its one CLIP file (``clip_weights``); random weights drop any file."""
+    if "text_weights" in cfg:
+        cfg.setdefault("clip_weights", cfg.pop("text_weights"))
+    if cfg.get("random_init"):
+        cfg["clip_weights"] = None
+    return cfg
+
+
 def needed_clip(config: ClipVisionConfig) -> dict[str, dict[str, str]]:
     """The ``clip`` entry of a CLIP-family model's ``needed_weights``: one CLIP checkpoint for both towers (empty
     with ``random_init``)."""
