@@ -221,8 +221,7 @@ def needed_clip(config: ClipVisionConfig) -> dict[str, dict[str, str]]:
     if config.random_init:
         return {}
     spec = f"{config.clip_model}/{config.clip_weights}"
-    option = "model option clip_weights=FILE (a protocol's weights: {clip: {file: FILE}})"
-    return {"clip": {"id": spec, "licence": tag_licence(config.clip_weights), "option": option}}
+    return {"clip": {"id": spec, "licence": tag_licence(config.clip_weights), "option": "--text-weights"}}
 
 
 def clip_licence(spec: str, digest: str | None) -> str:

@@ -168,8 +168,7 @@ def format_models(entries: list[dict[str, Any]]) -> str:
     for entry in entries:
         lines.append(f"{entry['name']} ({entry['kind']}, {entry['image_size']} px): {entry['description']}")
         for part, info in entry["weights"].items():
-            flag = info["option"] if "FILE" in info["option"] else f"{info['option']} FILE"  # a flag, or its own form
-            lines.append(f"  {part}: {info['id']} - licence: {info['licence']}; a local file: {flag}")
+            lines.append(f"  {part}: {info['id']} - licence: {info['licence']}; a local file: {info['option']} FILE")
         if entry["random_weights"]:
             lines.append("  frozen weights: random (tests and demos; every output is marked RANDOM WEIGHTS)")
         if entry["needs_checkpoint"]:

@@ -30,6 +30,7 @@ def test_every_registered_model_is_described_from_its_class_and_config() -> None
     for clip_family in ("anomalyclip", "adaclip"):  # one CLIP checkpoint for both towers, not "random"
         assert entries[clip_family]["random_weights"] is False, clip_family
         assert entries[clip_family]["weights"]["clip"]["licence"].startswith("MIT"), clip_family
+        assert entries[clip_family]["weights"]["clip"]["option"] == "--text-weights"  # maps to clip_weights
 
 
 def test_a_newly_registered_model_is_listed_with_its_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
