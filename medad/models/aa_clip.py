@@ -49,6 +49,7 @@ from medad.models.base import (
     state_fit_problems,
 )
 from medad.models.clip_vision import (
+    ClipVisionFields,
     build_frozen_clip_vision,
     check_clip_geometry,
     check_pos_interpolation,
@@ -465,7 +466,8 @@ class AAClip(TrainableAnomalyModel):
             vit, self.vision_info, self.mean, self.std = build_frozen_dino(config, name)
             self.vision = DinoTower(vit)
         else:
-            tower, self.vision_info, self.mean, self.std = build_frozen_clip_vision(_VisionFields(config))
+            fields = ClipVisionFields.of(config, config.levels)
+            tower, self.vision_info, self.mean, self.std = build_frozen_clip_vision(fields)
             self.vision = ClipTower(tower, config.surgery_layers, config.surgery_attention == "batch")
         text: Any
         text, self.text_info = build_text_tower(
@@ -724,15 +726,6 @@ class AAClipDinov3(AAClip):
 
     config_class = AAClipDinoConfig
 
-
-class _VisionFields:
-    """An AA-CLIP config seen as :class:`~medad.models.clip_vision.ClipVisionConfig`."""
-
-    def __init__(self, config: AAClipConfig) -> None:
-        self.clip_model, self.clip_weights = config.clip_model, config.clip_weights
-        self.clip_overrides, self.quick_gelu = config.clip_overrides, config.quick_gelu
-        self.pos_interpolation, self.layers = config.pos_interpolation, config.levels
-        self.image_size, self.random_init, self.init_seed = config.image_size, config.random_init, config.init_seed
 
 
 @register_model(AAClip)

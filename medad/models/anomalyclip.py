@@ -44,6 +44,7 @@ from medad.models.base import (
     state_fit_problems,
 )
 from medad.models.clip_vision import (
+    ClipVisionFields,
     build_frozen_clip_vision,
     check_clip_geometry,
     check_pos_interpolation,
@@ -338,7 +339,8 @@ class AnomalyCLIP(TrainableAnomalyModel):
         self.check_config(config)
         super().__init__(config, name)
         self.layers = tuple(config.layers)
-        tower, self.vision_info, self.mean, self.std = build_frozen_clip_vision(_VisionFields(config))
+        fields = ClipVisionFields.of(config, config.layers)
+        tower, self.vision_info, self.mean, self.std = build_frozen_clip_vision(fields)
         self.vision = DPAMVision(tower, self.layers, config.dpam_layers, config.embedding_ln_post)
         text: Any
         text, self.text_info = build_text_tower(
@@ -468,15 +470,6 @@ class AnomalyCLIP(TrainableAnomalyModel):
         extras = {"compat": self.compat, "layers": list(self.layers), "dpam_layers": self.config.dpam_layers}
         return {**extras, "release_prompts": self.release_info}
 
-
-class _VisionFields:
-    """An AnomalyCLIP config seen as :class:`~medad.models.clip_vision.ClipVisionConfig`."""
-
-    def __init__(self, config: AnomalyCLIPConfig) -> None:
-        self.clip_model, self.clip_weights = config.clip_model, config.clip_weights
-        self.clip_overrides, self.quick_gelu = config.clip_overrides, config.quick_gelu
-        self.pos_interpolation, self.layers = config.pos_interpolation, config.layers
-        self.image_size, self.random_init, self.init_seed = config.image_size, config.random_init, config.init_seed
 
 
 @register_model(AnomalyCLIP)

@@ -20,6 +20,7 @@ import copy
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,8 +49,8 @@ OPENAI_STD: RGB = (0.26862954, 0.26130258, 0.27577711)
 _METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")  # ints in OpenAI's TorchScript archives
 
 
-class ClipVisionConfig(Protocol):
-    """The config fields a frozen CLIP vision tower is built from."""
+class ClipTowerOptions(Protocol):
+    """The config fields of a frozen CLIP vision tower but its tapped layers (which each method names its own way)."""
 
     @property
     def clip_model(self) -> str:
@@ -72,10 +73,6 @@ class ClipVisionConfig(Protocol):
         """``bicubic`` (open_clip) or ``bilinear`` (the AnomalyCLIP / AA-CLIP / Crane releases)."""
 
     @property
-    def layers(self) -> Sequence[int]:
-        """1-based tapped blocks."""
-
-    @property
     def image_size(self) -> int:
         """Input side in pixels."""
 
@@ -86,6 +83,44 @@ class ClipVisionConfig(Protocol):
     @property
     def init_seed(self) -> int:
         """Seed of the random weights."""
+
+
+class ClipVisionConfig(ClipTowerOptions, Protocol):
+    """The config fields a frozen CLIP vision tower is built from."""
+
+    @property
+    def layers(self) -> Sequence[int]:
+        """1-based tapped blocks."""
+
+
+@dataclass(frozen=True)
+class ClipVisionFields:
+    """A method's config seen as :class:`ClipVisionConfig`: its tower options and the blocks it taps."""
+
+    clip_model: str
+    clip_weights: str | None
+    clip_overrides: Mapping[str, Any]
+    quick_gelu: bool
+    pos_interpolation: str
+    layers: Sequence[int]
+    image_size: int
+    random_init: bool
+    init_seed: int
+
+    @classmethod
+    def of(cls, config: ClipTowerOptions, layers: Sequence[int]) -> ClipVisionFields:
+        """The tower fields of ``config`` tapping ``layers``."""
+        return cls(
+            clip_model=config.clip_model,
+            clip_weights=config.clip_weights,
+            clip_overrides=config.clip_overrides,
+            quick_gelu=config.quick_gelu,
+            pos_interpolation=config.pos_interpolation,
+            layers=layers,
+            image_size=config.image_size,
+            random_init=config.random_init,
+            init_seed=config.init_seed,
+        )
 
 
 def vision_model_config(name: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
