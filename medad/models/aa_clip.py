@@ -47,6 +47,7 @@ from medad.models.base import (
     TrainingBatch,
     policy_image_scores,
     state_fit_problems,
+    training_outputs,
 )
 from medad.models.clip_vision import (
     ClipVisionFields,
@@ -655,10 +656,7 @@ class AAClip(TrainableAnomalyModel):
         Returns:
             ``total`` and the detached terms ``seg``, ``orthogonal`` (stage 1) or ``global`` (stage 2).
         """
-        if not isinstance(outputs, TrainingBatch):
-            raise ConfigError("the loss needs training-mode outputs; call model.train() before the forward pass")
-        if labels.numel() and (labels.min() < 0 or labels.max() > 1):
-            raise ConfigError("training labels must be 0 (normal) or 1 (abnormal); drop images with unknown labels")
+        outputs = training_outputs(outputs, labels)
         target = prepare_masks(masks, outputs.seg_probs.shape[-1]).squeeze(1)
         seg = outputs.seg_probs.new_zeros(())
         for probs in outputs.seg_probs.split(2, dim=1):

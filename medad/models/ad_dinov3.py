@@ -24,6 +24,7 @@ from medad.models.base import (
     TrainableAnomalyModel,
     TrainingBatch,
     policy_image_scores,
+    training_outputs,
 )
 from medad.models.config import BackboneName, IntTuple, ModelConfig, PathText, check_layers
 from medad.models.dinov3 import DinoBackbone, build_frozen_dino, check_geometry, needed_backbone
@@ -326,10 +327,7 @@ class ADDINOv3(TrainableAnomalyModel):
         Returns:
             ``total`` plus the named terms.
         """
-        if not isinstance(outputs, TrainingBatch):
-            raise ConfigError("the loss needs training-mode outputs; call model.train() before the forward pass")
-        if labels.numel() and (labels.min() < 0 or labels.max() > 1):
-            raise ConfigError("training labels must be 0 (normal) or 1 (abnormal); drop images with unknown labels")
+        outputs = training_outputs(outputs, labels)
         return ad_dinov3_loss(
             outputs.seg_probs, outputs.aacm_probs, outputs.global_logits, masks, labels.to(masks.device)
         )

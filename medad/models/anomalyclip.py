@@ -42,6 +42,7 @@ from medad.models.base import (
     TrainingBatch,
     policy_image_scores,
     state_fit_problems,
+    training_outputs,
 )
 from medad.models.clip_vision import (
     ClipVisionFields,
@@ -430,10 +431,7 @@ class AnomalyCLIP(TrainableAnomalyModel):
         Returns:
             ``total`` and the detached terms ``focal``, ``dice``, ``global``.
         """
-        if not isinstance(outputs, TrainingBatch):
-            raise ConfigError("the loss needs training-mode outputs; call model.train() before the forward pass")
-        if labels.numel() and (labels.min() < 0 or labels.max() > 1):
-            raise ConfigError("training labels must be 0 (normal) or 1 (abnormal); drop images with unknown labels")
+        outputs = training_outputs(outputs, labels)
         target = prepare_masks(masks, outputs.seg_probs.shape[-1]).squeeze(1)
         focal = dice = outputs.seg_probs.new_zeros(())  # the release weighs the map terms by 4 (``lam``)
         for probs in outputs.seg_probs.split(2, dim=1):

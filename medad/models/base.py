@@ -216,6 +216,15 @@ class AnomalyModel(nn.Module, abc.ABC):
         }
 
 
+def training_outputs(outputs: InferenceBatch | TrainingBatch, labels: torch.Tensor) -> TrainingBatch:
+    """The training-mode outputs a ``compute_loss`` needs, with labels all 0 or 1; else one :class:`ConfigError`."""
+    if not isinstance(outputs, TrainingBatch):
+        raise ConfigError("the loss needs training-mode outputs; call model.train() before the forward pass")
+    if labels.numel() and (labels.min() < 0 or labels.max() > 1):
+        raise ConfigError("training labels must be 0 (normal) or 1 (abnormal); drop images with unknown labels")
+    return outputs
+
+
 def state_fit_problems(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> list[str]:
     """What keeps ``state`` from loading into a module whose state dict is ``expected``: missing and unexpected keys
     and wrong shapes (the first three of each), empty when it fits."""

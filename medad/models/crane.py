@@ -43,7 +43,7 @@ from torch import nn
 from medad.errors import ConfigError, WeightsError
 from medad.models import head
 from medad.models.anomalyclip import TINY_DEFAULTS, AnomalyCLIP, AnomalyCLIPConfig, dual_attention
-from medad.models.base import RGB, Features, InferenceBatch, TrainingBatch, policy_image_scores
+from medad.models.base import RGB, Features, InferenceBatch, TrainingBatch, policy_image_scores, training_outputs
 from medad.models.clip_vision import vision_model_config
 from medad.models.config import IntTuple, ModelConfig, PathText
 from medad.models.dinov3 import build_frozen_dino, check_geometry
@@ -451,10 +451,7 @@ class Crane(AnomalyCLIP):
         Returns:
             ``total`` and the detached terms ``focal``, ``dice``, ``global``.
         """
-        if not isinstance(outputs, TrainingBatch):
-            raise ConfigError("the loss needs training-mode outputs; call model.train() before the forward pass")
-        if labels.numel() and (labels.min() < 0 or labels.max() > 1):
-            raise ConfigError("training labels must be 0 (normal) or 1 (abnormal); drop images with unknown labels")
+        outputs = training_outputs(outputs, labels)
         target = prepare_masks(masks, outputs.seg_probs.shape[-1]).squeeze(1)
         focal = dice = outputs.seg_probs.new_zeros(())
         for probs in outputs.seg_probs.split(2, dim=1):
