@@ -233,12 +233,22 @@ def find_subset(root: Path, subset: Subset) -> Path | None:
 
 
 def _detects(subset: Subset, root: Path) -> bool:
-    """``auto``: ``root`` is this subset, or holds exactly one BMAD subset and it is this one."""
+    """``auto``: ``root`` is this subset, or holds exactly one BMAD subset and it is this one.
+
+    Raises:
+        DataError: ``root`` holds several BMAD subsets: which one to read is the user's choice, not a guess.
+    """
     if not root.is_dir():
         return False
     if is_bmad_root(root):
         return subset_of(root) == subset
     found = [p for p in sorted(root.iterdir()) if p.is_dir() and is_bmad_root(p)]
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise DataError(
+            f"{root} holds several BMAD subsets ({names}); point to one of them, or pass --kind with one of "
+            f"{', '.join(s.kind for s in SUBSETS)}"
+        )
     return len(found) == 1 and subset_of(found[0]) == subset
 
 
@@ -252,7 +262,7 @@ def _defect(subset: Subset, image: Path, label: int) -> str:
     """The defect type: ``good``, or the finding the file name gives (``CNV``, ``Lung_Opacity``), else ``Ungood``."""
     if label == 0:
         return NORMAL
-    match = subset.defect.match(image.name) if subset.defect else None
+    match = subset.defect.match(image.name.split(".")[0]) if subset.defect else None
     return match.group(1) if match else ABNORMAL
 
 
@@ -272,7 +282,8 @@ def _add_type(builder: ManifestBuilder, subset: Subset, type_dir: Path, label: i
     if subset.masks and label == 1:
         mask_dir = _mask_folder(type_dir)
         if mask_dir is None:
-            builder.problem(type_dir, f"has no mask folder ({' or '.join(MASK_FOLDERS)}/) beside img/; restore it")
+            folders = " or ".join(f"{name}/" for name in MASK_FOLDERS)
+            builder.problem(type_dir, f"has no mask folder ({folders}) beside img/; restore it")
             return
         pairing = pair_by_stem(images, list_images(mask_dir, builder.problems), ())
         builder.problems.extend(pairing_problems(pairing, mask_dir))
