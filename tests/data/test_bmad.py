@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from medad.data import check_dataset, detect_kind, load_all_splits, load_manifes
 from medad.data.registry import catalogue
 from medad.errors import DataError
 from medad.models import prompt_word
+from tests.cli import run_medad
 
 WITH_MASKS = ("bmad_brainmri", "bmad_liverct", "bmad_resc")
 IMAGE_LEVEL = ("bmad_oct2017", "bmad_chestxray", "bmad_histopathology")
@@ -144,3 +146,18 @@ def test_class_words_follow_mvfa_in_clean_mode() -> None:
         "bmad_chestxray": "chest X-ray film",
         "bmad_histopathology": "histopathological image",
     }
+
+
+def test_cli_synth_and_check_a_subset_and_refuse_a_folder_of_several(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "BMAD"
+    code, _ = run_medad(monkeypatch, capsys, "datasets", "synth", str(out), "--layout", "bmad-oct2017", "--size", "24")
+    assert code == 0
+    code, log = run_medad(monkeypatch, capsys, "datasets", "check", str(out), "--split", "valid", "--json")
+    report = json.loads(log)
+    assert code == 0 and report["kind"] == "bmad_oct2017" and (report["normal"], report["abnormal"]) == (1, 1)
+    (_write(tmp_path, "bmad_chestxray") / "Chest").rename(out / "Chest")
+    code, log = run_medad(monkeypatch, capsys, "datasets", "check", str(out))
+    assert code == 2 and log.startswith("error: ") and "several BMAD subsets (Chest, OCT2017)" in log
+    assert "Traceback" not in log and len(log.strip().splitlines()) == 1
