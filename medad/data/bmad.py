@@ -334,6 +334,12 @@ def make_bmad(root: str | Path, split: str = "test", strict: bool = True, *, kin
     if split not in SPLITS:
         raise DataError(f"BMAD has splits {', '.join(SPLITS)}, not '{split}'")
     base = find_subset(root, subset)
+    other = subset_of(base) if base is not None else None
+    if other is not None and other != subset:
+        raise DataError(
+            f"{base} holds {other.title}, not {subset.title}; pass --kind {other.kind} (or point to the "
+            f"{subset.folder} folder)"
+        )
     if base is None:
         raise DataError(
             f"{subset.title} root {root} holds no BMAD test/ or valid/ folder with {ABNORMAL}/, nor a sub-folder "

@@ -122,6 +122,11 @@ def test_renamed_subsets_are_recognised_by_their_file_names(tmp_path: Path) -> N
     renamed = liver.rename(liver.with_name("my_liver_copy"))  # Liver CT and RESC share their N_N names
     assert detect_kind(renamed) not in ("bmad_liverct", "bmad_resc")
     assert len(load_manifest(renamed, "bmad_liverct")) == 5  # named explicitly it reads
+    brain = _write(tmp_path, "bmad_brainmri") / "Brain"
+    with pytest.raises(
+        DataError, match=r"Brain holds Brain MRI \(BMAD, BraTS 2021\), not Liver CT .*--kind bmad_brainmri"
+    ):
+        load_manifest(brain, "bmad_liverct")
 
 
 def test_a_folder_holding_several_subsets_asks_which(tmp_path: Path) -> None:
