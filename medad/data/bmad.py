@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.ndimage import binary_erosion
 
 from medad.data.description import DatasetDescription, Detector, SyntheticRequest, register_dataset
 from medad.data.manifest import (
@@ -38,6 +39,7 @@ from medad.data.manifest import (
     pairing_problems,
     require_dir,
 )
+from medad.data.readers import LABEL_MAP
 from medad.data.synthetic import mask_u8, sampler, save_image
 from medad.errors import DataError
 from medad.utils.privacy import case_id
@@ -70,6 +72,7 @@ class Subset:
         defect: Pattern whose first group is the finding in an abnormal file stem (OCT2017, chest X-ray).
         extension: Image extension of the synthetic copy.
         order: Detector order.
+        label_map: The masks are label maps (several lesion levels): read with ``mask_rule`` ``label-map``.
     """
 
     kind: str
@@ -84,6 +87,7 @@ class Subset:
     defect: re.Pattern[str] | None
     extension: str
     order: int
+    label_map: bool = False
 
 
 SUBSETS: tuple[Subset, ...] = (
@@ -100,6 +104,7 @@ SUBSETS: tuple[Subset, ...] = (
         None,
         ".png",
         63,
+        label_map=True,
     ),
     Subset(
         "bmad_liverct",
@@ -351,7 +356,10 @@ def make_bmad(root: str | Path, split: str = "test", strict: bool = True, *, kin
         builder.problem(base / split, f"is missing: the {split} split of {subset.title} is not there")
         return builder.build(strict)
     _add_split(builder, subset, split_dir, split)
-    return builder.build(strict)
+    manifest = builder.build(strict)
+    if subset.label_map:
+        manifest.loc[manifest["mask_path"] != "", "mask_rule"] = LABEL_MAP
+    return manifest
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -373,9 +381,16 @@ def _as_stored(subset: Subset, image: np.ndarray) -> np.ndarray:
     return image if subset.kind == "bmad_histopathology" else _grey(image)
 
 
+def _label_map(mask: np.ndarray) -> np.ndarray:
+    """A lesion as a BraTS-style label map scaled to 0-255: the core at 255, the rim around it at 127."""
+    core = binary_erosion(mask, iterations=2)
+    return np.where(core, 255, np.where(mask, 127, 0)).astype(np.uint8)
+
+
 def _mask_as_stored(subset: Subset, mask: np.ndarray) -> np.ndarray:
-    """A synthetic mask as the subset stores it: Brain RGBA from ``plt.imsave`` (alpha 255), others 0/255."""
-    return _bone_rgba(mask_u8(mask)) if subset.kind == "bmad_brainmri" else mask_u8(mask)
+    """A synthetic mask as the subset stores it: Brain the label map through ``plt.imsave`` (RGBA, alpha 255, one
+    grey level per tumour sub-region), the others 0/255."""
+    return _bone_rgba(_label_map(mask)) if subset.label_map else mask_u8(mask)
 
 
 def _names(subset: Subset, label: int, count: int, start: int) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image
 
 from medad.data import check_dataset, detect_kind, load_all_splits, load_manifest, read_mask, write_layout
 from medad.data.registry import catalogue
-from medad.errors import DataError
+from medad.errors import DataError, DataWarning
 from medad.models import prompt_word
 from tests.cli import run_medad
 
@@ -58,8 +59,14 @@ def test_brain_masks_are_rgba_and_read_from_their_colour(tmp_path: Path) -> None
     assert "/anomaly_mask/" in abnormal["mask_path"]
     raw = np.asarray(Image.open(abnormal["mask_path"]))
     assert raw.shape[2] == 4 and (raw[..., 3] == 255).all()  # plt.imsave: RGBA, alpha everywhere
-    mask = read_mask(abnormal)
+    assert len(np.unique(raw[..., :3].max(axis=2))) == 3  # the script saves the label map: sub-regions, 2 levels
+    assert abnormal["mask_rule"] == "label-map"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # several levels are expected: no "not binary" warning
+        mask = read_mask(abnormal)
     assert 0 < mask.sum() < mask.size and np.array_equal(mask, raw[..., :3].max(axis=2) > 0)
+    with pytest.warns(DataWarning, match="is not binary"):  # what the >0 rule of other masks would say
+        read_mask({**abnormal, "mask_rule": ">0"})
     assert len(test[test["label"] == 0]) == 2  # good/anomaly_mask (empty masks) is not read as images
 
 
