@@ -268,7 +268,7 @@ def _spacing_problems(distances: np.ndarray) -> list[str]:
     steps = steps[steps >= POSITION_TOLERANCE_MM]
     if not steps.size:
         return problems
-    step = float(np.median(steps))
+    step = float(steps.min())  # a missing slice doubles one step: the smallest step is the series' own
     uneven = np.abs(steps - step) > POSITION_TOLERANCE_MM + 0.01 * step
     if uneven.any():
         largest = float(steps.max())

@@ -67,11 +67,12 @@ def test_volume_table_gives_each_row_its_volume_and_slice_order(tmp_path: Path) 
     ("kwargs", "expected"),
     [
         ({"missing": [2]}, "a gap of 5 mm"),
+        ({"n": 4, "missing": [1]}, "a gap of 5 mm"),  # 3 slices left: the gap is half the steps
         ({"sizes": {3: (12, 11)}}, "mixed sizes"),
     ],
 )
 def test_irregular_series_name_their_problem(tmp_path: Path, kwargs: dict, expected: str) -> None:
-    write_series(tmp_path / "s", n=5, **kwargs)
+    write_series(tmp_path / "s", **{"n": 5, **kwargs})
     (volume,) = group_volumes(make_dicom(tmp_path / "s"))
     assert not volume.regular and any(expected in p for p in volume.problems), volume.problems
 

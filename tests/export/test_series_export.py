@@ -172,3 +172,22 @@ def test_real_pydicom_series_exports_as_one_volume_matching_simpleitk(tmp_path: 
     np.testing.assert_allclose(mask.GetDirection(), source.GetDirection(), atol=1e-4)
     marked = sorted(map(tuple, np.argwhere(sitk.GetArrayFromImage(mask) > 0).tolist()))
     assert marked == [(k, (k + 1) % 16, (2 * k + 3) % 16) for k in range(5)]
+
+
+def test_cli_warns_of_a_fallback_and_per_file_silences_it(tmp_path: Path, make_run, monkeypatch, capsys) -> None:
+    from tests.cli import run_medad
+
+    paths = write_series(tmp_path / "gap", n=4, missing=[1])
+    manifest = make_dicom(tmp_path / "gap")
+    maps = [_marked((12, 10), paths.index(Path(p))) for p in manifest["image_path"]]
+    preds, _ = make_run(manifest.to_dict("records"), maps)
+    code, said = run_medad(monkeypatch, capsys, "export", str(preds), "--format", "nifti,dicom-seg", "--out",
+                           str(tmp_path / "a"))  # fmt: skip
+    assert code == 0 and "warning: series volume-" in said and "a gap of 5 mm" in said and "--per-file" in said
+    assert str(tmp_path) not in said.split("export written to")[1].split("\n", 1)[1]  # no source path in warnings
+    code, said = run_medad(monkeypatch, capsys, "export", str(preds), "--format", "nifti,dicom-seg", "--out",
+                           str(tmp_path / "b"), "--per-file")  # fmt: skip
+    assert code == 0 and "warning:" not in said
+    assert json.loads((tmp_path / "b" / "export.json").read_text())["per_file"] is True
+    code, said = run_medad(monkeypatch, capsys, "export", "--help")
+    assert "--per-file" in said
