@@ -1,7 +1,7 @@
 """DICOM SEG (BINARY and FRACTIONAL) and Parametric Map exports via highdicom.
 
-One object per source DICOM file, or per series (one object over a series' single-frame files, ordered along the
-slice normal); frame ``k`` of the object segments frame (or file) ``k`` of the source and references it. Objects
+One object per source DICOM file, or per series (one object over a series' single-frame files, given in slice
+order along the normal); each frame of the object references the source frame (or file) it segments. Objects
 identify the algorithm (name, version = ``medad.__version__``), use coded segment descriptions
 (category *Morphologically abnormal structure*, type *Lesion*) and carry a SeriesDescription starting
 "RESEARCH USE ONLY" (followed by "RANDOM WEIGHTS - NOT A RESULT" when the model's weights are random).
