@@ -16,7 +16,7 @@ import pytest
 from medad.data.dicom import make_dicom
 from medad.export import export_notices, export_predictions, fixed_threshold
 from tests.export.conftest import dciodvfy_errors, needs_dciodvfy
-from tests.export.series_files import enhanced_from, write_series
+from tests.export.series_files import PATIENT_ID, PATIENT_NAME, enhanced_from, write_series
 
 sitk = pytest.importorskip("SimpleITK")
 TESTDATA = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests"
@@ -191,3 +191,20 @@ def test_cli_warns_of_a_fallback_and_per_file_silences_it(tmp_path: Path, make_r
     assert json.loads((tmp_path / "b" / "export.json").read_text())["per_file"] is True
     code, said = run_medad(monkeypatch, capsys, "export", "--help")
     assert "--per-file" in said
+
+
+def test_deidentified_series_objects_hide_the_patient_and_agree_on_references(tmp_path: Path, make_run) -> None:
+    paths = write_series(tmp_path / "s", n=3)
+    out = _export(tmp_path, tmp_path / "s", make_run, order=paths, deidentify=True)
+    source_uids = {str(pydicom.dcmread(p).SOPInstanceUID) for p in paths}
+    references = []
+    for path in sorted(out.glob("*.dcm")):
+        data = path.read_bytes()
+        assert PATIENT_NAME.encode() not in data and PATIENT_ID.encode() not in data
+        ds = pydicom.dcmread(path)
+        refs = {r.ReferencedSOPInstanceUID for s in ds.ReferencedSeriesSequence for r in s.ReferencedInstanceSequence}
+        assert len(refs) == 3 and not refs & source_uids  # pseudonymous, and the same in every object
+        references.append(refs)
+        if shutil.which("dciodvfy"):
+            assert dciodvfy_errors(path) == [], path.name
+    assert len(references) == 3 and references[0] == references[1] == references[2]
