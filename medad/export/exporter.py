@@ -299,11 +299,12 @@ def _write_series(
     columns, rows, _ = volume.size or (0, 0, 0)
     masks = np.zeros((len(series.slices), rows, columns), bool)
     heats = np.zeros(masks.shape, np.float32)
+    scored = [path in groups and frame in groups[path].frames for path, frame in series.slices]
     for k, (path, frame) in enumerate(series.slices):
-        if frame in groups[path].frames:
+        if scored[k]:
             masks[k], heats[k] = groups[path].frames[frame]
     notes = []
-    unscored = sum(frame not in groups[path].frames for path, frame in series.slices)
+    unscored = scored.count(False)
     if unscored:
         notes.append(f"{unscored} of {len(series.slices)} slices have no prediction and are exported as zeros")
     files: dict[str, str] = {}
@@ -314,7 +315,7 @@ def _write_series(
             dicom_frames_to_volume(masks), dicom_frames_to_volume(heats), affine, 1, tmp / mask_name, tmp / heat_name
         )
         files.update(nifti_mask=mask_name, nifti_heatmap=heat_name)
-    row = groups[series.paths[0]].row
+    row = next(groups[path].row for path in series.paths if path in groups)
     sources = [Path(p) for p in series.paths]
     written, more = _write_dicom_objects(sources, masks, heats, formats, tmp, stem, algorithm, threshold, deid, row)
     files.update(written)
@@ -706,7 +707,7 @@ def _export_series(
             plan.fallback.update(dict.fromkeys(series.paths, fallback_note(stem, [problem])))
             continue
         series.record["outputs"] = files
-        for path in dict.fromkeys(series.paths):
+        for path in dict.fromkeys(p for p in series.paths if p in groups):
             _skip_dicom_notes(notes, path, groups[path].case, skips)
             _record_files(groups[path], by_case, files, stem, notes)
             done.add(path)

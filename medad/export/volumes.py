@@ -62,16 +62,18 @@ def fallback_note(volume_id: str, problems: Iterable[str]) -> str:
 def plan_volumes(manifest: pd.DataFrame, paths: Iterable[str], per_file: bool) -> VolumePlan:
     """Plan the volume exports of the DICOM / NIfTI source files ``paths`` (those with a prediction).
 
-    Every manifest row of those files takes part, so a slice without a prediction is written as zeros (noted),
-    and a slice missing from the manifest leaves a gap. With ``per_file`` every file is its own object, as before
-    series were grouped.
+    Every DICOM / NIfTI row of the manifest takes part, so a slice of such a series without a prediction is
+    written as zeros (noted), and a slice missing from the manifest leaves a gap. With ``per_file`` every file is
+    its own object, as before series were grouped.
     """
     wanted = set(paths)
-    rows = manifest[manifest["image_path"].astype(str).isin(wanted)]
+    rows = manifest[manifest["source_format"].astype(str).isin(("dicom", "nifti"))] if wanted else manifest[:0]
     plan = VolumePlan()
     for volume in group_volumes(rows):
         slices = [(str(rows.loc[i, "image_path"]), _frame(rows.loc[i, "frame"])) for i in volume.indices]
         files = list(dict.fromkeys(path for path, _ in slices))
+        if wanted.isdisjoint(files):  # nothing of it was predicted: not part of this export
+            continue
         plan.volume_of.update({i: volume.volume_id for i in volume.indices})
         record = _record(volume, files, per_file)
         plan.records.append(record)

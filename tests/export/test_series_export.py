@@ -208,3 +208,17 @@ def test_deidentified_series_objects_hide_the_patient_and_agree_on_references(tm
         if shutil.which("dciodvfy"):
             assert dciodvfy_errors(path) == [], path.name
     assert len(references) == 3 and references[0] == references[1] == references[2]
+
+
+def test_a_slice_without_a_prediction_is_zeros_in_the_series_objects(tmp_path: Path, make_run) -> None:
+    paths = write_series(tmp_path / "s", n=4)
+    manifest = make_dicom(tmp_path / "s")
+    maps = [_marked((12, 10), paths.index(Path(p))) for p in manifest["image_path"][:3]]  # the last row unscored
+    preds, manifest = make_run(manifest.to_dict("records"), maps)
+    out = export_predictions(preds, manifest, tmp_path / "out", formats=FORMATS, threshold=fixed_threshold(0.5))
+    report = json.loads((out / "export.json").read_text())
+    (volume,) = report["volumes"]
+    assert volume["export"] == "series" and volume["slices"] == 4 and len(volume["cases"]) == 3
+    assert all("1 of 4 slices have no prediction" in " ".join(c["notes"]) for c in report["cases"])
+    seg = hd.seg.segread(out / volume["outputs"]["seg"])
+    assert int(seg.NumberOfFrames) == 4 and int(np.count_nonzero(seg.pixel_array)) == 3
