@@ -21,7 +21,7 @@ path appears in clear.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,7 +52,8 @@ class Volume:
         indices: manifest indices, ordered along the slice normal (slice 0 first).
         kind: ``dicom-series``, ``dicom-multiframe`` or ``nifti``.
         problems: why the slices do not make one regular grid (empty when they do), each named.
-        size: (columns, rows, slices) of the voxel array ``data[column, row, slice]``.
+        size: (columns, rows, slices) of the voxel array ``data[column, row, slice]`` (a NIfTI file: its own
+            array shape, its geometry that of the file's affine).
         spacing: (column, row, slice) spacing in mm; ``None`` without a patient coordinate system.
         origin: LPS position (mm) of voxel (0, 0, 0); ``None`` without a patient coordinate system.
         direction: 3x3 direction cosines, row-major as SimpleITK's ``GetDirection()`` (columns: the directions
@@ -66,7 +67,7 @@ class Volume:
     size: tuple[int, int, int] | None = None
     spacing: tuple[float, float, float] | None = None
     origin: tuple[float, float, float] | None = None
-    direction: tuple[float, ...] | None = field(default=None)
+    direction: tuple[float, ...] | None = None
 
     @property
     def regular(self) -> bool:
