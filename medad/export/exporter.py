@@ -209,27 +209,11 @@ def _write_volume_group(
         masks[frame], heats[frame] = m, h
     if len(group.frames) < n:
         notes.append(f"{n - len(group.frames)} of {n} frames have no prediction and are exported as zeros")
-    if "nifti" in formats and ordered is not None and sorted(ordered[0]) == list(range(n)):
-        order, affine = ordered
+    if "nifti" in formats:
+        affine, code, order = _dicom_nifti_geometry(ds, n, ordered, notes)
         write_nifti_pair(
             dicom_frames_to_volume(masks[order]),
             dicom_frames_to_volume(heats[order]),
-            affine,
-            1,
-            tmp / f"{case}_mask.nii.gz",
-            tmp / f"{case}_heatmap.nii.gz",
-        )
-        files.update(nifti_mask=f"{case}_mask.nii.gz", nifti_heatmap=f"{case}_heatmap.nii.gz")
-    elif "nifti" in formats:
-        geometry = dicom_geometry(ds)
-        if geometry is None:
-            affine, code = NO_GEOMETRY_AFFINE, 0
-            notes.append("the DICOM source has no patient coordinate system; NIfTI uses 1 mm pixels, diag(-1,-1,1)")
-        else:
-            affine, code = geometry.affine_ras(), 1
-        write_nifti_pair(
-            dicom_frames_to_volume(masks),
-            dicom_frames_to_volume(heats),
             affine,
             code,
             tmp / f"{case}_mask.nii.gz",
@@ -242,6 +226,21 @@ def _write_volume_group(
     files.update(written)
     notes.extend(more)
     return files, notes
+
+
+def _dicom_nifti_geometry(
+    ds: pydicom.Dataset, n: int, ordered: tuple[list[int], np.ndarray] | None, notes: list[str]
+) -> tuple[np.ndarray, int, list[int]]:
+    """The NIfTI affine, xform code and frame order of a DICOM file's volume: a multi-frame volume's slice order
+    and geometry when every frame takes part, else the frames as stored with the file's geometry (noted when it
+    has no patient coordinate system)."""
+    if ordered is not None and sorted(ordered[0]) == list(range(n)):
+        return ordered[1], 1, ordered[0]
+    geometry = dicom_geometry(ds)
+    if geometry is None:
+        notes.append("the DICOM source has no patient coordinate system; NIfTI uses 1 mm pixels, diag(-1,-1,1)")
+        return NO_GEOMETRY_AFFINE, 0, list(range(n))
+    return geometry.affine_ras(), 1, list(range(n))
 
 
 def _write_dicom_objects(
