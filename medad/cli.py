@@ -85,6 +85,10 @@ THRESHOLD_HELP = (
     "youden[:VAL_PRED_DIR] (the same with Youden's J)."
 )
 DATA_ROOT_HELP = "For --kind jsonl: the folder the jsonl's relative paths start from (default: its folder)."
+PER_FILE_HELP = (
+    "With DICOM series: one SEG / Parametric Map / NIfTI per file instead of one per series (the default exports a "
+    "series of single-frame files as one volume, ordered along the slice normal)."
+)
 TO_HELP = "Store the DICOM SEG / Parametric Map exports on this DICOMweb server (STOW-RS), e.g. http://HOST/dicom-web."
 CA_HELP = "PEM CA bundle to verify the DICOMweb server's TLS certificate (default: the system's)."
 BACKBONE_WEIGHTS_HELP = "Backbone weights: a local file (Meta .pth, safetensors, .bin) or a timm / hf-hub id."
@@ -263,6 +267,7 @@ def score_command(
     ] = None,
     threshold: Annotated[str, typer.Option("--threshold", help="With --export: " + THRESHOLD_HELP)] = "fixed:0.5",
     deidentify: Annotated[bool, typer.Option("--deidentify", help="De-identify DICOM exports (PS3.15).")] = False,
+    per_file: Annotated[bool, typer.Option("--per-file", help="With --export: " + PER_FILE_HELP)] = False,
     compile_backbone: Annotated[
         bool, typer.Option("--compile", help="torch.compile the backbone (GPU: faster after a one-off compile).")
     ] = False,
@@ -348,7 +353,12 @@ def score_command(
         from medad.dicomweb import finished_export
 
         folder = finished_export(out / "export", export, to) or export_run(
-            out / "predictions", formats=export, threshold=threshold, deidentify=deidentify, out_dir=out / "export"
+            out / "predictions",
+            formats=export,
+            threshold=threshold,
+            deidentify=deidentify,
+            out_dir=out / "export",
+            per_file=per_file,
         )
         summary, export_skipped = export_summary(folder)
         typer.echo(f"exported {export} to {folder}: {summary}")
@@ -470,6 +480,7 @@ def export_command(
     out: Annotated[Path | None, typer.Option("--out", help="Export folder (default RUN_DIR/export).")] = None,
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Manifest if RUN_DIR holds none.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty export folder.")] = False,
+    per_file: Annotated[bool, typer.Option("--per-file", help=PER_FILE_HELP)] = False,
     to: Annotated[str | None, typer.Option("--to", help=TO_HELP)] = None,
     ca_bundle: Annotated[Path | None, typer.Option("--ca-bundle", help=CA_HELP)] = None,
 ) -> None:
@@ -489,6 +500,7 @@ def export_command(
         out_dir=out,
         manifest_path=manifest,
         overwrite=overwrite,
+        per_file=per_file,
     )
     summary, skipped = export_summary(folder)
     typer.echo(f"export written to {folder} (RESEARCH USE ONLY): {summary}")

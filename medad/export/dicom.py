@@ -1,7 +1,8 @@
 """DICOM SEG (BINARY and FRACTIONAL) and Parametric Map exports via highdicom.
 
-One object per source DICOM file; frame ``k`` of the object segments frame ``k`` of the source and references
-it. Objects identify the algorithm (name, version = ``medad.__version__``), use coded segment descriptions
+One object per source DICOM file, or per series (one object over a series' single-frame files, given in slice
+order along the normal); each frame of the object references the source frame (or file) it segments. Objects
+identify the algorithm (name, version = ``medad.__version__``), use coded segment descriptions
 (category *Morphologically abnormal structure*, type *Lesion*) and carry a SeriesDescription starting
 "RESEARCH USE ONLY" (followed by "RANDOM WEIGHTS - NOT A RESULT" when the model's weights are random).
 """
@@ -12,6 +13,7 @@ import copy
 import hashlib
 import io
 from collections.abc import Mapping
+from collections.abc import Sequence as Seq
 from pathlib import Path
 from typing import TypedDict
 
@@ -133,11 +135,12 @@ def _segment(label: str, class_name: str, algorithm: hd.AlgorithmIdentificationS
     )
 
 
-def _result_uid(source: Dataset, kind: str, array: np.ndarray, threshold: Threshold, part: str) -> hd.UID:
-    """A UID fixed by the source instance, the object kind and its content, so re-exporting the same result gives
+def _result_uid(sources: Seq[Dataset], kind: str, array: np.ndarray, threshold: Threshold, part: str) -> hd.UID:
+    """A UID fixed by the source instances, the object kind and its content, so re-exporting the same result gives
     the same UIDs (a PACS store can then see it already holds the object and never stores it twice)."""
     digest = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
-    parts = [str(source.SOPInstanceUID), kind, part, digest, threshold.describe(), medad.__version__]
+    instances = ",".join(str(source.SOPInstanceUID) for source in sources)
+    parts = [instances, kind, part, digest, threshold.describe(), medad.__version__]
     return hd.UID(pydicom.uid.generate_uid(entropy_srcs=parts))
 
 
@@ -153,7 +156,7 @@ def _finish(obj: Dataset, source: Dataset, deid: Deidentifier | None, path: Path
 
 
 def write_dicom_exports(
-    source_path: Path,
+    source_path: Path | Seq[Path],
     masks: np.ndarray,
     heatmaps: np.ndarray,
     formats: set[str],
@@ -166,10 +169,11 @@ def write_dicom_exports(
     deid: Deidentifier | None,
     random_weights: bool = False,
 ) -> tuple[dict[str, str], list[str]]:
-    """Write DICOM SEG (binary + fractional) and/or a Parametric Map for one source DICOM file.
+    """Write DICOM SEG (binary + fractional) and/or a Parametric Map for one source DICOM file or one series.
 
     Args:
-        source_path: the source DICOM file.
+        source_path: the source DICOM file, or a series' single-frame files in slice order (one object then
+            references every file, frame ``k`` the file ``k``).
         masks: boolean (frames, rows, columns).
         heatmaps: float (frames, rows, columns), anomaly scores.
         formats: subset of ``{"dicom-seg", "pmap"}``.
@@ -188,11 +192,13 @@ def write_dicom_exports(
     Raises:
         ExportError: if the source lacks attributes these objects need.
     """
-    ds = pydicom.dcmread(source_path)
-    check_seg_source(ds, case)
+    datasets = [pydicom.dcmread(p) for p in ([source_path] if isinstance(source_path, Path) else source_path)]
+    for each in datasets:
+        check_seg_source(each, case)
+    ds = datasets[0]
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     has_for = bool(ds.get("FrameOfReferenceUID"))
-    source = _highdicom_source(ds)
+    sources = [_highdicom_source(each) for each in datasets]
     algorithm_name = algorithm_label(algorithm_name, random_weights)
     algorithm = hd.AlgorithmIdentificationSequence(
         name=algorithm_name, version=medad.__version__, family=codes.cid7162.ArtificialIntelligence
@@ -222,13 +228,13 @@ def write_dicom_exports(
                     random_weights, f"{seg_type.lower()} SEG", f"threshold {threshold.describe()}"
                 )
                 seg = hd.seg.Segmentation(
-                    source_images=[source],
+                    source_images=sources,
                     pixel_array=array,
                     segmentation_type=seg_type,
                     segment_descriptions=[_segment(label, class_name, algorithm)],
-                    series_instance_uid=_result_uid(ds, kind, array, threshold, "series"),
+                    series_instance_uid=_result_uid(datasets, kind, array, threshold, "series"),
                     series_number=number,
-                    sop_instance_uid=_result_uid(ds, kind, array, threshold, "instance"),
+                    sop_instance_uid=_result_uid(datasets, kind, array, threshold, "instance"),
                     instance_number=1,
                     fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
                     content_label="MEDAD_ANOMALY",
@@ -260,11 +266,11 @@ def write_dicom_exports(
             )
             series, content = _descriptions(random_weights, "parametric map", "anomaly scores")
             pmap = hd.pm.ParametricMap(
-                source_images=[source],
+                source_images=sources,
                 pixel_array=values,
-                series_instance_uid=_result_uid(ds, "pmap", values, threshold, "series"),
+                series_instance_uid=_result_uid(datasets, "pmap", values, threshold, "series"),
                 series_number=9003,
-                sop_instance_uid=_result_uid(ds, "pmap", values, threshold, "instance"),
+                sop_instance_uid=_result_uid(datasets, "pmap", values, threshold, "instance"),
                 instance_number=1,
                 contains_recognizable_visual_features=False,
                 real_world_value_mappings=[mapping],

@@ -35,6 +35,7 @@ from medad.export.png import write_display_png, write_heatmap_png, write_mask_pn
 from medad.export.resolve import resolve_threshold
 from medad.export.sources import DISPLAY_PERCENTILES, dicom_geometry, display_image, load_nifti, source_shape
 from medad.export.thresholds import Threshold
+from medad.export.volumes import SeriesExport, VolumePlan, fallback_note, plan_volumes
 from medad.utils.colors import GT_CONTOUR, HEATMAP_CMAP, PRED_CONTOUR
 from medad.utils.io import write_json_atomic, write_text_atomic
 from medad.utils.privacy import case_id as make_case_id
@@ -172,7 +173,10 @@ def _write_volume_group(
     algorithm: str,
     deid: Deidentifier | None,
     random_weights: bool,
+    ordered: tuple[list[int], np.ndarray] | None = None,
 ) -> tuple[dict[str, str], list[str]]:
+    """The NIfTI / SEG / Parametric Map files of one source file; ``ordered`` gives a multi-frame file's frames in
+    slice order and the volume's affine, so its NIfTI volume runs along the normal whatever the frames' order."""
     row, case = group.row, group.case
     path = Path(str(row["image_path"]))
     files: dict[str, str] = {}
@@ -206,47 +210,115 @@ def _write_volume_group(
     if len(group.frames) < n:
         notes.append(f"{n - len(group.frames)} of {n} frames have no prediction and are exported as zeros")
     if "nifti" in formats:
-        geometry = dicom_geometry(ds)
-        if geometry is None:
-            affine, code = NO_GEOMETRY_AFFINE, 0
-            notes.append("the DICOM source has no patient coordinate system; NIfTI uses 1 mm pixels, diag(-1,-1,1)")
-        else:
-            affine, code = geometry.affine_ras(), 1
+        affine, code, order = _dicom_nifti_geometry(ds, n, ordered, notes)
         write_nifti_pair(
-            dicom_frames_to_volume(masks),
-            dicom_frames_to_volume(heats),
+            dicom_frames_to_volume(masks[order]),
+            dicom_frames_to_volume(heats[order]),
             affine,
             code,
             tmp / f"{case}_mask.nii.gz",
             tmp / f"{case}_heatmap.nii.gz",
         )
         files.update(nifti_mask=f"{case}_mask.nii.gz", nifti_heatmap=f"{case}_heatmap.nii.gz")
-    wanted = {f for f in formats if f in ("dicom-seg", "pmap")}
-    if wanted:
-        paths = {
-            "seg": tmp / f"{case}_seg.dcm",
-            "seg_fractional": tmp / f"{case}_seg_fractional.dcm",
-            "pmap": tmp / f"{case}_pmap.dcm",
-        }
-        try:
-            written, more = write_dicom_exports(
-                path,
-                masks,
-                heats,
-                wanted,
-                paths,
-                algorithm_name=algorithm,
-                class_name=str(_value(row, "class_name") or ""),
-                threshold=threshold,
-                case=case,
-                deid=deid,
-                random_weights=random_weights,
-            )
-        except ExportError as exc:  # the source cannot be referenced: its NIfTI files above are kept
-            written, more = {}, [f"{','.join(f for f in FORMATS if f in wanted)} skipped: {exc}"]
-        files.update(written)
-        notes.extend(more)
+    written, more = _write_dicom_objects(
+        path, masks, heats, formats, tmp, case, (algorithm, random_weights), threshold, deid, row
+    )
+    files.update(written)
+    notes.extend(more)
     return files, notes
+
+
+def _dicom_nifti_geometry(
+    ds: pydicom.Dataset, n: int, ordered: tuple[list[int], np.ndarray] | None, notes: list[str]
+) -> tuple[np.ndarray, int, list[int]]:
+    """The NIfTI affine, xform code and frame order of a DICOM file's volume: a multi-frame volume's slice order
+    and geometry when every frame takes part, else the frames as stored with the file's geometry (noted when it
+    has no patient coordinate system)."""
+    if ordered is not None and sorted(ordered[0]) == list(range(n)):
+        return ordered[1], 1, ordered[0]
+    geometry = dicom_geometry(ds)
+    if geometry is None:
+        notes.append("the DICOM source has no patient coordinate system; NIfTI uses 1 mm pixels, diag(-1,-1,1)")
+        return NO_GEOMETRY_AFFINE, 0, list(range(n))
+    return geometry.affine_ras(), 1, list(range(n))
+
+
+def _write_dicom_objects(
+    sources: Path | Sequence[Path],
+    masks: np.ndarray,
+    heats: np.ndarray,
+    formats: Sequence[str],
+    tmp: Path,
+    case: str,
+    algorithm: tuple[str, bool],
+    threshold: Threshold,
+    deid: Deidentifier | None,
+    row: Mapping[str, Any],
+) -> tuple[dict[str, str], list[str]]:
+    """The SEG / fractional SEG / Parametric Map of one source file or one series (files in slice order), named
+    ``case``; a source that cannot be referenced gives a ``... skipped:`` note instead."""
+    wanted = {f for f in formats if f in ("dicom-seg", "pmap")}
+    if not wanted:
+        return {}, []
+    paths = {
+        "seg": tmp / f"{case}_seg.dcm",
+        "seg_fractional": tmp / f"{case}_seg_fractional.dcm",
+        "pmap": tmp / f"{case}_pmap.dcm",
+    }
+    try:
+        return write_dicom_exports(
+            sources,
+            masks,
+            heats,
+            wanted,
+            paths,
+            algorithm_name=algorithm[0],
+            class_name=str(_value(row, "class_name") or ""),
+            threshold=threshold,
+            case=case,
+            deid=deid,
+            random_weights=algorithm[1],
+        )
+    except ExportError as exc:  # the source cannot be referenced: its NIfTI files are kept
+        return {}, [f"{','.join(f for f in FORMATS if f in wanted)} skipped: {exc}"]
+
+
+def _write_series(
+    series: SeriesExport,
+    groups: Mapping[str, _Group],
+    formats: Sequence[str],
+    tmp: Path,
+    threshold: Threshold,
+    algorithm: tuple[str, bool],
+    deid: Deidentifier | None,
+) -> tuple[dict[str, str], list[str]]:
+    """One SEG, fractional SEG, Parametric Map and NIfTI pair over a whole regular series, frames in slice order
+    along the normal, named by the volume id; the NIfTI affine is the series geometry."""
+    volume, stem = series.volume, series.volume.volume_id
+    columns, rows, _ = volume.size or (0, 0, 0)
+    masks = np.zeros((len(series.slices), rows, columns), bool)
+    heats = np.zeros(masks.shape, np.float32)
+    scored = [path in groups and frame in groups[path].frames for path, frame in series.slices]
+    for k, (path, frame) in enumerate(series.slices):
+        if scored[k]:
+            masks[k], heats[k] = groups[path].frames[frame]
+    notes = []
+    unscored = scored.count(False)
+    if unscored:
+        notes.append(f"{unscored} of {len(series.slices)} slices have no prediction and are exported as zeros")
+    files: dict[str, str] = {}
+    affine = volume.affine()
+    if "nifti" in formats and affine is not None:
+        mask_name, heat_name = f"{stem}_mask.nii.gz", f"{stem}_heatmap.nii.gz"
+        write_nifti_pair(
+            dicom_frames_to_volume(masks), dicom_frames_to_volume(heats), affine, 1, tmp / mask_name, tmp / heat_name
+        )
+        files.update(nifti_mask=mask_name, nifti_heatmap=heat_name)
+    row = next(groups[path].row for path in series.paths if path in groups)
+    sources = [Path(p) for p in series.paths]
+    written, more = _write_dicom_objects(sources, masks, heats, formats, tmp, stem, algorithm, threshold, deid, row)
+    files.update(written)
+    return files, notes + more
 
 
 def _remove_made(folders: Sequence[Path]) -> None:
@@ -333,6 +405,7 @@ def export_predictions(
     deidentify: bool = False,
     deid_salt: str | None = None,
     overwrite: bool = False,
+    per_file: bool = False,
 ) -> Path:
     """Export every predicted image of a predictions folder for review.
 
@@ -341,6 +414,9 @@ def export_predictions(
     ``_overlay.png``, plus an offline ``index.html`` gallery. Per DICOM / NIfTI source file: ``nifti`` writes
     ``_mask.nii.gz`` (uint8) and ``_heatmap.nii.gz`` (float32) in the source geometry; for DICOM sources
     ``dicom-seg`` writes ``_seg.dcm`` (BINARY) and ``_seg_fractional.dcm``, ``pmap`` writes ``_pmap.dcm``.
+    A DICOM series of several single-frame files whose slices make one regular grid gets one of each, named by
+    its volume id, over all its files in slice order (see :mod:`medad.export.volumes`); a series with a problem
+    is exported per file with a note naming it (``export.json`` ``volumes``), as every file is with ``per_file``.
     ``export.json`` records the threshold, formats, medad version, the model and its ``random_weights`` flag
     (from the predictions' ``meta.json``), the display window, the contour colours and per-case files.
 
@@ -357,6 +433,7 @@ def export_predictions(
         deidentify: apply the PS3.15 Basic profile to DICOM exports.
         deid_salt: secret for stable pseudonyms across exports (default: random per export).
         overwrite: replace an existing non-empty ``out_dir``.
+        per_file: one set of volume files per source file, even for a regular series.
 
     Returns:
         The export folder.
@@ -384,7 +461,10 @@ def export_predictions(
         groups: dict[str, _Group] = {}
         skips, sources = _Skips(), dict[str, list[dict[str, Any]]]()
         cases = _export_cases(reader, manifest, formats, threshold, model, tmp, skips, groups, sources)
-        _export_volumes(groups, cases, formats, tmp, threshold, (algorithm, model["random_weights"]), deid, skips)
+        plan = plan_volumes(manifest, groups, per_file)
+        _export_volumes(
+            groups, cases, formats, tmp, threshold, (algorithm, model["random_weights"]), deid, skips, plan
+        )
         predicted = set(reader.indices.tolist())
         unscored = [_case(manifest.iloc[i].to_dict()) for i in range(len(manifest)) if i not in predicted]
         by_format = _by_format(sources, formats, skips)
@@ -417,6 +497,8 @@ def export_predictions(
                 "by_format": by_format,
                 "empty_masks": empty,
                 "skipped": skips.rows,
+                "per_file": per_file,
+                "volumes": _volume_records(plan, cases),
                 "cases": cases,
                 "unscored_cases": unscored,
             },
@@ -577,6 +659,60 @@ def _gather_volume(
         entry["notes"].append("dicom-seg/pmap skipped: the source is NIfTI, not DICOM")
 
 
+def _export_fault(exc: BaseException, tmp: Path) -> bool:
+    """Whether a failure is the export folder's (a write under ``tmp``, a full disk), not the source's."""
+    written = isinstance(exc, OSError) and Path(getattr(exc, "filename", "") or "/").is_relative_to(tmp)
+    return written or _full_disk(exc) is not None
+
+
+def _skip_dicom_notes(notes: Sequence[str], key: str, case: str, skips: _Skips) -> None:
+    """List a source in ``skipped.csv`` for each note saying a requested DICOM object of it could not be made."""
+    for note in notes:
+        formats_skipped, found, why = note.partition(" skipped: ")
+        if found and set(formats_skipped.split(",")) <= _DICOM_FORMATS:
+            skips.add(key, case, formats_skipped, ExportError(why))
+
+
+def _record_files(group: _Group, by_case: Mapping[str, dict[str, Any]], files: dict[str, str], stem: str,
+                  notes: Sequence[str]) -> None:  # fmt: skip
+    for member in group.cases:
+        by_case[member]["volume_files"] = files
+        by_case[member]["volume_case"] = stem
+        by_case[member]["notes"].extend(notes)
+
+
+def _export_series(
+    plan: VolumePlan,
+    groups: Mapping[str, _Group],
+    by_case: Mapping[str, dict[str, Any]],
+    settings: tuple[Sequence[str], Path, Threshold, tuple[str, bool], Deidentifier | None],
+    skips: _Skips,
+) -> set[str]:
+    """The regular multi-file series of ``plan``, each as one set of objects; returns the source files written so.
+    A series whose objects cannot be made falls back to per-file export (its partial files removed, noted)."""
+    formats, tmp, threshold, algorithm, deid = settings
+    done: set[str] = set()
+    for series in plan.series:
+        stem = series.volume.volume_id
+        try:
+            files, notes = _write_series(series, groups, formats, tmp, threshold, algorithm, deid)
+        except _SOURCE_ERRORS as exc:
+            if _export_fault(exc, tmp):
+                raise
+            for suffix in _VOLUME_SUFFIXES:
+                (tmp / f"{stem}{suffix}").unlink(missing_ok=True)
+            problem = f"one object over the series could not be made: {_reason(exc)}"
+            series.record.update(export="per-file", problems=[*series.record["problems"], problem])
+            plan.fallback.update(dict.fromkeys(series.paths, fallback_note(stem, [problem])))
+            continue
+        series.record["outputs"] = files
+        for path in dict.fromkeys(p for p in series.paths if p in groups):
+            _skip_dicom_notes(notes, path, groups[path].case, skips)
+            _record_files(groups[path], by_case, files, stem, notes)
+            done.add(path)
+    return done
+
+
 def _export_volumes(
     groups: Mapping[str, _Group],
     cases: list[dict[str, Any]],
@@ -586,32 +722,53 @@ def _export_volumes(
     algorithm: tuple[str, bool],
     deid: Deidentifier | None,
     skips: _Skips,
+    plan: VolumePlan,
 ) -> None:
-    """Step 2 of an export: the NIfTI / DICOM SEG / Parametric Map files of each source file, recorded in its
-    cases' entries; a source that fails is skipped (its partial files removed), never the whole export.
-    ``algorithm`` is the algorithm name and whether the model's weights are random (said in the DICOM objects)."""
+    """Step 2 of an export: the NIfTI / DICOM SEG / Parametric Map files of each regular series (one set of
+    objects per series) and of each other source file, recorded in its cases' entries; a source that fails is
+    skipped (its partial files removed), never the whole export. ``algorithm`` is the algorithm name and whether
+    the model's weights are random (said in the DICOM objects)."""
     by_case = {c["case_id"]: c for c in cases}
+    _link_volumes(plan, cases)
+    done = _export_series(plan, groups, by_case, (formats, tmp, threshold, algorithm, deid), skips)
     volume_formats = ",".join(f for f in formats if f != "png")
     for key, group in groups.items():
+        if key in done:
+            continue
         try:
-            files, notes = _write_volume_group(group, formats, tmp, threshold, algorithm[0], deid, algorithm[1])
+            files, notes = _write_volume_group(
+                group, formats, tmp, threshold, algorithm[0], deid, algorithm[1], plan.ordered.get(key)
+            )
         except _SOURCE_ERRORS as exc:
-            written = isinstance(exc, OSError) and Path(getattr(exc, "filename", "") or "/").is_relative_to(tmp)
-            if written or _full_disk(exc) is not None:  # the export folder cannot be written: not the source's fault
+            if _export_fault(exc, tmp):  # the export folder cannot be written: not the source's fault
                 raise
             skips.add(key, group.case, volume_formats, exc)
             for suffix in _VOLUME_SUFFIXES:  # what was written before the failure is not listed: remove it
                 (tmp / f"{group.case}{suffix}").unlink(missing_ok=True)
             files, notes = {}, [f"{volume_formats} skipped: {_reason(exc)}"]
         else:
-            for note in notes:
-                formats_skipped, found, why = note.partition(" skipped: ")
-                if found and set(formats_skipped.split(",")) <= _DICOM_FORMATS:
-                    skips.add(key, group.case, formats_skipped, ExportError(why))
-        for member in group.cases:
-            by_case[member]["volume_files"] = files
-            by_case[member]["volume_case"] = group.case
-            by_case[member]["notes"].extend(notes)
+            _skip_dicom_notes(notes, key, group.case, skips)
+        fallback = plan.fallback.get(key)
+        _record_files(group, by_case, files, group.case, ([fallback] if fallback else []) + notes)
+
+
+def _volume_records(plan: VolumePlan, cases: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The ``volumes`` of ``export.json``: a volume exported per file or as one file lists its cases' files."""
+    by_case = {c["case_id"]: c for c in cases}
+    for record in plan.records:
+        if record["export"] != "series" and record["cases"]:
+            record["outputs"] = dict(by_case[record["cases"][0]].get("volume_files") or {})
+    return plan.records
+
+
+def _link_volumes(plan: VolumePlan, cases: Sequence[dict[str, Any]]) -> None:
+    """Give each case entry its ``volume_id`` and each volume record its case ids in slice order."""
+    by_index = {c["index"]: c for c in cases}
+    records = {r["volume_id"]: r for r in plan.records}
+    for index, volume_id in plan.volume_of.items():
+        if index in by_index:
+            by_index[index]["volume_id"] = volume_id
+            records[volume_id]["cases"].append(by_index[index]["case_id"])
 
 
 #: Where each format's files are recorded in a case entry: (entry key, file key).
@@ -711,6 +868,12 @@ def export_notices(out_dir: str | Path) -> tuple[list[str], str | None]:
         for fmt, counts in by_format.items()
         if counts["not_applicable"]
     ]
+    if not report.get("per_file"):
+        warnings += [
+            fallback_note(r["volume_id"], r["problems"])
+            for r in report.get("volumes", [])
+            if r["export"] == "per-file" and r["problems"]
+        ]
     return warnings, None
 
 
@@ -723,6 +886,7 @@ def export_run(
     out_dir: str | Path | None = None,
     manifest_path: str | Path | None = None,
     overwrite: bool = False,
+    per_file: bool = False,
 ) -> Path:
     """Export a predictions folder given plain options (what ``medad export`` and ``medad score --export`` call).
 
@@ -734,6 +898,7 @@ def export_run(
         out_dir: export folder (default ``RUN_DIR/export``).
         manifest_path: manifest file when ``run_dir`` holds none.
         overwrite: replace an existing non-empty export folder.
+        per_file: one set of SEG / Parametric Map / NIfTI files per source file, not per DICOM series.
 
     Returns:
         The export folder.
@@ -751,4 +916,5 @@ def export_run(
         threshold=threshold,
         deidentify=deidentify,
         overwrite=overwrite,
+        per_file=per_file,
     )

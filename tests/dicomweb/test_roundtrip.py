@@ -182,3 +182,38 @@ def test_multiframe_series_url_gives_one_row_per_frame(credentials, tmp_path) ->
     assert is_image_sop_class("1.2.840.10008.5.1.4.1.1.481.1")  # RT Image is scored
     assert not is_image_sop_class("1.2.840.10008.5.1.4.1.1.481.2")  # RT Dose is not
     assert not is_image_sop_class(SEG_CLASS) and not is_image_sop_class(PMAP_CLASS)
+
+
+@pytest.mark.slow
+def test_a_series_round_trips_as_one_seg_series(credentials, tmp_path, monkeypatch, capsys) -> None:
+    from tests.export.series_files import write_series
+
+    orthanc = credentials
+    paths = write_series(tmp_path / "series", n=4, shape=(32, 32), seed=5)
+    for path in paths:
+        orthanc.rest("/instances", "POST", data=path.read_bytes())
+    source = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    study = str(source.StudyInstanceUID)
+    url = f"{orthanc.dicomweb}/studies/{study}"
+    code, text = run_medad(
+        monkeypatch, capsys, *_score_args(url, tmp_path / "run"), "--export", "dicom-seg,pmap", "--to", orthanc.dicomweb
+    )
+    assert code == 0, text
+    assert "scored 4 images" in text and "stored 3 DICOM object(s)" in text
+    stored = _results(orthanc, study)
+    assert len(stored) == 3 and len({item["tags"]["SeriesInstanceUID"] for item in stored.values()}) == 3
+    positions = {}
+    for p in paths:
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        positions[str(ds.SOPInstanceUID)] = [float(v) for v in ds.ImagePositionPatient]
+    for sop, item in stored.items():
+        path = tmp_path / f"{sop}.dcm"
+        path.write_bytes(orthanc.rest(f"/instances/{item['id']}/file"))
+        ds = pydicom.dcmread(path)
+        assert int(ds.NumberOfFrames) == 4 and ds.StudyInstanceUID == study
+        frames = ds.PerFrameFunctionalGroupsSequence
+        refs = [f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID for f in frames]
+        assert sorted(refs) == sorted(positions)  # one frame per slice of the series
+        for frame, ref in zip(frames, refs, strict=True):  # each frame lies on the slice it references
+            where = [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient]
+            np.testing.assert_allclose(where, positions[ref], atol=1e-4)
