@@ -103,6 +103,16 @@ def policy_image_scores(policy: str, global_scores: torch.Tensor, pixel_scores: 
     return 0.5 * (global_scores + max_scores)
 
 
+def zero_shot_global(policy: str, zero_shot: InferenceBatch) -> torch.Tensor:
+    """The model's own image-level score inside a zero-shot output made under ``policy`` (``global`` or ``blend``):
+    the inverse of :func:`policy_image_scores` (``blend = (global + max) / 2``)."""
+    if policy == "global":
+        return zero_shot.image_scores
+    if policy == "blend":
+        return 2.0 * zero_shot.image_scores - zero_shot.pixel_scores.flatten(1).amax(dim=1)
+    raise ValueError(f"policy {policy!r} holds no image-level score")
+
+
 class AnomalyModel(nn.Module, abc.ABC):
     """Base of every medad model.
 
@@ -120,6 +130,11 @@ class AnomalyModel(nn.Module, abc.ABC):
     config_class: ClassVar[type[ModelConfig]]
     mean: RGB
     std: RGB
+    fewshot_weight: ClassVar[float] = 0.5
+    """Weight of the few-shot (memory) map in the fused map ``w * few_shot + (1 - w) * zero_shot``. Default 0.5:
+    WinCLIP+ (Jeong et al., CVPR 2023) and AnomalyCLIP+ / AdaptCLIP's few-shot variants average the two maps."""
+    needs_references: ClassVar[bool] = False
+    """True for a model that cannot score without reference images (``anomalydino``)."""
 
     def __init__(self, config: ModelConfig, name: str) -> None:
         super().__init__()
@@ -181,6 +196,25 @@ class AnomalyModel(nn.Module, abc.ABC):
     def trainable_parameters(self) -> int:
         """How many parameters training updates (0 for a training-free model)."""
         return 0
+
+    def reference_features(self, images: torch.Tensor, class_names: list[str]) -> Features:
+        """The patch features that feed the few-shot memory bank (:class:`~medad.models.patch_memory.PatchMemory`),
+        ``{layer: (B, h, w, C)}``, for normalised ``(B, 3, S, S)`` images; the engine calls it on the reference
+        images and on the targets alike. Each model says which features (raw frozen tokens or adapted ones) and why.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define its few-shot features")
+
+    def fewshot_image_scores(self, fused: torch.Tensor, zero_shot: InferenceBatch | None) -> torch.Tensor:
+        """Image scores ``(B,)`` of a fused few-shot map ``(B, S, S)`` under this model's ``image_score`` policy.
+
+        ``max`` is the fused map's maximum; ``global`` and ``blend`` average the model's zero-shot image-level score
+        with it (WinCLIP+'s image score: the zero-shot score plus the few-shot map's maximum, halved). Without a
+        zero-shot output the fused maximum is the score.
+        """
+        fused_max = fused.flatten(1).amax(dim=1)
+        if zero_shot is None or self.config.image_score == "max":
+            return fused_max
+        return 0.5 * (zero_shot_global(self.config.image_score, zero_shot) + fused_max)
 
     def card_extras(self) -> dict[str, Any]:
         """Model-specific card entries (default: none)."""
