@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 DEFAULT_SEED = 0
 """The seed a model is built under when none is given (``medad score --seed``, ``seed=``)."""
 
+TILE_WITH_REFERENCES = (
+    "--tile with --reference is not supported (a window's patches would be compared with patches of whole resized "
+    "references, at another scale); drop --tile to score few-shot"
+)
+
 
 @dataclass(frozen=True)
 class ScoreSettings:
@@ -60,10 +65,7 @@ class ScoreSettings:
                 against the model, :func:`medad.engine.tiling.check_tiling`).
         """
         if self.tile and self.references is not None:
-            raise ConfigError(
-                "--tile with --reference is not supported (a window's patches would be compared with patches of "
-                "whole resized references, at another scale); drop --tile to score few-shot"
-            )
+            raise ConfigError(TILE_WITH_REFERENCES)
         for key, flag in (("batch_size", "--batch-size "), ("chunk_size", "")):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)} must be >= 1; pass e.g. {flag or key + '='}8")
@@ -136,8 +138,13 @@ class ScoreRequest:
 
         Raises:
             ConfigError: ``shots`` or a reference option without ``reference_paths``, reference paths without
-                ``shots``, or both paths and a drawn ``settings.references``.
+                ``shots``, both paths and a drawn ``settings.references``, references with ``tile``, or a model
+                that scores only against references (``needs_references``) without them.
         """
+        if not self.reference_paths and self.settings.references is None:
+            self._check_needs_no_references()
+        if self.reference_paths and self.settings.tile:
+            raise ConfigError(TILE_WITH_REFERENCES)
         if self.reference_paths and self.settings.references is not None:
             raise ConfigError("give reference paths (--reference) or a drawn ReferenceSet (references=), not both")
         if self.reference_paths and self.shots is None:
@@ -145,6 +152,15 @@ class ScoreRequest:
         given = [flag for flag, value in self._reference_options() if value]
         if given and not self.reference_paths:
             raise ConfigError(f"{', '.join(given)} only apply with --reference NORMALS; add it or drop them")
+
+    def _check_needs_no_references(self) -> None:
+        from medad.models.registry import model_class
+
+        if self.model_name is not None and model_class(self.model_name).needs_references:
+            raise ConfigError(
+                f"model {self.model_name!r} scores only against normal reference images; add --reference NORMALS "
+                "--shots K (references= in the library)"
+            )
 
     def _reference_options(self) -> list[tuple[str, bool]]:
         return [

@@ -31,7 +31,7 @@ from medad.engine.inferers import Inferer, PlainInferer, ScoringRun, Transductiv
 from medad.engine.predictions import PredictionReader, PredictionWriter, save_manifests
 from medad.engine.prompting import check_model_compat, class_words_used, prompt_words
 from medad.engine.references import ReferenceSet, check_references, describe_record, draw_references, reference_manifest
-from medad.engine.request import DEFAULT_SEED, SETTINGS_FIELDS, ScoreRequest, ScoreSettings
+from medad.engine.request import DEFAULT_SEED, SETTINGS_FIELDS, TILE_WITH_REFERENCES, ScoreRequest, ScoreSettings
 from medad.engine.runtime import autocast, resolve_device
 from medad.engine.score_tables import read_score_table, write_score_tables
 from medad.engine.skipped import SkipLog
@@ -238,18 +238,13 @@ def _checked_references(model: AnomalyModel, refs: ReferenceSet | None, manifest
     """
     if refs is None:
         if model.needs_references:
-            raise ConfigError(missing_references_message(model.name))
+            raise ConfigError(
+                f"model {model.name!r} scores only against normal reference images; add --reference NORMALS "
+                "--shots K (references= in the library)"
+            )
         return None
     check_references(refs, manifest)
     return dataclasses.replace(refs, weight=fewshot_weight(model, refs))
-
-
-def missing_references_message(name: str) -> str:
-    """The refusal of a model that scores only against references, given none."""
-    return (
-        f"model {name!r} scores only against normal reference images; add --reference NORMALS --shots K "
-        "(references= in the library)"
-    )
 
 
 def _reference_words(refs: ReferenceSet | None, compat: str, s: ScoreSettings) -> list[str]:
@@ -322,7 +317,8 @@ def select_inferer(
 
     transductive = model.kind is ModelKind.TRANSDUCTIVE  # e.g. dinov3_mutual
     if references is not None:
-        ScoreSettings(tile=tile, references=references).check()  # tiling is refused with references
+        if tile:
+            raise ConfigError(TILE_WITH_REFERENCES)
         return FewShotInferer(references, reference_words, transductive=transductive, compile=compile)
     if tile:
         check_tiling(model, tile_overlap, compile)
@@ -534,8 +530,6 @@ def _request_references(request: ScoreRequest, s: ScoreSettings) -> ScoreSetting
         ConfigError: reference options that do not go together, or a model that needs references without them.
         DataError: a reference pool with abnormal images or too few (:func:`draw_references`).
     """
-    from medad.models.registry import model_class
-
     request.check_references()
     refs = s.references
     if request.reference_paths:
@@ -550,8 +544,6 @@ def _request_references(request: ScoreRequest, s: ScoreSettings) -> ScoreSetting
             weight=request.fewshot_weight,
         )
     if refs is None:
-        if request.model_name is not None and model_class(request.model_name).needs_references:
-            raise ConfigError(missing_references_message(request.model_name))
         return s
     return s.replace(references=refs)  # checked against the targets by score()
 
