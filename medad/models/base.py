@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
@@ -33,6 +34,11 @@ Features = dict[str, torch.Tensor]
 """What ``forward_features`` returns: named batch-first tensors of the frozen backbone (cacheable)."""
 
 RGB = tuple[float, float, float]
+
+MEMORY_OVER_ZERO_SHOT = 1.0 / 1.1
+"""``fewshot_weight`` of the trained CLIP/DINO methods: AF-CLIP's few-shot map is the memory map plus 0.1 x the
+zero-shot map (``clip/model.py``, ``detect_forward``), the form of AnomalyCLIP+ in AdaptCLIP's tables; normalised
+so the weights sum to 1 (``1 / 1.1`` and ``0.1 / 1.1``)."""
 
 RANDOM_PART_WORDS = {"adapters": "untrained (randomly initialised) adapters"}
 """How a message names a random part; a frozen part reads ``random frozen <part> weights``."""
@@ -74,6 +80,16 @@ class TrainingBatch(NamedTuple):
     seg_probs: torch.Tensor
     aacm_probs: torch.Tensor
     global_logits: torch.Tensor
+
+
+def patch_grids(tokens: torch.Tensor, layers: Sequence[int]) -> Features:
+    """Per-layer patch grids ``{"layer<l>": (B, g, g, C)}`` of ``(B, L, g*g, C)`` tokens of tapped blocks ``layers``
+    (what :meth:`AnomalyModel.reference_features` returns)."""
+    b, n_layers, n, c = tokens.shape
+    side = math.isqrt(n)
+    if side * side != n or n_layers != len(layers):
+        raise ValueError(f"tokens {tuple(tokens.shape)} are not {len(layers)} layers of a square patch grid")
+    return {f"layer{layer}": tokens[:, i].reshape(b, side, side, c) for i, layer in enumerate(layers)}
 
 
 def rgb(values: Sequence[float]) -> RGB:
