@@ -19,7 +19,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from medad.engine.host_writes import HostBatch
-from medad.engine.inferers import Inferer, PlainInferer, ScoringRun, TransductiveInferer, model_input_dataset
+from medad.engine.inferers import (
+    Inferer,
+    PlainInferer,
+    ScoringRun,
+    TransductiveInferer,
+    batch_images,
+    model_input_dataset,
+)
 from medad.engine.references import ReferenceSet, row_name
 from medad.engine.skipped import SkippingSubset, collate_skipping
 from medad.errors import ConfigError, DataError
@@ -99,7 +106,7 @@ def build_memory(
     )
     mean = torch.tensor(model.mean, dtype=torch.float32).to(run.device)
     std = torch.tensor(model.std, dtype=torch.float32).to(run.device)
-    for batch in track(loader, "references", "images", len(rows), enabled=run.bar):
+    for batch in track(loader, "references", "images", len(rows), enabled=run.bar, units=batch_images):
         for index, reason in batch["skipped"]:
             raise DataError(
                 f"reference {row_name(refs.manifest.iloc[index])} cannot be read ({reason}); replace it or remove "
