@@ -228,7 +228,12 @@ def _refuse_other_kind(references: pd.DataFrame, targets: pd.DataFrame) -> None:
                 f"reference {row_name(row)} is {kind} but reference {row_name(ref_rows[0])} is {kinds[0]}; "
                 "give references of one kind, stored as the targets are"
             )
+    seen: set[str] = set()
     for row in targets.to_dict("records"):
+        path = str(row["image_path"])
+        if path in seen:  # the frames of one DICOM file, the slices of one NIfTI volume: one header
+            continue
+        seen.add(path)
         kind = image_kind(row)
         if kind != kinds[0]:
             raise DataError(

@@ -114,3 +114,15 @@ def test_describe_record_names_a_zero_shot_run():
     assert describe_record(None) == "none (zero-shot)"
     record = {"shots": 2, "seed": 0, "draw": 1, "weight": 0.5, "radii": [1], "case_ids": ["case-a", "case-b"]}
     assert describe_record(record).startswith("2-shot draw 1 of seed 0")
+
+
+def test_references_of_another_source_format_are_refused_and_named_by_case_id(tmp_path):
+    import nibabel as nib
+
+    volume = np.random.default_rng(0).integers(0, 255, (40, 40, 3)).astype(np.int16)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "patient_smith.nii.gz"))
+    refs = draw_references(_pool(tmp_path / "patient_smith.nii.gz"), 2, seed=0, source="volume")
+    grey = _pool(write_pngs(tmp_path / "grey", 1, grey=True))
+    with pytest.raises(DataError, match=r"are nifti, greyscale \(e.g. nifti image of case case-[0-9a-f]+\)") as err:
+        check_references(refs, grey)
+    assert "smith" not in str(err.value)
