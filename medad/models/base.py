@@ -22,13 +22,16 @@ import abc
 import enum
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
 from medad.errors import ConfigError
 from medad.models.config import ModelConfig
+
+if TYPE_CHECKING:
+    from medad.models.patch_memory import PatchMemory
 
 Features = dict[str, torch.Tensor]
 """What ``forward_features`` returns: named batch-first tensors of the frozen backbone (cacheable)."""
@@ -151,6 +154,9 @@ class AnomalyModel(nn.Module, abc.ABC):
     WinCLIP+ (Jeong et al., CVPR 2023) and AnomalyCLIP+ / AdaptCLIP's few-shot variants average the two maps."""
     needs_references: ClassVar[bool] = False
     """True for a model that cannot score without reference images (``anomalydino``)."""
+    fewshot_radii: ClassVar[tuple[int, ...] | None] = None
+    """Neighbourhood radii the model's own few-shot form fixes (``anomalydino``: ``(1,)``, raw patches); ``None``
+    uses the reference set's (default ``(1, 3, 5)``, MuSc / AF-CLIP)."""
 
     def __init__(self, config: ModelConfig, name: str) -> None:
         super().__init__()
@@ -219,6 +225,11 @@ class AnomalyModel(nn.Module, abc.ABC):
         images and on the targets alike. Each model says which features (raw frozen tokens or adapted ones) and why.
         """
         raise NotImplementedError(f"{type(self).__name__} does not define its few-shot features")
+
+    def fewshot_patch_scores(self, memory: PatchMemory, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The few-shot patch map ``(B, h, w)`` in [0, 1] of targets' :meth:`reference_features` against the
+        references' ``memory`` (default: :meth:`PatchMemory.score`; ``anomalydino`` zeroes its masked background)."""
+        return memory.score(features)
 
     def fewshot_image_scores(self, fused: torch.Tensor, zero_shot: InferenceBatch | None) -> torch.Tensor:
         """Image scores ``(B,)`` of a fused few-shot map ``(B, S, S)`` under this model's ``image_score`` policy.
