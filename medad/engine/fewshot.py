@@ -76,7 +76,7 @@ class Fusion:
         """The fused maps ``(B, S, S)`` and image scores of targets with memory ``features`` and zero-shot outputs."""
         from medad.models.base import InferenceBatch
 
-        few = self.memory.score(features)
+        few = model.fewshot_patch_scores(self.memory, features)
         few = F.interpolate(few[:, None].float(), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
         if zero_shot is None:
             fused = few.clamp(0.0, 1.0)

@@ -230,7 +230,7 @@ def score(
 
 
 def _checked_references(model: AnomalyModel, refs: ReferenceSet | None, manifest: pd.DataFrame) -> ReferenceSet | None:
-    """The run's references with the weight this model uses filled in, checked against the targets.
+    """The run's references with the weight and radii this model uses filled in, checked against the targets.
 
     Raises:
         ConfigError: a model that needs references (``needs_references``) without them.
@@ -244,7 +244,8 @@ def _checked_references(model: AnomalyModel, refs: ReferenceSet | None, manifest
             )
         return None
     check_references(refs, manifest)
-    return dataclasses.replace(refs, weight=fewshot_weight(model, refs))
+    radii = refs.radii if model.fewshot_radii is None else tuple(model.fewshot_radii)  # a model's own form wins
+    return dataclasses.replace(refs, weight=fewshot_weight(model, refs), radii=radii)
 
 
 def _reference_words(refs: ReferenceSet | None, compat: str, s: ScoreSettings) -> list[str]:

@@ -14,6 +14,7 @@ from medad.engine.predictions import PredictionReader
 from medad.engine.scorer import score_files
 from medad.errors import ConfigError, DataError
 from medad.models import list_models
+from medad.models.registry import model_class
 from tests.cli import run_medad
 from tests.engine.test_references import write_pngs
 
@@ -35,7 +36,9 @@ def test_every_model_scores_few_shot(tmp_path, folders, name):
     assert len(table) == 2
     reader = PredictionReader(out / "predictions")
     record = reader.meta["references"]
-    assert record["shots"] == 2 and len(record["case_ids"]) == 2 and record["radii"] == [1, 3, 5]
+    own_radii = model_class(name).fewshot_radii
+    assert record["shots"] == 2 and len(record["case_ids"]) == 2
+    assert record["radii"] == list(own_radii or (1, 3, 5))
     assert 0.0 <= record["weight"] <= 1.0
     for _, pixel_map in reader.iter_maps():
         assert pixel_map.shape == (44, 44)
@@ -191,15 +194,30 @@ def test_cli_refuses_bad_references_with_one_line(tmp_path, folders, monkeypatch
 
 
 def test_cli_refuses_a_model_that_needs_references_before_building_it(tmp_path, folders, monkeypatch, capsys):
-    from medad.models.registry import model_class
-
     _, targets = folders
-    monkeypatch.setattr(model_class("ad_dinov3_tiny"), "needs_references", True)
+    assert model_class("anomalydino_tiny").needs_references
 
     def no_build(*_a, **_k):
         raise AssertionError("a model was built")
 
     monkeypatch.setattr("medad.models.create_model", no_build)
-    said = _cli_error(monkeypatch, capsys, str(targets), "--out", str(tmp_path / "out"))
-    assert "scores only against normal reference images; add --reference NORMALS --shots K" in said
+    code, said = run_medad(
+        monkeypatch, capsys, "score", str(targets), "--out", str(tmp_path / "out"), "--model", "anomalydino_tiny"
+    )
+    assert code == 2 and said.count("error:") == 1 and "Traceback" not in said, said
+    assert "'anomalydino_tiny' scores only against normal reference images; add --reference NORMALS --shots K" in said
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_that_needs_references_refuses_another_weight(tmp_path, folders):
+    normals, targets = folders
+    with pytest.raises(ConfigError, match=r"has no zero-shot map .* drop --fewshot-weight"):
+        score_files(
+            [targets], tmp_path / "out", model_name="anomalydino_tiny", references=[normals], shots=1,
+            fewshot_weight=0.5, device="cpu", progress=False,
+        )  # fmt: skip
+    score_files(
+        [targets], tmp_path / "ok", model_name="anomalydino_tiny", references=[normals], shots=1, progress=False
+    )
+    record = PredictionReader(tmp_path / "ok" / "predictions").meta["references"]
+    assert (record["weight"], record["radii"]) == (1.0, [1])  # the model's own form: few-shot only, raw patches
