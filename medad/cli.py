@@ -296,6 +296,25 @@ def score_command(
     seed: Annotated[int, typer.Option("--seed", help=SEED_HELP)] = 0,
     images_dir: Annotated[str | None, typer.Option("--images-dir", help=IMAGES_DIR_HELP)] = None,
     masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
+    reference: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--reference",
+            help="Normal reference images (a folder, or files; repeat the option) to score few-shot: each target "
+            "patch is also compared with the references' patches (docs/fewshot.md).",
+        ),
+    ] = None,
+    shots: Annotated[int | None, typer.Option("--shots", help="With --reference: how many references to draw.")] = None,
+    reference_seed: Annotated[int, typer.Option("--reference-seed", help="With --reference: the draw's seed.")] = 0,
+    reference_draw: Annotated[
+        int, typer.Option("--reference-draw", help="With --reference: which draw of that seed (draws differ).")
+    ] = 0,
+    fewshot_weight: Annotated[
+        float | None,
+        typer.Option(
+            "--fewshot-weight", help="With --reference: the few-shot map's weight in [0, 1] (default: the model's)."
+        ),
+    ] = None,
 ) -> None:
     """Score images: OUT/scores.csv, OUT/scores.json, OUT/heatmaps/*.png and OUT/predictions/.
 
@@ -328,6 +347,11 @@ def score_command(
         split=split,
         heatmaps=heatmaps,
         dicomweb_ca_bundle=ca_bundle,
+        reference_paths=tuple(reference or ()),
+        shots=shots,
+        reference_seed=reference_seed,
+        reference_draw=reference_draw,
+        fewshot_weight=fewshot_weight,
         settings=ScoreSettings(
             batch_size=batch_size,
             device=device,
@@ -342,6 +366,7 @@ def score_command(
         ),
     )
     request.settings.check()  # bad settings are refused before OUT (and its lock file) is made
+    request.check_references()
     if not distributed.launched():  # under torchrun every rank writes OUT (docs/scaling.md)
         hold_until_command_ends(score_lock(out, wait), ctx)
     table = score_files(request)

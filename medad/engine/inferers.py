@@ -9,7 +9,9 @@ device) and the call yields :class:`~medad.engine.host_writes.HostBatch` results
   upsampled back to each image's native size on the device;
 - :class:`TransductiveInferer`: a model that scores an image against the others of its scoring set (e.g.
   ``dinov3_mutual``): features of the whole set first, then the set's images scored against them;
-- :class:`~medad.engine.tiling.TiledInferer`: native-size images window by window (``tile=True``).
+- :class:`~medad.engine.tiling.TiledInferer`: native-size images window by window (``tile=True``);
+- :class:`~medad.engine.fewshot.FewShotInferer`: either of the first two with k normal reference images, the
+  model's map fused with a nearest-neighbour map against the references' patch features.
 
 :func:`medad.engine.scorer.select_inferer` is the one place that picks one, from the model's kind and ``tile``.
 """
@@ -32,6 +34,7 @@ from medad.utils.progress import track
 
 if TYPE_CHECKING:
     from medad.models import AnomalyModel, TransductiveAnomalyModel
+    from medad.models.base import Features, InferenceBatch
 
 
 @dataclass(frozen=True)
@@ -153,9 +156,15 @@ class PlainInferer(Inferer):
             batch_words = [run.words[i] for i in indices]
             if self.compile:
                 images, batch_words = _pad_to(images, batch_words, run.batch_size)
-            outputs = model(images, batch_words)
+            outputs = self.infer(model, images, batch_words)
             maps = upsample_batch(outputs.pixel_scores[: len(indices)], batch["orig_size"].tolist())
             yield HostBatch(indices, outputs.image_scores[: len(indices)], maps)
+
+
+    def infer(self, model: AnomalyModel, images: torch.Tensor, words: list[str]) -> InferenceBatch:
+        """One forward pass over normalised model-size images: the model's own maps (the few-shot strategy adds
+        its memory map here)."""
+        return model(images, words)
 
 
 def batch_images(batch: Mapping[str, Any]) -> int:
@@ -202,13 +211,20 @@ class TransductiveInferer(Inferer):
             query = [j for j, i in enumerate(members) if i in pending]
             for start in range(0, len(query), run.batch_size):
                 chunk = query[start : start + run.batch_size]
-                outputs = model.score_set(features, chunk)
+                outputs = self.score_chunk(model, features, chunk)
                 maps = upsample_batch(outputs.pixel_scores, [sizes[j] for j in chunk])
                 yield HostBatch([members[j] for j in chunk], outputs.image_scores, maps)
 
-    @staticmethod
+    def batch_features(self, model: TransductiveAnomalyModel, images: torch.Tensor, words: list[str]) -> Features:
+        """Pass 1 on one batch of a set: the model's features (the few-shot strategy adds its memory features)."""
+        return model.forward_features(images)
+
+    def score_chunk(self, model: TransductiveAnomalyModel, features: Features, chunk: list[int]) -> InferenceBatch:
+        """Pass 2: the set's images at positions ``chunk`` scored against the whole set."""
+        return model.score_set(features, chunk)
+
     def _set_features(
-        model: TransductiveAnomalyModel, dataset: Any, members: list[int], run: ScoringRun
+        self, model: TransductiveAnomalyModel, dataset: Any, members: list[int], run: ScoringRun
     ) -> tuple[list[int], dict[str, torch.Tensor], list[list[int]]]:
         """Pass 1: the readable images of one set (an unreadable one is recorded in ``run.skips`` and the others
         are scored against the rest of the set), their features and their native sizes."""
@@ -227,8 +243,9 @@ class TransductiveInferer(Inferer):
             if run.skips.record(batch):
                 continue
             images = normalize_images(batch["image"].to(run.device), model.mean, model.std)
-            parts.append(model.forward_features(images))
-            readable += batch["index"].tolist()
+            indices = batch["index"].tolist()
+            parts.append(self.batch_features(model, images, [run.words[i] for i in indices]))
+            readable += indices
             sizes += batch["orig_size"].tolist()
         if not parts:
             return [], {}, []

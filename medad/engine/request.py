@@ -20,8 +20,15 @@ from medad.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
+    from medad.engine.references import ReferenceSet
+
 DEFAULT_SEED = 0
 """The seed a model is built under when none is given (``medad score --seed``, ``seed=``)."""
+
+TILE_WITH_REFERENCES = (
+    "--tile with --reference is not supported (a window's patches would be compared with patches of whole resized "
+    "references, at another scale); drop --tile to score few-shot"
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,7 @@ class ScoreSettings:
 
     ``seed`` is the seed the model was (or is to be) built under; it is recorded in the predictions' ``meta.json``
     so that a resumed run can refuse a different model. ``None`` (a model built by the caller) records none.
+    ``references`` (a :class:`~medad.engine.references.ReferenceSet`) scores few-shot (:mod:`medad.engine.fewshot`).
     """
 
     batch_size: int = 8
@@ -46,15 +54,18 @@ class ScoreSettings:
     seed: int | None = DEFAULT_SEED
     distributed: bool = False
     shard: str = "strided"
+    references: ReferenceSet | None = None
 
     def check(self) -> None:
         """Refuse settings no scoring run can honour, before any model is built.
 
         Raises:
-            ConfigError: ``batch_size`` / ``chunk_size`` below 1, ``num_workers`` below 0, or a ``class_word``
-                longer than a text prompt holds (tiling settings are checked against the model,
-                :func:`medad.engine.tiling.check_tiling`).
+            ConfigError: ``batch_size`` / ``chunk_size`` below 1, ``num_workers`` below 0, a ``class_word``
+                longer than a text prompt holds, or ``tile`` with ``references`` (tiling settings are checked
+                against the model, :func:`medad.engine.tiling.check_tiling`).
         """
+        if self.tile and self.references is not None:
+            raise ConfigError(TILE_WITH_REFERENCES)
         for key, flag in (("batch_size", "--batch-size "), ("chunk_size", "")):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key}={getattr(self, key)} must be >= 1; pass e.g. {flag or key + '='}8")
@@ -94,6 +105,12 @@ class ScoreRequest:
         heatmaps: write one heatmap PNG per image.
         progress: show a progress bar.
         dicomweb_ca_bundle: CA bundle for DICOMweb URLs among ``paths``.
+        reference_paths: normal reference images (files or one folder) to score few-shot
+            (``medad score --reference``); ``shots`` of them are drawn.
+        shots: how many references to draw (``--shots``; needed with ``reference_paths``).
+        reference_seed: the draw's seed (``--reference-seed``).
+        reference_draw: which draw of that seed (``--reference-draw``).
+        fewshot_weight: the few-shot map's weight in the fused map (``--fewshot-weight``; ``None``: the model's).
         settings: how to score (:class:`ScoreSettings`).
     """
 
@@ -109,16 +126,65 @@ class ScoreRequest:
     heatmaps: bool = True
     progress: bool = True
     dicomweb_ca_bundle: str | Path | None = None
+    reference_paths: tuple[str | Path, ...] = ()
+    shots: int | None = None
+    reference_seed: int = 0
+    reference_draw: int = 0
+    fewshot_weight: float | None = None
     settings: ScoreSettings = field(default_factory=ScoreSettings)
+
+    def check_references(self) -> None:
+        """Refuse reference options that do not go together, before anything is read or built.
+
+        Raises:
+            ConfigError: ``shots`` or a reference option without ``reference_paths``, reference paths without
+                ``shots``, both paths and a drawn ``settings.references``, references with ``tile``, or a model
+                that scores only against references (``needs_references``) without them.
+        """
+        if not self.reference_paths and self.settings.references is None:
+            self._check_needs_no_references()
+        if self.reference_paths and self.settings.tile:
+            raise ConfigError(TILE_WITH_REFERENCES)
+        if self.reference_paths and self.settings.references is not None:
+            raise ConfigError("give reference paths (--reference) or a drawn ReferenceSet (references=), not both")
+        if self.reference_paths and self.shots is None:
+            raise ConfigError("--reference needs --shots K, the number of normal reference images to draw")
+        given = [flag for flag, value in self._reference_options() if value]
+        if given and not self.reference_paths:
+            raise ConfigError(f"{', '.join(given)} only apply with --reference NORMALS; add it or drop them")
+
+    def _check_needs_no_references(self) -> None:
+        from medad.models.registry import model_class
+
+        if self.model_name is not None and model_class(self.model_name).needs_references:
+            raise ConfigError(
+                f"model {self.model_name!r} scores only against normal reference images; add --reference NORMALS "
+                "--shots K (references= in the library)"
+            )
+
+    def _reference_options(self) -> list[tuple[str, bool]]:
+        return [
+            ("--shots", self.shots is not None),
+            ("--reference-seed", self.reference_seed != 0),
+            ("--reference-draw", self.reference_draw != 0),
+            ("--fewshot-weight", self.fewshot_weight is not None),
+        ]
 
     @classmethod
     def build(cls, paths: Sequence[str | Path], out_dir: str | Path, **options: Any) -> ScoreRequest:
         """A request from keyword arguments (``score_files``' form): settings' keys go to :class:`ScoreSettings`.
 
+        ``references`` may be a drawn :class:`~medad.engine.references.ReferenceSet` (a setting) or reference paths
+        (``reference_paths``, drawn with ``shots``, ``reference_seed``, ``reference_draw``).
+
         Raises:
             ConfigError: an unknown option.
         """
         own = {f.name for f in dataclasses.fields(cls)} - {"paths", "out_dir", "settings"}
+        if "references" in options and not _is_reference_set(options["references"]):  # paths, not a drawn set
+            options = dict(options)
+            given = options.pop("references")
+            options["reference_paths"] = (given,) if isinstance(given, str | Path) else tuple(given)
         unknown = sorted(set(options) - own - SETTINGS_FIELDS)
         if unknown:
             raise ConfigError(f"score_files got unknown option(s) {', '.join(unknown)}; see medad.engine.ScoreRequest")
@@ -127,3 +193,9 @@ class ScoreRequest:
         if mine.get("checkpoint") is not None:
             mine["checkpoint"] = Path(mine["checkpoint"])
         return cls(paths=tuple(paths), out_dir=Path(out_dir), settings=settings, **mine)
+
+
+def _is_reference_set(value: Any) -> bool:
+    from medad.engine.references import ReferenceSet
+
+    return value is None or isinstance(value, ReferenceSet)

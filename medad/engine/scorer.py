@@ -13,6 +13,7 @@ named by the pseudonymous ``case_id`` (never by a DICOM/NIfTI source name).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,11 +25,13 @@ import torch
 from medad.engine.carry_over import carry_over, finish_carry_over
 from medad.engine.distributed import ScoreShard, barrier
 from medad.engine.features import manifest_fingerprint
+from medad.engine.fewshot import FewShotInferer, fewshot_weight
 from medad.engine.host_writes import BackgroundWrites
 from medad.engine.inferers import Inferer, PlainInferer, ScoringRun, TransductiveInferer
 from medad.engine.predictions import PredictionReader, PredictionWriter, save_manifests
 from medad.engine.prompting import check_model_compat, class_words_used, prompt_words
-from medad.engine.request import DEFAULT_SEED, SETTINGS_FIELDS, ScoreRequest, ScoreSettings
+from medad.engine.references import ReferenceSet, check_references, describe_record, draw_references, reference_manifest
+from medad.engine.request import DEFAULT_SEED, SETTINGS_FIELDS, TILE_WITH_REFERENCES, ScoreRequest, ScoreSettings
 from medad.engine.runtime import autocast, resolve_device
 from medad.engine.score_tables import read_score_table, write_score_tables
 from medad.engine.skipped import SkipLog
@@ -48,13 +51,16 @@ def predictions_meta(
     tile_overlap: float = 0.25,
     class_words: Mapping[str, Mapping[str, str]] | None = None,
     seed: int | None = None,
+    references: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``meta.json`` of a predictions folder: model card, random-weights flag, data hash, prompt rule.
 
     ``weights_sha256`` fingerprints the model's trainable weights (:func:`weights_fingerprint`; the card's sha256
     cover the frozen ones) and ``seed`` (when known) is the seed the model was built under, so a resumed run
     refuses to mix two models in one table. A tiled run adds ``"scoring": {"tile": true, "tile_overlap": ...}``;
-    an untiled run has no ``scoring`` key (so folders written before tiling existed still resume).
+    an untiled run has no ``scoring`` key (so folders written before tiling existed still resume). A few-shot run
+    adds ``references`` (:meth:`~medad.engine.references.ReferenceSet.record`: shots, seed, draw, the weight used,
+    radii and the references' case ids); a zero-shot run has none.
     """
     card = model.card()
     meta = {
@@ -72,6 +78,8 @@ def predictions_meta(
     scoring = tiling_meta(tile, tile_overlap)
     if scoring is not None:
         meta["scoring"] = scoring
+    if references is not None:
+        meta["references"] = dict(references)
     return meta
 
 
@@ -142,6 +150,11 @@ def score(
               one process, and the same check. ``tag`` and ``indices`` are then set per rank and must not be given.
             - ``shard``: how ``distributed`` cuts the manifest: ``strided`` or ``contiguous``
               (:func:`medad.engine.distributed.shard_indices`).
+            - ``references``: a :class:`~medad.engine.references.ReferenceSet` (``draw_references``) to score
+              few-shot (:class:`~medad.engine.fewshot.FewShotInferer`): checked against the targets first
+              (:func:`~medad.engine.references.check_references`), recorded in ``meta.json`` under
+              ``references`` (with the weight and radii this model uses), its manifest with paths saved in
+              ``../private/<folder name>.references.csv``. Required by a model with ``needs_references``.
         tag: writer tag (one per process when sharding).
         progress: ``True`` shows the progress bar (:func:`medad.utils.progress.track`, the style ``medad run``
             shows); a callable is called with the number of images just scored after each batch (no bar; e.g. a
@@ -165,7 +178,7 @@ def score(
 
     Raises:
         DataError: ``out_dir`` already holds predictions of other images, another model (other weights or seed),
-            or another tiling.
+            another tiling or other references; bad references (:func:`~medad.engine.references.check_references`).
         ConfigError: bad ``batch_size``, device or tiling (overlap outside [0, 1), a transductive model, or
             ``tile`` with ``compile``); ``tag`` or ``indices`` with ``distributed``; both ``settings`` and options.
         DataError: with ``distributed``, some index is neither stored nor recorded as skipped, or stored twice,
@@ -173,7 +186,17 @@ def score(
     """
     s = _settings(settings, options)
     s.check()
-    inferer = select_inferer(model, tile=s.tile, tile_overlap=s.tile_overlap, compile=s.compile)
+    compat = check_model_compat(model, s.compat)
+    words = prompt_words(manifest, compat, s.class_words, s.dataset_kinds, s.class_word)
+    refs = _checked_references(model, s.references, manifest)
+    inferer = select_inferer(
+        model,
+        tile=s.tile,
+        tile_overlap=s.tile_overlap,
+        compile=s.compile,
+        references=refs,
+        reference_words=_reference_words(refs, compat, s),
+    )
     device: str | torch.device | None = s.device
     sharding = _join_shard(s.shard, tag, indices, device) if s.distributed else None
     if sharding is not None:
@@ -182,11 +205,11 @@ def score(
         sharding.prepare(model)
     dev = resolve_device(device)
     out = Path(out_dir)
-    compat = check_model_compat(model, s.compat)
-    words = prompt_words(manifest, compat, s.class_words, s.dataset_kinds, s.class_word)
     used = class_words_used(manifest, words)
+    record = None if refs is None else refs.record()
     meta = predictions_meta(
-        model, manifest, compat, tile=s.tile, tile_overlap=s.tile_overlap, class_words=used, seed=s.seed
+        model, manifest, compat, tile=s.tile, tile_overlap=s.tile_overlap, class_words=used, seed=s.seed,
+        references=record,
     )
     finish_carry_over(out)
     _check_same_run(out, meta, manifest)
@@ -198,6 +221,8 @@ def score(
     writer = PredictionWriter(out, chunk_size=s.chunk_size, tag=tag, meta=meta)
     if tag == "p0" or not (out / "manifest.csv").exists():
         save_manifests(out, manifest)  # paths only in ../private/
+        if refs is not None:
+            save_reference_manifest(out, refs)
     wanted = range(len(manifest)) if indices is None else indices
     todo = sorted(set(wanted) - writer.done_indices())
     if todo:
@@ -207,6 +232,42 @@ def score(
     if sharding is not None:
         sharding.finish(out, len(manifest))
     return PredictionReader(out)
+
+
+def _checked_references(model: AnomalyModel, refs: ReferenceSet | None, manifest: pd.DataFrame) -> ReferenceSet | None:
+    """The run's references with the weight and radii this model uses filled in, checked against the targets.
+
+    Raises:
+        ConfigError: a model that needs references (``needs_references``) without them.
+        DataError: a reference that is also a target, or of another image kind (:func:`check_references`).
+    """
+    if refs is None:
+        if model.needs_references:
+            raise ConfigError(
+                f"model {model.name!r} scores only against normal reference images; add --reference NORMALS "
+                "--shots K (references= in the library)"
+            )
+        return None
+    check_references(refs, manifest)
+    radii = refs.radii if model.fewshot_radii is None else tuple(model.fewshot_radii)  # a model's own form wins
+    return dataclasses.replace(refs, weight=fewshot_weight(model, refs), radii=radii)
+
+
+def _reference_words(refs: ReferenceSet | None, compat: str, s: ScoreSettings) -> list[str]:
+    """The text class word of each reference row, by the same rule as the targets'."""
+    if refs is None:
+        return []
+    return prompt_words(refs.manifest, compat, s.class_words, s.dataset_kinds, s.class_word)
+
+
+def save_reference_manifest(folder: Path, refs: ReferenceSet) -> Path:
+    """The drawn references with their paths, in ``../private/<folder name>.references.csv`` (never shared)."""
+    from medad.utils.io import write_text_atomic
+    from medad.utils.privacy import private_dir
+
+    path = private_dir(folder.parent) / f"{folder.name}.references.csv"
+    write_text_atomic(path, refs.manifest.to_csv(index=False, lineterminator="\n"))
+    return path
 
 
 def _settings(settings: ScoreSettings | None, options: Mapping[str, Any]) -> ScoreSettings:
@@ -242,18 +303,33 @@ def _run_inferer(
                 done(len(batch.indices))
 
 
-def select_inferer(model: AnomalyModel, *, tile: bool, tile_overlap: float, compile: bool) -> Inferer:
-    """The one place a scoring strategy is chosen: tiled when asked for, else by the model's kind.
+def select_inferer(
+    model: AnomalyModel,
+    *,
+    tile: bool,
+    tile_overlap: float,
+    compile: bool,
+    references: ReferenceSet | None = None,
+    reference_words: Sequence[str] = (),
+) -> Inferer:
+    """The one place a scoring strategy is chosen: tiled when asked for, few-shot with references, else by the
+    model's kind.
 
     Raises:
-        ConfigError: tiling settings the model or options cannot honour (:func:`~medad.engine.tiling.check_tiling`).
+        ConfigError: tiling settings the model or options cannot honour (:func:`~medad.engine.tiling.check_tiling`),
+            or tiling with references.
     """
+    from medad.models import ModelKind
+
+    transductive = model.kind is ModelKind.TRANSDUCTIVE  # e.g. dinov3_mutual
+    if references is not None:
+        if tile:
+            raise ConfigError(TILE_WITH_REFERENCES)
+        return FewShotInferer(references, reference_words, transductive=transductive, compile=compile)
     if tile:
         check_tiling(model, tile_overlap, compile)
         return TiledInferer(tile_overlap)
-    from medad.models import ModelKind
-
-    if model.kind is ModelKind.TRANSDUCTIVE:  # e.g. dinov3_mutual
+    if transductive:
         return TransductiveInferer()
     return PlainInferer(compile=compile)
 
@@ -265,6 +341,7 @@ def _check_same_run(out: Path, meta: Mapping[str, Any], manifest: pd.DataFrame |
     if len(existing) == 0:
         return
     old = existing.meta
+    _check_same_references(out, old, meta)
     same_data = old.get("manifest_hash") == meta["manifest_hash"]
     same_model = old.get("model") == meta["model"] and old.get("compat") == meta["compat"]
     same_model = same_model and old.get("class_words", meta.get("class_words")) == meta.get("class_words")
@@ -284,6 +361,17 @@ def _check_same_run(out: Path, meta: Mapping[str, Any], manifest: pd.DataFrame |
             f"{out} already holds predictions scored {_tiling_words(old)}, but this run is {_tiling_words(meta)}; "
             f"re-run with the same --tile / --tile-overlap, give a new --out folder or delete {out} to re-score"
         )
+
+
+def _check_same_references(out: Path, old: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+    """Refuse to add to predictions scored with other references (or zero-shot ones to few-shot ones)."""
+    if old.get("references") == meta.get("references"):
+        return
+    raise DataError(
+        f"{out} already holds predictions scored with references {describe_record(old.get('references'))}, but "
+        f"this run uses {describe_record(meta.get('references'))}; re-run with the same --reference, --shots, "
+        "--reference-seed, --reference-draw and --fewshot-weight to resume, or give a new --out folder"
+    )
 
 
 def _check_same_weights(out: Path, old: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
@@ -391,7 +479,9 @@ def score_files(
     Give a :class:`~medad.engine.request.ScoreRequest` (what ``medad score`` passes), or ``paths``, ``out_dir`` and
     its fields as keyword arguments (``checkpoint=``, ``model_name=``, ``seed=``, ``batch_size=``, ``device=``,
     ``tile=``, ...; :meth:`ScoreRequest.build` sorts them), e.g.
-    ``score_files(["scans/"], "out", model_name="ad_dinov3_tiny", seed=0)``.
+    ``score_files(["scans/"], "out", model_name="ad_dinov3_tiny", seed=0)``; few-shot with
+    ``references=["normals/"], shots=4`` (``reference_seed=``, ``reference_draw=``, ``fewshot_weight=``; or
+    ``references=`` a drawn :class:`~medad.engine.references.ReferenceSet`), see ``docs/fewshot.md``.
 
     Writes into ``out_dir``: ``predictions/`` (the predictions store), ``scores.csv`` and ``scores.json``
     (``case_id``, ``frame``, ``image_score``, ``max_pixel_score``; no source path or name),
@@ -427,6 +517,7 @@ def _score_request(request: ScoreRequest) -> pd.DataFrame:
     sharding = ScoreShard.join(s.device, s.shard) if s.distributed else None
     device = sharding.device if sharding is not None else s.device
     manifest = inputs_manifest(paths, request.kind, request.split, request.reader_options)
+    s = _request_references(request, s)  # drawn before any model is built
     weights = weights_options(request.backbone_weights, request.text_weights)
     model = load_model(request.checkpoint, request.model_name, device, seed=seed, compat=s.compat, **weights)
     out = request.out_dir
@@ -438,6 +529,31 @@ def _score_request(request: ScoreRequest) -> pd.DataFrame:
     if sharding is not None:
         barrier()
     return table
+
+
+def _request_references(request: ScoreRequest, s: ScoreSettings) -> ScoreSettings:
+    """The settings with the request's references drawn (``--reference``).
+
+    Raises:
+        ConfigError: reference options that do not go together, or a model that needs references without them.
+        DataError: a reference pool with abnormal images or too few (:func:`draw_references`).
+    """
+    request.check_references()
+    refs = s.references
+    if request.reference_paths:
+        pool = reference_manifest(request.reference_paths)
+        source = ", ".join(str(p) for p in request.reference_paths)
+        refs = draw_references(
+            pool,
+            int(request.shots or 0),
+            seed=request.reference_seed,
+            draw=request.reference_draw,
+            source=source,
+            weight=request.fewshot_weight,
+        )
+    if refs is None:
+        return s
+    return s.replace(references=refs)  # checked against the targets by score()
 
 
 def _local_inputs(request: ScoreRequest) -> list[str | Path]:

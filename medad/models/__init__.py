@@ -1,10 +1,11 @@
-"""medad.models: the model contract, the model registry, AD-DINOv3, AnomalyCLIP, AdaCLIP, the WinCLIP and dinov3_mutual
-baselines, prompt words, weights and checkpoints."""
+"""medad.models: the model contract, the model registry, AD-DINOv3, AnomalyCLIP, AdaCLIP, the WinCLIP, dinov3_mutual and
+AnomalyDINO baselines, the few-shot memory, prompt words, weights and checkpoints."""
 
 from medad.models.aa_clip import AAClip, AAClipConfig, AAClipDinoConfig
 from medad.models.ad_dinov3 import ADDINOv3, ADDINOv3Config
 from medad.models.adaclip import AdaCLIP, AdaCLIPConfig
 from medad.models.anomalyclip import AnomalyCLIP, AnomalyCLIPConfig
+from medad.models.anomalydino import AnomalyDINO, AnomalyDINOConfig
 from medad.models.base import (
     AnomalyModel,
     InferenceBatch,
@@ -38,6 +39,8 @@ __all__ = [
     "AdaCLIPConfig",
     "AnomalyCLIP",
     "AnomalyCLIPConfig",
+    "AnomalyDINO",
+    "AnomalyDINOConfig",
     "AnomalyModel",
     "Crane",
     "CraneConfig",

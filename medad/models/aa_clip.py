@@ -41,10 +41,12 @@ from torch import nn
 
 from medad.errors import ConfigError, WeightsError
 from medad.models.base import (
+    MEMORY_OVER_ZERO_SHOT,
     Features,
     InferenceBatch,
     TrainableAnomalyModel,
     TrainingBatch,
+    patch_grids,
     policy_image_scores,
     state_fit_problems,
     training_outputs,
@@ -55,6 +57,7 @@ from medad.models.clip_vision import (
     check_clip_geometry,
     check_pos_interpolation,
     clip_file_options,
+    frozen_patch_grids,
     vision_model_config,
 )
 from medad.models.config import BackboneName, IntTuple, ModelConfig, PathText, check_layers
@@ -457,6 +460,8 @@ class AAClip(TrainableAnomalyModel):
 
     config_class = AAClipConfig
     config: AAClipConfig
+    fewshot_weight: ClassVar[float] = MEMORY_OVER_ZERO_SHOT
+    """AF-CLIP's form (memory map + 0.1 x zero-shot map), as the methods of AdaptCLIP's few-shot tables."""
 
     def __init__(self, config: AAClipConfig, name: str = "aa_clip") -> None:
         self.check_config(config)
@@ -569,6 +574,17 @@ class AAClip(TrainableAnomalyModel):
             if self.training and self.config.text_epochs > 0:
                 out["stage1"] = self.vision.stage1(images, self._stage1_levels())
         return out
+
+    def reference_features(self, images: torch.Tensor, class_names: list[str]) -> Features:
+        """Few-shot memory features: the frozen tower's own tokens at the tapped levels, not the adapted ones (the
+        adapters are trained to align patches with text anchors): CLIP's residual-stream patch tokens
+        (:func:`~medad.models.clip_vision.frozen_patch_grids`, AF-CLIP's raw-token memory) or, on DINOv3, its
+        final-norm patch tokens (AnomalyDINO's). ``class_names`` is unused."""
+        self.check_images(images)
+        if isinstance(self.vision, DinoTower):
+            with torch.no_grad():
+                return patch_grids(self.vision.stage1(images, self.levels), self.levels)
+        return frozen_patch_grids(self.vision.model, images, self.levels)
 
     def _stage1_levels(self) -> tuple[int, ...]:
         return self.levels if self.config.stage1_levels == "all" else self.levels[-1:]

@@ -19,10 +19,12 @@ from torch import nn
 from medad.errors import ConfigError, WeightsError
 from medad.models import head
 from medad.models.base import (
+    MEMORY_OVER_ZERO_SHOT,
     Features,
     InferenceBatch,
     TrainableAnomalyModel,
     TrainingBatch,
+    patch_grids,
     policy_image_scores,
     training_outputs,
 )
@@ -122,6 +124,8 @@ class ADDINOv3(TrainableAnomalyModel):
 
     config_class = ADDINOv3Config
     config: ADDINOv3Config
+    fewshot_weight: ClassVar[float] = MEMORY_OVER_ZERO_SHOT
+    """AF-CLIP's form (memory map + 0.1 x zero-shot map), as the methods of AdaptCLIP's few-shot tables."""
 
     def __init__(self, config: ADDINOv3Config, name: str = "ad_dinov3") -> None:
         self.check_config(config)
@@ -179,6 +183,13 @@ class ADDINOv3(TrainableAnomalyModel):
         """
         self.check_images(images)
         return self.backbone(images)
+
+    def reference_features(self, images: torch.Tensor, class_names: list[str]) -> Features:
+        """Few-shot memory features: the frozen DINOv3's standardised final-norm patch tokens at the tapped layers
+        (:meth:`forward_features`), not the adapted ones: the adapters are trained to align patches with text,
+        while raw DINO tokens are what nearest-neighbour few-shot methods match (AnomalyDINO; AF-CLIP's raw-token
+        memory). ``class_names`` is unused."""
+        return patch_grids(self.forward_features(images)["patch_tokens"], self.layers)
 
     def text_features(self, class_names: list[str], device: torch.device) -> torch.Tensor:
         """Return the frozen ``(B, D_text, 2)`` prompt-ensemble matrices of the class words."""

@@ -38,6 +38,7 @@ from torch import nn
 from medad.errors import ConfigError, WeightsError
 from medad.models import head
 from medad.models.base import (
+    MEMORY_OVER_ZERO_SHOT,
     Features,
     InferenceBatch,
     TrainableAnomalyModel,
@@ -52,6 +53,7 @@ from medad.models.clip_vision import (
     check_clip_geometry,
     check_pos_interpolation,
     clip_file_options,
+    frozen_patch_grids,
     needed_clip,
     vision_model_config,
 )
@@ -323,6 +325,8 @@ class AdaCLIP(TrainableAnomalyModel):
 
     config_class = AdaCLIPConfig
     config: AdaCLIPConfig
+    fewshot_weight: ClassVar[float] = MEMORY_OVER_ZERO_SHOT
+    """AF-CLIP's form (memory map + 0.1 x zero-shot map), as the methods of AdaptCLIP's few-shot tables."""
 
     @classmethod
     def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
@@ -391,6 +395,13 @@ class AdaCLIP(TrainableAnomalyModel):
         """The frozen, unprompted work (no grad; cacheable): see :class:`FrozenVision`."""
         self.check_images(images)
         return self.vision(images)
+
+    def reference_features(self, images: torch.Tensor, class_names: list[str]) -> Features:
+        """Few-shot memory features: the frozen CLIP tower's own residual-stream patch tokens at the tapped layers,
+        without AdaCLIP's visual prompts (:func:`~medad.models.clip_vision.frozen_patch_grids`), the raw-token
+        memory of AF-CLIP and of the CLIP methods in AdaptCLIP's few-shot tables. ``class_names`` is unused."""
+        self.check_images(images)
+        return frozen_patch_grids(self.vision.model, images, self.layers)
 
     def encode_image(self, tokens: torch.Tensor, dynamic: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The prompted vision pass from the block-1 input: ``(B, E)`` image embedding and per tapped layer the

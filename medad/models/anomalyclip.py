@@ -36,6 +36,7 @@ from torch import nn
 from medad.errors import ConfigError, WeightsError
 from medad.models import head
 from medad.models.base import (
+    MEMORY_OVER_ZERO_SHOT,
     Features,
     InferenceBatch,
     TrainableAnomalyModel,
@@ -50,6 +51,7 @@ from medad.models.clip_vision import (
     check_clip_geometry,
     check_pos_interpolation,
     clip_file_options,
+    frozen_patch_grids,
     needed_clip,
     vision_model_config,
 )
@@ -327,6 +329,8 @@ class AnomalyCLIP(TrainableAnomalyModel):
 
     config_class = AnomalyCLIPConfig
     config: AnomalyCLIPConfig
+    fewshot_weight: ClassVar[float] = MEMORY_OVER_ZERO_SHOT
+    """AF-CLIP's form (memory map + 0.1 x zero-shot map), as the methods of AdaptCLIP's few-shot tables."""
 
     @classmethod
     def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
@@ -388,6 +392,15 @@ class AnomalyCLIP(TrainableAnomalyModel):
         """Run the frozen vision tower with its V-V path (no grad; cacheable): see :class:`DPAMVision`."""
         self.check_images(images)
         return self.vision(images)
+
+    def reference_features(self, images: torch.Tensor, class_names: list[str]) -> Features:
+        """Few-shot memory features: the frozen CLIP tower's own residual-stream patch tokens at the tapped layers
+        (:func:`~medad.models.clip_vision.frozen_patch_grids`; not the DPAM / E-Attn tokens scored against the
+        prompts), the memory of AnomalyCLIP+ in AdaptCLIP's few-shot tables and of AF-CLIP. Crane and Crane+
+        inherit it (Crane+'s DINO only re-weights attention, so its memory is CLIP's too). ``class_names`` is
+        unused."""
+        self.check_images(images)
+        return frozen_patch_grids(self.vision.model, images, self.layers)
 
     def forward_head(
         self, features: Mapping[str, torch.Tensor], class_names: list[str]

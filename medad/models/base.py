@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import abc
 import enum
+import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -29,10 +30,18 @@ from torch import nn
 from medad.errors import ConfigError
 from medad.models.config import ModelConfig
 
+if TYPE_CHECKING:
+    from medad.models.patch_memory import PatchMemory
+
 Features = dict[str, torch.Tensor]
 """What ``forward_features`` returns: named batch-first tensors of the frozen backbone (cacheable)."""
 
 RGB = tuple[float, float, float]
+
+MEMORY_OVER_ZERO_SHOT = 1.0 / 1.1
+"""``fewshot_weight`` of the trained CLIP/DINO methods: AF-CLIP's few-shot map is the memory map plus 0.1 x the
+zero-shot map (``clip/model.py``, ``detect_forward``), the form of AnomalyCLIP+ in AdaptCLIP's tables; normalised
+so the weights sum to 1 (``1 / 1.1`` and ``0.1 / 1.1``)."""
 
 RANDOM_PART_WORDS = {"adapters": "untrained (randomly initialised) adapters"}
 """How a message names a random part; a frozen part reads ``random frozen <part> weights``."""
@@ -76,6 +85,16 @@ class TrainingBatch(NamedTuple):
     global_logits: torch.Tensor
 
 
+def patch_grids(tokens: torch.Tensor, layers: Sequence[int]) -> Features:
+    """Per-layer patch grids ``{"layer<l>": (B, g, g, C)}`` of ``(B, L, g*g, C)`` tokens of tapped blocks ``layers``
+    (what :meth:`AnomalyModel.reference_features` returns)."""
+    b, n_layers, n, c = tokens.shape
+    side = math.isqrt(n)
+    if side * side != n or n_layers != len(layers):
+        raise ValueError(f"tokens {tuple(tokens.shape)} are not {len(layers)} layers of a square patch grid")
+    return {f"layer{layer}": tokens[:, i].reshape(b, side, side, c) for i, layer in enumerate(layers)}
+
+
 def rgb(values: Sequence[float]) -> RGB:
     """Three floats (a per-channel mean or std) from any sequence; refuses another length."""
     if len(values) != 3:
@@ -103,6 +122,16 @@ def policy_image_scores(policy: str, global_scores: torch.Tensor, pixel_scores: 
     return 0.5 * (global_scores + max_scores)
 
 
+def zero_shot_global(policy: str, zero_shot: InferenceBatch) -> torch.Tensor:
+    """The model's own image-level score inside a zero-shot output made under ``policy`` (``global`` or ``blend``):
+    the inverse of :func:`policy_image_scores` (``blend = (global + max) / 2``)."""
+    if policy == "global":
+        return zero_shot.image_scores
+    if policy == "blend":
+        return 2.0 * zero_shot.image_scores - zero_shot.pixel_scores.flatten(1).amax(dim=1)
+    raise ValueError(f"policy {policy!r} holds no image-level score")
+
+
 class AnomalyModel(nn.Module, abc.ABC):
     """Base of every medad model.
 
@@ -120,6 +149,14 @@ class AnomalyModel(nn.Module, abc.ABC):
     config_class: ClassVar[type[ModelConfig]]
     mean: RGB
     std: RGB
+    fewshot_weight: ClassVar[float] = 0.5
+    """Weight of the few-shot (memory) map in the fused map ``w * few_shot + (1 - w) * zero_shot``. Default 0.5:
+    WinCLIP+ (Jeong et al., CVPR 2023) and AnomalyCLIP+ / AdaptCLIP's few-shot variants average the two maps."""
+    needs_references: ClassVar[bool] = False
+    """True for a model that cannot score without reference images (``anomalydino``)."""
+    fewshot_radii: ClassVar[tuple[int, ...] | None] = None
+    """Neighbourhood radii the model's own few-shot form fixes (``anomalydino``: ``(1,)``, raw patches); ``None``
+    uses the reference set's (default ``(1, 3, 5)``, MuSc / AF-CLIP)."""
 
     def __init__(self, config: ModelConfig, name: str) -> None:
         super().__init__()
@@ -181,6 +218,30 @@ class AnomalyModel(nn.Module, abc.ABC):
     def trainable_parameters(self) -> int:
         """How many parameters training updates (0 for a training-free model)."""
         return 0
+
+    def reference_features(self, images: torch.Tensor, class_names: list[str]) -> Features:
+        """The patch features that feed the few-shot memory bank (:class:`~medad.models.patch_memory.PatchMemory`),
+        ``{layer: (B, h, w, C)}``, for normalised ``(B, 3, S, S)`` images; the engine calls it on the reference
+        images and on the targets alike. Each model says which features (raw frozen tokens or adapted ones) and why.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define its few-shot features")
+
+    def fewshot_patch_scores(self, memory: PatchMemory, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The few-shot patch map ``(B, h, w)`` in [0, 1] of targets' :meth:`reference_features` against the
+        references' ``memory`` (default: :meth:`PatchMemory.score`; ``anomalydino`` zeroes its masked background)."""
+        return memory.score(features)
+
+    def fewshot_image_scores(self, fused: torch.Tensor, zero_shot: InferenceBatch | None) -> torch.Tensor:
+        """Image scores ``(B,)`` of a fused few-shot map ``(B, S, S)`` under this model's ``image_score`` policy.
+
+        ``max`` is the fused map's maximum; ``global`` and ``blend`` average the model's zero-shot image-level score
+        with it (WinCLIP+'s image score: the zero-shot score plus the few-shot map's maximum, halved). Without a
+        zero-shot output the fused maximum is the score.
+        """
+        fused_max = fused.flatten(1).amax(dim=1)
+        if zero_shot is None or self.config.image_score == "max":
+            return fused_max
+        return 0.5 * (zero_shot_global(self.config.image_score, zero_shot) + fused_max)
 
     def card_extras(self) -> dict[str, Any]:
         """Model-specific card entries (default: none)."""

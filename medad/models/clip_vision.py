@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medad.errors import ConfigError, WeightsError
-from medad.models.base import RGB, Features, rgb
+from medad.models.base import RGB, Features, patch_grids, rgb
 from medad.models.weights import (
     LICENCES,
     check_weights_path,
@@ -461,3 +461,20 @@ class ClipVisionBackbone(nn.Module):
         (what CLIP applies to its CLS token; the CLIP-family detectors apply it to patch tokens too)."""
         tokens = self.model.ln_post(tokens)
         return tokens @ self.model.proj if self.model.proj is not None else tokens
+
+
+@torch.no_grad()
+def frozen_patch_grids(model: Any, images: torch.Tensor, layers: Sequence[int]) -> Features:
+    """The few-shot memory features of a CLIP-family method: the frozen tower's own residual-stream patch tokens at
+    the tapped blocks (no prompts, adapters or V-V / E-Attn / D-Attn paths), ``{"layer<l>": (B, g, g, D)}``.
+
+    These are the raw multi-layer tokens AF-CLIP's memory bank stores (``clip/model.py``), as APRIL-GAN's and
+    AnomalyCLIP+'s few-shot memories do: the frozen tokens match normal tissue to normal tissue, while the adapted
+    ones are trained to align with text, not with each other.
+    """
+    indices = [int(v) - 1 for v in layers]
+    out = model.forward_intermediates(
+        images, indices=indices, stop_early=True, intermediates_only=True, output_fmt="NLC"
+    )
+    return patch_grids(torch.stack(out["image_intermediates"], dim=1), layers)
+

@@ -10,7 +10,10 @@ tokens ``f_i^l[p]`` (``P = g*g`` patches). For a patch ``p`` of image ``i`` and 
 The layer score is the mean of the ``m = max(1, ceil(k * (N - 1)))`` smallest values among the ``N - 1`` minima
 ``{d_ij(p)}_{j != i}`` (``k = k_fraction``, 0.3 by default): a normal patch finds close matches in most other
 images, an anomalous one does not, and ignoring the largest minima keeps the other anomalous images from
-lowering anyone's score. The patch score is the mean over layers divided by 2 (unit vectors are at most 2
+lowering anyone's score. Small sets are defined: for ``N = 2..4`` (``k = 0.3``) ``m = 1``, the nearest other
+image (MuSc's release truncates ``int(0.3 * (N - 1)) = 0`` there and averages an empty slice, giving NaN); a set of
+one image has no other image and is refused with a message saying to score at least 2 images together. The patch
+score is the mean over layers divided by 2 (unit vectors are at most 2
 apart), so it lies in [0, 1]; the ``g x g`` grid is bilinearly upsampled to the input size (optionally smoothed).
 Image score (``image_score``): ``max`` of the map, ``global`` = mean of the top ``image_topk`` fraction of the
 grid's patch scores (there is no text/CLS score), ``blend`` = their mean.
@@ -37,7 +40,7 @@ from torch import nn
 
 from medad.errors import ConfigError
 from medad.models import head
-from medad.models.base import Features, InferenceBatch, TransductiveAnomalyModel, policy_image_scores
+from medad.models.base import Features, InferenceBatch, TransductiveAnomalyModel, patch_grids, policy_image_scores
 from medad.models.config import BackboneName, IntTuple, ModelConfig, PathText, check_layers
 from medad.models.dinov3 import DinoPatchBackbone, build_frozen_dino, check_geometry, needed_backbone
 from medad.models.registry import model_config, register_model
@@ -165,6 +168,8 @@ class MutualScorer(TransductiveAnomalyModel):
 
     config_class = MutualConfig
     config: MutualConfig
+    fewshot_weight: ClassVar[float] = 0.5
+    """No published few-shot form for MuSc: the memory and mutual maps weigh equally, as in WinCLIP+."""
 
     def __init__(self, config: MutualConfig, name: str = "dinov3_mutual") -> None:
         self.check_config(config)
@@ -190,6 +195,12 @@ class MutualScorer(TransductiveAnomalyModel):
         """Per-image features of a batch: ``patch_tokens`` ``(B, L, P, C)`` unit vectors in ``feature_dtype``."""
         self.check_images(images)
         return {"patch_tokens": self.backbone(images).to(FEATURE_DTYPES[self.config.feature_dtype])}
+
+    def reference_features(self, images: torch.Tensor, class_names: list[str]) -> Features:
+        """Few-shot memory features: the same unit final-norm DINOv3 patch tokens the mutual score compares
+        (:meth:`forward_features`), per tapped layer, in float32; the references are then a fixed normal memory
+        next to the transductive set. ``class_names`` is unused."""
+        return patch_grids(self.forward_features(images)["patch_tokens"].float(), self.layers)
 
     def patch_scores(
         self, features: Mapping[str, torch.Tensor], positions: Sequence[int] | None = None

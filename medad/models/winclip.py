@@ -30,6 +30,7 @@ sequences (chunked by ``window_batch``); there is no per-window or per-image Pyt
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, NamedTuple
 
@@ -40,7 +41,7 @@ from torch import nn
 
 from medad.errors import ConfigError, WeightsError
 from medad.models import head
-from medad.models.base import AnomalyModel, InferenceBatch, ModelKind, policy_image_scores, rgb
+from medad.models.base import AnomalyModel, Features, InferenceBatch, ModelKind, policy_image_scores, rgb
 from medad.models.config import IntTuple, ModelConfig, PathText
 from medad.models.prompts import NORMAL_STATES, check_class_word  # WinCLIP's normal states: the ensemble's
 from medad.models.registry import model_config, register_model
@@ -320,6 +321,8 @@ class WinCLIP(AnomalyModel):
     kind: ClassVar[ModelKind] = ModelKind.TRAINING_FREE
     config_class = WinCLIPConfig
     config: WinCLIPConfig
+    fewshot_weight: ClassVar[float] = 0.5
+    """WinCLIP+ averages its zero-shot and few-shot maps (and its image score with the few-shot map's maximum)."""
 
     def __init__(self, config: WinCLIPConfig, name: str = "winclip") -> None:
         import open_clip
@@ -417,6 +420,23 @@ class WinCLIP(AnomalyModel):
         shape = emb.shape
         logits = torch.bmm(emb.reshape(shape[0], -1, shape[-1]), text.float()) / self.config.temperature
         return torch.softmax(logits, dim=-1)[..., 1].reshape(shape[:-1])
+
+    def reference_features(self, images: torch.Tensor, class_names: list[str]) -> Features:
+        """WinCLIP+'s few-shot memory (Jeong et al., CVPR 2023, "reference association"): the frozen visual tower's
+        projected output patch tokens (``patches``, ``(B, g, g, E)``) and the class-token embedding of every window
+        of each scale (``window<k>``, on the grid of window origins), the features the zero-shot branch scores
+        against text. The memory compares each with the references' of the same key (window maps are resized to
+        the patch grid instead of WinCLIP+'s harmonic aggregation). ``class_names`` is unused."""
+        self.check_images(images)
+        with torch.no_grad(), torch.autocast(images.device.type, enabled=images.device.type == "cuda"):
+            tokens = self._tokens(images)
+            patches = self._encode_sequences(tokens)[:, 1:].float()
+            out = {"patches": patches.reshape(images.shape[0], self.grid, self.grid, -1)}
+            for k in self.config.scales:
+                windows = self.window_embeddings(tokens, getattr(self, f"windows_{k}")).float()
+                side = math.isqrt(windows.shape[1])
+                out[f"window{k}"] = windows.reshape(images.shape[0], side, side, -1)
+        return out
 
     def forward(self, images: torch.Tensor, class_names: list[str]) -> InferenceBatch:
         """Score images: ``pixel_scores`` (B, S, S) in [0, 1] and ``image_scores`` (B,) of :meth:`explain`."""

@@ -5,6 +5,8 @@ Like anomalib's integration test: for each name of ``medad.models.list_models()`
 and a DICOM + NIfTI set, is evaluated, reported and exported, all through the public library API (not the
 CLI); each stage's output is checked for the properties the next stage and the user rely on. A full-size and a
 tiny name share one run of their tiny preset (the module cache), so the whole file stays well under a minute.
+A model that cannot score without normal reference images (``needs_references``, e.g. ``anomalydino``) scores
+with a few synthetic normals of the targets' kind (colour PNGs; a DICOM for the DICOM rows of the medical set).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from medad.data.dicom import make_dicom
 from medad.data.nifti import make_nifti
 from medad.engine import PredictionReader, score, train
 from medad.engine.predictions import predictions_random_weights
+from medad.engine.references import draw_references
 from medad.evaluation import evaluate
 from medad.export import export_predictions, fixed_threshold
 from medad.models import ModelKind, create_model, list_models, load_checkpoint, model_kind
@@ -65,6 +68,8 @@ class Data:
     labelled: pd.DataFrame  # synthetic mvtec_style skin set: 2 normal + 2 abnormal PNGs with masks
     medical: pd.DataFrame  # two DICOM files (CT 128x128, MR 64x64) and a two-slice NIfTI volume (30x22)
     auxiliary: pd.DataFrame  # synthetic MVTec bottle set to train on (4 images: two steps of 2)
+    normals: pd.DataFrame  # 2 other normal skin PNGs: references of a model that needs them
+    dicom_normals: pd.DataFrame  # a noisy copy of the CT as another DICOM: its references for the DICOM rows
 
 
 def _native_shape(row: pd.Series) -> tuple[int, int]:
@@ -99,11 +104,26 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Data:
         ],
         ignore_index=True,
     )
+    write_layout(root / "normals", "mvtec_style", n_normal=2, n_abnormal=0, size=NATIVE, seed=3)
     return Data(
         labelled=load_manifest(root / "skin", "mvtec_style", split="test"),
         medical=medical,
         auxiliary=load_manifest(root / "aux", "mvtec", split="test"),
+        normals=load_manifest(root / "normals", "mvtec_style", split="test"),
+        dicom_normals=make_dicom(_noisy_dicom_copy(sources / "ct_small.dcm", root / "dicom_normals" / "ct.dcm")),
     )
+
+
+def _noisy_dicom_copy(source: Path, out: Path) -> Path:
+    """Another DICOM instance of the same kind (greyscale, same size) with noise added: a normal reference that is
+    not one of the targets (the leakage guard compares content)."""
+    ds = pydicom.dcmread(source)
+    noise = np.random.default_rng(4).integers(-20, 20, ds.pixel_array.shape)
+    ds.PixelData = (ds.pixel_array + noise).astype(ds.pixel_array.dtype).tobytes()
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    out.parent.mkdir(parents=True)
+    ds.save_as(out)
+    return out
 
 
 def _adapters(model: Any) -> dict[str, torch.Tensor]:
@@ -139,17 +159,31 @@ class Run:
     def model(self) -> Any:
         return self.trained[0]
 
+    def references(self, pool: pd.DataFrame, source: str) -> dict[str, Any]:
+        """``references=`` for :func:`score`: a draw of ``pool`` for a model that needs references, else none."""
+        if not self.model.needs_references:
+            return {}
+        return {"references": draw_references(pool, len(pool), seed=0, source=source)}
+
+    @cached_property
+    def medical_targets(self) -> pd.DataFrame:
+        """The medical rows scored: all; only the DICOM ones for a model that needs references (references must be
+        of the targets' kind, and the synthetic references are DICOM)."""
+        if not self.model.needs_references:
+            return self.data.medical
+        return self.data.medical[self.data.medical["source_format"] == "dicom"].reset_index(drop=True)
+
     @cached_property
     def labelled(self) -> PredictionReader:
-        return score(
-            self.model, self.data.labelled, self.out / "pred_labelled", batch_size=4, device="cpu", progress=False
-        )
+        refs = self.references(self.data.normals, "normals")
+        out = self.out / "pred_labelled"
+        return score(self.model, self.data.labelled, out, batch_size=4, device="cpu", progress=False, **refs)
 
     @cached_property
     def medical(self) -> PredictionReader:
-        return score(
-            self.model, self.data.medical, self.out / "pred_medical", batch_size=4, device="cpu", progress=False
-        )
+        refs = self.references(self.data.dicom_normals, "dicom_normals")
+        out = self.out / "pred_medical"
+        return score(self.model, self.medical_targets, out, batch_size=4, device="cpu", progress=False, **refs)
 
     @cached_property
     def evaluation(self) -> dict[str, Any]:
@@ -184,7 +218,7 @@ class Run:
         formats = ("png", "nifti", "dicom-seg", "pmap")
         threshold = fixed_threshold(self.threshold)
         return export_predictions(
-            self.medical.folder, self.data.medical, self.out / "export_medical", formats=formats, threshold=threshold
+            self.medical.folder, self.medical_targets, self.out / "export_medical", formats=formats, threshold=threshold
         )
 
 
@@ -234,7 +268,7 @@ def test_score_stage_gives_maps_in_unit_range_at_native_size(
     name: str, pipeline: Callable[[str], Run], data: Data
 ) -> None:
     run = pipeline(name)
-    for reader, manifest in ((run.labelled, data.labelled), (run.medical, data.medical)):
+    for reader, manifest in ((run.labelled, data.labelled), (run.medical, run.medical_targets)):
         assert reader.indices.tolist() == list(range(len(manifest)))
         assert predictions_random_weights(reader.meta) is True
         assert reader.meta["model"]["name"] == run.preset
@@ -305,10 +339,12 @@ def test_export_stage_writes_readable_files_of_the_source_shape(
         with Image.open(run.export_labelled / case["files"]["overlay"]) as overlay:
             assert overlay.size[0] >= NATIVE
     medical = json.loads((run.export_medical / "export.json").read_text())
-    assert medical["random_weights"] is True and medical["summary"] == {"sources": 3, "written": 3, "skipped": 0}
+    sources = run.medical_targets["image_path"].nunique()
+    assert medical["random_weights"] is True
+    assert medical["summary"] == {"sources": sources, "written": sources, "skipped": 0}
     maps = dict(run.medical.iter_maps())
     for case in medical["cases"]:
-        row, files = data.medical.iloc[case["index"]], case["volume_files"]
+        row, files = run.medical_targets.iloc[case["index"]], case["volume_files"]
         pixel_map = maps[case["index"]]
         if case["source_format"] == "dicom":
             seg = hd.seg.segread(run.export_medical / files["seg"])

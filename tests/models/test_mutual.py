@@ -138,3 +138,25 @@ def test_scorer_scores_each_dataset_class_set_separately_and_resumes(tiny: Mutua
     resumed = score(tiny, manifest, folder, batch_size=2, device="cpu", progress=False, tag="p1")
     assert np.allclose(resumed.image_scores[2:], reader.image_scores[2:], atol=1e-6)
     assert pd.Series(resumed.image_scores[:2]).tolist() == [-1.0, -1.0]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_small_sets_are_defined_or_refused(tiny: MutualScorer, n: int) -> None:
+    """Sets of 2..4 images average the nearest other image (m = 1; MuSc's release gives NaN there); 1 is refused."""
+    images = torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(n))
+    if n == 1:
+        with pytest.raises(ConfigError, match="at least 2 images per"):
+            tiny(images, ["a"])
+        return
+    out = tiny(images, ["a"] * n)
+    assert torch.isfinite(out.pixel_scores).all() and torch.isfinite(out.image_scores).all()
+    tokens = tiny.forward_features(images)["patch_tokens"].float()
+    per_layer = []
+    for layer in range(tokens.shape[1]):
+        flat = tokens[:, layer]
+        dist = torch.cdist(flat.reshape(-1, flat.shape[-1]), flat.reshape(-1, flat.shape[-1]))
+        dist = dist.reshape(n, flat.shape[1], n, flat.shape[1]).amin(-1)
+        dist[torch.arange(n), :, torch.arange(n)] = INF
+        per_layer.append(dist.amin(-1))  # m = max(1, ceil(0.3 * (n - 1))) = 1: the nearest other image
+    expected = (torch.stack(per_layer).mean(0) / 2).reshape(n, tiny.grid, tiny.grid)
+    torch.testing.assert_close(tiny.patch_scores({"patch_tokens": tokens}), expected, atol=1e-5, rtol=0)
