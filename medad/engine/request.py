@@ -20,6 +20,8 @@ from medad.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
+    from medad.dimse.peer import DimseSettings
+
 DEFAULT_SEED = 0
 """The seed a model is built under when none is given (``medad score --seed``, ``seed=``)."""
 
@@ -82,7 +84,8 @@ class ScoreRequest:
     """What ``medad score`` does: score ``paths`` with one model into ``out_dir`` (tables, heatmaps, predictions).
 
     Attributes:
-        paths: image files, folders, DICOM / NIfTI files and DICOMweb study or series URLs.
+        paths: image files, folders, DICOM / NIfTI files, DICOMweb study or series URLs and
+            ``dicom://AET@HOST:PORT/STUDY_UID`` URLs.
         out_dir: the output folder (a re-run of the same request resumes).
         checkpoint: a checkpoint folder from ``medad train`` (or give ``model_name``).
         model_name: a registered model name (random or pretrained weights per its card).
@@ -94,6 +97,7 @@ class ScoreRequest:
         heatmaps: write one heatmap PNG per image.
         progress: show a progress bar.
         dicomweb_ca_bundle: CA bundle for DICOMweb URLs among ``paths``.
+        dimse: AE title, C-MOVE port and timeouts for ``dicom://`` URLs among ``paths`` (None: from the environment).
         settings: how to score (:class:`ScoreSettings`).
     """
 
@@ -109,6 +113,7 @@ class ScoreRequest:
     heatmaps: bool = True
     progress: bool = True
     dicomweb_ca_bundle: str | Path | None = None
+    dimse: DimseSettings | None = None
     settings: ScoreSettings = field(default_factory=ScoreSettings)
 
     @classmethod
