@@ -226,9 +226,11 @@ def associated(
             ae.add_requested_context(abstract, list(syntaxes))
     opened: list[bool] = []
     handlers = [*kwargs.pop("evt_handlers", []), (evt.EVT_CONN_OPEN, lambda event: opened.append(True))]
+    started = time.monotonic()
     assoc = ae.associate(peer.host, peer.port, ae_title=peer.aet, evt_handlers=handlers, **kwargs)
     if not assoc.is_established:
-        raise _not_established(assoc, bool(opened), peer, settings, what)
+        ae.shutdown()
+        raise _not_established(assoc, bool(opened), time.monotonic() - started, peer, settings, what)
     try:
         yield assoc
     finally:
@@ -238,16 +240,29 @@ def associated(
 
 
 def _not_established(
-    assoc: Association, connected: bool, peer: DicomPeer, settings: DimseSettings, what: str
+    assoc: Association, connected: bool, elapsed: float, peer: DicomPeer, settings: DimseSettings, what: str
 ) -> DimseError:
     if assoc.is_rejected:
         return _rejected(assoc, peer, settings, what)
     if not connected:
         return _unreachable(peer, settings, what)
+    if assoc.rejected_contexts and not assoc.accepted_contexts:
+        from pydicom.uid import UID
+
+        names = ", ".join(sorted({UID(str(cx.abstract_syntax)).name for cx in assoc.rejected_contexts}))
+        return DimseError(
+            f"{peer.name} accepted none of the services medad asked for while {what} ({names}); enable them for "
+            f"medad's AE title {settings.calling_aet} in the PACS"
+        )
+    if elapsed >= settings.acse_timeout * 0.95:
+        return DimseError(
+            f"{peer.name} accepted the connection but did not accept the association within "
+            f"{settings.acse_timeout:g} s while {what} (a timeout: it may not be a DICOM service, or be busy); check "
+            f"the port is the PACS's DICOM port, retry later, or raise {ENV_TIMEOUTS['acse'][0]}"
+        )
     return DimseError(
-        f"{peer.name} accepted the connection but did not accept the association within {settings.acse_timeout:g} s "
-        f"while {what} (a timeout or an abort: it may not be a DICOM service, or be busy); check the port is the "
-        f"PACS's DICOM port, retry later, or raise {ENV_TIMEOUTS['acse'][0]}"
+        f"{peer.name} aborted the association request while {what}; check that the PACS allows medad's AE title "
+        f"{settings.calling_aet} and the PACS's log"
     )
 
 
@@ -259,8 +274,9 @@ def no_response(peer: DicomPeer, settings: DimseSettings, what: str, started: fl
             f"reachable but busy or hung); retry later or raise {ENV_TIMEOUTS['dimse'][0]} (a re-run resumes)"
         )
     return DimseError(
-        f"{peer.name} aborted the association while {what}; check the PACS's log (its permissions for medad's AE "
-        "title, its storage) and retry (a re-run resumes)"
+        f"{peer.name} aborted the association while {what}; check that the PACS allows medad's AE title "
+        f"{settings.calling_aet} (its list of modalities / permissions), its storage and its log, then retry (a re-run "
+        "resumes)"
     )
 
 

@@ -97,6 +97,11 @@ def test_store_to_dcmtk_storescp_files_validate(orthanc_dimse, storescp: StoreSc
     assert len(received) == 6
     classes = sorted(str(pydicom.dcmread(p, stop_before_pixels=True).SOPClassUID) for p in received)
     assert classes == [PMAP_CLASS] * 2 + [SEG_CLASS] * 4
+    # `medad export --to dicom://` stores the same objects again: the same SOPInstanceUIDs, so the same 6 files
+    args = ["export", str(out), "--format", "dicom-seg,pmap", "--out", str(tmp_path / "again"), "--to", storescp.url]
+    code, text = run_medad(monkeypatch, capsys, *args, "--calling-aet", "MEDAD2")
+    assert code == 0 and "stored 6 DICOM object(s)" in text, text
+    assert sorted(p for p in storescp.folder.iterdir() if p.is_file()) == received
     if shutil.which("dciodvfy") is None:
         pytest.skip("dciodvfy is not installed (Debian package dicom3tools)")
     for path in received:
