@@ -11,7 +11,11 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from medad import dicomweb
+from medad.dicomweb.client import DicomWebError, is_dicomweb_url, parse_store_url, parse_study_url
+from medad.dicomweb.fetch import fetch_resource
+from medad.dicomweb.store import check_store_formats, export_dicom_files
+from medad.dicomweb.store import probe_target as probe_web_target
+from medad.dicomweb.store import store_files as store_web_files
 from medad.dimse.fetch import fetch_study
 from medad.dimse.peer import DimseSettings, is_dicom_url, parse_dicom_url
 from medad.dimse.store import probe_target, store_files
@@ -43,20 +47,20 @@ class Scheme:
 
 
 def _web_fetch(url: str, out_dir: Path, conn: Connection) -> Path:
-    return dicomweb.fetch_resource(dicomweb.parse_study_url(url), out_dir, conn.ca_bundle)
+    return fetch_resource(parse_study_url(url), out_dir, conn.ca_bundle)
 
 
 def _web_store(files: list[Path], url: str, conn: Connection) -> str:
-    return dicomweb.store_files(files, url, conn.ca_bundle).describe()
+    return store_web_files(files, url, conn.ca_bundle).describe()
 
 
 SCHEMES = (
     Scheme(
         name="DICOMweb",
-        matches=dicomweb.is_dicomweb_url,
+        matches=is_dicomweb_url,
         fetch=_web_fetch,
-        parse_target=dicomweb.parse_store_url,
-        probe=lambda url, conn, before: dicomweb.probe_target(url, conn.ca_bundle, before=before),
+        parse_target=parse_store_url,
+        probe=lambda url, conn, before: probe_web_target(url, conn.ca_bundle, before=before),
         store=_web_store,
     ),
     Scheme(
@@ -92,7 +96,7 @@ def localise_inputs(paths: Sequence[str | Path], out_dir: str | Path, conn: Conn
 def _target_scheme(url: str) -> Scheme:
     scheme = scheme_of(url)
     if scheme is None:
-        raise dicomweb.DicomWebError(
+        raise DicomWebError(
             f"--to {url!r} is not a PACS URL; give a DICOMweb root (http(s)://HOST:PORT/dicom-web) or a DIMSE peer "
             "(dicom://AET@HOST:PORT)"
         )
@@ -119,11 +123,11 @@ def check_target(
         return
     scheme = _target_scheme(url)
     scheme.parse_target(url)
-    dicomweb.check_store_formats(formats, deidentify)
+    check_store_formats(formats, deidentify)
     if probe:
         scheme.probe(url, conn, before)
 
 
 def store_export(export_dir: str | Path, url: str, conn: Connection) -> str:
     """Store the SEG / Parametric Map objects of an export folder at ``url``; return the line the CLI prints."""
-    return _target_scheme(url).store(dicomweb.export_dicom_files(export_dir), url, conn)
+    return _target_scheme(url).store(export_dicom_files(export_dir), url, conn)
