@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from medad.dicomweb.fetch import instance_file, is_image_sop_class
-from medad.dimse.peer import DicomPeer, DimseError, DimseSettings, associated, no_response, status_error
+from medad.dimse.peer import (
+    DicomPeer,
+    DimseError,
+    DimseSettings,
+    associated,
+    no_response,
+    require_context,
+    status_error,
+)
 from medad.errors import DiskError, as_medad_error
 from medad.utils.io import write_bytes_atomic
 
@@ -202,6 +210,17 @@ def _retriever(assoc: Any, peer: DicomPeer, settings: DimseSettings) -> Callable
     return lambda query: assoc.send_c_move(query, settings.calling_aet, _MOVE)
 
 
+def _require_services(assoc: Any, peer: DicomPeer, settings: DimseSettings) -> None:
+    """The peer accepted the query and the retrieve medad asks for (else a message says how to fetch instead)."""
+    what = "fetching a study"
+    require_context(assoc, _FIND, peer, what, "enable C-FIND (Study Root) for medad's AE title in the PACS")
+    if settings.move_port is None:
+        fix = "fetch with C-MOVE instead (--move PORT, the PACS must know medad's AE title, host and that port)"
+        require_context(assoc, _GET, peer, what, fix)
+    else:
+        require_context(assoc, _MOVE, peer, what, "drop --move to fetch with C-GET, or enable C-MOVE in the PACS")
+
+
 def _contexts(settings: DimseSettings) -> list[tuple[str, None]]:
     if settings.move_port is not None:
         return [(_FIND, None), (_MOVE, None)]
@@ -228,6 +247,7 @@ def fetch_study(peer: DicomPeer, out_dir: str | Path, settings: DimseSettings) -
     scp = _storage_scp(settings, receiver) if settings.move_port is not None else contextlib.nullcontext()
     failed = kept = 0
     with scp, associated(peer, settings, _contexts(settings), "fetching a study", **extra) as assoc:
+        _require_services(assoc, peer, settings)
         retrieve = _retriever(assoc, peer, settings)
         for series in _image_series(assoc, peer, settings):
             if all(instance_file(folder, sop).is_file() for sop in series.instances):

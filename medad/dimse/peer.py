@@ -233,10 +233,23 @@ def associated(
         raise _not_established(assoc, bool(opened), time.monotonic() - started, peer, settings, what)
     try:
         yield assoc
+    except RuntimeError:  # what pynetdicom raises on a request over an association the peer has since aborted
+        if assoc.is_established:
+            raise
+        raise aborted(peer, settings, what) from None
     finally:
         if assoc.is_established:
             assoc.release()
         ae.shutdown()
+
+
+def require_context(assoc: Association, abstract_syntax: str, peer: DicomPeer, what: str, fix: str) -> None:
+    """Refuse an association on which the peer did not accept the service ``abstract_syntax`` (pynetdicom would
+    raise a ValueError on the request)."""
+    if not any(str(cx.abstract_syntax) == abstract_syntax for cx in assoc.accepted_contexts):
+        from pydicom.uid import UID
+
+        raise DimseError(f"{peer.name} does not offer {UID(abstract_syntax).name} while {what}; {fix}")
 
 
 def _not_established(
@@ -273,6 +286,11 @@ def no_response(peer: DicomPeer, settings: DimseSettings, what: str, started: fl
             f"{peer.name} did not answer within {settings.dimse_timeout:g} s while {what} (a timeout: it is "
             f"reachable but busy or hung); retry later or raise {ENV_TIMEOUTS['dimse'][0]} (a re-run resumes)"
         )
+    return aborted(peer, settings, what)
+
+
+def aborted(peer: DicomPeer, settings: DimseSettings, what: str) -> DimseError:
+    """The peer aborted (or closed) an established association."""
     return DimseError(
         f"{peer.name} aborted the association while {what}; check that the PACS allows medad's AE title "
         f"{settings.calling_aet} (its list of modalities / permissions), its storage and its log, then retry (a re-run "

@@ -129,3 +129,25 @@ def test_an_interrupted_fetch_resumes(orthanc_dimse, tmp_path, caplog) -> None:
     assert "1 instance(s) fetched, 1 already on disk" in caplog.text  # the complete series was not retrieved
     assert sorted(folder.glob("*.dcm")) == first
     assert first[0].stat().st_mtime_ns != stamps[first[0]] and first[1].stat().st_mtime_ns == stamps[first[1]]
+
+
+@pytest.fixture
+def find_only_peer() -> Iterator[int]:
+    """A pynetdicom peer that offers C-FIND but neither C-GET nor C-MOVE."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+    ae = AE(ae_title="FAKEPACS")
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False)
+    try:
+        yield port
+    finally:
+        server.shutdown()
+
+
+def test_a_peer_without_c_get_says_to_use_c_move(find_only_peer: int, tmp_path) -> None:
+    message = _fetch(find_only_peer, tmp_path)
+    assert "does not offer Study Root Query/Retrieve Information Model - GET" in message
+    assert "fetch with C-MOVE instead (--move PORT" in message
