@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import re
 import socket
@@ -156,9 +157,15 @@ class DimseSettings:
 
 
 def make_ae(settings: DimseSettings) -> Any:
-    """A pynetdicom ``AE`` with medad's AE title and the timeouts."""
+    """A pynetdicom ``AE`` with medad's AE title and the timeouts.
+
+    pynetdicom logs every query and answer identifier (study UIDs, and patient attributes in patient-level queries)
+    at INFO: its logger is kept to CRITICAL, so a log configured for medad (e.g. an AI node's) never receives them;
+    medad reports every DIMSE failure itself.
+    """
     from pynetdicom import AE
 
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     ae = AE(ae_title=settings.calling_aet)
     ae.connection_timeout = settings.connect_timeout
     ae.acse_timeout = settings.acse_timeout
@@ -195,7 +202,9 @@ def _rejected(assoc: Association, peer: DicomPeer, settings: DimseSettings, what
     answer = assoc.acceptor.primitive
     reason = f"{answer.result_str}, {answer.source_str}: {answer.reason_str}" if answer is not None else "no reason"
     hint = "check the called AE title in the dicom:// URL (the PACS's own AE title)"
-    if "Calling AE" in reason:
+    if answer is not None and answer.result == 2:  # rejected transient: busy, or a local limit
+        hint = "the PACS is busy or at its limit of associations; retry later"
+    elif "Calling AE" in reason:
         hint = f"register medad's AE title {settings.calling_aet} in the PACS (or give --calling-aet / {ENV_AE_TITLE})"
     elif "Called AE" not in reason:
         hint += f" and that the PACS knows medad's AE title {settings.calling_aet}"

@@ -99,15 +99,19 @@ def test_an_unregistered_calling_ae_title_is_refused(orthanc_dimse, tmp_path, mo
 def aborting_peer() -> Iterator[int]:
     """A pynetdicom Q/R SCP that aborts the association on every C-FIND (a PACS that gives up mid-request)."""
     from pynetdicom import AE, evt
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
+    from pynetdicom.sop_class import (
+        StudyRootQueryRetrieveInformationModelFind,
+        StudyRootQueryRetrieveInformationModelGet,
+        Verification,
+    )
 
     def abort(event):
         event.assoc.abort()
         yield 0xFF00, None
 
     ae = AE(ae_title="ABORTER")
-    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
-    ae.add_supported_context(Verification)
+    for uid in (StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet, Verification):
+        ae.add_supported_context(uid)
     port = free_port()
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_FIND, abort)])
     try:

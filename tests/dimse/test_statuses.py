@@ -124,9 +124,10 @@ def test_an_interrupted_fetch_resumes(orthanc_dimse, tmp_path, caplog) -> None:
     assert len(first) == 2
     stamps = {p: p.stat().st_mtime_ns for p in first}
     first[0].unlink()  # as if the fetch had stopped before this instance
-    with caplog.at_level(logging.INFO, logger="medad.dimse"):
+    with caplog.at_level(logging.DEBUG):
         fetch_study(peer, tmp_path / "out", DimseSettings())
     assert "1 instance(s) fetched, 1 already on disk" in caplog.text  # the complete series was not retrieved
+    assert study not in caplog.text  # pynetdicom's logs of every identifier stay out of a DEBUG log
     assert sorted(folder.glob("*.dcm")) == first
     assert first[0].stat().st_mtime_ns != stamps[first[0]] and first[1].stat().st_mtime_ns == stamps[first[1]]
 
@@ -151,3 +152,23 @@ def test_a_peer_without_c_get_says_to_use_c_move(find_only_peer: int, tmp_path) 
     message = _fetch(find_only_peer, tmp_path)
     assert "does not offer Study Root Query/Retrieve Information Model - GET" in message
     assert "fetch with C-MOVE instead (--move PORT" in message
+
+
+def test_a_busy_peer_rejects_transiently_and_the_message_says_retry(tmp_path) -> None:
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+
+    def busy(event):  # A-ASSOCIATE-RJ: rejected transient, by the presentation service provider, local limit
+        event.assoc.acse.send_reject(0x02, 0x03, 0x02)
+        time.sleep(0.5)  # let the rejection reach medad before pynetdicom closes the connection
+
+    ae = AE(ae_title="FAKEPACS")
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_REQUESTED, busy)])
+    try:
+        message = _fetch(port, tmp_path)
+    finally:
+        server.shutdown()
+    assert "rejected the association while fetching a study (Rejected Transient" in message
+    assert "retry later" in message
