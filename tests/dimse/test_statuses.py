@@ -172,3 +172,18 @@ def test_a_busy_peer_rejects_transiently_and_the_message_says_retry(tmp_path) ->
         server.shutdown()
     assert "rejected the association while fetching a study (Rejected Transient" in message
     assert "retry later" in message
+
+
+def test_a_c_move_port_in_use_is_named(fake_peer, tmp_path) -> None:
+    import socket
+
+    port, _ = fake_peer
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen(1)
+        busy = int(taken.getsockname()[1])
+        with pytest.raises(DimseError) as info:
+            fetch_study(DicomPeer("FAKEPACS", "127.0.0.1", port, STUDY), tmp_path, DimseSettings(move_port=busy))
+    assert f"medad cannot listen on port {busy} for C-MOVE" in str(info.value) and "give --move a free port" in str(
+        info.value
+    )
