@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import TYPE_CHECKING, Annotated, get_args
 
 import typer
 import typer.core
@@ -16,6 +16,9 @@ import typer.core
 from medad import __version__
 from medad.errors import DataError, MedadError, as_medad_error, forget_warnings, printable, show_data_warnings
 from medad.stats import defaults as ci_defaults
+
+if TYPE_CHECKING:
+    from medad.dimse.remote import Connection
 
 app = typer.Typer(
     name="medad",
@@ -89,7 +92,15 @@ PER_FILE_HELP = (
     "With DICOM series: one SEG / Parametric Map / NIfTI per file instead of one per series (the default exports a "
     "series of single-frame files as one volume, ordered along the slice normal)."
 )
-TO_HELP = "Store the DICOM SEG / Parametric Map exports on this DICOMweb server (STOW-RS), e.g. http://HOST/dicom-web."
+TO_HELP = (
+    "Store the DICOM SEG / Parametric Map exports in this PACS: a DICOMweb root (STOW-RS), e.g. "
+    "http://HOST/dicom-web, or a DIMSE peer (C-STORE), dicom://AET@HOST:PORT."
+)
+CALLING_AET_HELP = "medad's own AE title towards dicom:// peers (default: $MEDAD_AE_TITLE, else MEDAD)."
+MOVE_HELP = (
+    "Fetch dicom:// studies with C-MOVE to medad's Storage SCP listening on this port (the PACS must know medad's "
+    "AE title, host and this port) instead of C-GET."
+)
 CA_HELP = "PEM CA bundle to verify the DICOMweb server's TLS certificate (default: the system's)."
 BACKBONE_WEIGHTS_HELP = "Backbone weights: a local file (Meta .pth, safetensors, .bin) or a timm / hf-hub id."
 CLASS_WORD_HELP = (
@@ -241,6 +252,17 @@ def train_command(
     typer.echo(f"trained {result.epochs} epochs ({result.steps} steps); checkpoint: {result.checkpoint}")
 
 
+def _pacs_connection(
+    ca_bundle: Path | None, calling_aet: str | None, move: int | None, urls: list[object]
+) -> Connection:
+    """How to reach a PACS: the DICOMweb CA bundle and, when a dicom:// URL or a DIMSE option is given, the DIMSE
+    settings (AE title, C-MOVE port, timeouts; refused here, before any work, when wrong)."""
+    from medad.dimse import Connection, DimseSettings, is_dicom_url
+
+    uses_dimse = calling_aet is not None or move is not None or any(is_dicom_url(u) for u in urls)
+    return Connection(ca_bundle, DimseSettings.from_env(calling_aet, move) if uses_dimse else None)
+
+
 @app.command("score")
 def score_command(
     ctx: typer.Context,
@@ -290,6 +312,8 @@ def score_command(
     ] = None,
     to: Annotated[str | None, typer.Option("--to", help=TO_HELP)] = None,
     ca_bundle: Annotated[Path | None, typer.Option("--ca-bundle", help=CA_HELP)] = None,
+    calling_aet: Annotated[str | None, typer.Option("--calling-aet", help=CALLING_AET_HELP)] = None,
+    move: Annotated[int | None, typer.Option("--move", metavar="PORT", help=MOVE_HELP)] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="If another `medad score` is writing OUT, wait for it instead of refusing.")
     ] = False,
@@ -318,7 +342,8 @@ def score_command(
 ) -> None:
     """Score images: OUT/scores.csv, OUT/scores.json, OUT/heatmaps/*.png and OUT/predictions/.
 
-    A PATH may be a DICOMweb study URL (http(s)://HOST:PORT/dicom-web/studies/UID) or a series URL (.../series/UID).
+    A PATH may be a DICOMweb study URL (http(s)://HOST:PORT/dicom-web/studies/UID), a series URL
+    (.../series/UID), or a DIMSE study URL (dicom://AET@HOST:PORT/UID).
     """
     from medad.engine import distributed
     from medad.engine.request import ScoreRequest, ScoreSettings
@@ -330,10 +355,11 @@ def score_command(
     if tile_overlap is not None and not tile:
         fail("--tile-overlap only applies with --tile; add --tile or drop --tile-overlap")
     check_score_request(out, export, threshold)  # refused before any scoring: bad --out, --export, --threshold
+    pacs = _pacs_connection(ca_bundle, calling_aet, move, [*paths, to])
     if to is not None:
-        from medad.dicomweb import check_target
+        from medad.dimse.remote import check_target
 
-        check_target(export, deidentify, to, ca_bundle, probe=True)  # the PACS answers DICOMweb, before scoring
+        check_target(export, deidentify, to, pacs, probe=True)  # the PACS answers (QIDO-RS / C-ECHO), before scoring
     folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir)
     request = ScoreRequest(
         paths=tuple(paths),
@@ -352,6 +378,7 @@ def score_command(
         reference_seed=reference_seed,
         reference_draw=reference_draw,
         fewshot_weight=fewshot_weight,
+        dimse=pacs.dimse,
         settings=ScoreSettings(
             batch_size=batch_size,
             device=device,
@@ -389,9 +416,9 @@ def score_command(
         typer.echo(f"exported {export} to {folder}: {summary}")
         export_error = _export_notices(folder)
         if to is not None and export_error is None:
-            from medad.dicomweb import store_export
+            from medad.dimse.remote import store_export
 
-            typer.echo(store_export(folder, to, ca_bundle).describe())
+            typer.echo(store_export(folder, to, pacs))
     if table.attrs.get("skipped"):  # some inputs could not be read: the rest is written, the run exits 2
         from medad.engine.skipped import partial_error
 
@@ -508,14 +535,16 @@ def export_command(
     per_file: Annotated[bool, typer.Option("--per-file", help=PER_FILE_HELP)] = False,
     to: Annotated[str | None, typer.Option("--to", help=TO_HELP)] = None,
     ca_bundle: Annotated[Path | None, typer.Option("--ca-bundle", help=CA_HELP)] = None,
+    calling_aet: Annotated[str | None, typer.Option("--calling-aet", help=CALLING_AET_HELP)] = None,
 ) -> None:
     """Export masks, heatmaps, overlays, NIfTI, DICOM SEG / Parametric Map and an offline review gallery."""
     from medad.export import export_run, export_summary
 
+    pacs = _pacs_connection(ca_bundle, calling_aet, None, [to])
     if to is not None:
-        from medad.dicomweb import check_target
+        from medad.dimse.remote import check_target
 
-        check_target(formats, deidentify, to, ca_bundle, probe=True, before="exporting")  # before anything is written
+        check_target(formats, deidentify, to, pacs, probe=True, before="exporting")  # before anything is written
 
     folder = export_run(
         run_dir,
@@ -533,9 +562,9 @@ def export_command(
     if error is not None:
         fail(error)
     if to is not None:
-        from medad.dicomweb import store_export
+        from medad.dimse.remote import store_export
 
-        typer.echo(store_export(folder, to, ca_bundle).describe())
+        typer.echo(store_export(folder, to, pacs))
     if skipped:
         raise typer.Exit(code=2)
 

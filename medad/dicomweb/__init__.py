@@ -10,6 +10,7 @@ from medad.dicomweb.client import DicomWebError, DicomWebResource, is_dicomweb_u
 from medad.dicomweb.fetch import cache_folder, fetch_resource, is_image_sop_class, localise_inputs
 from medad.dicomweb.store import (
     StoreResult,
+    check_store_formats,
     check_target,
     export_dicom_files,
     finished_export,
@@ -23,6 +24,7 @@ __all__ = [
     "DicomWebResource",
     "StoreResult",
     "cache_folder",
+    "check_store_formats",
     "check_target",
     "export_dicom_files",
     "fetch_resource",

@@ -129,6 +129,17 @@ def check_target(
     if url is None:
         return
     parse_store_url(url)
+    check_store_formats(formats, deidentify)
+    if probe:
+        probe_target(url, ca_bundle, before=before)
+
+
+def check_store_formats(formats: str | None, deidentify: bool) -> None:
+    """Refuse a PACS destination (any scheme) with ``--deidentify`` or without a DICOM format.
+
+    Raises:
+        ExportError: the combination cannot work.
+    """
     if deidentify:
         raise ExportError(DEIDENTIFIED_REFUSAL)
     items = {f.strip().lower() for f in (formats or "").split(",")}
@@ -136,8 +147,6 @@ def check_target(
         raise ExportError(
             "--to stores DICOM SEG / Parametric Map objects; add dicom-seg and/or pmap to --format / --export"
         )
-    if probe:
-        probe_target(url, ca_bundle, before=before)
 
 
 def probe_target(url: str, ca_bundle: str | Path | None = None, *, before: str = "scoring") -> None:

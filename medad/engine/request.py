@@ -20,6 +20,7 @@ from medad.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
+    from medad.dimse.peer import DimseSettings
     from medad.engine.references import ReferenceSet
 
 DEFAULT_SEED = 0
@@ -93,7 +94,8 @@ class ScoreRequest:
     """What ``medad score`` does: score ``paths`` with one model into ``out_dir`` (tables, heatmaps, predictions).
 
     Attributes:
-        paths: image files, folders, DICOM / NIfTI files and DICOMweb study or series URLs.
+        paths: image files, folders, DICOM / NIfTI files, DICOMweb study or series URLs and
+            ``dicom://AET@HOST:PORT/STUDY_UID`` URLs.
         out_dir: the output folder (a re-run of the same request resumes).
         checkpoint: a checkpoint folder from ``medad train`` (or give ``model_name``).
         model_name: a registered model name (random or pretrained weights per its card).
@@ -111,6 +113,7 @@ class ScoreRequest:
         reference_seed: the draw's seed (``--reference-seed``).
         reference_draw: which draw of that seed (``--reference-draw``).
         fewshot_weight: the few-shot map's weight in the fused map (``--fewshot-weight``; ``None``: the model's).
+        dimse: AE title, C-MOVE port and timeouts for ``dicom://`` URLs among ``paths`` (None: from the environment).
         settings: how to score (:class:`ScoreSettings`).
     """
 
@@ -131,6 +134,7 @@ class ScoreRequest:
     reference_seed: int = 0
     reference_draw: int = 0
     fewshot_weight: float | None = None
+    dimse: DimseSettings | None = None
     settings: ScoreSettings = field(default_factory=ScoreSettings)
 
     def check_references(self) -> None:

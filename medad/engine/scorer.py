@@ -557,17 +557,17 @@ def _request_references(request: ScoreRequest, s: ScoreSettings) -> ScoreSetting
 
 
 def _local_inputs(request: ScoreRequest) -> list[str | Path]:
-    """The request's paths, with DICOMweb study / series URLs fetched into ``OUT/private/``."""
-    from medad.dicomweb import is_dicomweb_url, localise_inputs
+    """The request's paths, with PACS study URLs (DICOMweb or DIMSE) fetched into ``OUT/private/``."""
+    from medad.dimse.remote import Connection, is_remote_url, localise_inputs
 
     paths = list(request.paths)
-    if not any(is_dicomweb_url(p) for p in paths):
+    if not any(is_remote_url(p) for p in paths):
         return paths
     if request.settings.distributed:
         raise ConfigError(
-            "DICOMweb URLs are fetched and scored by one process; run `medad score URL ...` without torchrun"
+            "PACS study URLs are fetched and scored by one process; run `medad score URL ...` without torchrun"
         )
-    return localise_inputs(paths, request.out_dir, request.dicomweb_ca_bundle)
+    return localise_inputs(paths, request.out_dir, Connection(request.dicomweb_ca_bundle, request.dimse))
 
 
 def weights_options(backbone_weights: str | None, text_weights: str | None) -> dict[str, Any]:

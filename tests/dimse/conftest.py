@@ -1,0 +1,181 @@
+"""Real DIMSE peers on loopback for the DIMSE tests, started and stopped by the tests.
+
+- ``orthanc_dimse``: Orthanc (Debian ``orthanc``) with its DICOM port on, AE title ``ORTHANC``, checking the called
+  AE title, and medad's AE title ``MEDAD`` registered as a modality (allowed C-FIND / C-GET / C-MOVE / C-STORE, its
+  C-MOVE destination on ``move_port``).
+- ``storescp``: dcmtk's ``storescp`` writing what it receives into a folder.
+- ``silent_port``: a TCP port that accepts connections and never answers (a hung peer).
+Tests skip with the reason when a binary is missing. pynetdicom's own ``storescp`` / ``findscu`` scripts (in the
+virtual environment) are not dcmtk's and are never used: the binaries are taken from /usr/bin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.dicomweb.conftest import ORTHANC, Orthanc, free_port
+
+ORTHANC_AET, MEDAD_AET = "ORTHANC", "MEDAD"
+USER, PASSWORD = "medad-dimse", "not-a-real-secret-4b1d"
+
+
+def dcmtk(name: str) -> str:
+    """The path of a dcmtk binary (``/usr/bin``), or skip the test naming the missing package."""
+    path = Path("/usr/bin") / name
+    if not path.is_file():
+        pytest.skip(f"dcmtk's {name} is not installed (Debian package dcmtk)")
+    return str(path)
+
+
+@dataclasses.dataclass
+class OrthancDimse(Orthanc):
+    """A test Orthanc with its DICOM port: REST as in the DICOMweb tests, plus the DIMSE address."""
+
+    dicom_port: int = 0
+    move_port: int = 0
+
+    def dicom_url(self, study: str | None = None, aet: str = ORTHANC_AET) -> str:
+        """``dicom://ORTHANC@127.0.0.1:PORT[/STUDY]``."""
+        return f"dicom://{aet}@127.0.0.1:{self.dicom_port}" + (f"/{study}" if study else "")
+
+
+def _wait_until_up(proc: subprocess.Popen[bytes], url: str, auth: tuple[str, str], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"Orthanc exited with code {proc.returncode}; see {log}")
+        try:
+            if requests.get(f"{url}/system", auth=auth, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Orthanc did not answer within 60 s; see {log}")
+        time.sleep(0.2)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def orthanc_dimse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancDimse]:
+    """Orthanc with a DICOM port on loopback that knows medad's AE title; stopped after the session."""
+    if ORTHANC is None:
+        pytest.skip("Orthanc is not installed (Debian package orthanc)")
+    root = tmp_path_factory.mktemp("orthanc-dimse")
+    http, dicom, move = free_port(), free_port(), free_port()
+    config = {
+        "Name": "medad-dimse-test",
+        "StorageDirectory": str(root / "db"),
+        "IndexDirectory": str(root / "db"),
+        "HttpPort": http,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {USER: PASSWORD},
+        "DicomServerEnabled": True,
+        "DicomAet": ORTHANC_AET,
+        "DicomPort": dicom,
+        "DicomCheckCalledAet": True,
+        "DicomModalities": {"medad": {"AET": MEDAD_AET, "Host": "127.0.0.1", "Port": move}},
+        "DicomScpTimeout": 30,
+        "StableAge": 1,
+    }
+    (root / "orthanc.json").write_text(json.dumps(config), encoding="utf-8")
+    with (root / "orthanc.log").open("w") as log:
+        proc = subprocess.Popen([ORTHANC, str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+        server = OrthancDimse(f"http://127.0.0.1:{http}", (USER, PASSWORD), dicom_port=dicom, move_port=move)
+        try:
+            _wait_until_up(proc, server.url, server.auth, root / "orthanc.log")
+            yield server
+        finally:
+            _stop(proc)
+
+
+@dataclasses.dataclass
+class StoreScp:
+    """A running dcmtk ``storescp``: its AE title, port and the folder it writes into."""
+
+    aet: str
+    port: int
+    folder: Path
+
+    @property
+    def url(self) -> str:
+        return f"dicom://{self.aet}@127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[StoreScp]:
+    """dcmtk's storescp on a free loopback port, accepting any storage SOP class; stopped after the test."""
+    binary = dcmtk("storescp")
+    folder = tmp_path / "storescp"
+    folder.mkdir()
+    port = free_port()
+    scp = StoreScp("STORESCP", port, folder)
+    args = [binary, "--aetitle", scp.aet, "--output-directory", str(folder), "--promiscuous", str(port)]
+    with (tmp_path / "storescp.log").open("w") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_for_port(proc, port, tmp_path / "storescp.log")
+            yield scp
+        finally:
+            _stop(proc)
+
+
+def _wait_for_port(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"storescp exited with code {proc.returncode}; see {log}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"storescp did not listen within 30 s; see {log}") from None
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts TCP connections and never sends a byte (a hung PACS)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(server.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in held:
+            conn.close()
+        server.close()
