@@ -93,15 +93,16 @@ def upload_study(pacs: Orthanc, tmp: Path, source: str = "CT_small.dcm", *, brok
     return str(ds.StudyInstanceUID)
 
 
-def wait_stable(pacs: Orthanc, studies: int, timeout: float = 60) -> None:
-    """Wait until Orthanc's feed holds ``studies`` StableStudy changes."""
+def wait_stable(pacs: Orthanc, *study_uids: str, timeout: float = 60) -> None:
+    """Wait until Orthanc's feed says each of these studies is stable."""
+    ids = {pacs.study_id(uid) for uid in study_uids}
     deadline = time.monotonic() + timeout
     while True:
-        changes = pacs.rest("/changes?since=0&limit=1000")["Changes"]
-        if sum(c["ChangeType"] == "StableStudy" for c in changes) >= studies:
+        changes = pacs.rest("/changes?since=0&limit=10000")["Changes"]
+        if ids <= {c["ID"] for c in changes if c["ChangeType"] == "StableStudy"}:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"fewer than {studies} studies became stable within {timeout} s")
+            raise AssertionError(f"the studies did not become stable within {timeout} s")
         time.sleep(0.3)
 
 
