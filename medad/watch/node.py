@@ -163,7 +163,8 @@ class Node:
                     feed_done = self._read_feed()
                     next_read = time.monotonic() + (0.0 if s.once else s.poll)
                 self._start_studies(pool, active)
-                if not active and (self._stopping() or (s.once and feed_done and self.state.count() == 0)):
+                drained = feed_done and self.state.count(("queued",)) == 0
+                if not active and (self._stopping() or (s.once and drained)):
                     return
                 finished, _ = wait(active, timeout=min(s.poll, 1.0), return_when=FIRST_COMPLETED)
                 for future in finished:
