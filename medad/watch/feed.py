@@ -99,5 +99,5 @@ def _not_orthanc(server: str) -> str:
     return (
         f"{server} did not answer like Orthanc's REST API (GET /changes); give Orthanc's REST root as SOURCE "
         "(e.g. http://HOST:8042, not its /dicom-web root): other PACS have no change feed medad can follow "
-        "(docs/hospital.md says what to run instead)"
+        "(docs/hospital.md#sources-without-a-change-feed says what to run instead)"
     )

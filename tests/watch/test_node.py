@@ -20,6 +20,7 @@ from tests.watch.conftest import (
     PASSWORD,
     PATIENT_ID,
     PATIENT_NAME,
+    RESULT_CLASSES,
     USER,
     Orthanc,
     result_series,
@@ -115,11 +116,11 @@ def test_three_studies_a_kill_mid_study_a_restart_and_later_studies(
     failed = next(r for r in rows.values() if r["status"] == "failed")
     assert failed["reason"].startswith("unreadable: none of the study's 1 image(s) could be read")
 
-    # later: a CT study is scored, an MR one is excluded by --modality; earlier studies are not touched again
+    # later, two at a time: a CT study is scored, an MR one excluded by --modality; the first three are not touched
     later_ct = upload_study(pacs, tmp_path, "CT_small.dcm")
     later_mr = upload_study(pacs, tmp_path, "MR_small.dcm")
     wait_stable(pacs, later_ct, later_mr)
-    summary = run_node(_settings(pacs, state, study_filter=StudyFilter.parse("CT", None, None)))
+    summary = run_node(_settings(pacs, state, study_filter=StudyFilter.parse("CT", None, None), workers=2))
     assert (summary.done, summary.failed) == (1, 1)
     assert sorted(result_series(pacs, later_ct).values()) == [1, 1]
     assert result_series(pacs, later_mr) == {}
@@ -129,13 +130,18 @@ def test_three_studies_a_kill_mid_study_a_restart_and_later_studies(
     report = (state / "report.json").read_text()
     assert "wrong modality: the study's image series are MR; --modality allows CT" in report
 
+    # every stored object says what it is not
+    metadata = pacs.rest(f"/dicom-web/studies/{later_ct}/metadata")
+    descriptions = [m["0008103E"]["Value"][0] for m in metadata if m["00080016"]["Value"][0] in RESULT_CLASSES]
+    assert len(descriptions) == 2 and all(d.startswith("RESEARCH USE ONLY") for d in descriptions)
+
     # no credential anywhere: logs, terminal, state folder, stored results; no patient identifier outside private/
     shared = out + err + caplog.text + report
     for secret in (PASSWORD, f"{USER}:{PASSWORD}"):
         assert secret not in shared
         for path in state.rglob("*"):
             assert not path.is_file() or secret.encode() not in path.read_bytes(), path
-        assert secret not in str(pacs.rest(f"/dicom-web/studies/{later_ct}/metadata"))
+        assert secret not in str(metadata)
     for private in (PATIENT_ID, PATIENT_NAME, ct, mr, broken, later_ct, later_mr):
         assert private not in shared
     assert not (state / "private" / "work").exists() or not any((state / "private" / "work").iterdir())
