@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import medad.watch.study as watch_study
+from medad.dicomweb import DicomWebError
 from medad.engine.request import ScoreSettings
 from medad.errors import ConfigError
 from medad.watch import WatchSettings, WatchState, load_credentials, run_node
@@ -136,6 +137,7 @@ def test_a_credentials_file_sets_the_environment_and_names_a_bad_line_not_its_va
     assert SECRET not in str(caught.value) and "MEDAD_DICOMWEB_TOKEN" not in os.environ
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_node_after_the_study_in_progress(
     pacs: Orthanc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_credentials: None
 ) -> None:
@@ -161,3 +163,32 @@ def test_sigterm_stops_the_node_after_the_study_in_progress(
     state = WatchState(tmp_path / "state")
     assert {s.study_uid: s.status for s in state.studies()} == {first: "done", second: "queued"}
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the node's handler is gone
+
+
+@pytest.mark.slow
+def test_a_pacs_failing_mid_study_keeps_it_queued_and_a_rerun_finishes_it(
+    pacs: Orthanc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_credentials: None
+) -> None:
+    monkeypatch.setenv("MEDAD_DICOMWEB_USER", USER)
+    monkeypatch.setenv("MEDAD_DICOMWEB_PASSWORD", PASSWORD)
+    study = upload_study(pacs, tmp_path, "CT_small.dcm")
+    wait_stable(pacs, study)
+
+    def dead_pacs(*args: object) -> object:
+        raise DicomWebError(f"cannot reach the DICOMweb server {pacs.dicomweb} while storing a result (STOW-RS)")
+
+    original = watch_study.store_files
+    monkeypatch.setattr(watch_study, "store_files", dead_pacs)
+    settings = WatchSettings(source=pacs.url, to=pacs.dicomweb, state_dir=tmp_path / "state",
+                             model_name="ad_dinov3_tiny", formats="dicom-seg", score=ScoreSettings(device="cpu"),
+                             backlog=True, once=True, poll=0.5)
+    with pytest.raises(DicomWebError, match="cannot reach"):
+        run_node(settings)
+    state = WatchState(tmp_path / "state")
+    row = state.studies()[0]
+    assert (row.status, row.attempts, row.reason.startswith("server: cannot reach")) == ("queued", 1, True)
+    assert list((state.private / "work" / row.pseudonym / "export").glob("*.dcm"))  # the export is kept
+    state.close()
+    monkeypatch.setattr(watch_study, "store_files", original)  # the PACS is back
+    assert run_node(settings).done == 1
+    assert sorted(result_series(pacs, study).values()) == [1, 1]

@@ -80,6 +80,7 @@ def _statuses(state: Path) -> dict[str, tuple[str, int]]:
         store.close()
 
 
+@pytest.mark.slow
 def test_three_studies_a_kill_mid_study_a_restart_and_later_studies(
     pacs: Orthanc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
