@@ -24,9 +24,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from medad.dicomweb import DicomWebError, check_target, probe_target
 from medad.engine.scorer import load_model, weights_fingerprint, weights_options
 from medad.errors import MedadError
+from medad.export import resolve_threshold
+from medad.export.thresholds import Threshold
 from medad.utils.locking import FolderLock
 from medad.watch.feed import STABLE_STUDY, OrthancFeed
 from medad.watch.settings import WatchError, WatchSettings
@@ -69,11 +73,13 @@ class NodeSummary:
         )
 
 
-def node_settings_fingerprint(settings: WatchSettings, card: dict[str, Any], weights_sha256: str) -> str:
+def node_settings_fingerprint(
+    settings: WatchSettings, threshold: Threshold, card: dict[str, Any], weights_sha256: str
+) -> str:
     """The fingerprint the result UIDs derive from: model card, trainable weights and what shapes the results."""
     s = settings.score
     shaping = {
-        "threshold": settings.threshold,
+        "threshold": [threshold.rule, threshold.value],
         "compat": s.compat,
         "class_word": s.class_word,
         "tile": s.tile,
@@ -130,8 +136,9 @@ class Node:
         seed = 0 if s.score.seed is None else s.score.seed
         weights = weights_options(s.backbone_weights, s.text_weights)
         model = load_model(s.checkpoint, s.model_name, s.score.device, seed=seed, compat=s.score.compat, **weights)
-        self.scorer = Scorer(model, s.score.replace(seed=seed))
-        self.fingerprint = node_settings_fingerprint(s, model.card(), weights_fingerprint(model))
+        threshold = resolve_threshold(s.threshold, run_dir=s.state_dir, manifest=pd.DataFrame())  # no in-sample rule
+        self.scorer = Scorer(model, s.score.replace(seed=seed), threshold)
+        self.fingerprint = node_settings_fingerprint(s, threshold, model.card(), weights_fingerprint(model))
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:

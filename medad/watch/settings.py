@@ -22,6 +22,7 @@ from medad.dicomweb.client import (
 )
 from medad.engine.request import ScoreSettings
 from medad.errors import ConfigError, MedadError
+from medad.export.thresholds import check_threshold_spec
 
 CREDENTIAL_NAMES = (ENV_USER, ENV_PASSWORD, ENV_PASSWORD_FILE, ENV_TOKEN, ENV_TOKEN_FILE, ENV_CA_BUNDLE)
 
@@ -93,6 +94,13 @@ class WatchSettings:
                 raise ConfigError(f"{flag} {getattr(self, key)} must be >= {low}; pass e.g. {flag} {max(low, 1)}")
         if not self.poll > 0:
             raise ConfigError(f"--poll {self.poll} must be a positive number of seconds; pass e.g. --poll 10")
+        rule, rest = check_threshold_spec(self.threshold)
+        if rule in ("f1", "youden") and not rest:
+            raise ConfigError(
+                f"--threshold {self.threshold} picks the cut on the scored images' own labels, and a PACS study has "
+                f"none; give fixed:V, percentile:P:NORMALS_PRED_DIR or {rule}:VAL_PRED_DIR (labelled validation "
+                "predictions)"
+            )
         self.score.check()
 
 

@@ -31,6 +31,7 @@ from medad.engine.score_tables import write_score_tables
 from medad.engine.scorer import inputs_manifest, score
 from medad.errors import MedadError
 from medad.export import export_run, export_summary
+from medad.export.thresholds import Threshold
 from medad.models import AnomalyModel
 from medad.watch.settings import StudyFilter, WatchSettings
 from medad.watch.uids import assign_result_uids
@@ -59,10 +60,12 @@ class SeriesInfo:
 
 @dataclasses.dataclass(frozen=True)
 class Scorer:
-    """The node's one model and how it scores; one study is scored at a time (one model, one device)."""
+    """The node's one model, how it scores and the mask threshold (resolved once at start, so every study is cut
+    at the same value); one study is scored at a time (one model, one device)."""
 
     model: AnomalyModel
     settings: ScoreSettings
+    threshold: Threshold
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
@@ -170,7 +173,7 @@ def score_study(scorer: Scorer, folders: Sequence[Path], work: Path) -> dict[str
     return {"images": len(table), "unreadable_images": len(skipped)}
 
 
-def export_study(settings: WatchSettings, work: Path) -> tuple[Path, str]:
+def export_study(settings: WatchSettings, threshold: Threshold, work: Path) -> tuple[Path, str]:
     """Export SEG / Parametric Map (whatever the export API's grouping is) into ``work/export``; reuse a finished
     one. Returns the folder and the export's summary line.
 
@@ -183,7 +186,7 @@ def export_study(settings: WatchSettings, work: Path) -> tuple[Path, str]:
             folder = export_run(
                 work / "predictions",
                 formats=settings.formats,
-                threshold=settings.threshold,
+                threshold=threshold,
                 out_dir=work / "export",
                 overwrite=True,
             )
@@ -200,7 +203,7 @@ def process_study(
     chosen = select_series(list_series(settings, study_uid), settings.study_filter)
     folders = fetch_series(settings, study_uid, chosen, work)
     counts = score_study(scorer, folders, work)
-    folder, summary = export_study(settings, work)
+    folder, summary = export_study(settings, scorer.threshold, work)
     files = export_dicom_files(folder)
     uids = assign_result_uids(files, study_uid, node_fingerprint)
     stored = store_files(files, settings.to, settings.ca_bundle)

@@ -95,6 +95,8 @@ def test_a_source_without_a_change_feed_is_named_with_the_fix(
         (("--queue", "0"), "--queue 0 must be >= 1"),
         (("--poll", "0"), "--poll 0.0 must be a positive number of seconds"),
         (("--format", "png"), "--to stores DICOM SEG / Parametric Map objects"),
+        (("--threshold", "f1"), "--threshold f1 picks the cut on the scored images' own labels, and a PACS study"),
+        (("--threshold", "fixed:x"), "threshold 'fixed:x': 'x' is not a number"),
     ],
 )
 def test_bad_settings_are_refused_before_any_work(
