@@ -561,10 +561,14 @@ def watch_command(
 
     if credentials is not None:
         load_credentials(credentials)
+    logger = logging.getLogger("medad.watch")
+    for old in [h for h in logger.handlers if h.get_name() == "medad-watch-stderr"]:  # a command run before
+        logger.removeHandler(old)
     handler = logging.StreamHandler()
+    handler.set_name("medad-watch-stderr")
     handler.setFormatter(logging.Formatter("%(asctime)s medad watch: %(message)s", "%Y-%m-%dT%H:%M:%S"))
-    logging.getLogger("medad.watch").addHandler(handler)
-    logging.getLogger("medad.watch").setLevel(logging.INFO)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     settings = WatchSettings(
         source=source,
         to=to,

@@ -182,8 +182,8 @@ def test_a_pacs_failing_mid_study_keeps_it_queued_and_a_rerun_finishes_it(
     original = watch_study.store_files
     monkeypatch.setattr(watch_study, "store_files", dead_pacs)
     settings = WatchSettings(source=pacs.url, to=pacs.dicomweb, state_dir=tmp_path / "state",
-                             model_name="ad_dinov3_tiny", formats="dicom-seg", score=ScoreSettings(device="cpu"),
-                             backlog=True, once=True, poll=0.5)
+                             model_name="ad_dinov3_tiny", score=ScoreSettings(device="cpu"), backlog=True, once=True,
+                             poll=0.5)  # the default formats: binary and fractional SEG, Parametric Map
     with pytest.raises(DicomWebError, match="cannot reach"):
         run_node(settings)
     state = WatchState(tmp_path / "state")
@@ -193,4 +193,4 @@ def test_a_pacs_failing_mid_study_keeps_it_queued_and_a_rerun_finishes_it(
     state.close()
     monkeypatch.setattr(watch_study, "store_files", original)  # the PACS is back
     assert run_node(settings).done == 1
-    assert sorted(result_series(pacs, study).values()) == [1, 1]
+    assert sorted(result_series(pacs, study).values()) == [1, 1, 1]

@@ -4,8 +4,12 @@ queued again, the queue bound holds the feed back, and the shareable report hold
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import pytest
+
+from medad.dicomweb import DicomWebError
 from medad.watch import WatchSettings, WatchState
 from medad.watch.feed import Change, Page
 from medad.watch.node import Node
@@ -85,3 +89,21 @@ def test_the_queue_bound_holds_the_feed_back_without_losing_a_study(tmp_path: Pa
     node.state.finish(A, "done")
     assert node._read_feed() is True
     assert [s.study_uid for s in node.state.studies()] == [A, B, C] and node.state.since() == 6
+
+
+class _DeadFeed(_Feed):
+    def read(self, since: int, limit: int = 100) -> Page:
+        raise DicomWebError("cannot reach the DICOMweb server http://pacs while reading Orthanc's change feed")
+
+
+def test_a_source_that_stops_answering_is_logged_while_following_and_ends_a_once_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for once in (False, True):
+        node = Node(WatchSettings(source="http://pacs", to="http://pacs/dicom-web", state_dir=tmp_path, once=once))
+        node.state, node.feed = WatchState(tmp_path), _DeadFeed()  # type: ignore[assignment]
+        with caplog.at_level(logging.WARNING, logger="medad.watch"):
+            assert node._read_feed() is False
+        assert (node._halt is None) is not once
+        node.state.close()
+    assert "the source did not answer (cannot reach the DICOMweb server http://pacs" in caplog.text
