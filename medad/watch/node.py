@@ -34,8 +34,8 @@ from medad.export.thresholds import Threshold
 from medad.utils.locking import FolderLock
 from medad.watch.feed import STABLE_STUDY, OrthancFeed
 from medad.watch.settings import WatchError, WatchSettings
-from medad.watch.state import WatchState
-from medad.watch.study import Scorer, StudyRejectedError, process_study
+from medad.watch.state import Study, WatchState
+from medad.watch.study import Scorer, StudyRejectedError, image_instances, process_study
 from medad.watch.uids import fingerprint
 
 log = logging.getLogger("medad.watch")
@@ -98,6 +98,7 @@ class Node:
         self.summary = NodeSummary()
         self._halt: MedadError | None = None
         self._pause_until = 0.0
+        self._recheck: set[str] = set()
 
     def run(self) -> NodeSummary:
         """Run until the feed is drained (``once``) or a stop signal; return what was done."""
@@ -162,7 +163,7 @@ class Node:
     def _loop(self) -> None:
         """Read the feed, start studies, collect the finished ones, until done or stopped."""
         s = self.settings
-        active: dict[Future[Outcome], Any] = {}
+        active: dict[Future[Outcome], Study] = {}
         feed_done, next_read = False, 0.0
         with ThreadPoolExecutor(max_workers=s.workers, thread_name_prefix="medad-watch") as pool:
             while True:
@@ -180,7 +181,7 @@ class Node:
     def _stopping(self) -> bool:
         return self.stop.is_set() or self._halt is not None
 
-    def _start_studies(self, pool: ThreadPoolExecutor, active: dict[Future[Outcome], Any]) -> None:
+    def _start_studies(self, pool: ThreadPoolExecutor, active: dict[Future[Outcome], Study]) -> None:
         while not self._stopping() and len(active) < self.settings.workers and time.monotonic() >= self._pause_until:
             study = self.state.claim()
             if study is None:
@@ -224,8 +225,23 @@ class Node:
                 return True
 
     def _queue(self, position: int, uids: list[str]) -> None:
-        for pseudonym in self.state.advance(position, uids):
+        for pseudonym in self.state.advance(position, uids, self._renewed(uids)):
             log.info("%s: stable; queued", pseudonym)
+
+    def _renewed(self, uids: list[str]) -> list[str]:
+        """The done studies among ``uids`` that now hold images the node did not score (late images); a running
+        one is checked when it ends. A study re-reported stable because medad's own results arrived is not."""
+        renewed = []
+        for uid in uids:
+            known = self.state.find(uid)
+            if known is not None and known.status == "running":
+                self._recheck.add(uid)
+            elif known is not None and known.status == "done" and self._new_images(known):
+                renewed.append(uid)
+        return renewed
+
+    def _new_images(self, study: Study) -> bool:
+        return image_instances(self.settings, study.study_uid) > int(study.record.get("instances", 0))
 
     def _work_folder(self, pseudonym: str) -> Path:
         return self.state.private / "work" / pseudonym
@@ -247,7 +263,7 @@ class Node:
                 out.write(f"{pseudonym}\n{traceback.format_exc()}\n")
             return Outcome("failed", reason=f"internal error ({type(exc).__name__}); see private/{ERRORS_LOG}")
 
-    def _record(self, study: Any, outcome: Outcome) -> None:
+    def _record(self, study: Study, outcome: Outcome) -> None:
         """Store an attempt's outcome; a server failure is tried again later (``MAX_ATTEMPTS`` in all)."""
         s = self.settings
         status = outcome.status
@@ -269,6 +285,12 @@ class Node:
             log.warning("%s: %s; it stays queued", study.pseudonym, outcome.reason)
         if status != "queued":
             shutil.rmtree(self._work_folder(study.pseudonym), ignore_errors=True)
+        if status == "done" and study.study_uid in self._recheck:  # reported stable again while it ran
+            self._recheck.discard(study.study_uid)
+            try:
+                self._queue(self.state.since() or 0, [study.study_uid])
+            except MedadError as exc:
+                log.warning("%s: cannot check it for late images (%s)", study.pseudonym, exc)
 
 
 def run_node(settings: WatchSettings) -> NodeSummary:

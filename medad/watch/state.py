@@ -120,12 +120,14 @@ class WatchState:
             row = self._db.execute("SELECT value FROM feed WHERE key = 'since'").fetchone()
         return None if row is None else int(row[0])
 
-    def advance(self, since: int, study_uids: Iterable[str] = ()) -> list[str]:
+    def advance(self, since: int, study_uids: Iterable[str] = (), renewed: Iterable[str] = ()) -> list[str]:
         """Queue ``study_uids`` and move the feed position to ``since``, in one transaction.
 
-        A study seen before is queued again only if it failed (new images may have arrived); a study done, queued
-        or running is left as it is. Returns the pseudonyms of the studies queued.
+        A study seen before is queued again if it failed (new images may have arrived) or is among ``renewed``
+        (done, but the PACS now holds images it did not score); one queued or running is left as it is. Returns
+        the pseudonyms of the studies queued.
         """
+        again = set(renewed)
         queued = []
         with self._transaction() as db:
             for uid in study_uids:
@@ -137,7 +139,7 @@ class WatchState:
                         "VALUES (?, ?, 'queued', ?, ?)",
                         (uid, study_pseudonym(uid), seen, _now()),
                     )
-                elif row[0] == "failed":
+                elif row[0] == "failed" or (row[0] == "done" and uid in again):
                     db.execute("UPDATE studies SET status = 'queued', updated = ? WHERE study_uid = ?", (_now(), uid))
                 else:
                     continue
@@ -185,10 +187,17 @@ class WatchState:
         self.write_report()
 
     def study(self, study_uid: str) -> Study:
-        """The row of one study."""
+        """The row of one study (raises KeyError when the node has never seen it)."""
+        found = self.find(study_uid)
+        if found is None:
+            raise KeyError("a study this node has never seen")
+        return found
+
+    def find(self, study_uid: str) -> Study | None:
+        """The row of one study, or None."""
         with self._lock:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()
-        return _study(row)
+        return None if row is None else _study(row)
 
     def studies(self) -> list[Study]:
         """Every study, in the order the feed named them."""

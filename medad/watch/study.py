@@ -52,6 +52,7 @@ class SeriesInfo:
     modality: str = ""
     body_part: str = ""
     sop_classes: set[str] = dataclasses.field(default_factory=set)
+    images: int = 0
 
     @property
     def has_images(self) -> bool:
@@ -98,8 +99,19 @@ def list_series(settings: WatchSettings, study_uid: str) -> dict[str, SeriesInfo
         get_remaining=True,
     )
     for item in instances:
-        series.setdefault(_first(item, _SERIES), SeriesInfo()).sop_classes.add(_first(item, _SOP_CLASS))
+        info, sop_class = series.setdefault(_first(item, _SERIES), SeriesInfo()), _first(item, _SOP_CLASS)
+        info.sop_classes.add(sop_class)
+        info.images += is_image_sop_class(sop_class)
     return series
+
+
+def image_instances(settings: WatchSettings, study_uid: str) -> int:
+    """How many image instances the study's series the filter keeps hold now (0 when it keeps none)."""
+    series = list_series(settings, study_uid)
+    try:
+        return sum(series[uid].images for uid in select_series(series, settings.study_filter))
+    except StudyRejectedError:
+        return 0
 
 
 def _image_sop_classes(info: SeriesInfo) -> set[str]:
@@ -200,7 +212,8 @@ def process_study(
     settings: WatchSettings, scorer: Scorer, node_fingerprint: str, study_uid: str, work: Path
 ) -> tuple[dict[str, Any], list[str]]:
     """Run every step for one study; return the record (counts and summaries, no UID) and the result UIDs."""
-    chosen = select_series(list_series(settings, study_uid), settings.study_filter)
+    series = list_series(settings, study_uid)
+    chosen = select_series(series, settings.study_filter)
     folders = fetch_series(settings, study_uid, chosen, work)
     counts = score_study(scorer, folders, work)
     folder, summary = export_study(settings, scorer.threshold, work)
@@ -209,6 +222,7 @@ def process_study(
     stored = store_files(files, settings.to, settings.ca_bundle)
     record = {
         "series": len(chosen),
+        "instances": sum(series[uid].images for uid in chosen),
         **counts,
         "export": summary,
         "stored": stored.stored,

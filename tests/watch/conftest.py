@@ -78,13 +78,17 @@ def _wait_until_up(server: Orthanc, proc: subprocess.Popen[bytes], root: Path) -
         time.sleep(0.2)
 
 
-def upload_study(pacs: Orthanc, tmp: Path, source: str = "CT_small.dcm", *, broken: bool = False) -> str:
-    """Upload a copy of one of pydicom's real files as a new one-series study; return its StudyInstanceUID.
+def upload_study(
+    pacs: Orthanc, tmp: Path, source: str = "CT_small.dcm", *, broken: bool = False, study: str | None = None
+) -> str:
+    """Upload a copy of one of pydicom's real files as a new one-series study (or a new series of ``study``);
+    return its StudyInstanceUID.
 
     ``broken`` cuts the pixel data to half its length: Orthanc stores it, no reader can decode it.
     """
     ds = pydicom.dcmread(get_testdata_file(source))
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.StudyInstanceUID = study or generate_uid()
+    ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.PatientID, ds.PatientName = PATIENT_ID, PATIENT_NAME
     if broken:
@@ -93,12 +97,12 @@ def upload_study(pacs: Orthanc, tmp: Path, source: str = "CT_small.dcm", *, brok
     return str(ds.StudyInstanceUID)
 
 
-def wait_stable(pacs: Orthanc, *study_uids: str, timeout: float = 60) -> None:
-    """Wait until Orthanc's feed says each of these studies is stable."""
+def wait_stable(pacs: Orthanc, *study_uids: str, after: int = 0, timeout: float = 60) -> None:
+    """Wait until Orthanc's feed says each of these studies is stable (in a change after number ``after``)."""
     ids = {pacs.study_id(uid) for uid in study_uids}
     deadline = time.monotonic() + timeout
     while True:
-        changes = pacs.rest("/changes?since=0&limit=10000")["Changes"]
+        changes = pacs.rest(f"/changes?since={after}&limit=10000")["Changes"]
         if ids <= {c["ID"] for c in changes if c["ChangeType"] == "StableStudy"}:
             return
         if time.monotonic() > deadline:

@@ -131,6 +131,16 @@ def test_three_studies_a_kill_mid_study_a_restart_and_later_studies(
     report = (state / "report.json").read_text()
     assert "wrong modality: the study's image series are MR; --modality allows CT" in report
 
+    # a late series arrives in the first CT study, long done: the study is scored again, only the new results stored
+    last = pacs.rest("/changes?last")["Last"]
+    upload_study(pacs, tmp_path, "CT_small.dcm", study=ct)
+    wait_stable(pacs, ct, after=last)
+    summary = run_node(_settings(pacs, state))
+    assert (summary.done, summary.failed) == (1, 0)
+    assert sorted(result_series(pacs, ct).values()) == [1, 1, 1, 1]
+    late = next(r for r in json.loads((state / "report.json").read_text())["studies"] if r["instances"] == 2)
+    assert (late["attempts"], late["stored"], late["already_stored"]) == (2, 2, 2)
+
     # every stored object says what it is not
     metadata = pacs.rest(f"/dicom-web/studies/{later_ct}/metadata")
     descriptions = [m["0008103E"]["Value"][0] for m in metadata if m["00080016"]["Value"][0] in RESULT_CLASSES]
