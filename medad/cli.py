@@ -518,12 +518,13 @@ def export_model_command(
 
 
 WATCH_SOURCE_HELP = "Orthanc's REST root, e.g. http://pacs:8042: its /changes feed names the studies to score."
+WATCH_TO_HELP = "DICOMweb root that receives the results (STOW-RS), e.g. http://pacs:8042/dicom-web."
 
 
 @app.command("watch")
 def watch_command(
     source: Annotated[str, typer.Argument(help=WATCH_SOURCE_HELP)],
-    to: Annotated[str, typer.Option("--to", help=TO_HELP)],
+    to: Annotated[str, typer.Option("--to", help=WATCH_TO_HELP)],
     state: Annotated[Path, typer.Option("--state", help="State folder (feed position, per-study record; resumes).")],
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Folder from `medad train`.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Registered model name, e.g. ad_dinov3_tiny.")] = None,
