@@ -174,6 +174,9 @@ class Node:
                 drained = feed_done and self.state.count(("queued",)) == 0
                 if not active and (self._stopping() or (s.once and drained)):
                     return
+                if not active:  # idle: wait for the next read (a stop signal wakes it)
+                    self.stop.wait(min(s.poll, 1.0))
+                    continue
                 finished, _ = wait(active, timeout=min(s.poll, 1.0), return_when=FIRST_COMPLETED)
                 for future in finished:
                     self._record(active.pop(future), future.result())

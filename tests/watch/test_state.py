@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,24 @@ def test_a_source_that_stops_answering_is_logged_while_following_and_ends_a_once
         assert (node._halt is None) is not once
         node.state.close()
     assert "the source did not answer (cannot reach the DICOMweb server http://pacs" in caplog.text
+
+
+class _EmptyFeed(_Feed):
+    def read(self, since: int, limit: int = 100) -> Page:
+        return Page((), True, since)
+
+
+def test_an_idle_node_waits_for_its_next_poll_instead_of_spinning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = Node(WatchSettings(source="http://pacs", to="http://pacs/dicom-web", state_dir=tmp_path, poll=0.5))
+    node.feed = _EmptyFeed()  # type: ignore[assignment]
+    monkeypatch.setattr(node, "_start", lambda: None)  # no servers, no model: the loop alone
+    claims: list[int] = []
+    claim = WatchState.claim
+    monkeypatch.setattr(WatchState, "claim", lambda self: claims.append(1) or claim(self))
+    timer = threading.Timer(1.5, node.stop.set)
+    timer.start()
+    summary = node.run()
+    timer.join()
+    assert summary.done == 0 and len(claims) <= 6
