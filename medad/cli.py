@@ -583,6 +583,82 @@ def export_model_command(
     typer.echo(export_model(out, class_word, fmt=fmt, checkpoint=checkpoint, model_name=model).describe())
 
 
+WATCH_SOURCE_HELP = "Orthanc's REST root, e.g. http://pacs:8042: its /changes feed names the studies to score."
+WATCH_TO_HELP = "DICOMweb root that receives the results (STOW-RS), e.g. http://pacs:8042/dicom-web."
+
+
+@app.command("watch")
+def watch_command(
+    source: Annotated[str, typer.Argument(help=WATCH_SOURCE_HELP)],
+    to: Annotated[str, typer.Option("--to", help=WATCH_TO_HELP)],
+    state: Annotated[Path, typer.Option("--state", help="State folder (feed position, per-study record; resumes).")],
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Folder from `medad train`.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Registered model name, e.g. ad_dinov3_tiny.")] = None,
+    dicomweb: Annotated[
+        str | None, typer.Option("--dicomweb", help="DICOMweb root to fetch studies from (default SOURCE/dicom-web).")
+    ] = None,
+    export: Annotated[str, typer.Option("--format", help="Results to store: dicom-seg, pmap.")] = "dicom-seg,pmap",
+    threshold: Annotated[str, typer.Option("--threshold", help=THRESHOLD_HELP)] = "fixed:0.5",
+    modality: Annotated[str | None, typer.Option("--modality", help="Score only these modalities, e.g. CT,MR.")] = None,
+    body_part: Annotated[str | None, typer.Option("--body-part", help="Only these BodyPartExamined values.")] = None,
+    sop_class: Annotated[str | None, typer.Option("--sop-class", help="Only series of these SOP Class UIDs.")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="Studies in progress at once (one scored at a time).")] = 1,
+    queue: Annotated[int, typer.Option("--queue", help="At most this many studies waiting; the feed waits.")] = 100,
+    poll: Annotated[float, typer.Option("--poll", help="Seconds between reads of the feed.")] = 10.0,
+    once: Annotated[bool, typer.Option("--once", help="Score what is pending, then exit (cron, tests).")] = False,
+    backlog: Annotated[
+        bool, typer.Option("--backlog", help="On the first start, also score the studies already in the PACS.")
+    ] = False,
+    credentials: Annotated[
+        Path | None, typer.Option("--credentials", help="File of MEDAD_DICOMWEB_*=VALUE lines (chmod 600).")
+    ] = None,
+    ca_bundle: Annotated[Path | None, typer.Option("--ca-bundle", help=CA_HELP)] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: CUDA if any).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 8,
+    class_word: Annotated[str | None, typer.Option("--class-word", help=CLASS_WORD_HELP)] = None,
+    seed: Annotated[int, typer.Option("--seed", help=SEED_HELP)] = 0,
+    backbone_weights: Annotated[str | None, typer.Option("--backbone-weights", help=BACKBONE_WEIGHTS_HELP)] = None,
+    text_weights: Annotated[str | None, typer.Option("--text-weights", help=TEXT_WEIGHTS_HELP)] = None,
+) -> None:
+    """Follow a PACS and answer each new stable study with SEG / Parametric Map results (docs/hospital.md)."""
+    import logging
+
+    from medad.engine.request import ScoreSettings
+    from medad.watch import StudyFilter, WatchSettings, load_credentials, run_node
+
+    if credentials is not None:
+        load_credentials(credentials)
+    logger = logging.getLogger("medad.watch")
+    for old in [h for h in logger.handlers if h.get_name() == "medad-watch-stderr"]:  # a command run before
+        logger.removeHandler(old)
+    handler = logging.StreamHandler()
+    handler.set_name("medad-watch-stderr")
+    handler.setFormatter(logging.Formatter("%(asctime)s medad watch: %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    settings = WatchSettings(
+        source=source,
+        to=to,
+        state_dir=state,
+        checkpoint=checkpoint,
+        model_name=model,
+        backbone_weights=backbone_weights,
+        text_weights=text_weights,
+        dicomweb=dicomweb,
+        formats=export,
+        threshold=threshold,
+        score=ScoreSettings(batch_size=batch_size, device=device, class_word=class_word, seed=seed),
+        study_filter=StudyFilter.parse(modality, body_part, sop_class),
+        workers=workers,
+        queue=queue,
+        poll=poll,
+        once=once,
+        backlog=backlog,
+        ca_bundle=None if ca_bundle is None else str(ca_bundle),
+    )
+    typer.echo(run_node(settings).describe())
+
+
 @app.command("validate")
 def validate_command(
     protocol: Annotated[Path, typer.Argument(help=PROTOCOL_HELP)],
