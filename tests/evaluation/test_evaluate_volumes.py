@@ -223,3 +223,34 @@ def test_topk_mean_of_a_short_volume_uses_every_slice_and_labels_follow_the_slic
     assert VolumeScore("topk_mean", 5).score(np.array([0.2, 0.4])) == pytest.approx(0.3)
     assert volume_label(np.array([0, 1, -1])) == 1
     assert volume_label(np.array([0, 0])) == 0 and volume_label(np.array([0, -1])) == -1
+
+
+def test_cli_refuses_a_wrong_volume_score_before_any_work(tmp_path, capsys) -> None:
+    import sys
+
+    from medad.cli import main
+
+    argv = ["medad", "eval", str(tmp_path / "nothing"), "--data", str(tmp_path), "--volume-score", "median"]
+    old, sys.argv = sys.argv, argv
+    try:
+        with pytest.raises(SystemExit) as info:
+            main()
+    finally:
+        sys.argv = old
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1 and err[0].startswith("error: --volume-score 'median'")
+    assert "Traceback" not in err[0]
+
+
+def test_protocol_key_evaluation_volume_score_keeps_default_hashes() -> None:
+    from medad.protocols.loading import load_protocol
+    from medad.protocols.resolve import config_hash, resolve_protocol
+
+    demo = Path(__file__).parents[2] / "protocols" / "demo.yaml"
+    default = resolve_protocol(load_protocol(demo))
+    assert default.evaluation_volume_score == "max" and "evaluation_volume_score" not in default.dump()
+    chosen = resolve_protocol(load_protocol(demo, ["evaluation_volume_score=topk_mean:2"]))
+    assert chosen.dump()["evaluation_volume_score"] == "topk_mean:2"
+    assert config_hash(chosen) != config_hash(default)
+    with pytest.raises(ConfigError, match=r"evaluation_volume_score"):
+        load_protocol(demo, ["evaluation_volume_score=median"])
