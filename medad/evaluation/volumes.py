@@ -170,7 +170,10 @@ def _point(table: pd.DataFrame) -> dict[str, float | NotApplicable]:
     """The exact volume-level metrics of labelled volumes."""
     image = ImageMetrics()
     image.update(table["volume_score"].to_numpy(np.float64), table["label"].to_numpy(np.int64))
-    out = dict(image.compute())
+    out: dict[str, float | NotApplicable] = {
+        k: NotApplicable(v.reason.replace("image", "volume")) if isinstance(v, NotApplicable) else v
+        for k, v in image.compute().items()
+    }  # the reasons speak of volumes: "no normal volumes"
     abnormal = table[table["label"] == 1]
     for name in SEG_METRICS:
         out[name] = (

@@ -219,6 +219,18 @@ def test_a_wrong_volume_score_is_refused_naming_the_option(spec: str) -> None:
         VolumeScore.parse(spec, "--volume-score")
 
 
+def test_only_abnormal_volumes_give_not_applicable_rows_that_speak_of_volumes(tmp_path, nifti_manifest) -> None:
+    manifest, maps = nifti_manifest
+    sick = manifest["image_path"].str.contains("/a.nii|/c.nii", regex=True).to_numpy()
+    manifest = manifest[sick].reset_index(drop=True)
+    maps = {i: m for i, m in enumerate(m for keep, m in zip(sick, maps.values(), strict=True) if keep)}
+    _write_predictions(tmp_path / "m", manifest, maps, _nifti_score)
+    doc = evaluate({"m": tmp_path / "m"}, manifest, tmp_path / "e", ci={"n_resamples": 50})
+    rows = {r["metric"]: r for r in doc["rows"] if r["class_name"] == "__volumes__"}
+    assert rows["image_auroc"]["status"] == "not_applicable" and rows["image_auroc"]["reason"] == "no normal volumes"
+    assert rows["dice"]["value"] == pytest.approx((2 / 7 + 1) / 2) and rows["dice"]["n_images"] == 2
+
+
 def test_topk_mean_of_a_short_volume_uses_every_slice_and_labels_follow_the_slices() -> None:
     assert VolumeScore("topk_mean", 5).score(np.array([0.2, 0.4])) == pytest.approx(0.3)
     assert volume_label(np.array([0, 1, -1])) == 1
