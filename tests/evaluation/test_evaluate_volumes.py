@@ -266,3 +266,16 @@ def test_protocol_key_evaluation_volume_score_keeps_default_hashes() -> None:
     assert config_hash(chosen) != config_hash(default)
     with pytest.raises(ConfigError, match=r"evaluation_volume_score"):
         load_protocol(demo, ["evaluation_volume_score=median"])
+
+
+def test_the_protocol_evaluate_stage_passes_its_volume_score(tmp_path, nifti_manifest) -> None:
+    from medad.protocols.stages.evaluate import EvaluateJob
+
+    manifest, maps = nifti_manifest
+    _write_predictions(tmp_path / "m", manifest, maps, _nifti_score)
+    job = EvaluateJob(folder=tmp_path / "stage", predictions={"m": tmp_path / "m"}, manifest=manifest,
+                      evaluated=manifest, metrics=[], ci={"n_resamples": 0}, comparisons=[], correction="holm",
+                      resolution="native", sweep=None, volume_score="topk_mean:2")  # fmt: skip
+    job(None)
+    doc = json.loads((tmp_path / "stage" / "evaluation" / "metrics.json").read_text())
+    assert doc["settings"]["volumes"]["score"]["k"] == 2
