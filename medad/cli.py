@@ -464,14 +464,24 @@ def eval_command(
     ] = "native",
     images_dir: Annotated[str | None, typer.Option("--images-dir", help=IMAGES_DIR_HELP)] = None,
     masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
+    volume_score: Annotated[
+        str,
+        typer.Option(
+            "--volume-score",
+            help="A volume's score from its slices' image scores: max, topk_mean (k=3) or topk_mean:K.",
+        ),
+    ] = "max",
 ) -> None:
-    """Evaluate predictions: metrics.json (with CIs), per_image.csv, curves.json, comparisons.json."""
+    """Evaluate predictions: metrics.json (with CIs), per_image.csv, curves.json, comparisons.json, and
+    per_volume.csv when the inputs hold volumes (DICOM series, NIfTI files)."""
     from medad.data import load_manifest
     from medad.evaluation import evaluate
+    from medad.evaluation.volumes import VolumeScore
     from medad.reports.cases import named_predictions
 
     names = ("--ci-resamples", "--confidence", "--ci-method")
     ci_defaults.check_ci_settings(ci_resamples, confidence, ci_method, names=names)
+    scoring = VolumeScore.parse(volume_score, "--volume-score")  # refused before any work
     if not 0.0 < threshold <= 1.0:  # the anomaly-score range, as `medad score --threshold fixed:V` checks it
         effect = "no pixel at all" if threshold > 1.0 else "every pixel of every image"
         fail(
@@ -484,7 +494,9 @@ def eval_command(
     manifest = load_manifest(data, folder_kind or kind, split=split, **dir_options)
     target = out or Path(predictions[0].rpartition("=")[2]).resolve().parent / "evaluation"
     ci = {"n_resamples": ci_resamples, "seed": seed, "method": ci_method, "level": confidence}
-    result = evaluate(folders, manifest, target, ci=ci, threshold=threshold, resolution=resolution)
+    result = evaluate(
+        folders, manifest, target, ci=ci, threshold=threshold, resolution=resolution, volume_score=scoring
+    )
     typer.echo(f"evaluated {len(folders)} model(s) on {len(manifest)} images; results in {result['out_dir']}")
 
 

@@ -47,7 +47,9 @@ class Accumulated:
         keys: the (dataset, class) scopes, sorted.
         scopes: per (model, scope key) the accumulated pixel metrics.
         image_scores: per model, the image score of every row.
-        per_image: per model, ``max`` pixel score, ``dice`` and ``iou`` of every row (NaN where not computed).
+        per_image: per model, ``max`` pixel score, ``dice`` and ``iou`` of every row, and the pixel counts they
+            come from (``inter``: predicted and in the mask, ``pred``: predicted, ``true``: in the mask; the
+            volumes' 3-D Dice sums them), NaN where not computed.
         hists: per (model, dataset) the pixel histograms and the manifest row of each histogram entry.
         fpr_limit: AUPRO integration limit.
     """
@@ -160,7 +162,7 @@ def accumulate(
             for key in keys
         },
         image_scores={m: readers[m].image_scores[np.searchsorted(readers[m].indices, np.arange(n))] for m in models},
-        per_image={m: {k: np.full(n, np.nan) for k in ("max", "dice", "iou")} for m in models},
+        per_image={m: {k: np.full(n, np.nan) for k in ("max", "dice", "iou", "inter", "pred", "true")} for m in models},
         hists={},
         fpr_limit=settings.fpr_limit,
     )
@@ -211,6 +213,9 @@ def _add_chunk(
             )
         seg = dice_iou(pixel_map, masks[i], settings.threshold)
         per_image["dice"][i], per_image["iou"][i] = seg["dice"][0], seg["iou"][0]
+        predicted = pixel_map >= np.float32(settings.threshold)
+        per_image["inter"][i] = np.count_nonzero(predicted & masks[i])
+        per_image["pred"][i], per_image["true"][i] = np.count_nonzero(predicted), np.count_nonzero(masks[i])
         maps.append(pixel_map)
         sizes.append(comps[i][0][0])
         ncomp.append(int(comps[i][1][0]))

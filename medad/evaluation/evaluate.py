@@ -11,7 +11,10 @@ accumulators and to the per-image histograms used by the bootstrap. Output files
 * ``per_image.csv`` - per image and model: image score, max pixel score, Dice and IoU at the threshold, and the
   model's ``random_weights`` flag;
 * ``curves.json`` - image-level ROC/PR and pixel-level ROC/PR/PRO curves (<= 512 points each);
-* ``comparisons.json`` - paired comparisons of every model pair, with multiple-comparison-adjusted p-values.
+* ``comparisons.json`` - paired comparisons of every model pair, with multiple-comparison-adjusted p-values;
+* ``per_volume.csv`` - only when the manifest holds volumes (DICOM series, multi-frame objects, NIfTI files):
+  per volume and model its volume score, label and 3-D Dice / IoU (:mod:`~medad.evaluation.volumes`), whose
+  volume-level metrics are the ``__volumes__`` rows of ``metrics.json``.
 
 Images with an unknown label (``<NA>``) appear in ``per_image.csv`` only. The steps live in their own modules:
 :mod:`~medad.evaluation.accumulation` (the pass over the images), :mod:`~medad.evaluation.intervals` (bootstrap
@@ -38,6 +41,14 @@ from medad.evaluation.paper_view import paper_view
 from medad.evaluation.recorded import record_predictions
 from medad.evaluation.resolution import model_resolution, resolution_settings
 from medad.evaluation.rows import AGGREGATE_NOTES, AGGREGATES, ALL_METRICS, PER_IMAGE_COLUMNS, MetricRow, round_sig
+from medad.evaluation.volumes import (
+    VolumeResults,
+    VolumeScore,
+    per_volume_table,
+    volume_metric_rows,
+    volume_results,
+    volume_settings,
+)
 from medad.metrics import IMPLEMENTATION_VERSION, MEAN, POOLED, NotApplicable, mean_over_classes
 from medad.stats.defaults import check_ci_settings
 from medad.utils.io import write_json_atomic, write_text_atomic
@@ -59,6 +70,7 @@ def evaluate(
     memory_limit_bytes: int = 1 << 30,
     mask_reader: Callable[[Mapping[str, Any]], np.ndarray] | None = None,
     resolution: str = "native",
+    volume_score: str | VolumeScore = "max",
 ) -> dict[str, Any]:
     """Compute metrics, CIs, curves and comparisons for several models' predictions on one manifest.
 
@@ -80,6 +92,8 @@ def evaluate(
         mask_reader: function reading a manifest row's mask (default ``medad.data.read_mask``).
         resolution: ``native`` (maps against masks at each image's size) or ``model`` (both resized to the
             model's input size, as the released code evaluates; :mod:`medad.evaluation.resolution`).
+        volume_score: how a volume's score comes from its slices' image scores: ``max``, ``topk_mean`` or
+            ``topk_mean:K`` (:class:`~medad.evaluation.volumes.VolumeScore`; default k = 3).
 
     Returns:
         ``{"settings", "rows", "comparisons", "out_dir"}`` - the content of metrics.json and comparisons.json.
@@ -89,6 +103,7 @@ def evaluate(
         raise ConfigError(f"unknown metric(s) {unknown}; choose from {list(ALL_METRICS)}")
     if not predictions:
         raise ConfigError("no predictions to evaluate")
+    scoring = volume_score if isinstance(volume_score, VolumeScore) else VolumeScore.parse(volume_score)
     ci_cfg = {**DEFAULT_CI, **(ci or {})}
     names = ("ci['n_resamples']", "ci['level']", "ci['method']")
     check_ci_settings(ci_cfg["n_resamples"], ci_cfg["level"], ci_cfg["method"], names=names)
@@ -107,6 +122,9 @@ def evaluate(
     if reads_mask_paths:  # no label and no mask anywhere: refused, not a table of n/a
         check_evaluable(manifest)
     _check_predictions(readers, manifest)
+    from medad.data.series import group_volumes, volume_table
+
+    volumes = group_volumes(manifest)
     acc = accumulate(
         manifest,
         readers,
@@ -130,11 +148,14 @@ def evaluate(
         "correction": correction,
         "models": models,
         "random_weights": random_weights,
-        "aggregates": AGGREGATE_NOTES,
+        "aggregates": {k: note for k, note in AGGREGATE_NOTES.items() if k != "volume" or volumes},
         "dice_iou_aggregate": "mean over abnormal images (label 1); per image N/A when mask and prediction are empty",
+        "volumes": volume_settings(scoring, volumes),
     }
     intervals = Intervals(ci_cfg, list(metrics))
     rows, curves = _rows_and_curves(acc, intervals, list(metrics), random_weights)
+    by_volume = volume_results(acc, volumes, scoring)
+    rows += volume_metric_rows(by_volume, list(metrics), ci_cfg, random_weights)
     comps = compare(acc, intervals, model_pairs(models, comparisons), list(metrics), correction)
     settings["ci"].update(intervals.used_settings())
     if any(random_weights.values()):
@@ -151,7 +172,8 @@ def evaluate(
     write_json_atomic(out / "metrics.json", round_sig({"settings": settings, "rows": rows, "paper_view": paper}))
     write_json_atomic(out / "curves.json", round_sig(curves))
     write_json_atomic(out / "comparisons.json", round_sig(comps))
-    _write_per_image(out / "per_image.csv", acc, random_weights)
+    _write_per_image(out / "per_image.csv", acc, random_weights, volume_table(manifest, volumes))
+    _write_per_volume(out / "per_volume.csv", by_volume, random_weights)
     return {"settings": settings, "rows": rows, "comparisons": comps, "out_dir": str(out)}
 
 
@@ -269,7 +291,9 @@ def _curves(acc: Accumulated, model: str, dataset: str, class_name: str, classes
     }
 
 
-def _write_per_image(path: Path, acc: Accumulated, random_weights: Mapping[str, bool]) -> None:
+def _write_per_image(
+    path: Path, acc: Accumulated, random_weights: Mapping[str, bool], volumes: pd.DataFrame
+) -> None:
     """``per_image.csv``: per model and image its scores, Dice and IoU (``rows.PER_IMAGE_COLUMNS``)."""
     manifest = acc.manifest
     frames = []
@@ -286,7 +310,18 @@ def _write_per_image(path: Path, acc: Accumulated, random_weights: Mapping[str, 
             "dice": acc.per_image[m]["dice"],
             "iou": acc.per_image[m]["iou"],
             "random_weights": bool(random_weights[m]),
+            "volume_id": volumes["volume_id"].to_numpy(),
+            "slice_order": volumes["slice_order"].array,
         }
         frames.append(pd.DataFrame({column: values[column] for column in PER_IMAGE_COLUMNS}))
     table = pd.concat(frames, ignore_index=True)
+    write_text_atomic(path, table.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
+
+
+def _write_per_volume(path: Path, results: VolumeResults, random_weights: Mapping[str, bool]) -> None:
+    """``per_volume.csv`` (``volumes.PER_VOLUME_COLUMNS``), only when the manifest holds volumes."""
+    if results.empty:
+        path.unlink(missing_ok=True)  # a re-evaluation of plain images leaves no stale table behind
+        return
+    table = per_volume_table(results, random_weights)
     write_text_atomic(path, table.to_csv(index=False, float_format="%.10g", lineterminator="\n"))

@@ -23,14 +23,20 @@ SEG_METRICS = ("dice", "iou")
 ALL_METRICS = IMAGE_METRICS + PIXEL_METRICS + SEG_METRICS
 """Every metric an evaluation computes, in the order of its rows and bootstrap statistics."""
 
-Aggregate = Literal["class", "class_mean", "pooled"]
+Aggregate = Literal["class", "class_mean", "pooled", "volume"]
 
-#: ``aggregate`` of a metrics row by its ``class_name``: one class, the class mean (macro) or all images (micro).
-AGGREGATES: dict[str, Aggregate] = {MEAN: "class_mean", POOLED: "pooled"}
+VOLUMES = "__volumes__"
+"""``class_name`` of the volume-level rows (:mod:`medad.evaluation.volumes`): each volume of the dataset one case."""
+
+#: ``aggregate`` of a metrics row by its ``class_name``: one class, the class mean (macro), all images (micro) or
+#: all volumes (a DICOM series, a multi-frame object or a NIfTI file as one case).
+AGGREGATES: dict[str, Aggregate] = {MEAN: "class_mean", POOLED: "pooled", VOLUMES: "volume"}
 AGGREGATE_NOTES = {
     "class": "one class",
     "class_mean": f"{MEAN}: unweighted mean of the per-class values (macro average; what papers report per dataset)",
     "pooled": f"{POOLED}: every image and pixel of the dataset in one set (micro average)",
+    "volume": f"{VOLUMES}: every volume of the dataset as one case, scored by settings.volumes.score; "
+    "n_images counts volumes",
 }
 
 
@@ -87,10 +93,11 @@ PER_IMAGE_KEYS = (
     "dice",
     "iou",
 )
-"""The columns of ``per_image.csv`` that every evaluation writes (then ``random_weights``)."""
+"""The columns of ``per_image.csv`` that every evaluation writes (then ``random_weights``, ``volume_id``,
+``slice_order``)."""
 
-PER_IMAGE_COLUMNS = (*PER_IMAGE_KEYS, "random_weights")
-"""The columns of ``per_image.csv``, in order."""
+PER_IMAGE_COLUMNS = (*PER_IMAGE_KEYS, "random_weights", "volume_id", "slice_order")
+"""The columns of ``per_image.csv``, in order (``volume_id`` empty and ``slice_order`` empty for a plain image)."""
 
 COMPARISON_KEYS = (
     "dataset",

@@ -762,12 +762,16 @@ def _volume_records(plan: VolumePlan, cases: Sequence[Mapping[str, Any]]) -> lis
 
 
 def _link_volumes(plan: VolumePlan, cases: Sequence[dict[str, Any]]) -> None:
-    """Give each case entry its ``volume_id`` and each volume record its case ids in slice order."""
+    """Give each case entry its ``volume_id`` and ``slice_order`` (0 = first along the normal; the gallery
+    browses a volume's slices by it) and each volume record its case ids in slice order."""
     by_index = {c["index"]: c for c in cases}
     records = {r["volume_id"]: r for r in plan.records}
-    for index, volume_id in plan.volume_of.items():
+    position: dict[str, int] = {}
+    for index, volume_id in plan.volume_of.items():  # each volume's indices in slice order
+        position[volume_id] = order = position.get(volume_id, -1) + 1
         if index in by_index:
             by_index[index]["volume_id"] = volume_id
+            by_index[index]["slice_order"] = order
             records[volume_id]["cases"].append(by_index[index]["case_id"])
 
 

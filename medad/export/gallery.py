@@ -2,8 +2,10 @@
 
 No network and no external scripts: CSS and JavaScript are inline, case data is embedded as JSON, and images
 are relative links to the PNGs in the same folder. Cases are grouped by dataset, in tables with column labels;
-rows can be sorted by score and filtered with a score slider that starts below the lowest score. Only
-pseudonymous case ids appear.
+rows can be sorted by score and filtered with a score slider that starts below the lowest score. A volume (the
+slices of one DICOM series, multi-frame object or NIfTI file, cases sharing a ``volume_id``) is one row: its volume
+score is the highest slice score (the default volume score of ``medad eval``), and a slice slider browses its slices
+in ``slice_order`` (along the slice normal). Only pseudonymous case and volume ids appear.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ td{padding:4px 6px;border-bottom:1px solid #333;font-size:12px;vertical-align:mi
 tr.flag td:first-child{border-left:3px solid __PRED__}
 td img{width:136px;height:136px;object-fit:contain;background:#000;image-rendering:pixelated;display:block}
 td img.overlay{width:300px}
+input.slice{width:136px;display:block}
 label{margin-right:14px;font-size:14px}
 a{color:#0cc}
 </style></head><body>
@@ -82,7 +85,8 @@ function section(dataset) {
   box.dataset.dataset = dataset;
   const title = document.createElement("h2");
   const n = cases.filter(function (c) { return c.dataset === dataset; }).length;
-  title.textContent = "dataset " + (dataset || "(unnamed)") + " - " + n + " case" + (n === 1 ? "" : "s");
+  title.textContent = "dataset " + (dataset || "(unnamed)") + " - " + n + " case" + (n === 1 ? "" : "s")
+    + " (a volume is one case)";
   box.appendChild(title);
   const table = document.createElement("table");
   const head = document.createElement("tr");
@@ -97,22 +101,57 @@ function section(dataset) {
   grid.appendChild(box);
   return bodies[dataset];
 }
-const cards = cases.map(function (c) {
+function showSlice(row, item, k) {
+  const c = item.slices[k];
+  ["image", "heatmap", "mask", "overlay"].forEach(function (kind) {
+    const img = row.querySelector("img[alt='" + kind + "']");
+    img.src = c.files[kind];
+  });
+  row.querySelector("a").href = c.files.overlay;
+  const where = item.slices.length > 1 ? "slice " + (k + 1) + " of " + item.slices.length + ": " : "";
+  row.querySelector(".slice-score").textContent = where + c.score_text + " (mask px " + c.mask_pixels + ")";
+  const name = row.querySelector(".slice-case");
+  if (name) { name.textContent = c.case_id; }
+}
+const cards = cases.map(function (item) {
   const row = document.createElement("tr");
-  row.className = "card" + (c.mask_pixels > 0 ? " flag" : "");
-  row.dataset.caseId = c.case_id;
-  row.dataset.score = String(c.image_score);
-  row.dataset.dataset = c.dataset;
-  cell(row, c.case_id + (c.class_name ? " (" + c.class_name + ")" : ""));
-  ["image", "heatmap", "mask"].forEach(function (kind) { cell(row, picture(c.files[kind], kind)); });
+  const first = item.slices[0];
+  row.className = "card" + (item.mask_pixels > 0 ? " flag" : "");
+  row.dataset.caseId = item.volume_id || first.case_id;
+  row.dataset.score = String(item.image_score);
+  row.dataset.dataset = item.dataset;
+  const name = cell(row, (item.volume_id || first.case_id) + (item.class_name ? " (" + item.class_name + ")" : ""));
+  ["image", "heatmap", "mask"].forEach(function (kind) { cell(row, picture(first.files[kind], kind)); });
   const link = document.createElement("a");
-  link.href = c.files.overlay;
-  link.appendChild(picture(c.files.overlay, "overlay"));
+  link.href = first.files.overlay;
+  link.appendChild(picture(first.files.overlay, "overlay"));
   cell(row, link);
-  cell(row, c.score_text + " (mask px " + c.mask_pixels + ")");
-  cell(row, c.label === null ? "unlabelled" : (LABELS[String(c.label)] || String(c.label)));
-  cell(row, c.ground_truth ? "mask: contour in overlay" : "no mask");
-  section(c.dataset);
+  const score = cell(row, "");
+  if (item.volume_id) {
+    name.appendChild(document.createElement("br"));
+    name.appendChild(document.createTextNode(item.slices.length + " slices, in slice order"));
+    const slider = document.createElement("input");
+    slider.type = "range";
+    slider.className = "slice";
+    slider.min = "0";
+    slider.max = String(item.slices.length - 1);
+    slider.value = "0";
+    slider.title = "slice";
+    slider.addEventListener("input", function () { showSlice(row, item, parseInt(slider.value, 10)); });
+    name.appendChild(slider);
+    const current = document.createElement("span");
+    current.className = "slice-case";
+    name.appendChild(current);
+    score.appendChild(document.createTextNode("volume score (max over slices) " + item.score_text));
+    score.appendChild(document.createElement("br"));
+  }
+  const sliceScore = document.createElement("span");
+  sliceScore.className = "slice-score";
+  score.appendChild(sliceScore);
+  cell(row, item.label === null ? "unlabelled" : (LABELS[String(item.label)] || String(item.label)));
+  cell(row, item.ground_truth ? "mask: contour in overlay" : "no mask");
+  showSlice(row, item, 0);
+  section(item.dataset);
   return row;
 });
 function render() {
@@ -156,31 +195,13 @@ def write_gallery(
     Args:
         path: the ``index.html`` to write (the case PNGs are in the same folder).
         cases: export entries with ``case_id``, ``image_score``, ``class_name``, ``mask_pixels``, ``files``
-            (``image``, ``heatmap_png``, ``mask``, ``overlay``) and optionally ``dataset``, ``label`` and
-            ``ground_truth``.
+            (``image``, ``heatmap_png``, ``mask``, ``overlay``) and optionally ``dataset``, ``label``,
+            ``ground_truth`` and ``volume_id`` / ``slice_order`` (cases of one volume become one row).
         threshold: the mask threshold, shown in the header.
         model: ``{"name": ..., "random_weights": ...}`` of the model that made the predictions.
     """
     model = model or {}
-    data = [
-        {
-            "case_id": c["case_id"],
-            "dataset": str(c.get("dataset") or ""),
-            "image_score": float(c["image_score"]),
-            "score_text": score_text(float(c["image_score"]), threshold.value),
-            "class_name": c["class_name"],
-            "label": c.get("label"),
-            "ground_truth": bool(c.get("ground_truth")),
-            "mask_pixels": int(c["mask_pixels"]),
-            "files": {
-                "image": c["files"]["image"],
-                "heatmap": c["files"]["heatmap_png"],
-                "mask": c["files"]["mask"],
-                "overlay": c["files"]["overlay"],
-            },
-        }
-        for c in cases
-    ]
+    data = gallery_items(cases, threshold)
     scores = [d["image_score"] for d in data] or [0.0]
     lo, hi = min(scores), max(scores)
     step = (hi - lo) / 1000 if hi > lo else max(abs(lo), 1.0) / 1000
@@ -207,3 +228,52 @@ def write_gallery(
         .replace("__DATA__", json.dumps(data).replace("<", "\\u003c"))
     )
     write_text_atomic(path, page)
+
+
+def _slice(case: Mapping[str, Any], threshold: Threshold) -> dict[str, Any]:
+    """One image of a gallery row: its case id, score and PNGs."""
+    score = float(case["image_score"])
+    files = case["files"]
+    return {
+        "case_id": case["case_id"],
+        "image_score": score,
+        "score_text": score_text(score, threshold.value),
+        "mask_pixels": int(case["mask_pixels"]),
+        "files": {"image": files["image"], "heatmap": files["heatmap_png"], "mask": files["mask"],
+                  "overlay": files["overlay"]},
+    }  # fmt: skip
+
+
+def _volume_label(labels: list[Any]) -> int | None:
+    """Abnormal when any slice is, normal when every slice is labelled normal, else unknown (as ``medad eval``)."""
+    if any(v == 1 for v in labels):
+        return 1
+    return 0 if labels and all(v == 0 for v in labels) else None
+
+
+def gallery_items(cases: Sequence[Mapping[str, Any]], threshold: Threshold) -> list[dict[str, Any]]:
+    """The gallery's rows: each plain case on its own, each volume's cases together in ``slice_order``, scored by
+    its highest slice score; rows in the order of their first case."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for n, case in enumerate(cases):
+        groups.setdefault(str(case.get("volume_id") or f"#{n}"), []).append(case)
+    items = []
+    for key, members in groups.items():
+        volume = not key.startswith("#")
+        if volume:
+            members = sorted(members, key=lambda c: int(c.get("slice_order") or 0))
+        score = max(float(c["image_score"]) for c in members)
+        items.append(
+            {
+                "volume_id": key if volume else "",
+                "dataset": str(members[0].get("dataset") or ""),
+                "class_name": members[0]["class_name"],
+                "image_score": score,
+                "score_text": score_text(score, threshold.value),
+                "label": _volume_label([c.get("label") for c in members]),
+                "ground_truth": any(bool(c.get("ground_truth")) for c in members),
+                "mask_pixels": sum(int(c["mask_pixels"]) for c in members),
+                "slices": [_slice(c, threshold) for c in members],
+            }
+        )
+    return items

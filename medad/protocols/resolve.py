@@ -29,8 +29,12 @@ class ResolvedProtocol(Protocol):
     name: Name
 
     def dump(self) -> dict[str, Any]:
-        """The plain (JSON) form: what ``protocol.resolved.yaml`` holds and the config hash is computed from."""
-        return self.model_dump(mode="json")
+        """The plain (JSON) form: what ``protocol.resolved.yaml`` holds and the config hash is computed from
+        (``evaluation_volume_score`` only when not ``max``, so protocols without it keep their hash)."""
+        data: dict[str, Any] = self.model_dump(mode="json")
+        if data.get("evaluation_volume_score") == "max":
+            data.pop("evaluation_volume_score")
+        return data
 
     def model_index(self, name: str) -> int:
         """The position of the model named ``name`` in ``models``."""

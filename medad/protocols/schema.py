@@ -288,6 +288,8 @@ class Protocol(_Strict):
         metrics: metric names (empty: the evaluation defaults).
         evaluation_resolution: ``native`` (maps against masks at each image's size) or ``model`` (both resized
             to the model's input size, as the released code evaluates).
+        evaluation_volume_score: a volume's score from its slices' image scores: ``max``, ``topk_mean`` or
+            ``topk_mean:K`` (``medad.evaluation.volumes``).
         statistics: intervals and paired comparisons.
         exports: prediction exports.
         executor: run the train and score jobs through submitit (``local`` or ``slurm``); absent: in-process.
@@ -305,6 +307,7 @@ class Protocol(_Strict):
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     metrics: list[Name] = Field(default_factory=list)
     evaluation_resolution: Literal["native", "model"] = "native"
+    evaluation_volume_score: Annotated[str, StringConstraints(pattern=r"^(max|topk_mean(:[1-9][0-9]*)?)$")] = "max"
     statistics: StatisticsSpec = Field(default_factory=StatisticsSpec)
     exports: list[ExportSpec] = Field(default_factory=list)
     executor: ExecutorSpec | None = None

@@ -21,6 +21,7 @@ import pandas as pd
 
 from medad.errors import DataError
 from medad.evaluation.rows import COMPARISON_KEYS, METRIC_ROW_KEYS, PER_IMAGE_KEYS
+from medad.evaluation.volumes import PER_VOLUME_COLUMNS
 
 RESULT_COLUMNS = list(METRIC_ROW_KEYS)
 PER_IMAGE_COLUMNS = list(PER_IMAGE_KEYS)
@@ -57,6 +58,7 @@ class EvaluationResults:
         curves: ``(model, dataset, class_name) -> {key: Curve}``, key ``<level>/<kind>`` with level ``image`` or
             ``pixel`` (or just ``<kind>`` when the file has no levels) and kind ``roc``/``pr``/``pro``.
         comparisons: one row per paired comparison (``COMPARISON_COLUMNS``); empty if none.
+        per_volume: one row per volume per model (``per_volume.csv``); empty when the evaluation had no volumes.
     """
 
     folder: Path
@@ -65,6 +67,7 @@ class EvaluationResults:
     per_image: pd.DataFrame
     curves: dict[tuple[str, str, str], dict[str, Curve]] = field(default_factory=dict)
     comparisons: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=COMPARISON_COLUMNS))
+    per_volume: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(PER_VOLUME_COLUMNS)))
 
 
 def resolve_evaluation_dir(path: str | Path) -> Path:
@@ -133,6 +136,21 @@ def _load_per_image(folder: Path) -> pd.DataFrame:
     frame["index"] = frame["index"].astype("int64")
     frame["label"] = pd.to_numeric(frame["label"], errors="coerce").astype("Int64")
     for column in ("image_score", "max_pixel_score", "dice", "iou"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    return frame
+
+
+def _load_per_volume(folder: Path) -> pd.DataFrame:
+    """``per_volume.csv`` (written only when the evaluated inputs held volumes), else an empty table."""
+    path = folder / "per_volume.csv"
+    if not path.is_file():
+        return pd.DataFrame(columns=list(PER_VOLUME_COLUMNS))
+    frame = pd.read_csv(path, dtype={"model": str, "dataset": str, "volume_id": str})
+    absent = [c for c in PER_VOLUME_COLUMNS if c not in frame.columns]
+    if absent:
+        raise DataError(f"{path} lacks column(s) {absent}; re-run the evaluation")
+    frame["label"] = pd.to_numeric(frame["label"], errors="coerce").astype("Int64")
+    for column in ("volume_score", "dice", "iou"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     return frame
 
@@ -229,4 +247,5 @@ def load_evaluation(path: str | Path) -> EvaluationResults:
         per_image=_load_per_image(folder),
         curves=_load_curves(folder),
         comparisons=_load_comparisons(folder),
+        per_volume=_load_per_volume(folder),
     )

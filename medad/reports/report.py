@@ -11,6 +11,7 @@ Layout of the report folder::
     tables/comparisons.json
     tables/settings.json   CI method, resamples, unit, seed, ... and the models run with random weights
     tables/cases.csv       the best/worst cases shown (case_id only)
+    tables/volumes.csv     per volume and model: volume score, label, 3-D Dice / IoU (when the inputs held volumes)
 
 Only ``case_id`` identifies an image anywhere in the report; image paths are never written.
 """
@@ -61,6 +62,7 @@ from medad.reports.tables import (
     results_table,
     settings_table,
 )
+from medad.reports.volumes import volume_sections
 from medad.utils.colors import HEATMAP_CMAP
 from medad.utils.io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
@@ -87,6 +89,11 @@ class _Section:
     paragraphs: list[str] = field(default_factory=list)
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     figures: list[_Figure] = field(default_factory=list)
+
+
+def _figure(name: str, caption: str, png: bytes) -> _Figure:
+    """A figure with a file-safe name (for sections built outside this module)."""
+    return _Figure(_safe_name(name), caption, png)
 
 
 def _safe_name(*parts: str) -> str:
@@ -286,6 +293,7 @@ def _build_sections(
     )
     case_sections, cases_rows = _case_sections(per_image, loader, random_models, n_cases, threshold)
     sections += case_sections
+    sections += volume_sections(evaluation, loader, (random_models, threshold), _Section, _figure)
 
     cases = pd.concat(cases_rows, ignore_index=True) if cases_rows else pd.DataFrame(columns=_CASE_COLUMNS)
     settings_out = settings_frame.assign(value=settings_frame["value"].astype(str))
@@ -295,6 +303,8 @@ def _build_sections(
         "cases": cases,
         "settings": settings_out,
     }
+    if not evaluation.per_volume.empty:
+        tables["volumes"] = evaluation.per_volume
     if random_models:
         flagged = {"setting": "models with random weights", "key": "random_weights", "value": ", ".join(random_models)}
         tables["settings"] = pd.concat([settings_out, pd.DataFrame([flagged])], ignore_index=True)

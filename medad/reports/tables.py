@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from medad.evaluation.rows import VOLUMES
 from medad.reports.loader import EvaluationResults
 
 MEAN_CLASS = "__mean__"
@@ -19,6 +20,7 @@ POOLED_CLASS = "__pooled__"
 CLASS_LABELS = {
     MEAN_CLASS: "class mean (macro: mean over classes)",
     POOLED_CLASS: "pooled (micro: all images together)",
+    VOLUMES: "volumes (each series / file one case; 3-D Dice)",
 }
 #: Readable metric names for tables and figures (``metrics.json`` keeps the machine names).
 METRIC_LABELS = {
@@ -141,10 +143,10 @@ def class_label(class_name: str) -> str:
 
 
 def class_order(names: pd.Series) -> list[str]:
-    """Distinct class names: real classes sorted, then ``__mean__`` and ``__pooled__``."""
+    """Distinct class names: real classes sorted, then ``__mean__``, ``__pooled__`` and ``__volumes__``."""
     unique = list(dict.fromkeys(names.astype(str)))
     regular = sorted(n for n in unique if n not in CLASS_LABELS)
-    return regular + [n for n in (MEAN_CLASS, POOLED_CLASS) if n in unique]
+    return regular + [n for n in (MEAN_CLASS, POOLED_CLASS, VOLUMES) if n in unique]
 
 
 def results_table(evaluation: EvaluationResults) -> pd.DataFrame:

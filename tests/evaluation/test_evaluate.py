@@ -106,6 +106,8 @@ def test_evaluate_writes_contract(tmp_path) -> None:
         "dice",
         "iou",
         "random_weights",
+        "volume_id",
+        "slice_order",
     ]
     assert len(table) == 24 and table["label"].isna().sum() == 2
     comps = json.loads((out / "comparisons.json").read_text())

@@ -67,6 +67,7 @@ class EvaluateJob:
     correction: str
     resolution: str
     sweep: EpochSweep | None
+    volume_score: str = "max"
 
     def __call__(self, advance: Advance | None) -> dict[str, Any]:
         from medad.data import read_mask
@@ -90,6 +91,7 @@ class EvaluateJob:
             correction=self.correction,
             mask_reader=counted_read_mask,
             resolution=self.resolution,
+            volume_score=self.volume_score,
         )
         if self.sweep is not None:
             self.sweep(self.manifest, self.evaluated, self.folder / "evaluation", read_mask)
@@ -135,6 +137,8 @@ def run(state: RunState) -> None:
     }
     if p.evaluation_resolution != "native":  # only then: native stages keep their keys
         config["resolution"] = p.evaluation_resolution
+    if p.evaluation_volume_score != "max":  # likewise: the default keeps the stage key
+        config["volume_score"] = p.evaluation_volume_score
     sweep = p.training is not None and p.training.epoch_sweep
     if sweep:  # the released code's selection on the test data, labelled (medad/protocols/epoch_sweep.py)
         config["epoch_sweep"] = True
@@ -155,6 +159,7 @@ def run(state: RunState) -> None:
         correction=stats.correction,
         resolution=p.evaluation_resolution,
         sweep=_sweep(state) if sweep else None,
+        volume_score=p.evaluation_volume_score,
     )
     run_tasks(state, [StageTask(stage, "all targets", labelled, config, job)])
     rel_link(state.run_dir / "evaluation", stage.folder / "evaluation")
