@@ -34,9 +34,10 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -108,10 +109,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(ready: object, what: str, timeout: float = 60.0) -> None:
-    """Poll ``ready()`` (a callable returning a truthy value) every 0.2 s; fail naming ``what`` after ``timeout``."""
+def wait_until(ready: Callable[[], object], what: str, timeout: float = 60.0) -> None:
+    """Poll ``ready()`` every 0.2 s until it is truthy; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not ready():  # type: ignore[operator]
+    while not ready():
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not happen within {timeout:.0f} s")
         time.sleep(0.2)
@@ -286,9 +287,9 @@ class Chromium:
             flags.append("--no-sandbox")  # Chromium refuses to run as root with its sandbox
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
         self.proc = subprocess.Popen([binary, *flags, "about:blank"], **quiet)  # type: ignore[call-overload]
-        pages: list[dict[str, str]] = []
-        wait_until(lambda: pages.extend(self._pages(port)) or pages, "Chromium's DevTools answering")
-        self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=120, suppress_origin=True)
+        wait_until(lambda: self._pages(port), "Chromium's DevTools answering")
+        page = self._pages(port)[0]["webSocketDebuggerUrl"]
+        self.ws = websocket.create_connection(page, timeout=120, suppress_origin=True)
         self._id = 0
         self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
 
@@ -300,7 +301,7 @@ class Chromium:
             return []
         return [t for t in targets if t.get("type") == "page"]
 
-    def call(self, method: str, **params: object) -> dict[str, object]:
+    def call(self, method: str, **params: object) -> dict[str, Any]:
         """Send one DevTools command and return its result (events in between are dropped)."""
         self._id += 1
         self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
@@ -311,10 +312,10 @@ class Chromium:
                     raise RuntimeError(f"{method}: {message['error']}")
                 return dict(message.get("result", {}))
 
-    def evaluate(self, expression: str) -> object:
-        """The value of a JavaScript expression in the page (promises awaited)."""
+    def evaluate(self, expression: str) -> Any:
+        """The JSON value of a JavaScript expression in the page (promises awaited)."""
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        return dict(result.get("result", {})).get("value")  # type: ignore[arg-type]
+        return result.get("result", {}).get("value")
 
     def screenshot(self, path: Path) -> None:
         """Write the page as a PNG."""
@@ -345,10 +346,10 @@ def show_slice(browser: Chromium, instance: int) -> None:
         "(() => { const r = document.querySelector('.viewport-element').getBoundingClientRect();"
         " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
     )
-    x, y = box  # type: ignore[misc]
+    x, y = box
     step = 120
     for _ in range(3 * SLICES):
-        shown, position, total = browser.evaluate(OVERLAY_TEXT)  # type: ignore[misc]
+        shown, position, total = browser.evaluate(OVERLAY_TEXT)
         if shown == instance:
             return
         step = -120 if position == total else 120 if position == 1 else step  # turn round at an end of the stack
@@ -357,30 +358,44 @@ def show_slice(browser: Chromium, instance: int) -> None:
     raise RuntimeError(f"OHIF never showed instance {instance}")
 
 
-def overlay_pixels(png: Path) -> int:
-    """How many pixels of the screenshot have the SEG's cyan (medad's predicted-mask colour, #00FFFF)."""
+VIEWPORT_BOX = (
+    "(() => { const r = document.querySelector('.viewport-element').getBoundingClientRect();"
+    " return [r.x, r.y, r.width, r.height].map(Math.round); })()"
+)
+
+
+def overlay_pixels(png: Path, box: list[int]) -> int:
+    """How many pixels inside the viewport ``box`` (x, y, width, height; 30 px margin left out for the overlay
+    text and border) have the SEG's cyan (medad's predicted-mask colour, #00FFFF, drawn as the segment outline)."""
     from PIL import Image
 
-    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
-    return int(((rgb[..., 0] < 90) & (rgb[..., 1] > 110) & (rgb[..., 2] > 110)).sum())
+    x, y, width, height = box
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)[y + 30 : y + height - 30, x + 30 : x + width - 30]
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return int(((red < 100) & (green > 180) & (blue > 180) & (abs(green - blue) < 30)).sum())
 
 
 def capture(root: str, study: str, seg: str, out: Path, profile: Path) -> None:
-    """Open the SEG series in OHIF (it loads its source series under it), show the middle lesion slice and the
-    segmentation panel, and write the screenshot; refuse one without the overlay."""
+    """Open the SEG series in OHIF (it loads its source series under it) and check that the overlay is on the
+    lesion's slices only: a slice two below the lesion must show none; then write the screenshot of the middle
+    lesion slice with the segmentation panel open."""
     browser = Chromium(profile, 1600, 900)
     try:
         browser.call("Page.navigate", url=f"{root}/viewer?StudyInstanceUIDs={study}&initialSeriesInstanceUID={seg}")
         wait_until(lambda: browser.evaluate(OVERLAY_TEXT), "OHIF showing the series", 240)
         wait_until(lambda: browser.evaluate(SKIP_TOUR), "OHIF's welcome tour", 30)
         browser.evaluate("document.querySelector('[data-cy=\"panelSegmentation-btn\"]').click()")
-        show_slice(browser, LESION_SLICES[len(LESION_SLICES) // 2] + 1)
-        time.sleep(3)  # the viewport renders the new slice and its labelmap
-        browser.screenshot(out)
+        time.sleep(2)  # the panel opens and the viewport resizes
+        box = browser.evaluate(VIEWPORT_BOX)
+        for instance, wanted in ((LESION_SLICES[0] - 1, False), (LESION_SLICES[len(LESION_SLICES) // 2] + 1, True)):
+            show_slice(browser, instance)
+            time.sleep(3)  # the viewport renders the new slice and its labelmap
+            browser.screenshot(out)
+            if (overlay_pixels(out, box) >= 50) != wanted:
+                shown = "shows no" if wanted else "shows a"
+                raise RuntimeError(f"{out} {shown} segmentation overlay on instance {instance}; look at it")
     finally:
         browser.close()
-    if overlay_pixels(out) < 50:
-        raise RuntimeError(f"{out} shows no segmentation overlay; look at it and at OHIF's console")
 
 
 def main() -> None:
