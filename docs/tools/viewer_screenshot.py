@@ -10,8 +10,13 @@ What it does, end to end, all on loopback:
    back into the same study),
 4. serves OHIF's prebuilt ``dist/`` (npm package ``@ohif/app``, fetched once with ``npm pack`` into a cache
    folder) and proxies ``/dicom-web`` to Orthanc from the same origin (no CORS; the proxy adds the credentials),
-5. opens the SEG in headless Chromium (DevTools protocol over ``websocket-client``), steps to the lesion slice
-   and writes the screenshot.
+5. opens the SEG in headless Chromium (DevTools protocol over ``websocket-client``), checks that the segment's
+   colour is in the viewport on the middle lesion slice and absent two slices below the lesion, and writes the
+   screenshot of the lesion slice.
+
+The SEG is a real ``medad score`` result of the random-weights tiny preset of the transductive ``dinov3_mutual``
+baseline: it tests the plumbing (one SEG per series, frames on the right slices, seen by a viewer we did not
+write), not the method (docs/exports.md, "Seen in a viewer").
 
 Run from the repository root: ``python docs/tools/viewer_screenshot.py [--out docs/img/viewer_seg.png]``.
 Needs Orthanc + orthanc-dicomweb, npm (once, for the viewer), chromium and the medad environment.
@@ -45,6 +50,7 @@ import requests
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+REPO = Path(__file__).resolve().parents[2]
 OHIF_VERSION = "3.12.10"
 SLICES, SIZE, LESION_SLICES = 24, 192, (10, 11, 12, 13, 14)
 LESION_CENTRE, LESION_RADIUS = (80, 118), 18.0  # (row, column) in pixels; radius on the middle lesion slice
@@ -156,6 +162,7 @@ def _answers(url: str, auth: tuple[str, str]) -> bool:
 def score_study(url: str, auth: tuple[str, str], study: str, out: Path, threshold: str) -> None:
     """``medad score`` the study over DICOMweb and store its SEG back into it (one SEG series for the series)."""
     env = dict(os.environ, MEDAD_DICOMWEB_USER=auth[0], MEDAD_DICOMWEB_PASSWORD=auth[1], HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))  # this medad
     command = [
         sys.executable, "-m", "medad.cli", "score", f"{url}/dicom-web/studies/{study}", "--model",
         "dinov3_mutual_tiny", "--device", "cpu", "--out", str(out), "--export", "dicom-seg",
