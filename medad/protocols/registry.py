@@ -51,7 +51,7 @@ def metric_names() -> list[str]:
 
 def export_formats() -> list[str]:
     """Export formats of ``medad.export.export_predictions``."""
-    from medad.export import FORMATS
+    from medad.export.formats import FORMATS
 
     return list(FORMATS)
 
