@@ -8,6 +8,8 @@ median wall time of each command, the CPU count and the load average before and 
 Examples:
     python benchmarks/startup.py                # 5 repeats of each command
     python benchmarks/startup.py --repeats 10 --json
+    # before / after: the same script on two checkouts, run side by side (same load)
+    PYTHONPATH=/path/to/old python benchmarks/startup.py --json & PYTHONPATH=. python benchmarks/startup.py --json
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ COMMANDS: dict[str, list[str]] = {
     "medad datasets check ISIC (3 images)": [*MEDAD, "datasets", "check", "isic"],
     "medad validate demo --structure-only": [*MEDAD, "validate", "demo", "--structure-only"],
     "medad validate demo": [*MEDAD, "validate", "demo"],
+    "medad validate paper-comparison-mvtec-to-medical": [*MEDAD, "validate", "paper-comparison-mvtec-to-medical"],
 }
 
 
@@ -64,6 +67,9 @@ def main() -> None:
         "structure_only_over_import_torch": round(
             median["medad validate demo --structure-only"] / median["import torch"], 2
         ),
+        "validate_every_method_over_import_torch": round(
+            median["medad validate paper-comparison-mvtec-to-medical"] / median["import torch"], 2
+        ),
         "cpus": os.cpu_count(),
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
@@ -76,6 +82,7 @@ def main() -> None:
         print(f"{name:<40} {value:7.2f} s")
     print(f"validate / import torch: {result['validate_over_import_torch']}")
     print(f"validate --structure-only / import torch: {result['structure_only_over_import_torch']}")
+    print(f"validate (every method) / import torch: {result['validate_every_method_over_import_torch']}")
     print(f"{result['cpus']} CPUs; load average {result['load_before']} before, {result['load_after']} after")
 
 

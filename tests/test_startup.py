@@ -84,10 +84,15 @@ print("\\nPROBE " + json.dumps({"codes": runs, "loaded": [m for m in heavy if m 
 
 def every_model_protocol(folder: Path) -> Path:
     """A protocol naming every registered model (the CLIP family included), with a training section, metrics, an
-    export and a non-ASCII class word: what ``medad validate`` checks of each model without building it."""
+    export, a non-ASCII class word and a checkpoint (its card's compat is read): what ``medad validate`` checks of
+    each model without building it."""
     from medad.models import list_models
+    from medad.models.checkpoint_card import CARD_FILE, CHECKPOINT_FORMAT
 
+    (folder / "ckpt").mkdir()
+    (folder / "ckpt" / CARD_FILE).write_text(json.dumps({"format": CHECKPOINT_FORMAT, "compat": "clean"}))
     models = "".join(f"  - {{name: m_{name}, model: {name}}}\n" for name in list_models())
+    models += "  - {name: trained, model: ad_dinov3_tiny, checkpoint: ckpt}\n"
     path = folder / "every-model.yaml"
     path.write_text(
         "name: every-model\noutput: runs\nsynthetic:\n"

@@ -84,6 +84,6 @@ def class_word_problem(word: str) -> str | None:
 
 def checkpoint_compat(folder: Path) -> str | None:
     """The compat mode a checkpoint folder was trained in (``None`` when its card cannot be read)."""
-    from medad.models.checkpoint import checkpoint_compat as _compat
+    from medad.models.checkpoint_card import checkpoint_compat as _compat
 
     return _compat(folder)
