@@ -150,6 +150,21 @@ def test_the_model_catalogue_loads_no_torch_and_a_method_module_only_torch() -> 
     assert json.loads(done.stdout.splitlines()[-1]) == [[], ["torch"]], done.stderr
 
 
+def test_lazy_packages_import_no_torch_and_give_every_public_name() -> None:
+    """``medad.models``, ``medad.export`` and ``medad.evaluation`` import their names on first use: importing the
+    packages loads no torch, and every name of their ``__all__`` resolves (and is listed by ``dir``)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    probe = (
+        "import importlib, json, sys\n"
+        "packages = [importlib.import_module(p) for p in ('medad.models', 'medad.export', 'medad.evaluation')]\n"
+        f"first = [m for m in {list(HEAVY)!r} if m in sys.modules]\n"
+        "missing = [f'{p.__name__}.{n}' for p in packages for n in p.__all__ if n not in dir(p) or not getattr(p, n)]\n"
+        "print(json.dumps([first, missing]))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=HANG_S)
+    assert json.loads(done.stdout.splitlines()[-1]) == [[], []], done.stderr
+
+
 def test_datasets_check_of_plain_images_loads_no_torch(tmp_path: Path) -> None:
     """`medad datasets check` decodes every image and mask of a layout with Pillow, not through MONAI (torch)."""
     from medad.data.registry import write_layout

@@ -76,3 +76,8 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f"medad.export.{_NAMES[name]}"), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazy ones included."""
+    return sorted({*globals(), *_NAMES})
