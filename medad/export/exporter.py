@@ -28,6 +28,7 @@ from medad.engine.predictions import PredictionReader, predictions_random_weight
 from medad.errors import DiskError, ExportError, MedadError, disk_error
 from medad.export.deid import METHOD, Deidentifier
 from medad.export.dicom import write_dicom_exports
+from medad.export.formats import FORMATS
 from medad.export.gallery import write_gallery
 from medad.export.manifest import manifest_for_run, predictions_folder
 from medad.export.nifti import NO_GEOMETRY_AFFINE, dicom_frames_to_volume, write_nifti_pair
@@ -42,7 +43,6 @@ from medad.utils.privacy import case_id as make_case_id
 
 log = logging.getLogger("medad.export")
 
-FORMATS = ("png", "nifti", "dicom-seg", "pmap")
 #: How images are windowed for display, recorded in ``export.json``.
 DISPLAY_WINDOW = (
     "8-bit images as stored; DICOM frames with their VOI window (else as below); 16-bit / float images and "

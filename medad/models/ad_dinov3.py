@@ -13,11 +13,11 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from medad.errors import ConfigError, WeightsError
 from medad.models import head
+from medad.models.ad_dinov3_config import ADDINOv3Config
 from medad.models.base import (
     MEMORY_OVER_ZERO_SHOT,
     Features,
@@ -28,90 +28,11 @@ from medad.models.base import (
     policy_image_scores,
     training_outputs,
 )
-from medad.models.config import BackboneName, IntTuple, ModelConfig, PathText, check_layers
-from medad.models.dinov3 import DinoBackbone, build_frozen_dino, check_geometry, needed_backbone
+from medad.models.dinov3 import DinoBackbone, build_frozen_dino
 from medad.models.losses import ad_dinov3_loss
-from medad.models.registry import model_config, register_model
+from medad.models.registry import model_config, register_factory
 from medad.models.text import TextEncoder
-from medad.models.weights import build_text_tower, clip_licence, is_local_weights, text_model_config
-
-TEXT_ACTIVATIONS = ("auto", "gelu", "quickgelu")
-
-
-class ADDINOv3Config(ModelConfig):
-    """Configuration of an AD-DINOv3 model (every field is recorded in the model card).
-
-    Attributes:
-        backbone: timm DINOv3 ViT name (with or without pretrained tag).
-        backbone_weights: ``None`` for the hub weights of ``backbone`` or a local ``.safetensors/.pth/.bin`` file.
-        backbone_overrides: Extra timm keyword arguments (tiny test models).
-        layers: 1-based indices of the tapped blocks.
-        image_size: Input side in pixels; a multiple of the patch size.
-        text_model: open_clip config name of the text tower.
-        text_weights: open_clip pretrained tag (``openai``), ``hf-hub:<repo>`` or a local file.
-        text_overrides: Merged into open_clip's model config (tiny test models).
-        text_activation: ``auto`` (``reference``: GELU; ``clean``: QuickGELU for OpenAI weights, i.e. the ``openai``
-            tag or a local file, else open_clip's setting), ``gelu`` or ``quickgelu``.
-        compat: ``clean`` or ``reference``.
-        image_score: ``global`` (softmax of the CLS-vs-text logits), ``max`` (of the pixel map) or ``blend`` (their
-            mean; the default).
-        smoothing_sigma: Gaussian sigma (pixels) applied to the pixel map; 0 = off (as released).
-        adapter_dim: Adapter output width.
-        random_init: Seeded random frozen weights (tests, demos); results are labelled as random.
-        init_seed: Seed of the random frozen weights.
-        text_disk_cache: Cache text embeddings under ``$MEDAD_CACHE``.
-    """
-
-    backbone: BackboneName = "vit_large_patch16_dinov3.lvd1689m"
-    backbone_weights: PathText = None
-    backbone_overrides: dict[str, Any] = Field(default_factory=dict)
-    layers: IntTuple = (6, 12, 18, 24)
-    image_size: int = 512
-    text_model: str = "ViT-L-14-336"
-    text_weights: PathText = "openai"
-    text_overrides: dict[str, Any] = Field(default_factory=dict)
-    text_activation: str = "auto"
-    compat: str = "clean"
-    image_score: str = "blend"
-    smoothing_sigma: float = 0.0
-    adapter_dim: int = 768
-    random_init: bool = False
-    init_seed: int = 0
-    text_disk_cache: bool = True
-
-    label: ClassVar[str] = "AD-DINOv3"
-
-    def check(self) -> None:
-        """Check the values that need no backbone; raise :class:`ConfigError` naming the key and the fix."""
-        self.check_common()
-        if self.text_activation not in TEXT_ACTIVATIONS:
-            raise ConfigError(f"text_activation must be one of {', '.join(TEXT_ACTIVATIONS)}")
-        check_layers(self.layers)
-        if self.image_size <= 0 or self.adapter_dim <= 0 or self.smoothing_sigma < 0:
-            raise ConfigError("image_size and adapter_dim must be positive and smoothing_sigma >= 0")
-        if not self.random_init and self.text_weights is None:
-            raise ConfigError(
-                "this AD-DINOv3 model has real backbone weights but no text weights (random_init is off and no "
-                "text weights were given, as with --backbone-weights alone on a random-weights preset): give the CLIP "
-                "text weights too, --text-weights FILE|TAG on the command line, text_weights='openai' or a file in "
-                "Python, `weights: {text: ...}` in a protocol"
-            )
-
-    def resolved_quick_gelu(self) -> bool:
-        """Whether the text tower uses QuickGELU under this config (see ``text_activation``)."""
-        import open_clip
-
-        if self.text_activation != "auto":
-            return self.text_activation == "quickgelu"
-        if self.compat == "reference":
-            return False
-        if self.random_init:
-            return bool(text_model_config(self.text_model, self.text_overrides).get("quick_gelu", False))
-        if self.text_weights == "openai" or is_local_weights(self.text_weights):
-            return True
-        if self.text_weights and not self.text_weights.startswith("hf-hub:") and "/" not in self.text_weights:
-            return bool(open_clip.get_pretrained_cfg(self.text_model, self.text_weights).get("quick_gelu", False))
-        return bool(text_model_config(self.text_model, self.text_overrides).get("quick_gelu", False))
+from medad.models.weights import build_text_tower, text_model_config
 
 
 class ADDINOv3(TrainableAnomalyModel):
@@ -151,22 +72,6 @@ class ADDINOv3(TrainableAnomalyModel):
         self.patch_adapters = nn.ModuleList(head.Adapter(vis_dim, dim, keep_fc2) for _ in self.layers)
         self.cls_adapters = nn.ModuleList(head.Adapter(vis_dim, dim, keep_fc2) for _ in self.layers)
         self.text_adapters = nn.ModuleList(head.Adapter(text_dim, dim, keep_fc2) for _ in range(2))
-
-    @classmethod
-    def check_config(cls, config: ModelConfig) -> None:
-        """Layers and image size against the DINOv3 architecture (:func:`~medad.models.dinov3.check_geometry`)."""
-        assert isinstance(config, ADDINOv3Config)
-        check_geometry(config)
-
-    @classmethod
-    def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
-        """The DINOv3 backbone and the CLIP text tower (none with ``random_init``)."""
-        assert isinstance(config, ADDINOv3Config)
-        if config.random_init:
-            return {}
-        text = {"id": f"{config.text_model}/{config.text_weights}", "licence": clip_licence(config.text_weights),
-                "option": "--text-weights"}  # fmt: skip
-        return {**needed_backbone(config), "text": text}
 
     def train(self, mode: bool = True) -> ADDINOv3:
         """Set the adapters' mode; the frozen backbone and text tower always stay in eval mode."""
@@ -385,26 +290,13 @@ class ADDINOv3(TrainableAnomalyModel):
         return {"compat": self.compat, "layers": list(self.layers), "adapter_dim": self.config.adapter_dim}
 
 
-@register_model(ADDINOv3)
+@register_factory(ADDINOv3)
 def ad_dinov3(**cfg: Any) -> ADDINOv3:
-    """AD-DINOv3 with DINOv3 ViT-L/16 (layers 6/12/18/24, 512 px) and the CLIP ViT-L-14-336 text tower."""
+    """Build ``ad_dinov3`` (its catalogue entry: :mod:`medad.models.ad_dinov3_config`)."""
     return ADDINOv3(model_config("ad_dinov3", ADDINOv3Config, **cfg), name="ad_dinov3")
 
 
-TINY_DEFAULTS: dict[str, Any] = {
-    "backbone": "vit_small_patch16_dinov3",
-    "backbone_overrides": {"depth": 4, "embed_dim": 64, "num_heads": 2},
-    "layers": (1, 2, 3, 4),
-    "image_size": 112,
-    "text_model": "ViT-B-32",
-    "text_weights": None,
-    "text_overrides": {"embed_dim": 32, "text_cfg": {"width": 32, "heads": 2, "layers": 1}},
-    "adapter_dim": 32,
-    "random_init": True,
-}
-
-
-@register_model(ADDINOv3, defaults=TINY_DEFAULTS)
+@register_factory(ADDINOv3)
 def ad_dinov3_tiny(**cfg: Any) -> ADDINOv3:
-    """A tiny random-weights AD-DINOv3 (4-block 64-d DINOv3-like ViT, 1-layer 32-d text tower) for tests/demos."""
+    """Build ``ad_dinov3_tiny`` (its catalogue entry: :mod:`medad.models.ad_dinov3_config`)."""
     return ADDINOv3(model_config("ad_dinov3_tiny", ADDINOv3Config, **cfg), name="ad_dinov3_tiny")

@@ -32,19 +32,15 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from medad.errors import ConfigError
 from medad.models import head
+from medad.models.anomalydino_config import AnomalyDINOConfig
 from medad.models.base import AnomalyModel, Features, InferenceBatch, ModelKind, patch_grids, policy_image_scores
-from medad.models.config import BackboneName, IntTuple, ModelConfig, PathText, check_layers
-from medad.models.dinov3 import FrozenDino, build_frozen_dino, check_geometry, needed_backbone
+from medad.models.dinov3 import FrozenDino, build_frozen_dino
 from medad.models.patch_memory import PatchMemory
-from medad.models.registry import model_config, register_model
-
-RELEASE_BACKBONE = "vit_small_patch14_dinov2.lvd142m"
-"""The release's default backbone (``dinov2_vits14`` from torch.hub) under its timm name."""
+from medad.models.registry import model_config, register_factory
 
 
 def mean_top_percent(scores: torch.Tensor, fraction: float = 0.01) -> torch.Tensor:
@@ -103,61 +99,6 @@ def foreground_mask(
     return _erode(_dilate(mask, kernel), kernel).reshape(h, w)
 
 
-class AnomalyDINOConfig(ModelConfig):
-    """Configuration of ``anomalydino`` (recorded in the card).
-
-    Attributes:
-        backbone: timm DINOv2 or DINOv3 ViT name (with or without pretrained tag).
-        backbone_weights: ``None`` for the hub weights, or a local weights file.
-        backbone_overrides: Extra timm keyword arguments (tiny test models).
-        layers: 1-based tapped blocks (the release: the last one); their distances are averaged.
-        image_size: Input side in pixels (a multiple of the patch size).
-        masking: Zero the scores of background patches (PCA foreground mask of each target).
-        mask_threshold: Threshold on the first-component score.
-        image_score: ``global`` (mean of the top ``image_topk`` patch scores, the release's), ``max`` or ``blend``.
-        image_topk: Fraction of the patches averaged by the ``global`` score.
-        smoothing_sigma: Gaussian sigma (pixels) on the upsampled map; 0 = off.
-        chunk: Block size of the nearest-neighbour search.
-        compat: Accepted for protocol symmetry; no text is used.
-        random_init: Seeded random backbone weights (tests); labelled ``random_weights``.
-        init_seed: Seed of the random weights.
-    """
-
-    backbone: BackboneName = RELEASE_BACKBONE
-    backbone_weights: PathText = None
-    backbone_overrides: dict[str, Any] = Field(default_factory=dict)
-    layers: IntTuple = (12,)
-    image_size: int = 448
-    masking: bool = False
-    mask_threshold: float = 10.0
-    image_score: str = "global"
-    image_topk: float = 0.01
-    smoothing_sigma: float = 4.0
-    chunk: int = 4096
-    compat: str = "clean"
-    random_init: bool = False
-    init_seed: int = 0
-
-    label: ClassVar[str] = "anomalydino"
-
-    @classmethod
-    def prepare(cls, cfg: dict[str, Any]) -> dict[str, Any]:
-        """Refuse text weights: AnomalyDINO uses no text."""
-        if cfg.get("text_weights") is not None:
-            raise ConfigError("anomalydino uses no text: remove `weights: {text: ...}` for this model")
-        cfg.pop("text_weights", None)
-        return cfg
-
-    def check(self) -> None:
-        """Check values that need no backbone."""
-        self.check_common()
-        check_layers(self.layers)
-        if not 0 < self.image_topk <= 1:
-            raise ConfigError(f"image_topk must be in (0, 1], got {self.image_topk}")
-        if self.image_size <= 0 or self.chunk < 1 or self.smoothing_sigma < 0:
-            raise ConfigError("image_size and chunk must be positive and smoothing_sigma >= 0")
-
-
 class AnomalyDINO(AnomalyModel):
     """The ``anomalydino`` model (training-free; needs normal reference images)."""
 
@@ -177,18 +118,6 @@ class AnomalyDINO(AnomalyModel):
         self.grid = config.image_size // vit.patch_embed.patch_size[0]
         self.backbone = FrozenDino(vit, self.layers)
         self.memory: PatchMemory | None = None
-
-    @classmethod
-    def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
-        """The DINO backbone (none with ``random_init``)."""
-        assert isinstance(config, AnomalyDINOConfig)
-        return needed_backbone(config)
-
-    @classmethod
-    def check_config(cls, config: ModelConfig) -> None:
-        """Layers and image size against the backbone (:func:`~medad.models.dinov3.check_geometry`)."""
-        assert isinstance(config, AnomalyDINOConfig)
-        check_geometry(config)
 
     @torch.no_grad()
     def reference_features(self, images: torch.Tensor, class_names: list[str] | None = None) -> Features:
@@ -265,46 +194,28 @@ class AnomalyDINO(AnomalyModel):
         }
 
 
-@register_model(AnomalyDINO)
+@register_factory(AnomalyDINO)
 def anomalydino(**cfg: Any) -> AnomalyDINO:
     """AnomalyDINO as released: nearest-neighbour patch distance to k normal references on frozen DINOv2 ViT-S/14
     (last block, 448 px); training-free, needs --reference."""
     return AnomalyDINO(model_config("anomalydino", AnomalyDINOConfig, **cfg), name="anomalydino")
 
 
-TINY_DEFAULTS: dict[str, Any] = {
-    "backbone": "vit_small_patch14_dinov2",
-    "backbone_overrides": {"depth": 2, "embed_dim": 64, "num_heads": 2, "patch_size": 16},
-    "layers": (2,),
-    "image_size": 64,
-    "random_init": True,
-}
 
-
-@register_model(AnomalyDINO, defaults=TINY_DEFAULTS)
+@register_factory(AnomalyDINO)
 def anomalydino_tiny(**cfg: Any) -> AnomalyDINO:
     """A tiny random-weights ``anomalydino`` (2-block 64-d DINOv2-like ViT, 16 px patches, 64 px) for tests."""
     return AnomalyDINO(model_config("anomalydino_tiny", AnomalyDINOConfig, **cfg), name="anomalydino_tiny")
 
 
-@register_model(
-    AnomalyDINO, defaults={"backbone": "vit_large_patch16_dinov3.lvd1689m", "layers": (24,), "image_size": 512}
-)
+@register_factory(AnomalyDINO)
 def anomalydino_dinov3(**cfg: Any) -> AnomalyDINO:
     """AnomalyDINO's rule on frozen DINOv3 ViT-L/16 (last block, 512 px), the backbone of medad's other models."""
     return AnomalyDINO(model_config("anomalydino_dinov3", AnomalyDINOConfig, **cfg), name="anomalydino_dinov3")
 
 
-DINOV3_TINY_DEFAULTS: dict[str, Any] = {
-    "backbone": "vit_small_patch16_dinov3",
-    "backbone_overrides": {"depth": 2, "embed_dim": 64, "num_heads": 2},
-    "layers": (2,),
-    "image_size": 64,
-    "random_init": True,
-}
 
-
-@register_model(AnomalyDINO, defaults=DINOV3_TINY_DEFAULTS)
+@register_factory(AnomalyDINO)
 def anomalydino_dinov3_tiny(**cfg: Any) -> AnomalyDINO:
     """A tiny random-weights ``anomalydino_dinov3`` (2-block 64-d DINOv3-like ViT, 64 px) for tests."""
     return AnomalyDINO(

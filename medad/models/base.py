@@ -19,7 +19,6 @@ Outputs are NamedTuples of tensors, so ``torch.compile``, ``torch.jit.trace`` an
 from __future__ import annotations
 
 import abc
-import enum
 import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -29,6 +28,7 @@ from torch import nn
 
 from medad.errors import ConfigError
 from medad.models.config import ModelConfig
+from medad.models.kind import ModelKind
 
 if TYPE_CHECKING:
     from medad.models.patch_memory import PatchMemory
@@ -45,14 +45,6 @@ so the weights sum to 1 (``1 / 1.1`` and ``0.1 / 1.1``)."""
 
 RANDOM_PART_WORDS = {"adapters": "untrained (randomly initialised) adapters"}
 """How a message names a random part; a frozen part reads ``random frozen <part> weights``."""
-
-
-class ModelKind(str, enum.Enum):
-    """How a model learns, which decides how the engine trains and scores it."""
-
-    TRAINABLE = "trainable"
-    TRAINING_FREE = "training-free"
-    TRANSDUCTIVE = "transductive"
 
 
 class InferenceBatch(NamedTuple):
@@ -168,14 +160,15 @@ class AnomalyModel(nn.Module, abc.ABC):
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> None:
-        """Checks of a config that need the architecture but no weights (default: none beyond the config's own)."""
+        """Checks of a config that need the architecture but no weights: the config's own
+        :meth:`~medad.models.config.ModelConfig.check_architecture` (which needs no torch)."""
+        config.check_architecture()
 
     @classmethod
     def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
-        """The frozen weights a model of ``config`` loads, by card key: ``id`` (hub id, tag or file), ``licence``
-        and ``option`` (the CLI flag that points to a local file); empty for random frozen weights. Nothing is
-        built or downloaded (``medad models`` lists it)."""
-        return {}
+        """The frozen weights a model of ``config`` loads (the config's
+        :meth:`~medad.models.config.ModelConfig.needed_weights`)."""
+        return config.needed_weights()
 
     def train(self, mode: bool = True) -> AnomalyModel:
         """Frozen models stay in eval mode; a trainable model sets its head's mode (its frozen parts stay eval)."""

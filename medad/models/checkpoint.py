@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,13 +13,12 @@ from safetensors.torch import load_file, save
 
 from medad.errors import ConfigError, WeightsError
 from medad.models.base import ModelKind, TrainableAnomalyModel
+from medad.models.checkpoint_card import CARD_FILE, CHECKPOINT_FORMAT, read_card
 from medad.models.registry import create_model, model_kind
 from medad.models.weights import check_finite
 from medad.utils.io import sha256_file, write_bytes_atomic, write_json_atomic
 
 ADAPTERS_FILE = "adapters.safetensors"
-CARD_FILE = "card.json"
-CHECKPOINT_FORMAT = "medad-adapters/1"
 _IDENTITY_KEYS = ("compat", "layers", "image_size", "adapter_dim")
 
 
@@ -48,29 +46,6 @@ def save_checkpoint(
     }
     write_json_atomic(folder / CARD_FILE, card)
     return folder
-
-
-def read_card(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and check a checkpoint's ``card.json``; raise :class:`WeightsError` when it is missing or broken."""
-    path = Path(folder) / CARD_FILE
-    if not path.is_file():
-        raise WeightsError(f"{str(path)!r} does not exist; pass a folder written by medad.models.save_checkpoint")
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"{str(path)!r} is not valid JSON ({exc}); re-save the checkpoint") from exc
-    if not isinstance(card, dict) or card.get("format") != CHECKPOINT_FORMAT:
-        raise WeightsError(f"{str(path)!r} is not a {CHECKPOINT_FORMAT} card; re-save the checkpoint")
-    return card
-
-
-def checkpoint_compat(folder: str | os.PathLike[str]) -> str | None:
-    """The compat mode a checkpoint was trained in; ``None`` when its card cannot be read (loading it says why)."""
-    try:
-        compat = read_card(folder).get("compat")
-    except WeightsError:
-        return None
-    return str(compat) if compat is not None else None
 
 
 def _describe(part: Mapping[str, Any]) -> str:

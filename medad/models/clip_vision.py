@@ -16,7 +16,6 @@ tower alone). The sha256 of the file and its licence (MIT for OpenAI's CLIP weig
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -29,6 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from medad.errors import ConfigError, WeightsError
+from medad.models.backbones import (
+    check_clip_geometry,
+    check_plain_vit,
+    check_pos_interpolation,
+    merge_clip_overrides,
+)
 from medad.models.base import RGB, Features, patch_grids, rgb
 from medad.models.weights import (
     LICENCES,
@@ -40,9 +45,6 @@ from medad.models.weights import (
 )
 from medad.models.weights_files import read_weights
 from medad.utils.io import sha256_file
-
-POS_INTERPOLATIONS = ("bicubic", "bilinear")
-"""How position embeddings reach another patch grid: open_clip's (antialiased bicubic) or the releases' bilinear."""
 
 OPENAI_MEAN: RGB = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD: RGB = (0.26862954, 0.26130258, 0.27577711)
@@ -134,33 +136,9 @@ def vision_model_config(name: str, overrides: Mapping[str, Any] | None = None) -
     cfg = open_clip.get_model_config(name)
     if cfg is None:
         raise ConfigError(f"unknown open_clip model {name!r}; pick one of open_clip.list_models(), e.g. 'ViT-L-14-336'")
-    cfg = copy.deepcopy(cfg)
-    for key, value in dict(overrides or {}).items():
-        cfg[key] = {**cfg.get(key, {}), **value} if key in ("vision_cfg", "text_cfg") else value
-    vision = cfg["vision_cfg"]
-    plain_vit = isinstance(vision.get("layers"), int) and "patch_size" in vision and not vision.get("timm_model_name")
-    if not plain_vit or vision.get("attentional_pool") or vision.get("pool_type", "tok") != "tok":
-        raise ConfigError(f"{name!r} is not a class-token CLIP ViT; use e.g. 'ViT-L-14-336' or 'ViT-B-16'")
+    cfg = merge_clip_overrides(cfg, overrides)
+    check_plain_vit(name, cfg)
     return cfg
-
-
-def check_clip_geometry(model_name: str, image_size: int, layers: Sequence[int], overrides: Mapping[str, Any]) -> None:
-    """Refuse an ``image_size`` that is not a multiple of the patch size and ``layers`` beyond the depth (no
-    weights read, nothing built)."""
-    vision = vision_model_config(model_name, overrides)["vision_cfg"]
-    patch, depth = int(vision["patch_size"]), int(vision["layers"])
-    if image_size % patch:
-        lower, upper = image_size // patch * patch, (image_size // patch + 1) * patch
-        raise ConfigError(
-            f"image_size {image_size} is not a multiple of the patch size {patch} of {model_name!r}; "
-            f"use e.g. {lower or upper} or {upper}"
-        )
-    beyond = [v for v in layers if v > depth]
-    if beyond or any(v < 1 for v in layers):
-        raise ConfigError(
-            f"layers {list(layers)} must be 1-based block numbers in 1..{depth} of {model_name!r} (e.g. "
-            f"{[depth // 4 * k for k in range(1, 5)]})"
-        )
 
 
 def interpolate_pos_embed(pos: torch.Tensor, grid: int, mode: str = "bicubic") -> torch.Tensor:
@@ -230,33 +208,6 @@ def _check_fit(
 def _shape_fits(key: str, have: tuple[int, ...], want: tuple[int, ...]) -> bool:
     """Position embeddings only need the tower's width (their grid is interpolated); the rest, the exact shape."""
     return have[1:] == want[1:] if key == "positional_embedding" else have == want
-
-
-def check_pos_interpolation(mode: str) -> None:
-    """Refuse an unknown position-embedding interpolation."""
-    if mode not in POS_INTERPOLATIONS:
-        raise ConfigError(f"pos_interpolation must be one of {', '.join(POS_INTERPOLATIONS)}, got {mode!r}")
-
-
-def clip_file_options(cfg: dict[str, Any]) -> dict[str, Any]:
-    """A CLIP-family model's weight options: ``text_weights`` (``--text-weights``, a protocol's ``weights.text``)
-    names its one CLIP file (``clip_weights``); random weights drop any file."""
-    if "text_weights" in cfg:
-        cfg.setdefault("clip_weights", cfg.pop("text_weights"))
-    if cfg.get("random_init"):
-        cfg["clip_weights"] = None
-    return cfg
-
-
-def needed_clip(config: ClipVisionConfig) -> dict[str, dict[str, str]]:
-    """The ``clip`` entry of a CLIP-family model's ``needed_weights``: one CLIP checkpoint for both towers (empty
-    with ``random_init``)."""
-    from medad.models.weights import clip_licence as tag_licence
-
-    if config.random_init:
-        return {}
-    spec = f"{config.clip_model}/{config.clip_weights}"
-    return {"clip": {"id": spec, "licence": tag_licence(config.clip_weights), "option": "--text-weights"}}
 
 
 def clip_licence(spec: str, digest: str | None) -> str:

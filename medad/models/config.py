@@ -31,7 +31,7 @@ def _path_text(value: object) -> object:
 
 def _timm_name(value: object) -> object:
     """A backbone given as a timm hub id (``timm/NAME``) is timm's model ``NAME``."""
-    from medad.models.weights import timm_name
+    from medad.models.weight_ids import timm_name
 
     return timm_name(value) if isinstance(value, str) else value
 
@@ -103,6 +103,17 @@ class ModelConfig(StrictModel):
         check_compat(self.compat)
         if self.image_score not in IMAGE_SCORE_POLICIES:
             raise ConfigError(f"image_score must be one of {', '.join(IMAGE_SCORE_POLICIES)}, got {self.image_score!r}")
+
+    def check_architecture(self) -> None:
+        """Check the config against its backbone's architecture (patch size, depth, widths) without building it or
+        reading weights (default: nothing to check); :func:`~medad.models.check_model_config` and every model's
+        constructor run it. Raise :class:`ConfigError` naming the key and the fix."""
+
+    def needed_weights(self) -> dict[str, dict[str, str]]:
+        """The frozen weights a model of this config loads, by card key: ``id`` (hub id, tag or file), ``licence``
+        and ``option`` (the CLI flag that points to a local file); empty for random frozen weights. Nothing is
+        built or downloaded (``medad models`` lists it)."""
+        return {}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (``create_model(name, **to_dict())`` rebuilds the model); tuples become lists."""

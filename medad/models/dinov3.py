@@ -1,85 +1,18 @@
-"""The frozen DINOv3 backbone shared by AD-DINOv3 and ``dinov3_mutual``: its config fields, its geometry check,
-its weights and the module that taps its blocks."""
+"""The frozen DINOv3 backbone shared by AD-DINOv3 and ``dinov3_mutual``: its weights and the module that taps its
+blocks (its config fields and geometry check are :mod:`medad.models.backbones`', which needs no torch)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medad.errors import ConfigError
 from medad.models import head
+from medad.models.backbones import DinoConfig
 from medad.models.base import RGB, Features, rgb
-from medad.models.weights import backbone_licence, build_backbone
-
-
-class DinoConfig(Protocol):
-    """The config fields a frozen DINOv3 is built from (``ADDINOv3Config`` and ``MutualConfig`` have them)."""
-
-    @property
-    def backbone(self) -> str:
-        """timm DINOv3 ViT name (with or without pretrained tag)."""
-
-    @property
-    def backbone_weights(self) -> str | None:
-        """``None`` for the hub weights, or a local weights file."""
-
-    @property
-    def backbone_overrides(self) -> Mapping[str, Any]:
-        """Extra timm keyword arguments (tiny test models)."""
-
-    @property
-    def layers(self) -> Sequence[int]:
-        """1-based tapped blocks."""
-
-    @property
-    def image_size(self) -> int:
-        """Input side in pixels."""
-
-    @property
-    def random_init(self) -> bool:
-        """Seeded random weights instead of pretrained ones."""
-
-    @property
-    def init_seed(self) -> int:
-        """Seed of the random weights."""
-
-
-def check_geometry(config: DinoConfig) -> None:
-    """Check ``layers`` and ``image_size`` against the backbone architecture (built on the meta device: no memory,
-    no download), so a bad config is refused before any weights are read."""
-    import timm
-
-    arch = config.backbone.split(".")[0]
-    if arch not in timm.list_models():
-        raise ConfigError(f"unknown timm backbone {config.backbone!r}; pick one of timm.list_models('*dinov3*')")
-    with torch.device("meta"):
-        probe: Any = timm.create_model(arch, pretrained=False, num_classes=0, **config.backbone_overrides)
-    patch = probe.patch_embed.patch_size[0]
-    depth = len(probe.blocks)
-    if config.image_size % patch:
-        lower, upper = config.image_size // patch * patch, (config.image_size // patch + 1) * patch
-        raise ConfigError(
-            f"image_size {config.image_size} is not a multiple of the patch size {patch} of {config.backbone!r}; "
-            f"use e.g. {lower or upper} or {upper}"
-        )
-    beyond = [v for v in config.layers if v > depth]
-    if beyond:
-        raise ConfigError(
-            f"layers {beyond} are beyond the depth {depth} of backbone {config.backbone!r}; use 1-based block "
-            f"numbers in 1..{depth}"
-        )
-
-
-def needed_backbone(config: DinoConfig) -> dict[str, dict[str, str]]:
-    """The ``backbone`` entry of ``needed_weights`` (empty for random frozen weights)."""
-    if config.random_init:
-        return {}
-    spec = config.backbone_weights or config.backbone
-    return {"backbone": {"id": spec, "licence": backbone_licence(config.backbone), "option": "--backbone-weights"}}
+from medad.models.weights import build_backbone
 
 
 class FrozenDino(nn.Module):

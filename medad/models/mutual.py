@@ -35,17 +35,17 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from medad.errors import ConfigError
 from medad.models import head
 from medad.models.base import Features, InferenceBatch, TransductiveAnomalyModel, patch_grids, policy_image_scores
-from medad.models.config import BackboneName, IntTuple, ModelConfig, PathText, check_layers
-from medad.models.dinov3 import DinoPatchBackbone, build_frozen_dino, check_geometry, needed_backbone
-from medad.models.registry import model_config, register_model
+from medad.models.dinov3 import DinoPatchBackbone, build_frozen_dino
+from medad.models.mutual_config import FEATURE_DTYPE_NAMES, MutualConfig
+from medad.models.registry import model_config, register_factory
 
-FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+FEATURE_DTYPES = {name: getattr(torch, name) for name in FEATURE_DTYPE_NAMES}
+"""``feature_dtype`` -> its torch dtype."""
 
 
 def nearest_distances(features: torch.Tensor, query: Sequence[int], block_elements: int = 1 << 25) -> torch.Tensor:
@@ -106,63 +106,6 @@ def mutual_patch_scores(
     return torch.cat(parts) if parts else features.new_zeros(0, p, dtype=torch.float32)
 
 
-class MutualConfig(ModelConfig):
-    """Configuration of ``dinov3_mutual`` (recorded in the card).
-
-    Attributes:
-        backbone: timm DINOv3 ViT name (with or without pretrained tag).
-        backbone_weights: ``None`` for the hub weights, or a local weights file.
-        backbone_overrides: Extra timm keyword arguments (tiny test models).
-        layers: 1-based tapped blocks; their scores are averaged.
-        image_size: Input side in pixels (a multiple of the patch size).
-        k_fraction: Fraction of the other images whose smallest nearest-patch distances are averaged.
-        image_score: ``max``, ``global`` (top-``image_topk`` mean of the patch scores) or ``blend`` (their mean).
-        image_topk: Fraction of the grid's patches averaged by the ``global`` image score.
-        smoothing_sigma: Gaussian sigma (pixels) on the map; 0 = off.
-        block_elements: Entries of one distance block (memory bound, ~4 bytes each).
-        feature_dtype: Storage dtype of a set's features (``float16`` halves memory; distances are float32).
-        compat: Accepted for protocol symmetry; no text is used.
-        random_init: Seeded random backbone weights (tests); labelled ``random_weights``.
-        init_seed: Seed of the random weights.
-    """
-
-    backbone: BackboneName = "vit_large_patch16_dinov3.lvd1689m"
-    backbone_weights: PathText = None
-    backbone_overrides: dict[str, Any] = Field(default_factory=dict)
-    layers: IntTuple = (6, 12, 18, 24)
-    image_size: int = 512
-    k_fraction: float = 0.3
-    image_score: str = "blend"
-    image_topk: float = 0.01
-    smoothing_sigma: float = 0.0
-    block_elements: int = 1 << 25
-    feature_dtype: str = "float32"
-    compat: str = "clean"
-    random_init: bool = False
-    init_seed: int = 0
-
-    label: ClassVar[str] = "dinov3_mutual"
-
-    @classmethod
-    def prepare(cls, cfg: dict[str, Any]) -> dict[str, Any]:
-        """Refuse text weights: the mutual baseline uses no text."""
-        if cfg.get("text_weights") is not None:
-            raise ConfigError("dinov3_mutual uses no text: remove `weights: {text: ...}` for this model")
-        cfg.pop("text_weights", None)
-        return cfg
-
-    def check(self) -> None:
-        """Check values that need no backbone."""
-        self.check_common()
-        check_layers(self.layers)
-        if not 0 < self.k_fraction <= 1 or not 0 < self.image_topk <= 1:
-            raise ConfigError("k_fraction and image_topk must be in (0, 1]")
-        if self.feature_dtype not in FEATURE_DTYPES:
-            raise ConfigError(f"feature_dtype must be one of {', '.join(FEATURE_DTYPES)}")
-        if self.image_size <= 0 or self.block_elements < 1 or self.smoothing_sigma < 0:
-            raise ConfigError("image_size and block_elements must be positive and smoothing_sigma >= 0")
-
-
 class MutualScorer(TransductiveAnomalyModel):
     """The ``dinov3_mutual`` model (training-free, transductive)."""
 
@@ -178,18 +121,6 @@ class MutualScorer(TransductiveAnomalyModel):
         vit, self.backbone_info, self.mean, self.std = build_frozen_dino(config, name)
         self.grid = config.image_size // vit.patch_embed.patch_size[0]
         self.backbone = DinoPatchBackbone(vit, self.layers)
-
-    @classmethod
-    def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
-        """The DINOv3 backbone (none with ``random_init``)."""
-        assert isinstance(config, MutualConfig)
-        return needed_backbone(config)
-
-    @classmethod
-    def check_config(cls, config: ModelConfig) -> None:
-        """Layers and image size against the DINOv3 architecture (:func:`~medad.models.dinov3.check_geometry`)."""
-        assert isinstance(config, MutualConfig)
-        check_geometry(config)
 
     def forward_features(self, images: torch.Tensor) -> Features:
         """Per-image features of a batch: ``patch_tokens`` ``(B, L, P, C)`` unit vectors in ``feature_dtype``."""
@@ -271,22 +202,13 @@ class MutualScorer(TransductiveAnomalyModel):
         }
 
 
-@register_model(MutualScorer)
+@register_factory(MutualScorer)
 def dinov3_mutual(**cfg: Any) -> MutualScorer:
-    """MuSc-style mutual scoring on frozen DINOv3 ViT-L/16 (layers 6/12/18/24, 512 px); transductive, no text."""
+    """Build ``dinov3_mutual`` (its catalogue entry: :mod:`medad.models.mutual_config`)."""
     return MutualScorer(model_config("dinov3_mutual", MutualConfig, **cfg), name="dinov3_mutual")
 
 
-TINY_DEFAULTS: dict[str, Any] = {
-    "backbone": "vit_small_patch16_dinov3",
-    "backbone_overrides": {"depth": 4, "embed_dim": 64, "num_heads": 2},
-    "layers": (2, 4),
-    "image_size": 64,
-    "random_init": True,
-}
-
-
-@register_model(MutualScorer, defaults=TINY_DEFAULTS)
+@register_factory(MutualScorer)
 def dinov3_mutual_tiny(**cfg: Any) -> MutualScorer:
-    """A tiny random-weights ``dinov3_mutual`` (4-block 64-d DINOv3-like ViT, 64 px) for tests and demos."""
+    """Build ``dinov3_mutual_tiny`` (its catalogue entry: :mod:`medad.models.mutual_config`)."""
     return MutualScorer(model_config("dinov3_mutual_tiny", MutualConfig, **cfg), name="dinov3_mutual_tiny")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -156,6 +157,15 @@ def _template_bytes(sentences: Sentences) -> int:
     return max(len(s.encode("utf-8")) for group in sentences("") for s in group)
 
 
+def _word_bytes(word: str) -> int | None:
+    """UTF-8 bytes of ``word`` as written and as the CLIP tokenizer reads it after its clean-up (NFC, lower case),
+    the larger; ``None`` for a word with ``&`` (an HTML entity the clean-up expands may grow it)."""
+    if "&" in word:
+        return None
+    read = unicodedata.normalize("NFC", word).lower()
+    return max(len(word.encode("utf-8")), len(read.encode("utf-8")))
+
+
 def class_word_problem(
     word: str, sentences: Sentences = prompt_sentences, tokenizer: Any = None, context_length: int = CONTEXT_LENGTH
 ) -> str | None:
@@ -163,8 +173,9 @@ def class_word_problem(
 
     A CLIP text tower reads ``context_length`` tokens per sentence and open_clip silently cuts the rest, so a long
     class word would give the same features as its first few words. The longest sentence of the prompt set (the
-    word plus the longest template, start and end tokens) must fit. Short ASCII words are accepted without the
-    tokenizer (a CLIP BPE token holds at least one byte).
+    word plus the longest template, start and end tokens) must fit. A CLIP BPE token holds at least one UTF-8
+    byte, so a word whose bytes cannot exceed the limit is accepted without any tokenizer (no open_clip, no torch:
+    ``medad validate``); only a word that could exceed it loads open_clip's tokenizer, which imports torch.
 
     Args:
         word: The class word.
@@ -172,7 +183,8 @@ def class_word_problem(
         tokenizer: A CLIP tokenizer with ``encode`` (default: open_clip's ``SimpleTokenizer``).
         context_length: Tokens per sentence.
     """
-    if word.isascii() and len(word) + _template_bytes(sentences) + 2 <= context_length:
+    size = _word_bytes(word)
+    if size is not None and size + _template_bytes(sentences) + 2 <= context_length:
         return None
     encode = (tokenizer or _clip_tokenizer()).encode
     overhead = max(len(encode(s)) for group in sentences("x") for s in group) - len(encode("x")) + 2

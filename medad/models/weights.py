@@ -22,46 +22,17 @@ import torch
 from torch import nn
 
 from medad.errors import ConfigError, WeightsError
+from medad.models.weight_ids import (
+    DINOV3_HF_REPO,
+    LICENCES,
+    WEIGHT_SUFFIXES,
+    backbone_licence,
+    clip_licence,
+    is_local_weights,
+)
 from medad.utils.io import sha256_file
 
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
-DINOV3_HF_REPO = "facebook/dinov3-vitl16-pretrain-lvd1689m"
-LICENCES = {
-    "dinov3": "DINOv3 License (Meta; gated)",
-    "dinov2": "Apache-2.0 (Meta DINOv2)",
-    "anomalyclip": "MIT (zqhang/AnomalyCLIP release)",
-    "crane": "MIT (AlirezaSalehy/Crane release)",
-    "openai": "MIT (OpenAI CLIP weights)",
-    "random": "none (random initialisation)",
-    "unknown": "see the weights' source",
-}
-
 M = TypeVar("M", bound=nn.Module)
-
-
-def is_local_weights(spec: str | os.PathLike[str] | None) -> bool:
-    """Return True when ``spec`` names a local file rather than a hub id.
-
-    A file has a weights suffix, exists, starts with ``/``, ``.`` or ``~`` or has several folders; a hub id is a
-    tag or timm name (``openai``, ``vit_large_patch16_dinov3.lvd1689m``), ``hf-hub:ORG/NAME`` or ``ORG/NAME``
-    (``timm/vit_large_patch16_dinov3.lvd1689m``).
-    """
-    if spec is None:
-        return False
-    text = str(spec)
-    if text.startswith("hf-hub:"):
-        return False
-    if text.lower().endswith(WEIGHT_SUFFIXES) or Path(text).expanduser().exists():
-        return True
-    return text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
-
-
-def timm_name(name: str) -> str:
-    """A timm model name from a hub id: ``timm/NAME`` and ``hf-hub:timm/NAME`` are timm's own ``NAME``."""
-    for prefix in ("hf-hub:timm/", "timm/"):
-        if name.startswith(prefix):
-            return name[len(prefix) :]
-    return name
 
 
 def state_dict_sha256(module: nn.Module) -> str:
@@ -129,18 +100,6 @@ def check_finite(tensors: Iterable[tuple[str, torch.Tensor]], file: str | os.Pat
                 f"{what} weights file {str(file)!r} holds NaN or infinite values (first in {name}); the file is "
                 "corrupt or was saved from a diverged run: download it again or use another checkpoint"
             )
-
-
-def backbone_licence(name: str) -> str:
-    """The licence of the released weights of timm backbone ``name`` (DINOv3's, DINOv2's, or a pointer to the
-    source)."""
-    family = next((key for key in ("dinov3", "dinov2") if key in name), "unknown")
-    return LICENCES[family]
-
-
-def clip_licence(spec: str | None) -> str:
-    """The licence of CLIP weights given as an open_clip tag or file (OpenAI's MIT for the ``openai`` tag)."""
-    return LICENCES["openai"] if spec == "openai" else LICENCES["unknown"]
 
 
 HUB_PROBE_TIMEOUT_S = 3.0

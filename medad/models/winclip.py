@@ -36,15 +36,13 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from medad.errors import ConfigError, WeightsError
 from medad.models import head
 from medad.models.base import AnomalyModel, Features, InferenceBatch, ModelKind, policy_image_scores, rgb
-from medad.models.config import IntTuple, ModelConfig, PathText
 from medad.models.prompts import NORMAL_STATES, check_class_word  # WinCLIP's normal states: the ensemble's
-from medad.models.registry import model_config, register_model
+from medad.models.registry import model_config, register_factory
 from medad.models.weights import (
     LICENCES,
     check_finite,
@@ -55,6 +53,7 @@ from medad.models.weights import (
     seeded,
     state_dict_sha256,
 )
+from medad.models.winclip_config import WinCLIPConfig
 from medad.utils.io import sha256_file
 
 PROMPT_SET_VERSION = "winclip-cpe-v1"
@@ -141,78 +140,6 @@ def harmonic_aggregate(window_scores: torch.Tensor, indices: torch.Tensor, n_pat
     sums = torch.zeros(inverse.shape[0], n_patches, device=inverse.device).index_add_(1, flat, per_slot)
     counts = torch.bincount(flat, minlength=n_patches).to(inverse.dtype)
     return torch.where(counts > 0, counts / sums.clamp_min(1e-12), torch.zeros_like(sums))
-
-
-class WinCLIPConfig(ModelConfig):
-    """Configuration of a WinCLIP model (every field is recorded in the card).
-
-    Attributes:
-        clip_model: open_clip config name (both towers are used).
-        clip_weights: open_clip pretrained tag (``laion400m_e31``), ``hf-hub:<repo>`` or a local weights file;
-            ``None`` only with ``random_init``.
-        clip_overrides: Merged into open_clip's config (``vision_cfg``/``text_cfg`` key-wise; tiny test models).
-        image_size: Input side in pixels (a multiple of the patch size; the positional embedding is resized).
-        scales: Window sides in patches (each <= the patch grid).
-        window_stride: Step between windows in patches.
-        patch_map: Average the patch-level map (final patch tokens vs text) into the pixel map.
-        image_in_map: Average the image score (broadcast) into the pixel map, as the paper's image scale.
-        temperature: Softmax temperature of the cosine similarities (0.01 = CLIP's logit scale 100).
-        image_score: ``global`` (the CLS zero-shot score, the paper's classifier), ``max`` (of the pixel map) or
-            ``blend`` (their mean).
-        smoothing_sigma: Gaussian sigma in pixels applied to the map (0 = off).
-        window_batch: Window sequences per transformer call (bounds memory).
-        compat: Class-word rule used by the scorer (``clean`` or ``reference``, see ``prompt_word``).
-        random_init: Seeded random weights (tests, demos); labelled ``random_weights`` in the card.
-        init_seed: Seed of the random weights.
-    """
-
-    clip_model: str = "ViT-B-16-plus-240"
-    clip_weights: PathText = "laion400m_e31"
-    clip_overrides: dict[str, Any] = Field(default_factory=dict)
-    image_size: int = 240
-    scales: IntTuple = (2, 3)
-    window_stride: int = 1
-    patch_map: bool = True
-    image_in_map: bool = True
-    temperature: float = 0.01
-    image_score: str = "global"
-    smoothing_sigma: float = 0.0
-    window_batch: int = 4096
-    compat: str = "clean"
-    random_init: bool = False
-    init_seed: int = 0
-
-    label: ClassVar[str] = "WinCLIP"
-
-    @classmethod
-    def prepare(cls, cfg: dict[str, Any]) -> dict[str, Any]:
-        """``text_weights`` (a protocol's ``weights.text``) names the CLIP checkpoint; there is no backbone key."""
-        if "backbone" in cfg or "backbone_weights" in cfg:
-            raise ConfigError(
-                "WinCLIP has no separate backbone weights: its CLIP file holds both towers; pass it as --text-weights "
-                "FILE on the command line, clip_weights=... in create_model or `weights: {text: ...}` in a protocol"
-            )
-        if "text_weights" in cfg:
-            cfg.setdefault("clip_weights", cfg.pop("text_weights"))
-            cfg.pop("text_weights", None)
-        if cfg.get("random_init"):
-            cfg["clip_weights"] = None
-        return cfg
-
-    def check(self) -> None:
-        """Check the values that need no model; raise :class:`ConfigError` naming the key."""
-        self.check_common()
-        if not self.scales and not self.patch_map:
-            raise ConfigError("winclip needs at least one window scale or patch_map: true for its pixel map")
-        if any(k < 1 for k in self.scales) or len(set(self.scales)) != len(self.scales):
-            raise ConfigError(f"scales must be distinct window sides >= 1 (in patches), got {list(self.scales)}")
-        if self.temperature <= 0 or self.window_batch < 1 or self.window_stride < 1 or self.smoothing_sigma < 0:
-            raise ConfigError("temperature, window_batch and window_stride must be positive, smoothing_sigma >= 0")
-        if self.clip_weights is None and not self.random_init:
-            raise ConfigError(
-                "clip_weights is None: give an open_clip tag, a local file, or random_init=True (on the command line: "
-                "--text-weights FILE|TAG)"
-            )
 
 
 def clip_model_config(name: str, overrides: Mapping[str, Any] | None, image_size: int) -> dict[str, Any]:
@@ -351,15 +278,6 @@ class WinCLIP(AnomalyModel):
         self.std = rgb(pre.get("std", OPENAI_STD))
         self._text_cache: dict[tuple[str, str], torch.Tensor] = {}
 
-    @classmethod
-    def needed_weights(cls, config: ModelConfig) -> dict[str, dict[str, str]]:
-        """The open_clip CLIP (both towers; none with ``random_init``)."""
-        assert isinstance(config, WinCLIPConfig)
-        if config.random_init:
-            return {}
-        spec = f"{config.clip_model}/{config.clip_weights}"
-        return {"clip": {"id": spec, "licence": clip_licence(config.clip_weights), "option": "--text-weights"}}
-
     # ----------------------------------------------------------------- text
 
     @torch.no_grad()
@@ -488,26 +406,13 @@ class WinCLIP(AnomalyModel):
         }
 
 
-@register_model(WinCLIP)
+@register_factory(WinCLIP)
 def winclip(**cfg: Any) -> WinCLIP:
-    """WinCLIP with open_clip ViT-B-16-plus-240 (``laion400m_e31``) at 240 px, windows 2x2 and 3x3."""
+    """Build ``winclip`` (its catalogue entry: :mod:`medad.models.winclip_config`)."""
     return WinCLIP(model_config("winclip", WinCLIPConfig, **cfg), name="winclip")
 
 
-TINY_DEFAULTS: dict[str, Any] = {
-    "clip_model": "ViT-B-32",
-    "clip_weights": None,
-    "clip_overrides": {
-        "embed_dim": 32,
-        "vision_cfg": {"layers": 2, "width": 32, "head_width": 16, "patch_size": 16},
-        "text_cfg": {"width": 32, "heads": 2, "layers": 1},
-    },
-    "image_size": 64,
-    "random_init": True,
-}
-
-
-@register_model(WinCLIP, defaults=TINY_DEFAULTS)
+@register_factory(WinCLIP)
 def winclip_tiny(**cfg: Any) -> WinCLIP:
-    """A tiny random-weights WinCLIP (2-layer 32-d ViT/16, 1-layer text tower, 64 px) for tests and demos."""
+    """Build ``winclip_tiny`` (its catalogue entry: :mod:`medad.models.winclip_config`)."""
     return WinCLIP(model_config("winclip_tiny", WinCLIPConfig, **cfg), name="winclip_tiny")

@@ -51,7 +51,7 @@ def metric_names() -> list[str]:
 
 def export_formats() -> list[str]:
     """Export formats of ``medad.export.export_predictions``."""
-    from medad.export import FORMATS
+    from medad.export.formats import FORMATS
 
     return list(FORMATS)
 
@@ -84,6 +84,6 @@ def class_word_problem(word: str) -> str | None:
 
 def checkpoint_compat(folder: Path) -> str | None:
     """The compat mode a checkpoint folder was trained in (``None`` when its card cannot be read)."""
-    from medad.models.checkpoint import checkpoint_compat as _compat
+    from medad.models.checkpoint_card import checkpoint_compat as _compat
 
     return _compat(folder)

@@ -15,7 +15,8 @@ from sklearn.cluster import kmeans_plusplus
 
 from medad.errors import ConfigError, WeightsError
 from medad.models import AdaCLIP, create_model, load_checkpoint, save_checkpoint
-from medad.models.adaclip import TINY_DEFAULTS, hsf_embedding, hsf_paper_embedding
+from medad.models.adaclip import hsf_embedding, hsf_paper_embedding
+from medad.models.adaclip_config import TINY_DEFAULTS
 from medad.models.weights_files import adaclip_architecture, check_weights_file, default_architectures
 from medad.utils.io import sha256_file
 

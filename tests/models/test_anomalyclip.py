@@ -308,7 +308,7 @@ def test_weights_check_names_the_release_prompt_learner_and_convert_keeps_it_loa
     from typer.testing import CliRunner
 
     from medad.cli import app
-    from medad.models.anomalyclip import TINY_DEFAULTS
+    from medad.models.anomalyclip_config import TINY_DEFAULTS
     from medad.models.weights_files import convert_weights_file, prompt_learner_architecture
 
     released = _full_size_release_file(tmp_path / "epoch_15.pth")

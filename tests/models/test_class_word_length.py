@@ -67,3 +67,50 @@ def test_validate_refuses_a_long_protocol_class_word(tmp_path: Path, monkeypatch
     code, text = run_medad(monkeypatch, capsys, "validate", str(protocol), "--structure-only")
     assert code == 2 and "models[0].class_words.lesions.skin_lesion" in text, text
     assert "5000 tokens long" in text and "77 tokens" in text and "Traceback" not in text
+
+
+LONG_WORD_MESSAGE = (  # what the refusal said before the tokenizer-free path existed: it must not change
+    "class word 'skin skin skin skin skin skin skin skin ... (314 characters)' is 63 tokens long, but the text "
+    "encoder reads 77 tokens per sentence and the longest prompt template takes 15 of them (start and end "
+    "included), so the word would be cut silently; use a class word of at most 62 tokens (a few words)"
+)
+
+
+class CountingTokenizer:
+    """open_clip's tokenizer, counting the words it encodes."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def encode(self, text: str) -> list[int]:
+        self.calls += 1
+        return list(_clip_tokenizer().encode(text))
+
+
+@pytest.mark.parametrize("word", ["skin lesion", "lésion cutanée", "Hautläsion", "皮膚病変", "polyp"])
+def test_a_word_whose_bytes_fit_is_accepted_without_a_tokenizer(word: str, monkeypatch) -> None:
+    """A CLIP BPE token holds at least one UTF-8 byte: a word short in bytes (any script) needs no tokenizer, so
+    ``medad validate`` loads neither open_clip nor torch for it."""
+    import medad.models.prompts as prompts
+
+    def no_tokenizer() -> None:
+        raise AssertionError("the tokenizer was loaded")
+
+    monkeypatch.setattr(prompts, "_clip_tokenizer", no_tokenizer)
+    assert class_word_problem(word) is None
+    assert class_word_problem(word, winclip_sentences) is None
+
+
+@pytest.mark.parametrize("word", [" ".join(["skin"] * 8), "é" * 20, "&nGt;"])
+def test_a_word_that_could_exceed_the_limit_is_tokenized(word: str) -> None:
+    """A word whose bytes could exceed the limit (or holding ``&``, an HTML entity the tokenizer's clean-up may
+    lengthen) is measured by the real tokenizer, which accepts these."""
+    tokenizer = CountingTokenizer()
+    assert class_word_problem(word, tokenizer=tokenizer) is None
+    assert tokenizer.calls > 0
+
+
+def test_the_long_word_refusal_is_unchanged() -> None:
+    tokenizer = CountingTokenizer()
+    assert class_word_problem(" ".join(["skin"] * 63), tokenizer=tokenizer) == LONG_WORD_MESSAGE
+    assert tokenizer.calls > 0

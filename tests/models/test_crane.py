@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from medad.errors import ConfigError, WeightsError
 from medad.models import Crane, create_model, load_checkpoint, save_checkpoint
-from medad.models.anomalyclip import TINY_DEFAULTS
+from medad.models.anomalyclip_config import TINY_DEFAULTS
 from medad.models.crane import dino_attention_weights
 from medad.models.losses import dice_loss, focal_loss
 from medad.models.weights_files import check_weights_file, format_check, prompt_learner_architecture

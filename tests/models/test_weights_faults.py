@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from medad.errors import DiskError, WeightsError
 from medad.models import create_model, load_checkpoint, save_checkpoint
-from medad.models.ad_dinov3 import TINY_DEFAULTS
+from medad.models.ad_dinov3_config import TINY_DEFAULTS
 from medad.models.weights import build_backbone, build_text_tower, text_model_config
 from medad.models.weights_files import check_weights_file, convert_weights_file, read_weights
 from medad.utils.io import sha256_file

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from medad.errors import WeightsError
-from medad.models.ad_dinov3 import TINY_DEFAULTS
+from medad.models.ad_dinov3_config import TINY_DEFAULTS
 from medad.models.weights import build_backbone, build_text_tower
 from medad.models.weights_files import (
     OPENAI_METADATA_KEYS,

@@ -115,7 +115,7 @@ def test_local_weights_file_sha256_and_positional_resize(tiny: WinCLIP, tmp_path
     import open_clip
 
     from medad.models.weights import seeded
-    from medad.models.winclip import TINY_DEFAULTS
+    from medad.models.winclip_config import TINY_DEFAULTS
 
     kwargs = {k: v for k, v in TINY_DEFAULTS["clip_overrides"].items()}
     kwargs["vision_cfg"] = {**kwargs["vision_cfg"], "image_size": 64}
