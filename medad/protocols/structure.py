@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from medad.errors import ConfigError, ExportError
 from medad.protocols import registry
 from medad.protocols.messages import suggest
-from medad.protocols.schema import DatasetSpec, ModelSpec, Protocol
+from medad.protocols.schema import DatasetSpec, ModelSpec, Protocol, TrainingSpec
 from medad.protocols.yamlio import Loc
 
 if TYPE_CHECKING:
@@ -20,11 +20,35 @@ if TYPE_CHECKING:
 
 
 def dataset_locs(p: Protocol) -> list[tuple[Loc, DatasetSpec]]:
-    """Every dataset of the protocol (targets, then training datasets) with its location."""
+    """Every dataset of the protocol (targets, training datasets, then the models' own training datasets) with
+    its location."""
     out: list[tuple[Loc, DatasetSpec]] = [(("targets", i), d) for i, d in enumerate(p.targets)]
     if p.training is not None:
         out += [(("training", "datasets", i), d) for i, d in enumerate(p.training.datasets)]
+    for i, m in enumerate(p.models):
+        if m.training is not None and m.training.datasets is not None:
+            out += [(("models", i, "training", "datasets", j), d) for j, d in enumerate(m.training.datasets)]
     return out
+
+
+def _check_model_datasets(lp: LoadedProtocol) -> None:
+    """A model's own training datasets have unique names; a name also used elsewhere must be the same dataset."""
+    p = lp.protocol
+    shared = [(loc, d) for loc, d in dataset_locs(p) if loc[0] != "models"]
+    for i, m in enumerate(p.models):
+        if m.training is None or m.training.datasets is None:
+            continue
+        own = [(("models", i, "training", "datasets", j), d) for j, d in enumerate(m.training.datasets)]
+        _check_unique(lp, [(loc, d.name) for loc, d in own], "training dataset")
+        for loc, d in own:
+            other = next(((o, x) for o, x in shared if x.name == d.name and x != d), None)
+            if other is not None:
+                raise lp.error(
+                    (*loc, "name"),
+                    f"dataset name {d.name!r} is also used at {lp.where(other[0])} for other data; give it its "
+                    f"own name, or write the same kind, root and options there",
+                )
+            shared.append((loc, d))
 
 
 def _check_unique(lp: LoadedProtocol, items: Sequence[tuple[Loc, str]], what: str) -> None:
@@ -90,11 +114,13 @@ def _check_models(lp: LoadedProtocol) -> None:
                     ("models", i, "checkpoint"),
                     f"model {m.name!r} ({m.model}) is training-free and loads no checkpoint; remove `checkpoint:`",
                 )
-        elif m.checkpoint is None and p.training is None:
+        elif m.checkpoint is None and p.training is None and m.training is None:
             raise lp.error(
                 ("models", i),
                 f"model {m.name!r} has no `checkpoint:` and the protocol has no `training:` section; add one of them",
             )
+        else:
+            _check_model_training(lp, i, m)
         for word_key in m.class_words:
             if word_key not in dataset_names:
                 raise lp.error(
@@ -102,6 +128,41 @@ def _check_models(lp: LoadedProtocol) -> None:
                     f"{word_key!r} is not a dataset name or kind of this protocol"
                     f"{suggest(word_key, sorted(dataset_names))}",
                 )
+
+
+def _check_model_training(lp: LoadedProtocol, i: int, m: ModelSpec) -> None:
+    """A model's own ``training:`` is used (trainable, no checkpoint), complete with the protocol's, and pins no
+    score epoch beyond its epochs."""
+    from medad.protocols.resolve import merged_training
+
+    if m.training is not None and m.checkpoint is not None:
+        raise lp.error(
+            ("models", i, "training"),
+            f"model {m.name!r} loads its `checkpoint:` and is not trained; remove its `training:` or the checkpoint",
+        )
+    p = lp.protocol
+    merged = merged_training(m.training, p.training) if m.training is not None else None
+    if merged is not None:
+        missing = [k for k, v in merged.items() if v is None and TrainingSpec.model_fields[k].is_required()]
+        if missing:
+            raise lp.error(
+                ("models", i, "training"),
+                f"model {m.name!r}: `training:` lacks {', '.join(missing)} and the protocol has no `training:` "
+                "section to take them from; add them here or add a top-level `training:`",
+            )
+    values = merged
+    if values is None and p.training is not None:
+        values = {k: getattr(p.training, k) for k in TrainingSpec.model_fields}
+    if merged is not None and merged["seeds"] is not None and len(set(merged["seeds"])) != len(merged["seeds"]):
+        raise lp.error(("models", i, "training", "seeds"), f"seeds {merged['seeds']} repeat a seed; list each once")
+    if values is not None and values["score_epoch"] is not None and values["score_epoch"] > values["epochs"]:
+        own = m.training is not None and "score_epoch" in m.training.model_fields_set
+        loc: Loc = ("models", i, "training", "score_epoch") if own else ("training", "score_epoch")
+        raise lp.error(
+            loc,
+            f"model {m.name!r} would score with epoch {values['score_epoch']} but trains {values['epochs']} "
+            f"epoch(s); pin an epoch from 1 to {values['epochs']} or train longer",
+        )
 
 
 REFERENCE_WORDS = (
@@ -202,6 +263,7 @@ def check_structure(lp: LoadedProtocol) -> None:
         ConfigError: for the first problem found.
     """
     _check_names(lp)
+    _check_model_datasets(lp)
     _check_datasets(lp)
     _check_models(lp)
     _check_distinct_models(lp)

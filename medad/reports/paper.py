@@ -112,11 +112,35 @@ def epoch_sweep_tables(evaluation: EvaluationResults) -> list[tuple[str, pd.Data
     return tables
 
 
+def study_notes(sources: Sequence[PredictionSource]) -> list[str]:
+    """One sentence per model whose card records what its study pinned or marked (``study``: the checkpoint epoch
+    it scores with, why it is not zero-shot)."""
+    notes: dict[str, list[str]] = {}
+    for source in sources:
+        card = source.reader.meta.get("model")
+        study = card.get("study") if isinstance(card, dict) else None
+        if not isinstance(study, dict) or source.model in notes:
+            continue
+        said = []
+        if study.get("score_epoch") is not None:
+            said.append(
+                f"scored with the checkpoint of epoch {study['score_epoch']} of {study.get('epochs')} (pinned in the "
+                "protocol: `training.score_epoch`), not the last one"
+            )
+        if study.get("not_zero_shot"):
+            said.append(f"NOT ZERO-SHOT ({study['not_zero_shot']}; the protocol allows it: `allow_not_zero_shot`)")
+        notes[source.model] = said
+    return [f"{model}: {'; '.join(said)}." for model, said in notes.items() if said]
+
+
 def paper_sections(
     evaluation: EvaluationResults, sources: Sequence[PredictionSource], make_section: Callable[..., Any]
 ) -> list[Any]:
     """The report's reproduction sections, built with ``make_section(heading, paragraphs=..., tables=...)``."""
     sections = []
+    notes = study_notes(sources)
+    if notes:
+        sections.append(make_section("Pinned checkpoints and zero-shot marks", paragraphs=notes))
     tables = paper_view_tables(evaluation)
     if tables:
         resolution = (evaluation.settings.get("resolution") or {}).get("mode", "native")

@@ -135,7 +135,7 @@ def run(state: RunState) -> None:
     }
     if p.evaluation_resolution != "native":  # only then: native stages keep their keys
         config["resolution"] = p.evaluation_resolution
-    sweep = p.training is not None and p.training.epoch_sweep
+    sweep = any(t is not None and t.epoch_sweep for t in map(p.training_for, p.models))  # one model's turns it on
     if sweep:  # the released code's selection on the test data, labelled (medad/protocols/epoch_sweep.py)
         config["epoch_sweep"] = True
         state.notes.append(SWEEP_NOTE)
