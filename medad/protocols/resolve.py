@@ -15,6 +15,7 @@ import yaml
 from medad.protocols.loading import LoadedProtocol
 from medad.protocols.paths import resolve_path
 from medad.protocols.schema import (
+    RELEASE_OPTIONS,
     DatasetSpec,
     ExecutorSpec,
     ModelSpec,
@@ -91,6 +92,10 @@ def _training(spec: ModelSpec, lp: LoadedProtocol) -> ModelTraining | None:
 
 def _model(spec: ModelSpec, lp: LoadedProtocol) -> ModelSpec:
     update: dict[str, Any] = {"training": _training(spec, lp)}
+    releases = {k: str(resolve_path(v, lp.base_dir)) for k, v in spec.options.items()
+                if k in RELEASE_OPTIONS and isinstance(v, str)}  # fmt: skip
+    if releases:  # only then: other models keep their resolved form
+        update["options"] = spec.options | releases
     if spec.checkpoint is not None:
         update["checkpoint"] = str(resolve_path(spec.checkpoint, lp.base_dir))
     roles = type(spec.weights).model_fields

@@ -172,6 +172,16 @@ def _without_unset(data: dict[str, Any], **defaults: Any) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in defaults or v != defaults[k]}
 
 
+RELEASE_OPTIONS: dict[str, str] = {
+    "release_prompts": "clip-prompts",
+    "release_weights": "adaclip",
+    "release_text_adapter": "aa-clip-text",
+    "release_image_adapter": "aa-clip-image",
+}
+"""Model options naming a file of a release's trained checkpoint, with that checkpoint's weights family (a path
+relative to the protocol's folder, resolved like the weight files)."""
+
+
 class ModelSpec(_Strict):
     """One model of the study.
 

@@ -73,7 +73,7 @@ class StageTask:
 class ModelRun:
     """One model instance of the study: a model spec with one training seed (or its checkpoint); ``score_epoch``:
     the pinned epoch whose checkpoint it scores with (``None``: the last) of the ``epochs`` trained;
-    ``not_zero_shot``: why its results are not zero-shot (``"trained on CVC-ColonDB"``), empty when they are."""
+    ``not_zero_shot``: target name -> why its results there are not zero-shot (``"trained on CVC-ColonDB"``)."""
 
     label: str
     spec: ModelSpec
@@ -83,7 +83,7 @@ class ModelRun:
     card: dict[str, Any] = field(default_factory=dict)
     score_epoch: int | None = None
     epochs: int | None = None
-    not_zero_shot: str = ""
+    not_zero_shot: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

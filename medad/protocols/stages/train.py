@@ -27,6 +27,7 @@ from medad.protocols.stages.base import (
     rel_link,
     run_tasks,
 )
+from medad.protocols.structure import not_zero_shot_marks
 from medad.utils.io import sha256_file
 
 
@@ -174,7 +175,8 @@ def run(state: RunState) -> None:
                 runs.append(model_run)
                 tasks.append(task)
     records = iter(run_tasks(state, tasks))
-    for model_run in runs:
+    for model_run in runs:  # the structure check allowed these only with allow_not_zero_shot / intended_overlap
+        model_run.not_zero_shot = not_zero_shot_marks(state.lp, p.model_index(model_run.spec.name))
         if model_run.train_key is not None:
             record = next(records)
             stage_folder = state.store.root / "train" / model_run.train_key
