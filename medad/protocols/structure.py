@@ -110,11 +110,13 @@ def _check_models(lp: LoadedProtocol) -> None:
     for i, m in enumerate(p.models):
         _check_registered(lp, ("models", i, "model"), m.model, model_names, "model")
         if registry.model_kind(m.model) is not ModelKind.TRAINABLE:
-            if m.checkpoint is not None:
-                raise lp.error(
-                    ("models", i, "checkpoint"),
-                    f"model {m.name!r} ({m.model}) is training-free and loads no checkpoint; remove `checkpoint:`",
-                )
+            for key in ("checkpoint", "training"):
+                if getattr(m, key) is not None:
+                    raise lp.error(
+                        ("models", i, key),
+                        f"model {m.name!r} ({m.model}) is training-free: it loads no checkpoint and is not trained; "
+                        f"remove `{key}:`",
+                    )
         elif m.checkpoint is None and p.training is None and m.training is None:
             raise lp.error(
                 ("models", i),

@@ -273,3 +273,10 @@ def test_scoring_the_data_a_release_checkpoint_was_trained_on_is_refused_or_mark
 
     assert not_zero_shot_marks(lp, 1) == {"polyps": "trained on CVC-ColonDB"} and not_zero_shot_marks(lp, 0) == {}
     assert lp.resolved.models[1].options["release_prompts"] == str(tmp_path / "prompts.safetensors")
+
+
+def test_a_training_free_model_takes_no_training_section(tmp_path: Path) -> None:
+    data = yaml.safe_load(BASE)
+    data["models"].append({"name": "w", "model": "winclip_tiny", "training": {"epochs": 2}})
+    with pytest.raises(ConfigError, match=r"models\[2\]\.training: model 'w' \(winclip_tiny\) is training-free"):
+        load_protocol(write(tmp_path, yaml.safe_dump(data, sort_keys=False)))
