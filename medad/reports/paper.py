@@ -175,7 +175,9 @@ def paper_sections(
             f"percent, evaluated at {resolution} resolution; domain averages over the datasets evaluated. The "
             "published block is quoted from the papers and repositories named in each row, never re-measured; "
             "the second number of a published pair is a different metric from row to row (PRO, max-F1 or AP), so "
-            "compare it only with the matching medad column."
+            "compare it only with the matching medad column. A model of a re-derived method (by registry name) is "
+            "followed by its publication's figures on the same datasets, with the training data that publication "
+            "used and whether they include the target (not zero-shot) or another medical set."
         )
         sections.append(make_section("Paper view", paragraphs=[text], tables=tables))
     sweep = epoch_sweep_tables(evaluation)
