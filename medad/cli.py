@@ -752,12 +752,20 @@ def weights_check_command(
 def weights_convert_command(
     file: Annotated[Path, typer.Argument(help="Weights file (.pth, .pt, .bin, .safetensors).")],
     out: Annotated[Path, typer.Option("--out", help="The .safetensors file to write.")],
+    trained_on: Annotated[
+        str | None,
+        typer.Option("--trained-on", help="A release checkpoint's training data, e.g. mvtec,colondb (default: "
+                     "what its file name says, else the release's default)."),
+    ] = None,
 ) -> None:
     """Write a safetensors copy of a weights file that fits a known architecture (same tensors, bit for bit)."""
-    from medad.models.weights_files import convert_weights_file
+    from medad.models.weights_files import TRAINING_DATA_KEY, convert_weights_file
 
-    report = convert_weights_file(file, out)
+    report = convert_weights_file(file, out, trained_on=trained_on.split(",") if trained_on else None)
     typer.echo(f"wrote {report['tensors']} tensors ({report['fits']['architecture']}) to {out}")
+    if TRAINING_DATA_KEY in report:
+        data = report[TRAINING_DATA_KEY]
+        typer.echo(f"trained on: {', '.join(data) if data else 'unknown (say it with --trained-on)'}")
 
 
 _METAVARS = {Path: "PATH", int: "N", float: "X", str: "TEXT"}

@@ -168,7 +168,7 @@ def evaluate(
     if "warning" in settings:  # the terminal says it too (the CLI prints each DataWarning as one line)
         warnings.warn(settings["warning"], DataWarning, stacklevel=2)
     record_predictions(out, predictions)  # what `medad report EVAL_DIR` draws heatmaps from
-    paper = paper_view(rows)  # the paper's table (medad/evaluation/paper_view.py)
+    paper = paper_view(rows, {name: reader.meta for name, reader in readers.items()})  # medad/evaluation/paper_view.py
     write_json_atomic(out / "metrics.json", round_sig({"settings": settings, "rows": rows, "paper_view": paper}))
     write_json_atomic(out / "curves.json", round_sig(curves))
     write_json_atomic(out / "comparisons.json", round_sig(comps))

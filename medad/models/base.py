@@ -156,6 +156,7 @@ class AnomalyModel(nn.Module, abc.ABC):
         self.config = config
         self.compat: str = config.compat
         self.image_size: int = config.image_size
+        self.study: dict[str, Any] = {}  # what the study scoring this model records of it (card ``study``)
         self._compiled = False
 
     @classmethod
@@ -251,7 +252,8 @@ class AnomalyModel(nn.Module, abc.ABC):
 
         ``random_weights`` is true when any part is random (:meth:`random_parts`, listed in ``random_parts``),
         untrained adapters included: every consumer of the flag (scores, exports, gallery, report) then says
-        that the scores mean nothing.
+        that the scores mean nothing. ``study`` (only when a protocol set :attr:`study`): the checkpoint epoch a
+        protocol pinned and its not-zero-shot mark, which the paper view and report repeat.
         """
         weights = self.frozen_weights()
         random_parts = self.random_parts()
@@ -267,6 +269,7 @@ class AnomalyModel(nn.Module, abc.ABC):
             **self.card_extras(),
             "mean": list(self.mean),
             "std": list(self.std),
+            **({"study": dict(self.study)} if self.study else {}),
         }
 
 

@@ -522,15 +522,19 @@ def convert_weights_file(
     path: str | os.PathLike[str],
     out: str | os.PathLike[str],
     architectures: Iterable[Architecture] | None = None,
+    trained_on: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Write the tensors of a weights file that fits a known architecture as one safetensors file.
 
     Names, dtypes and values are kept as stored (Meta's DINOv3 names stay Meta's: timm converts them on load,
     as it does for the ``.pth``), so the copy loads bit-identically to the source; tensors sharing memory are
-    copied apart, as safetensors requires.
+    copied apart, as safetensors requires. A release's trained checkpoint (AnomalyCLIP / Crane prompts, AdaCLIP,
+    AA-CLIP adapters) records the data it was trained on (``trained_on``, else :func:`release_training_data`) in
+    the metadata's ``training_data``, which the protocols' leakage guard reads.
 
     Returns:
-        The check report of the source plus ``out`` and ``out_sha256``.
+        The check report of the source plus ``out``, ``out_sha256`` and, for a release checkpoint,
+        ``training_data`` (dataset kinds, or ``None`` when unknown).
 
     Raises:
         WeightsError: ``out`` is no ``.safetensors`` path or is a folder, or the source fits no known architecture.
@@ -559,8 +563,55 @@ def convert_weights_file(
         "source_sha256": report["sha256"],
         "architecture": report["fits"]["architecture"],
     }
+    extra: dict[str, Any] = {}
+    if report["fits"]["family"] in RELEASE_FAMILIES:
+        data = tuple(trained_on) if trained_on else release_training_data(path, report["fits"]["family"])
+        unknown = [kind for kind in data or () if kind not in RELEASE_DATASETS]
+        if unknown:
+            raise WeightsError(
+                f"--trained-on {','.join(unknown)}: not a dataset kind; use any of {', '.join(RELEASE_DATASETS)}"
+            )
+        metadata[TRAINING_DATA_KEY] = ",".join(data) if data else "unknown"
+        extra[TRAINING_DATA_KEY] = list(data) if data else None
     _save_atomic(tensors, metadata, target)
-    return {**report, "out": str(target), "out_sha256": sha256_file(target)}
+    return {**report, "out": str(target), "out_sha256": sha256_file(target), **extra}
+
+
+RELEASE_DATASETS: tuple[str, ...] = ("mvtec", "visa", "btad", "mpdd", "isic", "colondb", "clinicdb", "tn3k", "kvasir")
+"""Dataset kinds a release checkpoint's file or folder name can say it was trained on."""
+
+RELEASE_FAMILIES: dict[str, tuple[str, ...] | None] = {
+    "clip-prompts": ("mvtec",),
+    "adaclip": ("mvtec", "colondb"),
+    "aa-clip-text": None,
+    "aa-clip-image": None,
+}
+"""Families of released trained checkpoints, with the data a file that names none was trained on: AnomalyCLIP's
+and Crane's prompt learners the MVTec AD test set (their releases' ``9_12_4_multiscale`` / ``trained_on_mvtec_*``),
+AdaCLIP's default MVTec AD + ColonDB (its README's correction); AA-CLIP publishes none (unknown)."""
+
+TRAINING_DATA_KEY = "training_data"
+"""The safetensors metadata key (and check report key) holding a release checkpoint's training data."""
+
+
+def release_training_data(path: str | os.PathLike[str], family: str) -> tuple[str, ...] | None:
+    """The dataset kinds a release checkpoint of ``family`` was trained on: a converted file's recorded
+    ``training_data``, else the kinds its file and folder name say (``pretrained_mvtec_colondb.pth``,
+    ``trained_on_visa_cranep/epoch_5.pth``, ``9_12_4_multiscale_visa/epoch_15.pth``), else the release's default
+    (:data:`RELEASE_FAMILIES`); ``None`` when unknown. The file need not exist (``medad validate`` reads the name)."""
+    import re
+
+    file = Path(path).expanduser()
+    if file.suffix.lower() == ".safetensors" and file.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(file), framework="pt") as handle:
+            recorded = (handle.metadata() or {}).get(TRAINING_DATA_KEY)
+        if recorded:
+            return None if recorded == "unknown" else tuple(recorded.split(","))
+    words = re.split(r"[^a-z0-9]+", f"{file.parent.name} {file.stem}".lower())
+    named = tuple(kind for kind in RELEASE_DATASETS if kind in words)
+    return named or RELEASE_FAMILIES.get(family)
 
 
 def _check_out(target: Path) -> None:

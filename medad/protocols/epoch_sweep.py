@@ -90,9 +90,11 @@ def run_epoch_sweep(
                 }
             )
         best = select_epoch(per_epoch)
+        pinned = getattr(run, "score_epoch", None)  # the headline's epoch: the pinned one, else the last
+        fixed = next((e for e in per_epoch if e["epoch"] == pinned), per_epoch[-1] if per_epoch else None)
         result["models"][run.label] = {
-            "fixed_epoch": per_epoch[-1]["epoch"] if per_epoch else None,
-            "fixed_criterion": per_epoch[-1]["criterion"] if per_epoch else None,
+            "fixed_epoch": None if fixed is None else fixed["epoch"],
+            "fixed_criterion": None if fixed is None else fixed["criterion"],
             "best_epoch": None if best is None else best["epoch"],
             "best_criterion": None if best is None else best["criterion"],
             "per_epoch": per_epoch,

@@ -14,7 +14,17 @@ import yaml
 
 from medad.protocols.loading import LoadedProtocol
 from medad.protocols.paths import resolve_path
-from medad.protocols.schema import DatasetSpec, ExecutorSpec, ModelSpec, Name, Protocol, WeightSource
+from medad.protocols.schema import (
+    RELEASE_OPTIONS,
+    DatasetSpec,
+    ExecutorSpec,
+    ModelSpec,
+    ModelTraining,
+    Name,
+    Protocol,
+    TrainingSpec,
+    WeightSource,
+)
 from medad.protocols.yamlio import shareable_protocol
 from medad.utils.io import hash_config
 
@@ -40,6 +50,16 @@ class ResolvedProtocol(Protocol):
         """The position of the model named ``name`` in ``models``."""
         return [m.name for m in self.models].index(name)
 
+    def training_for(self, spec: ModelSpec) -> TrainingSpec | None:
+        """How the model ``spec`` is trained: its own ``training:`` (already merged with the protocol's; its
+        ``datasets: null`` are the protocol's) or the protocol's ``training:``; ``None`` when neither exists."""
+        if spec.training is None:
+            return self.training
+        values = {k: getattr(spec.training, k) for k in TrainingSpec.model_fields}
+        if values["datasets"] is None and self.training is not None:
+            values["datasets"] = self.training.datasets
+        return TrainingSpec.model_validate(values)
+
 
 def _dataset(spec: DatasetSpec, lp: LoadedProtocol) -> DatasetSpec:
     if spec.root is None:
@@ -53,8 +73,33 @@ def _source(source: WeightSource | None, lp: LoadedProtocol) -> WeightSource | N
     return source.model_copy(update={"file": str(resolve_path(source.file, lp.base_dir))})
 
 
+def merged_training(own: ModelTraining, protocol: TrainingSpec | None) -> dict[str, Any]:
+    """A model's training keys: the protocol's ``training:`` (its defaults without one), then the keys the model
+    sets itself; a required key neither gives is ``None``."""
+    fields = TrainingSpec.model_fields
+    if protocol is not None:
+        merged = {k: getattr(protocol, k) for k in fields}
+    else:
+        merged = {k: None if f.is_required() else f.get_default(call_default_factory=True) for k, f in fields.items()}
+    return merged | {k: getattr(own, k) for k in own.model_fields_set}
+
+
+def _training(spec: ModelSpec, lp: LoadedProtocol) -> ModelTraining | None:
+    """A model's own training section merged with the protocol's, its dataset roots resolved."""
+    if spec.training is None:
+        return None
+    merged = merged_training(spec.training, lp.protocol.training)
+    own = spec.training.datasets  # none of its own: ``null``, the protocol's (resolved there)
+    merged["datasets"] = None if own is None else [_dataset(d, lp) for d in own]
+    return ModelTraining.model_validate(merged)
+
+
 def _model(spec: ModelSpec, lp: LoadedProtocol) -> ModelSpec:
-    update: dict[str, Any] = {}
+    update: dict[str, Any] = {"training": _training(spec, lp)}
+    releases = {k: str(resolve_path(v, lp.base_dir)) for k, v in spec.options.items()
+                if k in RELEASE_OPTIONS and isinstance(v, str)}  # fmt: skip
+    if releases:  # only then: other models keep their resolved form
+        update["options"] = spec.options | releases
     if spec.checkpoint is not None:
         update["checkpoint"] = str(resolve_path(spec.checkpoint, lp.base_dir))
     roles = type(spec.weights).model_fields

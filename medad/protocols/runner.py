@@ -26,6 +26,7 @@ from medad.protocols.resolve import ResolvedProtocol, config_hash, resolved_yaml
 from medad.protocols.resources import check_output, check_weight_hashes, require_resources
 from medad.protocols.stages import data, evaluate, export, report, score, stats, train
 from medad.protocols.stages.base import RunState
+from medad.protocols.stages.score import study_notes
 from medad.utils.io import canonical_json, sha256_file, write_json_atomic, write_text_atomic
 from medad.utils.locking import LOCK_NAME, FolderLock
 from medad.utils.privacy import PRIVATE, private_dir, redact_paths
@@ -71,6 +72,7 @@ def _provenance(state: RunState, started: str) -> dict[str, Any]:
             r.label: {
                 "protocol": p.models[p.model_index(r.spec.name)].weights.model_dump(mode="json"),
                 "card": r.card,
+                **({"study": study_notes(r)} if study_notes(r) else {}),  # pinned score epoch, not-zero-shot mark
             }
             for r in state.models
         },

@@ -102,6 +102,86 @@ class WeightsSpec(_Strict):
         return data
 
 
+class TrainingSpec(_Strict):
+    """How models without a ``checkpoint`` are trained (method §5).
+
+    Attributes:
+        datasets: auxiliary (industrial) training datasets.
+        epochs: fixed number of epochs (no checkpoint selection on target data).
+        lr: AdamW learning rate.
+        batch_size: images per optimiser step (effective batch).
+        micro_batch_size: images per forward pass (gradient accumulation); empty: equal to ``batch_size``.
+        weight_decay: AdamW weight decay.
+        warmup: fraction of the steps with linear warm-up.
+        seeds: one trained model per seed.
+        cache_features: cache the frozen backbone's features so epochs after the first skip it.
+        epoch_sweep: opt-in: also score every epoch's adapters on the targets and report the best epoch by target
+            pixel AUROC, labelled "selected on the test data (optimistic), as the released code does", beside the
+            fixed-epoch headline (``medad.protocols.epoch_sweep``); never the default, never the headline.
+        score_epoch: score with this epoch's checkpoint instead of the last one (training keeps every epoch's),
+            e.g. 1 for Crane+ on medical sets as its release does; at most ``epochs``; said in the provenance and
+            the report.
+    """
+
+    datasets: Annotated[list[DatasetSpec], Field(min_length=1)]
+    epochs: Annotated[int, Field(gt=0)]
+    lr: Annotated[float, Field(gt=0)]
+    batch_size: Annotated[int, Field(gt=0)] = 8
+    micro_batch_size: Annotated[int, Field(gt=0)] | None = None
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    warmup: Annotated[float, Field(ge=0, lt=1)] = 0.03
+    seeds: Annotated[list[int], Field(min_length=1)] = Field(default_factory=lambda: [0])
+    cache_features: bool = True
+    epoch_sweep: bool = False
+    score_epoch: Annotated[int, Field(gt=0)] | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave an unset ``score_epoch`` out, so a protocol without one keeps its resolved form and config hash."""
+        return _without_unset(handler(self), score_epoch=None)
+
+
+class ModelTraining(_Strict):
+    """A model's own training recipe (``models[i].training``): the keys of :class:`TrainingSpec`, each optional;
+    a key given here replaces the protocol's ``training:`` value for this model only (resolution merges them, so a
+    resolved model's section holds every key).
+
+    Attributes: as :class:`TrainingSpec`.
+    """
+
+    datasets: Annotated[list[DatasetSpec], Field(min_length=1)] | None = None
+    epochs: Annotated[int, Field(gt=0)] | None = None
+    lr: Annotated[float, Field(gt=0)] | None = None
+    batch_size: Annotated[int, Field(gt=0)] | None = None
+    micro_batch_size: Annotated[int, Field(gt=0)] | None = None
+    weight_decay: Annotated[float, Field(ge=0)] | None = None
+    warmup: Annotated[float, Field(ge=0, lt=1)] | None = None
+    seeds: Annotated[list[int], Field(min_length=1)] | None = None
+    cache_features: bool | None = None
+    epoch_sweep: bool | None = None
+    score_epoch: Annotated[int, Field(gt=0)] | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave an unset ``score_epoch`` out, as :class:`TrainingSpec` does."""
+        return _without_unset(handler(self), score_epoch=None)
+
+
+def _without_unset(data: dict[str, Any], **defaults: Any) -> dict[str, Any]:
+    """``data`` without the keys whose value is the given default (keys added after configs were hashed)."""
+    return {k: v for k, v in data.items() if k not in defaults or v != defaults[k]}
+
+
+RELEASE_OPTIONS: dict[str, str] = {
+    "release_prompts": "clip-prompts",
+    "release_weights": "adaclip",
+    "release_text_adapter": "aa-clip-text",
+    "release_image_adapter": "aa-clip-image",
+}
+"""Model options naming a file of a release's trained checkpoint, with that checkpoint's weights family (a path
+relative to the protocol's folder, resolved like the weight files)."""
+
+
 class ModelSpec(_Strict):
     """One model of the study.
 
@@ -115,6 +195,11 @@ class ModelSpec(_Strict):
         class_words: per dataset (target / training name or dataset kind), class name -> text class word
             (``clean`` models; e.g. ``{isic: {skin_lesion: "skin lesion"}}``).
         checkpoint: a trained checkpoint folder to load instead of training.
+        training: this model's own training recipe: keys of the protocol's ``training:`` that it replaces for
+            this model (e.g. the release's epochs and learning rate, ``score_epoch``, its own ``datasets``).
+        allow_not_zero_shot: score targets this model's training data includes (its own ``training.datasets`` or
+            the data a converted release checkpoint was trained on): marked "not zero-shot (trained on ...)"
+            in the results instead of refused.
     """
 
     name: Name
@@ -125,6 +210,13 @@ class ModelSpec(_Strict):
     weights: WeightsSpec = Field(default_factory=WeightsSpec)
     class_words: dict[str, dict[str, str]] = Field(default_factory=dict)
     checkpoint: str | None = None
+    training: ModelTraining | None = None
+    allow_not_zero_shot: bool = False
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave the unset keys added later out, so a protocol without them keeps its resolved form and hash."""
+        return _without_unset(handler(self), training=None, allow_not_zero_shot=False)
 
     def create_kwargs(self) -> dict[str, Any]:
         """``create_model`` keyword arguments of this spec: options, compat, image score and the frozen weight
@@ -143,36 +235,6 @@ class ModelSpec(_Strict):
         if self.weights.clip is not None:
             kwargs["clip_weights"] = self.weights.clip.file or self.weights.clip.id
         return kwargs
-
-
-class TrainingSpec(_Strict):
-    """How models without a ``checkpoint`` are trained (method §5).
-
-    Attributes:
-        datasets: auxiliary (industrial) training datasets.
-        epochs: fixed number of epochs (no checkpoint selection on target data).
-        lr: AdamW learning rate.
-        batch_size: images per optimiser step (effective batch).
-        micro_batch_size: images per forward pass (gradient accumulation); empty: equal to ``batch_size``.
-        weight_decay: AdamW weight decay.
-        warmup: fraction of the steps with linear warm-up.
-        seeds: one trained model per seed.
-        cache_features: cache the frozen backbone's features so epochs after the first skip it.
-        epoch_sweep: opt-in: also score every epoch's adapters on the targets and report the best epoch by target
-            pixel AUROC, labelled "selected on the test data (optimistic), as the released code does", beside the
-            fixed-epoch headline (``medad.protocols.epoch_sweep``); never the default, never the headline.
-    """
-
-    datasets: Annotated[list[DatasetSpec], Field(min_length=1)]
-    epochs: Annotated[int, Field(gt=0)]
-    lr: Annotated[float, Field(gt=0)]
-    batch_size: Annotated[int, Field(gt=0)] = 8
-    micro_batch_size: Annotated[int, Field(gt=0)] | None = None
-    weight_decay: Annotated[float, Field(ge=0)] = 0.01
-    warmup: Annotated[float, Field(ge=0, lt=1)] = 0.03
-    seeds: Annotated[list[int], Field(min_length=1)] = Field(default_factory=lambda: [0])
-    cache_features: bool = True
-    epoch_sweep: bool = False
 
 
 class ScoringSpec(_Strict):

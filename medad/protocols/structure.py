@@ -7,12 +7,13 @@ Each raises a :class:`~medad.errors.ConfigError` naming the file, line, key and 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from medad.errors import ConfigError, ExportError
 from medad.protocols import registry
 from medad.protocols.messages import suggest
-from medad.protocols.schema import DatasetSpec, ModelSpec, Protocol
+from medad.protocols.schema import RELEASE_OPTIONS, DatasetSpec, ModelSpec, Protocol, TrainingSpec
 from medad.protocols.yamlio import Loc
 
 if TYPE_CHECKING:
@@ -20,11 +21,35 @@ if TYPE_CHECKING:
 
 
 def dataset_locs(p: Protocol) -> list[tuple[Loc, DatasetSpec]]:
-    """Every dataset of the protocol (targets, then training datasets) with its location."""
+    """Every dataset of the protocol (targets, training datasets, then the models' own training datasets) with
+    its location."""
     out: list[tuple[Loc, DatasetSpec]] = [(("targets", i), d) for i, d in enumerate(p.targets)]
     if p.training is not None:
         out += [(("training", "datasets", i), d) for i, d in enumerate(p.training.datasets)]
+    for i, m in enumerate(p.models):
+        if m.training is not None and m.training.datasets is not None:
+            out += [(("models", i, "training", "datasets", j), d) for j, d in enumerate(m.training.datasets)]
     return out
+
+
+def _check_model_datasets(lp: LoadedProtocol) -> None:
+    """A model's own training datasets have unique names; a name also used elsewhere must be the same dataset."""
+    p = lp.protocol
+    shared = [(loc, d) for loc, d in dataset_locs(p) if loc[0] != "models"]
+    for i, m in enumerate(p.models):
+        if m.training is None or m.training.datasets is None:
+            continue
+        own = [(("models", i, "training", "datasets", j), d) for j, d in enumerate(m.training.datasets)]
+        _check_unique(lp, [(loc, d.name) for loc, d in own], "training dataset")
+        for loc, d in own:
+            other = next(((o, x) for o, x in shared if x.name == d.name and x != d), None)
+            if other is not None:
+                raise lp.error(
+                    (*loc, "name"),
+                    f"dataset name {d.name!r} is also used at {lp.where(other[0])} for other data; give it its "
+                    f"own name, or write the same kind, root and options there",
+                )
+            shared.append((loc, d))
 
 
 def _check_unique(lp: LoadedProtocol, items: Sequence[tuple[Loc, str]], what: str) -> None:
@@ -85,16 +110,20 @@ def _check_models(lp: LoadedProtocol) -> None:
     for i, m in enumerate(p.models):
         _check_registered(lp, ("models", i, "model"), m.model, model_names, "model")
         if registry.model_kind(m.model) is not ModelKind.TRAINABLE:
-            if m.checkpoint is not None:
-                raise lp.error(
-                    ("models", i, "checkpoint"),
-                    f"model {m.name!r} ({m.model}) is training-free and loads no checkpoint; remove `checkpoint:`",
-                )
-        elif m.checkpoint is None and p.training is None:
+            for key in ("checkpoint", "training"):
+                if getattr(m, key) is not None:
+                    raise lp.error(
+                        ("models", i, key),
+                        f"model {m.name!r} ({m.model}) is training-free: it loads no checkpoint and is not trained; "
+                        f"remove `{key}:`",
+                    )
+        elif m.checkpoint is None and p.training is None and m.training is None:
             raise lp.error(
                 ("models", i),
                 f"model {m.name!r} has no `checkpoint:` and the protocol has no `training:` section; add one of them",
             )
+        else:
+            _check_model_training(lp, i, m)
         for word_key in m.class_words:
             if word_key not in dataset_names:
                 raise lp.error(
@@ -102,6 +131,41 @@ def _check_models(lp: LoadedProtocol) -> None:
                     f"{word_key!r} is not a dataset name or kind of this protocol"
                     f"{suggest(word_key, sorted(dataset_names))}",
                 )
+
+
+def _check_model_training(lp: LoadedProtocol, i: int, m: ModelSpec) -> None:
+    """A model's own ``training:`` is used (trainable, no checkpoint), complete with the protocol's, and pins no
+    score epoch beyond its epochs."""
+    from medad.protocols.resolve import merged_training
+
+    if m.training is not None and m.checkpoint is not None:
+        raise lp.error(
+            ("models", i, "training"),
+            f"model {m.name!r} loads its `checkpoint:` and is not trained; remove its `training:` or the checkpoint",
+        )
+    p = lp.protocol
+    merged = merged_training(m.training, p.training) if m.training is not None else None
+    if merged is not None:
+        missing = [k for k, v in merged.items() if v is None and TrainingSpec.model_fields[k].is_required()]
+        if missing:
+            raise lp.error(
+                ("models", i, "training"),
+                f"model {m.name!r}: `training:` lacks {', '.join(missing)} and the protocol has no `training:` "
+                "section to take them from; add them here or add a top-level `training:`",
+            )
+    values = merged
+    if values is None and p.training is not None:
+        values = {k: getattr(p.training, k) for k in TrainingSpec.model_fields}
+    if merged is not None and merged["seeds"] is not None and len(set(merged["seeds"])) != len(merged["seeds"]):
+        raise lp.error(("models", i, "training", "seeds"), f"seeds {merged['seeds']} repeat a seed; list each once")
+    if values is not None and values["score_epoch"] is not None and values["score_epoch"] > values["epochs"]:
+        own = m.training is not None and "score_epoch" in m.training.model_fields_set
+        loc: Loc = ("models", i, "training", "score_epoch") if own else ("training", "score_epoch")
+        raise lp.error(
+            loc,
+            f"model {m.name!r} would score with epoch {values['score_epoch']} but trains {values['epochs']} "
+            f"epoch(s); pin an epoch from 1 to {values['epochs']} or train longer",
+        )
 
 
 REFERENCE_WORDS = (
@@ -202,6 +266,7 @@ def check_structure(lp: LoadedProtocol) -> None:
         ConfigError: for the first problem found.
     """
     _check_names(lp)
+    _check_model_datasets(lp)
     _check_datasets(lp)
     _check_models(lp)
     _check_distinct_models(lp)
@@ -274,14 +339,118 @@ def dataset_identity(spec: DatasetSpec, resolved: DatasetSpec) -> tuple[str, str
     return spec.kind, resolved.root
 
 
+@dataclass(frozen=True)
+class Overlap:
+    """A target that a model's training data include.
+
+    Attributes:
+        target: the target's name.
+        trained_on: the dataset as the mark names it (``CVC-ColonDB``).
+        source: what holds it (``training dataset 'polyps'``, ``the release checkpoint of release_weights``).
+        loc: where the protocol says so.
+    """
+
+    target: str
+    trained_on: str
+    source: str
+    loc: Loc
+
+
+def _same_data(d: DatasetSpec, rd: DatasetSpec, t: DatasetSpec, rt: DatasetSpec) -> bool:
+    """Two datasets hold the same data: the same kind and root (or synthetic source), or the same public dataset
+    (kind ``colondb``, ...) from two real folders (another split or copy of it)."""
+    from medad.models.weights_files import RELEASE_DATASETS
+
+    if dataset_identity(d, rd) == dataset_identity(t, rt):
+        return True
+    return d.kind == t.kind and d.kind in RELEASE_DATASETS and d.synthetic is None and t.synthetic is None
+
+
+def _trained_datasets(lp: LoadedProtocol, i: int) -> list[tuple[Loc, DatasetSpec, DatasetSpec]]:
+    """What model ``i`` trains on in this protocol (as written, as resolved, where): its own ``training.datasets``
+    or the protocol's; nothing for a training-free model or one that loads a checkpoint."""
+    from medad.models import ModelKind
+
+    p, r, m = lp.protocol, lp.resolved, lp.protocol.models[i]
+    if m.checkpoint is not None or registry.model_kind(m.model) is not ModelKind.TRAINABLE:
+        return []
+    own, resolved_own = m.training.datasets if m.training else None, r.models[i].training
+    if own is not None and resolved_own is not None and resolved_own.datasets is not None:
+        return [(("models", i, "training", "datasets", j), d, rd) for j, (d, rd) in
+                enumerate(zip(own, resolved_own.datasets, strict=True))]  # fmt: skip
+    if p.training is None or r.training is None:
+        return []
+    pairs = zip(p.training.datasets, r.training.datasets, strict=True)
+    return [(("training", "datasets", j), d, rd) for j, (d, rd) in enumerate(pairs)]
+
+
+def model_overlaps(lp: LoadedProtocol, i: int) -> list[Overlap]:
+    """Every target that model ``i``'s training data include: a dataset it trains on here (:func:`_same_data`),
+    or the data a release checkpoint it loads was trained on (a converted file's record, else its name, else the
+    release's default: ``medad.models.weights_files.release_training_data``)."""
+    from medad.evaluation.paper_view import DATASET_NAMES
+    from medad.models.weights_files import release_training_data
+
+    p, r = lp.protocol, lp.resolved
+    targets = list(zip(p.targets, r.targets, strict=True))
+    out = []
+    for loc, d, rd in _trained_datasets(lp, i):
+        out += [Overlap(t.name, DATASET_NAMES.get(t.kind, d.name), f"training dataset {d.name!r}", loc)
+                for t, rt in targets if _same_data(d, rd, t, rt)]  # fmt: skip
+    for option, family in RELEASE_OPTIONS.items():
+        value = r.models[i].options.get(option)  # resolved: absolute
+        if not isinstance(value, str):
+            continue
+        data = release_training_data(value, family) or ()
+        names = " + ".join(DATASET_NAMES.get(k, k) for k in data)
+        out += [Overlap(t.name, DATASET_NAMES.get(t.kind, t.kind), f"the release checkpoint of {option} "
+                        f"(trained on {names})", ("models", i, "options", option))
+                for t, _ in targets if t.kind in data]  # fmt: skip
+    return out
+
+
+def not_zero_shot_marks(lp: LoadedProtocol, i: int) -> dict[str, str]:
+    """Target name -> ``"trained on <dataset>"`` for every target model ``i``'s training data include."""
+    marks: dict[str, str] = {}
+    for overlap in model_overlaps(lp, i):
+        marks.setdefault(overlap.target, f"trained on {overlap.trained_on}")
+    return marks
+
+
+def _check_model_overlap(lp: LoadedProtocol) -> None:
+    """Leakage guard per model: refuse a model whose training data (its own, the protocol's or a release's)
+    include a target, unless it sets ``allow_not_zero_shot`` (its results are then marked)."""
+    for i, m in enumerate(lp.protocol.models):
+        found = [] if m.allow_not_zero_shot else model_overlaps(lp, i)
+        if found:
+            o = found[0]
+            raise lp.error(
+                o.loc,
+                f"model {m.name!r} is trained on {o.source}, which is the data of target {o.target!r} "
+                f"({o.trained_on}): its results there would not be zero-shot. Train it without that data (or "
+                f"load another checkpoint), or set `models[{i}].allow_not_zero_shot: true` to score it marked "
+                f"'not zero-shot (trained on {o.trained_on})'",
+            )
+
+
 def check_static_overlap(lp: LoadedProtocol) -> None:
-    """Leakage guard, static part: a training dataset with the same kind and root as a target.
+    """Leakage guard, static part: a training dataset with the same kind and root as a target, then per model
+    (:func:`_check_model_overlap`).
 
     Raises:
         ConfigError: unless the protocol sets ``intended_overlap: true``.
     """
     p = lp.protocol
-    if p.training is None or p.intended_overlap:
+    if p.intended_overlap:
+        return
+    _check_shared_overlap(lp)
+    _check_model_overlap(lp)
+
+
+def _check_shared_overlap(lp: LoadedProtocol) -> None:
+    """The protocol's ``training.datasets`` against the targets (same kind and root or synthetic source)."""
+    p = lp.protocol
+    if p.training is None:
         return
     resolved = lp.resolved
     assert resolved.training is not None

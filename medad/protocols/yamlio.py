@@ -138,20 +138,27 @@ def load_yaml_file(path: str | Path) -> LoadedYaml:
     return load_yaml_text(text, str(path))
 
 
+def _hide_option_paths(item: dict[str, Any], name: Any) -> None:
+    """Replace the path-like values of ``item["options"]`` by placeholders, in place."""
+    options = item.get("options") or {}
+    for key, value in options.items():
+        if isinstance(value, str) and is_path_like(value):
+            options[key] = placeholder(f"{key}", name)
+
+
 def shareable_protocol(resolved: dict[str, Any]) -> dict[str, Any]:
     """The resolved protocol with every path replaced by a placeholder (``<root of isic>``, ``<output folder>``),
     for the run folder's shareable ``protocol.resolved.yaml`` (the real one is in ``private/``)."""
     data = copy.deepcopy(resolved)
     data["output"] = placeholder("output folder")
     training = data.get("training") or {}
-    for dataset in [*data.get("targets", []), *training.get("datasets", [])]:
+    own = [d for m in data.get("models", []) for d in ((m.get("training") or {}).get("datasets") or [])]
+    for dataset in [*data.get("targets", []), *training.get("datasets", []), *own]:
         if dataset.get("root") is not None:
             dataset["root"] = placeholder("root", dataset.get("name"))
-        options = dataset.get("options") or {}
-        for key, value in options.items():
-            if isinstance(value, str) and is_path_like(value):
-                options[key] = placeholder(f"{key}", dataset.get("name"))
+        _hide_option_paths(dataset, dataset.get("name"))
     for model in data.get("models", []):
+        _hide_option_paths(model, model.get("name"))  # e.g. a release checkpoint (release_weights)
         if model.get("checkpoint") is not None:
             model["checkpoint"] = placeholder("checkpoint", model.get("name"))
         for role, source in (model.get("weights") or {}).items():

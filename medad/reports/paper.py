@@ -45,11 +45,32 @@ def _fmt(value: Any) -> str:
     return "n/a" if value is None or (isinstance(value, float) and pd.isna(value)) else f"{value:.1f}"
 
 
-def paper_view_tables(evaluation: EvaluationResults) -> list[tuple[str, pd.DataFrame]]:
-    """The measured paper table (one per model) and the published block, as (caption, table) pairs."""
-    from medad.evaluation.paper_view import PAPER_DATASETS, PAPER_METRICS, paper_view
+def _method_published(model: str, rows: Sequence[dict[str, Any]]) -> list[tuple[str, pd.DataFrame]]:
+    """The published figures of a model's method on the datasets it was measured on, as one table (none when the
+    method has none there)."""
+    from medad.evaluation.paper_view import PUBLISHED_LABEL
 
-    view = paper_view(evaluation.results.to_dict("records"))
+    found = [
+        {"dataset": row["dataset"], "published figures": p["figures"], "metrics": p["metrics"],
+         "training data of the publication": p["training_data"], "zero-shot": p["zero_shot"], "source": p["source"]}
+        for row in rows
+        for p in row.get("published") or []
+    ]  # fmt: skip
+    if not found:
+        return []
+    method = rows[0]["method"]
+    return [(f"{model} ({method}): its publication's figures, {PUBLISHED_LABEL}", pd.DataFrame(found))]
+
+
+def paper_view_tables(
+    evaluation: EvaluationResults, sources: Sequence[PredictionSource] = ()
+) -> list[tuple[str, pd.DataFrame]]:
+    """The measured paper table (one per model, each followed by its method's published figures) and the whole
+    published block, as (caption, table) pairs."""
+    from medad.evaluation.paper_view import DATASET_NAMES, PAPER_METRICS, paper_view
+
+    metas = {source.model: source.reader.meta for source in sources}
+    view = paper_view(evaluation.results.to_dict("records"), metas)
     if not view["measured"]:
         return []
     labels = dict(PAPER_METRICS)
@@ -60,19 +81,24 @@ def paper_view_tables(evaluation: EvaluationResults) -> list[tuple[str, pd.DataF
         for column in labels.values():
             shown[column] = shown[column].map(_fmt)
         shown["beside the published figures"] = frame["comparable"].fillna("").to_numpy()
+        if "zero_shot" in frame and frame["zero_shot"].notna().any():
+            shown["zero-shot"] = frame["zero_shot"].fillna("").to_numpy()
         caption = f"{model}: measured by medad (percent, class mean)"
         if frame["comparable"].astype(str).str.startswith("NOT COMPARABLE").any():
             caption += " - NOT COMPARABLE with the published figures below (see the last column)"
         tables.append((caption, shown.reset_index(drop=True)))
-    columns = [name for name, _, _ in PAPER_DATASETS] + ["industrial average", "medical average"]
-    display = {name: shown_name for name, shown_name, _ in PAPER_DATASETS}
+        if "method" in frame:
+            mine = [r for r in view["measured"] if r["model"] == model and r.get("method")]
+            tables += _method_published(str(model), mine) if mine else []
+    columns = [*DATASET_NAMES, "industrial average", "medical average"]
     published = pd.DataFrame(
         [
-            {"method": r["method"], "source": r["source"], "aux training": r["aux"], "metrics": r["pair"]}
-            | {display.get(c, c): r["values"].get(c, "") for c in columns}
+            {"method": r["method"], "medad model": ", ".join(r["models"]), "source": r["source"],
+             "aux training": r["aux"], "metrics": r["pair"]}
+            | {DATASET_NAMES.get(c, c): r["values"].get(c, "") for c in columns}
             for r in view["published"]["rows"]
         ]
-    )
+    )  # fmt: skip
     tables.append((f"Pixel level, {view['published']['label']} (quoted from docs/comparison.md)", published))
     return tables
 
@@ -112,12 +138,36 @@ def epoch_sweep_tables(evaluation: EvaluationResults) -> list[tuple[str, pd.Data
     return tables
 
 
+def study_notes(sources: Sequence[PredictionSource]) -> list[str]:
+    """One sentence per model whose card records what its study pinned or marked (``study``: the checkpoint epoch
+    it scores with, why it is not zero-shot)."""
+    notes: dict[str, list[str]] = {}
+    for source in sources:
+        card = source.reader.meta.get("model")
+        study = card.get("study") if isinstance(card, dict) else None
+        if not isinstance(study, dict) or source.model in notes:
+            continue
+        said = []
+        if study.get("score_epoch") is not None:
+            said.append(
+                f"scored with the checkpoint of epoch {study['score_epoch']} of {study.get('epochs')} (pinned in the "
+                "protocol: `training.score_epoch`), not the last one"
+            )
+        for target, why in sorted(dict(study.get("not_zero_shot") or {}).items()):
+            said.append(f"NOT ZERO-SHOT on {target} ({why}; the protocol allows it)")
+        notes[source.model] = said
+    return [f"{model}: {'; '.join(said)}." for model, said in notes.items() if said]
+
+
 def paper_sections(
     evaluation: EvaluationResults, sources: Sequence[PredictionSource], make_section: Callable[..., Any]
 ) -> list[Any]:
     """The report's reproduction sections, built with ``make_section(heading, paragraphs=..., tables=...)``."""
     sections = []
-    tables = paper_view_tables(evaluation)
+    notes = study_notes(sources)
+    if notes:
+        sections.append(make_section("Pinned checkpoints and zero-shot marks", paragraphs=notes))
+    tables = paper_view_tables(evaluation, sources)
     if tables:
         resolution = (evaluation.settings.get("resolution") or {}).get("mode", "native")
         text = (
@@ -125,7 +175,9 @@ def paper_sections(
             f"percent, evaluated at {resolution} resolution; domain averages over the datasets evaluated. The "
             "published block is quoted from the papers and repositories named in each row, never re-measured; "
             "the second number of a published pair is a different metric from row to row (PRO, max-F1 or AP), so "
-            "compare it only with the matching medad column."
+            "compare it only with the matching medad column. A model of a re-derived method (by registry name) is "
+            "followed by its publication's figures on the same datasets, with the training data that publication "
+            "used and whether they include the target (not zero-shot) or another medical set."
         )
         sections.append(make_section("Paper view", paragraphs=[text], tables=tables))
     sweep = epoch_sweep_tables(evaluation)

@@ -68,3 +68,28 @@ def test_rows_not_comparable_with_the_published_figures_say_why() -> None:
     averages = {r["model"]: r["comparable"] for r in view["averages"]}
     assert averages["random"] == said[("random", "ISIC")]
     assert averages["full"] == "every dataset's public test set"
+
+
+def test_each_method_has_its_publications_figures_keyed_by_registry_name() -> None:
+    """AnomalyCLIP, AdaCLIP, AA-CLIP, Crane and Crane+ rows carry their figures and the training data used."""
+    from medad.evaluation.paper_view import PUBLISHED, not_zero_shot, published_for
+    from medad.models import list_models
+
+    registered = set(list_models())
+    keyed = {name for row in PUBLISHED for name in row["models"]}
+    assert {"anomalyclip", "adaclip", "aa_clip", "crane", "crane_plus", "winclip", "ad_dinov3"} <= keyed <= registered
+    colondb = {p["source"]: p for p in published_for("adaclip", "colondb")}
+    main = colondb["AdaCLIP paper (Cao et al., ECCV 2024) Tab. 1 / Tab. 2"]
+    assert main["figures"] == "90.4 / 58.2" and "as the release's README corrects the paper" in main["training_data"]
+    assert main["zero_shot"] == "not industrial-only (auxiliary data include CVC-ClinicDB)"
+    assert published_for("adaclip", "clinicdb")[0]["zero_shot"] == (
+        "not industrial-only (auxiliary data include CVC-ColonDB)"
+    )
+    assert not_zero_shot(("mvtec", "colondb"), "colondb") == "not zero-shot (trained on CVC-ColonDB)"
+    assert [p["zero_shot"] for p in published_for("anomalyclip", "mvtec")] == ["zero-shot"]  # trained on VisA there
+    crane_plus = published_for("crane_plus", "isic")
+    assert crane_plus[0]["figures"] == "90.6 / 83.2 / 73.4" and "epoch-1" in crane_plus[0]["source"]
+    rows = [{"model": "m", "dataset": "tn3k", "class_name": "__mean__", "metric": "pixel_auroc", "value": 0.5}]
+    (row,) = paper_view(rows, {"m": {"model": {"name": "anomalyclip_tiny"}}})["measured"]
+    assert row["method"] == "anomalyclip" and row["published"][0]["figures"] == "81.5 / 50.4"
+    assert "method" not in paper_view(rows)["measured"][0]  # without the predictions' meta: as before

@@ -30,7 +30,11 @@ models:
     options: {domain: medical}
     class_words: {medical: {skin: skin lesion}}
   - {name: crane, model: crane_tiny, image_score: global, class_words: {medical: {skin: skin lesion}}}
-  - {name: crane_plus, model: crane_plus_tiny, image_score: global, class_words: {medical: {skin: skin lesion}}}
+  - name: crane_plus
+    model: crane_plus_tiny
+    image_score: global
+    class_words: {medical: {skin: skin lesion}}
+    training: {score_epoch: 1}
   - {name: winclip, model: winclip_tiny, image_score: global, class_words: {medical: {skin: skin lesion}}}
   - {name: mutual, model: dinov3_mutual_tiny, image_score: max}
 training:
@@ -107,6 +111,10 @@ def test_the_twin_has_the_shipped_protocols_methods_and_comparisons(name: str) -
     assert shipped.statistics.comparisons == [[a, b] for a, b in yaml.safe_load(PROTOCOL)["statistics"]["comparisons"]]
     assert shipped.statistics.correction == "holm" and shipped.statistics.ci == "bca"
     assert shipped.training is not None and shipped.training.seeds == [0, 1, 2]
+    own = {m.name: m.training for m in shipped.models if m.training is not None}  # each release's recipe
+    assert sorted(own) == ["aa_clip", "ad_dinov3", "adaclip", "crane", "crane_plus"]
+    pinned = 1 if name.endswith("medical") else None  # Crane+'s release scores medical sets with epoch 1
+    assert own["crane_plus"].score_epoch == pinned and own["adaclip"].lr == 1.0e-2
 
 
 def test_each_seed_is_paired_and_training_free_models_are_scored_once(run_dir: Path) -> None:

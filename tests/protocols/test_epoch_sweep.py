@@ -44,3 +44,24 @@ def test_protocol_epoch_sweep_is_labelled_and_never_the_headline(tmp_path: Path)
     assert SWEEP_NOTE in provenance["leakage"]["notes"]
     html = (run_dir / "report" / "report.html").read_text()
     assert f"Epoch {SELECTION_LABEL}" in html and "Epoch selected on the test data" in html
+
+
+def test_the_fixed_epoch_of_a_pinned_model_is_its_score_epoch(tmp_path: Path) -> None:
+    """With ``score_epoch`` the headline scores that epoch, so the sweep's "fixed epoch" is it, not the last."""
+    from types import SimpleNamespace
+
+    from medad.protocols.epoch_sweep import run_epoch_sweep
+
+    for epoch in (1, 2, 3):
+        (tmp_path / "train" / "k" / "checkpoints" / f"epoch_{epoch:03d}").mkdir(parents=True)
+
+    def evaluate_epoch(label: str, predictions: Path, folder: Path) -> list[dict[str, object]]:
+        epoch = int(folder.parent.name[6:])
+        value = epoch / 10
+        return [{"metric": "pixel_auroc", "class_name": "__mean__", "value": value, "model": label, "dataset": "d"}]
+
+    runs = [SimpleNamespace(label="pinned", train_key="k", score_epoch=1),
+            SimpleNamespace(label="last", train_key="k", score_epoch=None)]  # fmt: skip
+    result = run_epoch_sweep(runs, tmp_path / "train", tmp_path / "out", lambda *a: None, evaluate_epoch)
+    assert (result["models"]["pinned"]["fixed_epoch"], result["models"]["pinned"]["fixed_criterion"]) == (1, 0.1)
+    assert (result["models"]["last"]["fixed_epoch"], result["models"]["last"]["best_epoch"]) == (3, 3)

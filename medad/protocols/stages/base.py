@@ -71,7 +71,9 @@ class StageTask:
 
 @dataclass
 class ModelRun:
-    """One model instance of the study: a model spec with one training seed (or its checkpoint)."""
+    """One model instance of the study: a model spec with one training seed (or its checkpoint); ``score_epoch``:
+    the pinned epoch whose checkpoint it scores with (``None``: the last) of the ``epochs`` trained;
+    ``not_zero_shot``: target name -> why its results there are not zero-shot (``"trained on CVC-ColonDB"``)."""
 
     label: str
     spec: ModelSpec
@@ -79,6 +81,9 @@ class ModelRun:
     train_key: str | None = None
     checkpoint: Path | None = None
     card: dict[str, Any] = field(default_factory=dict)
+    score_epoch: int | None = None
+    epochs: int | None = None
+    not_zero_shot: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

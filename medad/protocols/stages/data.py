@@ -10,7 +10,7 @@ from typing import Any
 from medad.protocols.manifests import DatasetData, FileHashCache, check_file_overlap, fingerprint, write_data_manifests
 from medad.protocols.schema import DatasetSpec
 from medad.protocols.stages.base import Advance, RunState, StageTask, ignore, rel_link, run_tasks
-from medad.protocols.structure import check_data_settings
+from medad.protocols.structure import check_data_settings, dataset_locs
 from medad.utils.privacy import PRIVATE
 
 
@@ -57,16 +57,18 @@ def _load_dataset(state: RunState, spec: DatasetSpec) -> DatasetData:
 def run(state: RunState) -> None:
     """Load the targets and training datasets (resolved roots), then check them against the protocol."""
     p = state.resolved
-    specs = list(p.targets) + (list(p.training.datasets) if p.training is not None else [])
-    for spec in specs:
-        state.datasets[spec.name] = _load_dataset(state, spec)
+    for _, spec in dataset_locs(p):
+        if spec.name not in state.datasets:  # a model's own dataset may repeat one of the protocol's
+            state.datasets[spec.name] = _load_dataset(state, spec)
     write_data_manifests(state.run_dir, state.datasets)  # source paths only in private/data/
     for name, folder in state.synthetic_dirs.items():
         rel_link(state.run_dir / "data" / name, folder)
-    if p.training is not None:
-        training = [state.datasets[d.name] for d in p.training.datasets]
-        targets = [state.datasets[d.name] for d in p.targets]
-        state.notes += check_file_overlap(training, targets, p.intended_overlap)
-        if p.intended_overlap:
-            state.notes.append("the protocol sets intended_overlap: training data may overlap the targets")
+    targets = [state.datasets[d.name] for d in p.targets]
+    trained = [(m, t) for m, t in zip(p.models, map(p.training_for, p.models), strict=True) if t is not None]
+    checks = {(tuple(d.name for d in t.datasets), p.intended_overlap or m.allow_not_zero_shot) for m, t in trained}
+    for names, allowed in sorted(checks):  # a model allowed to be not zero-shot is marked, not refused
+        notes = check_file_overlap([state.datasets[n] for n in names], targets, allowed)
+        state.notes += [n for n in notes if n not in state.notes]
+    if p.intended_overlap and trained:
+        state.notes.append("the protocol sets intended_overlap: training data may overlap the targets")
     check_data_settings(state.lp, state.datasets)

@@ -139,7 +139,7 @@ def run(state: RunState) -> None:
         config["resolution"] = p.evaluation_resolution
     if p.evaluation_volume_score != "max":  # likewise: the default keeps the stage key
         config["volume_score"] = p.evaluation_volume_score
-    sweep = p.training is not None and p.training.epoch_sweep
+    sweep = any(t is not None and t.epoch_sweep for t in map(p.training_for, p.models))  # one model's turns it on
     if sweep:  # the released code's selection on the test data, labelled (medad/protocols/epoch_sweep.py)
         config["epoch_sweep"] = True
         state.notes.append(SWEEP_NOTE)

@@ -4,7 +4,7 @@ every target image; then the run's targets manifest (``private/manifest.csv``)."
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class ScoreJob:
     image_score: str
     manifest: pd.DataFrame
     settings: ScoreSettings
+    study: Mapping[str, Any] = field(default_factory=dict)
 
     def __call__(self, advance: Advance | None) -> dict[str, Any]:
         from medad.engine.runtime import resolve_device
@@ -52,6 +53,7 @@ class ScoreJob:
         else:
             ckpt = str(self.checkpoint)
             model = seeded(lambda: load_checkpoint(ckpt, device=device, image_score=self.image_score), seed)
+        model.study = dict(self.study)  # recorded in the predictions' card (meta.json), read by the paper view
         score(model, self.manifest, self.folder / "predictions", self.settings, progress=advance or False)
         if self.checkpoint is None:
             return {"n_images": len(self.manifest), "card": model.card()}
@@ -74,6 +76,18 @@ def unusable_predictions(folder: Path) -> str | None:
     except (DataError, OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         return f"predictions that cannot be read back ({type(exc).__name__}: {str(exc).replace(str(folder), '')})"
     return None
+
+
+def study_notes(run: ModelRun) -> dict[str, Any]:
+    """What the study records of a model run in its predictions' card: the pinned score epoch (with the epochs
+    trained) and the not-zero-shot mark (``{}`` for neither)."""
+    notes: dict[str, Any] = {}
+    if run.score_epoch is not None:
+        notes["score_epoch"] = run.score_epoch
+        notes["epochs"] = run.epochs
+    if run.not_zero_shot:
+        notes["not_zero_shot"] = run.not_zero_shot
+    return notes
 
 
 def _targets_manifest(state: RunState) -> pd.DataFrame:
@@ -100,6 +114,9 @@ def _task(state: RunState, run: ModelRun, manifest: pd.DataFrame) -> StageTask:
         "device": torch.device(state.job_device).type,
         "checkpoint_files": None if run.train_key or run.checkpoint is None else run.card,
     }
+    study = study_notes(run)
+    if study:  # only then: stages without a pinned epoch or a mark keep their keys
+        config["study"] = study
     if p.scoring.tile:  # only then: untiled stages keep their keys, so earlier runs are reused
         config["tiling"] = {"tile": True, "tile_overlap": p.scoring.tile_overlap}
     if run.spec.compat == "reference":  # words from the release's fixed table (earlier: the user's paths)
@@ -125,6 +142,7 @@ def _task(state: RunState, run: ModelRun, manifest: pd.DataFrame) -> StageTask:
         image_score=run.spec.image_score,
         manifest=manifest,
         settings=settings,
+        study=study,
     )
     return StageTask(
         stage, run.label, len(manifest), config, job, resumable=True, unusable=unusable_predictions, distributable=True

@@ -27,6 +27,7 @@ from medad.protocols.stages.base import (
     rel_link,
     run_tasks,
 )
+from medad.protocols.structure import not_zero_shot_marks
 from medad.utils.io import sha256_file
 
 
@@ -118,7 +119,9 @@ def _checkpoint_run(spec: ModelSpec) -> ModelRun:
 def _seed_tasks(state: RunState, spec: ModelSpec, training: TrainingSpec) -> list[tuple[ModelRun, StageTask]]:
     """One train task per training seed of a trainable model."""
     datasets = [state.datasets[d.name] for d in training.datasets]
-    tcfg = training.model_dump(mode="json", exclude={"datasets", "seeds", "cache_features", "epoch_sweep"})
+    # what decides the trained weights (the score epoch only picks one of the checkpoints: same stage)
+    unhashed = {"datasets", "seeds", "cache_features", "epoch_sweep", "score_epoch"}
+    tcfg = training.model_dump(mode="json", exclude=unhashed)
     out = []
     for seed in training.seeds:
         label = spec.name if len(training.seeds) == 1 else f"{spec.name}-seed{seed}"
@@ -148,7 +151,8 @@ def _seed_tasks(state: RunState, spec: ModelSpec, training: TrainingSpec) -> lis
         task = StageTask(
             stage, label, training.epochs, config, job, resumable=True, unusable=unusable_training, distributable=True
         )
-        out.append((ModelRun(label, spec, seed, train_key=stage.key), task))
+        run = ModelRun(label, spec, seed, train_key=stage.key, score_epoch=training.score_epoch, epochs=training.epochs)
+        out.append((run, task))
     return out
 
 
@@ -165,16 +169,20 @@ def run(state: RunState) -> None:
         elif spec.checkpoint is not None:
             runs.append(_checkpoint_run(spec))
         else:
-            assert p.training is not None  # the structure check: no checkpoint needs a training: section
-            for model_run, task in _seed_tasks(state, spec, p.training):
+            training = p.training_for(spec)
+            assert training is not None  # the structure check: no checkpoint needs a training: section
+            for model_run, task in _seed_tasks(state, spec, training):
                 runs.append(model_run)
                 tasks.append(task)
     records = iter(run_tasks(state, tasks))
-    for model_run in runs:
+    for model_run in runs:  # the structure check allowed these only with allow_not_zero_shot / intended_overlap
+        model_run.not_zero_shot = not_zero_shot_marks(state.lp, p.model_index(model_run.spec.name))
         if model_run.train_key is not None:
             record = next(records)
             stage_folder = state.store.root / "train" / model_run.train_key
             model_run.checkpoint = stage_folder / record["checkpoint"]
+            if model_run.score_epoch is not None:  # the pinned epoch's checkpoint (training keeps every epoch's)
+                model_run.checkpoint = model_run.checkpoint.with_name(f"epoch_{model_run.score_epoch:03d}")
             model_run.card = record["card"]
             rel_link(state.run_dir / "checkpoints" / model_run.label, stage_folder)
         state.models.append(model_run)
