@@ -217,7 +217,7 @@ def _release_prompts(path: Path) -> Path:
     """A Crane release prompt learner (``{"prompt_learner": ...}``) of the tiny twin's size, zero-filled."""
     import torch
 
-    from medad.models.anomalyclip import TINY_DEFAULTS
+    from medad.models.anomalyclip_config import TINY_DEFAULTS
     from medad.models.weights_files import prompt_learner_architecture
 
     tiny = {"text_cfg": TINY_DEFAULTS["clip_overrides"]["text_cfg"]}
@@ -232,7 +232,7 @@ def _release_prompts(path: Path) -> Path:
 def test_a_converted_release_checkpoint_records_its_training_data(tmp_path: Path) -> None:
     from safetensors import safe_open
 
-    from medad.models.anomalyclip import TINY_DEFAULTS
+    from medad.models.anomalyclip_config import TINY_DEFAULTS
     from medad.models.weights_files import convert_weights_file, prompt_learner_architecture, release_training_data
 
     arch = prompt_learner_architecture("crane", "ViT-B-16", {"text_cfg": TINY_DEFAULTS["clip_overrides"]["text_cfg"]},
@@ -251,7 +251,7 @@ def test_a_converted_release_checkpoint_records_its_training_data(tmp_path: Path
 
 
 def test_scoring_the_data_a_release_checkpoint_was_trained_on_is_refused_or_marked(tmp_path: Path) -> None:
-    from medad.models.anomalyclip import TINY_DEFAULTS
+    from medad.models.anomalyclip_config import TINY_DEFAULTS
     from medad.models.weights_files import convert_weights_file, prompt_learner_architecture
 
     arch = prompt_learner_architecture("crane", "ViT-B-16", {"text_cfg": TINY_DEFAULTS["clip_overrides"]["text_cfg"]},
