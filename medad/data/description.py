@@ -79,6 +79,8 @@ class DatasetDescription:
             Read only when ``in_release``.
         clean_words: ``clean``-mode words for class names that are no words (BTAD's numbered products).
         layouts: Synthetic layouts of this kind, by layout name, and their writers.
+        title: How reports and tables name the set, with its source where two sets share a name
+            (``BrainMRI (Kaggle)`` vs ``Brain MRI (BMAD, BraTS 2021)``); ``None``: the kind.
     """
 
     name: str
@@ -91,6 +93,7 @@ class DatasetDescription:
     reference_word: str | None = None
     clean_words: Mapping[str, str] = field(default_factory=dict)
     layouts: Mapping[str, LayoutWriter] = field(default_factory=dict)
+    title: str | None = None
 
 
 _CATALOGUE: dict[str, DatasetDescription] = {}

@@ -218,15 +218,21 @@ def image_shape(row: Mapping[str, Any]) -> tuple[int, int]:
     return height, width
 
 
+LABEL_MAP = "label-map"
+"""``mask_rule`` of a mask that is a label map (several lesion labels, e.g. BraTS tumour sub-regions): read as
+``>0`` (every label is lesion) without the not-binary warning, since several levels are what it holds."""
+
+
 def binarise(mask: np.ndarray, rule: str) -> np.ndarray:
-    """Binarise a mask array with a manifest ``mask_rule`` (``>0`` or ``>127``); colour masks use their max channel."""
+    """Binarise a mask array with a manifest ``mask_rule`` (``>0``, ``>127`` or ``label-map``); colour masks use
+    their max channel."""
     if mask.ndim == 3:
         mask = mask[..., : min(mask.shape[2], 3)].max(axis=2)
     if rule == ">127":
         return mask > 127
-    if rule in (">0", ""):
+    if rule in (">0", "", LABEL_MAP):
         return mask > 0
-    raise DataError(f"unknown mask_rule '{rule}' in the manifest; use '>0' or '>127'")
+    raise DataError(f"unknown mask_rule '{rule}' in the manifest; use '>0', '>127' or '{LABEL_MAP}'")
 
 
 def warn_if_not_binary(mask: np.ndarray, path: Path | str, rule: str = ">0") -> None:

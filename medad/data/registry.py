@@ -19,11 +19,15 @@ import pandas as pd
 
 # Imported for their register_dataset() call: the built-in kinds.
 from medad.data import (  # noqa: F401
+    bmad,
+    br35h,
+    brainmri_kaggle,
     btad,
     clinicdb,
     colondb,
     dicom,
     folder,
+    headct,
     isic,
     jsonl,
     kvasir,
@@ -57,6 +61,13 @@ def dataset_description(kind: str) -> DatasetDescription:
     if kind not in known:
         raise DataError(f"unknown dataset kind '{kind}'; use one of {', '.join([*list_datasets(), 'auto'])}")
     return known[kind]
+
+
+def dataset_title(kind: str) -> str:
+    """How reports name a dataset kind: its description's ``title`` (which says the source, e.g. ``BrainMRI
+    (Kaggle)`` vs ``Brain MRI (BMAD, BraTS 2021)``), else the kind itself (also for kinds not registered)."""
+    description = catalogue().get(kind)
+    return (description.title or kind) if description is not None else kind
 
 
 def _detectors() -> list[tuple[Detector, str]]:

@@ -18,17 +18,19 @@ from medad.data.registry import _detectors, clean_class_word, detect_kind, refer
 from medad.data.transforms import ToSampled
 from medad.errors import DataError
 
+BMAD = "bmad_brainmri bmad_liverct bmad_resc bmad_oct2017 bmad_chestxray bmad_histopathology"
 KINDS = (
-    "mvtec mpdd btad visa isic clinicdb colondb tn3k kvasir mvtec_style folder csv jsonl meta_json dicom nifti files"
+    "mvtec mpdd btad visa isic clinicdb colondb tn3k kvasir mvtec_style folder csv jsonl meta_json dicom nifti files "
+    f"headct brainmri_kaggle br35h {BMAD}"
 )
 LAYOUTS = (
     "mvtec mpdd btad visa visa-meta mvtec_style isic2016 isic2017 isic2018 clinicdb-tiff clinicdb-png colondb-pranet "
-    "colondb-bmp tn3k kvasir isic-anomalyclip folder"
+    f"colondb-bmp tn3k kvasir isic-anomalyclip folder headct brainmri-kaggle br35h {BMAD.replace('_', '-')}"
 )
 # The kinds `auto` tries, in order (what registry._detectors() held before the descriptions).
 DETECTION_ORDER = (
-    "visa isic tn3k clinicdb kvasir clinicdb colondb folder btad mpdd mvtec visa mvtec_style visa meta_json colondb "
-    "csv jsonl nifti dicom jsonl nifti dicom folder files"
+    f"visa isic tn3k clinicdb kvasir headct br35h brainmri_kaggle clinicdb colondb folder {BMAD} btad mpdd mvtec "
+    "visa mvtec_style visa meta_json colondb csv jsonl nifti dicom jsonl nifti dicom folder files"
 )
 
 
@@ -42,6 +44,14 @@ def test_every_built_in_kind_and_layout_is_registered_once() -> None:
     assert list_datasets() == sorted(KINDS.split())
     assert list_layouts() == sorted(LAYOUTS.split())
     assert [kind for _detector, kind in _detectors()] == DETECTION_ORDER.split()
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS.split()))
+def test_every_synthetic_layout_is_detected_as_its_own_kind(tmp_path: Path, layout: str) -> None:
+    """A new kind's detector must not take another layout (each layout's writer is registered by its kind)."""
+    kind = next(d.name for d in description.catalogue().values() if layout in d.layouts)
+    root = write_layout(tmp_path / layout, layout, n_normal=1, n_abnormal=2, size=16)
+    assert detect_kind(root) == kind
 
 
 def test_class_words_come_from_the_descriptions() -> None:
@@ -87,9 +97,9 @@ def test_a_second_registration_of_a_kind_layout_or_detector_order_is_refused(fre
 
 
 def test_unknown_kind_and_layout_name_the_registered_ones(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"unknown dataset kind 'nope'; use one of btad, .*, visa, auto"):
+    with pytest.raises(DataError, match=r"unknown dataset kind 'nope'; use one of bmad_brainmri, .*, visa, auto"):
         load_manifest(tmp_path, "nope")
-    with pytest.raises(DataError, match=r"unknown synthetic layout 'nope'; use one of btad, .*visa-meta"):
+    with pytest.raises(DataError, match=r"unknown synthetic layout 'nope'; use one of bmad-brainmri, .*visa-meta"):
         write_layout(tmp_path, "nope")
 
 
