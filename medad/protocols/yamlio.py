@@ -151,6 +151,9 @@ def shareable_protocol(resolved: dict[str, Any]) -> dict[str, Any]:
         for key, value in options.items():
             if isinstance(value, str) and is_path_like(value):
                 options[key] = placeholder(f"{key}", dataset.get("name"))
+        pool = (dataset.get("references") or {}).get("from") or {}
+        if pool.get("folder") is not None:
+            pool["folder"] = placeholder("reference folder", dataset.get("name"))
     for model in data.get("models", []):
         if model.get("checkpoint") is not None:
             model["checkpoint"] = placeholder("checkpoint", model.get("name"))
