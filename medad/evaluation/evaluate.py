@@ -31,8 +31,9 @@ import pandas as pd
 from medad.engine.features import manifest_fingerprint
 from medad.engine.predictions import PredictionReader, predictions_random_weights
 from medad.errors import ConfigError, DataError, DataWarning
-from medad.evaluation.accumulation import Accumulated, PassSettings, accumulate
+from medad.evaluation.accumulation import Accumulated, PassSettings, Predictions, accumulate
 from medad.evaluation.comparisons import compare, model_pairs
+from medad.evaluation.fewshot import FEWSHOT_NOTE, FewShotRun, fewshot_rows
 from medad.evaluation.intervals import DEFAULT_CI, Interval, Intervals
 from medad.evaluation.paper_view import paper_view
 from medad.evaluation.recorded import record_predictions
@@ -44,7 +45,7 @@ from medad.utils.io import write_json_atomic, write_text_atomic
 
 
 def evaluate(
-    predictions: Mapping[str, str | Path],
+    predictions: Mapping[str, str | Path | Mapping[str, str | Path]],
     manifest: pd.DataFrame,
     out_dir: str | Path,
     *,
@@ -59,12 +60,15 @@ def evaluate(
     memory_limit_bytes: int = 1 << 30,
     mask_reader: Callable[[Mapping[str, Any]], np.ndarray] | None = None,
     resolution: str = "native",
+    fewshot: Mapping[str, FewShotRun] | None = None,
 ) -> dict[str, Any]:
     """Compute metrics, CIs, curves and comparisons for several models' predictions on one manifest.
 
     Args:
         predictions: model name -> predictions folder (``medad.engine.predictions`` layout); every manifest row
-            must have a prediction in every folder.
+            must have a prediction in every folder. A model may instead give ``{dataset: folder}``, each folder
+            scored on that dataset's rows in manifest order (a few-shot run: one folder per target); it is then
+            evaluated on those datasets only.
         manifest: the manifest (``medad.data`` contract); its row position is the prediction index.
         out_dir: evaluation folder to write.
         metrics: subset of :data:`~medad.evaluation.rows.ALL_METRICS`.
@@ -80,6 +84,9 @@ def evaluate(
         mask_reader: function reading a manifest row's mask (default ``medad.data.read_mask``).
         resolution: ``native`` (maps against masks at each image's size) or ``model`` (both resized to the
             model's input size, as the released code evaluates; :mod:`medad.evaluation.resolution`).
+        fewshot: few-shot model label -> its :class:`~medad.evaluation.fewshot.FewShotRun` (base model, shots,
+            draw): ``metrics.json`` then holds ``fewshot`` rows, per shot count the mean over the draws with a
+            two-level bootstrap interval (:mod:`medad.evaluation.fewshot`).
 
     Returns:
         ``{"settings", "rows", "comparisons", "out_dir"}`` - the content of metrics.json and comparisons.json.
@@ -100,9 +107,12 @@ def evaluate(
         from medad.data import read_mask
 
         mask_reader = read_mask
-    readers = {name: PredictionReader(folder) for name, folder in predictions.items()}
-    random_weights = {name: predictions_random_weights(reader.meta) for name, reader in readers.items()}
-    size = model_resolution(resolution, {name: reader.meta for name, reader in readers.items()})
+    readers = {name: _readers(folder) for name, folder in predictions.items()}
+    metas = {f"{name}/{part}": reader.meta for name, parts in readers.items() for part, reader in _parts(parts)}
+    random_weights = {
+        name: any(predictions_random_weights(r.meta) for _, r in _parts(parts)) for name, parts in readers.items()
+    }
+    size = model_resolution(resolution, metas)
     manifest = manifest.reset_index(drop=True)
     if reads_mask_paths:  # no label and no mask anywhere: refused, not a table of n/a
         check_evaluable(manifest)
@@ -146,23 +156,57 @@ def evaluate(
     out = Path(out_dir)
     if "warning" in settings:  # the terminal says it too (the CLI prints each DataWarning as one line)
         warnings.warn(settings["warning"], DataWarning, stacklevel=2)
-    record_predictions(out, predictions)  # what `medad report EVAL_DIR` draws heatmaps from
+    # what `medad report EVAL_DIR` draws heatmaps from (a model with one folder for every dataset)
+    record_predictions(out, {k: v for k, v in predictions.items() if isinstance(v, (str, Path))})
     paper = paper_view(rows)  # the paper's table (medad/evaluation/paper_view.py)
-    write_json_atomic(out / "metrics.json", round_sig({"settings": settings, "rows": rows, "paper_view": paper}))
+    content: dict[str, Any] = {"settings": settings, "rows": rows, "paper_view": paper}
+    if fewshot:  # only then: zero-shot evaluations keep their bytes
+        settings["fewshot"] = FEWSHOT_NOTE
+        content["fewshot"] = fewshot_rows(acc, fewshot, list(metrics), ci_cfg)
+    write_json_atomic(out / "metrics.json", round_sig(content))
     write_json_atomic(out / "curves.json", round_sig(curves))
     write_json_atomic(out / "comparisons.json", round_sig(comps))
     _write_per_image(out / "per_image.csv", acc, random_weights)
     return {"settings": settings, "rows": rows, "comparisons": comps, "out_dir": str(out)}
 
 
-def _check_predictions(readers: Mapping[str, PredictionReader], manifest: pd.DataFrame) -> None:
-    """Refuse predictions of other images, with skipped images, or lacking some manifest index.
+def _readers(folder: str | Path | Mapping[str, str | Path]) -> Predictions:
+    """The reader of one model's predictions folder, or per dataset one reader."""
+    if isinstance(folder, (str, Path)):
+        return PredictionReader(folder)
+    return {str(dataset): PredictionReader(path) for dataset, path in folder.items()}
+
+
+def _parts(predictions: Predictions) -> list[tuple[str, PredictionReader]]:
+    """(dataset or ``all``, reader) of one model's predictions."""
+    if isinstance(predictions, PredictionReader):
+        return [("all", predictions)]
+    return sorted(predictions.items())
+
+
+def _check_predictions(readers: Mapping[str, Predictions], manifest: pd.DataFrame) -> None:
+    """Refuse predictions of other images, with skipped images, or lacking some manifest index (a model with
+    predictions per dataset: each folder against that dataset's rows).
 
     Raises:
         DataError: naming the model, its folder and the fix.
     """
+    for name, parts in readers.items():
+        for part, reader in _parts(parts):
+            rows = manifest if part == "all" else manifest[manifest["dataset"].astype(str) == part]
+            if part != "all" and rows.empty:
+                raise DataError(
+                    f"predictions of {name!r} name dataset {part!r}, which the manifest does not hold; evaluate them "
+                    "with the manifest they were scored from"
+                )
+            _check_reader(name if part == "all" else f"{name} ({part})", reader, rows.reset_index(drop=True))
+
+
+def _check_reader(name: str, reader: PredictionReader, manifest: pd.DataFrame) -> None:
+    """One predictions folder against the rows it must cover (see :func:`_check_predictions`)."""
     n = len(manifest)
     expected = manifest_fingerprint(manifest)
+    readers = {name: reader}
     for name, reader in readers.items():
         scored = reader.meta.get("manifest_hash")
         if scored is not None and scored != expected:
@@ -203,7 +247,7 @@ def _rows_and_curves(
             rows.append(row.to_dict())
 
     for model in acc.models:
-        for dataset in acc.datasets:
+        for dataset in (d for d in acc.datasets if acc.covered(model, d)):
             classes = acc.classes(dataset)
             per_class = {}
             for c in classes:
@@ -287,6 +331,7 @@ def _write_per_image(path: Path, acc: Accumulated, random_weights: Mapping[str, 
             "iou": acc.per_image[m]["iou"],
             "random_weights": bool(random_weights[m]),
         }
-        frames.append(pd.DataFrame({column: values[column] for column in PER_IMAGE_COLUMNS}))
+        frame = pd.DataFrame({column: values[column] for column in PER_IMAGE_COLUMNS})
+        frames.append(frame[[acc.covered(m, d) for d in frame["dataset"]]])
     table = pd.concat(frames, ignore_index=True)
     write_text_atomic(path, table.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
