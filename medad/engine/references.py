@@ -115,7 +115,7 @@ def draw_references(
     """
     if shots < 1:
         raise ConfigError(f"--shots {shots} must be >= 1 (the number of normal reference images)")
-    _refuse_abnormal(pool, source)
+    _refuse_abnormal(pool, f"reference pool {source}")
     if len(pool) < shots:
         raise DataError(
             f"reference pool {source} holds {len(pool)} image(s), fewer than --shots {shots}; lower --shots to "
@@ -130,7 +130,7 @@ def draw_references(
     return ReferenceSet(drawn, shots, seed, draw, weight, tuple(int(r) for r in radii))
 
 
-def _refuse_abnormal(pool: pd.DataFrame, source: str) -> None:
+def _refuse_abnormal(pool: pd.DataFrame, subject: str) -> None:
     """Refuse a pool with rows labelled abnormal (label 1), naming the first one and the fix."""
     if "label" not in pool.columns:
         return
@@ -138,7 +138,7 @@ def _refuse_abnormal(pool: pd.DataFrame, source: str) -> None:
     if abnormal.empty:
         return
     raise DataError(
-        f"reference pool {source} holds {len(abnormal)} image(s) labelled abnormal (e.g. "
+        f"{subject} holds {len(abnormal)} image(s) labelled abnormal (e.g. "
         f"{row_name(abnormal.iloc[0])}); references must be normal: give only the normal images (e.g. the "
         "layout's train/good or no/ folder)"
     )
@@ -159,9 +159,18 @@ def check_references(refs: ReferenceSet, targets: pd.DataFrame) -> None:
     against colour, or another source format, e.g. DICOM against PNG exports: the features change with what the
     reader does) are refused. Another image size is not: every image is resized to the model input.
 
+    A reference set built by hand (not by :func:`draw_references`) is held to the draw's rules too: no image
+    labelled abnormal, and at least ``shots`` (and one) images.
+
     Raises:
         DataError: naming the file and the fix.
     """
+    _refuse_abnormal(refs.manifest, "the reference set")
+    if len(refs.manifest) < max(1, refs.shots):
+        raise DataError(
+            f"the reference set holds {len(refs.manifest)} image(s) for {refs.shots} shots; draw it with "
+            "draw_references(pool, shots, ...) from a pool of at least that many normal images"
+        )
     _refuse_leak(refs.manifest, targets)
     _refuse_other_kind(refs.manifest, targets)
 

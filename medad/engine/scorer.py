@@ -150,6 +150,11 @@ def score(
               one process, and the same check. ``tag`` and ``indices`` are then set per rank and must not be given.
             - ``shard``: how ``distributed`` cuts the manifest: ``strided`` or ``contiguous``
               (:func:`medad.engine.distributed.shard_indices`).
+            - ``references``: a :class:`~medad.engine.references.ReferenceSet` (``draw_references``) to score
+              few-shot (:class:`~medad.engine.fewshot.FewShotInferer`): checked against the targets first
+              (:func:`~medad.engine.references.check_references`), recorded in ``meta.json`` under
+              ``references`` (with the weight and radii this model uses), its manifest with paths saved in
+              ``../private/<folder name>.references.csv``. Required by a model with ``needs_references``.
         tag: writer tag (one per process when sharding).
         progress: ``True`` shows the progress bar (:func:`medad.utils.progress.track`, the style ``medad run``
             shows); a callable is called with the number of images just scored after each batch (no bar; e.g. a
@@ -173,7 +178,7 @@ def score(
 
     Raises:
         DataError: ``out_dir`` already holds predictions of other images, another model (other weights or seed),
-            or another tiling.
+            another tiling or other references; bad references (:func:`~medad.engine.references.check_references`).
         ConfigError: bad ``batch_size``, device or tiling (overlap outside [0, 1), a transductive model, or
             ``tile`` with ``compile``); ``tag`` or ``indices`` with ``distributed``; both ``settings`` and options.
         DataError: with ``distributed``, some index is neither stored nor recorded as skipped, or stored twice,
@@ -474,7 +479,9 @@ def score_files(
     Give a :class:`~medad.engine.request.ScoreRequest` (what ``medad score`` passes), or ``paths``, ``out_dir`` and
     its fields as keyword arguments (``checkpoint=``, ``model_name=``, ``seed=``, ``batch_size=``, ``device=``,
     ``tile=``, ...; :meth:`ScoreRequest.build` sorts them), e.g.
-    ``score_files(["scans/"], "out", model_name="ad_dinov3_tiny", seed=0)``.
+    ``score_files(["scans/"], "out", model_name="ad_dinov3_tiny", seed=0)``; few-shot with
+    ``references=["normals/"], shots=4`` (``reference_seed=``, ``reference_draw=``, ``fewshot_weight=``; or
+    ``references=`` a drawn :class:`~medad.engine.references.ReferenceSet`), see ``docs/fewshot.md``.
 
     Writes into ``out_dir``: ``predictions/`` (the predictions store), ``scores.csv`` and ``scores.json``
     (``case_id``, ``frame``, ``image_score``, ``max_pixel_score``; no source path or name),

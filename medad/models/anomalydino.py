@@ -11,10 +11,11 @@ Rule (what the release computes, re-derived here with medad's own code):
   into [0, 1] (:class:`~medad.models.patch_memory.PatchMemory`); rankings are unchanged.
 * Optional foreground mask (``masking``): the first principal component of a target's own patch tokens,
   thresholded at ``mask_threshold`` (10); if the central 60% of the grid keeps at most 35% of its patches, the
-  opposite side of the component is the foreground; then a 3x3 dilation and a 3x3 closing. Masked-out patches
-  score 0. The release masks the targets only (``mask_ref_images`` off by default), and uses the mask for MVTec's
-  capsule, hazelnut, pill, screw and toothbrush and for every VisA class; medad leaves it off by default (medical
-  images have no object-on-background layout the threshold was tuned for) and documents it in docs/models.md.
+  opposite side of the component is the foreground; then a dilation and a closing of width 3 (as released: along
+  the row-major patch order, the mask being a ``(P, 1)`` column there). Masked-out patches score 0. The release
+  masks the targets only (``mask_ref_images`` off by default), and uses the mask for MVTec's capsule, hazelnut,
+  pill, screw and toothbrush and for every VisA class; medad leaves it off by default (medical images have no
+  object-on-background layout the threshold was tuned for) and documents it in docs/models.md.
 * Image score: the mean of the top 1% of the patch scores (``floor(1% of the patches)``; the maximum when that is
   0), the release's ``mean_top1p``. The map is the grid upsampled bilinearly and smoothed (Gaussian, sigma 4 px).
 
@@ -67,11 +68,12 @@ def first_component(tokens: torch.Tensor) -> torch.Tensor:
 
 
 def _dilate(mask: torch.Tensor, kernel: int) -> torch.Tensor:
-    return F.max_pool2d(mask[None, None].float(), kernel, stride=1, padding=kernel // 2)[0, 0] > 0
+    """Dilation of a flat ``(P,)`` mask along the patch order (the release dilates its ``(P, 1)`` column)."""
+    return F.max_pool1d(mask[None, None].float(), kernel, stride=1, padding=kernel // 2)[0, 0] > 0
 
 
 def _erode(mask: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Erosion where outside the grid does not count (OpenCV's default border)."""
+    """Erosion where outside the sequence does not count (OpenCV's default border)."""
     return ~_dilate(~mask, kernel)
 
 
@@ -87,16 +89,18 @@ def foreground_mask(
         kernel: Side of the dilation and closing.
 
     Returns:
-        ``(h, w)`` bool: True for foreground patches.
+        ``(h, w)`` bool: True for foreground patches. As in the release (``compute_background_mask``), the dilation
+        and closing run on the mask as a ``(h * w, 1)`` column, i.e. along the row-major patch order (a patch's
+        neighbours are the previous and next patch, across row ends), not over the 2-D grid.
     """
     h, w, _ = tokens.shape
-    score = first_component(tokens.reshape(h * w, -1)).reshape(h, w)
+    score = first_component(tokens.reshape(h * w, -1))
     mask = score > threshold
-    centre = mask[int(h * border) : int(h * (1 - border)), int(w * border) : int(w * (1 - border))]
+    centre = mask.reshape(h, w)[int(h * border) : int(h * (1 - border)), int(w * border) : int(w * (1 - border))]
     if centre.sum() <= centre.numel() * 0.35:
         mask = -score > threshold
     mask = _dilate(mask, kernel)
-    return _erode(_dilate(mask, kernel), kernel)
+    return _erode(_dilate(mask, kernel), kernel).reshape(h, w)
 
 
 class AnomalyDINOConfig(ModelConfig):

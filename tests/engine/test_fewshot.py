@@ -221,3 +221,20 @@ def test_a_model_that_needs_references_refuses_another_weight(tmp_path, folders)
     )
     record = PredictionReader(tmp_path / "ok" / "predictions").meta["references"]
     assert (record["weight"], record["radii"]) == (1.0, [1])  # the model's own form: few-shot only, raw patches
+
+
+def test_reference_names_stay_in_private(tmp_path, folders, monkeypatch, capsys):
+    from tests.privacy.test_canary_scan import CANARY, scan
+
+    _, targets = folders
+    normals = write_pngs(tmp_path / f"{CANARY}_normals", 2, seed=6)
+    for png in normals.iterdir():
+        png.rename(normals / f"{CANARY}_{png.name}")
+    out = tmp_path / "out"
+    code, said = run_medad(
+        monkeypatch, capsys, "score", str(targets), "--out", str(out), "--model", "ad_dinov3_tiny", "--device", "cpu",
+        "--reference", str(normals), "--shots", "2",
+    )  # fmt: skip
+    assert code == 0, said
+    assert scan(out) == []
+    assert CANARY in (out / "private" / "predictions.references.csv").read_text()

@@ -126,3 +126,15 @@ def test_references_of_another_source_format_are_refused_and_named_by_case_id(tm
     with pytest.raises(DataError, match=r"are nifti, greyscale \(e.g. nifti image of case case-[0-9a-f]+\)") as err:
         check_references(refs, grey)
     assert "smith" not in str(err.value)
+
+
+def test_a_hand_built_reference_set_is_held_to_the_draws_rules(tmp_path):
+    pool = _pool(write_pngs(tmp_path / "refs", 2))
+    targets = _pool(write_pngs(tmp_path / "targets", 1, seed=8))
+    with pytest.raises(DataError, match=r"holds 2 image\(s\) for 3 shots"):
+        check_references(ReferenceSet(pool, 3, 0, 0), targets)
+    with pytest.raises(DataError, match=r"holds 0 image\(s\) for 0 shots"):
+        check_references(ReferenceSet(pool.iloc[:0], 0, 0, 0), targets)
+    abnormal = pool.assign(label=pd.array([1, 0], dtype="Int64"))
+    with pytest.raises(DataError, match=r"the reference set holds 1 image\(s\) labelled abnormal"):
+        check_references(ReferenceSet(abnormal, 2, 0, 0), targets)

@@ -25,7 +25,7 @@ def release_mean_top1p(distances: np.ndarray) -> float:
 
 
 def morph(mask: np.ndarray, op: str) -> np.ndarray:
-    """3x3 dilation / erosion with OpenCV's default border (outside pixels ignored), by explicit loops."""
+    """OpenCV's 3x3 dilation / erosion (default border: outside pixels ignored) of a 2-D uint8 image, by loops."""
     h, w = mask.shape
     out = np.zeros_like(mask)
     for i in range(h):
@@ -44,8 +44,8 @@ def release_mask(tokens: np.ndarray, grid: tuple[int, int], threshold: float = 1
     m = mask.reshape(grid)[rows, cols]
     if m.sum() <= m.size * 0.35:
         mask = -first_pc > threshold
-    mask = morph(mask.reshape(grid), "dilate")
-    return morph(morph(mask, "dilate"), "erode")
+    mask = morph(mask, "dilate")  # the release's (P, 1) column: the 3x3 kernel acts along the patch order
+    return morph(morph(mask, "dilate"), "erode").reshape(grid)
 
 
 @pytest.fixture(scope="module")
