@@ -256,7 +256,7 @@ class AnomalyDINO(AnomalyModel):
         return [(self.backbone.model, "forward_intermediates")]
 
     def card_extras(self) -> dict[str, Any]:
-        """The tapped ``layers``, the patch grid, ``needs_references: True`` and the references held."""
+        """The tapped ``layers``, the patch grid, ``needs_references: True`` and ``transductive: False``."""
         return {
             "layers": list(self.layers),
             "patch_grid": self.grid,
