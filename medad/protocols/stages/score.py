@@ -187,7 +187,7 @@ def run(state: RunState) -> None:
     fewshot = [(r, *t) for r in state.models for t in _fewshot_tasks(state, r)]
     records = run_tasks(state, [task for _, task in tasks] + [task for *_, task in fewshot])
     cards: dict[str, dict[str, Any]] = {}
-    for (model_run, task), record in zip(tasks, records, strict=True):
+    for (model_run, task), record in zip(tasks, records[: len(tasks)], strict=True):
         cards.setdefault(model_run.label, record)
         state.predictions[model_run.label] = task.stage.folder / "predictions"
         state.score_keys[model_run.label] = task.stage.key
