@@ -41,6 +41,7 @@ from medad.reports.cases import (
     resolve_predictions,
     select_cases,
 )
+from medad.reports.fewshot import fewshot_figure, fewshot_tables, load_fewshot
 from medad.reports.loader import EvaluationResults, load_evaluation
 from medad.reports.paper import paper_sections
 from medad.reports.plots import (
@@ -227,6 +228,10 @@ def _build_sections(
         section.tables.append((f"{model} on {dataset}", grid.reset_index()))
     sections.append(section)
 
+    fewshot = load_fewshot(evaluation.folder)
+    if not fewshot.empty:
+        sections.append(_fewshot_section(fewshot, ci_label, settings))
+
     comparisons = comparisons_table(evaluation)
     section = _Section("Comparisons")
     if comparisons.empty:
@@ -295,10 +300,26 @@ def _build_sections(
         "cases": cases,
         "settings": settings_out,
     }
+    if not fewshot.empty:
+        tables["fewshot"] = fewshot
     if random_models:
         flagged = {"setting": "models with random weights", "key": "random_weights", "value": ", ".join(random_models)}
         tables["settings"] = pd.concat([settings_out, pd.DataFrame([flagged])], ignore_index=True)
     return sections, tables
+
+
+def _fewshot_section(fewshot: pd.DataFrame, ci_label: str, settings: dict[str, Any]) -> _Section:
+    """Metrics against shots per model: a table and a plot per dataset (class mean)."""
+    section = _Section("Few-shot")
+    section.paragraphs.append(
+        f"Each model at 0 shots (its zero-shot run) and with k normal reference images; each cell: the mean over the "
+        f"reference draws [{ci_label}]. {settings.get('fewshot', '')}"
+    )
+    for dataset, table in fewshot_tables(fewshot).items():
+        section.tables.append((f"Few-shot on {dataset} (class mean)", table))
+        png = fewshot_figure(dataset, fewshot)
+        section.figures.append(_Figure(_safe_name("fewshot", dataset), f"Metrics against shots on {dataset}", png))
+    return section
 
 
 def _banner_text(random_models: list[str]) -> str:

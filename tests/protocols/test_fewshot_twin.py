@@ -120,3 +120,31 @@ def test_paired_kshot_against_zero_shot_holm(run_dir: Path) -> None:
     assert not any(b == "anomalydino" for _, b in pairs)
     assert {c["correction"] for c in comps} == {"holm"}
     assert all(c["p_adjusted"] is None or c["p_adjusted"] >= c["p_value"] for c in comps)
+
+
+def test_report_names_models_by_shots(run_dir: Path) -> None:
+    text = (run_dir / "report" / "report.md").read_text(encoding="utf-8")
+    assert "## Few-shot" in text
+    for label in ("winclip · 0-shot", "winclip · 2-shot", "anomalydino · 1-shot"):
+        assert label in text
+    assert "anomalydino · 0-shot" not in text
+    assert any(p.name.startswith("fewshot") for p in (run_dir / "report").rglob("*.png"))
+
+
+def test_shipped_fewshot_protocol_validates_and_lists_what_is_missing(tmp_path: Path, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    path = repo / "protocols" / "paper-fewshot-mvtec-to-medical.yaml"
+    monkeypatch.delenv("MEDAD_DATA", raising=False)
+    monkeypatch.delenv("MEDAD_WEIGHTS", raising=False)
+    done = subprocess.run([sys.executable, "-m", "medad.cli", "validate", str(path)], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    for missing in ("targets[0].root", "targets[8].root", "models[7].weights.backbone.file"):
+        assert missing in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "medad.cli", "validate", str(path), "--structure-only"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
