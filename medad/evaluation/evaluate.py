@@ -38,7 +38,15 @@ from medad.evaluation.intervals import DEFAULT_CI, Interval, Intervals
 from medad.evaluation.paper_view import paper_view
 from medad.evaluation.recorded import record_predictions
 from medad.evaluation.resolution import model_resolution, resolution_settings
-from medad.evaluation.rows import AGGREGATE_NOTES, AGGREGATES, ALL_METRICS, PER_IMAGE_COLUMNS, MetricRow, round_sig
+from medad.evaluation.rows import (
+    AGGREGATE_NOTES,
+    AGGREGATES,
+    ALL_METRICS,
+    IMAGE_METRICS,
+    PER_IMAGE_COLUMNS,
+    MetricRow,
+    round_sig,
+)
 from medad.metrics import IMPLEMENTATION_VERSION, MEAN, POOLED, NotApplicable, mean_over_classes
 from medad.stats.defaults import check_ci_settings
 from medad.utils.io import write_json_atomic, write_text_atomic
@@ -61,6 +69,7 @@ def evaluate(
     mask_reader: Callable[[Mapping[str, Any]], np.ndarray] | None = None,
     resolution: str = "native",
     fewshot: Mapping[str, FewShotRun] | None = None,
+    dataset_titles: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Compute metrics, CIs, curves and comparisons for several models' predictions on one manifest.
 
@@ -87,6 +96,8 @@ def evaluate(
         fewshot: few-shot model label -> its :class:`~medad.evaluation.fewshot.FewShotRun` (base model, shots,
             draw): ``metrics.json`` then holds ``fewshot`` rows, per shot count the mean over the draws with a
             two-level bootstrap interval (:mod:`medad.evaluation.fewshot`).
+        dataset_titles: dataset name -> how reports name it (``medad.data.registry.dataset_title`` of its kind,
+            which says the source: ``BrainMRI (Kaggle)``); default: the title of each name that is a dataset kind.
 
     Returns:
         ``{"settings", "rows", "comparisons", "out_dir"}`` - the content of metrics.json and comparisons.json.
@@ -139,6 +150,7 @@ def evaluate(
         },
         "correction": correction,
         "models": models,
+        "dataset_titles": _titles(manifest, dataset_titles),
         "random_weights": random_weights,
         "aggregates": AGGREGATE_NOTES,
         "dice_iou_aggregate": "mean over abnormal images (label 1); per image N/A when mask and prediction are empty",
@@ -239,11 +251,16 @@ def _rows_and_curves(
     rows: list[dict[str, Any]] = []
     curves: list[dict[str, Any]] = []
 
+    unmasked = _datasets_without_masks(acc.manifest)
+
     def emit(model: str, dataset: str, class_name: str, values: Mapping[str, Any], cis: Mapping[str, Interval],
              classes: list[str]) -> None:  # fmt: skip
         n_images = int(acc.rows_of(model, dataset, classes).size)
         for name in metrics:
-            row = _metric_row(model, dataset, class_name, name, values[name], cis, n_images, random_weights[model])
+            value = values[name]
+            if dataset in unmasked and name not in IMAGE_METRICS and isinstance(value, NotApplicable):
+                value = NotApplicable(f"{NO_MASKS}, so {value.reason}")
+            row = _metric_row(model, dataset, class_name, name, value, cis, n_images, random_weights[model])
             rows.append(row.to_dict())
 
     for model in acc.models:
@@ -262,6 +279,26 @@ def _rows_and_curves(
                  classes)  # fmt: skip
             curves.append(_curves(acc, model, dataset, POOLED, classes))
     return rows, curves
+
+
+def _titles(manifest: pd.DataFrame, given: Mapping[str, str] | None) -> dict[str, str]:
+    """How reports name each dataset of the manifest (``settings.dataset_titles``; reports do not read medad.data)."""
+    from medad.data.registry import dataset_title
+
+    names = sorted(set(manifest["dataset"].astype(str)))
+    return {name: str((given or {}).get(name) or dataset_title(name)) for name in names}
+
+
+NO_MASKS = "the dataset has no masks (image labels only)"
+"""Why pixel metrics are not applicable on an image-level set (HeadCT, BrainMRI (Kaggle), Br35H, ...)."""
+
+
+def _datasets_without_masks(manifest: pd.DataFrame) -> set[str]:
+    """The datasets of the manifest none of whose rows has a mask file (image labels only)."""
+    if "mask_path" not in manifest.columns:
+        return set()
+    has_mask = manifest["mask_path"].fillna("").astype(str).str.len() > 0
+    return {str(d) for d, masked in has_mask.groupby(manifest["dataset"].astype(str)).any().items() if not masked}
 
 
 def _metric_row(

@@ -57,6 +57,7 @@ from medad.reports.tables import (
     class_order,
     comparisons_table,
     confidence_percent,
+    dataset_label,
     fmt_number,
     results_grids,
     results_table,
@@ -225,7 +226,7 @@ def _build_sections(
     section = _Section("Results")
     section.paragraphs.append(f"Each cell: value [{ci_label}]. 'images' is the number of images in the row.")
     for (model, dataset), grid in results_grids(results).items():
-        section.tables.append((f"{model} on {dataset}", grid.reset_index()))
+        section.tables.append((f"{model} on {dataset_label(settings, dataset)}", grid.reset_index()))
     sections.append(section)
 
     fewshot = load_fewshot(evaluation.folder)
@@ -316,9 +317,10 @@ def _fewshot_section(fewshot: pd.DataFrame, ci_label: str, settings: dict[str, A
         f"reference draws [{ci_label}]. {settings.get('fewshot', '')}"
     )
     for dataset, table in fewshot_tables(fewshot).items():
-        section.tables.append((f"Few-shot on {dataset} (class mean)", table))
+        name = dataset_label(settings, dataset)
+        section.tables.append((f"Few-shot on {name} (class mean)", table))
         png = fewshot_figure(dataset, fewshot)
-        section.figures.append(_Figure(_safe_name("fewshot", dataset), f"Metrics against shots on {dataset}", png))
+        section.figures.append(_Figure(_safe_name("fewshot", dataset), f"Metrics against shots on {name}", png))
     return section
 
 

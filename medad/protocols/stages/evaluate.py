@@ -70,6 +70,7 @@ class EvaluateJob:
     sweep: EpochSweep | None
     fewshot: Mapping[str, FewShotRun] = field(default_factory=dict)
     fewshot_predictions: Mapping[str, Mapping[str, Path]] = field(default_factory=dict)
+    titles: Mapping[str, str] = field(default_factory=dict)
 
     def __call__(self, advance: Advance | None) -> dict[str, Any]:
         from medad.data import read_mask
@@ -94,6 +95,7 @@ class EvaluateJob:
             mask_reader=counted_read_mask,
             resolution=self.resolution,
             fewshot=dict(self.fewshot) or None,
+            dataset_titles=dict(self.titles),
         )
         if self.sweep is not None:
             self.sweep(self.manifest, self.evaluated, self.folder / "evaluation", read_mask)
@@ -132,6 +134,8 @@ def _sweep(state: RunState) -> EpochSweep:
 
 def run(state: RunState) -> None:
     """Evaluate every model run's predictions on the targets; link ``evaluation/`` into the run folder."""
+    from medad.data.registry import dataset_title
+
     p = state.resolved
     stats = p.statistics
     manifest = state.targets_manifest()
@@ -168,6 +172,7 @@ def run(state: RunState) -> None:
         resolution=p.evaluation_resolution,
         sweep=_sweep(state) if sweep else None,
         fewshot=runs,
+        titles={t.name: dataset_title(t.kind) for t in p.targets},
         fewshot_predictions={label: dict(r.predictions) for label, r in state.fewshot.items()},
     )
     run_tasks(state, [StageTask(stage, "all targets", labelled, config, job)])
