@@ -111,6 +111,16 @@ def test_per_shot_rows_with_intervals_that_hold_the_mean(run_dir: Path) -> None:
     # pixel metrics are not applicable on the image-level set
     head_pixel = table[("winclip", 1, "head", "__mean__", "pixel_auroc")]
     assert head_pixel["status"] == "not_applicable" and head_pixel["value"] is None
+    rows = _metrics(run_dir)["rows"]
+    reasons = {r["reason"] for r in rows if r["dataset"] == "head" and r["metric"] == "pixel_auroc"}
+    assert reasons and all(r.startswith("the dataset has no masks (image labels only)") for r in reasons)
+
+
+def test_datasets_are_named_by_their_source(run_dir: Path) -> None:
+    titles = _metrics(run_dir)["settings"]["dataset_titles"]
+    assert titles == {"head": "Br35H (Kaggle)", "brain": "Brain MRI (BMAD, BraTS 2021)"}
+    text = (run_dir / "report" / "report.md").read_text(encoding="utf-8")
+    assert "brain — Brain MRI (BMAD, BraTS 2021)" in text and "head — Br35H (Kaggle)" in text
 
 
 def test_paired_kshot_against_zero_shot_holm(run_dir: Path) -> None:
