@@ -217,31 +217,27 @@ def _check_predictions(readers: Mapping[str, Predictions], manifest: pd.DataFram
 def _check_reader(name: str, reader: PredictionReader, manifest: pd.DataFrame) -> None:
     """One predictions folder against the rows it must cover (see :func:`_check_predictions`)."""
     n = len(manifest)
-    expected = manifest_fingerprint(manifest)
-    readers = {name: reader}
-    for name, reader in readers.items():
-        scored = reader.meta.get("manifest_hash")
-        if scored is not None and scored != expected:
-            raise DataError(
-                f"predictions of {name!r} in {reader.folder} were scored from other images than the dataset given "
-                "(manifest hashes differ), so their indices would pair maps with the wrong masks; score the dataset "
-                "itself, e.g. `medad score ROOT --kind KIND --out DIR`, then evaluate DIR/predictions"
-            )
-    for name, reader in readers.items():
-        missing = np.setdiff1d(np.arange(n), reader.indices)
-        skipped = [e for e in reader.skipped if e["index"] < n]
-        if skipped:  # unreadable at scoring time: never counted (as normal or otherwise) - refuse, naming them
-            shown = ", ".join(f"{e['index']} ({e['case_id']}: {e['reason']})" for e in skipped[:3])
-            raise DataError(
-                f"predictions of {name!r} in {reader.folder} skipped {len(skipped)} unreadable image(s), which "
-                f"would be missing from every metric: {shown}{' ...' if len(skipped) > 3 else ''}; fix or remove "
-                "them and rerun `medad score` (what was scored is reused), then evaluate again"
-            )
-        if missing.size:
-            raise DataError(
-                f"predictions of {name!r} lack manifest index {int(missing[0])} "
-                f"({missing.size} missing); score the whole manifest first"
-            )
+    scored = reader.meta.get("manifest_hash")
+    if scored is not None and scored != manifest_fingerprint(manifest):
+        raise DataError(
+            f"predictions of {name!r} in {reader.folder} were scored from other images than the dataset given "
+            "(manifest hashes differ), so their indices would pair maps with the wrong masks; score the dataset "
+            "itself, e.g. `medad score ROOT --kind KIND --out DIR`, then evaluate DIR/predictions"
+        )
+    missing = np.setdiff1d(np.arange(n), reader.indices)
+    skipped = [e for e in reader.skipped if e["index"] < n]
+    if skipped:  # unreadable at scoring time: never counted (as normal or otherwise) - refuse, naming them
+        shown = ", ".join(f"{e['index']} ({e['case_id']}: {e['reason']})" for e in skipped[:3])
+        raise DataError(
+            f"predictions of {name!r} in {reader.folder} skipped {len(skipped)} unreadable image(s), which "
+            f"would be missing from every metric: {shown}{' ...' if len(skipped) > 3 else ''}; fix or remove "
+            "them and rerun `medad score` (what was scored is reused), then evaluate again"
+        )
+    if missing.size:
+        raise DataError(
+            f"predictions of {name!r} lack manifest index {int(missing[0])} "
+            f"({missing.size} missing); score the whole manifest first"
+        )
 
 
 def _rows_and_curves(
@@ -250,7 +246,6 @@ def _rows_and_curves(
     """Per model and dataset: every class, then the class mean and the pooled scope, as metrics rows and curves."""
     rows: list[dict[str, Any]] = []
     curves: list[dict[str, Any]] = []
-
     unmasked = _datasets_without_masks(acc.manifest)
 
     def emit(model: str, dataset: str, class_name: str, values: Mapping[str, Any], cis: Mapping[str, Interval],
