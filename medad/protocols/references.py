@@ -58,8 +58,19 @@ def check_references_structure(lp: LoadedProtocol) -> None:
             shots = spec.references.shots
             raise lp.error(("targets", i, "references", "shots"), f"shots {shots} repeat a count; list each once")
     bare = [t.name for t in p.targets if t.references is None]
+    weighted = [(i, t.name, t.references.weight) for i, t in enumerate(p.targets) if t.references is not None]
+    weighted = [w for w in weighted if w[2] is not None and w[2] != 1]
     for i, m in enumerate(p.models):
-        if bare and getattr(model_class(m.model), "needs_references", False):
+        needs = getattr(model_class(m.model), "needs_references", False)
+        if needs and weighted:
+            j, target, weight = weighted[0]
+            raise lp.error(
+                ("targets", j, "references", "weight"),
+                f"model {m.name!r} ({m.model}) has no zero-shot map to fuse with, so its few-shot weight is 1, but "
+                f"target {target!r} sets weight {weight}; remove `weight:` (each model then "
+                "uses its own) or the model",
+            )
+        if bare and needs:
             raise lp.error(
                 ("models", i, "model"),
                 f"model {m.name!r} ({m.model}) scores only with references, but target(s) {', '.join(bare)} have no "

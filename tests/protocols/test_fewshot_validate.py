@@ -65,6 +65,11 @@ def test_references_on_training_data_and_models_that_need_them(
     text = text.replace("  - {name: winclip, model: winclip_tiny}", "  - {name: dino, model: anomalydino_tiny}")
     code, err = _validate(tmp_path, text, capsys, "--structure-only")
     assert code == 2 and "scores only with references" in err and "other" in err
+    weighted = BASE.replace("REFS", "{from: {split: train}, shots: [1], weight: 0.5}").replace(
+        "  - {name: winclip, model: winclip_tiny}", "  - {name: dino, model: anomalydino_tiny}"
+    )
+    code, err = _validate(tmp_path, weighted, capsys, "--structure-only")
+    assert code == 2 and "targets[0].references.weight" in err and "no zero-shot map" in err
     training = BASE.replace("REFS", "{from: {split: train}, shots: [1]}").replace(
         "  - {name: winclip, model: winclip_tiny}",
         "  - {name: clean, model: ad_dinov3_tiny}\ntraining:\n  epochs: 1\n  lr: 1.0e-3\n  datasets:\n"
