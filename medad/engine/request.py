@@ -183,7 +183,8 @@ class ScoreRequest:
         own = {f.name for f in dataclasses.fields(cls)} - {"paths", "out_dir", "settings"}
         if "references" in options and not _is_reference_set(options["references"]):  # paths, not a drawn set
             options = dict(options)
-            options["reference_paths"] = tuple(options.pop("references"))
+            given = options.pop("references")
+            options["reference_paths"] = (given,) if isinstance(given, str | Path) else tuple(given)
         unknown = sorted(set(options) - own - SETTINGS_FIELDS)
         if unknown:
             raise ConfigError(f"score_files got unknown option(s) {', '.join(unknown)}; see medad.engine.ScoreRequest")

@@ -60,7 +60,7 @@ def test_the_fused_map_follows_the_weight(tmp_path, folders):
     score_files([targets], tmp_path / "zero", **common)
     score_files([targets], tmp_path / "w0", references=[normals], shots=2, fewshot_weight=0.0, **common)
     score_files([targets], tmp_path / "w1", references=[normals], shots=2, fewshot_weight=1.0, **common)
-    score_files([targets], tmp_path / "half", references=[normals], shots=2, fewshot_weight=0.5, **common)
+    score_files([targets], tmp_path / "half", references=str(normals), shots=2, fewshot_weight=0.5, **common)
     zero, w0, w1, half = (_maps(tmp_path / n) for n in ("zero", "w0", "w1", "half"))
     np.testing.assert_allclose(w0, zero, atol=1e-5)
     assert np.abs(w1 - zero).max() > 1e-3
