@@ -158,3 +158,22 @@ def test_shipped_fewshot_protocol_validates_and_lists_what_is_missing(tmp_path: 
         [sys.executable, "-m", "medad.cli", "validate", str(path), "--structure-only"], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_rerun_reuses_every_stage_and_gives_the_same_metrics(run_dir: Path) -> None:
+    """Stage keys are stable: the same protocol again reuses every score stage (0-shot and few-shot draws)."""
+    from medad.protocols.runner import run_protocol
+
+    before = (run_dir / "metrics.json").read_bytes()
+    log = run_dir / "run.log"
+    scored = [line for line in log.read_text(encoding="utf-8").splitlines() if "score " in line and "done" in line]
+    assert len(scored) == 17  # 1 zero-shot + 16 few-shot stages, scored once
+    stages = json.loads((run_dir / "stages.json").read_text(encoding="utf-8"))
+    assert {"score/winclip", "score/winclip.2-shot.d1 brain", "score/anomalydino.1-shot.d0 head"} <= set(stages)
+    again = run_protocol(run_dir.parents[2] / "fewshot-twin.yaml", progress=False)
+    assert again == run_dir
+    assert json.loads((again / "stages.json").read_text(encoding="utf-8")) == stages
+    assert (again / "metrics.json").read_bytes() == before
+    lines = log.read_text(encoding="utf-8").splitlines()
+    assert [line for line in lines if "score " in line and "done" in line] == scored  # nothing scored again
+    assert sum("score " in line and "reused" in line for line in lines) >= 17  # 1 zero-shot + 16 few-shot stages
