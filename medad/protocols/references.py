@@ -112,12 +112,30 @@ def _pool_problem(spec: DatasetSpec) -> str | None:
 
     try:
         options: dict[str, Any] = dict(spec.options)  # load_manifest checks its own keywords
-        manifest = load_manifest(spec.root, spec.kind, **options)
-        pool, where = load_pool(spec, Path(spec.root), manifest)
-        scored_rows(manifest, draw_target(spec, pool, where))
+        checked_draws(spec, Path(spec.root), load_manifest(spec.root, spec.kind, **options))
     except DataError as exc:
         return str(exc)
     return None
+
+
+def checked_draws(spec: DatasetSpec, root: Path, manifest: pd.DataFrame) -> TargetDraws:
+    """Load a target's pool, draw every set and check each draw against the scored targets
+    (:func:`medad.engine.references.check_references`: no reference among the targets, one image kind).
+
+    Raises:
+        DataError: naming the key or the file and the fix.
+    """
+    from medad.engine.references import check_references
+
+    assert spec.references is not None
+    pool, where = load_pool(spec, root, manifest)
+    draws = draw_target(spec, pool, where)
+    targets = scored_rows(manifest, draws)
+    largest = max(spec.references.shots)
+    for shots, _, refs in draws.items():
+        if shots == largest:  # a draw's smaller sets are inside its largest one
+            check_references(refs, targets)
+    return draws
 
 
 def load_pool(spec: DatasetSpec, root: Path, manifest: pd.DataFrame) -> tuple[pd.DataFrame, str]:

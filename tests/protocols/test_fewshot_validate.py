@@ -87,6 +87,9 @@ def test_pool_smaller_than_the_shots_is_listed_where_data_exist(
     assert code == 2 and "targets[0].references" in err and "fewer than the 4 shots" in err
     code, err = _validate(tmp_path, BASE.replace("REFS", "{from: {split: train}, shots: [1, 2]}"), capsys)
     assert code == 0, err
+    leaking = BASE.replace("REFS", "{from: {folder: data/brain/Brain/test/good/img}, shots: [1]}")
+    code, err = _validate(tmp_path, leaking, capsys)
+    assert code == 2 and "is also among the targets" in err  # a reference folder holding target images
     missing = BASE.replace("REFS", "{from: {folder: normals}, shots: [1]}")
     code, err = _validate(tmp_path, missing, capsys)
     assert code == 2 and "targets[0].references.from.folder" in err and "reference folder" in err

@@ -80,21 +80,14 @@ def _draw_references(state: RunState) -> None:
     """Draw every target's references (before any training or scoring), check them against the scored targets
     and record them: case ids in ``private/references.json``, the drawn rows with their paths in
     ``private/references/<target>.csv``."""
-    from medad.engine.references import check_references
-    from medad.protocols.references import draw_target, load_pool, scored_rows
+    from medad.protocols.references import checked_draws
 
     records: dict[str, Any] = {}
     for spec in state.resolved.targets:
         if spec.references is None:
             continue
         data = state.datasets[spec.name]
-        pool, where = load_pool(spec, Path(data.root), data.manifest)
-        draws = draw_target(spec, pool, where)
-        targets = scored_rows(data.manifest, draws)
-        largest = max(spec.references.shots)
-        for shots, _, refs in draws.items():
-            if shots == largest:  # a draw's smaller sets are inside its largest one
-                check_references(refs, targets)
+        draws = checked_draws(spec, Path(data.root), data.manifest)
         state.references[spec.name] = draws
         records[spec.name] = draws.record()
         rows = pd.concat([refs.manifest.assign(shots=k, draw=d) for k, d, refs in draws.items()], ignore_index=True)
