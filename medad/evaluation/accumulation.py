@@ -35,6 +35,43 @@ class Scope:
     rows: list[int] = field(default_factory=list)
 
 
+Predictions = PredictionReader | Mapping[str, PredictionReader]
+"""One model's predictions: a reader over the whole manifest, or per dataset a reader over that dataset's rows (in
+manifest order; a few-shot run scores each target with its own references into its own folder)."""
+
+
+def covered(predictions: Predictions, datasets: list[str]) -> list[str]:
+    """The datasets these predictions cover."""
+    if isinstance(predictions, PredictionReader):
+        return list(datasets)
+    return [d for d in datasets if d in predictions]
+
+
+def _positions(manifest: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per dataset, the manifest rows it holds (ascending)."""
+    names = manifest["dataset"].astype(str).to_numpy()
+    return {str(d): np.flatnonzero(names == d) for d in np.unique(names)}
+
+
+def iter_maps(predictions: Predictions, dataset: str, rows: np.ndarray, positions: Mapping[str, np.ndarray]) -> Any:
+    """``(manifest row, map)`` of ``rows`` (ascending, all of ``dataset``) from these predictions."""
+    if isinstance(predictions, PredictionReader):
+        return predictions.iter_maps(rows)
+    local = np.searchsorted(positions[dataset], rows)
+    return ((int(g), m) for g, (_, m) in zip(rows, predictions[dataset].iter_maps(local), strict=True))
+
+
+def image_scores(predictions: Predictions, n: int, positions: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The image score of every manifest row (NaN where these predictions do not cover the row's dataset)."""
+    if isinstance(predictions, PredictionReader):
+        return predictions.image_scores[np.searchsorted(predictions.indices, np.arange(n))]
+    out = np.full(n, np.nan)
+    for dataset, reader in predictions.items():
+        rows = positions.get(dataset, np.zeros(0, np.int64))
+        out[rows] = reader.image_scores[np.searchsorted(reader.indices, np.arange(rows.size))]
+    return out
+
+
 @dataclass
 class Accumulated:
     """Everything the rows, intervals and comparisons of an evaluation are computed from.
@@ -64,6 +101,11 @@ class Accumulated:
     per_image: dict[str, dict[str, np.ndarray]]
     hists: dict[tuple[str, str], tuple[PixelHistograms, np.ndarray]]
     fpr_limit: float
+    covers: dict[str, list[str]] = field(default_factory=dict)
+
+    def covered(self, model: str, dataset: str) -> bool:
+        """Whether ``model`` has predictions of ``dataset`` (a few-shot run covers the targets with references)."""
+        return dataset in self.covers.get(model, [dataset])
 
     @property
     def datasets(self) -> list[str]:
@@ -139,16 +181,19 @@ class PassSettings:
 
 def accumulate(
     manifest: pd.DataFrame,
-    readers: Mapping[str, PredictionReader],
+    readers: Mapping[str, Predictions],
     mask_reader: Callable[[Mapping[str, Any]], np.ndarray],
     settings: PassSettings,
 ) -> Accumulated:
-    """Read every mask and map once and accumulate every model's metrics (``manifest`` indexed 0..N-1)."""
+    """Read every mask and map once and accumulate every model's metrics (``manifest`` indexed 0..N-1; a model
+    with predictions per dataset is accumulated on those datasets only)."""
     n = len(manifest)
     models = list(readers)
     label = manifest["label"].astype("Int64")
     groups = manifest["group_id"].astype(str).to_numpy() if "group_id" in manifest else np.arange(n).astype(str)
     keys = sorted({(str(d), str(c)) for d, c in zip(manifest["dataset"], manifest["class_name"], strict=True)})
+    positions = _positions(manifest)
+    covers = {m: covered(readers[m], sorted(positions)) for m in models}
     limit = max(settings.memory_limit_bytes // max(len(models) * len(keys), 1), 1 << 26)
     acc = Accumulated(
         manifest=manifest,
@@ -160,14 +205,16 @@ def accumulate(
             (m, key): Scope(PixelMetrics(settings.fpr_limit, settings.connectivity, memory_limit_bytes=limit))
             for m in models
             for key in keys
+            if key[0] in covers[m]
         },
-        image_scores={m: readers[m].image_scores[np.searchsorted(readers[m].indices, np.arange(n))] for m in models},
+        image_scores={m: image_scores(readers[m], n, positions) for m in models},
         per_image={m: {k: np.full(n, np.nan) for k in ("max", "dice", "iou", "inter", "pred", "true")} for m in models},
         hists={},
         fpr_limit=settings.fpr_limit,
+        covers=covers,
     )
     hists: dict[tuple[str, str], tuple[PixelHistograms, list[int]]] = {
-        (m, d): (PixelHistograms(), []) for m in models for d in {k[0] for k in keys}
+        (m, d): (PixelHistograms(), []) for m in models for d in covers[m]
     }
     labelled = label.notna().to_numpy()
     for key in keys:
@@ -180,8 +227,9 @@ def accumulate(
             masks = {int(i): mask_reader(manifest.iloc[int(i)].to_dict()) for i in chunk if labelled[i]}
             masks = {i: resize_mask(mk, settings.size) for i, mk in masks.items()}
             comps = {i: component_sizes(mk, settings.connectivity) for i, mk in masks.items()}
-            for m in models:
-                _add_chunk(acc, hists, m, key, readers[m].iter_maps(chunk), masks, comps, settings)
+            for m in (m for m in models if key[0] in covers[m]):
+                maps = iter_maps(readers[m], key[0], chunk, positions)
+                _add_chunk(acc, hists, m, key, maps, masks, comps, settings)
     acc.hists = {k: (h, np.asarray(pos, dtype=np.int64)) for k, (h, pos) in hists.items()}
     return acc
 

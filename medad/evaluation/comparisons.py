@@ -58,7 +58,7 @@ def compare(
     wanted = [k for k in COMPARED if k in metrics]
     n_res, seed = max(int(intervals.ci["n_resamples"]), 0), int(intervals.ci["seed"])
     for a, b in pairs:
-        for dataset in acc.datasets:
+        for dataset in (d for d in acc.datasets if acc.covered(a, d) and acc.covered(b, d)):
             classes = acc.classes(dataset)
             scopes = [(c, [c]) for c in classes] + ([(POOLED, classes)] if len(classes) > 1 else [])
             for class_name, cls in scopes:

@@ -34,13 +34,22 @@ import pandas as pd
 from medad.engine.features import manifest_fingerprint
 from medad.engine.predictions import PredictionReader, predictions_random_weights
 from medad.errors import ConfigError, DataError, DataWarning
-from medad.evaluation.accumulation import Accumulated, PassSettings, accumulate
+from medad.evaluation.accumulation import Accumulated, PassSettings, Predictions, accumulate
 from medad.evaluation.comparisons import compare, model_pairs
+from medad.evaluation.fewshot import FEWSHOT_NOTE, FewShotRun, fewshot_rows
 from medad.evaluation.intervals import DEFAULT_CI, Interval, Intervals
 from medad.evaluation.paper_view import paper_view
 from medad.evaluation.recorded import record_predictions
 from medad.evaluation.resolution import model_resolution, resolution_settings
-from medad.evaluation.rows import AGGREGATE_NOTES, AGGREGATES, ALL_METRICS, PER_IMAGE_COLUMNS, MetricRow, round_sig
+from medad.evaluation.rows import (
+    AGGREGATE_NOTES,
+    AGGREGATES,
+    ALL_METRICS,
+    IMAGE_METRICS,
+    PER_IMAGE_COLUMNS,
+    MetricRow,
+    round_sig,
+)
 from medad.evaluation.volumes import (
     VolumeResults,
     VolumeScore,
@@ -55,7 +64,7 @@ from medad.utils.io import write_json_atomic, write_text_atomic
 
 
 def evaluate(
-    predictions: Mapping[str, str | Path],
+    predictions: Mapping[str, str | Path | Mapping[str, str | Path]],
     manifest: pd.DataFrame,
     out_dir: str | Path,
     *,
@@ -71,12 +80,16 @@ def evaluate(
     mask_reader: Callable[[Mapping[str, Any]], np.ndarray] | None = None,
     resolution: str = "native",
     volume_score: str | VolumeScore = "max",
+    fewshot: Mapping[str, FewShotRun] | None = None,
+    dataset_titles: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Compute metrics, CIs, curves and comparisons for several models' predictions on one manifest.
 
     Args:
         predictions: model name -> predictions folder (``medad.engine.predictions`` layout); every manifest row
-            must have a prediction in every folder.
+            must have a prediction in every folder. A model may instead give ``{dataset: folder}``, each folder
+            scored on that dataset's rows in manifest order (a few-shot run: one folder per target); it is then
+            evaluated on those datasets only.
         manifest: the manifest (``medad.data`` contract); its row position is the prediction index.
         out_dir: evaluation folder to write.
         metrics: subset of :data:`~medad.evaluation.rows.ALL_METRICS`.
@@ -94,6 +107,11 @@ def evaluate(
             model's input size, as the released code evaluates; :mod:`medad.evaluation.resolution`).
         volume_score: how a volume's score comes from its slices' image scores: ``max``, ``topk_mean`` or
             ``topk_mean:K`` (:class:`~medad.evaluation.volumes.VolumeScore`; default k = 3).
+        fewshot: few-shot model label -> its :class:`~medad.evaluation.fewshot.FewShotRun` (base model, shots,
+            draw): ``metrics.json`` then holds ``fewshot`` rows, per shot count the mean over the draws with a
+            two-level bootstrap interval (:mod:`medad.evaluation.fewshot`).
+        dataset_titles: dataset name -> how reports name it (``medad.data.registry.dataset_title`` of its kind,
+            which says the source: ``BrainMRI (Kaggle)``); default: the title of each name that is a dataset kind.
 
     Returns:
         ``{"settings", "rows", "comparisons", "out_dir"}`` - the content of metrics.json and comparisons.json.
@@ -115,9 +133,12 @@ def evaluate(
         from medad.data import read_mask
 
         mask_reader = read_mask
-    readers = {name: PredictionReader(folder) for name, folder in predictions.items()}
-    random_weights = {name: predictions_random_weights(reader.meta) for name, reader in readers.items()}
-    size = model_resolution(resolution, {name: reader.meta for name, reader in readers.items()})
+    readers = {name: _readers(folder) for name, folder in predictions.items()}
+    metas = {f"{name}/{part}": reader.meta for name, parts in readers.items() for part, reader in _parts(parts)}
+    random_weights = {
+        name: any(predictions_random_weights(r.meta) for _, r in _parts(parts)) for name, parts in readers.items()
+    }
+    size = model_resolution(resolution, metas)
     manifest = manifest.reset_index(drop=True)
     if reads_mask_paths:  # no label and no mask anywhere: refused, not a table of n/a
         check_evaluable(manifest)
@@ -147,6 +168,7 @@ def evaluate(
         },
         "correction": correction,
         "models": models,
+        "dataset_titles": _titles(manifest, dataset_titles),
         "random_weights": random_weights,
         "aggregates": {k: note for k, note in AGGREGATE_NOTES.items() if k != "volume" or volumes},
         "dice_iou_aggregate": "mean over abnormal images (label 1); per image N/A when mask and prediction are empty",
@@ -167,9 +189,15 @@ def evaluate(
     out = Path(out_dir)
     if "warning" in settings:  # the terminal says it too (the CLI prints each DataWarning as one line)
         warnings.warn(settings["warning"], DataWarning, stacklevel=2)
-    record_predictions(out, predictions)  # what `medad report EVAL_DIR` draws heatmaps from
-    paper = paper_view(rows, {name: reader.meta for name, reader in readers.items()})  # medad/evaluation/paper_view.py
-    write_json_atomic(out / "metrics.json", round_sig({"settings": settings, "rows": rows, "paper_view": paper}))
+    # what `medad report EVAL_DIR` draws heatmaps from (a model with one folder for every dataset)
+    record_predictions(out, {k: v for k, v in predictions.items() if isinstance(v, (str, Path))})
+    first_metas = {name: _parts(parts)[0][1].meta for name, parts in readers.items()}  # one method per model label
+    paper = paper_view(rows, first_metas)  # the paper's table (medad/evaluation/paper_view.py)
+    content: dict[str, Any] = {"settings": settings, "rows": rows, "paper_view": paper}
+    if fewshot:  # only then: zero-shot evaluations keep their bytes
+        settings["fewshot"] = FEWSHOT_NOTE
+        content["fewshot"] = fewshot_rows(acc, fewshot, list(metrics), ci_cfg)
+    write_json_atomic(out / "metrics.json", round_sig(content))
     write_json_atomic(out / "curves.json", round_sig(curves))
     write_json_atomic(out / "comparisons.json", round_sig(comps))
     _write_per_image(out / "per_image.csv", acc, random_weights, volume_table(manifest, volumes))
@@ -177,37 +205,62 @@ def evaluate(
     return {"settings": settings, "rows": rows, "comparisons": comps, "out_dir": str(out)}
 
 
-def _check_predictions(readers: Mapping[str, PredictionReader], manifest: pd.DataFrame) -> None:
-    """Refuse predictions of other images, with skipped images, or lacking some manifest index.
+def _readers(folder: str | Path | Mapping[str, str | Path]) -> Predictions:
+    """The reader of one model's predictions folder, or per dataset one reader."""
+    if isinstance(folder, (str, Path)):
+        return PredictionReader(folder)
+    return {str(dataset): PredictionReader(path) for dataset, path in folder.items()}
+
+
+def _parts(predictions: Predictions) -> list[tuple[str, PredictionReader]]:
+    """(dataset or ``all``, reader) of one model's predictions."""
+    if isinstance(predictions, PredictionReader):
+        return [("all", predictions)]
+    return sorted(predictions.items())
+
+
+def _check_predictions(readers: Mapping[str, Predictions], manifest: pd.DataFrame) -> None:
+    """Refuse predictions of other images, with skipped images, or lacking some manifest index (a model with
+    predictions per dataset: each folder against that dataset's rows).
 
     Raises:
         DataError: naming the model, its folder and the fix.
     """
+    for name, parts in readers.items():
+        for part, reader in _parts(parts):
+            rows = manifest if part == "all" else manifest[manifest["dataset"].astype(str) == part]
+            if part != "all" and rows.empty:
+                raise DataError(
+                    f"predictions of {name!r} name dataset {part!r}, which the manifest does not hold; evaluate them "
+                    "with the manifest they were scored from"
+                )
+            _check_reader(name if part == "all" else f"{name} ({part})", reader, rows.reset_index(drop=True))
+
+
+def _check_reader(name: str, reader: PredictionReader, manifest: pd.DataFrame) -> None:
+    """One predictions folder against the rows it must cover (see :func:`_check_predictions`)."""
     n = len(manifest)
-    expected = manifest_fingerprint(manifest)
-    for name, reader in readers.items():
-        scored = reader.meta.get("manifest_hash")
-        if scored is not None and scored != expected:
-            raise DataError(
-                f"predictions of {name!r} in {reader.folder} were scored from other images than the dataset given "
-                "(manifest hashes differ), so their indices would pair maps with the wrong masks; score the dataset "
-                "itself, e.g. `medad score ROOT --kind KIND --out DIR`, then evaluate DIR/predictions"
-            )
-    for name, reader in readers.items():
-        missing = np.setdiff1d(np.arange(n), reader.indices)
-        skipped = [e for e in reader.skipped if e["index"] < n]
-        if skipped:  # unreadable at scoring time: never counted (as normal or otherwise) - refuse, naming them
-            shown = ", ".join(f"{e['index']} ({e['case_id']}: {e['reason']})" for e in skipped[:3])
-            raise DataError(
-                f"predictions of {name!r} in {reader.folder} skipped {len(skipped)} unreadable image(s), which "
-                f"would be missing from every metric: {shown}{' ...' if len(skipped) > 3 else ''}; fix or remove "
-                "them and rerun `medad score` (what was scored is reused), then evaluate again"
-            )
-        if missing.size:
-            raise DataError(
-                f"predictions of {name!r} lack manifest index {int(missing[0])} "
-                f"({missing.size} missing); score the whole manifest first"
-            )
+    scored = reader.meta.get("manifest_hash")
+    if scored is not None and scored != manifest_fingerprint(manifest):
+        raise DataError(
+            f"predictions of {name!r} in {reader.folder} were scored from other images than the dataset given "
+            "(manifest hashes differ), so their indices would pair maps with the wrong masks; score the dataset "
+            "itself, e.g. `medad score ROOT --kind KIND --out DIR`, then evaluate DIR/predictions"
+        )
+    missing = np.setdiff1d(np.arange(n), reader.indices)
+    skipped = [e for e in reader.skipped if e["index"] < n]
+    if skipped:  # unreadable at scoring time: never counted (as normal or otherwise) - refuse, naming them
+        shown = ", ".join(f"{e['index']} ({e['case_id']}: {e['reason']})" for e in skipped[:3])
+        raise DataError(
+            f"predictions of {name!r} in {reader.folder} skipped {len(skipped)} unreadable image(s), which "
+            f"would be missing from every metric: {shown}{' ...' if len(skipped) > 3 else ''}; fix or remove "
+            "them and rerun `medad score` (what was scored is reused), then evaluate again"
+        )
+    if missing.size:
+        raise DataError(
+            f"predictions of {name!r} lack manifest index {int(missing[0])} "
+            f"({missing.size} missing); score the whole manifest first"
+        )
 
 
 def _rows_and_curves(
@@ -216,16 +269,20 @@ def _rows_and_curves(
     """Per model and dataset: every class, then the class mean and the pooled scope, as metrics rows and curves."""
     rows: list[dict[str, Any]] = []
     curves: list[dict[str, Any]] = []
+    unmasked = _datasets_without_masks(acc.manifest)
 
     def emit(model: str, dataset: str, class_name: str, values: Mapping[str, Any], cis: Mapping[str, Interval],
              classes: list[str]) -> None:  # fmt: skip
         n_images = int(acc.rows_of(model, dataset, classes).size)
         for name in metrics:
-            row = _metric_row(model, dataset, class_name, name, values[name], cis, n_images, random_weights[model])
+            value = values[name]
+            if dataset in unmasked and name not in IMAGE_METRICS and isinstance(value, NotApplicable):
+                value = NotApplicable(f"{NO_MASKS}, so {value.reason}")
+            row = _metric_row(model, dataset, class_name, name, value, cis, n_images, random_weights[model])
             rows.append(row.to_dict())
 
     for model in acc.models:
-        for dataset in acc.datasets:
+        for dataset in (d for d in acc.datasets if acc.covered(model, d)):
             classes = acc.classes(dataset)
             per_class = {}
             for c in classes:
@@ -240,6 +297,26 @@ def _rows_and_curves(
                  classes)  # fmt: skip
             curves.append(_curves(acc, model, dataset, POOLED, classes))
     return rows, curves
+
+
+def _titles(manifest: pd.DataFrame, given: Mapping[str, str] | None) -> dict[str, str]:
+    """How reports name each dataset of the manifest (``settings.dataset_titles``; reports do not read medad.data)."""
+    from medad.data.registry import dataset_title
+
+    names = sorted(set(manifest["dataset"].astype(str)))
+    return {name: str((given or {}).get(name) or dataset_title(name)) for name in names}
+
+
+NO_MASKS = "the dataset has no masks (image labels only)"
+"""Why pixel metrics are not applicable on an image-level set (HeadCT, BrainMRI (Kaggle), Br35H, ...)."""
+
+
+def _datasets_without_masks(manifest: pd.DataFrame) -> set[str]:
+    """The datasets of the manifest none of whose rows has a mask file (image labels only)."""
+    if "mask_path" not in manifest.columns:
+        return set()
+    has_mask = manifest["mask_path"].fillna("").astype(str).str.len() > 0
+    return {str(d) for d, masked in has_mask.groupby(manifest["dataset"].astype(str)).any().items() if not masked}
 
 
 def _metric_row(
@@ -313,7 +390,8 @@ def _write_per_image(
             "volume_id": volumes["volume_id"].to_numpy(),
             "slice_order": volumes["slice_order"].array,
         }
-        frames.append(pd.DataFrame({column: values[column] for column in PER_IMAGE_COLUMNS}))
+        frame = pd.DataFrame({column: values[column] for column in PER_IMAGE_COLUMNS})
+        frames.append(frame[[acc.covered(m, d) for d in frame["dataset"]]])
     table = pd.concat(frames, ignore_index=True)
     write_text_atomic(path, table.to_csv(index=False, float_format="%.10g", lineterminator="\n"))
 

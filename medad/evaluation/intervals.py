@@ -72,7 +72,7 @@ class Intervals:
             return {}
         cls = acc.manifest["class_name"].astype(str).to_numpy()[rows_all]
         if mean:
-            statistic = _class_mean_statistic(acc, model, dataset, rows_all, cls, classes)
+            statistic = class_mean_statistic(acc, model, dataset, rows_all, cls, classes)
             strata: np.ndarray | None = cls
         else:
             statistic = acc.statistic(model, dataset, rows_all)
@@ -112,7 +112,7 @@ class Intervals:
         self.strata.add(f"{scope}: by {' and '.join(by)}" if by else f"{scope}: none")
 
 
-def _class_mean_statistic(
+def class_mean_statistic(
     acc: Accumulated, model: str, dataset: str, rows: np.ndarray, cls: np.ndarray, classes: list[str]
 ) -> Callable[[np.ndarray], np.ndarray]:
     """The bootstrap statistic of the class mean: each class's statistic on its own columns, averaged."""

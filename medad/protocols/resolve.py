@@ -62,9 +62,14 @@ class ResolvedProtocol(Protocol):
 
 
 def _dataset(spec: DatasetSpec, lp: LoadedProtocol) -> DatasetSpec:
-    if spec.root is None:
-        return spec
-    return spec.model_copy(update={"root": str(resolve_path(spec.root, lp.base_dir))})
+    update: dict[str, Any] = {}
+    if spec.root is not None:
+        update["root"] = str(resolve_path(spec.root, lp.base_dir))
+    refs = spec.references
+    if refs is not None and refs.source.folder is not None:  # a reference folder, resolved like a root
+        source = refs.source.model_copy(update={"folder": str(resolve_path(refs.source.folder, lp.base_dir))})
+        update["references"] = refs.model_copy(update={"source": source})
+    return spec.model_copy(update=update) if update else spec
 
 
 def _source(source: WeightSource | None, lp: LoadedProtocol) -> WeightSource | None:

@@ -35,7 +35,7 @@ class Missing:
         return f"{self.where}: {self.key}: {self.what}; {self.hint}"
 
 
-def _check_path(
+def check_path(
     lp: LoadedProtocol, loc: Loc, written: str, resolved: str, what: str, hint: str, out: list[Missing]
 ) -> None:
     """Check one resolved path: its variables are set and it exists (``written``: as in the protocol)."""
@@ -71,12 +71,12 @@ def _model_missing(lp: LoadedProtocol, i: int, m: ModelSpec, r: ModelSpec, out: 
         resolved = resolved_sources[role]
         loc: Loc = ("models", i, "weights", role)
         if source.file is not None and resolved.file is not None:
-            _check_path(lp, (*loc, "file"), source.file, resolved.file, f"{role} weights file", hint, out)
+            check_path(lp, (*loc, "file"), source.file, resolved.file, f"{role} weights file", hint, out)
         elif source.id is None:
             out.append(Missing(lp.where(loc), format_loc(loc), f"{role} weights name neither `id:` nor `file:`", hint))
     if m.checkpoint is not None and r.checkpoint is not None:
         fix = "train one with a protocol that has a `training:` section, or fix the path"
-        _check_path(lp, ("models", i, "checkpoint"), m.checkpoint, r.checkpoint, "checkpoint folder", fix, out)
+        check_path(lp, ("models", i, "checkpoint"), m.checkpoint, r.checkpoint, "checkpoint folder", fix, out)
         _check_checkpoint_compat(lp, i, m, r.checkpoint, out)
 
 
@@ -130,10 +130,13 @@ def check_resources(lp: LoadedProtocol, *, output: bool = True) -> list[Missing]
     resolved = lp.resolved
     for (loc, spec), (_, r) in zip(dataset_locs(lp.protocol), dataset_locs(resolved), strict=True):
         if spec.root is not None and r.root is not None:
-            _check_path(lp, (*loc, "root"), spec.root, r.root, f"{spec.name} root", _dataset_hint(spec), out)
+            check_path(lp, (*loc, "root"), spec.root, r.root, f"{spec.name} root", _dataset_hint(spec), out)
     for i, (m, r_model) in enumerate(zip(lp.protocol.models, resolved.models, strict=True)):
         _model_missing(lp, i, m, r_model, out)
     _executor_missing(lp, out)
+    from medad.protocols.references import references_missing
+
+    out += references_missing(lp)
     return out
 
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import Field, SerializerFunctionWrapHandler, StringConstraints, model_serializer
+from pydantic import (
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+    model_validator,
+)
 
 from medad.stats.defaults import CI_LEVEL, CI_METHOD, CI_RESAMPLES, CI_SEED
 from medad.utils.config import StrictModel as _Strict
@@ -41,6 +48,68 @@ class SyntheticSource(_Strict):
     classes: list[Name] | None = None
 
 
+class ReferencePool(_Strict):
+    """Where a target's few-shot references are drawn from (exactly one key).
+
+    Attributes:
+        split: a split of the target's own layout (read like the target, with this ``split``), e.g. ``train``
+            (BMAD's ``train/good``, MVTec's ``train/good``).
+        folder: a folder of normal images (read in its layout, every split; as ``medad score --reference``);
+            ``${VAR}`` allowed, relative to the protocol file's folder.
+        target_normals: the target's own normal images (label 0); every drawn image is removed from the scored
+            targets, for every model and shot count (sets without a normal training split, e.g. HeadCT).
+    """
+
+    split: Name | None = None
+    folder: str | None = None
+    target_normals: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ReferencePool:
+        given = [k for k in ("split", "folder") if getattr(self, k) is not None] + (
+            ["target_normals"] if self.target_normals else []
+        )
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of split, folder or target_normals (got {', '.join(given) or 'none'}), e.g. "
+                "{split: train}"
+            )
+        return self
+
+    def describe(self) -> str:
+        """The pool in words (messages, reports)."""
+        if self.split is not None:
+            return f"split {self.split}"
+        return "a reference folder" if self.folder is not None else "the target's normal images"
+
+
+class ReferencesSpec(_Strict):
+    """A target's few-shot references (``targets[i].references``): every model is also scored with ``shots`` normal
+    images drawn from ``from``, ``draws`` times per shot count (the 0-shot run is the plain one).
+
+    Attributes:
+        source: where the references come from (the YAML key ``from``).
+        shots: the shot counts, each >= 1 (e.g. ``[1, 2, 4]``).
+        draws: independent draws per shot count (a larger shot count keeps a smaller one's images).
+        seed: the draws' seed.
+        weight: the few-shot map's weight in the fused map (empty: each model's ``fewshot_weight``).
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    source: ReferencePool = Field(alias="from")
+    shots: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    draws: Annotated[int, Field(ge=1)] = 1
+    seed: int = 0
+    weight: Annotated[float, Field(ge=0, le=1)] | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Dump ``source`` under its YAML key ``from`` (the resolved protocol reads back as written)."""
+        data: dict[str, Any] = handler(self)
+        return {"from": data.pop("source"), **data}
+
+
 class DatasetSpec(_Strict):
     """One dataset: where it lies (a root folder or a synthetic source) and how to read it.
 
@@ -51,6 +120,7 @@ class DatasetSpec(_Strict):
             relative to the protocol file's folder.
         synthetic: name of a ``synthetic:`` source instead of a root.
         options: extra keyword arguments of ``medad.data.load_manifest`` (e.g. ``split``).
+        references: targets only: few-shot references (``docs/protocols.md``, *Few-shot studies*).
     """
 
     name: Name
@@ -58,6 +128,15 @@ class DatasetSpec(_Strict):
     root: str | None = None
     synthetic: Name | None = None
     options: Options = Field(default_factory=dict)
+    references: ReferencesSpec | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave unset ``references`` out, so a protocol without them keeps its resolved form and config hash."""
+        data: dict[str, Any] = handler(self)
+        if self.references is None:
+            data.pop("references", None)
+        return data
 
 
 class WeightSource(_Strict):

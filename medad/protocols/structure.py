@@ -276,6 +276,9 @@ def check_structure(lp: LoadedProtocol) -> None:
     _check_exports(lp)
     _check_executor(lp)
     check_static_overlap(lp)
+    from medad.protocols.references import check_references_structure
+
+    check_references_structure(lp)
 
 
 def _check_model(lp: LoadedProtocol, i: int, m: ModelSpec) -> None:

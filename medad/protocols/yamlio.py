@@ -157,6 +157,9 @@ def shareable_protocol(resolved: dict[str, Any]) -> dict[str, Any]:
         if dataset.get("root") is not None:
             dataset["root"] = placeholder("root", dataset.get("name"))
         _hide_option_paths(dataset, dataset.get("name"))
+        pool = (dataset.get("references") or {}).get("from") or {}
+        if pool.get("folder") is not None:
+            pool["folder"] = placeholder("reference folder", dataset.get("name"))
     for model in data.get("models", []):
         _hide_option_paths(model, model.get("name"))  # e.g. a release checkpoint (release_weights)
         if model.get("checkpoint") is not None:

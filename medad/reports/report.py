@@ -42,6 +42,7 @@ from medad.reports.cases import (
     resolve_predictions,
     select_cases,
 )
+from medad.reports.fewshot import fewshot_figure, fewshot_tables, load_fewshot
 from medad.reports.loader import EvaluationResults, load_evaluation
 from medad.reports.paper import paper_sections
 from medad.reports.plots import (
@@ -57,6 +58,7 @@ from medad.reports.tables import (
     class_order,
     comparisons_table,
     confidence_percent,
+    dataset_label,
     fmt_number,
     results_grids,
     results_table,
@@ -231,8 +233,12 @@ def _build_sections(
     section = _Section("Results")
     section.paragraphs.append(f"Each cell: value [{ci_label}]. 'images' is the number of images in the row.")
     for (model, dataset), grid in results_grids(results).items():
-        section.tables.append((f"{model} on {dataset}", grid.reset_index()))
+        section.tables.append((f"{model} on {dataset_label(settings, dataset)}", grid.reset_index()))
     sections.append(section)
+
+    fewshot = load_fewshot(evaluation.folder)
+    if not fewshot.empty:
+        sections.append(_fewshot_section(fewshot, ci_label, settings))
 
     comparisons = comparisons_table(evaluation)
     section = _Section("Comparisons")
@@ -305,10 +311,27 @@ def _build_sections(
     }
     if not evaluation.per_volume.empty:
         tables["volumes"] = evaluation.per_volume
+    if not fewshot.empty:
+        tables["fewshot"] = fewshot
     if random_models:
         flagged = {"setting": "models with random weights", "key": "random_weights", "value": ", ".join(random_models)}
         tables["settings"] = pd.concat([settings_out, pd.DataFrame([flagged])], ignore_index=True)
     return sections, tables
+
+
+def _fewshot_section(fewshot: pd.DataFrame, ci_label: str, settings: dict[str, Any]) -> _Section:
+    """Metrics against shots per model: a table and a plot per dataset (class mean)."""
+    section = _Section("Few-shot")
+    section.paragraphs.append(
+        f"Each model at 0 shots (its zero-shot run) and with k normal reference images; each cell: the mean over the "
+        f"reference draws [{ci_label}]. {settings.get('fewshot', '')}"
+    )
+    for dataset, table in fewshot_tables(fewshot).items():
+        name = dataset_label(settings, dataset)
+        section.tables.append((f"Few-shot on {name} (class mean)", table))
+        png = fewshot_figure(dataset, fewshot)
+        section.figures.append(_Figure(_safe_name("fewshot", dataset), f"Metrics against shots on {name}", png))
+    return section
 
 
 def _banner_text(random_models: list[str]) -> str:

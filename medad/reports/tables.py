@@ -122,6 +122,13 @@ def format_result(row: pd.Series | dict[str, Any], digits: int = 3) -> str:
     return f"{value} [{fmt_number(row['ci_low'], digits)}, {fmt_number(row['ci_high'], digits)}]"
 
 
+def dataset_label(settings: dict[str, Any], dataset: str) -> str:
+    """How a report names a dataset: its recorded title, which says the source (``settings.dataset_titles``, e.g.
+    ``brainmri — BrainMRI (Kaggle)``), or its name when the evaluation recorded none or the title is the name."""
+    title = (settings.get("dataset_titles") or {}).get(dataset)
+    return f"{dataset} — {title}" if title and title != dataset else dataset
+
+
 def metric_label(metric: str) -> str:
     """Display name of a metric (``pixel_auroc`` -> ``Pixel AUROC``); unknown names are shown as they are."""
     return METRIC_LABELS.get(metric, metric)

@@ -87,6 +87,17 @@ class ModelRun:
 
 
 @dataclass
+class FewShotRun:
+    """One few-shot model run: a model run scored with ``shots`` references of draw ``draw``, one predictions
+    folder per target that has references."""
+
+    base: str
+    shots: int
+    draw: int
+    predictions: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
 class RunState:
     """Everything the stages share while a protocol runs (each stage reads what the earlier ones left)."""
 
@@ -107,6 +118,8 @@ class RunState:
     stage_keys: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     manifest: pd.DataFrame | None = None
+    references: dict[str, Any] = field(default_factory=dict)  # target -> references.TargetDraws (data stage)
+    fewshot: dict[str, FewShotRun] = field(default_factory=dict)  # few-shot label -> its run (score stage)
     evaluation: Stage | None = None
     stats: Stage | None = None
 

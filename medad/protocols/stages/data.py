@@ -7,10 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from medad.protocols.manifests import DatasetData, FileHashCache, check_file_overlap, fingerprint, write_data_manifests
 from medad.protocols.schema import DatasetSpec
 from medad.protocols.stages.base import Advance, RunState, StageTask, ignore, rel_link, run_tasks
 from medad.protocols.structure import check_data_settings, dataset_locs
+from medad.utils.io import write_json_atomic, write_text_atomic
 from medad.utils.privacy import PRIVATE
 
 
@@ -72,3 +75,24 @@ def run(state: RunState) -> None:
     if p.intended_overlap and trained:
         state.notes.append("the protocol sets intended_overlap: training data may overlap the targets")
     check_data_settings(state.lp, state.datasets)
+    _draw_references(state)
+
+
+def _draw_references(state: RunState) -> None:
+    """Draw every target's references (before any training or scoring), check them against the scored targets
+    and record them: case ids in ``private/references.json``, the drawn rows with their paths in
+    ``private/references/<target>.csv``."""
+    from medad.protocols.references import checked_draws
+
+    records: dict[str, Any] = {}
+    for spec in state.resolved.targets:
+        if spec.references is None:
+            continue
+        data = state.datasets[spec.name]
+        draws = checked_draws(spec, Path(data.root), data.manifest)
+        state.references[spec.name] = draws
+        records[spec.name] = draws.record()
+        rows = pd.concat([refs.manifest.assign(shots=k, draw=d) for k, d, refs in draws.items()], ignore_index=True)
+        write_text_atomic(state.run_dir / PRIVATE / "references" / f"{spec.name}.csv", rows.to_csv(index=False))
+    if records:
+        write_json_atomic(state.run_dir / PRIVATE / "references.json", records)

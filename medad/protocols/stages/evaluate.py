@@ -4,12 +4,13 @@ stored stage), and the opt-in epoch sweep (``training.epoch_sweep``, :mod:`medad
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from medad.evaluation.fewshot import FewShotRun
 from medad.protocols.epoch_sweep import SWEEP_METRICS, SWEEP_NOTE, run_epoch_sweep
 from medad.protocols.manifests import DatasetData
 from medad.protocols.stages.base import Advance, ModelRun, RunState, StageTask, class_words, ignore, rel_link, run_tasks
@@ -68,6 +69,9 @@ class EvaluateJob:
     resolution: str
     sweep: EpochSweep | None
     volume_score: str = "max"
+    fewshot: Mapping[str, FewShotRun] = field(default_factory=dict)
+    fewshot_predictions: Mapping[str, Mapping[str, Path]] = field(default_factory=dict)
+    titles: Mapping[str, str] = field(default_factory=dict)
 
     def __call__(self, advance: Advance | None) -> dict[str, Any]:
         from medad.data import read_mask
@@ -82,7 +86,7 @@ class EvaluateJob:
             return mask
 
         evaluate(
-            dict(self.predictions),
+            {**self.predictions, **self.fewshot_predictions},
             self.evaluated,
             self.folder / "evaluation",
             metrics=list(self.metrics) if self.metrics else ALL_METRICS,
@@ -92,6 +96,8 @@ class EvaluateJob:
             mask_reader=counted_read_mask,
             resolution=self.resolution,
             volume_score=self.volume_score,
+            fewshot=dict(self.fewshot) or None,
+            dataset_titles=dict(self.titles),
         )
         if self.sweep is not None:
             self.sweep(self.manifest, self.evaluated, self.folder / "evaluation", read_mask)
@@ -99,13 +105,17 @@ class EvaluateJob:
 
 
 def comparisons(state: RunState) -> list[tuple[str, str]]:
-    """Model pairs to compare: the protocol's pairs, seed by seed where both models were trained per seed."""
+    """Model pairs to compare: the protocol's pairs, seed by seed where both models were trained per seed; then
+    every few-shot run against its own 0-shot run (one family with the protocol's pairs for the correction)."""
     out: list[tuple[str, str]] = []
     for a, b in state.resolved.statistics.comparisons:
         for ra in (r for r in state.models if r.spec.name == a):
             for rb in (r for r in state.models if r.spec.name == b):
                 if ra.seed is None or rb.seed is None or ra.seed == rb.seed:
                     out.append((ra.label, rb.label))
+    for label, run in state.fewshot.items():
+        if run.base in state.predictions:
+            out.append((label, run.base))
     return out
 
 
@@ -126,6 +136,8 @@ def _sweep(state: RunState) -> EpochSweep:
 
 def run(state: RunState) -> None:
     """Evaluate every model run's predictions on the targets; link ``evaluation/`` into the run folder."""
+    from medad.data.registry import dataset_title
+
     p = state.resolved
     stats = p.statistics
     manifest = state.targets_manifest()
@@ -135,6 +147,10 @@ def run(state: RunState) -> None:
         "comparisons": comparisons(state),
         "models": sorted(state.predictions),
     }
+    runs = {label: FewShotRun(r.base, r.shots, r.draw) for label, r in sorted(state.fewshot.items())}
+    if runs:  # only then: zero-shot stages keep their keys
+        config["models"] = sorted([*state.predictions, *runs])
+        config["fewshot"] = {label: [r.base, r.shots, r.draw] for label, r in runs.items()}
     if p.evaluation_resolution != "native":  # only then: native stages keep their keys
         config["resolution"] = p.evaluation_resolution
     if p.evaluation_volume_score != "max":  # likewise: the default keeps the stage key
@@ -160,6 +176,9 @@ def run(state: RunState) -> None:
         resolution=p.evaluation_resolution,
         sweep=_sweep(state) if sweep else None,
         volume_score=p.evaluation_volume_score,
+        fewshot=runs,
+        titles={t.name: dataset_title(t.kind) for t in p.targets},
+        fewshot_predictions={label: dict(r.predictions) for label, r in state.fewshot.items()},
     )
     run_tasks(state, [StageTask(stage, "all targets", labelled, config, job)])
     rel_link(state.run_dir / "evaluation", stage.folder / "evaluation")

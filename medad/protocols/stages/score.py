@@ -11,9 +11,12 @@ from typing import Any
 import pandas as pd
 import torch
 
+from medad.engine.references import ReferenceSet
 from medad.engine.request import DEFAULT_SEED, ScoreSettings
+from medad.protocols.references import fewshot_label
 from medad.protocols.stages.base import (
     Advance,
+    FewShotRun,
     ModelRun,
     RunState,
     StageTask,
@@ -90,27 +93,49 @@ def study_notes(run: ModelRun) -> dict[str, Any]:
     return notes
 
 
+def _target_rows(state: RunState, name: str) -> pd.DataFrame:
+    """One target's scored rows (``dataset`` = its protocol name): its own normals drawn as references left out."""
+    from medad.protocols.references import scored_rows
+
+    frame = scored_rows(state.datasets[name].manifest, state.references.get(name)).copy()
+    frame["dataset"] = name
+    return frame
+
+
 def _targets_manifest(state: RunState) -> pd.DataFrame:
     """All targets in one manifest (``dataset`` = the target's protocol name; row position = index)."""
-    frames = []
-    for target in state.resolved.targets:
-        frame = state.datasets[target.name].manifest.copy()
-        frame["dataset"] = target.name
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([_target_rows(state, target.name) for target in state.resolved.targets], ignore_index=True)
 
 
-def _task(state: RunState, run: ModelRun, manifest: pd.DataFrame) -> StageTask:
-    """The score task of one model run."""
+def _removed(state: RunState, names: list[str]) -> dict[str, list[str]]:
+    """Per target, the case ids of its own normals removed from scoring (drawn as references)."""
+    out: dict[str, list[str]] = {}
+    for name in names:
+        draws = state.references.get(name)
+        if draws is not None and draws.removed:
+            out[name] = sorted({i for s in draws.record()["sets"] for i in s["case_ids"]})
+    return out
+
+
+def _task(
+    state: RunState,
+    run: ModelRun,
+    manifest: pd.DataFrame,
+    names: list[str] | None = None,
+    references: tuple[str, ReferenceSet] | None = None,
+) -> StageTask:
+    """The score task of one model run on the targets ``names`` (default all), few-shot with ``references``
+    (the target they belong to and the drawn set)."""
     p = state.resolved
-    targets = [state.datasets[t.name] for t in p.targets]
+    names = [t.name for t in p.targets] if names is None else names
+    targets = [state.datasets[name] for name in names]
     spec = p.models[p.model_index(run.spec.name)]
     words = class_words(run.spec, targets)
     config: dict[str, Any] = {
         "model": model_config(spec),
         "image_score": run.spec.image_score,
         "class_words": words,
-        "targets": [t.name for t in p.targets],
+        "targets": names,
         "device": torch.device(state.job_device).type,
         "checkpoint_files": None if run.train_key or run.checkpoint is None else run.card,
     }
@@ -121,6 +146,11 @@ def _task(state: RunState, run: ModelRun, manifest: pd.DataFrame) -> StageTask:
         config["tiling"] = {"tile": True, "tile_overlap": p.scoring.tile_overlap}
     if run.spec.compat == "reference":  # words from the release's fixed table (earlier: the user's paths)
         config["reference_words"] = "per-dataset-table"
+    removed = _removed(state, names)
+    if removed:  # only then: protocols without references keep their keys
+        config["removed_references"] = removed
+    if references is not None:
+        config["references"] = {"target": references[0], **references[1].record()}
     upstream = [run.train_key] if run.train_key else []
     stage = state.store.stage("score", config, upstream=upstream, data=[d.content_hash for d in targets])
     settings = ScoreSettings(
@@ -133,6 +163,7 @@ def _task(state: RunState, run: ModelRun, manifest: pd.DataFrame) -> StageTask:
         tile=p.scoring.tile,
         tile_overlap=p.scoring.tile_overlap,
         seed=DEFAULT_SEED if run.seed is None else run.seed,  # a trained run's seed; else the default
+        references=None if references is None else references[1],
     )
     job = ScoreJob(
         folder=stage.folder,
@@ -144,21 +175,49 @@ def _task(state: RunState, run: ModelRun, manifest: pd.DataFrame) -> StageTask:
         settings=settings,
         study=study,
     )
+    item = run.label if references is None else f"{fewshot_label(run.label, references[1].shots, references[1].draw)} "
+    item += "" if references is None else references[0]
     return StageTask(
-        stage, run.label, len(manifest), config, job, resumable=True, unusable=unusable_predictions, distributable=True
+        stage, item, len(manifest), config, job, resumable=True, unusable=unusable_predictions, distributable=True
     )
 
 
+def _fewshot_tasks(state: RunState, run: ModelRun) -> list[tuple[FewShotRun, str, StageTask]]:
+    """(few-shot run, target, task) of one model run: per target with references, per shot count and draw."""
+    out = []
+    for name, draws in state.references.items():
+        rows = _target_rows(state, name)
+        for shots, draw, refs in draws.items():
+            label = fewshot_label(run.label, shots, draw)
+            fewshot = state.fewshot.setdefault(label, FewShotRun(run.label, shots, draw))
+            out.append((fewshot, name, _task(state, run, rows, [name], (name, refs))))
+    return out
+
+
 def run(state: RunState) -> None:
-    """Score the targets with every model run; link the predictions and write the targets manifest."""
+    """Score the targets with every model run (0-shot, unless the model scores only with references, then with
+    every target's references); link the predictions and write the targets manifest."""
+    from medad.models import model_class
+
     manifest = _targets_manifest(state)
-    tasks = [_task(state, model_run, manifest) for model_run in state.models]
-    records = run_tasks(state, tasks)
-    for model_run, task, record in zip(state.models, tasks, records, strict=True):
-        if model_run.checkpoint is None:
-            model_run.card = record.get("card", {})
+    plain = [r for r in state.models if not getattr(model_class(r.spec.model), "needs_references", False)]
+    tasks = [(r, _task(state, r, manifest)) for r in plain]
+    fewshot = [(r, *t) for r in state.models for t in _fewshot_tasks(state, r)]
+    records = run_tasks(state, [task for _, task in tasks] + [task for *_, task in fewshot])
+    cards: dict[str, dict[str, Any]] = {}
+    for (model_run, task), record in zip(tasks, records[: len(tasks)], strict=True):
+        cards.setdefault(model_run.label, record)
         state.predictions[model_run.label] = task.stage.folder / "predictions"
         state.score_keys[model_run.label] = task.stage.key
         rel_link(state.run_dir / "predictions" / model_run.label, task.stage.folder / "predictions")
+    for (model_run, few, target, task), record in zip(fewshot, records[len(tasks) :], strict=True):
+        cards.setdefault(model_run.label, record)
+        few.predictions[target] = task.stage.folder / "predictions"
+        label = fewshot_label(few.base, few.shots, few.draw)
+        state.score_keys[f"{label}/{target}"] = task.stage.key
+        rel_link(state.run_dir / "predictions" / label / target, task.stage.folder / "predictions")
+    for model_run in state.models:
+        if model_run.checkpoint is None:
+            model_run.card = cards.get(model_run.label, {}).get("card", {})
     state.manifest = manifest
     write_text_atomic(state.run_dir / PRIVATE / "manifest.csv", manifest.to_csv(index=False, lineterminator="\n"))
