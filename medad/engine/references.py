@@ -155,7 +155,7 @@ def check_references(refs: ReferenceSet, targets: pd.DataFrame) -> None:
     """Refuse references that would make a few-shot result meaningless.
 
     A reference that is also a target (same file, or same content by sha256: the nearest neighbour of a target
-    would be itself) and references of another image kind than the targets (another channel count, greyscale
+    would be itself) and references of an image kind the targets do not hold (another channel count, greyscale
     against colour, or another source format, e.g. DICOM against PNG exports: the features change with what the
     reader does) are refused. Another image size is not: every image is resized to the model input.
 
@@ -228,27 +228,27 @@ def image_kind(row: Mapping[str, Any]) -> str:
 
 
 def _refuse_other_kind(references: pd.DataFrame, targets: pd.DataFrame) -> None:
-    """All references must be of one image kind, and every target of that kind."""
-    ref_rows = references.to_dict("records")
-    kinds = [image_kind(r) for r in ref_rows]
-    for row, kind in zip(ref_rows, kinds, strict=True):
-        if kind != kinds[0]:
-            raise DataError(
-                f"reference {row_name(row)} is {kind} but reference {row_name(ref_rows[0])} is {kinds[0]}; "
-                "give references of one kind, stored as the targets are"
-            )
+    """Every reference must be of an image kind that the targets hold.
+
+    Targets of one kind (the usual case) take references of that kind only. A target set that itself mixes kinds
+    (a public download holding greyscale and RGB copies of the same kind of image, e.g. Kaggle's BrainMRI and HeadCT)
+    takes references of any kind it holds, since the reader turns each of them into the same RGB input."""
+    first: dict[str, Mapping[str, Any]] = {}
     seen: set[str] = set()
     for row in targets.to_dict("records"):
         path = str(row["image_path"])
         if path in seen:  # the frames of one DICOM file, the slices of one NIfTI volume: one header
             continue
         seen.add(path)
+        first.setdefault(image_kind(row), row)
+    for row in references.to_dict("records"):
         kind = image_kind(row)
-        if kind != kinds[0]:
+        if first and kind not in first:
+            held = " and ".join(sorted(first))
+            example = row_name(next(iter(first.values())))
             raise DataError(
-                f"target {row_name(row)} is {kind} but the references are {kinds[0]} (e.g. {row_name(ref_rows[0])}); "
-                "give references stored as the targets are (same channel count and format), or score the two kinds "
-                "separately"
+                f"reference {row_name(row)} is {kind} but the targets are {held} (e.g. {example}); give references "
+                "stored as the targets are (same channel count and format), or score the two kinds separately"
             )
 
 

@@ -103,11 +103,26 @@ def test_references_of_another_channel_count_are_refused_another_size_is_not(tmp
     refs = draw_references(_pool(write_pngs(tmp_path / "refs", 2, size=32)), 2, seed=0, source="refs")
     check_references(refs, _pool(write_pngs(tmp_path / "big", 1, seed=3, size=48)))
     grey = _pool(write_pngs(tmp_path / "grey", 1, grey=True, seed=4))
-    with pytest.raises(DataError, match=r"target .*grey/ref_0.png is image, greyscale but the references are image, "):
+    with pytest.raises(
+        DataError, match=r"refs/ref_\d.png is image, colour but the targets are image, grey"
+    ):
         check_references(refs, grey)
     mixed = pd.concat([refs.manifest, grey], ignore_index=True)
-    with pytest.raises(DataError, match="give references of one kind"):
+    with pytest.raises(DataError, match=r"grey/ref_0.png is image, greyscale but the targets are image, colour"):
         check_references(ReferenceSet(mixed, 3, 0, 0), _pool(tmp_path / "big"))
+
+
+def test_targets_that_mix_greyscale_and_colour_take_references_of_either(tmp_path):
+    """Public downloads (Kaggle's BrainMRI, HeadCT) hold greyscale and RGB copies of one kind of image: the reader
+    makes the same RGB input of both, so such a target set takes references of either kind."""
+    grey_refs = draw_references(_pool(write_pngs(tmp_path / "grey", 2, grey=True)), 2, seed=0, source="grey")
+    mixed = pd.concat(
+        [_pool(write_pngs(tmp_path / "rgb", 2, seed=5)), _pool(write_pngs(tmp_path / "g2", 1, grey=True, seed=6))],
+        ignore_index=True,
+    )
+    check_references(grey_refs, mixed)
+    with pytest.raises(DataError, match="greyscale but the targets are image, colour"):
+        check_references(grey_refs, _pool(tmp_path / "rgb"))
 
 
 def test_describe_record_names_a_zero_shot_run():
@@ -123,7 +138,8 @@ def test_references_of_another_source_format_are_refused_and_named_by_case_id(tm
     nib.save(nib.Nifti1Image(volume, np.eye(4)), str(tmp_path / "patient_smith.nii.gz"))
     refs = draw_references(_pool(tmp_path / "patient_smith.nii.gz"), 2, seed=0, source="volume")
     grey = _pool(write_pngs(tmp_path / "grey", 1, grey=True))
-    with pytest.raises(DataError, match=r"are nifti, greyscale \(e.g. nifti image of case case-[0-9a-f]+\)") as err:
+    said = r"reference nifti image of case case-[0-9a-f]+ is nifti, greyscale but the targets are image"
+    with pytest.raises(DataError, match=said) as err:
         check_references(refs, grey)
     assert "smith" not in str(err.value)
 
