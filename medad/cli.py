@@ -404,13 +404,14 @@ def score_command(
     if export:
         from medad.dicomweb import finished_export
 
-        folder = finished_export(out / "export", export, to) or export_run(
+        folder = finished_export(out / "export", export, to, per_file=per_file) or export_run(
             out / "predictions",
             formats=export,
             threshold=threshold,
             deidentify=deidentify,
             out_dir=out / "export",
             per_file=per_file,
+            overwrite=(out / "export" / "export.json").is_file(),  # this run's own export, asked with other options
         )
         summary, export_skipped = export_summary(folder)
         typer.echo(f"exported {export} to {folder}: {summary}")
