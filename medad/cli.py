@@ -585,7 +585,10 @@ def export_model_command(
 
 
 WATCH_SOURCE_HELP = "Orthanc's REST root, e.g. http://pacs:8042: its /changes feed names the studies to score."
-WATCH_TO_HELP = "DICOMweb root that receives the results (STOW-RS), e.g. http://pacs:8042/dicom-web."
+WATCH_TO_HELP = (
+    "Where the results go: a DICOMweb root (STOW-RS), e.g. http://pacs:8042/dicom-web, or a DIMSE peer (C-STORE), "
+    "dicom://AET@HOST:PORT."
+)
 
 
 @app.command("watch")
@@ -614,6 +617,7 @@ def watch_command(
         Path | None, typer.Option("--credentials", help="File of MEDAD_DICOMWEB_*=VALUE lines (chmod 600).")
     ] = None,
     ca_bundle: Annotated[Path | None, typer.Option("--ca-bundle", help=CA_HELP)] = None,
+    calling_aet: Annotated[str | None, typer.Option("--calling-aet", help=CALLING_AET_HELP)] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: CUDA if any).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 8,
     class_word: Annotated[str | None, typer.Option("--class-word", help=CLASS_WORD_HELP)] = None,
@@ -656,6 +660,7 @@ def watch_command(
         once=once,
         backlog=backlog,
         ca_bundle=None if ca_bundle is None else str(ca_bundle),
+        calling_aet=calling_aet,
     )
     typer.echo(run_node(settings).describe())
 
