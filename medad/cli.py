@@ -404,13 +404,14 @@ def score_command(
     if export:
         from medad.dicomweb import finished_export
 
-        folder = finished_export(out / "export", export, to) or export_run(
+        folder = finished_export(out / "export", export, to, per_file=per_file) or export_run(
             out / "predictions",
             formats=export,
             threshold=threshold,
             deidentify=deidentify,
             out_dir=out / "export",
             per_file=per_file,
+            overwrite=(out / "export" / "export.json").is_file(),  # this run's own export, asked with other options
         )
         summary, export_skipped = export_summary(folder)
         typer.echo(f"exported {export} to {folder}: {summary}")
@@ -596,7 +597,10 @@ def export_model_command(
 
 
 WATCH_SOURCE_HELP = "Orthanc's REST root, e.g. http://pacs:8042: its /changes feed names the studies to score."
-WATCH_TO_HELP = "DICOMweb root that receives the results (STOW-RS), e.g. http://pacs:8042/dicom-web."
+WATCH_TO_HELP = (
+    "Where the results go: a DICOMweb root (STOW-RS), e.g. http://pacs:8042/dicom-web, or a DIMSE peer (C-STORE), "
+    "dicom://AET@HOST:PORT."
+)
 
 
 @app.command("watch")
@@ -625,6 +629,7 @@ def watch_command(
         Path | None, typer.Option("--credentials", help="File of MEDAD_DICOMWEB_*=VALUE lines (chmod 600).")
     ] = None,
     ca_bundle: Annotated[Path | None, typer.Option("--ca-bundle", help=CA_HELP)] = None,
+    calling_aet: Annotated[str | None, typer.Option("--calling-aet", help=CALLING_AET_HELP)] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:N (default: CUDA if any).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 8,
     class_word: Annotated[str | None, typer.Option("--class-word", help=CLASS_WORD_HELP)] = None,
@@ -667,6 +672,7 @@ def watch_command(
         once=once,
         backlog=backlog,
         ca_bundle=None if ca_bundle is None else str(ca_bundle),
+        calling_aet=calling_aet,
     )
     typer.echo(run_node(settings).describe())
 

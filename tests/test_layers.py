@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "export": {"errors", "utils", "data", "engine"},
     "deploy": {"errors", "utils", "models", "engine"},
     "reports": {"errors", "utils", "engine", "evaluation", "metrics", "stats"},
-    "watch": {"errors", "utils", "data", "models", "dicomweb", "engine", "export"},
+    "watch": {"errors", "utils", "data", "models", "dicomweb", "dimse", "engine", "export"},
 }
 
 

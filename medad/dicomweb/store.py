@@ -173,16 +173,18 @@ def probe_target(url: str, ca_bundle: str | Path | None = None, *, before: str =
         )
 
 
-def finished_export(export_dir: str | Path, formats: str, url: str | None) -> Path | None:
+def finished_export(export_dir: str | Path, formats: str, url: str | None, *, per_file: bool = False) -> Path | None:
     """An export folder a re-run of ``medad score --export ... --to URL`` can store again instead of rewriting.
 
     Returns the folder when ``url`` is given and the folder holds a finished export (``export.json``, written
-    last) of the same formats, else None.
+    last) of the same formats and the same grouping (``per_file``: one set of objects per file, not per series),
+    else None (the export is written again).
     """
     folder = Path(export_dir)
     record = folder / "export.json"
     if url is None or not record.is_file():
         return None
-    done = set(json.loads(record.read_text(encoding="utf-8")).get("formats", []))
+    info = json.loads(record.read_text(encoding="utf-8"))
     wanted = {f.strip().lower() for f in formats.split(",") if f.strip()}
-    return folder if wanted == done else None
+    same = wanted == set(info.get("formats", [])) and bool(info.get("per_file")) == per_file
+    return folder if same else None

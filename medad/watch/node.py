@@ -1,10 +1,11 @@
 """The AI node's loop: follow the feed, queue stable studies, score them with bounded concurrency, record each.
 
 ``run_node(settings)`` takes the state folder's lock, queues again any study a killed node left running, checks
-the source and the ``--to`` destination, builds the model once, then loops: read the feed (at most ``queue``
-studies waiting), hand queued studies to at most ``workers`` threads (scoring itself runs one study at a time), and
-record how each ended. ``once`` processes what is pending and returns; otherwise the loop polls every ``poll``
-seconds until SIGTERM / SIGINT, which stop it after the studies in progress.
+the source and the ``--to`` destination (a DICOMweb root or a ``dicom://`` peer), builds the model once, then
+loops: read the feed (at most ``queue`` studies waiting), hand queued studies to at most ``workers`` threads
+(scoring itself runs one study at a time), and record how each ended. ``once`` processes what is pending and
+returns; otherwise the loop polls every ``poll`` seconds until SIGTERM / SIGINT, which stop it after the studies in
+progress.
 
 Logs name a study by its keyed pseudonym only; patient-linked UIDs stay in the state folder's ``private/`` part.
 """
@@ -26,7 +27,9 @@ from typing import Any
 
 import pandas as pd
 
-from medad.dicomweb import DicomWebError, check_target, probe_target
+from medad.dicomweb import DicomWebError
+from medad.dimse import DimseError
+from medad.dimse.remote import check_target
 from medad.engine.scorer import load_model, weights_fingerprint, weights_options
 from medad.errors import MedadError
 from medad.export import resolve_threshold
@@ -104,7 +107,7 @@ class Node:
         """Run until the feed is drained (``once``) or a stop signal; return what was done."""
         s = self.settings
         s.check()
-        check_target(s.formats, False, s.to)
+        check_target(s.formats, False, s.to, s.connection)
         lock = FolderLock(
             s.state_dir / ".medad.lock",
             f"--state folder {s.state_dir}",
@@ -130,7 +133,7 @@ class Node:
             log.info("%s: was running when the node stopped; queued again", pseudonym)
         self.feed = OrthancFeed(s.source, s.ca_bundle)
         newest = self.feed.last()
-        probe_target(s.to, s.ca_bundle, before="watching")
+        check_target(s.formats, False, s.to, s.connection, probe=True, before="watching")
         if self.state.since() is None:
             self.state.advance(0 if s.backlog else newest)
             log.info("following %s from %s", self.feed.server, "its first change" if s.backlog else "now")
@@ -257,7 +260,7 @@ class Node:
             return Outcome("done", record=record, result_uids=uids)
         except StudyRejectedError as exc:
             return Outcome("failed", reason=str(exc))
-        except DicomWebError as exc:
+        except (DicomWebError, DimseError) as exc:
             return Outcome("queued", reason=f"server: {exc}", error=exc)
         except MedadError as exc:
             return Outcome("failed", reason=str(exc))

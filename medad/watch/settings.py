@@ -20,6 +20,8 @@ from medad.dicomweb.client import (
     ENV_TOKEN_FILE,
     ENV_USER,
 )
+from medad.dimse.peer import DimseSettings, is_dicom_url
+from medad.dimse.remote import Connection
 from medad.engine.request import ScoreSettings
 from medad.errors import ConfigError, MedadError
 from medad.export.thresholds import check_threshold_spec
@@ -81,6 +83,13 @@ class WatchSettings:
     once: bool = False
     backlog: bool = False
     ca_bundle: str | None = None
+    calling_aet: str | None = None
+
+    @property
+    def connection(self) -> Connection:
+        """How ``--to`` is reached: the CA bundle (DICOMweb) and, for a ``dicom://`` peer, medad's AE title and the
+        DIMSE timeouts (``--calling-aet``, else the environment; see :mod:`medad.dimse.peer`)."""
+        return Connection(self.ca_bundle, DimseSettings.from_env(self.calling_aet) if is_dicom_url(self.to) else None)
 
     @property
     def dicomweb_root(self) -> str:

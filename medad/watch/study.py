@@ -4,7 +4,8 @@ deterministic UIDs and store them back.
 Each step uses the library's own: QIDO / WADO / STOW from :mod:`medad.dicomweb`, scoring from
 :mod:`medad.engine.scorer` (with the node's one model), the export API of :mod:`medad.export`. A study the node
 may not or cannot score raises :class:`StudyRejectedError` with the reason the state records; a server that does not
-answer raises :class:`~medad.dicomweb.DicomWebError` (the node tries the study again later).
+answer raises :class:`~medad.dicomweb.DicomWebError` or :class:`~medad.dimse.DimseError` (the node tries the study
+again later).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from medad.dicomweb import (
     store_files,
 )
 from medad.dicomweb.client import call, connect, parse_store_url
+from medad.dimse import is_dicom_url
+from medad.dimse import store_files as c_store_files
 from medad.engine.request import ScoreSettings
 from medad.engine.score_tables import write_score_tables
 from medad.engine.scorer import inputs_manifest, score
@@ -208,6 +211,20 @@ def export_study(settings: WatchSettings, threshold: Threshold, work: Path) -> t
     return folder, export_summary(folder)[0]
 
 
+def store_results(settings: WatchSettings, files: list[Path]) -> tuple[int, int]:
+    """Store the result files at ``--to``; return (objects sent, objects the server already held).
+
+    A DICOMweb server is asked first (QIDO-RS) and only what it lacks is sent; a ``dicom://`` peer cannot be asked
+    what it holds, so every object is sent with C-STORE (the same UIDs again: the PACS files them as the same
+    objects).
+    """
+    if is_dicom_url(settings.to):
+        c_store_files(files, settings.to, settings.connection.dimse_settings)
+        return len(files), 0
+    result = store_files(files, settings.to, settings.ca_bundle)
+    return result.stored, result.already_stored
+
+
 def process_study(
     settings: WatchSettings, scorer: Scorer, node_fingerprint: str, study_uid: str, work: Path
 ) -> tuple[dict[str, Any], list[str]]:
@@ -219,13 +236,13 @@ def process_study(
     folder, summary = export_study(settings, scorer.threshold, work)
     files = export_dicom_files(folder)
     uids = assign_result_uids(files, study_uid, node_fingerprint)
-    stored = store_files(files, settings.to, settings.ca_bundle)
+    stored, already = store_results(settings, files)
     record = {
         "series": len(chosen),
         "instances": sum(series[uid].images for uid in chosen),
         **counts,
         "export": summary,
-        "stored": stored.stored,
-        "already_stored": stored.already_stored,
+        "stored": stored,
+        "already_stored": already,
     }
     return record, uids

@@ -11,6 +11,7 @@ virtual environment) are not dcmtk's and are never used: the binaries are taken 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import socket
@@ -120,22 +121,30 @@ class StoreScp:
         return f"dicom://{self.aet}@127.0.0.1:{self.port}"
 
 
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[StoreScp]:
-    """dcmtk's storescp on a free loopback port, accepting any storage SOP class; stopped after the test."""
+@contextlib.contextmanager
+def running_storescp(root: Path) -> Iterator[StoreScp]:
+    """dcmtk's storescp on a free loopback port, accepting any storage SOP class, writing into ``root/storescp``
+    (its log beside it); stopped on leaving. Skips the test when dcmtk is missing."""
     binary = dcmtk("storescp")
-    folder = tmp_path / "storescp"
+    folder = root / "storescp"
     folder.mkdir()
     port = free_port()
     scp = StoreScp("STORESCP", port, folder)
     args = [binary, "--aetitle", scp.aet, "--output-directory", str(folder), "--promiscuous", str(port)]
-    with (tmp_path / "storescp.log").open("w") as log:
+    with (root / "storescp.log").open("w") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         try:
-            _wait_for_port(proc, port, tmp_path / "storescp.log")
+            _wait_for_port(proc, port, root / "storescp.log")
             yield scp
         finally:
             _stop(proc)
+
+
+@pytest.fixture
+def storescp(tmp_path: Path) -> Iterator[StoreScp]:
+    """dcmtk's storescp (:func:`running_storescp`) for one test."""
+    with running_storescp(tmp_path) as scp:
+        yield scp
 
 
 def _wait_for_port(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:

@@ -15,7 +15,12 @@ from pathlib import Path
 
 from tests.robustness.harness import Case, summary, sweep
 
-CASE_MODULES = ("tests.robustness.cases_core", "tests.robustness.cases_protocols", "tests.robustness.cases_round2")
+CASE_MODULES = (
+    "tests.robustness.cases_core",
+    "tests.robustness.cases_protocols",
+    "tests.robustness.cases_round2",
+    "tests.robustness.cases_round3",
+)
 
 
 def all_cases() -> list[Case]:

@@ -44,3 +44,9 @@ def test_round2_cases_are_registered():
     """The round-2 module (issue 22 §7) is part of the sweep, with at least 40 cases of its own."""
     names = [c.name for c in all_cases() if c.name.startswith("r2-")]
     assert len(names) >= 40
+
+
+def test_round3_cases_are_registered():
+    """The round-3 module (issue 26: series export, DIMSE, watch) is part of the sweep, its peers among the fast."""
+    cases = [c for c in all_cases() if c.name.startswith("r3-")]
+    assert len(cases) >= 10 and sum(c.fast for c in cases) >= 6
