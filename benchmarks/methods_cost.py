@@ -12,10 +12,12 @@ Crane+'s D-Attn), the script times on the same synthetic images:
 and prints images/s of both and their ratio (batched over image by image). ``dinov3_mutual`` is transductive:
 image by image it extracts features one image at a time, then scores the whole set once (as MuSc does).
 Weights are random (nothing can be downloaded here): the figures are timings only, they say nothing of accuracy.
+``--device cuda`` gives the GPU rows (fp32, the same loops; CUDA is synchronised before each clock reading).
 
 Examples:
     python benchmarks/methods_cost.py --quick --out /tmp/methods_cost.json     # tiny presets, under a minute
     python benchmarks/methods_cost.py --out /tmp/methods_cost.json             # tiny and ViT-B, CPU, minutes
+    python benchmarks/methods_cost.py --device cuda --out methods_cost_gpu.json  # the GPU rows
 """
 
 from __future__ import annotations
@@ -32,8 +34,17 @@ import torch
 from medad.models import create_model, model_kind
 from medad.models.base import ModelKind
 
-METHODS = ("ad_dinov3", "anomalyclip", "adaclip", "aa_clip", "aa_clip_dinov3", "crane", "crane_plus", "winclip",
-           "dinov3_mutual")
+METHODS = (
+    "ad_dinov3",
+    "anomalyclip",
+    "adaclip",
+    "aa_clip",
+    "aa_clip_dinov3",
+    "crane",
+    "crane_plus",
+    "winclip",
+    "dinov3_mutual",
+)
 CLIP_B = {"clip_model": "ViT-B-16", "image_size": 224, "random_init": True}
 DINO_B = {"backbone": "vit_base_patch16_dinov3", "image_size": 224, "random_init": True}
 LEVELS_B = (3, 6, 9, 12)
@@ -49,9 +60,16 @@ VIT_B: dict[str, dict[str, Any]] = {
     "dinov3_mutual": {**DINO_B, "layers": LEVELS_B},
 }
 """Random ViT-B-sized options per method (a method missing here is skipped with a printed reason)."""
+CPU = torch.device("cpu")
 
 
-def timed(fns: list[Callable[[], Any]], repeats: int) -> list[float]:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so a clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fns: list[Callable[[], Any]], repeats: int, device: torch.device = CPU) -> list[float]:
     """The fastest of ``repeats`` timed calls of each of ``fns`` in seconds, after one untimed warm-up call each.
 
     The calls alternate between the functions, so a burst of load from other processes hits them alike; the
@@ -61,8 +79,10 @@ def timed(fns: list[Callable[[], Any]], repeats: int) -> list[float]:
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for fn, spent in zip(fns, times, strict=True):
+            synchronize(device)
             start = time.perf_counter()
             fn()
+            synchronize(device)
             spent.append(time.perf_counter() - start)
     return [min(spent) for spent in times]
 
@@ -89,8 +109,8 @@ def step_fn(model: Any, images: torch.Tensor) -> Callable[[], None]:
     model.set_epoch(0)
     optimizer = torch.optim.AdamW(model.param_groups(1e-3))
     n, _, h, w = images.shape
-    masks = (torch.rand(n, 1, h, w) > 0.9).float()
-    labels = (torch.arange(n) % 2).long()
+    masks = (torch.rand(n, 1, h, w, device=images.device) > 0.9).float()
+    labels = (torch.arange(n, device=images.device) % 2).long()
     words = ["object"] * n
 
     def run() -> None:
@@ -103,18 +123,27 @@ def step_fn(model: Any, images: torch.Tensor) -> Callable[[], None]:
     return run
 
 
-def measure(method: str, size: str, options: dict[str, Any], n_images: int, repeats: int) -> dict[str, Any]:
-    """One row: training step time (trainable methods) and batched / image-by-image scoring rates."""
+def measure(
+    method: str, size: str, options: dict[str, Any], n_images: int, repeats: int, device: torch.device = CPU
+) -> dict[str, Any]:
+    """One row: training step time (trainable methods) and batched / image-by-image scoring rates on ``device``."""
     name = f"{method}_tiny" if size == "tiny" else method
     torch.manual_seed(0)
-    model = create_model(name, **options)
+    model = create_model(name, **options).to(device)
     side = model.config.image_size
-    images = torch.rand(n_images, 3, side, side)
-    row: dict[str, Any] = {"method": method, "size": size, "model": name, "image_size": side, "images": n_images}
+    images = torch.rand(n_images, 3, side, side, device=device)
+    row: dict[str, Any] = {
+        "method": method,
+        "size": size,
+        "model": name,
+        "image_size": side,
+        "images": n_images,
+        "device": str(device),
+    }
     if model_kind(name) is ModelKind.TRAINABLE:
-        row["train_step_s_batch8"] = round(timed([step_fn(model, images[:8])], repeats)[0], 4)
+        row["train_step_s_batch8"] = round(timed([step_fn(model, images[:8])], repeats, device)[0], 4)
     model.eval()
-    batched, single = timed([score_fn(model, images, 8), score_fn(model, images, 1)], repeats)
+    batched, single = timed([score_fn(model, images, 8), score_fn(model, images, 1)], repeats, device)
     row.update(
         images_per_s_batch8=round(n_images / batched, 2),
         images_per_s_batch1=round(n_images / single, 2),
@@ -131,7 +160,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes after a warm-up (tiny; ViT-B: 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as a JSON list here")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N for the GPU rows")
     args = parser.parse_args()
+    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = ["tiny"] if args.quick else ["tiny", "vit_b"]
@@ -142,9 +173,9 @@ def main() -> None:
                 print(f"skip {method} vit_b: no ViT-B-sized option", flush=True)
                 continue
             if size == "tiny":
-                row = measure(method, size, {}, args.n_images, args.repeats)
+                row = measure(method, size, {}, args.n_images, args.repeats, device)
             else:
-                row = measure(method, size, VIT_B[method], 8, 1)
+                row = measure(method, size, VIT_B[method], 8, 1, device)
             row["threads"] = torch.get_num_threads()
             rows.append(row)
             print(json.dumps(row), flush=True)
