@@ -765,7 +765,8 @@ def weights_convert_command(
     ] = None,
 ) -> None:
     """Write a safetensors copy of a weights file that fits a known architecture (same tensors, bit for bit)."""
-    from medad.models.weights_files import TRAINING_DATA_KEY, convert_weights_file
+    from medad.models.release_data import TRAINING_DATA_KEY
+    from medad.models.weights_files import convert_weights_file
 
     report = convert_weights_file(file, out, trained_on=trained_on.split(",") if trained_on else None)
     typer.echo(f"wrote {report['tensors']} tensors ({report['fits']['architecture']}) to {out}")

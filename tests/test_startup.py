@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.timeouts import HANG_S
 
@@ -91,6 +92,9 @@ def every_model_protocol(folder: Path) -> Path:
 
     (folder / "ckpt").mkdir()
     (folder / "ckpt" / CARD_FILE).write_text(json.dumps({"format": CHECKPOINT_FORMAT, "compat": "clean"}))
+    (folder / "normals").mkdir()  # references for the models that score only against them (anomalydino)
+    for i in range(2):
+        Image.new("RGB", (64, 64), (90 + i, 80, 70)).save(folder / "normals" / f"normal_{i}.png")
     models = "".join(f"  - {{name: m_{name}, model: {name}}}\n" for name in list_models())
     models += "  - {name: trained, model: ad_dinov3_tiny, checkpoint: ckpt}\n"
     path = folder / "every-model.yaml"
@@ -101,7 +105,8 @@ def every_model_protocol(folder: Path) -> Path:
         f"models:\n{models}"
         "  - {name: worded, model: ad_dinov3_tiny, image_score: max, class_words: {lesions: {skin_lesion: lésion}}}\n"
         "training:\n  datasets: [{name: industrial, kind: mvtec, synthetic: industrial}]\n  epochs: 1\n  lr: 1.0e-3\n"
-        "targets: [{name: lesions, kind: isic, synthetic: lesions}]\n"
+        "targets: [{name: lesions, kind: isic, synthetic: lesions,\n"
+        "           references: {from: {folder: normals}, shots: [1]}}]\n"
         "metrics: [image_auroc, pixel_auroc]\n"
         "exports: [{formats: [png], threshold: 'fixed:0.5', models: [m_ad_dinov3_tiny]}]\n",
         encoding="utf-8",

@@ -158,9 +158,9 @@ class ScoreRequest:
             raise ConfigError(f"{', '.join(given)} only apply with --reference NORMALS; add it or drop them")
 
     def _check_needs_no_references(self) -> None:
-        from medad.models.registry import model_class
+        from medad.models.registry import model_needs_references
 
-        if self.model_name is not None and model_class(self.model_name).needs_references:
+        if self.model_name is not None and model_needs_references(self.model_name):
             raise ConfigError(
                 f"model {self.model_name!r} scores only against normal reference images; add --reference NORMALS "
                 "--shots K (references= in the library)"

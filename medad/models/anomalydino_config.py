@@ -102,6 +102,7 @@ register_model(
     AnomalyDINOConfig,
     kind=ModelKind.TRAINING_FREE,
     module="medad.models.anomalydino",
+    needs_references=True,
     description=(
         "AnomalyDINO as released: nearest-neighbour patch distance to k normal references on frozen DINOv2 "
         "ViT-S/14 (last block, 448 px); training-free, needs --reference."
@@ -112,6 +113,7 @@ register_model(
     AnomalyDINOConfig,
     kind=ModelKind.TRAINING_FREE,
     module="medad.models.anomalydino",
+    needs_references=True,
     description="A tiny random-weights anomalydino (2-block 64-d DINOv2-like ViT, 16 px patches, 64 px) for tests.",
     defaults=TINY_DEFAULTS,
 )
@@ -120,6 +122,7 @@ register_model(
     AnomalyDINOConfig,
     kind=ModelKind.TRAINING_FREE,
     module="medad.models.anomalydino",
+    needs_references=True,
     description=(
         "AnomalyDINO's rule on frozen DINOv3 ViT-L/16 (last block, 512 px), the backbone of medad's other "
         "models."
@@ -131,6 +134,7 @@ register_model(
     AnomalyDINOConfig,
     kind=ModelKind.TRAINING_FREE,
     module="medad.models.anomalydino",
+    needs_references=True,
     description="A tiny random-weights anomalydino_dinov3 (2-block 64-d DINOv3-like ViT, 64 px) for tests.",
     defaults=DINOV3_TINY_DEFAULTS,
 )

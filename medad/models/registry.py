@@ -42,6 +42,7 @@ class ModelEntry:
         module: The module that defines the factory (imported on :func:`create_model`).
         defaults: Options the factory sets unless given (a preset such as the tiny models').
         description: One line for ``medad models``.
+        needs_references: It scores only against normal reference images (few-shot only, e.g. AnomalyDINO).
     """
 
     name: str
@@ -50,6 +51,7 @@ class ModelEntry:
     module: str
     defaults: Mapping[str, Any]
     description: str
+    needs_references: bool = False
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -64,6 +66,7 @@ def register_model(
     module: str,
     description: str,
     defaults: Mapping[str, Any] | None = None,
+    needs_references: bool = False,
 ) -> None:
     """Register model ``name`` in the catalogue (called by a method's config module, without torch).
 
@@ -74,11 +77,12 @@ def register_model(
         module: The module of the factory, e.g. ``medad.models.ad_dinov3``.
         description: One line for ``medad models``.
         defaults: Options the factory applies unless given (:func:`model_config` applies them).
+        needs_references: The model scores only against normal reference images (its class's ``needs_references``).
 
     Raises:
         ValueError: If another model is already registered under that name (a programming error).
     """
-    entry = ModelEntry(name, kind, config_class, module, dict(defaults or {}), description)
+    entry = ModelEntry(name, kind, config_class, module, dict(defaults or {}), description, needs_references)
     if name in _REGISTRY and _REGISTRY[name] != entry:
         raise ValueError(f"model {name!r} is already registered")
     _REGISTRY[name] = entry
@@ -94,11 +98,11 @@ def register_factory(model_class: type[AnomalyModel]) -> Callable[[F], F]:
 
     def bind(fn: F) -> F:
         entry = _entry(fn.__name__)
-        found = (fn.__module__, model_class.kind, model_class.config_class)
-        if found != (entry.module, entry.kind, entry.config_class):
+        found = (fn.__module__, model_class.kind, model_class.config_class, model_class.needs_references)
+        if found != (entry.module, entry.kind, entry.config_class, entry.needs_references):
             raise ValueError(
                 f"factory {fn.__name__!r} ({found}) does not match its catalogue entry "
-                f"({(entry.module, entry.kind, entry.config_class)})"
+                f"({(entry.module, entry.kind, entry.config_class, entry.needs_references)})"
             )
         _FACTORIES[fn.__name__] = (fn, model_class)
         return fn
@@ -147,6 +151,11 @@ def model_class(name: str) -> type[AnomalyModel]:
 def model_kind(name: str) -> ModelKind:
     """Whether the registered model ``name`` is trainable, training-free or transductive (without torch)."""
     return _entry(name).kind
+
+
+def model_needs_references(name: str) -> bool:
+    """Whether the registered model ``name`` scores only against normal reference images (without torch)."""
+    return _entry(name).needs_references
 
 
 def model_config(name: str, config_class: type[C], **cfg: Any) -> C:

@@ -43,7 +43,7 @@ def check_references_structure(lp: LoadedProtocol) -> None:
     Raises:
         ConfigError: naming the key and the fix.
     """
-    from medad.models import model_class
+    from medad.models.registry import model_needs_references
 
     p = lp.protocol
     if p.training is not None:
@@ -61,7 +61,7 @@ def check_references_structure(lp: LoadedProtocol) -> None:
     weighted = [(i, t.name, t.references.weight) for i, t in enumerate(p.targets) if t.references is not None]
     weighted = [w for w in weighted if w[2] is not None and w[2] != 1]
     for i, m in enumerate(p.models):
-        needs = getattr(model_class(m.model), "needs_references", False)
+        needs = model_needs_references(m.model)
         if needs and weighted:
             j, target, weight = weighted[0]
             raise lp.error(

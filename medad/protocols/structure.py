@@ -362,7 +362,7 @@ class Overlap:
 def _same_data(d: DatasetSpec, rd: DatasetSpec, t: DatasetSpec, rt: DatasetSpec) -> bool:
     """Two datasets hold the same data: the same kind and root (or synthetic source), or the same public dataset
     (kind ``colondb``, ...) from two real folders (another split or copy of it)."""
-    from medad.models.weights_files import RELEASE_DATASETS
+    from medad.models.release_data import RELEASE_DATASETS
 
     if dataset_identity(d, rd) == dataset_identity(t, rt):
         return True
@@ -392,7 +392,7 @@ def model_overlaps(lp: LoadedProtocol, i: int) -> list[Overlap]:
     or the data a release checkpoint it loads was trained on (a converted file's record, else its name, else the
     release's default: ``medad.models.weights_files.release_training_data``)."""
     from medad.evaluation.paper_view import DATASET_NAMES
-    from medad.models.weights_files import release_training_data
+    from medad.models.release_data import release_training_data
 
     p, r = lp.protocol, lp.resolved
     targets = list(zip(p.targets, r.targets, strict=True))

@@ -233,7 +233,8 @@ def test_a_converted_release_checkpoint_records_its_training_data(tmp_path: Path
     from safetensors import safe_open
 
     from medad.models.anomalyclip_config import TINY_DEFAULTS
-    from medad.models.weights_files import convert_weights_file, prompt_learner_architecture, release_training_data
+    from medad.models.release_data import release_training_data
+    from medad.models.weights_files import convert_weights_file, prompt_learner_architecture
 
     arch = prompt_learner_architecture("crane", "ViT-B-16", {"text_cfg": TINY_DEFAULTS["clip_overrides"]["text_cfg"]},
                                        sizes=(4, 2, 2))  # fmt: skip

@@ -197,10 +197,10 @@ def _fewshot_tasks(state: RunState, run: ModelRun) -> list[tuple[FewShotRun, str
 def run(state: RunState) -> None:
     """Score the targets with every model run (0-shot, unless the model scores only with references, then with
     every target's references); link the predictions and write the targets manifest."""
-    from medad.models import model_class
+    from medad.models.registry import model_needs_references
 
     manifest = _targets_manifest(state)
-    plain = [r for r in state.models if not getattr(model_class(r.spec.model), "needs_references", False)]
+    plain = [r for r in state.models if not model_needs_references(r.spec.model)]
     tasks = [(r, _task(state, r, manifest)) for r in plain]
     fewshot = [(r, *t) for r in state.models for t in _fewshot_tasks(state, r)]
     records = run_tasks(state, [task for _, task in tasks] + [task for *_, task in fewshot])
