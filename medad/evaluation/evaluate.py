@@ -192,7 +192,7 @@ def evaluate(
     # what `medad report EVAL_DIR` draws heatmaps from (a model with one folder for every dataset)
     record_predictions(out, {k: v for k, v in predictions.items() if isinstance(v, (str, Path))})
     first_metas = {name: _parts(parts)[0][1].meta for name, parts in readers.items()}  # one method per model label
-    paper = paper_view(rows, first_metas)  # the paper's table (medad/evaluation/paper_view.py)
+    paper = paper_view(rows, first_metas, settings["dataset_titles"])  # medad/evaluation/paper_view.py
     content: dict[str, Any] = {"settings": settings, "rows": rows, "paper_view": paper}
     if fewshot:  # only then: zero-shot evaluations keep their bytes
         settings["fewshot"] = FEWSHOT_NOTE

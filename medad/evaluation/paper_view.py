@@ -221,9 +221,14 @@ def _method_facts(meta: Mapping[str, Any] | None, dataset: str) -> dict[str, Any
 
 
 def paper_view(
-    rows: Sequence[Mapping[str, Any]], metas: Mapping[str, Mapping[str, Any]] | None = None
+    rows: Sequence[Mapping[str, Any]],
+    metas: Mapping[str, Mapping[str, Any]] | None = None,
+    titles: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The measured paper table of an evaluation plus the published figures (see the module docstring).
+
+    A dataset outside the paper's (e.g. HeadCT, BMAD) is named by ``titles`` (``metrics.json``'s
+    ``settings.dataset_titles``, which say the source: "BrainMRI (Kaggle)" vs "Brain MRI (BMAD, BraTS 2021)").
 
     ``metas`` (model -> its predictions' ``meta.json``) adds to each measured row its ``method`` (registry name),
     that method's ``published`` figures on the dataset (:func:`published_for`: labelled "published, not
@@ -255,7 +260,7 @@ def paper_view(
     for model in models:
         datasets = _order(d for m, d in cells if m == model)
         for dataset in datasets:
-            display, domain = names.get(dataset, (dataset, ""))
+            display, domain = names.get(dataset, ((titles or {}).get(dataset, dataset), ""))
             values = {m: cells[(model, dataset)].get(m) for m, _ in PAPER_METRICS}
             n_images, random = facts[(model, dataset)]
             extra = _method_facts(metas.get(model), dataset) if metas is not None else {}

@@ -70,7 +70,7 @@ def paper_view_tables(
     from medad.evaluation.paper_view import DATASET_NAMES, PAPER_METRICS, paper_view
 
     metas = {source.model: source.reader.meta for source in sources}
-    view = paper_view(evaluation.results.to_dict("records"), metas)
+    view = paper_view(evaluation.results.to_dict("records"), metas, evaluation.settings.get("dataset_titles"))
     if not view["measured"]:
         return []
     labels = dict(PAPER_METRICS)

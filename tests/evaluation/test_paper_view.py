@@ -93,3 +93,15 @@ def test_each_method_has_its_publications_figures_keyed_by_registry_name() -> No
     (row,) = paper_view(rows, {"m": {"model": {"name": "anomalyclip_tiny"}}})["measured"]
     assert row["method"] == "anomalyclip" and row["published"][0]["figures"] == "81.5 / 50.4"
     assert "method" not in paper_view(rows)["measured"][0]  # without the predictions' meta: as before
+
+
+def test_datasets_outside_the_papers_are_named_by_their_source() -> None:
+    """Kaggle's BrainMRI and BMAD's Brain MRI are different datasets: the paper view names each by its title."""
+    rows = [
+        {"model": "m", "dataset": name, "class_name": "__mean__", "metric": "pixel_auroc", "value": 0.5}
+        for name in ("brain_a", "brain_b", "isic")
+    ]
+    titles = {"brain_a": "BrainMRI (Kaggle)", "brain_b": "Brain MRI (BMAD, BraTS 2021)", "isic": "not used"}
+    shown = [r["dataset"] for r in paper_view(rows, None, titles)["measured"]]
+    assert shown == ["ISIC", "BrainMRI (Kaggle)", "Brain MRI (BMAD, BraTS 2021)"]
+    assert [r["dataset"] for r in paper_view(rows)["measured"]][1:] == ["brain_a", "brain_b"]
