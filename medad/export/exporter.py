@@ -845,6 +845,10 @@ def export_summary(out_dir: str | Path) -> tuple[str, bool]:
     line = f"{summary['written']} of {summary['sources']} sources written"
     if by_format:
         line += " (" + "; ".join(_format_part(fmt, counts) for fmt, counts in by_format.items()) + ")"
+    series = [r for r in report.get("volumes", []) if r.get("export") == "series"]
+    if series:  # the counts above are per source file; a series' files share one object per format
+        files = sum(int(r["files"]) for r in series)
+        line += f"; {files} of them as {len(series)} series, one object per format each"
     if summary["skipped"]:
         line += f"; {summary['skipped']} skipped, listed with the reason in {Path(out_dir) / 'skipped.csv'}"
     empty = report.get("empty_masks", [])

@@ -222,3 +222,19 @@ def test_a_slice_without_a_prediction_is_zeros_in_the_series_objects(tmp_path: P
     assert all("1 of 4 slices have no prediction" in " ".join(c["notes"]) for c in report["cases"])
     seg = hd.seg.segread(out / volume["outputs"]["seg"])
     assert int(seg.NumberOfFrames) == 4 and int(np.count_nonzero(seg.pixel_array)) == 3
+
+
+def test_summary_says_a_series_files_share_one_object_per_format(tmp_path: Path, make_run, monkeypatch, capsys) -> None:
+    """The per-source counts of the summary line are of files: it says how many of them became one series object."""
+    from tests.cli import run_medad
+
+    paths = write_series(tmp_path / "s", n=4)
+    manifest = make_dicom(tmp_path / "s")
+    maps = [_marked((12, 10), paths.index(Path(p))) for p in manifest["image_path"]]
+    preds, _ = make_run(manifest.to_dict("records"), maps)
+    code, said = run_medad(monkeypatch, capsys, "export", str(preds), "--format", "dicom-seg", "--out",
+                           str(tmp_path / "a"))  # fmt: skip
+    assert code == 0 and "4 of them as 1 series, one object per format each" in said, said
+    code, said = run_medad(monkeypatch, capsys, "export", str(preds), "--format", "dicom-seg", "--out",
+                           str(tmp_path / "b"), "--per-file")  # fmt: skip
+    assert code == 0 and "as 1 series" not in said
