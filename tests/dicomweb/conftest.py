@@ -7,13 +7,14 @@ it answers and stops it afterwards. Tests skip with a clear reason only when the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,57 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server the tests started: SIGTERM, then SIGKILL after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def running_orthanc(
+    root: Path, name: str, settings: Mapping[str, Any], user: tuple[str, str] = (USER, PASSWORD), ready: str = "/system"
+) -> Iterator[int]:
+    """Orthanc on a free loopback HTTP port, storing in ``root/db`` (config and log beside it), HTTP basic auth for
+    ``user``, stable after 1 s, plus ``settings``; yields the HTTP port once ``ready`` answers, stops on leaving."""
+    port = free_port()
+    config = {
+        "Name": name,
+        "StorageDirectory": str(root / "db"),
+        "IndexDirectory": str(root / "db"),
+        "HttpPort": port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {user[0]: user[1]},
+        "StableAge": 1,
+        **settings,
+    }
+    (root / "orthanc.json").write_text(json.dumps(config), encoding="utf-8")
+    log = root / "orthanc.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(ORTHANC), str(root / "orthanc.json")], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"Orthanc exited with code {proc.returncode}; see {log}")
+                try:
+                    url = f"http://127.0.0.1:{port}{ready}"
+                    if requests.get(url, auth=user, timeout=2).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Orthanc did not answer within 60 s; see {log}")
+                time.sleep(0.2)
+            yield port
+        finally:
+            stop_process(proc)
 
 
 @dataclasses.dataclass
@@ -79,48 +131,15 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
     if ORTHANC is None or plugin is None:
         pytest.skip("Orthanc or its DICOMweb plugin is not installed (Debian packages orthanc, orthanc-dicomweb)")
     root = tmp_path_factory.mktemp("orthanc")
-    port = free_port()
-    config = {
-        "Name": "medad-test",
-        "StorageDirectory": str(root / "db"),
-        "IndexDirectory": str(root / "db"),
-        "HttpPort": port,
+    settings = {
         "DicomServerEnabled": False,
         "DicomPort": free_port(),
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": True,
-        "RegisteredUsers": {USER: PASSWORD},
         "Plugins": [plugin],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},
         "HttpTimeout": 30,
-        "StableAge": 1,
     }
-    (root / "orthanc.json").write_text(json.dumps(config), encoding="utf-8")
-    log = (root / "orthanc.log").open("w")
-    proc = subprocess.Popen([ORTHANC, str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-    server = Orthanc(f"http://127.0.0.1:{port}", (USER, PASSWORD))
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"Orthanc exited with code {proc.returncode}; see {root / 'orthanc.log'}")
-            try:
-                if requests.get(f"{server.dicomweb}/studies", auth=server.auth, timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Orthanc did not answer within 60 s; see {root / 'orthanc.log'}")
-            time.sleep(0.2)
-        yield server
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with running_orthanc(root, "medad-test", settings, ready="/dicom-web/studies") as port:
+        yield Orthanc(f"http://127.0.0.1:{port}", (USER, PASSWORD))
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import socket
 import subprocess
 import threading
@@ -22,9 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
-from tests.dicomweb.conftest import ORTHANC, Orthanc, free_port
+from tests.dicomweb.conftest import ORTHANC, Orthanc, free_port, running_orthanc, stop_process
 
 ORTHANC_AET, MEDAD_AET = "ORTHANC", "MEDAD"
 USER, PASSWORD = "medad-dimse", "not-a-real-secret-4b1d"
@@ -50,62 +48,23 @@ class OrthancDimse(Orthanc):
         return f"dicom://{aet}@127.0.0.1:{self.dicom_port}" + (f"/{study}" if study else "")
 
 
-def _wait_until_up(proc: subprocess.Popen[bytes], url: str, auth: tuple[str, str], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"Orthanc exited with code {proc.returncode}; see {log}")
-        try:
-            if requests.get(f"{url}/system", auth=auth, timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"Orthanc did not answer within 60 s; see {log}")
-        time.sleep(0.2)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @pytest.fixture(scope="session")
 def orthanc_dimse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancDimse]:
     """Orthanc with a DICOM port on loopback that knows medad's AE title; stopped after the session."""
     if ORTHANC is None:
         pytest.skip("Orthanc is not installed (Debian package orthanc)")
     root = tmp_path_factory.mktemp("orthanc-dimse")
-    http, dicom, move = free_port(), free_port(), free_port()
-    config = {
-        "Name": "medad-dimse-test",
-        "StorageDirectory": str(root / "db"),
-        "IndexDirectory": str(root / "db"),
-        "HttpPort": http,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": True,
-        "RegisteredUsers": {USER: PASSWORD},
+    dicom, move = free_port(), free_port()
+    settings = {
         "DicomServerEnabled": True,
         "DicomAet": ORTHANC_AET,
         "DicomPort": dicom,
         "DicomCheckCalledAet": True,
         "DicomModalities": {"medad": {"AET": MEDAD_AET, "Host": "127.0.0.1", "Port": move}},
         "DicomScpTimeout": 30,
-        "StableAge": 1,
     }
-    (root / "orthanc.json").write_text(json.dumps(config), encoding="utf-8")
-    with (root / "orthanc.log").open("w") as log:
-        proc = subprocess.Popen([ORTHANC, str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-        server = OrthancDimse(f"http://127.0.0.1:{http}", (USER, PASSWORD), dicom_port=dicom, move_port=move)
-        try:
-            _wait_until_up(proc, server.url, server.auth, root / "orthanc.log")
-            yield server
-        finally:
-            _stop(proc)
+    with running_orthanc(root, "medad-dimse-test", settings, user=(USER, PASSWORD)) as http:
+        yield OrthancDimse(f"http://127.0.0.1:{http}", (USER, PASSWORD), dicom_port=dicom, move_port=move)
 
 
 @dataclasses.dataclass
@@ -137,7 +96,7 @@ def running_storescp(root: Path) -> Iterator[StoreScp]:
             _wait_for_port(proc, port, root / "storescp.log")
             yield scp
         finally:
-            _stop(proc)
+            stop_process(proc)
 
 
 @pytest.fixture

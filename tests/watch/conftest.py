@@ -7,19 +7,16 @@ teardown.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
 import pytest
-import requests
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from tests.dicomweb.conftest import ORTHANC, PASSWORD, USER, Orthanc, _plugin, free_port
+from tests.dicomweb.conftest import ORTHANC, PASSWORD, USER, Orthanc, _plugin, free_port, running_orthanc
 
 PATIENT_ID, PATIENT_NAME = "WATCHPID4711", "Canary^Watchpatient"
 RESULT_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.30")  # SEG, Parametric Map
@@ -32,50 +29,14 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
     if ORTHANC is None or plugin is None:
         pytest.skip("Orthanc or its DICOMweb plugin is not installed (Debian packages orthanc, orthanc-dicomweb)")
     root = tmp_path_factory.mktemp("pacs")
-    port = free_port()
-    config = {
-        "Name": "medad-watch-test",
-        "StorageDirectory": str(root / "db"),
-        "IndexDirectory": str(root / "db"),
-        "HttpPort": port,
+    settings = {
         "DicomServerEnabled": False,
         "DicomPort": free_port(),
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": True,
-        "RegisteredUsers": {USER: PASSWORD},
         "Plugins": [plugin],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": True},
-        "StableAge": 1,
     }
-    (root / "orthanc.json").write_text(json.dumps(config), encoding="utf-8")
-    with (root / "orthanc.log").open("w") as log:
-        proc = subprocess.Popen([ORTHANC, str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-        try:
-            server = Orthanc(f"http://127.0.0.1:{port}", (USER, PASSWORD))
-            _wait_until_up(server, proc, root)
-            yield server
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _wait_until_up(server: Orthanc, proc: subprocess.Popen[bytes], root: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"Orthanc exited with code {proc.returncode}; see {root / 'orthanc.log'}")
-        try:
-            if requests.get(f"{server.url}/system", auth=server.auth, timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"Orthanc did not answer within 60 s; see {root / 'orthanc.log'}")
-        time.sleep(0.2)
+    with running_orthanc(root, "medad-watch-test", settings) as port:
+        yield Orthanc(f"http://127.0.0.1:{port}", (USER, PASSWORD))
 
 
 def upload_study(
