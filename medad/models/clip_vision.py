@@ -29,6 +29,7 @@ from torch import nn
 
 from medad.errors import ConfigError, WeightsError
 from medad.models.backbones import (
+    ClipWeightsOptions,
     check_clip_geometry,
     check_plain_vit,
     check_pos_interpolation,
@@ -51,16 +52,9 @@ OPENAI_STD: RGB = (0.26862954, 0.26130258, 0.27577711)
 _METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")  # ints in OpenAI's TorchScript archives
 
 
-class ClipTowerOptions(Protocol):
-    """The config fields of a frozen CLIP vision tower but its tapped layers (which each method names its own way)."""
-
-    @property
-    def clip_model(self) -> str:
-        """open_clip config name, e.g. ``ViT-L-14-336`` or ``ViT-B-16``."""
-
-    @property
-    def clip_weights(self) -> str | None:
-        """An open_clip pretrained tag (``openai``), ``hf-hub:<repo>`` or a local file; ``None`` with random_init."""
+class ClipTowerOptions(ClipWeightsOptions, Protocol):
+    """The config fields of a frozen CLIP vision tower but its tapped layers (which each method names its own way):
+    the checkpoint's (:class:`~medad.models.backbones.ClipWeightsOptions`) and these."""
 
     @property
     def clip_overrides(self) -> Mapping[str, Any]:
@@ -77,10 +71,6 @@ class ClipTowerOptions(Protocol):
     @property
     def image_size(self) -> int:
         """Input side in pixels."""
-
-    @property
-    def random_init(self) -> bool:
-        """Seeded random weights instead of pretrained ones."""
 
     @property
     def init_seed(self) -> int:
