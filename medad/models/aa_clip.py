@@ -48,7 +48,6 @@ from medad.models.base import (
     TrainingBatch,
     patch_grids,
     policy_image_scores,
-    state_fit_problems,
     training_outputs,
 )
 from medad.models.clip_vision import ClipVisionFields, build_frozen_clip_vision, frozen_patch_grids
@@ -324,6 +323,8 @@ class AAClip(TrainableAnomalyModel):
     """
 
     config_class = AAClipConfig
+    trained_weights: ClassVar[str] = "adapter weights"
+    card_shape: ClassVar[str] = "levels, text_adapt_until, image_adapt_until, CLIP / backbone"
     config: AAClipConfig
     fewshot_weight: ClassVar[float] = MEMORY_OVER_ZERO_SHOT
     """AF-CLIP's form (memory map + 0.1 x zero-shot map), as the methods of AdaptCLIP's few-shot tables."""
@@ -520,16 +521,6 @@ class AAClip(TrainableAnomalyModel):
             {"text": self.text, "layer_adapters": self.layer_adapters, "seg_proj": self.seg_proj,
              "det_proj": self.det_proj}
         )  # fmt: skip
-
-    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Load trained adapters; a missing/extra key or wrong shape raises :class:`WeightsError`."""
-        problems = state_fit_problems(self.trainable_modules().state_dict(), state)
-        if problems:
-            raise WeightsError(
-                f"adapter weights do not fit this {self.name} model: {'; '.join(problems)}; load them into a model "
-                "built with the checkpoint's card (levels, text_adapt_until, image_adapt_until, CLIP / backbone)"
-            )
-        self.trainable_modules().load_state_dict(dict(state))
 
     def frozen_weights(self) -> dict[str, dict[str, Any]]:
         """The frozen vision tower or DINOv3 (``backbone``) and the CLIP text tower (``text``)."""

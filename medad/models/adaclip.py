@@ -44,7 +44,6 @@ from medad.models.base import (
     TrainableAnomalyModel,
     TrainingBatch,
     policy_image_scores,
-    state_fit_problems,
     training_outputs,
 )
 from medad.models.clip_vision import ClipVisionFields, build_frozen_clip_vision, frozen_patch_grids
@@ -233,6 +232,8 @@ class AdaCLIP(TrainableAnomalyModel):
     """
 
     config_class = AdaCLIPConfig
+    trained_weights: ClassVar[str] = "weights"
+    card_shape: ClassVar[str] = "clip_model, layers, prompt_length, prompt_depth"
     config: AdaCLIPConfig
     fewshot_weight: ClassVar[float] = MEMORY_OVER_ZERO_SHOT
     """AF-CLIP's form (memory map + 0.1 x zero-shot map), as the methods of AdaptCLIP's few-shot tables."""
@@ -411,16 +412,6 @@ class AdaCLIP(TrainableAnomalyModel):
                 "dynamic_text_prompt_generator": self.dynamic_text_prompt_generator,
             }
         )
-
-    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Load trained weights; a missing/extra key or wrong shape raises :class:`WeightsError`."""
-        problems = state_fit_problems(self.trainable_modules().state_dict(), state)
-        if problems:
-            raise WeightsError(
-                f"weights do not fit this {self.name} model: {'; '.join(problems)}; load them into a model built "
-                "with the checkpoint's card (clip_model, layers, prompt_length, prompt_depth)"
-            )
-        self.trainable_modules().load_state_dict(dict(state))
 
     def frozen_weights(self) -> dict[str, dict[str, Any]]:
         """The frozen CLIP vision tower (``backbone``) and text tower (``text``), both read from the CLIP file."""

@@ -42,7 +42,6 @@ from medad.models.base import (
     TrainableAnomalyModel,
     TrainingBatch,
     policy_image_scores,
-    state_fit_problems,
     training_outputs,
 )
 from medad.models.clip_vision import ClipVisionFields, build_frozen_clip_vision, frozen_patch_grids
@@ -242,6 +241,8 @@ class AnomalyCLIP(TrainableAnomalyModel):
     """
 
     config_class = AnomalyCLIPConfig
+    trained_weights: ClassVar[str] = "prompt weights"
+    card_shape: ClassVar[str] = "n_ctx, text_ctx, text_depth"
     config: AnomalyCLIPConfig
     fewshot_weight: ClassVar[float] = MEMORY_OVER_ZERO_SHOT
     """AF-CLIP's form (memory map + 0.1 x zero-shot map), as the methods of AdaptCLIP's few-shot tables."""
@@ -353,16 +354,6 @@ class AnomalyCLIP(TrainableAnomalyModel):
     def trainable_modules(self) -> nn.ModuleDict:
         """The prompt contexts and deep text tokens, the only trained parameters."""
         return nn.ModuleDict({"prompts": self.prompts})
-
-    def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Load trained prompts; a missing/extra key or wrong shape raises :class:`WeightsError`."""
-        problems = state_fit_problems(self.trainable_modules().state_dict(), state)
-        if problems:
-            raise WeightsError(
-                f"prompt weights do not fit this {self.name} model: {'; '.join(problems)}; load them into a model "
-                "built with the checkpoint's card (n_ctx, text_ctx, text_depth)"
-            )
-        self.trainable_modules().load_state_dict(dict(state))
 
     def frozen_weights(self) -> dict[str, dict[str, Any]]:
         """The frozen CLIP vision tower (``backbone``) and text tower (``text``), both read from the CLIP file."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
-from medad.errors import ConfigError
+from medad.errors import ConfigError, WeightsError
 from medad.models.config import ModelConfig
 from medad.models.kind import ModelKind
 
@@ -352,9 +352,21 @@ class TrainableAnomalyModel(AnomalyModel):
         """State dict of the trained modules only (what a checkpoint stores)."""
         return {k: v.detach().clone() for k, v in self.trainable_modules().state_dict().items()}
 
-    @abc.abstractmethod
+    trained_weights: ClassVar[str] = "weights"
+    """What a refusal calls the trained parameters (``adapter weights``, ``prompt weights``)."""
+    card_shape: ClassVar[str] = "its options"
+    """The card options that shape the trained parameters, named in a refusal so the user knows what to match."""
+
     def load_trainable_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        """Load trained weights; refuse (``WeightsError``) weights that do not fit this model."""
+        """Load trained weights; a missing / extra key or a wrong shape raises :class:`WeightsError` naming them
+        (:func:`state_fit_problems`) and the card options (``card_shape``) a fitting model is built with."""
+        problems = state_fit_problems(self.trainable_modules().state_dict(), state)
+        if problems:
+            raise WeightsError(
+                f"{self.trained_weights} do not fit this {self.name} model: {'; '.join(problems)}; load them into a "
+                f"model built with the checkpoint's card ({self.card_shape})"
+            )
+        self.trainable_modules().load_state_dict(dict(state))
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the training loop before each 0-based epoch (a resumed run too), so a model whose recipe has
