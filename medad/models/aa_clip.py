@@ -41,7 +41,6 @@ from torch import nn
 from medad.errors import ConfigError, WeightsError
 from medad.models.aa_clip_config import BLURS, AAClipConfig, AAClipDinoConfig
 from medad.models.base import (
-    MEMORY_OVER_ZERO_SHOT,
     Features,
     InferenceBatch,
     TrainableAnomalyModel,
@@ -50,11 +49,16 @@ from medad.models.base import (
     policy_image_scores,
     training_outputs,
 )
-from medad.models.clip_vision import ClipVisionFields, build_frozen_clip_vision, frozen_patch_grids
+from medad.models.clip_vision import (
+    ClipVisionFields,
+    build_frozen_clip_text,
+    build_frozen_clip_vision,
+    frozen_patch_grids,
+)
 from medad.models.dinov3 import build_frozen_dino
 from medad.models.losses import dice_loss, focal_loss, prepare_masks
 from medad.models.registry import model_config, register_factory
-from medad.models.weights import build_text_tower, check_weights_path, text_model_config
+from medad.models.weights import check_weights_path, text_model_config
 from medad.utils.io import sha256_file
 
 NORMAL_STATES = ("{}", "a {}", "the {}")
@@ -326,8 +330,6 @@ class AAClip(TrainableAnomalyModel):
     trained_weights: ClassVar[str] = "adapter weights"
     card_shape: ClassVar[str] = "levels, text_adapt_until, image_adapt_until, CLIP / backbone"
     config: AAClipConfig
-    fewshot_weight: ClassVar[float] = MEMORY_OVER_ZERO_SHOT
-    """AF-CLIP's form (memory map + 0.1 x zero-shot map), as the methods of AdaptCLIP's few-shot tables."""
 
     def __init__(self, config: AAClipConfig, name: str = "aa_clip") -> None:
         self.check_config(config)
@@ -342,18 +344,8 @@ class AAClip(TrainableAnomalyModel):
             tower, self.vision_info, self.mean, self.std = build_frozen_clip_vision(fields)
             self.vision = ClipTower(tower, config.surgery_layers, config.surgery_attention == "batch")
         text: Any
-        text, self.text_info = build_text_tower(
-            config.clip_model,
-            None if config.random_init else config.clip_weights,
-            quick_gelu=config.quick_gelu,
-            random_init=config.random_init,
-            overrides=config.clip_overrides,
-            init_seed=config.init_seed + 1,
-        )
-        self.text_tower = text.eval().requires_grad_(False)
-        import open_clip
-
-        self.tokenizer = open_clip.get_tokenizer(config.clip_model)
+        text, self.text_info, self.tokenizer = build_frozen_clip_text(config)
+        self.text_tower = text
         self.context = int(text.positional_embedding.shape[0])
         embed_dim = int(text_model_config(config.clip_model, config.clip_overrides)["embed_dim"])
         self.text = AdaptedText(text, config.text_adapt_until, config.text_adapt_weight, embed_dim)

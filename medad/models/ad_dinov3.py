@@ -9,7 +9,7 @@ weights were trained with, real class words).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,6 @@ from medad.errors import ConfigError, WeightsError
 from medad.models import head
 from medad.models.ad_dinov3_config import ADDINOv3Config
 from medad.models.base import (
-    MEMORY_OVER_ZERO_SHOT,
     Features,
     InferenceBatch,
     TrainableAnomalyModel,
@@ -45,8 +44,6 @@ class ADDINOv3(TrainableAnomalyModel):
 
     config_class = ADDINOv3Config
     config: ADDINOv3Config
-    fewshot_weight: ClassVar[float] = MEMORY_OVER_ZERO_SHOT
-    """AF-CLIP's form (memory map + 0.1 x zero-shot map), as the methods of AdaptCLIP's few-shot tables."""
 
     def __init__(self, config: ADDINOv3Config, name: str = "ad_dinov3") -> None:
         self.check_config(config)

@@ -38,7 +38,6 @@ from medad.errors import ConfigError, WeightsError
 from medad.models import head
 from medad.models.adaclip_config import AdaCLIPConfig
 from medad.models.base import (
-    MEMORY_OVER_ZERO_SHOT,
     Features,
     InferenceBatch,
     TrainableAnomalyModel,
@@ -46,11 +45,16 @@ from medad.models.base import (
     policy_image_scores,
     training_outputs,
 )
-from medad.models.clip_vision import ClipVisionFields, build_frozen_clip_vision, frozen_patch_grids
+from medad.models.clip_vision import (
+    ClipVisionFields,
+    build_frozen_clip_text,
+    build_frozen_clip_vision,
+    frozen_patch_grids,
+)
 from medad.models.losses import dice_loss, focal_loss, prepare_masks
 from medad.models.prompts import ABNORMAL_STATES, NORMAL_STATES
 from medad.models.registry import model_config, register_factory
-from medad.models.weights import build_text_tower, check_weights_path
+from medad.models.weights import check_weights_path
 from medad.utils.io import sha256_file
 
 TEMPLATES = (
@@ -235,8 +239,6 @@ class AdaCLIP(TrainableAnomalyModel):
     trained_weights: ClassVar[str] = "weights"
     card_shape: ClassVar[str] = "clip_model, layers, prompt_length, prompt_depth"
     config: AdaCLIPConfig
-    fewshot_weight: ClassVar[float] = MEMORY_OVER_ZERO_SHOT
-    """AF-CLIP's form (memory map + 0.1 x zero-shot map), as the methods of AdaptCLIP's few-shot tables."""
 
     text_prompter: StaticPrompts
     visual_prompter: StaticPrompts
@@ -253,18 +255,8 @@ class AdaCLIP(TrainableAnomalyModel):
         tower, self.vision_info, self.mean, self.std = build_frozen_clip_vision(fields)
         self.vision = FrozenVision(tower)
         text: Any
-        text, self.text_info = build_text_tower(
-            config.clip_model,
-            None if config.random_init else config.clip_weights,
-            quick_gelu=config.quick_gelu,
-            random_init=config.random_init,
-            overrides=config.clip_overrides,
-            init_seed=config.init_seed + 1,
-        )
-        self.text_tower = text.eval().requires_grad_(False)
-        import open_clip
-
-        self.tokenizer = open_clip.get_tokenizer(config.clip_model)
+        text, self.text_info, self.tokenizer = build_frozen_clip_text(config)
+        self.text_tower = text
         width, text_width = int(tower.conv1.out_channels), int(text.token_embedding.weight.shape[1])
         embed = int(tower.proj.shape[1])
         parts = trainable_parts((width, text_width, embed), len(self.layers), config.prompt_length, config.prompt_depth)

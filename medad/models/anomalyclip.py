@@ -36,7 +36,6 @@ from medad.errors import ConfigError, WeightsError
 from medad.models import head
 from medad.models.anomalyclip_config import AnomalyCLIPConfig
 from medad.models.base import (
-    MEMORY_OVER_ZERO_SHOT,
     Features,
     InferenceBatch,
     TrainableAnomalyModel,
@@ -44,10 +43,15 @@ from medad.models.base import (
     policy_image_scores,
     training_outputs,
 )
-from medad.models.clip_vision import ClipVisionFields, build_frozen_clip_vision, frozen_patch_grids
+from medad.models.clip_vision import (
+    ClipVisionFields,
+    build_frozen_clip_text,
+    build_frozen_clip_vision,
+    frozen_patch_grids,
+)
 from medad.models.losses import dice_loss, focal_loss, prepare_masks
 from medad.models.registry import model_config, register_factory
-from medad.models.weights import build_text_tower, check_weights_path
+from medad.models.weights import check_weights_path
 from medad.models.weights_files import read_weights
 from medad.utils.io import sha256_file
 
@@ -244,12 +248,8 @@ class AnomalyCLIP(TrainableAnomalyModel):
     trained_weights: ClassVar[str] = "prompt weights"
     card_shape: ClassVar[str] = "n_ctx, text_ctx, text_depth"
     config: AnomalyCLIPConfig
-    fewshot_weight: ClassVar[float] = MEMORY_OVER_ZERO_SHOT
-    """AF-CLIP's form (memory map + 0.1 x zero-shot map), as the methods of AdaptCLIP's few-shot tables."""
 
     def __init__(self, config: AnomalyCLIPConfig, name: str = "anomalyclip") -> None:
-        import open_clip
-
         self.check_config(config)
         super().__init__(config, name)
         self.layers = tuple(config.layers)
@@ -257,16 +257,8 @@ class AnomalyCLIP(TrainableAnomalyModel):
         tower, self.vision_info, self.mean, self.std = build_frozen_clip_vision(fields)
         self.vision = DPAMVision(tower, self.layers, config.dpam_layers, config.embedding_ln_post)
         text: Any
-        text, self.text_info = build_text_tower(
-            config.clip_model,
-            None if config.random_init else config.clip_weights,
-            quick_gelu=config.quick_gelu,
-            random_init=config.random_init,
-            overrides=config.clip_overrides,
-            init_seed=config.init_seed + 1,
-        )
-        self.text_tower = text.eval().requires_grad_(False)
-        tokenizer = open_clip.get_tokenizer(config.clip_model)
+        text, self.text_info, tokenizer = build_frozen_clip_text(config)
+        self.text_tower = text
         context = " ".join(["X"] * config.n_ctx)
         tokens = tokenizer([f"{context} object.", f"{context} damaged object."])
         tokens = tokens[:, : int(text.positional_embedding.shape[0])]

@@ -305,6 +305,8 @@ class TrainableAnomalyModel(AnomalyModel):
     """A model with a trained head on a frozen backbone (kind ``TRAINABLE``)."""
 
     kind: ClassVar[ModelKind] = ModelKind.TRAINABLE
+    fewshot_weight: ClassVar[float] = MEMORY_OVER_ZERO_SHOT
+    """AF-CLIP's form (memory map + 0.1 x zero-shot map), as the trained methods of AdaptCLIP's few-shot tables."""
 
     def __init__(self, config: ModelConfig, name: str) -> None:
         super().__init__(config, name)

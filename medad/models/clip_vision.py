@@ -38,6 +38,7 @@ from medad.models.backbones import (
 from medad.models.base import RGB, Features, patch_grids, rgb
 from medad.models.weights import (
     LICENCES,
+    build_text_tower,
     check_weights_path,
     is_local_weights,
     open_clip_hub_file,
@@ -317,6 +318,22 @@ def clip_normalisation(model_name: str, weights: str | None) -> tuple[RGB, RGB]:
     tag = str(weights) if weights is not None and not is_local_weights(weights) else "openai"
     cfg = open_clip.get_pretrained_cfg(model_name, tag) if not tag.startswith("hf-hub:") else {}
     return rgb(cfg.get("mean", OPENAI_MEAN)), rgb(cfg.get("std", OPENAI_STD))
+
+
+def build_frozen_clip_text(config: ClipTowerOptions) -> tuple[nn.Module, dict[str, Any], Any]:
+    """The frozen text tower of a CLIP-family method's one CLIP file (with random weights seeded ``init_seed + 1``,
+    the vision tower taking ``init_seed``), its weights' record and open_clip's tokenizer for it."""
+    import open_clip
+
+    text, info = build_text_tower(
+        config.clip_model,
+        None if config.random_init else config.clip_weights,
+        quick_gelu=config.quick_gelu,
+        random_init=config.random_init,
+        overrides=config.clip_overrides,
+        init_seed=config.init_seed + 1,
+    )
+    return text.eval().requires_grad_(False), info, open_clip.get_tokenizer(config.clip_model)
 
 
 def build_frozen_clip_vision(config: ClipVisionConfig) -> tuple[Any, dict[str, Any], RGB, RGB]:
