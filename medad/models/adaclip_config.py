@@ -80,9 +80,7 @@ class AdaCLIPConfig(ModelConfig):
     @classmethod
     def prepare(cls, cfg: dict[str, Any]) -> dict[str, Any]:
         """A protocol's ``weights.text`` names the same CLIP file; random weights drop any file."""
-        if "backbone" in cfg or "backbone_weights" in cfg:
-            raise ConfigError("adaclip has no separate backbone: give the CLIP file as `weights: {clip: ...}`")
-        return clip_file_options(cfg)
+        return clip_file_options(cfg, only_clip="adaclip")
 
     def check(self) -> None:
         """Check the values that need no model; raise :class:`ConfigError` naming the key and the fix."""

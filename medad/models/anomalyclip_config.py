@@ -79,9 +79,7 @@ class AnomalyCLIPConfig(ModelConfig):
     @classmethod
     def prepare(cls, cfg: dict[str, Any]) -> dict[str, Any]:
         """A protocol's ``weights.text`` names the same CLIP file; random weights drop any file."""
-        if "backbone" in cfg or "backbone_weights" in cfg:
-            raise ConfigError("anomalyclip has no separate backbone: give the CLIP file as `weights: {clip: ...}`")
-        return clip_file_options(cfg)
+        return clip_file_options(cfg, only_clip="anomalyclip")
 
     def check(self) -> None:
         """Check the values that need no model; raise :class:`ConfigError` naming the key and the fix."""

@@ -250,9 +250,12 @@ def check_pos_interpolation(mode: str) -> None:
         raise ConfigError(f"pos_interpolation must be one of {', '.join(POS_INTERPOLATIONS)}, got {mode!r}")
 
 
-def clip_file_options(cfg: dict[str, Any]) -> dict[str, Any]:
+def clip_file_options(cfg: dict[str, Any], only_clip: str | None = None) -> dict[str, Any]:
     """A CLIP-family model's weight options: ``text_weights`` (``--text-weights``, a protocol's ``weights.text``)
-    names its one CLIP file (``clip_weights``); random weights drop any file."""
+    names its one CLIP file (``clip_weights``); random weights drop any file. ``only_clip`` (the model's name)
+    refuses backbone options: that model reads both towers from its CLIP file."""
+    if only_clip is not None and ("backbone" in cfg or "backbone_weights" in cfg):
+        raise ConfigError(f"{only_clip} has no separate backbone: give the CLIP file as `weights: {{clip: ...}}`")
     if "text_weights" in cfg:
         cfg.setdefault("clip_weights", cfg.pop("text_weights"))
     if cfg.get("random_init"):
