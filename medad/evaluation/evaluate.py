@@ -7,7 +7,9 @@ accumulators and to the per-image histograms used by the bootstrap. Output files
 * ``metrics.json`` - per model, dataset and class (plus ``__mean__``, the class mean, and ``__pooled__``, all images
   pooled; each row names its ``aggregate``) each metric with its bootstrap CI, or ``not_applicable`` with the
   reason; ``settings.random_weights`` maps every model to whether its frozen weights were random (read from its
-  predictions' ``meta.json``), and every row repeats its model's flag;
+  predictions' ``meta.json``), and every row repeats its model's flag; a row whose model was trained on data that
+  include its dataset (a protocol's ``allow_not_zero_shot``) says so in ``not_zero_shot`` ("not zero-shot
+  (trained on ...)"; ``None`` otherwise), and ``settings.not_zero_shot`` maps model -> dataset -> that mark;
 * ``per_image.csv`` - per image and model: image score, max pixel score, Dice and IoU at the threshold, and the
   model's ``random_weights`` flag;
 * ``curves.json`` - image-level ROC/PR and pixel-level ROC/PR/PRO curves (<= 512 points each);
@@ -38,7 +40,7 @@ from medad.evaluation.accumulation import Accumulated, PassSettings, Predictions
 from medad.evaluation.comparisons import compare, model_pairs
 from medad.evaluation.fewshot import FEWSHOT_NOTE, FewShotRun, fewshot_rows
 from medad.evaluation.intervals import DEFAULT_CI, Interval, Intervals
-from medad.evaluation.paper_view import paper_view
+from medad.evaluation.paper_view import paper_view, study_marks
 from medad.evaluation.recorded import record_predictions
 from medad.evaluation.resolution import model_resolution, resolution_settings
 from medad.evaluation.rows import (
@@ -178,6 +180,10 @@ def evaluate(
     rows, curves = _rows_and_curves(acc, intervals, list(metrics), random_weights)
     by_volume = volume_results(acc, volumes, scoring)
     rows += volume_metric_rows(by_volume, list(metrics), ci_cfg, random_weights)
+    marks = _not_zero_shot(readers)
+    _mark_rows(rows, marks)
+    if marks:  # only then: zero-shot evaluations keep their settings
+        settings["not_zero_shot"] = marks
     comps = compare(acc, intervals, model_pairs(models, comparisons), list(metrics), correction)
     settings["ci"].update(intervals.used_settings())
     if any(random_weights.values()):
@@ -196,13 +202,35 @@ def evaluate(
     content: dict[str, Any] = {"settings": settings, "rows": rows, "paper_view": paper}
     if fewshot:  # only then: zero-shot evaluations keep their bytes
         settings["fewshot"] = FEWSHOT_NOTE
-        content["fewshot"] = fewshot_rows(acc, fewshot, list(metrics), ci_cfg)
+        content["fewshot"] = _mark_rows(fewshot_rows(acc, fewshot, list(metrics), ci_cfg), marks)
     write_json_atomic(out / "metrics.json", round_sig(content))
     write_json_atomic(out / "curves.json", round_sig(curves))
     write_json_atomic(out / "comparisons.json", round_sig(comps))
     _write_per_image(out / "per_image.csv", acc, random_weights, volume_table(manifest, volumes))
     _write_per_volume(out / "per_volume.csv", by_volume, random_weights)
     return {"settings": settings, "rows": rows, "comparisons": comps, "out_dir": str(out)}
+
+
+def _not_zero_shot(readers: Mapping[str, Predictions]) -> dict[str, dict[str, str]]:
+    """Model label -> dataset -> its not-zero-shot mark, from each predictions folder's card (the protocol scored a
+    target the model's training data include, with ``allow_not_zero_shot``); models without a mark are left out."""
+    marks: dict[str, dict[str, str]] = {}
+    for name, parts in readers.items():
+        for part, reader in _parts(parts):
+            found = study_marks(reader.meta)
+            found = found if part == "all" else {d: why for d, why in found.items() if d == part}
+            if found:
+                marks.setdefault(name, {}).update(found)
+    return marks
+
+
+def _mark_rows(rows: list[dict[str, Any]], marks: Mapping[str, Mapping[str, str]]) -> list[dict[str, Any]]:
+    """Give each row its ``not_zero_shot`` mark (``None`` when zero-shot); a few-shot row takes its draws' mark."""
+    for row in rows:
+        labels = row.get("runs") or [row["model"]]
+        found = (marks.get(str(label), {}).get(str(row["dataset"])) for label in labels)
+        row["not_zero_shot"] = next((mark for mark in found if mark), None)
+    return rows
 
 
 def _readers(folder: str | Path | Mapping[str, str | Path]) -> Predictions:

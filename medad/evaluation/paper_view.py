@@ -210,14 +210,24 @@ def _method_facts(meta: Mapping[str, Any] | None, dataset: str) -> dict[str, Any
     if method is None:
         return {}
     facts: dict[str, Any] = {"method": method, "published": published_for(method, dataset)}
+    mark = study_marks(meta).get(dataset)
+    if mark:
+        facts["zero_shot"] = mark
     study = card.get("study") if isinstance(card, Mapping) else None
-    if isinstance(study, Mapping):
-        why = (study.get("not_zero_shot") or {}).get(dataset)
-        if why:
-            facts["zero_shot"] = f"not zero-shot ({why})"
-        if study.get("score_epoch") is not None:
-            facts["score_epoch"] = study["score_epoch"]
+    if isinstance(study, Mapping) and study.get("score_epoch") is not None:
+        facts["score_epoch"] = study["score_epoch"]
     return facts
+
+
+def study_marks(meta: Mapping[str, Any] | None) -> dict[str, str]:
+    """Dataset -> ``"not zero-shot (trained on ...)"`` for each target the protocol scored although the model's
+    training data include it (``allow_not_zero_shot``), from the card's ``study`` in a predictions ``meta.json``."""
+    card = meta.get("model") if isinstance(meta, Mapping) else None
+    study = card.get("study") if isinstance(card, Mapping) else None
+    marks = study.get("not_zero_shot") if isinstance(study, Mapping) else None
+    if not isinstance(marks, Mapping):
+        return {}
+    return {str(dataset): f"not zero-shot ({why})" for dataset, why in marks.items() if why}
 
 
 def paper_view(

@@ -3,8 +3,8 @@
 :func:`medad.evaluation.evaluate` builds every metrics row as a :class:`MetricRow` and writes its
 :meth:`~MetricRow.to_dict`; readers (``medad.reports``) take their column lists from here rather than declaring
 them again. The ``*_KEYS`` tuples are the keys every folder has held since the first release (a reader fills a
-missing one with an empty value); keys added later (a row's ``aggregate`` and ``random_weights``) are read only
-where present, so older folders still read as they were written.
+missing one with an empty value); keys added later (a row's ``aggregate``, ``random_weights`` and
+``not_zero_shot``) are read only where present, so older folders still read as they were written.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ class MetricRow:
         status: ``ok`` or ``not_applicable``.
         reason: why not applicable (``None`` when ok).
         random_weights: whether the model's frozen weights were random (its numbers test the pipeline only).
+        not_zero_shot: why the row is not zero-shot, when its model was trained on data that include the dataset
+            and the study allowed it (``"not zero-shot (trained on CVC-ColonDB)"``); ``None`` for a zero-shot row.
     """
 
     model: str
@@ -71,6 +73,7 @@ class MetricRow:
     status: Literal["ok", "not_applicable"]
     reason: str | None
     random_weights: bool = False
+    not_zero_shot: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The row as written into ``metrics.json`` (keys in field order)."""
@@ -78,7 +81,9 @@ class MetricRow:
 
 
 METRIC_ROW_FIELDS = tuple(f.name for f in fields(MetricRow))
-METRIC_ROW_KEYS = tuple(name for name in METRIC_ROW_FIELDS if name not in ("aggregate", "random_weights"))
+METRIC_ROW_KEYS = tuple(
+    name for name in METRIC_ROW_FIELDS if name not in ("aggregate", "random_weights", "not_zero_shot")
+)
 """The keys of a metrics row that every ``metrics.json`` holds."""
 
 PER_IMAGE_KEYS = (

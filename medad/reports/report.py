@@ -60,6 +60,7 @@ from medad.reports.tables import (
     confidence_percent,
     dataset_label,
     fmt_number,
+    not_zero_shot_marks,
     results_grids,
     results_table,
     settings_table,
@@ -232,8 +233,10 @@ def _build_sections(
     results = results_table(evaluation)
     section = _Section("Results")
     section.paragraphs.append(f"Each cell: value [{ci_label}]. 'images' is the number of images in the row.")
+    marks = not_zero_shot_marks(results)
     for (model, dataset), grid in results_grids(results).items():
-        section.tables.append((f"{model} on {dataset_label(settings, dataset)}", grid.reset_index()))
+        mark = f" — {marks[model, dataset]}" if (model, dataset) in marks else ""
+        section.tables.append((f"{model} on {dataset_label(settings, dataset)}{mark}", grid.reset_index()))
     sections.append(section)
 
     fewshot = load_fewshot(evaluation.folder)

@@ -185,6 +185,14 @@ def results_grids(table: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
     return grids
 
 
+def not_zero_shot_marks(table: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(model, dataset) -> the rows' "not zero-shot (trained on ...)" mark, where the evaluation wrote one."""
+    if "not_zero_shot" not in table.columns:  # an evaluation written before rows carried the mark
+        return {}
+    marked = table[table["not_zero_shot"].map(lambda v: isinstance(v, str) and bool(v))]
+    return {(str(r["model"]), str(r["dataset"])): str(r["not_zero_shot"]) for _, r in marked.iterrows()}
+
+
 def comparisons_table(evaluation: EvaluationResults) -> pd.DataFrame:
     """Comparisons with display columns ``estimate [CI]``, ``p``, ``p (adjusted)`` and ``effect size``."""
     frame = evaluation.comparisons.copy()

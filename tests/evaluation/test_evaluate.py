@@ -76,7 +76,9 @@ def test_evaluate_writes_contract(tmp_path) -> None:
         "reason",
         "aggregate",
         "random_weights",
+        "not_zero_shot",
     }
+    assert rows[("good", "a", "aupro")]["not_zero_shot"] is None  # no protocol marked these predictions
     a_idx = list(range(6))
     pooled_idx = list(range(11))
     r = rows[("good", "a", "pixel_auroc")]

@@ -204,8 +204,13 @@ def test_an_allowed_model_is_marked_not_zero_shot_in_the_paper_view_and_report(t
     assert "MVTec AD + ColonDB" in figures["90.4 / 58.2"]["training_data"]
     assert figures["79.1"]["zero_shot"] == "zero-shot"  # the appendix re-run on MVTec AD only
     assert [p["figures"] for p in crane["published"]] == ["82.5 / 73.0 / 36.0"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    marked = {(r["model"], r["dataset"], r["not_zero_shot"]) for r in metrics["rows"]}
+    assert ("adaclip", "colondb", "not zero-shot (trained on CVC-ColonDB)") in marked
+    assert all(mark is None for model, _, mark in marked if model != "adaclip")
     report = (run_dir / "report" / "report.md").read_text()
     assert "NOT ZERO-SHOT on colondb (trained on CVC-ColonDB" in report
+    assert "adaclip on colondb — not zero-shot (trained on CVC-ColonDB)" in report  # its results table
     assert "adaclip (adaclip): its publication's figures, published, not re-measured" in report
     provenance = json.loads((run_dir / "provenance.json").read_text())
     assert provenance["weights"]["adaclip"]["study"] == {"not_zero_shot": {"colondb": "trained on CVC-ColonDB"}}
