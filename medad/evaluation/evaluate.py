@@ -13,7 +13,8 @@ accumulators and to the per-image histograms used by the bootstrap. Output files
 * ``per_image.csv`` - per image and model: image score, max pixel score, Dice and IoU at the threshold, and the
   model's ``random_weights`` flag;
 * ``curves.json`` - image-level ROC/PR and pixel-level ROC/PR/PRO curves (<= 512 points each);
-* ``comparisons.json`` - paired comparisons of every model pair, with multiple-comparison-adjusted p-values;
+* ``comparisons.json`` - paired comparisons of every model pair, with multiple-comparison-adjusted p-values (and
+  ``not_zero_shot``: which of the two models is not zero-shot on the dataset, or ``None``);
 * ``per_volume.csv`` - only when the manifest holds volumes (DICOM series, multi-frame objects, NIfTI files):
   per volume and model its volume score, label and 3-D Dice / IoU (:mod:`~medad.evaluation.volumes`), whose
   volume-level metrics are the ``__volumes__`` rows of ``metrics.json``.
@@ -185,6 +186,7 @@ def evaluate(
     if marks:  # only then: zero-shot evaluations keep their settings
         settings["not_zero_shot"] = marks
     comps = compare(acc, intervals, model_pairs(models, comparisons), list(metrics), correction)
+    _mark_comparisons(comps, marks)
     settings["ci"].update(intervals.used_settings())
     if any(random_weights.values()):
         flagged = ", ".join(m for m in models if random_weights[m])
@@ -231,6 +233,15 @@ def _mark_rows(rows: list[dict[str, Any]], marks: Mapping[str, Mapping[str, str]
         found = (marks.get(str(label), {}).get(str(row["dataset"])) for label in labels)
         row["not_zero_shot"] = next((mark for mark in found if mark), None)
     return rows
+
+
+def _mark_comparisons(comps: list[dict[str, Any]], marks: Mapping[str, Mapping[str, str]]) -> None:
+    """Give each paired comparison its ``not_zero_shot`` note: which of its models is not zero-shot on the dataset
+    (``"adaclip: not zero-shot (trained on CVC-ColonDB)"``), ``None`` when both are."""
+    for comp in comps:
+        dataset = str(comp["dataset"])
+        found = [f"{m}: {marks[m][dataset]}" for m in (comp["model_a"], comp["model_b"]) if dataset in marks.get(m, {})]
+        comp["not_zero_shot"] = "; ".join(found) or None
 
 
 def _readers(folder: str | Path | Mapping[str, str | Path]) -> Predictions:
@@ -396,9 +407,7 @@ def _curves(acc: Accumulated, model: str, dataset: str, class_name: str, classes
     }
 
 
-def _write_per_image(
-    path: Path, acc: Accumulated, random_weights: Mapping[str, bool], volumes: pd.DataFrame
-) -> None:
+def _write_per_image(path: Path, acc: Accumulated, random_weights: Mapping[str, bool], volumes: pd.DataFrame) -> None:
     """``per_image.csv``: per model and image its scores, Dice and IoU (``rows.PER_IMAGE_COLUMNS``)."""
     manifest = acc.manifest
     frames = []

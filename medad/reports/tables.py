@@ -199,7 +199,11 @@ def comparisons_table(evaluation: EvaluationResults) -> pd.DataFrame:
     if frame.empty:
         return frame.assign(comparison="", estimate_ci="", p="", p_adj="", effect="", test_label="", metric_label="")
     frame = frame.sort_values(["dataset", "class_name", "metric", "model_a", "model_b"], kind="stable")
-    frame["comparison"] = [f"{a} vs {b}" for a, b in zip(frame["model_a"], frame["model_b"], strict=True)]
+    marks = frame["not_zero_shot"] if "not_zero_shot" in frame.columns else pd.Series(None, index=frame.index)
+    frame["comparison"] = [
+        f"{a} vs {b}" + (f" ({mark})" if isinstance(mark, str) and mark else "")
+        for a, b, mark in zip(frame["model_a"], frame["model_b"], marks, strict=True)
+    ]
     frame["estimate_ci"] = [
         format_result({"value": r["estimate"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "status": "ok"})
         for _, r in frame.iterrows()

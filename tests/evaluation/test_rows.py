@@ -54,6 +54,8 @@ def test_rows_of_a_marked_model_say_not_zero_shot_on_that_dataset_only(tmp_path)
     marks = {(r["model"], r["not_zero_shot"]) for r in doc["rows"]}
     assert marks == {("good", "not zero-shot (trained on CVC-ColonDB)"), ("weak", None)}
     assert doc["settings"]["not_zero_shot"] == {"good": {"synth": "not zero-shot (trained on CVC-ColonDB)"}}
+    comparisons = json.loads((out / "comparisons.json").read_text())
+    assert comparisons and {c["not_zero_shot"] for c in comparisons} == {"good: not zero-shot (trained on CVC-ColonDB)"}
     measured = {r["model"]: r for r in doc["paper_view"]["measured"]}
     assert measured["good"]["zero_shot"] == "not zero-shot (trained on CVC-ColonDB)"
 
@@ -63,6 +65,7 @@ def test_rows_of_a_marked_model_say_not_zero_shot_on_that_dataset_only(tmp_path)
     text = (report.parent / "report.md").read_text()
     assert "good on synth — not zero-shot (trained on CVC-ColonDB)" in text
     assert "weak on synth — not zero-shot" not in text and "weak on synth" in text
+    assert "good vs weak (good: not zero-shot (trained on CVC-ColonDB))" in text  # the paired comparisons say it
 
 
 def test_metric_row_is_frozen() -> None:
