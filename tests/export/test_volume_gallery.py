@@ -88,7 +88,7 @@ def test_the_slice_slider_browses_the_series_in_headless_chromium(series_gallery
             assert str(text).startswith(f"slice {k + 1} of 5")
         assert [str(s).split("_image")[0] for s in seen] == order
         loaded = "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
-        deadline = time.time() + 10  # the last slice's PNGs load after the slider moved
+        deadline = time.time() + 30  # the last slice's PNGs load after the slider moved (slow on a loaded machine)
         while browser.evaluate(loaded) is not True and time.time() < deadline:
             time.sleep(0.1)
         assert browser.evaluate(loaded) is True

@@ -101,4 +101,4 @@ def test_an_unreachable_hub_fails_fast_with_the_local_file_fix(tmp_path: Path) -
     assert lines[0].startswith("WeightsError the Hugging Face hub http://127.0.0.1:") and "did not answer" in lines[0]
     assert "--backbone-weights /path/to/file.safetensors" in lines[0]
     assert lines[1].startswith("WeightsError the Hugging Face hub") and "--text-weights /path/to/file" in lines[1]
-    assert float(lines[2].split()[1]) < 20  # one 3 s probe; the retries it replaces took 45 s and more
+    assert float(lines[2].split()[1]) < 30  # one 3 s probe per tower; the retries it replaces took 45 s and more
