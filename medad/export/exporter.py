@@ -417,6 +417,8 @@ def export_predictions(
     A DICOM series of several single-frame files whose slices make one regular grid gets one of each, named by
     its volume id, over all its files in slice order (see :mod:`medad.export.volumes`); a series with a problem
     is exported per file with a note naming it (``export.json`` ``volumes``), as every file is with ``per_file``.
+    Volumes are grouped whatever the formats: a PNG-only export gives each DICOM / NIfTI case its ``volume_id``
+    and ``slice_order`` (one gallery row per volume) and lists the volumes without ``export`` / ``outputs``.
     ``export.json`` records the threshold, formats, medad version, the model and its ``random_weights`` flag
     (from the predictions' ``meta.json``), the display window, the contour colours and per-case files.
 
@@ -726,10 +728,11 @@ def _export_volumes(
     skips: _Skips,
     plan: VolumePlan,
 ) -> None:
-    """Step 2 of an export: the NIfTI / DICOM SEG / Parametric Map files of each regular series (one set of
-    objects per series) and of each other source file, recorded in its cases' entries; a source that fails is
-    skipped (its partial files removed), never the whole export. ``algorithm`` is the algorithm name and whether
-    the model's weights are random (said in the DICOM objects)."""
+    """Step 2 of an export: each DICOM / NIfTI case's ``volume_id`` and ``slice_order`` (whatever the formats, so
+    the gallery shows a volume as one row), then the NIfTI / DICOM SEG / Parametric Map files of each regular
+    series (one set of objects per series) and of each other source file, recorded in its cases' entries; a
+    source that fails is skipped (its partial files removed), never the whole export. ``algorithm`` is the
+    algorithm name and whether the model's weights are random (said in the DICOM objects)."""
     by_case = {c["case_id"]: c for c in cases}
     _link_volumes(plan, cases)
     done = _export_series(plan, groups, by_case, (formats, tmp, threshold, algorithm, deid), skips)
