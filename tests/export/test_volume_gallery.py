@@ -19,7 +19,7 @@ from medad.data.dicom import make_dicom
 from medad.export import export_predictions, fixed_threshold
 from medad.export.gallery import gallery_items
 from tests.export.conftest import manifest_row
-from tests.export.series_files import write_series
+from tests.export.series_files import enhanced_from, write_series
 from tests.export.test_png_nifti_gallery import _Chromium
 
 SLICE_SCORES = [0.2, 0.8, 0.4, 0.3, 0.1]  # by position along the normal: the volume score is slice 1's 0.8
@@ -95,6 +95,22 @@ def test_a_png_only_export_of_a_nifti_volume_is_one_row_in_slice_order(tmp_path:
     (record,) = report["volumes"]
     assert record["kind"] == "nifti" and record["volume_id"] == item["volume_id"] and "export" not in record
     assert not list(out.glob("*.nii.gz"))
+
+
+def test_a_png_only_export_of_a_multiframe_object_is_one_row_along_the_normal(tmp_path: Path, make_run) -> None:
+    paths = write_series(tmp_path / "s", n=4, seed=5)
+    (tmp_path / "enh").mkdir()
+    enhanced_from(paths[::-1], tmp_path / "enh" / "enhanced.dcm")  # frame f is slice 3 - f along the normal
+    manifest = make_dicom(tmp_path / "enh")
+    maps = [np.full((12, 10), 0.1 * (int(f) + 1), np.float32) for f in manifest["frame"]]
+    preds, manifest = make_run(manifest.to_dict("records"), maps)
+    out = export_predictions(preds, manifest, tmp_path / "export", formats=("png",), threshold=fixed_threshold(0.5))
+    report = json.loads((out / "export.json").read_text())
+    assert {c["frame"]: c["slice_order"] for c in report["cases"]} == {0: 3, 1: 2, 2: 1, 3: 0}
+    (item,) = gallery_items(report["cases"], fixed_threshold(0.5))
+    assert [s["image_score"] for s in item["slices"]] == pytest.approx([0.4, 0.3, 0.2, 0.1])
+    (record,) = report["volumes"]
+    assert record["kind"] == "dicom-multiframe" and "export" not in record and not list(out.glob("*.nii.gz"))
 
 
 def test_plain_cases_stay_one_row_each() -> None:
