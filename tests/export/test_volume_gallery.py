@@ -16,7 +16,7 @@ import pydicom
 import pytest
 
 from medad.data.dicom import make_dicom
-from medad.export import export_predictions, fixed_threshold
+from medad.export import export_notices, export_predictions, export_summary, fixed_threshold
 from medad.export.gallery import gallery_items
 from tests.export.conftest import manifest_row
 from tests.export.series_files import enhanced_from, write_series
@@ -76,6 +76,19 @@ def test_a_png_only_export_groups_the_series_but_writes_and_claims_no_volume_obj
     assert not list(out.glob("*.nii.gz")) and not list(out.glob("*.dcm"))
     assert all("volume_files" not in c and "volume_case" not in c for c in report["cases"])
     assert sorted(p.name for p in out.glob("*_overlay.png")) == sorted(f"{c}_overlay.png" for c in order)
+
+
+def test_a_png_only_export_of_a_gapped_series_lists_its_problem_without_a_fallback_warning(
+    tmp_path: Path, make_run
+) -> None:
+    write_series(tmp_path / "series", n=5, missing=(2,), seed=4)
+    manifest = make_dicom(tmp_path / "series")
+    preds, manifest = make_run(manifest.to_dict("records"), [np.full((12, 10), 0.3, np.float32)] * len(manifest))
+    out = export_predictions(preds, manifest, tmp_path / "export", formats=("png",), threshold=fixed_threshold(0.5))
+    (record,) = json.loads((out / "export.json").read_text())["volumes"]
+    assert record["problems"] and len(record["cases"]) == 4 and "export" not in record
+    assert export_notices(out) == ([], None)  # nothing was exported per file instead of as one object
+    assert "series" not in export_summary(out)[0]
 
 
 def test_a_png_only_export_of_a_nifti_volume_is_one_row_in_slice_order(tmp_path: Path, make_run) -> None:
