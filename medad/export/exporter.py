@@ -28,7 +28,7 @@ from medad.engine.predictions import PredictionReader, predictions_random_weight
 from medad.errors import DiskError, ExportError, MedadError, disk_error
 from medad.export.deid import METHOD, Deidentifier
 from medad.export.dicom import write_dicom_exports
-from medad.export.formats import FORMATS
+from medad.export.formats import FORMATS, volume_formats
 from medad.export.gallery import write_gallery
 from medad.export.manifest import manifest_for_run, predictions_folder
 from medad.export.nifti import NO_GEOMETRY_AFFINE, dicom_frames_to_volume, write_nifti_pair
@@ -417,6 +417,8 @@ def export_predictions(
     A DICOM series of several single-frame files whose slices make one regular grid gets one of each, named by
     its volume id, over all its files in slice order (see :mod:`medad.export.volumes`); a series with a problem
     is exported per file with a note naming it (``export.json`` ``volumes``), as every file is with ``per_file``.
+    Volumes are grouped whatever the formats: a PNG-only export gives each DICOM / NIfTI case its ``volume_id``
+    and ``slice_order`` (one gallery row per volume) and lists the volumes without ``export`` / ``outputs``.
     ``export.json`` records the threshold, formats, medad version, the model and its ``random_weights`` flag
     (from the predictions' ``meta.json``), the display window, the contour colours and per-case files.
 
@@ -461,7 +463,8 @@ def export_predictions(
         groups: dict[str, _Group] = {}
         skips, sources = _Skips(), dict[str, list[dict[str, Any]]]()
         cases = _export_cases(reader, manifest, formats, threshold, model, tmp, skips, groups, sources)
-        plan = plan_volumes(manifest, groups, per_file)
+        exported = [path for path, entries in sources.items() if entries]
+        plan = plan_volumes(manifest, exported, per_file, write=bool(volume_formats(formats)))
         _export_volumes(
             groups, cases, formats, tmp, threshold, (algorithm, model["random_weights"]), deid, skips, plan
         )
@@ -646,11 +649,12 @@ def _gather_volume(
     """Add a DICOM / NIfTI case to its source file's group for the volume formats; note the formats that do not
     apply to its source."""
     fmt, frame = entry["source_format"], entry["frame"]
-    if fmt in ("dicom", "nifti") and any(f != "png" for f in formats):
+    volumes = bool(volume_formats(formats))
+    if fmt in ("dicom", "nifti") and volumes:
         group = groups.setdefault(str(row["image_path"]), _Group(entry["case_id"], row))
         group.frames[0 if frame is None else frame] = (mask, pixel_map)
         group.cases.append(entry["case_id"])
-    elif fmt == "image" and any(f != "png" for f in formats):
+    elif fmt == "image" and volumes:
         entry["notes"].append(
             "nifti/dicom-seg/pmap skipped: plain images carry no physical geometry or "
             "DICOM references (use the PNG exports)"
@@ -724,14 +728,15 @@ def _export_volumes(
     skips: _Skips,
     plan: VolumePlan,
 ) -> None:
-    """Step 2 of an export: the NIfTI / DICOM SEG / Parametric Map files of each regular series (one set of
-    objects per series) and of each other source file, recorded in its cases' entries; a source that fails is
-    skipped (its partial files removed), never the whole export. ``algorithm`` is the algorithm name and whether
-    the model's weights are random (said in the DICOM objects)."""
+    """Step 2 of an export: each DICOM / NIfTI case's ``volume_id`` and ``slice_order`` (whatever the formats, so
+    the gallery shows a volume as one row), then the NIfTI / DICOM SEG / Parametric Map files of each regular
+    series (one set of objects per series) and of each other source file, recorded in its cases' entries; a
+    source that fails is skipped (its partial files removed), never the whole export. ``algorithm`` is the
+    algorithm name and whether the model's weights are random (said in the DICOM objects)."""
     by_case = {c["case_id"]: c for c in cases}
     _link_volumes(plan, cases)
     done = _export_series(plan, groups, by_case, (formats, tmp, threshold, algorithm, deid), skips)
-    volume_formats = ",".join(f for f in formats if f != "png")
+    asked = ",".join(volume_formats(formats))
     for key, group in groups.items():
         if key in done:
             continue
@@ -742,10 +747,10 @@ def _export_volumes(
         except _SOURCE_ERRORS as exc:
             if _export_fault(exc, tmp):  # the export folder cannot be written: not the source's fault
                 raise
-            skips.add(key, group.case, volume_formats, exc)
+            skips.add(key, group.case, asked, exc)
             for suffix in _VOLUME_SUFFIXES:  # what was written before the failure is not listed: remove it
                 (tmp / f"{group.case}{suffix}").unlink(missing_ok=True)
-            files, notes = {}, [f"{volume_formats} skipped: {_reason(exc)}"]
+            files, notes = {}, [f"{asked} skipped: {_reason(exc)}"]
         else:
             _skip_dicom_notes(notes, key, group.case, skips)
         fallback = plan.fallback.get(key)
@@ -753,10 +758,11 @@ def _export_volumes(
 
 
 def _volume_records(plan: VolumePlan, cases: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The ``volumes`` of ``export.json``: a volume exported per file or as one file lists its cases' files."""
+    """The ``volumes`` of ``export.json``: a volume exported per file or as one file lists its cases' files (a
+    volume of an export without volume formats has no ``export`` / ``outputs``: no volume object was written)."""
     by_case = {c["case_id"]: c for c in cases}
     for record in plan.records:
-        if record["export"] != "series" and record["cases"]:
+        if record.get("export") in ("file", "per-file") and record["cases"]:
             record["outputs"] = dict(by_case[record["cases"][0]].get("volume_files") or {})
     return plan.records
 
@@ -880,7 +886,7 @@ def export_notices(out_dir: str | Path) -> tuple[list[str], str | None]:
         warnings += [
             fallback_note(r["volume_id"], r["problems"])
             for r in report.get("volumes", [])
-            if r["export"] == "per-file" and r["problems"]
+            if r.get("export") == "per-file" and r["problems"]
         ]
     return warnings, None
 

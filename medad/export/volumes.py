@@ -59,12 +59,14 @@ def fallback_note(volume_id: str, problems: Iterable[str]) -> str:
     )
 
 
-def plan_volumes(manifest: pd.DataFrame, paths: Iterable[str], per_file: bool) -> VolumePlan:
-    """Plan the volume exports of the DICOM / NIfTI source files ``paths`` (those with a prediction).
+def plan_volumes(manifest: pd.DataFrame, paths: Iterable[str], per_file: bool, *, write: bool = True) -> VolumePlan:
+    """Plan the volumes of the DICOM / NIfTI source files ``paths`` (those with an exported prediction).
 
     Every DICOM / NIfTI row of the manifest takes part, so a slice of such a series without a prediction is
     written as zeros (noted), and a slice missing from the manifest leaves a gap. With ``per_file`` every file is
-    its own object, as before series were grouped.
+    its own object, as before series were grouped. Without ``write`` (no volume format asked, e.g. a PNG-only
+    export) the volumes are only grouped, for the cases' volume ids and the gallery: nothing is planned for
+    writing and the records have no ``export`` / ``outputs``.
     """
     wanted = set(paths)
     rows = manifest[manifest["source_format"].astype(str).isin(("dicom", "nifti"))] if wanted else manifest[:0]
@@ -75,31 +77,39 @@ def plan_volumes(manifest: pd.DataFrame, paths: Iterable[str], per_file: bool) -
         if wanted.isdisjoint(files):  # nothing of it was predicted: not part of this export
             continue
         plan.volume_of.update({i: volume.volume_id for i in volume.indices})
-        record = _record(volume, files, per_file)
+        record = _record(volume, files)
         plan.records.append(record)
-        if record["export"] == "series":
-            plan.series.append(SeriesExport(volume, slices, record))
-        elif record["export"] == "per-file" and not per_file:
-            plan.fallback.update(dict.fromkeys(files, fallback_note(volume.volume_id, volume.problems)))
-        elif volume.kind == "dicom-multiframe" and volume.regular and (affine := volume.affine()) is not None:
-            plan.ordered[files[0]] = ([frame for _, frame in slices], affine)
+        if write:
+            _plan_writing(plan, volume, slices, record, per_file)
     return plan
 
 
-def _record(volume: Volume, files: list[str], per_file: bool) -> dict[str, Any]:
-    """The ``export.json`` record of a volume; ``export`` is ``series`` (one object over several files),
-    ``per-file`` (several files, one object each) or ``file`` (the volume is one file)."""
+def _plan_writing(
+    plan: VolumePlan, volume: Volume, slices: list[tuple[str, int]], record: dict[str, Any], per_file: bool
+) -> None:
+    """Add how one volume's objects are written to ``plan`` and its ``export`` / ``outputs`` to its record."""
+    files = list(dict.fromkeys(path for path, _ in slices))
     several = volume.kind == "dicom-series" and len(files) > 1
     export = "file" if not several else "series" if volume.regular and not per_file else "per-file"
+    record.update(export=export, outputs={})
+    if export == "series":
+        plan.series.append(SeriesExport(volume, slices, record))
+    elif export == "per-file" and not per_file:
+        plan.fallback.update(dict.fromkeys(files, fallback_note(volume.volume_id, volume.problems)))
+    elif volume.kind == "dicom-multiframe" and volume.regular and (affine := volume.affine()) is not None:
+        plan.ordered[files[0]] = ([frame for _, frame in slices], affine)
+
+
+def _record(volume: Volume, files: list[str]) -> dict[str, Any]:
+    """The ``export.json`` record of a volume; :func:`_plan_writing` adds ``export``: ``series`` (one object over
+    several files), ``per-file`` (several files, one object each) or ``file`` (the volume is one file)."""
     return {
         "volume_id": volume.volume_id,
         "kind": volume.kind,
         "slices": len(volume.indices),
         "files": len(files),
-        "export": export,
         "problems": list(volume.problems),
         "size": list(volume.size) if volume.size else None,
         "spacing": list(volume.spacing) if volume.spacing else None,
         "cases": [],
-        "outputs": {},
     }
