@@ -88,6 +88,9 @@ def test_eval_of_nifti_volumes_finds_the_masks_given_by_data_option(tmp_path, vo
     assert code == 2 and "has a label or a mask" in _one_error_line(text)  # no labels without the masks folder
 
     labelled = ["--data-option", f"masks={masks}"]
+    code, text = run_medad(monkeypatch, capsys, "eval", str(tmp_path / "plain" / "predictions"), *evaluate, *labelled)
+    line = _one_error_line(text)  # scored without the masks: another manifest; the fix names the reader options
+    assert code == 2 and "scored from other images" in line and "--data-option" in line
     code, text = run_medad(monkeypatch, capsys, "score", str(images), "--out", str(tmp_path / "s"), *common, *labelled)
     assert code == 0, text
     out = tmp_path / "eval"
@@ -124,10 +127,10 @@ def test_score_refuses_a_bad_data_option_before_making_its_output_folder(
 
 
 def test_score_refuses_a_data_option_without_a_kind(tmp_path, volumes, monkeypatch, capsys) -> None:
-    images, masks = volumes
+    images, _ = volumes
     args = ["score", str(images), "--model", "ad_dinov3_tiny", "--out", str(tmp_path / "o"), "--data-option", "axis=0"]
     code, text = run_medad(monkeypatch, capsys, *args)
-    assert code == 2 and "add --kind KIND" in _one_error_line(text)
+    assert code == 2 and "add --kind KIND" in _one_error_line(text) and not (tmp_path / "o").exists()
 
 
 def test_eval_refuses_an_unknown_key_of_the_detected_kind(tmp_path, volumes, monkeypatch, capsys) -> None:
