@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, get_args
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 import typer.core
@@ -67,18 +67,41 @@ def _jsonl_root(data_root: Path | None) -> dict[str, Path]:
     return {"root": data_root} if data_root is not None else {}
 
 
+def _taken_root(data_root: Path | None) -> dict[str, str]:
+    """``--data-root`` sets the jsonl reader's ``root``: a ``--data-option root=...`` beside it is refused."""
+    return {"root": "--data-root"} if data_root is not None else {}
+
+
+CHECK_STRICT = "`medad datasets check` (it reads with strict=false to list every problem)"
+
+
 IMAGES_DIR_HELP = "Kind folder: the images folder under the root (found without it: images, imgs, image, img)."
 MASKS_DIR_HELP = "Kind folder: the masks folder under the root (found without it: masks, mask, gt, ground_truth)."
 
 
+DATA_OPTION_HELP = (
+    "A reader option of the dataset kind, KEY=VALUE, VALUE read as YAML (repeat the option), e.g. --kind nifti "
+    "--data-option masks=DIR --data-option axis=0; the keys of docs/datasets.md, as a protocol's options:."
+)
+
+
 def _folder_options(
-    kind: str | None, images_dir: str | None, masks_dir: str | None
-) -> tuple[str | None, dict[str, str]]:
-    """``--images-dir`` / ``--masks-dir`` as the folder kind's reader options; they make ``auto`` read it."""
+    kind: str | None,
+    images_dir: str | None,
+    masks_dir: str | None,
+    data_options: list[str] | None = None,
+    **taken: str,
+) -> tuple[str | None, dict[str, Any]]:
+    """The reader options: ``--images-dir`` / ``--masks-dir`` (the folder kind's; they make ``auto`` read it) and
+    ``--data-option`` items; ``taken`` names the option that sets a reader key already (e.g. ``split="--split"``)."""
+    from medad.data.options import parse_reader_options
+
     options = {key: value for key, value in (("images", images_dir), ("masks", masks_dir)) if value is not None}
     if options and kind not in (None, "auto", "folder"):
         fail(f"--images-dir/--masks-dir name the folders of --kind folder, not of --kind {kind}; drop them")
-    return ("folder" if options else kind), options
+    flags = {key: flag for key, flag in (("images", "--images-dir"), ("masks", "--masks-dir")) if key in options}
+    parsed = parse_reader_options(data_options or [], {**flags, **taken})
+    return ("folder" if options else kind), {**options, **parsed}
 
 
 THRESHOLD_HELP = (
@@ -125,13 +148,18 @@ def datasets_check_command(
     data_root: Annotated[Path | None, typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
     images_dir: Annotated[str | None, typer.Option("--images-dir", help=IMAGES_DIR_HELP)] = None,
     masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
+    data_options: Annotated[
+        list[str] | None, typer.Option("--data-option", metavar="KEY=VALUE", help=DATA_OPTION_HELP)
+    ] = None,
 ) -> None:
     """Count images per class, show the detected layout variant and list every problem with its file."""
     from medad.data import check_dataset
     from medad.data.reporting import format_check
     from medad.utils.io import canonical_json
 
-    folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir)
+    folder_kind, dir_options = _folder_options(
+        kind, images_dir, masks_dir, data_options, **_taken_root(data_root), split="--split", strict=CHECK_STRICT
+    )
     options = {**dir_options, **_jsonl_root(data_root)}
     report = check_dataset(root, folder_kind or kind, split=split, sha256=sha256, **options)
     typer.echo(canonical_json(report).rstrip("\n") if as_json else format_check(report))
@@ -156,6 +184,9 @@ def datasets_export_command(
     data_root: Annotated[Path | None, typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
     images_dir: Annotated[str | None, typer.Option("--images-dir", help=IMAGES_DIR_HELP)] = None,
     masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
+    data_options: Annotated[
+        list[str] | None, typer.Option("--data-option", metavar="KEY=VALUE", help=DATA_OPTION_HELP)
+    ] = None,
 ) -> None:
     """Write a dataset's manifest as AnomalyCLIP/AdaCLIP meta.json or AA-CLIP jsonl, for the research repos."""
     from medad.data import export_dataset
@@ -163,7 +194,9 @@ def datasets_export_command(
     if absolute and relative_to is not None:
         fail("--absolute and --relative-to exclude each other; give one")
     paths_root = None if absolute else (relative_to or out.expanduser().resolve().parent)
-    folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir)
+    folder_kind, dir_options = _folder_options(
+        kind, images_dir, masks_dir, data_options, **_taken_root(data_root), split="--split"
+    )
     manifest = export_dataset(
         root,
         out,
@@ -219,6 +252,9 @@ def train_command(
     text_weights: Annotated[str | None, typer.Option("--text-weights", help=TEXT_WEIGHTS_HELP)] = None,
     images_dir: Annotated[str | None, typer.Option("--images-dir", help=IMAGES_DIR_HELP)] = None,
     masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
+    data_options: Annotated[
+        list[str] | None, typer.Option("--data-option", metavar="KEY=VALUE", help=DATA_OPTION_HELP)
+    ] = None,
 ) -> None:
     """Train a model's adapters on auxiliary datasets for a fixed number of epochs (resumable)."""
     require_roots(data)
@@ -226,7 +262,7 @@ def train_command(
     from medad.engine.scorer import weights_options
     from medad.engine.train import train_on_roots
 
-    folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir)
+    folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir, data_options, split="--split")
     result = train_on_roots(
         [str(p) for p in data],
         out,
@@ -261,6 +297,17 @@ def _pacs_connection(
 
     uses_dimse = calling_aet is not None or move is not None or any(is_dicom_url(u) for u in urls)
     return Connection(ca_bundle, DimseSettings.from_env(calling_aet, move) if uses_dimse else None)
+
+
+def _check_score_reader(paths: list[Path], kind: str | None, options: dict[str, Any]) -> None:
+    """Refuse ``--data-option`` without ``--kind``, or with a key the kind's reader does not take, before scoring."""
+    from medad.data.options import check_reader_options
+
+    if options and kind is None:
+        fail("--data-option sets a dataset kind's reader option; add --kind KIND (or --kind auto) to read PATH as a "
+             "dataset root")
+    if kind is not None and len(paths) == 1:
+        check_reader_options(paths[0], kind, options)
 
 
 @app.command("score")
@@ -320,6 +367,9 @@ def score_command(
     seed: Annotated[int, typer.Option("--seed", help=SEED_HELP)] = 0,
     images_dir: Annotated[str | None, typer.Option("--images-dir", help=IMAGES_DIR_HELP)] = None,
     masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
+    data_options: Annotated[
+        list[str] | None, typer.Option("--data-option", metavar="KEY=VALUE", help=DATA_OPTION_HELP)
+    ] = None,
     reference: Annotated[
         list[Path] | None,
         typer.Option(
@@ -360,7 +410,8 @@ def score_command(
         from medad.dimse.remote import check_target
 
         check_target(export, deidentify, to, pacs, probe=True)  # the PACS answers (QIDO-RS / C-ECHO), before scoring
-    folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir)
+    folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir, data_options, split="--split")
+    _check_score_reader(paths, folder_kind, dir_options)
     request = ScoreRequest(
         paths=tuple(paths),
         out_dir=out,
@@ -465,6 +516,9 @@ def eval_command(
     ] = "native",
     images_dir: Annotated[str | None, typer.Option("--images-dir", help=IMAGES_DIR_HELP)] = None,
     masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
+    data_options: Annotated[
+        list[str] | None, typer.Option("--data-option", metavar="KEY=VALUE", help=DATA_OPTION_HELP)
+    ] = None,
     volume_score: Annotated[
         str,
         typer.Option(
@@ -491,7 +545,7 @@ def eval_command(
         )
 
     folders = named_predictions(predictions)
-    folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir)
+    folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir, data_options, split="--split")
     manifest = load_manifest(data, folder_kind or kind, split=split, **dir_options)
     target = out or Path(predictions[0].rpartition("=")[2]).resolve().parent / "evaluation"
     ci = {"n_resamples": ci_resamples, "seed": seed, "method": ci_method, "level": confidence}

@@ -102,6 +102,11 @@ def _check_options(description: DatasetDescription, options: dict[str, Any]) -> 
         raise DataError(f"option(s) {unknown} do not apply to dataset kind '{description.name}'; it accepts {accepted}")
 
 
+def check_options(root: str | Path, kind: str, options: dict[str, Any]) -> None:
+    """Refuse reader options the kind's reader does not take, before reading (``auto``: the detected kind)."""
+    _check_options(_resolve(root, kind), options)
+
+
 def load_manifest(root: str | Path, /, kind: str = "auto", split: str | None = "test", **options: Any) -> pd.DataFrame:
     """Build the manifest of a dataset in its public layout.
 

@@ -284,7 +284,8 @@ def _check_reader(name: str, reader: PredictionReader, manifest: pd.DataFrame) -
         raise DataError(
             f"predictions of {name!r} in {reader.folder} were scored from other images than the dataset given "
             "(manifest hashes differ), so their indices would pair maps with the wrong masks; score the dataset "
-            "itself, e.g. `medad score ROOT --kind KIND --out DIR`, then evaluate DIR/predictions"
+            "itself, e.g. `medad score ROOT --kind KIND --out DIR` with the reader options of the evaluation "
+            "(--data-option, --masks-dir: the masks are part of the manifest), then evaluate DIR/predictions"
         )
     missing = np.setdiff1d(np.arange(n), reader.indices)
     skipped = [e for e in reader.skipped if e["index"] < n]
