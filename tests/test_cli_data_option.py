@@ -87,15 +87,10 @@ def test_eval_of_nifti_volumes_finds_the_masks_given_by_data_option(tmp_path, vo
     code, text = run_medad(monkeypatch, capsys, "eval", str(tmp_path / "plain" / "predictions"), *evaluate)
     assert code == 2 and "has a label or a mask" in _one_error_line(text)  # no labels without the masks folder
 
-    labelled = ["--data-option", f"masks={masks}"]
-    code, text = run_medad(monkeypatch, capsys, "eval", str(tmp_path / "plain" / "predictions"), *evaluate, *labelled)
-    line = _one_error_line(text)  # scored without the masks: another manifest; the fix names the reader options
-    assert code == 2 and "scored from other images" in line and "--data-option" in line
-    code, text = run_medad(monkeypatch, capsys, "score", str(images), "--out", str(tmp_path / "s"), *common, *labelled)
-    assert code == 0, text
+    labelled = ["--data-option", f"masks={masks}"]  # the masks arrive after scoring: the same images, not rescored
     out = tmp_path / "eval"
     code, text = run_medad(
-        monkeypatch, capsys, "eval", str(tmp_path / "s" / "predictions"), *evaluate, *labelled, "--out", str(out)
+        monkeypatch, capsys, "eval", str(tmp_path / "plain" / "predictions"), *evaluate, *labelled, "--out", str(out)
     )
     assert code == 0, text
     table = pd.read_csv(out / "per_volume.csv")
@@ -103,6 +98,10 @@ def test_eval_of_nifti_volumes_finds_the_masks_given_by_data_option(tmp_path, vo
     assert table["volume_score"].notna().all() and table["dice"].notna().all()
     rows = [r for r in json.loads((out / "metrics.json").read_text())["rows"] if r["class_name"] == "__volumes__"]
     assert {r["metric"] for r in rows} >= {"image_auroc", "dice"}
+    other = ["--data", str(images), "--kind", "nifti", "--data-option", "axis=0", "--ci-resamples", "0", *labelled]
+    code, text = run_medad(monkeypatch, capsys, "eval", str(tmp_path / "plain" / "predictions"), *other)
+    line = _one_error_line(text)  # other slices (another axis): other images, refused; the fix names the options
+    assert code == 2 and "scored from other images" in line and "--data-option" in line
     assert all(r["status"] == "ok" and r["value"] is not None for r in rows)
 
 

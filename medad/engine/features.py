@@ -41,6 +41,9 @@ Features = dict[str, Any]
 """What ``model.forward_features`` returns: a dict of batch-first tensors (or lists/tuples of them)."""
 
 _MANIFEST_KEY_COLUMNS = ("image_path", "frame", "slice_axis", "mask_path", "mask_rule", "label", "class_name")
+INPUT_COLUMNS = ("image_path", "frame", "slice_axis", "class_name")
+"""The manifest columns a model's predictions depend on (the image and the class word), not the truth (masks,
+labels): predictions scored before masks were given still pair with the images of a manifest that has them."""
 
 
 def default_cache_root() -> Path:
@@ -49,18 +52,22 @@ def default_cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "medad"
 
 
-def manifest_fingerprint(manifest: pd.DataFrame, with_file_stats: bool = False) -> str:
-    """Hash the rows of a manifest that decide what a model sees.
+def manifest_fingerprint(
+    manifest: pd.DataFrame, with_file_stats: bool = False, columns: Sequence[str] = _MANIFEST_KEY_COLUMNS
+) -> str:
+    """Hash the rows of a manifest that decide what a model sees and what it is measured against.
 
     Args:
         manifest: a medad manifest (see ``docs/architecture.md``).
         with_file_stats: also hash each image and mask file's size and modification time, so an edited file
             changes the hash (used for cache keys; leave off for a hash that is stable across machines).
+        columns: the columns hashed (default: images, class words and the truth; :data:`INPUT_COLUMNS`: the
+            model's inputs only, see :func:`inputs_fingerprint`).
 
     Returns:
         The first 16 hex digits of a sha256.
     """
-    columns = [c for c in _MANIFEST_KEY_COLUMNS if c in manifest.columns]
+    columns = [c for c in columns if c in manifest.columns]
     rows = []
     for record in manifest[columns].itertuples(index=False):
         row = ["" if pd.isna(v) else str(v) for v in record]
@@ -71,6 +78,12 @@ def manifest_fingerprint(manifest: pd.DataFrame, with_file_stats: bool = False) 
                     row += [str(stat.st_size), str(stat.st_mtime_ns)]
         rows.append(row)
     return hash_config({"columns": columns, "rows": rows})
+
+
+def inputs_fingerprint(manifest: pd.DataFrame) -> str:
+    """Hash of what a model's predictions depend on, row by row (:data:`INPUT_COLUMNS`): equal for a manifest
+    that only adds or changes masks and labels, so such predictions are evaluated without scoring again."""
+    return manifest_fingerprint(manifest, columns=INPUT_COLUMNS)
 
 
 def _manifest_value(record: tuple[Any, ...], columns: Sequence[str], name: str) -> str:

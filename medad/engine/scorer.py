@@ -24,7 +24,7 @@ import torch
 
 from medad.engine.carry_over import carry_over, finish_carry_over
 from medad.engine.distributed import ScoreShard, barrier
-from medad.engine.features import manifest_fingerprint
+from medad.engine.features import inputs_fingerprint, manifest_fingerprint
 from medad.engine.fewshot import FewShotInferer, fewshot_weight
 from medad.engine.host_writes import BackgroundWrites
 from medad.engine.inferers import Inferer, PlainInferer, ScoringRun, TransductiveInferer
@@ -67,6 +67,7 @@ def predictions_meta(
         "model": card,
         "random_weights": bool(card.get("random_weights", False)),
         "manifest_hash": manifest_fingerprint(manifest),
+        "inputs_hash": inputs_fingerprint(manifest),
         "n_images": len(manifest),
         "compat": compat,
         "weights_sha256": weights_fingerprint(model),

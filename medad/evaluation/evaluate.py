@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from medad.engine.features import manifest_fingerprint
+from medad.engine.features import inputs_fingerprint, manifest_fingerprint
 from medad.engine.predictions import PredictionReader, predictions_random_weights
 from medad.errors import ConfigError, DataError, DataWarning
 from medad.evaluation.accumulation import Accumulated, PassSettings, Predictions, accumulate
@@ -279,13 +279,12 @@ def _check_predictions(readers: Mapping[str, Predictions], manifest: pd.DataFram
 def _check_reader(name: str, reader: PredictionReader, manifest: pd.DataFrame) -> None:
     """One predictions folder against the rows it must cover (see :func:`_check_predictions`)."""
     n = len(manifest)
-    scored = reader.meta.get("manifest_hash")
-    if scored is not None and scored != manifest_fingerprint(manifest):
+    if not _same_images(reader.meta, manifest):
         raise DataError(
             f"predictions of {name!r} in {reader.folder} were scored from other images than the dataset given "
             "(manifest hashes differ), so their indices would pair maps with the wrong masks; score the dataset "
             "itself, e.g. `medad score ROOT --kind KIND --out DIR` with the reader options of the evaluation "
-            "(--data-option, --masks-dir: the masks are part of the manifest), then evaluate DIR/predictions"
+            "(--data-option, --kind), then evaluate DIR/predictions"
         )
     missing = np.setdiff1d(np.arange(n), reader.indices)
     skipped = [e for e in reader.skipped if e["index"] < n]
@@ -301,6 +300,14 @@ def _check_reader(name: str, reader: PredictionReader, manifest: pd.DataFrame) -
             f"predictions of {name!r} lack manifest index {int(missing[0])} "
             f"({missing.size} missing); score the whole manifest first"
         )
+
+
+def _same_images(meta: Mapping[str, Any], manifest: pd.DataFrame) -> bool:
+    """Whether predictions were scored from the manifest's images, row by row: its whole hash, or (predictions that
+    record it) the hash of the model's inputs only, so masks and labels given after scoring are evaluated."""
+    if meta.get("manifest_hash") in (None, manifest_fingerprint(manifest)):
+        return True
+    return meta.get("inputs_hash") == inputs_fingerprint(manifest)
 
 
 def _rows_and_curves(
