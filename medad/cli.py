@@ -85,7 +85,7 @@ DATA_OPTION_HELP = (
 )
 
 
-def _folder_options(
+def _reader_options(
     kind: str | None,
     images_dir: str | None,
     masks_dir: str | None,
@@ -157,7 +157,7 @@ def datasets_check_command(
     from medad.data.reporting import format_check
     from medad.utils.io import canonical_json
 
-    folder_kind, dir_options = _folder_options(
+    folder_kind, dir_options = _reader_options(
         kind, images_dir, masks_dir, data_options, **_taken_root(data_root), split="--split", strict=CHECK_STRICT
     )
     options = {**dir_options, **_jsonl_root(data_root)}
@@ -194,7 +194,7 @@ def datasets_export_command(
     if absolute and relative_to is not None:
         fail("--absolute and --relative-to exclude each other; give one")
     paths_root = None if absolute else (relative_to or out.expanduser().resolve().parent)
-    folder_kind, dir_options = _folder_options(
+    folder_kind, dir_options = _reader_options(
         kind, images_dir, masks_dir, data_options, **_taken_root(data_root), split="--split"
     )
     manifest = export_dataset(
@@ -262,7 +262,7 @@ def train_command(
     from medad.engine.scorer import weights_options
     from medad.engine.train import train_on_roots
 
-    folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir, data_options, split="--split")
+    folder_kind, dir_options = _reader_options(kind, images_dir, masks_dir, data_options, split="--split")
     result = train_on_roots(
         [str(p) for p in data],
         out,
@@ -410,7 +410,7 @@ def score_command(
         from medad.dimse.remote import check_target
 
         check_target(export, deidentify, to, pacs, probe=True)  # the PACS answers (QIDO-RS / C-ECHO), before scoring
-    folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir, data_options, split="--split")
+    folder_kind, dir_options = _reader_options(kind, images_dir, masks_dir, data_options, split="--split")
     _check_score_reader(paths, folder_kind, dir_options)
     request = ScoreRequest(
         paths=tuple(paths),
@@ -545,7 +545,7 @@ def eval_command(
         )
 
     folders = named_predictions(predictions)
-    folder_kind, dir_options = _folder_options(kind, images_dir, masks_dir, data_options, split="--split")
+    folder_kind, dir_options = _reader_options(kind, images_dir, masks_dir, data_options, split="--split")
     manifest = load_manifest(data, folder_kind or kind, split=split, **dir_options)
     target = out or Path(predictions[0].rpartition("=")[2]).resolve().parent / "evaluation"
     ci = {"n_resamples": ci_resamples, "seed": seed, "method": ci_method, "level": confidence}

@@ -587,7 +587,7 @@ def _own_folder_auto(tmp: Path) -> Setup:
     return Setup(["datasets", "check", str(root), "--kind", "auto"], check=masks_not_images)
 
 
-def _own_folder_options(tmp: Path) -> Setup:
+def _own_reader_options(tmp: Path) -> Setup:
     root = _own_folder(tmp, images="scans", masks="labels")
     argv = ["datasets", "check", str(root), "--kind", "folder", "--images-dir", "scans", "--masks-dir", "labels"]
     return Setup(argv)
@@ -850,7 +850,7 @@ CASES: list[Case] = [
     *[Case(f"r2-study-url-{p}", _study_url(p), E.ERROR, p != "never-answers", "a study URL as PATH") for p in PEERS],
     # own folders and CSVs
     Case("r2-own-folder-imgs-masks-auto", _own_folder_auto, E.OK, fast=True, note="masks must not count as images"),
-    Case("r2-own-folder-dir-options", _own_folder_options, E.OK, fast=True, note="--images-dir/--masks-dir on the CLI"),
+    Case("r2-own-folder-dir-options", _own_reader_options, E.OK, fast=True, note="--images-dir/--masks-dir on the CLI"),
     Case("r2-own-folder-names-the-options", _own_folder_wrong_name, E.ERROR, fast=True, note="name the folder options"),
     Case("r2-csv-labels-inferred-from-masks", _csv_labels_inferred, E.WARNING, note="no label column, masks"),
     Case("r2-csv-nothing-to-evaluate", _csv_nothing_to_evaluate, E.ERROR, note="no labels, no masks: exit 2"),
