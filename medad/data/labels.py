@@ -68,7 +68,8 @@ def check_evaluable(manifest: pd.DataFrame) -> None:
         raise DataError(
             f"none of the {len(manifest)} images has a label or a mask, so no metric can be computed; give labels "
             "(a 'label' column of 1 abnormal / 0 normal, or a layout with normal and abnormal folders) or masks "
-            "(a 'mask_path' column, a masks folder) - see docs/datasets.md#csv"
+            "(a 'mask_path' column, a masks folder: --masks-dir, or a reader's masks option such as NIfTI's "
+            "--data-option masks=DIR) - see docs/datasets.md"
         )
 
 
