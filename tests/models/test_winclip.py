@@ -66,6 +66,23 @@ def test_batched_window_embeddings_equal_one_window_at_a_time(tiny: WinCLIP) -> 
         assert torch.allclose(whole[:, 0], tiny._encode_sequences(tokens)[:, 0], atol=1e-5)
 
 
+@pytest.mark.parametrize("window_batch", [4096, 7])
+def test_batched_scoring_equals_image_by_image(window_batch: int) -> None:
+    """Scoring a batch gives each image the maps, scores and few-shot features it gets alone, also when the window
+    chunks (``window_batch`` 7: 9 and 4 windows per image) straddle two images."""
+    model = create_model("winclip_tiny", window_batch=window_batch)
+    images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    words = ["bottle", "skin lesion", "bottle"]
+    batched = model.explain(images, words)
+    features = model.reference_features(images, words)
+    for i in range(3):
+        alone = model.explain(images[i : i + 1], words[i : i + 1])
+        for got, want in zip(batched, alone, strict=True):
+            torch.testing.assert_close(got[i : i + 1], want, atol=1e-5, rtol=0)
+        for key, value in model.reference_features(images[i : i + 1], words[i : i + 1]).items():
+            torch.testing.assert_close(features[key][i : i + 1], value, atol=1e-5, rtol=0)
+
+
 def test_forward_contract_and_policies(tiny: WinCLIP) -> None:
     images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     out = tiny.explain(images, ["bottle", "skin lesion"])
