@@ -18,6 +18,7 @@ Examples:
     python benchmarks/methods_cost.py --quick --out /tmp/methods_cost.json     # tiny presets, under a minute
     python benchmarks/methods_cost.py --out /tmp/methods_cost.json             # tiny and ViT-B, CPU, minutes
     python benchmarks/methods_cost.py --device cuda --out methods_cost_gpu.json  # the GPU rows
+    python benchmarks/methods_cost.py --methods winclip --vit-b-repeats 3       # one method, steadier ViT-B ratio
 """
 
 from __future__ import annotations
