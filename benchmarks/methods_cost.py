@@ -18,6 +18,7 @@ Examples:
     python benchmarks/methods_cost.py --quick --out /tmp/methods_cost.json     # tiny presets, under a minute
     python benchmarks/methods_cost.py --out /tmp/methods_cost.json             # tiny and ViT-B, CPU, minutes
     python benchmarks/methods_cost.py --device cuda --out methods_cost_gpu.json  # the GPU rows
+    python benchmarks/methods_cost.py --methods winclip --vit-b-repeats 3       # one method, steadier ViT-B ratio
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def measure(
         "image_size": side,
         "images": n_images,
         "device": str(device),
+        "repeats": repeats,
     }
     if model_kind(name) is ModelKind.TRAINABLE:
         row["train_step_s_batch8"] = round(timed([step_fn(model, images[:8])], repeats, device)[0], 4)
@@ -157,7 +159,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny presets only (under a minute on 2 cores)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--n-images", type=int, default=16, help="images scored per pass (tiny; ViT-B: 8)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes after a warm-up (tiny; ViT-B: 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes after a warm-up (tiny rows)")
+    parser.add_argument(
+        "--vit-b-repeats",
+        type=int,
+        default=1,
+        help="timed passes of each ViT-B row (one pass can land in a burst of load: several give a steadier ratio)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as a JSON list here")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N for the GPU rows")
@@ -175,7 +183,7 @@ def main() -> None:
             if size == "tiny":
                 row = measure(method, size, {}, args.n_images, args.repeats, device)
             else:
-                row = measure(method, size, VIT_B[method], 8, 1, device)
+                row = measure(method, size, VIT_B[method], 8, args.vit_b_repeats, device)
             row["threads"] = torch.get_num_threads()
             rows.append(row)
             print(json.dumps(row), flush=True)

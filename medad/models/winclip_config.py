@@ -31,7 +31,8 @@ class WinCLIPConfig(ModelConfig):
         image_score: ``global`` (the CLS zero-shot score, the paper's classifier), ``max`` (of the pixel map) or
             ``blend`` (their mean).
         smoothing_sigma: Gaussian sigma in pixels applied to the map (0 = off).
-        window_batch: Window sequences per transformer call (bounds memory).
+        window_batch: Window sequences per transformer call (bounds memory; on CPU a call also holds at most
+            ``winclip.CPU_TOKENS_PER_CALL`` tokens).
         compat: Class-word rule used by the scorer (``clean`` or ``reference``, see ``prompt_word``).
         random_init: Seeded random weights (tests, demos); labelled ``random_weights`` in the card.
         init_seed: Seed of the random weights.

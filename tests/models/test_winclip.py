@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from medad.errors import ConfigError, WeightsError
 from medad.models import ModelKind, WinCLIP, create_model, model_kind
-from medad.models.winclip import harmonic_aggregate, winclip_sentences, window_indices
+from medad.models.winclip import CPU_TOKENS_PER_CALL, harmonic_aggregate, winclip_sentences, window_indices
 from medad.utils.io import sha256_file
 
 
@@ -64,6 +64,37 @@ def test_batched_window_embeddings_equal_one_window_at_a_time(tiny: WinCLIP) -> 
         # a window covering the whole grid is the whole image: its embedding is the image's CLS embedding
         whole = tiny.window_embeddings(tokens, window_indices(tiny.grid, tiny.grid))
         assert torch.allclose(whole[:, 0], tiny._encode_sequences(tokens)[:, 0], atol=1e-5)
+
+
+@pytest.mark.parametrize("window_batch", [4096, 7])
+def test_batched_scoring_equals_image_by_image(window_batch: int) -> None:
+    """Scoring a batch gives each image the maps, scores and few-shot features it gets alone, also when the window
+    chunks (``window_batch`` 7: 9 and 4 windows per image) straddle two images."""
+    model = create_model("winclip_tiny", window_batch=window_batch)
+    images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    words = ["bottle", "skin lesion", "bottle"]
+    batched = model.explain(images, words)
+    features = model.reference_features(images, words)
+    for i in range(3):
+        alone = model.explain(images[i : i + 1], words[i : i + 1])
+        for got, want in zip(batched, alone, strict=True):
+            torch.testing.assert_close(got[i : i + 1], want, atol=1e-5, rtol=0)
+        for key, value in model.reference_features(images[i : i + 1], words[i : i + 1]).items():
+            torch.testing.assert_close(features[key][i : i + 1], value, atol=1e-5, rtol=0)
+
+
+def test_cpu_window_calls_stay_under_the_token_cap() -> None:
+    """On CPU a large batch's windows run in calls of at most ``CPU_TOKENS_PER_CALL`` tokens (30 images x 9 2x2
+    windows x 5 tokens = 1350 tokens would be one call under ``window_batch`` alone), each a whole number of
+    sequences; the whole image still runs in one call."""
+    model = create_model("winclip_tiny", scales=[2])
+    calls: list[tuple[int, int]] = []
+    model.visual.transformer.register_forward_pre_hook(lambda _, args: calls.append(tuple(args[0].shape[:2])))
+    model(torch.randn(30, 3, 64, 64, generator=torch.Generator().manual_seed(6)), ["bottle"] * 30)
+    assert calls[0] == (30, 17)
+    windows = calls[1:]
+    assert sum(n for n, _ in windows) == 30 * 9 and {length for _, length in windows} == {5}
+    assert max(n * length for n, length in windows) <= CPU_TOKENS_PER_CALL < 30 * 9 * 5
 
 
 def test_forward_contract_and_policies(tiny: WinCLIP) -> None:
