@@ -83,6 +83,9 @@ DATA_OPTION_HELP = (
     "A reader option of the dataset kind, KEY=VALUE, VALUE read as YAML (repeat the option), e.g. --kind nifti "
     "--data-option masks=DIR --data-option axis=0; the keys of docs/datasets.md, as a protocol's options:."
 )
+DataOptions = Annotated[
+    list[str] | None, typer.Option("--data-option", metavar="KEY=VALUE", help=DATA_OPTION_HELP)
+]
 
 
 def _reader_options(
@@ -148,9 +151,7 @@ def datasets_check_command(
     data_root: Annotated[Path | None, typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
     images_dir: Annotated[str | None, typer.Option("--images-dir", help=IMAGES_DIR_HELP)] = None,
     masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
-    data_options: Annotated[
-        list[str] | None, typer.Option("--data-option", metavar="KEY=VALUE", help=DATA_OPTION_HELP)
-    ] = None,
+    data_options: DataOptions = None,
 ) -> None:
     """Count images per class, show the detected layout variant and list every problem with its file."""
     from medad.data import check_dataset
@@ -184,9 +185,7 @@ def datasets_export_command(
     data_root: Annotated[Path | None, typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
     images_dir: Annotated[str | None, typer.Option("--images-dir", help=IMAGES_DIR_HELP)] = None,
     masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
-    data_options: Annotated[
-        list[str] | None, typer.Option("--data-option", metavar="KEY=VALUE", help=DATA_OPTION_HELP)
-    ] = None,
+    data_options: DataOptions = None,
 ) -> None:
     """Write a dataset's manifest as AnomalyCLIP/AdaCLIP meta.json or AA-CLIP jsonl, for the research repos."""
     from medad.data import export_dataset
@@ -252,9 +251,7 @@ def train_command(
     text_weights: Annotated[str | None, typer.Option("--text-weights", help=TEXT_WEIGHTS_HELP)] = None,
     images_dir: Annotated[str | None, typer.Option("--images-dir", help=IMAGES_DIR_HELP)] = None,
     masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
-    data_options: Annotated[
-        list[str] | None, typer.Option("--data-option", metavar="KEY=VALUE", help=DATA_OPTION_HELP)
-    ] = None,
+    data_options: DataOptions = None,
 ) -> None:
     """Train a model's adapters on auxiliary datasets for a fixed number of epochs (resumable)."""
     require_roots(data)
@@ -367,9 +364,7 @@ def score_command(
     seed: Annotated[int, typer.Option("--seed", help=SEED_HELP)] = 0,
     images_dir: Annotated[str | None, typer.Option("--images-dir", help=IMAGES_DIR_HELP)] = None,
     masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
-    data_options: Annotated[
-        list[str] | None, typer.Option("--data-option", metavar="KEY=VALUE", help=DATA_OPTION_HELP)
-    ] = None,
+    data_options: DataOptions = None,
     reference: Annotated[
         list[Path] | None,
         typer.Option(
@@ -516,9 +511,7 @@ def eval_command(
     ] = "native",
     images_dir: Annotated[str | None, typer.Option("--images-dir", help=IMAGES_DIR_HELP)] = None,
     masks_dir: Annotated[str | None, typer.Option("--masks-dir", help=MASKS_DIR_HELP)] = None,
-    data_options: Annotated[
-        list[str] | None, typer.Option("--data-option", metavar="KEY=VALUE", help=DATA_OPTION_HELP)
-    ] = None,
+    data_options: DataOptions = None,
     volume_score: Annotated[
         str,
         typer.Option(
