@@ -283,13 +283,15 @@ def paper_view(
             if not members:
                 continue
             average: dict[str, Any] = {"model": model, "dataset": f"{domain} average ({len(members)} of 4)"}
-            average["comparable"] = _average_caveat(
-                [r["comparable"] for r in measured if r["model"] == model and r["domain"] == domain]
-            )
+            in_domain = [r for r in measured if r["model"] == model and r["domain"] == domain]
+            average["comparable"] = _average_caveat([r["comparable"] for r in in_domain])
             for metric, _ in PAPER_METRICS:
                 found = [cells[(model, d)].get(metric) for d in members]
                 present = [v for v in found if v is not None]
                 average[metric] = round(sum(present) / len(present), 1) if len(present) == len(found) else None
+            marked = [r["dataset"] for r in in_domain if "zero_shot" in r]
+            if marked:  # an average over a not-zero-shot dataset is not zero-shot either
+                average["zero_shot"] = f"not zero-shot (includes {', '.join(marked)}, which it was trained on)"
             averages.append(average)
     return {
         "metrics": [m for m, _ in PAPER_METRICS],

@@ -199,6 +199,9 @@ def test_an_allowed_model_is_marked_not_zero_shot_in_the_paper_view_and_report(t
     assert adaclip["zero_shot"] == "not zero-shot (trained on CVC-ColonDB)" and adaclip["method"] == "adaclip"
     crane = next(r for r in view if r["model"] == "crane")
     assert "zero_shot" not in crane and crane["method"] == "crane"
+    averages = {r["model"]: r for r in json.loads((run_dir / "metrics.json").read_text())["paper_view"]["averages"]}
+    assert averages["adaclip"]["zero_shot"] == "not zero-shot (includes CVC-ColonDB, which it was trained on)"
+    assert "zero_shot" not in averages["crane"]  # the medical average over a zero-shot row stays unmarked
     figures = {p["figures"]: p for p in adaclip["published"]}  # the publication's own figures, beside medad's
     assert figures["90.4 / 58.2"]["label"] == "published, not re-measured"
     assert "MVTec AD + ColonDB" in figures["90.4 / 58.2"]["training_data"]
