@@ -8,8 +8,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from medad.errors import ConfigError
-from medad.models.backbones import check_geometry, needed_backbone
-from medad.models.config import BackboneName, IntTuple, ModelConfig, PathText, check_layers
+from medad.models.config import BackboneName, IntTuple, PathText, TextFreeDinoConfig, check_layers
 from medad.models.kind import ModelKind
 from medad.models.registry import register_model
 
@@ -17,7 +16,7 @@ RELEASE_BACKBONE = "vit_small_patch14_dinov2.lvd142m"
 """The release's default backbone (``dinov2_vits14`` from torch.hub) under its timm name."""
 
 
-class AnomalyDINOConfig(ModelConfig):
+class AnomalyDINOConfig(TextFreeDinoConfig):
     """Configuration of ``anomalydino`` (recorded in the card).
 
     Attributes:
@@ -53,22 +52,6 @@ class AnomalyDINOConfig(ModelConfig):
     init_seed: int = 0
 
     label: ClassVar[str] = "anomalydino"
-
-    @classmethod
-    def prepare(cls, cfg: dict[str, Any]) -> dict[str, Any]:
-        """Refuse text weights: AnomalyDINO uses no text."""
-        if cfg.get("text_weights") is not None:
-            raise ConfigError("anomalydino uses no text: remove `weights: {text: ...}` for this model")
-        cfg.pop("text_weights", None)
-        return cfg
-
-    def check_architecture(self) -> None:
-        """Layers and image size against the backbone (:func:`~medad.models.backbones.check_geometry`)."""
-        check_geometry(self)
-
-    def needed_weights(self) -> dict[str, dict[str, str]]:
-        """The DINO backbone (none with ``random_init``)."""
-        return needed_backbone(self)
 
     def check(self) -> None:
         """Check values that need no backbone."""

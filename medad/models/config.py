@@ -10,12 +10,13 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar, cast
 
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
 from medad.errors import ConfigError
+from medad.models.backbones import DinoConfig, check_geometry, needed_backbone
 from medad.models.prompts import check_compat
 from medad.utils.config import StrictModel
 
@@ -118,6 +119,28 @@ class ModelConfig(StrictModel):
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (``create_model(name, **to_dict())`` rebuilds the model); tuples become lists."""
         return self.model_dump(mode="json")
+
+
+class TextFreeDinoConfig(ModelConfig):
+    """Base of the configs of DINO models that read no text (``anomalydino``, ``dinov3_mutual``): their subclass
+    declares ``backbone``, ``backbone_weights``, ``backbone_overrides``, ``layers``, ``image_size`` and
+    ``random_init``; this class refuses text weights and checks and names the backbone."""
+
+    @classmethod
+    def prepare(cls, cfg: dict[str, Any]) -> dict[str, Any]:
+        """Refuse text weights: the model uses no text."""
+        if cfg.get("text_weights") is not None:
+            raise ConfigError(f"{cls.label} uses no text: remove `weights: {{text: ...}}` for this model")
+        cfg.pop("text_weights", None)
+        return cfg
+
+    def check_architecture(self) -> None:
+        """Layers and image size against the backbone (:func:`~medad.models.backbones.check_geometry`)."""
+        check_geometry(cast(DinoConfig, self))  # the subclass declares the fields
+
+    def needed_weights(self) -> dict[str, dict[str, str]]:
+        """The DINO backbone (none with ``random_init``)."""
+        return needed_backbone(cast(DinoConfig, self))
 
 
 def check_layers(layers: Sequence[int]) -> None:

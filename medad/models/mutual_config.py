@@ -8,8 +8,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from medad.errors import ConfigError
-from medad.models.backbones import check_geometry, needed_backbone
-from medad.models.config import BackboneName, IntTuple, ModelConfig, PathText, check_layers
+from medad.models.config import BackboneName, IntTuple, PathText, TextFreeDinoConfig, check_layers
 from medad.models.kind import ModelKind
 from medad.models.registry import register_model
 
@@ -17,7 +16,7 @@ FEATURE_DTYPE_NAMES = ("float32", "float16", "bfloat16")
 """Storage dtypes of a scoring set's features (torch's names)."""
 
 
-class MutualConfig(ModelConfig):
+class MutualConfig(TextFreeDinoConfig):
     """Configuration of ``dinov3_mutual`` (recorded in the card).
 
     Attributes:
@@ -53,22 +52,6 @@ class MutualConfig(ModelConfig):
     init_seed: int = 0
 
     label: ClassVar[str] = "dinov3_mutual"
-
-    @classmethod
-    def prepare(cls, cfg: dict[str, Any]) -> dict[str, Any]:
-        """Refuse text weights: the mutual baseline uses no text."""
-        if cfg.get("text_weights") is not None:
-            raise ConfigError("dinov3_mutual uses no text: remove `weights: {text: ...}` for this model")
-        cfg.pop("text_weights", None)
-        return cfg
-
-    def check_architecture(self) -> None:
-        """Layers and image size against the DINOv3 architecture (:func:`~medad.models.backbones.check_geometry`)."""
-        check_geometry(self)
-
-    def needed_weights(self) -> dict[str, dict[str, str]]:
-        """The DINOv3 backbone (none with ``random_init``)."""
-        return needed_backbone(self)
 
     def check(self) -> None:
         """Check values that need no backbone."""

@@ -148,3 +148,13 @@ def test_released_and_dinov3_presets_check_without_weights() -> None:
         check_model_config("anomalydino", image_size=450)
     with pytest.raises(ConfigError, match="uses no text"):
         check_model_config("anomalydino", text_weights="x.safetensors")
+
+
+@pytest.mark.parametrize("name", ["anomalydino", "dinov3_mutual"])
+def test_text_free_dino_configs_refuse_text_weights_naming_themselves(name: str) -> None:
+    """The shared base of the text-free DINO configs names each model in its refusal, and reports its backbone."""
+    with pytest.raises(ConfigError) as refused:
+        check_model_config(name, text_weights="x.safetensors")
+    assert str(refused.value) == f"{name} uses no text: remove `weights: {{text: ...}}` for this model"
+    assert set(check_model_config(name).needed_weights()) == {"backbone"}
+    assert check_model_config(name, random_init=True).needed_weights() == {}
