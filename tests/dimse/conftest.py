@@ -17,8 +17,9 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,6 +119,25 @@ def _wait_for_port(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"storescp did not listen within 30 s; see {log}") from None
             time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def pynetdicom_peer(
+    title: str, contexts: Iterable[str], handlers: Sequence[tuple[Any, Any]] = ()
+) -> Iterator[int]:
+    """A pynetdicom SCP named ``title`` on a free loopback port, accepting ``contexts`` and answering with
+    ``handlers`` (``(evt.EVT_..., function)``); yields its port and shuts it down after."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=title)
+    for uid in contexts:
+        ae.add_supported_context(uid)
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=list(handlers))
+    try:
+        yield port
+    finally:
+        server.shutdown()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tests.cli import run_medad
 from tests.dicomweb.conftest import ct_mr_study, free_port
-from tests.dimse.conftest import OrthancDimse, StoreScp
+from tests.dimse.conftest import OrthancDimse, StoreScp, pynetdicom_peer
 
 PATIENT = ("MEDADTEST01", "Test^Patient")
 
@@ -98,7 +98,7 @@ def test_an_unregistered_calling_ae_title_is_refused(orthanc_dimse, tmp_path, mo
 @pytest.fixture
 def aborting_peer() -> Iterator[int]:
     """A pynetdicom Q/R SCP that aborts the association on every C-FIND (a PACS that gives up mid-request)."""
-    from pynetdicom import AE, evt
+    from pynetdicom import evt
     from pynetdicom.sop_class import (
         StudyRootQueryRetrieveInformationModelFind,
         StudyRootQueryRetrieveInformationModelGet,
@@ -109,15 +109,9 @@ def aborting_peer() -> Iterator[int]:
         event.assoc.abort()
         yield 0xFF00, None
 
-    ae = AE(ae_title="ABORTER")
-    for uid in (StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet, Verification):
-        ae.add_supported_context(uid)
-    port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_FIND, abort)])
-    try:
+    contexts = (StudyRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelGet, Verification)
+    with pynetdicom_peer("ABORTER", contexts, [(evt.EVT_C_FIND, abort)]) as port:
         yield port
-    finally:
-        server.shutdown()
 
 
 def test_an_aborted_association(aborting_peer: int, tmp_path, monkeypatch, capsys) -> None:
@@ -129,17 +123,10 @@ def test_an_aborted_association(aborting_peer: int, tmp_path, monkeypatch, capsy
 @pytest.fixture
 def echo_only_peer() -> Iterator[int]:
     """A pynetdicom peer that answers C-ECHO but accepts no SEG / Parametric Map storage."""
-    from pynetdicom import AE
     from pynetdicom.sop_class import Verification
 
-    ae = AE(ae_title="ECHOONLY")
-    ae.add_supported_context(Verification)
-    port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False)
-    try:
+    with pynetdicom_peer("ECHOONLY", [Verification]) as port:
         yield port
-    finally:
-        server.shutdown()
 
 
 @pytest.mark.slow

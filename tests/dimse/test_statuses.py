@@ -13,6 +13,7 @@ from pydicom import Dataset
 
 from medad.dimse import DicomPeer, DimseError, DimseSettings, fetch_study, parse_dicom_url
 from tests.dicomweb.conftest import ct_mr_study, free_port
+from tests.dimse.conftest import pynetdicom_peer
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 STUDY = "1.2.826.0.1.3680043.8.498.1"
@@ -38,7 +39,7 @@ def _answer(identifier: Dataset) -> Dataset:
 @pytest.fixture
 def fake_peer() -> Iterator[tuple[int, type[Behaviour]]]:
     """A pynetdicom Study Root Q/R SCP (FIND, GET, MOVE) on a free loopback port."""
-    from pynetdicom import AE, evt
+    from pynetdicom import evt
     from pynetdicom.sop_class import (
         StudyRootQueryRetrieveInformationModelFind,
         StudyRootQueryRetrieveInformationModelGet,
@@ -63,20 +64,14 @@ def fake_peer() -> Iterator[tuple[int, type[Behaviour]]]:
     def move(event):
         yield None, None  # the destination AE title is unknown to this peer
 
-    ae = AE(ae_title="FAKEPACS")
-    for uid in (
+    contexts = (
         StudyRootQueryRetrieveInformationModelFind,
         StudyRootQueryRetrieveInformationModelGet,
         StudyRootQueryRetrieveInformationModelMove,
-    ):
-        ae.add_supported_context(uid)
-    port = free_port()
+    )
     handlers = [(evt.EVT_C_FIND, find), (evt.EVT_C_GET, get), (evt.EVT_C_MOVE, move)]
-    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
-    try:
+    with pynetdicom_peer("FAKEPACS", contexts, handlers) as port:
         yield port, Told
-    finally:
-        server.shutdown()
 
 
 def _fetch(port: int, tmp: Path, **settings: object) -> str:
@@ -135,17 +130,10 @@ def test_an_interrupted_fetch_resumes(orthanc_dimse, tmp_path, caplog) -> None:
 @pytest.fixture
 def find_only_peer() -> Iterator[int]:
     """A pynetdicom peer that offers C-FIND but neither C-GET nor C-MOVE."""
-    from pynetdicom import AE
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
-    ae = AE(ae_title="FAKEPACS")
-    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
-    port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False)
-    try:
+    with pynetdicom_peer("FAKEPACS", [StudyRootQueryRetrieveInformationModelFind]) as port:
         yield port
-    finally:
-        server.shutdown()
 
 
 def test_a_peer_without_c_get_says_to_use_c_move(find_only_peer: int, tmp_path) -> None:
@@ -155,21 +143,15 @@ def test_a_peer_without_c_get_says_to_use_c_move(find_only_peer: int, tmp_path) 
 
 
 def test_a_busy_peer_rejects_transiently_and_the_message_says_retry(tmp_path) -> None:
-    from pynetdicom import AE, evt
+    from pynetdicom import evt
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
     def busy(event):  # A-ASSOCIATE-RJ: rejected transient, by the presentation service provider, local limit
         event.assoc.acse.send_reject(0x02, 0x03, 0x02)
         time.sleep(0.5)  # let the rejection reach medad before pynetdicom closes the connection
 
-    ae = AE(ae_title="FAKEPACS")
-    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
-    port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_REQUESTED, busy)])
-    try:
+    with pynetdicom_peer("FAKEPACS", [StudyRootQueryRetrieveInformationModelFind], [(evt.EVT_REQUESTED, busy)]) as port:
         message = _fetch(port, tmp_path)
-    finally:
-        server.shutdown()
     assert "rejected the association while fetching a study (Rejected Transient" in message
     assert "retry later" in message
 
