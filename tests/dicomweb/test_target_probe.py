@@ -3,8 +3,6 @@ that accepts connections but never answers is reported as a timeout, not as unre
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,36 +11,15 @@ import pytest
 from PIL import Image
 
 from tests.cli import run_medad
-from tests.dicomweb.conftest import free_port
+from tests.dicomweb.conftest import free_port, silent_tcp_port
 from tests.dicomweb.test_errors import _one_error_line, web_page  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
 def silent_server() -> Iterator[str]:
     """A loopback TCP server that accepts every connection and never sends a byte."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            held.append(conn)  # kept open, never answered
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}/dicom-web"
-    stop.set()
-    thread.join(timeout=5)
-    for conn in held:
-        conn.close()
-    server.close()
+    with silent_tcp_port() as port:
+        yield f"http://127.0.0.1:{port}/dicom-web"
 
 
 def _image_folder(tmp_path: Path) -> Path:

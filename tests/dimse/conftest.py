@@ -15,7 +15,6 @@ import contextlib
 import dataclasses
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.dicomweb.conftest import ORTHANC, Orthanc, free_port, running_orthanc, stop_process
+from tests.dicomweb.conftest import ORTHANC, Orthanc, free_port, running_orthanc, silent_tcp_port, stop_process
 
 ORTHANC_AET, MEDAD_AET = "ORTHANC", "MEDAD"
 USER, PASSWORD = "medad-dimse", "not-a-real-secret-4b1d"
@@ -143,27 +142,5 @@ def pynetdicom_peer(
 @pytest.fixture
 def silent_port() -> Iterator[int]:
     """A loopback port that accepts TCP connections and never sends a byte (a hung PACS)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield int(server.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        for conn in held:
-            conn.close()
-        server.close()
+    with silent_tcp_port() as port:
+        yield port
